@@ -1,0 +1,4 @@
+//! The `afterpush` command line.
+fn main() -> std::process::ExitCode {
+    afterpush::cli::main()
+}

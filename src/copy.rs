@@ -1,0 +1,1 @@
+//! Copying an image (all platforms, attestations, optionally referrers) between repositories.

@@ -1,0 +1,20 @@
+//! afterpush: the work every Amazon ECR team scripts by hand after `docker push`.
+//!
+//! - [`ztoc`] and [`soci`]: SOCI indexes (lazy-loading for ECS/Fargate), streaming.
+//! - [`cleanup`] and [`catalog`]: BuildKit cache cleanup with a dry run and a report.
+//! - [`stitch`]: per-architecture tags stitched into one multi-arch index.
+//!
+//! The Lambda functions in `functions/` and the `afterpush` CLI are thin shells over
+//! this library.
+
+pub mod catalog;
+pub mod cleanup;
+pub mod cli;
+pub mod copy;
+pub mod events;
+pub mod oci;
+pub mod registry;
+pub mod sample;
+pub mod soci;
+pub mod stitch;
+pub mod ztoc;

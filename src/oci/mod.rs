@@ -1,0 +1,445 @@
+//! OCI and Docker media types, digests, and the classification of a manifest.
+//!
+//! Manifests are always kept as the exact bytes a registry stored (their digest is the
+//! sha256 of those bytes); the `oci-spec` types are used to *read* them, and to build the
+//! few manifests afterpush writes itself.
+
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+pub use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, Platform};
+
+/// Media types afterpush reads or writes.
+pub mod media {
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+    pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    pub const BUILDKIT_CACHE_CONFIG: &str = "application/vnd.buildkit.cacheconfig.v0";
+    pub const SOCI_INDEX_V1: &str = "application/vnd.amazon.soci.index.v1+json";
+    pub const SOCI_INDEX_V2: &str = "application/vnd.amazon.soci.index.v2+json";
+    pub const SOCI_ZTOC: &str = "application/octet-stream";
+    pub const IN_TOTO: &str = "application/vnd.in-toto+json";
+    pub const COSIGN_SIGNATURE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+    pub const COSIGN_ARTIFACT_SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    pub const NOTARY_SIGNATURE: &str = "application/vnd.cncf.notary.signature";
+
+    /// Every manifest media type afterpush understands: the `Accept` list for registries
+    /// and the `acceptedMediaTypes` for ECR's BatchGetImage (without them ECR may convert).
+    pub const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
+    /// True for an image index or a Docker manifest list.
+    pub fn is_index(media_type: &str) -> bool {
+        media_type == OCI_INDEX || media_type == DOCKER_LIST
+    }
+
+    /// True for a single-image manifest (OCI or Docker v2 schema 2).
+    pub fn is_image_manifest(media_type: &str) -> bool {
+        media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
+    }
+}
+
+/// Annotations with a meaning to afterpush.
+pub mod annotation {
+    pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+    pub const SOCI_INDEX_DIGEST: &str = "com.amazon.soci.index-digest";
+    pub const SOCI_IMAGE_MANIFEST_DIGEST: &str = "com.amazon.soci.image-manifest-digest";
+    pub const SOCI_LAYER_DIGEST: &str = "com.amazon.soci.image-layer-digest";
+    pub const SOCI_LAYER_MEDIA_TYPE: &str = "com.amazon.soci.image-layer-mediaType";
+    pub const SOCI_SPAN_SIZE: &str = "com.amazon.soci.span-size";
+    pub const SOCI_BUILD_TOOL: &str = "com.amazon.soci.build-tool-identifier";
+    pub const SOCI_DISABLE_XATTRS: &str = "com.amazon.soci.disable-xattrs";
+    pub const DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+    pub const DOCKER_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+    pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
+}
+
+/// Errors about digests and manifest bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex>")]
+    InvalidDigest(String),
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: Sha256Digest,
+        actual: Sha256Digest,
+    },
+    #[error("{what} is not valid manifest JSON: {source}")]
+    InvalidManifest {
+        what: String,
+        source: serde_json::Error,
+    },
+}
+
+/// A `sha256:<hex>` digest. The only algorithm registries (and ECR) use in practice;
+/// anything else is rejected at parse time with a clear error.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256Digest([u8; 32]);
+
+impl Sha256Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+    pub fn from_bytes(raw: [u8; 32]) -> Self {
+        Self(raw)
+    }
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// The 64 hex characters, without `sha256:`.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    /// Fails with [`OciError::DigestMismatch`] unless `bytes` hash to `self`.
+    pub fn verify(&self, what: &str, bytes: &[u8]) -> Result<(), OciError> {
+        let actual = Self::of(bytes);
+        if &actual == self {
+            Ok(())
+        } else {
+            Err(OciError::DigestMismatch {
+                what: what.to_string(),
+                expected: self.clone(),
+                actual,
+            })
+        }
+    }
+    /// As `oci_spec`'s digest type, for building descriptors.
+    pub fn to_oci(&self) -> oci_spec::image::Digest {
+        oci_spec::image::Digest::from_str(&self.to_string())
+            .expect("a sha256 digest is always valid")
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Sha256Digest {
+    type Err = OciError;
+    fn from_str(s: &str) -> Result<Self, OciError> {
+        let bad = || OciError::InvalidDigest(s.to_string());
+        let hex_part = s.strip_prefix("sha256:").ok_or_else(bad)?;
+        if hex_part.len() != 64
+            || !hex_part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(bad());
+        }
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut raw).map_err(|_| bad())?;
+        Ok(Self(raw))
+    }
+}
+
+impl TryFrom<&oci_spec::image::Digest> for Sha256Digest {
+    type Error = OciError;
+    fn try_from(d: &oci_spec::image::Digest) -> Result<Self, OciError> {
+        d.to_string().parse()
+    }
+}
+
+impl serde::Serialize for Sha256Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Incremental sha256, for verifying streamed blobs.
+#[derive(Default, Clone)]
+pub struct DigestWriter(Sha256);
+
+impl DigestWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    pub fn finish(self) -> Sha256Digest {
+        Sha256Digest(self.0.finalize().into())
+    }
+}
+
+/// What kind of artifact a manifest is, as far as afterpush's jobs care.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactKind {
+    /// A runnable image manifest (OCI or Docker), inline cache included.
+    Image,
+    /// An image index / manifest list holding platform images.
+    Index,
+    /// A BuildKit registry cache (cacheconfig manifest, or a legacy cache index).
+    BuildkitCache,
+    /// A SOCI index (v1 or v2) manifest.
+    SociIndex,
+    /// An in-toto attestation / provenance / SBOM manifest.
+    Attestation,
+    /// A signature (cosign, notation).
+    Signature,
+    /// Anything else (Helm charts, unknown artifacts).
+    Other,
+}
+
+impl fmt::Display for ArtifactKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ArtifactKind::Image => "image",
+            ArtifactKind::Index => "index",
+            ArtifactKind::BuildkitCache => "buildkit-cache",
+            ArtifactKind::SociIndex => "soci-index",
+            ArtifactKind::Attestation => "attestation",
+            ArtifactKind::Signature => "signature",
+            ArtifactKind::Other => "other",
+        };
+        f.write_str(s)
+    }
+}
+
+/// The fields of any manifest kind that classification and graph-walking need. Parsed
+/// leniently (unknown fields ignored, missing fields empty) so that every manifest a
+/// registry holds can be classified.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestSummary {
+    #[serde(default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub config: Option<DescriptorSummary>,
+    #[serde(default)]
+    pub layers: Vec<DescriptorSummary>,
+    #[serde(default)]
+    pub manifests: Vec<DescriptorSummary>,
+    #[serde(default)]
+    pub subject: Option<DescriptorSummary>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A descriptor as found inside any manifest.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescriptorSummary {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: String,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+impl ManifestSummary {
+    /// Parses manifest bytes; `what` names the manifest in the error.
+    pub fn parse(what: &str, bytes: &[u8]) -> Result<Self, OciError> {
+        serde_json::from_slice(bytes).map_err(|source| OciError::InvalidManifest {
+            what: what.to_string(),
+            source,
+        })
+    }
+
+    /// The media type of the manifest: its `mediaType` field, else the one given (from
+    /// the registry's Content-Type), else guessed from its shape.
+    pub fn effective_media_type<'a>(&'a self, stored: Option<&'a str>) -> &'a str {
+        if let Some(mt) = self.media_type.as_deref() {
+            return mt;
+        }
+        if let Some(mt) = stored {
+            return mt;
+        }
+        if !self.manifests.is_empty() {
+            media::OCI_INDEX
+        } else {
+            media::OCI_MANIFEST
+        }
+    }
+
+    /// The artifact type in the OCI 1.1 sense: `artifactType`, else the config media type.
+    pub fn artifact_type(&self) -> Option<&str> {
+        self.artifact_type
+            .as_deref()
+            .or(self.config.as_ref().map(|c| c.media_type.as_str()))
+    }
+
+    /// Classifies the manifest (see [`ArtifactKind`]).
+    pub fn kind(&self, stored_media_type: Option<&str>) -> ArtifactKind {
+        let mt = self.effective_media_type(stored_media_type);
+        let artifact = self.artifact_type().unwrap_or("");
+        if artifact.starts_with("application/vnd.amazon.soci.index.") {
+            return ArtifactKind::SociIndex;
+        }
+        if artifact == media::BUILDKIT_CACHE_CONFIG {
+            return ArtifactKind::BuildkitCache;
+        }
+        if media::is_index(mt) {
+            // Legacy BuildKit cache (image-manifest=false): an index of layer blobs plus one
+            // cacheconfig descriptor.
+            if self
+                .manifests
+                .iter()
+                .any(|d| d.media_type == media::BUILDKIT_CACHE_CONFIG)
+            {
+                return ArtifactKind::BuildkitCache;
+            }
+            return ArtifactKind::Index;
+        }
+        if is_signature_type(artifact)
+            || self.layers.iter().any(|l| is_signature_type(&l.media_type))
+        {
+            return ArtifactKind::Signature;
+        }
+        if artifact == media::IN_TOTO
+            || artifact.contains("in-toto")
+            || self
+                .annotations
+                .get(annotation::DOCKER_REFERENCE_TYPE)
+                .map(String::as_str)
+                == Some(annotation::ATTESTATION_MANIFEST)
+            || (!self.layers.is_empty()
+                && self.layers.iter().all(|l| l.media_type == media::IN_TOTO))
+        {
+            return ArtifactKind::Attestation;
+        }
+        if media::is_image_manifest(mt)
+            && (artifact == media::OCI_CONFIG || artifact == media::DOCKER_CONFIG)
+        {
+            return ArtifactKind::Image;
+        }
+        ArtifactKind::Other
+    }
+}
+
+fn is_signature_type(mt: &str) -> bool {
+    mt == media::COSIGN_SIGNATURE
+        || mt == media::COSIGN_ARTIFACT_SIG
+        || mt.starts_with(media::NOTARY_SIGNATURE)
+}
+
+/// True when an index entry is an attestation manifest (buildx puts them in the image
+/// index with platform `unknown/unknown`).
+pub fn is_attestation_descriptor(d: &DescriptorSummary) -> bool {
+    d.annotations
+        .get(annotation::DOCKER_REFERENCE_TYPE)
+        .map(String::as_str)
+        == Some(annotation::ATTESTATION_MANIFEST)
+        || d.platform.as_ref().is_some_and(|p| {
+            p.os().to_string() == "unknown" && p.architecture().to_string() == "unknown"
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_round_trips_and_rejects_garbage() {
+        let d = Sha256Digest::of(b"{}");
+        assert_eq!(
+            d.to_string(),
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+        assert_eq!(d.to_string().parse::<Sha256Digest>().unwrap(), d);
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+            "sha256:44136FA355B3678A1146AD16F7E8649E94FB4FC21FE77E8310C060F61CAAFF8A",
+            "sha256:xyz",
+        ] {
+            assert!(bad.parse::<Sha256Digest>().is_err(), "{bad}");
+        }
+        assert!(d.verify("config", b"{}").is_ok());
+        let err = d.verify("config", b"{ }").unwrap_err().to_string();
+        assert!(
+            err.contains("config") && err.contains(&d.to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn classifies_manifest_kinds() {
+        let cases = [
+            (
+                r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:a","size":1},"layers":[]}"#,
+                ArtifactKind::Image,
+            ),
+            (
+                r#"{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"sha256:a","size":1},"layers":[]}"#,
+                ArtifactKind::Image,
+            ),
+            (
+                r#"{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:a","size":1}]}"#,
+                ArtifactKind::Index,
+            ),
+            (
+                r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.buildkit.cacheconfig.v0","digest":"sha256:a","size":1},"layers":[]}"#,
+                ArtifactKind::BuildkitCache,
+            ),
+            (
+                r#"{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:a","size":1},{"mediaType":"application/vnd.buildkit.cacheconfig.v0","digest":"sha256:b","size":1}]}"#,
+                ArtifactKind::BuildkitCache,
+            ),
+            (
+                r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.amazon.soci.index.v2+json","digest":"sha256:a","size":2},"layers":[]}"#,
+                ArtifactKind::SociIndex,
+            ),
+            (
+                r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:a","size":1},"layers":[{"mediaType":"application/vnd.in-toto+json","digest":"sha256:b","size":1}]}"#,
+                ArtifactKind::Attestation,
+            ),
+            (
+                r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:a","size":1},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:b","size":1}]}"#,
+                ArtifactKind::Signature,
+            ),
+            (
+                r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"sha256:a","size":1},"layers":[]}"#,
+                ArtifactKind::Other,
+            ),
+        ];
+        for (json, kind) in cases {
+            assert_eq!(
+                ManifestSummary::parse("m", json.as_bytes())
+                    .unwrap()
+                    .kind(None),
+                kind,
+                "{json}"
+            );
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Reading and writing images: one [`Repository`] trait, with an OCI distribution (HTTP)
+//! implementation for ECR and every other registry, and an OCI image layout one (a
+//! directory or an `oci-archive` tarball) for local runs and tests.
+//!
+//! Every implementation returns the exact bytes it stored and verifies the digest of
+//! what it reads: a manifest always, a blob on full reads.
+
+pub mod reference;
+
+use crate::oci::{OciError, Sha256Digest};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use std::ops::Range;
+
+pub use reference::{ImageRef, Location, RefError};
+
+/// Registries refuse manifests over 4 MiB (ECR's PutImage limit, and distribution's).
+pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
+
+/// A manifest exactly as stored, with its media type and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub media_type: String,
+    pub digest: Sha256Digest,
+    pub bytes: Bytes,
+}
+
+impl Manifest {
+    /// Wraps bytes we are about to push, computing their digest.
+    pub fn new(media_type: impl Into<String>, bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            media_type: media_type.into(),
+            digest: Sha256Digest::of(&bytes),
+            bytes,
+        }
+    }
+    /// A descriptor summary of this manifest (media type, digest, size).
+    pub fn descriptor(&self) -> BlobRef {
+        BlobRef {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.bytes.len() as u64,
+        }
+    }
+}
+
+/// Media type, digest and size: the minimum to address content.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobRef {
+    pub media_type: String,
+    pub digest: Sha256Digest,
+    pub size: u64,
+}
+
+/// A stream of blob bytes. Errors mid-stream (a dropped connection, a digest mismatch at
+/// the end of a full read) arrive as items.
+pub type BlobStream = BoxStream<'static, Result<Bytes, RegistryError>>;
+
+/// What can go wrong talking to a registry or a layout. Every variant names the thing
+/// (reference, URL, path, digest) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Reference(#[from] RefError),
+    #[error("{what} not found in {location}")]
+    NotFound { what: String, location: String },
+    #[error("{url}: HTTP {status}{}: {message}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    Http {
+        url: String,
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+    #[error("{url}: {message}")]
+    Transport {
+        url: String,
+        message: String,
+        retryable: bool,
+    },
+    #[error("authentication to {registry} failed: {message}")]
+    Auth { registry: String, message: String },
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    #[error("manifest {what} is {size} bytes, over the {MAX_MANIFEST_SIZE}-byte limit")]
+    ManifestTooLarge { what: String, size: usize },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}")]
+    Invalid { location: String, message: String },
+    #[error("{0} is not supported by {1}")]
+    Unsupported(String, String),
+}
+
+impl RegistryError {
+    /// True for failures that a later attempt may not see (429, 5xx, resets, timeouts).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Http { status, .. } => *status == 429 || *status >= 500,
+            RegistryError::Transport { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+    /// True when the thing asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::NotFound { .. })
+            || matches!(self, RegistryError::Http { status: 404, .. })
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// One repository of a registry (or one OCI image layout, which holds one repository).
+///
+/// References are tags or `sha256:` digests. Implementations must verify the digest of
+/// every manifest they return and of every blob read in full.
+#[async_trait]
+pub trait Repository: Send + Sync + std::fmt::Debug {
+    /// Where this is, for messages: `127.0.0.1:5000/app`, `oci:/tmp/layout`.
+    fn location(&self) -> String;
+
+    /// Resolves a tag or digest to the manifest's media type, digest and size.
+    async fn resolve(&self, reference: &str) -> Result<BlobRef>;
+
+    /// The manifest's exact bytes (digest verified), by tag or digest.
+    async fn get_manifest(&self, reference: &str) -> Result<Manifest>;
+
+    /// Stores a manifest. With `tag`, the tag points at it afterwards; without, it is
+    /// stored by digest only. Every blob and child it names must already be present.
+    async fn put_manifest(&self, manifest: &Manifest, tag: Option<&str>) -> Result<()>;
+
+    /// Deletes a manifest by digest (tags pointing at it go with it).
+    async fn delete_manifest(&self, digest: &Sha256Digest) -> Result<()>;
+
+    /// The blob's size when present, `None` when absent.
+    async fn blob_size(&self, digest: &Sha256Digest) -> Result<Option<u64>>;
+
+    /// Streams a blob, or the byte range of it. Full reads are digest-verified: a
+    /// mismatch arrives as the stream's last item.
+    async fn get_blob(
+        &self,
+        digest: &Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream>;
+
+    /// Uploads a blob of known digest and size from a stream. Skips the upload when the
+    /// blob already exists. The digest of what was streamed is checked before commit.
+    async fn push_blob(&self, digest: &Sha256Digest, size: u64, data: BlobStream) -> Result<()>;
+
+    /// Tries a cross-repository mount of a blob from `from_repository` of the same
+    /// registry. `Ok(false)` when the registry declined (the caller then uploads).
+    async fn mount_blob(&self, _digest: &Sha256Digest, _from_repository: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// The repository's tags, sorted.
+    async fn list_tags(&self) -> Result<Vec<String>>;
+
+    /// Manifests whose `subject` is `digest` (OCI 1.1 referrers), optionally filtered by
+    /// artifact type. Registries without the referrers API answer through the
+    /// `sha256-<hex>` tag schema.
+    async fn referrers(
+        &self,
+        digest: &Sha256Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<crate::oci::DescriptorSummary>>;
+}
+
+/// Pushes small in-memory content as a blob.
+pub async fn push_bytes(repo: &dyn Repository, bytes: Bytes) -> Result<Sha256Digest> {
+    let digest = Sha256Digest::of(&bytes);
+    let size = bytes.len() as u64;
+    let stream: BlobStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
+    repo.push_blob(&digest, size, stream).await?;
+    Ok(digest)
+}
+
+/// Reads a whole blob into memory (for configs and zTOCs, never layers), digest-verified.
+pub async fn read_blob(repo: &dyn Repository, digest: &Sha256Digest) -> Result<Bytes> {
+    use futures::TryStreamExt;
+    let chunks: Vec<Bytes> = repo.get_blob(digest, None).await?.try_collect().await?;
+    Ok(Bytes::from(chunks.concat()))
+}

@@ -1,0 +1,1 @@
+//! See the module docs in ARCHITECTURE.md; filled in by its issue.
