@@ -5,6 +5,8 @@
 //! Every implementation returns the exact bytes it stored and verifies the digest of
 //! what it reads: a manifest always, a blob on full reads.
 
+pub mod distribution;
+pub mod ecr;
 pub mod reference;
 
 use crate::oci::{OciError, Sha256Digest};
