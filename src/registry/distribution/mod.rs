@@ -605,6 +605,7 @@ fn next_link(headers: &reqwest::header::HeaderMap, current: &url::Url) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use reqwest::header::{HeaderMap, HeaderValue, LINK};
 
     #[test]
