@@ -364,7 +364,12 @@ fn append_entry(
 const MAX_FILE: u64 = 4 * 1024 * 1024;
 
 /// Writes the layer's tar stream to `out`.
-fn write_layer_tar(out: &mut dyn Write, seed: u64, label: &str, content_size: u64) -> std::io::Result<()> {
+fn write_layer_tar(
+    out: &mut dyn Write,
+    seed: u64,
+    label: &str,
+    content_size: u64,
+) -> std::io::Result<()> {
     let mut tar = tar::Builder::new(out);
     let dir = tar::EntryType::Directory;
     let file = tar::EntryType::Regular;
@@ -379,14 +384,37 @@ fn write_layer_tar(out: &mut dyn Write, seed: u64, label: &str, content_size: u6
         file,
         0o644,
         nanos(),
-        &[("user.afterpush", "sample"), ("security.capability", "none")],
+        &[
+            ("user.afterpush", "sample"),
+            ("security.capability", "none"),
+        ],
         None,
         release.len() as u64,
         &mut release.as_bytes(),
     )?;
     append_entry(&mut tar, "usr/", dir, 0o755, nanos(), &[], None, 0, empty)?;
-    append_entry(&mut tar, "usr/share/", dir, 0o755, nanos(), &[], None, 0, empty)?;
-    append_entry(&mut tar, "usr/share/sample/", dir, 0o755, nanos(), &[], None, 0, empty)?;
+    append_entry(
+        &mut tar,
+        "usr/share/",
+        dir,
+        0o755,
+        nanos(),
+        &[],
+        None,
+        0,
+        empty,
+    )?;
+    append_entry(
+        &mut tar,
+        "usr/share/sample/",
+        dir,
+        0o755,
+        nanos(),
+        &[],
+        None,
+        0,
+        empty,
+    )?;
     let mut left = content_size;
     let mut n = 0;
     while left > 0 || n == 0 {
@@ -475,8 +503,7 @@ async fn write_layer(
     .map_err(|e| layer_err(std::io::Error::other(e)))?
     .map_err(layer_err)?;
     let file = tokio::fs::File::open(tmp.path()).await.map_err(layer_err)?;
-    let stream =
-        crate::registry::layout::file_stream(file, size, None, tmp.path().to_path_buf());
+    let stream = crate::registry::layout::file_stream(file, size, None, tmp.path().to_path_buf());
     repo.push_blob(&digest, size, stream).await?;
     Ok(SampleLayer {
         blob: BlobRef {
@@ -509,7 +536,10 @@ async fn put_json_manifest(
     value: &Value,
     tag: Option<&str>,
 ) -> Result<BlobRef> {
-    let manifest = Manifest::new(media_type, serde_json::to_vec(value).expect("JSON values serialise"));
+    let manifest = Manifest::new(
+        media_type,
+        serde_json::to_vec(value).expect("JSON values serialise"),
+    );
     repo.put_manifest(&manifest, tag).await?;
     Ok(manifest.descriptor())
 }
@@ -587,7 +617,8 @@ pub async fn write_attestation(repo: &dyn Repository, image: &SampleImage) -> Re
     });
     let config = push_json(repo, media::OCI_CONFIG, &config).await?;
     let mut layer_desc = descriptor_json(&layer);
-    layer_desc["annotations"] = json!({ "in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2" });
+    layer_desc["annotations"] =
+        json!({ "in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2" });
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_MANIFEST,
@@ -605,7 +636,9 @@ pub async fn write_multi_arch(
     tag: Option<&str>,
 ) -> Result<SampleIndex> {
     if spec.platforms.is_empty() {
-        return Err(SampleError::Spec("a multi-arch sample needs at least one platform".into()));
+        return Err(SampleError::Spec(
+            "a multi-arch sample needs at least one platform".into(),
+        ));
     }
     let mut images = Vec::new();
     for p in &spec.platforms {
@@ -752,10 +785,22 @@ mod tests {
                 .unwrap_or_default();
             seen.push((path, kind, xattrs));
         }
-        assert!(seen.iter().any(|(p, k, _)| p == "usr/share/sample/latest" && *k == tar::EntryType::Symlink));
-        assert!(seen.iter().any(|(p, k, _)| p == "etc/" && *k == tar::EntryType::Directory));
-        let release = seen.iter().find(|(p, _, _)| p == "etc/afterpush-sample").unwrap();
-        assert!(release.2.contains(&"SCHILY.xattr.user.afterpush".to_string()), "{release:?}");
+        assert!(seen
+            .iter()
+            .any(|(p, k, _)| p == "usr/share/sample/latest" && *k == tar::EntryType::Symlink));
+        assert!(seen
+            .iter()
+            .any(|(p, k, _)| p == "etc/" && *k == tar::EntryType::Directory));
+        let release = seen
+            .iter()
+            .find(|(p, _, _)| p == "etc/afterpush-sample")
+            .unwrap();
+        assert!(
+            release
+                .2
+                .contains(&"SCHILY.xattr.user.afterpush".to_string()),
+            "{release:?}"
+        );
         assert!(release.2.contains(&"mtime".to_string()), "{release:?}");
     }
 }

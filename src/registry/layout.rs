@@ -15,10 +15,10 @@
 //! manifests whose `subject` is the digest asked for. Referrers published through the
 //! `sha256-<hex>` tag schema (an index tagged with the subject's digest) are included too.
 
-use super::{
-    BlobRef, BlobStream, Manifest, RegistryError, Repository, Result, MAX_MANIFEST_SIZE,
+use super::{BlobRef, BlobStream, Manifest, RegistryError, Repository, Result, MAX_MANIFEST_SIZE};
+use crate::oci::{
+    annotation, media, DescriptorSummary, DigestWriter, ManifestSummary, Sha256Digest,
 };
-use crate::oci::{annotation, media, DescriptorSummary, DigestWriter, ManifestSummary, Sha256Digest};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -109,11 +109,10 @@ impl LayoutRepository {
                 io_err(&marker, e)
             }
         })?;
-        let version: Value =
-            serde_json::from_str(&text).map_err(|e| RegistryError::Invalid {
-                location: marker.display().to_string(),
-                message: format!("not JSON: {e}"),
-            })?;
+        let version: Value = serde_json::from_str(&text).map_err(|e| RegistryError::Invalid {
+            location: marker.display().to_string(),
+            message: format!("not JSON: {e}"),
+        })?;
         match version.get("imageLayoutVersion").and_then(Value::as_str) {
             Some(v) if v.starts_with("1.") => {}
             other => {
@@ -142,7 +141,9 @@ impl LayoutRepository {
         if non_empty {
             return Err(RegistryError::Invalid {
                 location: root.display().to_string(),
-                message: "the directory is not empty and is not an OCI image layout (no oci-layout file)".into(),
+                message:
+                    "the directory is not empty and is not an OCI image layout (no oci-layout file)"
+                        .into(),
             });
         }
         let blobs = root.join("blobs").join("sha256");
@@ -206,13 +207,10 @@ impl LayoutRepository {
     /// rewrite appends).
     fn find_entry(&self, reference: &Reference) -> Result<Option<Value>> {
         let entries = self.entries()?;
-        Ok(entries
-            .into_iter()
-            .rev()
-            .find(|e| match reference {
-                Reference::Tag(t) => entry_tag(e) == Some(t.as_str()),
-                Reference::Digest(d) => entry_digest(e).as_ref() == Some(d),
-            }))
+        Ok(entries.into_iter().rev().find(|e| match reference {
+            Reference::Tag(t) => entry_tag(e) == Some(t.as_str()),
+            Reference::Digest(d) => entry_digest(e).as_ref() == Some(d),
+        }))
     }
 
     fn not_found(&self, what: String) -> RegistryError {
@@ -223,7 +221,11 @@ impl LayoutRepository {
     }
 
     /// Reads a manifest blob: size-limited, digest-verified, JSON-checked.
-    fn read_manifest_blob(&self, reference: &str, digest: &Sha256Digest) -> Result<(Bytes, ManifestSummary)> {
+    fn read_manifest_blob(
+        &self,
+        reference: &str,
+        digest: &Sha256Digest,
+    ) -> Result<(Bytes, ManifestSummary)> {
         let path = self.blob_path(digest);
         let what = format!("manifest {reference} in {}", self.location);
         let len = match std::fs::metadata(&path) {
@@ -255,7 +257,11 @@ impl LayoutRepository {
                     location: self.index_path().display().to_string(),
                     message: format!("the entry for {reference} has no valid sha256 digest"),
                 })?;
-                Ok((entry_media_type(&e).map(str::to_string), digest, entry_size(&e)))
+                Ok((
+                    entry_media_type(&e).map(str::to_string),
+                    digest,
+                    entry_size(&e),
+                ))
             }
             (Reference::Tag(tag), None) => Err(self.not_found(format!("tag {tag:?}"))),
             // Children of an index are not in index.json: they are blobs.
@@ -309,7 +315,9 @@ impl LayoutRepository {
         let mut seen = BTreeSet::new();
         let mut found = Vec::new();
         for entry in self.entries()? {
-            let Some(d) = entry_digest(&entry) else { continue };
+            let Some(d) = entry_digest(&entry) else {
+                continue;
+            };
             if !seen.insert(d.clone()) {
                 continue;
             }
@@ -601,7 +609,11 @@ impl Repository for LayoutRepository {
         }
     }
 
-    async fn get_blob(&self, digest: &Sha256Digest, range: Option<Range<u64>>) -> Result<BlobStream> {
+    async fn get_blob(
+        &self,
+        digest: &Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream> {
         let path = self.blob_path(digest);
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
@@ -615,7 +627,10 @@ impl Repository for LayoutRepository {
             None => Ok(file_stream(
                 file,
                 size,
-                Some((digest.clone(), format!("blob {digest} in {}", self.location))),
+                Some((
+                    digest.clone(),
+                    format!("blob {digest} in {}", self.location),
+                )),
                 path,
             )),
             Some(r) => {
@@ -636,7 +651,12 @@ impl Repository for LayoutRepository {
         }
     }
 
-    async fn push_blob(&self, digest: &Sha256Digest, size: u64, mut data: BlobStream) -> Result<()> {
+    async fn push_blob(
+        &self,
+        digest: &Sha256Digest,
+        size: u64,
+        mut data: BlobStream,
+    ) -> Result<()> {
         if self.blob_size(digest).await? == Some(size) {
             return Ok(());
         }
@@ -648,7 +668,10 @@ impl Repository for LayoutRepository {
             .prefix(".afterpush-tmp-")
             .tempfile_in(&dir)
             .map_err(|e| io_err(&dir, e))?;
-        let std_file = tmp.as_file().try_clone().map_err(|e| io_err(tmp.path(), e))?;
+        let std_file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(|e| io_err(tmp.path(), e))?;
         let mut file = tokio::fs::File::from_std(std_file);
         let mut hasher = DigestWriter::new();
         let mut written = 0u64;
@@ -728,28 +751,21 @@ impl ArchiveRepository {
     /// written by the first `commit` after a change; `must_exist` refuses that.
     pub fn open(archive: impl Into<PathBuf>, must_exist: bool) -> Result<Self> {
         let archive = archive.into();
-        let parent = archive
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        // Unpack next to the archive when we can (same filesystem, cheap rename later);
-        // else in the system temp dir.
+        // The unpacked copy lives in the system temp dir: only the finished tarball is
+        // written next to the archive (and renamed over it).
         let dir = tempfile::Builder::new()
-            .prefix(".afterpush-archive-")
-            .tempdir_in(&parent)
-            .or_else(|_| tempfile::Builder::new().prefix("afterpush-archive-").tempdir())
-            .map_err(|e| io_err(&parent, e))?;
+            .prefix("afterpush-archive-")
+            .tempdir()
+            .map_err(|e| io_err(&std::env::temp_dir(), e))?;
         let layout_dir = dir.path().join("layout");
         match std::fs::File::open(&archive) {
             Ok(f) => {
                 unpack_layout(f, &archive, &layout_dir)?;
-                let mut layout = LayoutRepository::open(&layout_dir).map_err(|e| {
-                    RegistryError::Invalid {
+                let mut layout =
+                    LayoutRepository::open(&layout_dir).map_err(|e| RegistryError::Invalid {
                         location: archive.display().to_string(),
                         message: format!("not an OCI image layout archive: {e}"),
-                    }
-                })?;
+                    })?;
                 layout.location = format!("oci-archive:{}", archive.display());
                 Ok(Self {
                     archive,
@@ -802,7 +818,10 @@ impl ArchiveRepository {
             .suffix(".tar")
             .tempfile_in(parent)
             .map_err(|e| io_err(parent, e))?;
-        let file = tmp.as_file().try_clone().map_err(|e| io_err(tmp.path(), e))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(|e| io_err(tmp.path(), e))?;
         let writer = std::io::BufWriter::with_capacity(1 << 20, file);
         let writer = write_layout_tar(self.layout.root(), writer)?;
         let file = writer
@@ -829,7 +848,9 @@ fn is_layout_path(path: &Path) -> bool {
             b == "blobs"
                 && alg == "sha256"
                 && hex.len() == 64
-                && hex.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+                && hex
+                    .bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         }
         _ => false,
     }
@@ -958,7 +979,11 @@ impl Repository for ArchiveRepository {
     async fn blob_size(&self, digest: &Sha256Digest) -> Result<Option<u64>> {
         self.layout.blob_size(digest).await
     }
-    async fn get_blob(&self, digest: &Sha256Digest, range: Option<Range<u64>>) -> Result<BlobStream> {
+    async fn get_blob(
+        &self,
+        digest: &Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream> {
         self.layout.get_blob(digest, range).await
     }
     async fn push_blob(&self, digest: &Sha256Digest, size: u64, data: BlobStream) -> Result<()> {
