@@ -7,6 +7,8 @@
 
 pub mod distribution;
 pub mod ecr;
+pub mod layout;
+pub mod open;
 pub mod reference;
 
 use crate::oci::{OciError, Sha256Digest};
@@ -170,6 +172,13 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
         digest: &Sha256Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<crate::oci::DescriptorSummary>>;
+
+    /// Makes the writes done so far visible as a whole. An `oci-archive` writes its new
+    /// tarball here (atomically; nothing changes without it); directories and registries
+    /// store every write immediately and do nothing.
+    async fn commit(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Pushes small in-memory content as a blob.
