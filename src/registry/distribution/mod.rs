@@ -523,13 +523,29 @@ impl Repository for DistributionRepository {
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {
+        self.list_tags_paged(1000).await
+    }
+
+    async fn referrers(
+        &self,
+        digest: &Sha256Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<DescriptorSummary>> {
+        self.list_referrers(digest, artifact_type).await
+    }
+}
+
+impl DistributionRepository {
+    /// The repository's tags (sorted), asking for `page_size` per request and following
+    /// `Link` headers. A repository that does not exist yet has none.
+    pub async fn list_tags_paged(&self, page_size: usize) -> Result<Vec<String>> {
         #[derive(serde::Deserialize)]
         struct TagList {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
         let mut tags = Vec::new();
-        let mut url = self.url("tags/list?n=1000")?;
+        let mut url = self.url(&format!("tags/list?n={}", page_size.max(1)))?;
         // Bounded: a registry whose `Link` loops must not keep us here forever.
         for _page in 0..10_000 {
             let req = Req::new(
@@ -569,14 +585,6 @@ impl Repository for DistributionRepository {
         tags.sort();
         tags.dedup();
         Ok(tags)
-    }
-
-    async fn referrers(
-        &self,
-        digest: &Sha256Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<DescriptorSummary>> {
-        self.list_referrers(digest, artifact_type).await
     }
 }
 
