@@ -14,6 +14,7 @@ pub const BLOB_HEADER_SIZE: usize = 4 + 8;
 /// Bytes of one packed checkpoint.
 pub const CHECKPOINT_SIZE: usize = 8 + 8 + 1 + WINDOW_SIZE;
 
+const RING_SIZE: usize = 2 * WINDOW_SIZE;
 const Z_BLOCK: i32 = libz_rs_sys::Z_BLOCK;
 
 /// One decoded checkpoint, borrowing its window from the blob.
@@ -137,8 +138,11 @@ enum MemberState {
 pub(crate) struct GzipIndexer {
     inflater: Inflater,
     span_size: u64,
-    /// Output ring: the inflater writes straight into it, so it always holds the last
-    /// 32 KiB of output (zero initially, which gives the front padding for free).
+    /// Output ring of twice the window: the inflater writes straight into it, at most
+    /// one window at a time, so the 32 KiB before `ring_pos` are always the last output
+    /// (zero initially, which gives the front padding for free). Twice the window
+    /// because zlib-rs may scribble past the bytes it reports as produced (within
+    /// `avail_out`): that must never land on the live window.
     ring: Box<[u8]>,
     ring_pos: usize,
     total_in: u64,
@@ -164,7 +168,7 @@ impl GzipIndexer {
         Ok(GzipIndexer {
             inflater,
             span_size,
-            ring: vec![0u8; WINDOW_SIZE].into_boxed_slice(),
+            ring: vec![0u8; RING_SIZE].into_boxed_slice(),
             ring_pos: 0,
             total_in: 0,
             total_out: 0,
@@ -208,12 +212,15 @@ impl GzipIndexer {
                 self.member = MemberState::InMember;
                 self.member_start = self.total_in;
             }
-            if self.ring_pos == WINDOW_SIZE {
+            if self.ring_pos == RING_SIZE {
                 self.ring_pos = 0;
             }
-            let step = self
-                .inflater
-                .inflate(input, &mut self.ring[self.ring_pos..], Z_BLOCK);
+            let room = (RING_SIZE - self.ring_pos).min(WINDOW_SIZE);
+            let step = self.inflater.inflate(
+                input,
+                &mut self.ring[self.ring_pos..self.ring_pos + room],
+                Z_BLOCK,
+            );
             let consumed = &input[..step.consumed];
             if let Some(&b) = consumed.last() {
                 self.last_consumed_byte = b;
@@ -279,8 +286,14 @@ impl GzipIndexer {
         self.blob
             .extend_from_slice(&(self.total_out as i64).to_le_bytes());
         self.blob.push(bits);
-        self.blob.extend_from_slice(&self.ring[self.ring_pos..]);
-        self.blob.extend_from_slice(&self.ring[..self.ring_pos]);
+        let start = (self.ring_pos + RING_SIZE - WINDOW_SIZE) % RING_SIZE;
+        if start + WINDOW_SIZE <= RING_SIZE {
+            self.blob
+                .extend_from_slice(&self.ring[start..start + WINDOW_SIZE]);
+        } else {
+            self.blob.extend_from_slice(&self.ring[start..]);
+            self.blob.extend_from_slice(&self.ring[..self.ring_pos]);
+        }
         self.count += 1;
         self.last_checkpoint_out = self.total_out;
         // The previous span ends here; the next one starts one byte earlier when that

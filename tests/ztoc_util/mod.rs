@@ -162,7 +162,11 @@ pub fn check_gzip_ztoc(z: &Ztoc, blob: &[u8], span: u64) {
         let mut expected = vec![0u8; ztoc::WINDOW_SIZE];
         let have = out.min(ztoc::WINDOW_SIZE);
         expected[ztoc::WINDOW_SIZE - have..].copy_from_slice(&plain[out - have..out]);
-        assert!(c.window == &expected[..], "window of checkpoint {i} (out {out}) differs");
+        if c.window != &expected[..] {
+            let first = (0..expected.len()).find(|&k| c.window[k] != expected[k]).unwrap();
+            let last = (0..expected.len()).rev().find(|&k| c.window[k] != expected[k]).unwrap();
+            panic!("window of checkpoint {i} (out {out}) differs at {first}..={last}");
+        }
         // Restoring from the checkpoint yields the bytes that follow.
         let n = (plain.len() - out).min(3 * span as usize + 70_000);
         let got = inflate_from(blob, c.compressed_offset, c.bits, c.window, n);
