@@ -108,9 +108,11 @@ fn extract_gzip(
     let first = (0..cps.len())
         .rev()
         .find(|&i| cps.get(i).uncompressed_offset <= offset)
-        .unwrap_or(0);
+        .ok_or_else(|| {
+            ZtocError::InvalidZtoc(format!("no checkpoint at or before uncompressed offset {offset}"))
+        })?;
     let start = cps.get(first);
-    let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
+    let mut out = Vec::with_capacity(size.min(1 << 20) as usize);
     if size == 0 {
         return Ok(out);
     }
@@ -149,7 +151,9 @@ fn extract_gzip(
         }
         let mut input: &[u8] = &data;
         if !primed {
-            let byte = input[0];
+            let Some(&byte) = input.first() else {
+                return Err(ZtocError::InvalidZtoc(format!("span {span} is empty")));
+            };
             inflater
                 .prime(start.bits, byte >> (8 - start.bits))
                 .map_err(|reason| ZtocError::CorruptGzip { compressed_offset: s, reason })?;
@@ -164,7 +168,7 @@ fn extract_gzip(
                 .map_err(|reason| ZtocError::CorruptGzip { compressed_offset: s, reason })?;
         } else if cps.get(span).bits != 0 {
             // Adjacent spans overlap by the one byte holding bits of both.
-            input = &input[1..];
+            input = input.get(1..).unwrap_or_default();
         }
         let mut pos_in_blob = e - input.len() as u64;
         while !input.is_empty() && (out.len() as u64) < size {
