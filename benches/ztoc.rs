@@ -21,7 +21,8 @@ fn peak_rss_kib() -> u64 {
 /// Child: plain zlib-rs inflate (flate2, zlib-rs backend) of the whole layer.
 fn phase_inflate(layer: &Path) {
     let file = std::fs::File::open(layer).unwrap();
-    let mut dec = flate2::bufread::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, file));
+    let mut dec =
+        flate2::bufread::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, file));
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     let start = Instant::now();
@@ -68,12 +69,19 @@ fn make_layer(dir: &Path) -> PathBuf {
         return PathBuf::from(p);
     }
     let sysroot = String::from_utf8(
-        Command::new("rustc").args(["--print", "sysroot"]).output().unwrap().stdout,
+        Command::new("rustc")
+            .args(["--print", "sysroot"])
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
     let sysroot = sysroot.trim();
     let layer = dir.join("toolchain.tar.gz");
-    eprintln!("generating {} from {sysroot} with tar | pigz ...", layer.display());
+    eprintln!(
+        "generating {} from {sysroot} with tar | pigz ...",
+        layer.display()
+    );
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -82,18 +90,32 @@ fn make_layer(dir: &Path) -> PathBuf {
         ))
         .status()
         .unwrap();
-    assert!(status.success(), "tar | pigz failed (apt-get install -y tar pigz)");
+    assert!(
+        status.success(),
+        "tar | pigz failed (apt-get install -y tar pigz)"
+    );
     layer
 }
 
 fn run_child(phase: &str, layer: &Path) -> Vec<f64> {
     let exe = std::env::current_exe().unwrap();
     let start = Instant::now();
-    let out = Command::new(exe).args(["--phase", phase]).arg(layer).output().unwrap();
+    let out = Command::new(exe)
+        .args(["--phase", phase])
+        .arg(layer)
+        .output()
+        .unwrap();
     let wall = start.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{phase}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{phase}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let line = stdout.lines().find(|l| l.starts_with("RESULT ")).expect("RESULT line");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .expect("RESULT line");
     let mut v: Vec<f64> = line[7..].split(' ').map(|x| x.parse().unwrap()).collect();
     v.push(wall);
     v
@@ -116,7 +138,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let layer = make_layer(dir.path());
     let size = std::fs::metadata(&layer).unwrap().len();
-    println!("layer: {} ({:.1} MB compressed)", layer.display(), size as f64 / 1e6);
+    println!(
+        "layer: {} ({:.1} MB compressed)",
+        layer.display(),
+        size as f64 / 1e6
+    );
     if size < 200_000_000 {
         println!("WARNING: the layer is smaller than the 200 MB the benchmark asks for");
     }
@@ -140,7 +166,13 @@ fn main() {
     }
     let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
     let (ti, tz) = (best(&inflate_secs), best(&ztoc_secs));
-    println!("uncompressed: {:.1} MB, {} entries, {} spans, zTOC {:.2} MiB", uncompressed / 1e6, entries, spans, ztoc_size / 1048576.0);
+    println!(
+        "uncompressed: {:.1} MB, {} entries, {} spans, zTOC {:.2} MiB",
+        uncompressed / 1e6,
+        entries,
+        spans,
+        ztoc_size / 1048576.0
+    );
     println!(
         "plain inflate (flate2/zlib-rs): {ti:.3} s  {:.0} MB/s compressed, {:.0} MB/s uncompressed, peak RSS {:.1} MiB",
         size as f64 / 1e6 / ti,

@@ -36,7 +36,11 @@ fn truncated_gzip() {
             matches!(err, ZtocError::TruncatedGzip { compressed_offset, .. } if compressed_offset == cut as u64),
             "{err}"
         );
-        assert!(err.to_string().contains(&format!("compressed offset {cut}")), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("compressed offset {cut}")),
+            "{err}"
+        );
     }
 }
 
@@ -51,7 +55,10 @@ fn corrupt_deflate_data() {
     let err = build_err(&bad);
     let msg = err.to_string();
     assert!(
-        matches!(err, ZtocError::CorruptGzip { .. } | ZtocError::InvalidTar { .. }),
+        matches!(
+            err,
+            ZtocError::CorruptGzip { .. } | ZtocError::InvalidTar { .. }
+        ),
         "{msg}"
     );
     assert!(msg.contains("offset"), "{msg}");
@@ -76,11 +83,17 @@ fn trailing_garbage() {
     // Zero padding is garbage too (Go's gzip reader rejects it as well).
     let mut blob = gz(&small_tar());
     blob.extend_from_slice(&[0; 512]);
-    assert!(matches!(build_err(&blob), ZtocError::TrailingGarbage { .. }));
+    assert!(matches!(
+        build_err(&blob),
+        ZtocError::TrailingGarbage { .. }
+    ));
     // A 0x1f that is not followed by a gzip header.
     let mut blob = gz(&small_tar());
     blob.extend_from_slice(&[0x1f, 0x00, 0x00]);
-    assert!(matches!(build_err(&blob), ZtocError::TrailingGarbage { .. }));
+    assert!(matches!(
+        build_err(&blob),
+        ZtocError::TrailingGarbage { .. }
+    ));
 }
 
 #[test]
@@ -97,7 +110,16 @@ fn tar_without_end_of_archive() {
     assert!(matches!(err, ZtocError::TruncatedTar { .. }), "{err}");
     // Not a tar at all.
     let err = build_err(&gz(&[7u8; 4096]));
-    assert!(matches!(err, ZtocError::InvalidTar { uncompressed_offset: 0, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ZtocError::InvalidTar {
+                uncompressed_offset: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 fn header_with_size(size: u64, typeflag: u8) -> Vec<u8> {
@@ -132,7 +154,14 @@ fn absurd_sizes() {
 fn unsupported_and_skipped_typeflags() {
     let err = build_err(&gz(&header_with_size(0, b'S')));
     assert!(
-        matches!(err, ZtocError::UnsupportedEntry { typeflag: 'S', uncompressed_offset: 0, .. }),
+        matches!(
+            err,
+            ZtocError::UnsupportedEntry {
+                typeflag: 'S',
+                uncompressed_offset: 0,
+                ..
+            }
+        ),
         "{err}"
     );
     // A global PAX header is skipped; the entries around it are indexed.
@@ -142,7 +171,8 @@ fn unsupported_and_skipped_typeflags() {
     g.set_entry_type(tar::EntryType::XGlobalHeader);
     g.set_size(rec.len() as u64);
     g.set_path("pax_global_header").unwrap();
-    b.append_data(&mut g, "pax_global_header", &rec[..]).unwrap();
+    b.append_data(&mut g, "pax_global_header", &rec[..])
+        .unwrap();
     let mut h = tar::Header::new_ustar();
     h.set_size(3);
     b.append_data(&mut h, "after", &b"abc"[..]).unwrap();
@@ -203,12 +233,20 @@ fn cli_create_info_list_get_file_and_no_output_on_error() {
     assert_eq!(z.build_tool_identifier, "cli test");
     assert_eq!(z.files.len(), 20);
 
-    let o = afterpush(&["ztoc".as_ref(), "info".as_ref(), out.as_os_str(), "--json".as_ref()]);
+    let o = afterpush(&[
+        "ztoc".as_ref(),
+        "info".as_ref(),
+        out.as_os_str(),
+        "--json".as_ref(),
+    ]);
     assert!(o.status.success());
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(info["entries"], 20);
     assert_eq!(info["span_size"], 8192);
-    assert_eq!(info["checkpoints"].as_array().unwrap().len() as i32, z.max_span_id + 1);
+    assert_eq!(
+        info["checkpoints"].as_array().unwrap().len() as i32,
+        z.max_span_id + 1
+    );
 
     let o = afterpush(&["ztoc".as_ref(), "list".as_ref(), out.as_os_str()]);
     assert!(String::from_utf8(o.stdout).unwrap().contains("dir/file-19"));
@@ -224,7 +262,10 @@ fn cli_create_info_list_get_file_and_no_output_on_error() {
         got.as_os_str(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(&got).unwrap(), "file number 7\n".repeat(1600).into_bytes());
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        "file number 7\n".repeat(1600).into_bytes()
+    );
 
     // A truncated layer: clear error naming the layer and the offset, and no file.
     let bad = dir.path().join("bad.tar.gz");
@@ -240,8 +281,18 @@ fn cli_create_info_list_get_file_and_no_output_on_error() {
     ]);
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("bad.tar.gz") && stderr.contains("compressed offset"), "{stderr}");
+    assert!(
+        stderr.contains("bad.tar.gz") && stderr.contains("compressed offset"),
+        "{stderr}"
+    );
     assert!(!bad_out.exists());
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers.len(), 4, "no temporary files left behind: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        4,
+        "no temporary files left behind: {leftovers:?}"
+    );
 }

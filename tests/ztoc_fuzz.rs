@@ -21,16 +21,28 @@ fn valid_tar(rng: &mut impl Rng) -> Vec<u8> {
     for i in 0..rng.random_range(1..6) {
         let mut data = vec![0u8; rng.random_range(0..40_000)];
         for (k, byte) in data.iter_mut().enumerate() {
-            *byte = if k % 7 == 0 { rng.random() } else { b'a' + (k % 13) as u8 };
+            *byte = if k % 7 == 0 {
+                rng.random()
+            } else {
+                b'a' + (k % 13) as u8
+            };
         }
         if rng.random_bool(0.3) {
             b.append_pax_extensions([("SCHILY.xattr.user.k", &b"v"[..]), ("mtime", &b"1.25"[..])])
                 .unwrap();
         }
-        let mut h = if rng.random() { tar::Header::new_gnu() } else { tar::Header::new_ustar() };
+        let mut h = if rng.random() {
+            tar::Header::new_gnu()
+        } else {
+            tar::Header::new_ustar()
+        };
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
-        let name = if rng.random_bool(0.2) { format!("{}/{i}", "x".repeat(120)) } else { format!("f{i}") };
+        let name = if rng.random_bool(0.2) {
+            format!("{}/{i}", "x".repeat(120))
+        } else {
+            format!("f{i}")
+        };
         b.append_data(&mut h, name, &data[..]).unwrap();
     }
     b.into_inner().unwrap()
@@ -77,7 +89,10 @@ fn fuzz_for_a_bounded_time() {
     println!("ZTOC_FUZZ_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let budget = Duration::from_secs(
-        std::env::var("ZTOC_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10),
+        std::env::var("ZTOC_FUZZ_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
     );
     let start = Instant::now();
     let mut runs = 0u64;
@@ -129,7 +144,11 @@ fn fuzz_for_a_bounded_time() {
                     } else {
                         rng.random_range(n.saturating_sub(4096)..n)
                     };
-                    bytes[at] = if rng.random() { rng.random() } else { bytes[at] ^ 0x80 };
+                    bytes[at] = if rng.random() {
+                        rng.random()
+                    } else {
+                        bytes[at] ^ 0x80
+                    };
                 }
                 if rng.random_bool(0.2) {
                     mutate(&mut rng, &mut bytes);

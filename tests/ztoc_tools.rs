@@ -23,7 +23,11 @@ fn need(tool: &str) {
 fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Vec<u8> {
     use std::io::Write;
     let mut child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -61,8 +65,14 @@ fn make_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
     put("data/big.bin", big);
     // 150-byte path: GNU long name, PAX path, or ustar prefix split.
     let long_dir = "a-rather-long-directory-name-for-the-prefix-field".repeat(2);
-    put(&format!("{long_dir}/and-a-long-enough-file-name.txt"), b"long".to_vec());
-    put("n\u{e4}me-\u{65e5}\u{672c}.txt", "non-ASCII \u{2713}".as_bytes().to_vec());
+    put(
+        &format!("{long_dir}/and-a-long-enough-file-name.txt"),
+        b"long".to_vec(),
+    );
+    put(
+        "n\u{e4}me-\u{65e5}\u{672c}.txt",
+        "non-ASCII \u{2713}".as_bytes().to_vec(),
+    );
     std::os::unix::fs::symlink("small.txt", root.join("link-to-small")).unwrap();
     std::fs::hard_link(root.join("small.txt"), root.join("hard-to-small")).unwrap();
     files.push(("./hard-to-small".into(), b"hello, zTOC\n".to_vec()));
@@ -104,15 +114,22 @@ fn gnu_tar_gzip_and_pigz_layers() {
         ] {
             let what = format!("tar --format={format} | {compressor} {}", args.join(" "));
             let blob = run(Command::new(compressor).args(&args), Some(&tar));
-            let z = ztoc_util::build(&blob, span, &[100_000])
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let z =
+                ztoc_util::build(&blob, span, &[100_000]).unwrap_or_else(|e| panic!("{what}: {e}"));
             let names: Vec<String> = z.files.iter().map(|f| f.name.clone()).collect();
             assert_eq!(names, listed, "{what}: TOC names differ from tar -t");
-            assert_eq!(z.uncompressed_archive_size as usize, end_of_archive(&tar), "{what}");
+            assert_eq!(
+                z.uncompressed_archive_size as usize,
+                end_of_archive(&tar),
+                "{what}"
+            );
             ztoc_util::check_gzip_ztoc(&z, &blob, span);
             ztoc_util::check_files(&z, &blob, &files);
             let link = z.find("./link-to-small").unwrap();
-            assert_eq!((link.file_type.as_str(), link.linkname.as_str()), ("symlink", "small.txt"));
+            assert_eq!(
+                (link.file_type.as_str(), link.linkname.as_str()),
+                ("symlink", "small.txt")
+            );
             // Whichever of the two names tar meets second is stored as the hard link.
             let types = [
                 z.find("./hard-to-small").unwrap().file_type.as_str(),
