@@ -52,16 +52,61 @@ fn phase_ztoc(layer: &Path) {
         b.feed(&buf[..n]).unwrap();
     }
     let z = b.finish().unwrap();
-    let bytes = z.to_bytes();
+    let (uncompressed, entries, spans) = (z.uncompressed_archive_size, z.files.len(), z.max_span_id + 1);
+    let bytes = z.into_bytes();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "RESULT {secs} {} {} {} {} {}",
+        "RESULT {secs} {} {uncompressed} {} {entries} {spans}",
         peak_rss_kib(),
-        z.uncompressed_archive_size,
         bytes.len(),
-        z.files.len(),
-        z.max_span_id + 1
     );
+}
+
+/// Child: the bare zran loop (libz-rs-sys, 32 KiB output at a time) with `flush`,
+/// no hashing and no tar parsing: attributes the zTOC build's cost.
+fn phase_raw(layer: &Path, flush: i32) {
+    use libz_rs_sys as z;
+    let data = std::fs::read(layer).unwrap();
+    let mut ring = vec![0u8; 64 * 1024];
+    let mut pos = 0usize;
+    let mut total = 0u64;
+    let start = Instant::now();
+    let mut strm: Box<z::z_stream> = Box::default();
+    unsafe {
+        z::inflateInit2_(&mut *strm, 31, z::zlibVersion(), std::mem::size_of::<z::z_stream>() as i32);
+        let mut at = 0usize;
+        let mut boundaries = 0u64;
+        loop {
+            if pos == ring.len() {
+                pos = 0;
+            }
+            let room = (ring.len() - pos).min(32 * 1024);
+            let chunk = (data.len() - at).min(1 << 20);
+            strm.next_in = data[at..].as_ptr();
+            strm.avail_in = chunk as u32;
+            strm.next_out = ring[pos..].as_mut_ptr();
+            strm.avail_out = room as u32;
+            let ret = z::inflate(&mut *strm, flush);
+            at += chunk - strm.avail_in as usize;
+            pos += room - strm.avail_out as usize;
+            total += (room - strm.avail_out as usize) as u64;
+            if strm.data_type & 128 != 0 {
+                boundaries += 1;
+            }
+            if ret == z::Z_STREAM_END {
+                if at >= data.len() {
+                    break;
+                }
+                z::inflateReset2(&mut *strm, 31);
+            } else {
+                assert!(ret == z::Z_OK || ret == z::Z_BUF_ERROR, "inflate {ret}");
+            }
+        }
+        z::inflateEnd(&mut *strm);
+        eprintln!("{boundaries} stops at block boundaries");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("RESULT {secs} {} {total} 0", peak_rss_kib());
 }
 
 fn make_layer(dir: &Path) -> PathBuf {
@@ -128,6 +173,8 @@ fn main() {
         match args[i + 1].as_str() {
             "inflate" => phase_inflate(layer),
             "ztoc" => phase_ztoc(layer),
+            "raw-block" => phase_raw(layer, libz_rs_sys::Z_BLOCK),
+            "raw-noflush" => phase_raw(layer, libz_rs_sys::Z_NO_FLUSH),
             other => panic!("unknown phase {other}"),
         }
         return;
@@ -163,6 +210,12 @@ fn main() {
         ztoc_size = b[3];
         entries = b[4];
         spans = b[5];
+    }
+    if std::env::var_os("ZTOC_BENCH_ATTRIBUTION").is_some() {
+        for phase in ["raw-noflush", "raw-block"] {
+            let r = run_child(phase, &layer);
+            println!("{phase}: {:.3} s ({:.2}x inflate)", r[0], r[0] / inflate_secs[0]);
+        }
     }
     let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
     let (ti, tz) = (best(&inflate_secs), best(&ztoc_secs));

@@ -31,6 +31,7 @@ fn golden_vector_is_byte_identical() {
         "eba28fdf50b1b57543f57dd051b2468c1d4f57b64d2006c75aa4de1d03e6c7ec"
     );
     assert_eq!(Ztoc::from_bytes(&bytes).unwrap(), golden());
+    assert_eq!(golden().into_bytes(), bytes);
 }
 
 #[test]
@@ -70,6 +71,7 @@ fn round_trip_with_every_field_set() {
     assert!(back.uses_xattrs());
     // Re-encoding what we read gives the same bytes (stable, deterministic).
     assert_eq!(back.to_bytes(), bytes);
+    assert_eq!(back.into_bytes(), bytes);
 }
 
 #[test]

@@ -196,7 +196,9 @@ proptest! {
         ztoc_util::check_gzip_ztoc(&z, &blob, span);
         ztoc_util::check_files(&z, &blob, &layer.files);
         // What we write reads back identically.
-        prop_assert_eq!(ztoc::Ztoc::from_bytes(&z.to_bytes()).unwrap(), z);
+        let bytes = z.to_bytes();
+        prop_assert_eq!(&ztoc::Ztoc::from_bytes(&bytes).unwrap(), &z);
+        prop_assert_eq!(z.into_bytes(), bytes);
     }
 
     #[test]

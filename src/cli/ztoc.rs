@@ -123,14 +123,15 @@ fn create(
     let z = ztoc::build_from_reader(reader, options, |n| bar.set_position(n))
         .map_err(|e| e.in_layer(layer.display().to_string()))?;
     bar.finish_and_clear();
-    write_atomically(output, &z.to_bytes())?;
-    eprintln!(
+    let summary = format!(
         "{}: {} entries, {} spans, {} bytes uncompressed",
         output.display(),
         z.files.len(),
         z.max_span_id + 1,
         z.uncompressed_archive_size
     );
+    write_atomically(output, &z.into_bytes())?;
+    eprintln!("{summary}");
     Ok(())
 }
 

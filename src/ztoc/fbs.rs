@@ -10,22 +10,106 @@ const fn slot(i: u16) -> u16 {
     4 + 2 * i
 }
 
+/// A builder sized up front (generously): growing it would copy the checkpoints.
+fn builder_for(z: &Ztoc) -> FlatBufferBuilder<'static> {
+    let files: usize = z
+        .files
+        .iter()
+        .map(|f| {
+            let strings = f.name.len() + f.file_type.len() + f.linkname.len() + f.uname.len();
+            let xattrs: usize = f.xattrs.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
+            strings + f.gname.len() + f.mod_time.len() + xattrs + 200
+        })
+        .sum();
+    let capacity = z.checkpoints.len() + files + z.span_digests.len() * 80 + 1024;
+    FlatBufferBuilder::with_capacity(capacity)
+}
+
 /// Encodes a zTOC exactly as soci-snapshotter's `ztocToFlatbuffer` does.
 pub(crate) fn encode(z: &Ztoc) -> Vec<u8> {
-    let mut b = FlatBufferBuilder::with_capacity(z.checkpoints.len() + 1024 + z.files.len() * 256);
+    let mut b = builder_for(z);
     let version = b.create_string(&z.version);
     let tool = b.create_string(&z.build_tool_identifier);
-
     let mut entries = vec![WIPOffset::new(0); z.files.len()];
     for (i, f) in z.files.iter().enumerate().rev() {
         entries[i] = encode_file(&mut b, f);
     }
-    let metadata = b.create_vector(&entries);
+    finish_encoding(b, z, version, tool, &entries, |b| b.create_vector(&z.checkpoints))
+}
+
+/// Same bytes as [`encode`], but frees the zTOC while it encodes it, so peak memory is
+/// about one zTOC rather than two (the TOC structs and checkpoints are most of it).
+pub(crate) fn encode_owned(mut z: Ztoc) -> Vec<u8> {
+    let mut b = builder_for(&z);
+    let version = b.create_string(&z.version);
+    let tool = b.create_string(&z.build_tool_identifier);
+    let mut entries = Vec::with_capacity(z.files.len());
+    while let Some(f) = z.files.pop() {
+        entries.push(encode_file(&mut b, &f));
+        if z.files.capacity() > 4096 && z.files.len() * 2 < z.files.capacity() {
+            z.files.shrink_to_fit();
+        }
+    }
+    entries.reverse();
+    let checkpoints = DrainBack {
+        bytes: std::mem::take(&mut z.checkpoints),
+        front: 0,
+    };
+    finish_encoding(b, &z, version, tool, &entries, move |b| {
+        b.create_vector_from_iter(checkpoints)
+    })
+}
+
+/// Yields a byte vector's bytes (the builder takes them from the back), releasing the
+/// memory behind them as it goes.
+struct DrainBack {
+    bytes: Vec<u8>,
+    front: usize,
+}
+
+impl Iterator for DrainBack {
+    type Item = u8;
+    fn next(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.front)?;
+        self.front += 1;
+        Some(b)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.bytes.len() - self.front;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for DrainBack {}
+
+impl DoubleEndedIterator for DrainBack {
+    fn next_back(&mut self) -> Option<u8> {
+        if self.bytes.len() <= self.front {
+            return None;
+        }
+        let b = self.bytes.pop();
+        if self.bytes.capacity() - self.bytes.len() >= 1 << 20 {
+            self.bytes.shrink_to_fit();
+        }
+        b
+    }
+}
+
+/// Everything after the TOC entries, in soci's push order.
+fn finish_encoding<'a>(
+    mut b: FlatBufferBuilder<'a>,
+    z: &Ztoc,
+    version: WIPOffset<&'a str>,
+    tool: WIPOffset<&'a str>,
+    entries: &[WIPOffset<flatbuffers::TableFinishedWIPOffset>],
+    checkpoints: impl FnOnce(&mut FlatBufferBuilder<'a>) -> WIPOffset<flatbuffers::Vector<'a, u8>>,
+) -> Vec<u8> {
+    let metadata = b.create_vector(entries);
     let toc_start = b.start_table();
     b.push_slot_always(slot(0), metadata);
     let toc = b.end_table(toc_start);
 
-    let checkpoints = b.create_vector(&z.checkpoints);
+    let checkpoints = checkpoints(&mut b);
     let digests: Vec<_> = z.span_digests.iter().map(|d| b.create_string(d)).collect();
     let digests = b.create_vector(&digests);
     let ci_start = b.start_table();
@@ -44,7 +128,10 @@ pub(crate) fn encode(z: &Ztoc) -> Vec<u8> {
     b.push_slot_always(slot(5), compression_info);
     let root = b.end_table(root_start);
     b.finish(root, None);
-    b.finished_data().to_vec()
+    // Hand over the builder's buffer rather than copying it.
+    let (mut buf, head) = b.collapse();
+    buf.drain(..head);
+    buf
 }
 
 fn encode_file<'a>(

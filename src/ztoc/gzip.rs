@@ -14,7 +14,9 @@ pub const BLOB_HEADER_SIZE: usize = 4 + 8;
 /// Bytes of one packed checkpoint.
 pub const CHECKPOINT_SIZE: usize = 8 + 8 + 1 + WINDOW_SIZE;
 
-const RING_SIZE: usize = 2 * WINDOW_SIZE;
+/// Output ring: the inflater gets up to `RING_SIZE - WINDOW_SIZE` bytes of room per call
+/// (fewer calls, and zlib-rs then copies only the last 32 KiB into its own window).
+const RING_SIZE: usize = 8 * WINDOW_SIZE;
 const Z_BLOCK: i32 = libz_rs_sys::Z_BLOCK;
 
 /// One decoded checkpoint, borrowing its window from the blob.
@@ -138,8 +140,7 @@ enum MemberState {
 pub(crate) struct GzipIndexer {
     inflater: Inflater,
     span_size: u64,
-    /// Output ring of twice the window: the inflater writes straight into it, at most
-    /// one window at a time, so the 32 KiB before `ring_pos` are always the last output
+    /// Output ring: the inflater writes straight into it, never over the live window, so the 32 KiB before `ring_pos` are always the last output
     /// (zero initially, which gives the front padding for free). Twice the window
     /// because zlib-rs may scribble past the bytes it reports as produced (within
     /// `avail_out`): that must never land on the live window.
@@ -215,7 +216,8 @@ impl GzipIndexer {
             if self.ring_pos == RING_SIZE {
                 self.ring_pos = 0;
             }
-            let room = (RING_SIZE - self.ring_pos).min(WINDOW_SIZE);
+            // Never hand out the live window (the 32 KiB before ring_pos).
+            let room = (RING_SIZE - self.ring_pos).min(RING_SIZE - WINDOW_SIZE);
             let step = self.inflater.inflate(
                 input,
                 &mut self.ring[self.ring_pos..self.ring_pos + room],

@@ -145,6 +145,12 @@ impl Ztoc {
         fbs::encode(self)
     }
 
+    /// The same bytes as [`Ztoc::to_bytes`], releasing the zTOC's memory while encoding
+    /// (peak memory about one zTOC instead of two: use it for big layers).
+    pub fn into_bytes(self) -> Vec<u8> {
+        fbs::encode_owned(self)
+    }
+
     /// Parses a zTOC (ours or soci's); errors, never panics, on garbage.
     pub fn from_bytes(b: &[u8]) -> Result<Ztoc, ZtocError> {
         fbs::decode(b)
