@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod ztoc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "afterpush",
@@ -15,7 +17,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Build, inspect and use zTOCs (the per-layer part of a SOCI index).
+    Ztoc(ztoc::ZtocArgs),
+}
 
 /// Parses the command line, runs the verb, prints errors with their causes.
 #[allow(unreachable_code, unused_variables)] // until the first verb lands
@@ -35,5 +40,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Ztoc(args) => ztoc::run(args),
+    }
 }
