@@ -5,6 +5,8 @@ pub mod soci;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod ztoc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "afterpush",
@@ -20,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// SOCI indexes: create, list, info.
     Soci(soci::SociArgs),
+    /// Build, inspect and use zTOCs (the per-layer part of a SOCI index).
+    Ztoc(ztoc::ZtocArgs),
 }
 
 /// Parses the command line, runs the verb, prints errors with their causes.
@@ -41,5 +45,6 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Soci(args) => soci::run(args).await,
+        Command::Ztoc(args) => ztoc::run(args),
     }
 }
