@@ -74,7 +74,12 @@ fn round_trip_with_every_field_set() {
 
 #[test]
 fn garbage_is_an_error_not_a_panic() {
-    for bytes in [&b""[..], &[0u8; 3], &[0xff; 64], &[4, 0, 0, 0, 0xfc, 0xff, 0xff, 0xff]] {
+    for bytes in [
+        &b""[..],
+        &[0u8; 3],
+        &[0xff; 64],
+        &[4, 0, 0, 0, 0xfc, 0xff, 0xff, 0xff],
+    ] {
         assert!(Ztoc::from_bytes(bytes).is_err(), "{bytes:?}");
     }
     // Every truncation of a valid zTOC is an error or a (different) valid zTOC.

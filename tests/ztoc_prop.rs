@@ -26,25 +26,25 @@ struct Spec {
 }
 
 fn spec(span: usize) -> impl Strategy<Value = Spec> {
-    let size = prop_oneof![
-        Just(0usize),
-        1usize..2_000,
-        (span + 1)..(3 * span + 2),
-    ];
+    let size = prop_oneof![Just(0usize), 1usize..2_000, (span + 1)..(3 * span + 2),];
     let kind = prop_oneof![
         4 => (size, any::<u64>()).prop_map(|(size, seed)| Kind::File { size, seed }),
         1 => Just(Kind::Dir),
         1 => Just(Kind::Symlink),
         1 => Just(Kind::Hardlink),
     ];
-    (kind, 0u8..4, any::<bool>(), proptest::option::of(1u32..1_000_000_000)).prop_map(
-        |(kind, decoration, xattr, subsecond)| Spec {
+    (
+        kind,
+        0u8..4,
+        any::<bool>(),
+        proptest::option::of(1u32..1_000_000_000),
+    )
+        .prop_map(|(kind, decoration, xattr, subsecond)| Spec {
             kind,
             decoration,
             xattr,
             subsecond,
-        },
-    )
+        })
 }
 
 /// Partly compressible content, so deflate makes several blocks of several kinds.
@@ -94,7 +94,10 @@ fn make_tar(specs: &[Spec], gnu: bool) -> Layer {
         let name = name_for(i, s.decoration);
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         if s.xattr {
-            pax.push(("SCHILY.xattr.user.test".into(), format!("v{i}").into_bytes()));
+            pax.push((
+                "SCHILY.xattr.user.test".into(),
+                format!("v{i}").into_bytes(),
+            ));
             xattr_files += 1;
         }
         if let Some(ns) = s.subsecond {

@@ -6,7 +6,10 @@ use crate::oci::gojson::{GoIndex, GoManifest};
 use crate::oci::{annotation, media, ManifestSummary};
 use crate::registry::open::{open_repository, OpenSettings};
 use crate::registry::{read_blob, ImageRef, Repository};
-use crate::soci::{self, IndexVersion, NoZtocCache, PlatformSelection, ProgressEvent, S3ZtocCache, SociSettings, TagMode, ZtocCache};
+use crate::soci::{
+    self, IndexVersion, NoZtocCache, PlatformSelection, ProgressEvent, S3ZtocCache, SociSettings,
+    TagMode, ZtocCache,
+};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -80,7 +83,9 @@ async fn open(reference: &str, create: bool) -> anyhow::Result<(ImageRef, Box<dy
     let r: ImageRef = reference.parse()?;
     let mut settings = OpenSettings::from_env()?;
     settings.create = create;
-    let repo = open_repository(&r, &settings).await.with_context(|| format!("opening {reference}"))?;
+    let repo = open_repository(&r, &settings)
+        .await
+        .with_context(|| format!("opening {reference}"))?;
     Ok((r, repo))
 }
 
@@ -91,7 +96,11 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         layer_concurrency: args.layer_concurrency.max(1),
         index_version: args.index_version,
         tag_mode: args.tag_mode,
-        platforms: if args.platforms.is_empty() { PlatformSelection::All } else { PlatformSelection::Only(args.platforms.clone()) },
+        platforms: if args.platforms.is_empty() {
+            PlatformSelection::All
+        } else {
+            PlatformSelection::Only(args.platforms.clone())
+        },
         ztoc_cache_bucket: args.ztoc_cache_bucket.clone(),
         ..SociSettings::from_env()?
     };
@@ -99,27 +108,50 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let (target_ref, target): (ImageRef, Box<dyn Repository>) = match &args.push_to {
         Some(dst) => {
             let (dst_ref, dst_repo) = open(dst, true).await?;
-            let reference = src_ref.reference().context("the image needs a tag or digest")?;
+            let reference = src_ref
+                .reference()
+                .context("the image needs a tag or digest")?;
             let tag = dst_ref.tag.clone().or(src_ref.tag.clone());
             eprintln!("copying {} to {dst}", args.image);
-            copy_image(src.as_ref(), dst_repo.as_ref(), &reference, tag.as_deref(), &CopyOptions::default()).await?;
+            copy_image(
+                src.as_ref(),
+                dst_repo.as_ref(),
+                &reference,
+                tag.as_deref(),
+                &CopyOptions::default(),
+            )
+            .await?;
             dst_repo.commit().await?;
             let dst_ref = ImageRef { tag, ..dst_ref };
             (dst_ref, dst_repo)
         }
         None => (src_ref, src),
     };
-    let reference = target_ref.reference().context("the image needs a tag or digest")?;
+    let reference = target_ref
+        .reference()
+        .context("the image needs a tag or digest")?;
     let cache: Box<dyn ZtocCache> = match &settings.ztoc_cache_bucket {
         Some(bucket) => {
             let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+            let s3 = aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&sdk)
+                    .force_path_style(true)
+                    .build(),
+            );
             Box::new(S3ZtocCache::new(s3, bucket, &settings.ztoc_cache_prefix))
         }
         None => Box::new(NoZtocCache),
     };
     let progress = layer_progress();
-    let outcome = soci::create_soci(target.as_ref(), &reference, target_ref.tag.as_deref(), &settings, cache.as_ref(), Some(progress)).await?;
+    let outcome = soci::create_soci(
+        target.as_ref(),
+        &reference,
+        target_ref.tag.as_deref(),
+        &settings,
+        cache.as_ref(),
+        Some(progress),
+    )
+    .await?;
     target.commit().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
@@ -138,7 +170,10 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
                 p.ztocs_from_cache,
                 p.layers_skipped
             ),
-            None => println!("{:<16} no SOCI index: {} layers, none indexable", p.platform, p.layers_skipped),
+            None => println!(
+                "{:<16} no SOCI index: {} layers, none indexable",
+                p.platform, p.layers_skipped
+            ),
         }
     }
     if let Some(out) = &outcome.output {
@@ -148,14 +183,22 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
             None => println!("SOCI-enabled index {location}@{out}"),
         }
     }
-    println!("{:.1} MB of layers read in {:.2} s", outcome.bytes_read as f64 / 1e6, outcome.seconds);
+    println!(
+        "{:.1} MB of layers read in {:.2} s",
+        outcome.bytes_read as f64 / 1e6,
+        outcome.seconds
+    );
     Ok(())
 }
 
 /// One bar per layer being indexed; hidden when stderr is not a terminal.
 fn layer_progress() -> soci::Progress {
     let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template").progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
     let by_layer: Mutex<HashMap<String, ProgressBar>> = Mutex::new(HashMap::new());
     Arc::new(move |event| {
         let mut by_layer = by_layer.lock().expect("progress lock");
@@ -186,22 +229,43 @@ async fn list(image: &str) -> anyhow::Result<()> {
     let top = repo.get_manifest(&reference).await?;
     let summary = ManifestSummary::parse(image, &top.bytes)?;
     if !media::is_index(summary.effective_media_type(Some(&top.media_type))) {
-        let referrers = repo.referrers(&top.digest, Some(media::SOCI_INDEX_V1)).await?;
-        println!("{} {}", top.digest, if referrers.is_empty() { "no SOCI index".to_string() } else { format!("SOCI v1 index {}", referrers[0].digest) });
+        let referrers = repo
+            .referrers(&top.digest, Some(media::SOCI_INDEX_V1))
+            .await?;
+        println!(
+            "{} {}",
+            top.digest,
+            if referrers.is_empty() {
+                "no SOCI index".to_string()
+            } else {
+                format!("SOCI v1 index {}", referrers[0].digest)
+            }
+        );
         return Ok(());
     }
     let index: GoIndex = serde_json::from_slice(&top.bytes)?;
     for d in &index.manifests {
-        let platform = d.platform.as_ref().map(|p| p.short()).unwrap_or_else(|| "?".into());
+        let platform = d
+            .platform
+            .as_ref()
+            .map(|p| p.short())
+            .unwrap_or_else(|| "?".into());
         if d.artifact_type.as_deref() == Some(media::SOCI_INDEX_V2) {
             continue;
         }
-        let v2 = index.manifests.iter().find(|s| s.annotations.get(annotation::SOCI_IMAGE_MANIFEST_DIGEST) == Some(&d.digest));
+        let v2 = index
+            .manifests
+            .iter()
+            .find(|s| s.annotations.get(annotation::SOCI_IMAGE_MANIFEST_DIGEST) == Some(&d.digest));
         let line = match v2 {
             Some(s) => format!("SOCI v2 index {} ({} bytes)", s.digest, s.size),
             None => {
                 let digest = d.digest.parse()?;
-                match repo.referrers(&digest, Some(media::SOCI_INDEX_V1)).await?.first() {
+                match repo
+                    .referrers(&digest, Some(media::SOCI_INDEX_V1))
+                    .await?
+                    .first()
+                {
                     Some(s) => format!("SOCI v1 index {}", s.digest),
                     None => "no SOCI index".into(),
                 }
@@ -214,24 +278,53 @@ async fn list(image: &str) -> anyhow::Result<()> {
 
 async fn info(index: &str) -> anyhow::Result<()> {
     let (r, repo) = open(index, false).await?;
-    let reference = r.reference().context("the SOCI index reference needs a digest or tag")?;
+    let reference = r
+        .reference()
+        .context("the SOCI index reference needs a digest or tag")?;
     let m = repo.get_manifest(&reference).await?;
-    let manifest: GoManifest = serde_json::from_slice(&m.bytes).with_context(|| format!("{index} is not a manifest"))?;
-    if !manifest.config.media_type.starts_with("application/vnd.amazon.soci.index.") {
-        bail!("{index} is not a SOCI index (config media type {})", manifest.config.media_type);
+    let manifest: GoManifest =
+        serde_json::from_slice(&m.bytes).with_context(|| format!("{index} is not a manifest"))?;
+    if !manifest
+        .config
+        .media_type
+        .starts_with("application/vnd.amazon.soci.index.")
+    {
+        bail!(
+            "{index} is not a SOCI index (config media type {})",
+            manifest.config.media_type
+        );
     }
-    println!("SOCI index {} ({}), built by {}", m.digest, manifest.config.media_type, manifest.annotations.get(annotation::SOCI_BUILD_TOOL).map(String::as_str).unwrap_or("?"));
+    println!(
+        "SOCI index {} ({}), built by {}",
+        m.digest,
+        manifest.config.media_type,
+        manifest
+            .annotations
+            .get(annotation::SOCI_BUILD_TOOL)
+            .map(String::as_str)
+            .unwrap_or("?")
+    );
     for z in &manifest.layers {
         let bytes = read_blob(repo.as_ref(), &z.digest.parse()?).await?;
-        let ztoc = crate::ztoc::Ztoc::from_bytes(&bytes).with_context(|| format!("zTOC {}", z.digest))?;
+        let ztoc =
+            crate::ztoc::Ztoc::from_bytes(&bytes).with_context(|| format!("zTOC {}", z.digest))?;
         println!(
             "  zTOC {} ({} bytes) for layer {} ({}): {} entries, span {}",
             z.digest,
             z.size,
-            z.annotations.get(annotation::SOCI_LAYER_DIGEST).map(String::as_str).unwrap_or("?"),
-            z.annotations.get(annotation::SOCI_LAYER_MEDIA_TYPE).map(String::as_str).unwrap_or("?"),
+            z.annotations
+                .get(annotation::SOCI_LAYER_DIGEST)
+                .map(String::as_str)
+                .unwrap_or("?"),
+            z.annotations
+                .get(annotation::SOCI_LAYER_MEDIA_TYPE)
+                .map(String::as_str)
+                .unwrap_or("?"),
             ztoc.files.len(),
-            z.annotations.get(annotation::SOCI_SPAN_SIZE).map(String::as_str).unwrap_or("?"),
+            z.annotations
+                .get(annotation::SOCI_SPAN_SIZE)
+                .map(String::as_str)
+                .unwrap_or("?"),
         );
     }
     Ok(())

@@ -99,8 +99,8 @@ fn create(
     if span_size == 0 {
         bail!("--span-size must be at least 1");
     }
-    let file = std::fs::File::open(layer)
-        .with_context(|| format!("opening layer {}", layer.display()))?;
+    let file =
+        std::fs::File::open(layer).with_context(|| format!("opening layer {}", layer.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut options = ZtocOptions {
         span_size,
@@ -135,8 +135,7 @@ fn create(
 }
 
 fn read_ztoc(path: &Path) -> anyhow::Result<Ztoc> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading zTOC {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading zTOC {}", path.display()))?;
     Ztoc::from_bytes(&bytes).with_context(|| format!("zTOC {}", path.display()))
 }
 
@@ -191,7 +190,10 @@ fn info(z: &Ztoc, json: bool) -> anyhow::Result<()> {
     } else {
         println!("version:                   {}", z.version);
         println!("build tool identifier:     {}", z.build_tool_identifier);
-        println!("compression:               {}", z.compression_algorithm.as_str());
+        println!(
+            "compression:               {}",
+            z.compression_algorithm.as_str()
+        );
         println!("compressed archive size:   {}", z.compressed_archive_size);
         println!("uncompressed archive size: {}", z.uncompressed_archive_size);
         if let Some(s) = span_size {
@@ -209,7 +211,11 @@ fn info(z: &Ztoc, json: bool) -> anyhow::Result<()> {
 
 fn list(z: &Ztoc) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<9} {:>12} {:>12} {:<26} NAME", "TYPE", "OFFSET", "SIZE", "MTIME")?;
+    writeln!(
+        out,
+        "{:<9} {:>12} {:>12} {:<26} NAME",
+        "TYPE", "OFFSET", "SIZE", "MTIME"
+    )?;
     for f in &z.files {
         let mut name = f.name.clone();
         if !f.linkname.is_empty() {

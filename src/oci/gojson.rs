@@ -35,7 +35,11 @@ pub struct GoDescriptor {
 pub struct GoPlatform {
     pub architecture: String,
     pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
     pub os_features: Vec<String>,
@@ -94,14 +98,20 @@ pub struct GoIndex {
 pub fn to_go_json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
-    value.serialize(&mut ser).expect("serialising plain structs to memory cannot fail");
+    value
+        .serialize(&mut ser)
+        .expect("serialising plain structs to memory cannot fail");
     out
 }
 
 struct GoFormatter;
 
 impl serde_json::ser::Formatter for GoFormatter {
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             let escape = match c {
@@ -119,7 +129,11 @@ impl serde_json::ser::Formatter for GoFormatter {
         writer.write_all(&fragment.as_bytes()[start..])
     }
 
-    fn write_char_escape<W: ?Sized + io::Write>(&mut self, writer: &mut W, escape: serde_json::ser::CharEscape) -> io::Result<()> {
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        escape: serde_json::ser::CharEscape,
+    ) -> io::Result<()> {
         use serde_json::ser::CharEscape::*;
         let s: String = match escape {
             Quote => "\\\"".into(),
@@ -147,7 +161,12 @@ mod tests {
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             digest: "sha256:aa".into(),
             size: 7,
-            platform: Some(GoPlatform { architecture: "arm".into(), os: "linux".into(), variant: Some("v7".into()), ..Default::default() }),
+            platform: Some(GoPlatform {
+                architecture: "arm".into(),
+                os: "linux".into(),
+                variant: Some("v7".into()),
+                ..Default::default()
+            }),
             artifact_type: Some("application/vnd.amazon.soci.index.v2+json".into()),
             ..Default::default()
         };
@@ -165,6 +184,9 @@ mod tests {
     #[test]
     fn manifest_keeps_empty_layers_and_drops_unknown_fields() {
         let m: GoManifest = serde_json::from_str(r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:b","size":2},"extra":1}"#).unwrap();
-        assert_eq!(String::from_utf8(to_go_json(&m)).unwrap(), r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:b","size":2},"layers":[]}"#);
+        assert_eq!(
+            String::from_utf8(to_go_json(&m)).unwrap(),
+            r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:b","size":2},"layers":[]}"#
+        );
     }
 }

@@ -19,9 +19,18 @@ use std::sync::Arc;
 /// What happens, for progress bars and logs.
 #[derive(Debug, Clone)]
 pub enum ProgressEvent {
-    LayerStarted { layer: Sha256Digest, size: u64 },
-    LayerBytes { layer: Sha256Digest, bytes: u64 },
-    LayerFinished { layer: Sha256Digest, from_cache: bool },
+    LayerStarted {
+        layer: Sha256Digest,
+        size: u64,
+    },
+    LayerBytes {
+        layer: Sha256Digest,
+        bytes: u64,
+    },
+    LayerFinished {
+        layer: Sha256Digest,
+        from_cache: bool,
+    },
 }
 
 /// A progress callback (the CLI draws bars with it; the Lambda passes none).
@@ -38,7 +47,12 @@ pub struct LayerOutcome {
 
 #[derive(Debug, Clone)]
 pub enum LayerResult {
-    Indexed { entry: ZtocEntry, from_cache: bool, bytes_read: u64, files: usize },
+    Indexed {
+        entry: ZtocEntry,
+        from_cache: bool,
+        bytes_read: u64,
+        files: usize,
+    },
     Skipped(String),
 }
 
@@ -53,7 +67,16 @@ pub struct BuiltIndex {
 
 impl BuiltIndex {
     pub fn bytes_read(&self) -> u64 {
-        self.layers.iter().map(|l| if let LayerResult::Indexed { bytes_read, .. } = l.result { bytes_read } else { 0 }).sum()
+        self.layers
+            .iter()
+            .map(|l| {
+                if let LayerResult::Indexed { bytes_read, .. } = l.result {
+                    bytes_read
+                } else {
+                    0
+                }
+            })
+            .sum()
     }
 }
 
@@ -71,24 +94,53 @@ pub async fn build_index_for_manifest(
     let work = image.layers.iter().map(|layer| {
         let progress = progress.clone();
         async move {
-            let digest: Sha256Digest = layer.digest.parse().map_err(|e| SociError::Invalid { what: format!("layer {}", layer.digest), message: format!("{e}") })?;
+            let digest: Sha256Digest = layer.digest.parse().map_err(|e| SociError::Invalid {
+                what: format!("layer {}", layer.digest),
+                message: format!("{e}"),
+            })?;
             let result = match decide(&layer.media_type, layer.size, settings.min_layer_size) {
                 LayerDecision::Skip(reason) => LayerResult::Skipped(reason),
-                LayerDecision::Index(compression) => index_layer(repo, &digest, layer, compression, settings, cache, progress).await?,
+                LayerDecision::Index(compression) => {
+                    index_layer(repo, &digest, layer, compression, settings, cache, progress)
+                        .await?
+                }
             };
-            Ok::<_, SociError>(LayerOutcome { layer: digest, media_type: layer.media_type.clone(), size: layer.size, result })
+            Ok::<_, SociError>(LayerOutcome {
+                layer: digest,
+                media_type: layer.media_type.clone(),
+                size: layer.size,
+                result,
+            })
         }
     });
     // `buffered` keeps image layer order (zTOC descriptors follow it) while running
     // `layer_concurrency` layers at once.
-    let layers: Vec<LayerOutcome> = futures::stream::iter(work).buffered(settings.layer_concurrency.max(1)).try_collect().await?;
-    let entries: Vec<ZtocEntry> = layers.iter().filter_map(|l| if let LayerResult::Indexed { entry, .. } = &l.result { Some(entry.clone()) } else { None }).collect();
+    let layers: Vec<LayerOutcome> = futures::stream::iter(work)
+        .buffered(settings.layer_concurrency.max(1))
+        .try_collect()
+        .await?;
+    let entries: Vec<ZtocEntry> = layers
+        .iter()
+        .filter_map(|l| {
+            if let LayerResult::Indexed { entry, .. } = &l.result {
+                Some(entry.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
     if entries.is_empty() {
-        return Ok(BuiltIndex { manifest: None, layers });
+        return Ok(BuiltIndex {
+            manifest: None,
+            layers,
+        });
     }
     push_bytes(repo, Bytes::from_static(CONFIG_BLOB)).await?;
     let manifest = soci_index_manifest(version, &entries, subject, &settings.build_tool_identifier);
-    Ok(BuiltIndex { manifest: Some(manifest), layers })
+    Ok(BuiltIndex {
+        manifest: Some(manifest),
+        layers,
+    })
 }
 
 async fn index_layer(
@@ -101,11 +153,16 @@ async fn index_layer(
     progress: Option<Progress>,
 ) -> Result<LayerResult> {
     if let Some(p) = &progress {
-        p(ProgressEvent::LayerStarted { layer: digest.clone(), size: layer.size });
+        p(ProgressEvent::LayerStarted {
+            layer: digest.clone(),
+            size: layer.size,
+        });
     }
     let cached = match cache.get(digest, settings.span_size).await {
         Some(bytes) => match Ztoc::from_bytes(&bytes) {
-            Ok(ztoc) if ztoc.compressed_archive_size == layer.size => Some((bytes, ztoc)),
+            Ok(ztoc) if u64::try_from(ztoc.compressed_archive_size).ok() == Some(layer.size) => {
+                Some((bytes, ztoc))
+            }
             Ok(ztoc) => {
                 tracing::warn!(layer = %digest, cached_size = ztoc.compressed_archive_size, layer_size = layer.size, "cached zTOC describes another size; rebuilding");
                 None
@@ -121,8 +178,19 @@ async fn index_layer(
     let (bytes, ztoc, bytes_read) = match cached {
         Some((bytes, ztoc)) => (bytes, ztoc, 0),
         None => {
-            let options = ZtocOptions { span_size: settings.span_size, build_tool_identifier: settings.build_tool_identifier.clone() };
-            let ztoc = stream_layer_into_builder(repo, digest, layer.size, compression, options, progress.clone()).await?;
+            let options = ZtocOptions {
+                span_size: settings.span_size,
+                build_tool_identifier: settings.build_tool_identifier.clone(),
+            };
+            let ztoc = stream_layer_into_builder(
+                repo,
+                digest,
+                layer.size,
+                compression,
+                options,
+                progress.clone(),
+            )
+            .await?;
             let bytes = Bytes::from(ztoc.to_bytes());
             cache.put(digest, settings.span_size, bytes.clone()).await;
             (bytes, ztoc, layer.size)
@@ -130,7 +198,10 @@ async fn index_layer(
     };
     let ztoc_digest = push_bytes(repo, bytes.clone()).await?;
     if let Some(p) = &progress {
-        p(ProgressEvent::LayerFinished { layer: digest.clone(), from_cache });
+        p(ProgressEvent::LayerFinished {
+            layer: digest.clone(),
+            from_cache,
+        });
     }
     tracing::info!(layer = %digest, ztoc = %ztoc_digest, files = ztoc.files.len(), from_cache, "zTOC ready");
     Ok(LayerResult::Indexed {
@@ -174,7 +245,10 @@ pub async fn stream_layer_into_builder(
             Ok(chunk) => {
                 read += chunk.len() as u64;
                 if let Some(p) = &progress {
-                    p(ProgressEvent::LayerBytes { layer: digest.clone(), bytes: chunk.len() as u64 });
+                    p(ProgressEvent::LayerBytes {
+                        layer: digest.clone(),
+                        bytes: chunk.len() as u64,
+                    });
                 }
                 if tx.send(chunk).await.is_err() {
                     break; // the builder stopped on an error, reported below
@@ -187,14 +261,24 @@ pub async fn stream_layer_into_builder(
         }
     }
     drop(tx);
-    let built = worker.await.map_err(|e| SociError::Builder { layer: digest.clone(), message: e.to_string() })?;
+    let built = worker.await.map_err(|e| SociError::Builder {
+        layer: digest.clone(),
+        message: e.to_string(),
+    })?;
     // A broken download also makes the builder see a truncated layer: report the cause.
     if let Some(err) = stream_error {
         return Err(err.into());
     }
-    let ztoc = built.map_err(|source| SociError::Layer { layer: digest.clone(), source })?;
+    let ztoc = built.map_err(|source| SociError::Layer {
+        layer: digest.clone(),
+        source,
+    })?;
     if read != expected_size {
-        return Err(SociError::LayerSize { layer: digest.clone(), expected: expected_size, actual: read });
+        return Err(SociError::LayerSize {
+            layer: digest.clone(),
+            expected: expected_size,
+            actual: read,
+        });
     }
     Ok(ztoc)
 }

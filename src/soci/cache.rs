@@ -43,14 +43,29 @@ pub struct S3ZtocCache {
 const BODY_DIGEST_METADATA: &str = "ztoc-sha256";
 
 impl S3ZtocCache {
-    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
-        Self { client, bucket: bucket.into(), prefix: prefix.into() }
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        }
     }
 
     /// The object key of a layer's zTOC.
     pub fn key(&self, layer: &Sha256Digest, span_size: u64) -> String {
-        let prefix = if self.prefix.is_empty() || self.prefix.ends_with('/') { self.prefix.clone() } else { format!("{}/", self.prefix) };
-        format!("{prefix}v{ZTOC_FORMAT_VERSION}/span-{span_size}/sha256-{}", layer.hex())
+        let prefix = if self.prefix.is_empty() || self.prefix.ends_with('/') {
+            self.prefix.clone()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        format!(
+            "{prefix}v{ZTOC_FORMAT_VERSION}/span-{span_size}/sha256-{}",
+            layer.hex()
+        )
     }
 }
 
@@ -58,7 +73,14 @@ impl S3ZtocCache {
 impl ZtocCache for S3ZtocCache {
     async fn get(&self, layer: &Sha256Digest, span_size: u64) -> Option<Bytes> {
         let key = self.key(layer, span_size);
-        let out = match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(err) => {
                 let service = err.as_service_error();
@@ -68,7 +90,10 @@ impl ZtocCache for S3ZtocCache {
                 return None;
             }
         };
-        let expected = out.metadata().and_then(|m| m.get(BODY_DIGEST_METADATA)).cloned();
+        let expected = out
+            .metadata()
+            .and_then(|m| m.get(BODY_DIGEST_METADATA))
+            .cloned();
         let body = match out.body.collect().await {
             Ok(b) => b.into_bytes(),
             Err(err) => {

@@ -15,7 +15,10 @@ use super::cache::ZtocCache;
 use super::settings::{IndexVersion, SociSettings, TagMode};
 use super::{Result, SociError};
 use crate::oci::gojson::{to_go_json, GoDescriptor, GoIndex, GoManifest, GoPlatform};
-use crate::oci::{annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary, Sha256Digest};
+use crate::oci::{
+    annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
+    Sha256Digest,
+};
 use crate::registry::{read_blob, Manifest, Repository};
 use serde::Serialize;
 use std::time::Instant;
@@ -72,27 +75,45 @@ pub struct ImageReport {
 
 /// Why a manifest is afterpush's (or soci's) own SOCI output, if it is. Such pushes must
 /// never trigger more work: every push we make raises another ECR event.
-pub fn our_own_output(manifest: &ManifestSummary, tag: Option<&str>, settings: &SociSettings) -> Option<String> {
+pub fn our_own_output(
+    manifest: &ManifestSummary,
+    tag: Option<&str>,
+    settings: &SociSettings,
+) -> Option<String> {
     if manifest.kind(None) == ArtifactKind::SociIndex {
         return Some("it is a SOCI index".into());
     }
-    if manifest.annotations.contains_key(annotation::SOCI_INDEX_DIGEST) {
-        return Some(format!("it is an image manifest annotated with {} (SOCI v2 output)", annotation::SOCI_INDEX_DIGEST));
+    if manifest
+        .annotations
+        .contains_key(annotation::SOCI_INDEX_DIGEST)
+    {
+        return Some(format!(
+            "it is an image manifest annotated with {} (SOCI v2 output)",
+            annotation::SOCI_INDEX_DIGEST
+        ));
     }
-    if manifest.annotations.contains_key(SOURCE_DIGEST_ANNOTATION) || manifest.manifests.iter().any(is_soci_descriptor) {
+    if manifest.annotations.contains_key(SOURCE_DIGEST_ANNOTATION)
+        || manifest.manifests.iter().any(is_soci_descriptor)
+    {
         return Some("it is an image index that already carries SOCI indexes".into());
     }
     if let Some(tag) = tag {
         if settings.tag_mode == TagMode::Suffix && tag.ends_with(&settings.tag_suffix) {
-            return Some(format!("its tag {tag} ends with the SOCI suffix {}", settings.tag_suffix));
+            return Some(format!(
+                "its tag {tag} ends with the SOCI suffix {}",
+                settings.tag_suffix
+            ));
         }
     }
     None
 }
 
 fn is_soci_descriptor(d: &DescriptorSummary) -> bool {
-    d.artifact_type.as_deref().is_some_and(|t| t.starts_with("application/vnd.amazon.soci.index."))
-        || d.annotations.contains_key(annotation::SOCI_IMAGE_MANIFEST_DIGEST)
+    d.artifact_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("application/vnd.amazon.soci.index."))
+        || d.annotations
+            .contains_key(annotation::SOCI_IMAGE_MANIFEST_DIGEST)
 }
 
 /// The tag the v2 output goes to, if any.
@@ -106,17 +127,35 @@ pub fn output_tag(source_tag: Option<&str>, settings: &SociSettings) -> Option<S
 }
 
 fn invalid(what: impl Into<String>, message: impl std::fmt::Display) -> SociError {
-    SociError::Invalid { what: what.into(), message: message.to_string() }
+    SociError::Invalid {
+        what: what.into(),
+        message: message.to_string(),
+    }
 }
 
 /// Reads the platform of an image from its config blob (`os`, `architecture`,
 /// `variant`, `os.version`, `os.features`).
-pub async fn platform_from_config(repo: &dyn Repository, manifest: &GoManifest) -> Result<GoPlatform> {
-    let digest: Sha256Digest = manifest.config.digest.parse().map_err(|e| invalid(format!("config {}", manifest.config.digest), e))?;
+pub async fn platform_from_config(
+    repo: &dyn Repository,
+    manifest: &GoManifest,
+) -> Result<GoPlatform> {
+    let digest: Sha256Digest = manifest
+        .config
+        .digest
+        .parse()
+        .map_err(|e| invalid(format!("config {}", manifest.config.digest), e))?;
     let bytes = read_blob(repo, &digest).await?;
-    let platform: GoPlatform = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("config {digest}"), format!("not an image config: {e}")))?;
+    let platform: GoPlatform = serde_json::from_slice(&bytes).map_err(|e| {
+        invalid(
+            format!("config {digest}"),
+            format!("not an image config: {e}"),
+        )
+    })?;
     if platform.os.is_empty() || platform.architecture.is_empty() {
-        return Err(invalid(format!("config {digest}"), "has no os/architecture"));
+        return Err(invalid(
+            format!("config {digest}"),
+            "has no os/architecture",
+        ));
     }
     Ok(platform)
 }
@@ -143,7 +182,8 @@ pub async fn create_soci(
     let started = Instant::now();
     let source = repo.get_manifest(reference).await?;
     let what = format!("{}@{}", repo.location(), source.digest);
-    let summary = ManifestSummary::parse(&what, &source.bytes).map_err(crate::registry::RegistryError::from)?;
+    let summary = ManifestSummary::parse(&what, &source.bytes)
+        .map_err(crate::registry::RegistryError::from)?;
     let mut outcome = SociOutcome {
         repository: repo.location(),
         source: source.digest.to_string(),
@@ -174,7 +214,10 @@ pub async fn create_soci(
     if settings.index_version == IndexVersion::V2 {
         if let Some(tag) = &out_tag {
             if let Some(existing) = existing_output(repo, tag, &source.digest).await? {
-                outcome.skipped = Some(format!("{tag} already holds the SOCI-enabled index {existing} of {}", source.digest));
+                outcome.skipped = Some(format!(
+                    "{tag} already holds the SOCI-enabled index {existing} of {}",
+                    source.digest
+                ));
                 outcome.output = Some(existing.to_string());
                 outcome.tag = Some(tag.clone());
                 return finish(outcome);
@@ -190,7 +233,12 @@ pub async fn create_soci(
             tracing::info!(platform = %short, "platform not selected; no SOCI index");
             continue;
         }
-        if settings.index_version == IndexVersion::V1 && !repo.referrers(&image.stored.digest, Some(media::SOCI_INDEX_V1)).await?.is_empty() {
+        if settings.index_version == IndexVersion::V1
+            && !repo
+                .referrers(&image.stored.digest, Some(media::SOCI_INDEX_V1))
+                .await?
+                .is_empty()
+        {
             tracing::info!(platform = %short, manifest = %image.stored.digest, "already has a SOCI v1 index");
             continue;
         }
@@ -200,21 +248,37 @@ pub async fn create_soci(
             size: image.stored.bytes.len() as u64,
             ..Default::default()
         });
-        let index = build_index_for_manifest(repo, &image.parsed, settings.index_version, subject, settings, cache, progress.clone()).await?;
+        let index = build_index_for_manifest(
+            repo,
+            &image.parsed,
+            settings.index_version,
+            subject,
+            settings,
+            cache,
+            progress.clone(),
+        )
+        .await?;
         built.push((i, index));
     }
 
-    let mut reports: Vec<PlatformReport> = built.iter().map(|(i, b)| report(&images[*i], b)).collect();
+    let mut reports: Vec<PlatformReport> =
+        built.iter().map(|(i, b)| report(&images[*i], b)).collect();
     if built.iter().all(|(_, b)| b.manifest.is_none()) {
         outcome.platforms = reports;
-        outcome.skipped = Some(format!("{what}: no layer to index (gzip or tar layers of at least {} bytes)", settings.min_layer_size));
+        outcome.skipped = Some(format!(
+            "{what}: no layer to index (gzip or tar layers of at least {} bytes)",
+            settings.min_layer_size
+        ));
         return finish(outcome);
     }
 
     // The SOCI index manifests (their zTOCs and config are in already).
     for (_, b) in &built {
         if let Some(m) = &b.manifest {
-            repo.put_manifest(m, None).await?;
+            match settings.index_version {
+                IndexVersion::V1 => repo.push_referrer(m).await?,
+                IndexVersion::V2 => repo.put_manifest(m, None).await?,
+            }
         }
     }
     if settings.index_version == IndexVersion::V1 {
@@ -234,7 +298,11 @@ pub async fn create_soci(
     finish(outcome)
 }
 
-async fn existing_output(repo: &dyn Repository, tag: &str, source: &Sha256Digest) -> Result<Option<Sha256Digest>> {
+async fn existing_output(
+    repo: &dyn Repository,
+    tag: &str,
+    source: &Sha256Digest,
+) -> Result<Option<Sha256Digest>> {
     let existing = match repo.get_manifest(tag).await {
         Ok(m) => m,
         Err(e) if e.is_not_found() => return Ok(None),
@@ -244,15 +312,30 @@ async fn existing_output(repo: &dyn Repository, tag: &str, source: &Sha256Digest
         Ok(s) => s,
         Err(_) => return Ok(None),
     };
-    let ours = summary.annotations.get(SOURCE_DIGEST_ANNOTATION).map(String::as_str) == Some(source.to_string().as_str());
+    let ours = summary
+        .annotations
+        .get(SOURCE_DIGEST_ANNOTATION)
+        .map(String::as_str)
+        == Some(source.to_string().as_str());
     Ok(ours.then_some(existing.digest))
 }
 
-async fn platform_images(repo: &dyn Repository, source: &Manifest, summary: &ManifestSummary, what: &str) -> Result<Vec<PlatformImage>> {
+async fn platform_images(
+    repo: &dyn Repository,
+    source: &Manifest,
+    summary: &ManifestSummary,
+    what: &str,
+) -> Result<Vec<PlatformImage>> {
     if !media::is_index(summary.effective_media_type(Some(&source.media_type))) {
-        let parsed: GoManifest = serde_json::from_slice(&source.bytes).map_err(|e| invalid(what, format!("not an image manifest: {e}")))?;
+        let parsed: GoManifest = serde_json::from_slice(&source.bytes)
+            .map_err(|e| invalid(what, format!("not an image manifest: {e}")))?;
         let platform = platform_from_config(repo, &parsed).await?;
-        return Ok(vec![PlatformImage { position: None, stored: source.clone(), parsed, platform }]);
+        return Ok(vec![PlatformImage {
+            position: None,
+            stored: source.clone(),
+            parsed,
+            platform,
+        }]);
     }
     let mut images = vec![];
     for (position, child) in summary.manifests.iter().enumerate() {
@@ -260,15 +343,32 @@ async fn platform_images(repo: &dyn Repository, source: &Manifest, summary: &Man
             continue;
         }
         let stored = repo.get_manifest(&child.digest).await?;
-        let parsed: GoManifest = serde_json::from_slice(&stored.bytes).map_err(|e| invalid(format!("{what} child {}", child.digest), format!("not an image manifest: {e}")))?;
-        if ManifestSummary::parse(&child.digest, &stored.bytes).map(|s| s.kind(Some(&stored.media_type))).ok() != Some(ArtifactKind::Image) {
+        let parsed: GoManifest = serde_json::from_slice(&stored.bytes).map_err(|e| {
+            invalid(
+                format!("{what} child {}", child.digest),
+                format!("not an image manifest: {e}"),
+            )
+        })?;
+        if ManifestSummary::parse(&child.digest, &stored.bytes)
+            .map(|s| s.kind(Some(&stored.media_type)))
+            .ok()
+            != Some(ArtifactKind::Image)
+        {
             continue;
         }
         let platform = match &child.platform {
-            Some(_) => serde_json::from_value::<GoPlatform>(serde_json::to_value(&child.platform).unwrap_or_default()).map_err(|e| invalid(format!("{what} child {}", child.digest), e))?,
+            Some(_) => serde_json::from_value::<GoPlatform>(
+                serde_json::to_value(&child.platform).unwrap_or_default(),
+            )
+            .map_err(|e| invalid(format!("{what} child {}", child.digest), e))?,
             None => platform_from_config(repo, &parsed).await?,
         };
-        images.push(PlatformImage { position: Some(position), stored, parsed, platform });
+        images.push(PlatformImage {
+            position: Some(position),
+            stored,
+            parsed,
+            platform,
+        });
     }
     if images.is_empty() {
         return Err(invalid(what, "the index holds no platform image"));
@@ -311,26 +411,43 @@ async fn publish_v2(
     what: &str,
 ) -> Result<Manifest> {
     let mut index: GoIndex = if images.len() == 1 && images[0].position.is_none() {
-        GoIndex { schema_version: 2, media_type: Some(media::OCI_INDEX.into()), ..Default::default() }
+        GoIndex {
+            schema_version: 2,
+            media_type: Some(media::OCI_INDEX.into()),
+            ..Default::default()
+        }
     } else {
-        let mut parsed: GoIndex = serde_json::from_slice(&source.bytes).map_err(|e| invalid(what, format!("not an image index: {e}")))?;
+        let mut parsed: GoIndex = serde_json::from_slice(&source.bytes)
+            .map_err(|e| invalid(what, format!("not an image index: {e}")))?;
         parsed.media_type = Some(media::OCI_INDEX.into());
         parsed
     };
     let mut soci_descriptors = vec![];
     let mut renamed: Vec<(String, String)> = vec![];
     for (i, image) in images.iter().enumerate() {
-        let soci = built.iter().find(|(j, _)| *j == i).and_then(|(_, b)| b.manifest.as_ref());
+        let soci = built
+            .iter()
+            .find(|(j, _)| *j == i)
+            .and_then(|(_, b)| b.manifest.as_ref());
         let mut rewritten = image.parsed.clone();
         rewritten.media_type = Some(media::OCI_MANIFEST.into());
         rewritten.config.media_type = media::OCI_CONFIG.into();
         if let Some(soci) = soci {
-            rewritten.annotations.insert(annotation::SOCI_INDEX_DIGEST.into(), soci.digest.to_string());
+            rewritten.annotations.insert(
+                annotation::SOCI_INDEX_DIGEST.into(),
+                soci.digest.to_string(),
+            );
         }
         let rewritten_manifest = Manifest::new(media::OCI_MANIFEST, to_go_json(&rewritten));
         repo.put_manifest(&rewritten_manifest, None).await?;
-        renamed.push((image.stored.digest.to_string(), rewritten_manifest.digest.to_string()));
-        if let Some(r) = reports.iter_mut().find(|r| r.manifest == image.stored.digest.to_string()) {
+        renamed.push((
+            image.stored.digest.to_string(),
+            rewritten_manifest.digest.to_string(),
+        ));
+        if let Some(r) = reports
+            .iter_mut()
+            .find(|r| r.manifest == image.stored.digest.to_string())
+        {
             r.rewritten_manifest = Some(rewritten_manifest.digest.to_string());
         }
         let descriptor = GoDescriptor {
@@ -356,7 +473,11 @@ async fn publish_v2(
                 media_type: media::OCI_MANIFEST.into(),
                 digest: soci.digest.to_string(),
                 size: soci.bytes.len() as u64,
-                annotations: [(annotation::SOCI_IMAGE_MANIFEST_DIGEST.to_string(), rewritten_manifest.digest.to_string())].into(),
+                annotations: [(
+                    annotation::SOCI_IMAGE_MANIFEST_DIGEST.to_string(),
+                    rewritten_manifest.digest.to_string(),
+                )]
+                .into(),
                 platform: Some(image.platform.clone()),
                 artifact_type: Some(media::SOCI_INDEX_V2.into()),
                 ..Default::default()
@@ -372,6 +493,8 @@ async fn publish_v2(
         }
     }
     index.manifests.extend(soci_descriptors);
-    index.annotations.insert(SOURCE_DIGEST_ANNOTATION.into(), source.digest.to_string());
+    index
+        .annotations
+        .insert(SOURCE_DIGEST_ANNOTATION.into(), source.digest.to_string());
     Ok(Manifest::new(media::OCI_INDEX, to_go_json(&index)))
 }

@@ -38,19 +38,42 @@ impl IndexVersion {
 
 /// Serialises a SOCI index exactly as soci-snapshotter's `MarshalIndex` does.
 /// `subject` is the image manifest for v1 and `None` for v2.
-pub fn soci_index_manifest(version: IndexVersion, entries: &[ZtocEntry], subject: Option<GoDescriptor>, build_tool: &str) -> Manifest {
+pub fn soci_index_manifest(
+    version: IndexVersion,
+    entries: &[ZtocEntry],
+    subject: Option<GoDescriptor>,
+    build_tool: &str,
+) -> Manifest {
     let layers = entries
         .iter()
         .map(|e| {
             let mut annotations = BTreeMap::from([
-                (annotation::SOCI_LAYER_DIGEST.to_string(), e.layer_digest.to_string()),
-                (annotation::SOCI_LAYER_MEDIA_TYPE.to_string(), e.layer_media_type.clone()),
-                (annotation::SOCI_SPAN_SIZE.to_string(), e.span_size.to_string()),
+                (
+                    annotation::SOCI_LAYER_DIGEST.to_string(),
+                    e.layer_digest.to_string(),
+                ),
+                (
+                    annotation::SOCI_LAYER_MEDIA_TYPE.to_string(),
+                    e.layer_media_type.clone(),
+                ),
+                (
+                    annotation::SOCI_SPAN_SIZE.to_string(),
+                    e.span_size.to_string(),
+                ),
             ]);
             if e.disable_xattrs {
-                annotations.insert(annotation::SOCI_DISABLE_XATTRS.to_string(), "true".to_string());
+                annotations.insert(
+                    annotation::SOCI_DISABLE_XATTRS.to_string(),
+                    "true".to_string(),
+                );
             }
-            GoDescriptor { media_type: media::SOCI_ZTOC.into(), digest: e.ztoc_digest.to_string(), size: e.ztoc_size, annotations, ..Default::default() }
+            GoDescriptor {
+                media_type: media::SOCI_ZTOC.into(),
+                digest: e.ztoc_digest.to_string(),
+                size: e.ztoc_size,
+                annotations,
+                ..Default::default()
+            }
         })
         .collect();
     let manifest = GoManifest {
@@ -65,7 +88,10 @@ pub fn soci_index_manifest(version: IndexVersion, entries: &[ZtocEntry], subject
         },
         layers,
         subject,
-        annotations: BTreeMap::from([(annotation::SOCI_BUILD_TOOL.to_string(), build_tool.to_string())]),
+        annotations: BTreeMap::from([(
+            annotation::SOCI_BUILD_TOOL.to_string(),
+            build_tool.to_string(),
+        )]),
     };
     Manifest::new(media::OCI_MANIFEST, to_go_json(&manifest))
 }
@@ -84,7 +110,12 @@ mod tests {
             span_size: 4194304,
             disable_xattrs: false,
         };
-        let m = soci_index_manifest(IndexVersion::V2, &[entry.clone()], None, "afterpush test");
+        let m = soci_index_manifest(
+            IndexVersion::V2,
+            std::slice::from_ref(&entry),
+            None,
+            "afterpush test",
+        );
         let expected = format!(
             concat!(
                 r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","#,
@@ -98,10 +129,23 @@ mod tests {
         assert_eq!(std::str::from_utf8(&m.bytes).unwrap(), expected);
         assert_eq!(m.digest, Sha256Digest::of(expected.as_bytes()));
 
-        let subject = GoDescriptor { media_type: media::DOCKER_MANIFEST.into(), digest: Sha256Digest::of(b"img").to_string(), size: 9, ..Default::default() };
+        let subject = GoDescriptor {
+            media_type: media::DOCKER_MANIFEST.into(),
+            digest: Sha256Digest::of(b"img").to_string(),
+            size: 9,
+            ..Default::default()
+        };
         let v1 = soci_index_manifest(IndexVersion::V1, &[entry], Some(subject), "t");
         let text = std::str::from_utf8(&v1.bytes).unwrap();
-        assert!(text.contains(r#""config":{"mediaType":"application/vnd.amazon.soci.index.v1+json""#), "{text}");
-        assert!(text.contains(r#"],"subject":{"mediaType":"application/vnd.docker.distribution.manifest.v2+json""#), "{text}");
+        assert!(
+            text.contains(r#""config":{"mediaType":"application/vnd.amazon.soci.index.v1+json""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"],"subject":{"mediaType":"application/vnd.docker.distribution.manifest.v2+json""#
+            ),
+            "{text}"
+        );
     }
 }

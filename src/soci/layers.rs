@@ -19,7 +19,9 @@ pub fn decide(media_type: &str, size: u64, min_size: u64) -> LayerDecision {
         other => return LayerDecision::Skip(format!("media type {other} has no zTOC format")),
     };
     if size < min_size {
-        return LayerDecision::Skip(format!("{size} bytes is under the minimum layer size {min_size}"));
+        return LayerDecision::Skip(format!(
+            "{size} bytes is under the minimum layer size {min_size}"
+        ));
     }
     LayerDecision::Index(compression)
 }
@@ -31,12 +33,31 @@ mod tests {
     #[test]
     fn decides_by_media_type_and_size() {
         let min = 10 << 20;
-        assert_eq!(decide(media::OCI_LAYER_GZIP, min, min), LayerDecision::Index(LayerCompression::Gzip));
-        assert_eq!(decide(media::DOCKER_LAYER_GZIP, min + 1, min), LayerDecision::Index(LayerCompression::Gzip));
-        assert_eq!(decide(media::OCI_LAYER_TAR, min, min), LayerDecision::Index(LayerCompression::Uncompressed));
-        assert_eq!(decide(media::DOCKER_LAYER_TAR, min, min), LayerDecision::Index(LayerCompression::Uncompressed));
-        assert!(matches!(decide(media::OCI_LAYER_GZIP, min - 1, min), LayerDecision::Skip(r) if r.contains("minimum")));
-        assert!(matches!(decide(media::OCI_LAYER_ZSTD, min, min), LayerDecision::Skip(r) if r.contains("zstd")));
-        assert!(matches!(decide("application/x-custom", min, min), LayerDecision::Skip(_)));
+        assert_eq!(
+            decide(media::OCI_LAYER_GZIP, min, min),
+            LayerDecision::Index(LayerCompression::Gzip)
+        );
+        assert_eq!(
+            decide(media::DOCKER_LAYER_GZIP, min + 1, min),
+            LayerDecision::Index(LayerCompression::Gzip)
+        );
+        assert_eq!(
+            decide(media::OCI_LAYER_TAR, min, min),
+            LayerDecision::Index(LayerCompression::Uncompressed)
+        );
+        assert_eq!(
+            decide(media::DOCKER_LAYER_TAR, min, min),
+            LayerDecision::Index(LayerCompression::Uncompressed)
+        );
+        assert!(
+            matches!(decide(media::OCI_LAYER_GZIP, min - 1, min), LayerDecision::Skip(r) if r.contains("minimum"))
+        );
+        assert!(
+            matches!(decide(media::OCI_LAYER_ZSTD, min, min), LayerDecision::Skip(r) if r.contains("zstd"))
+        );
+        assert!(matches!(
+            decide("application/x-custom", min, min),
+            LayerDecision::Skip(_)
+        ));
     }
 }

@@ -27,15 +27,29 @@ pub enum SociError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("layer {layer}: {source}")]
-    Layer { layer: Sha256Digest, source: crate::ztoc::ZtocError },
+    Layer {
+        layer: Sha256Digest,
+        source: crate::ztoc::ZtocError,
+    },
     #[error("layer {layer}: the registry sent {actual} bytes, the manifest says {expected}")]
-    LayerSize { layer: Sha256Digest, expected: u64, actual: u64 },
+    LayerSize {
+        layer: Sha256Digest,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{what}: {message}")]
     Invalid { what: String, message: String },
     #[error("setting {name}={value:?}: {message}")]
-    Setting { name: String, value: String, message: String },
+    Setting {
+        name: String,
+        value: String,
+        message: String,
+    },
     #[error("layer {layer}: the zTOC builder stopped unexpectedly: {message}")]
-    Builder { layer: Sha256Digest, message: String },
+    Builder {
+        layer: Sha256Digest,
+        message: String,
+    },
 }
 
 impl SociError {

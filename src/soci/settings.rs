@@ -37,7 +37,13 @@ impl PlatformSelection {
         if value.is_empty() || value.eq_ignore_ascii_case("all") {
             return PlatformSelection::All;
         }
-        PlatformSelection::Only(value.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+        PlatformSelection::Only(
+            value
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        )
     }
     pub fn includes(&self, platform: &str) -> bool {
         match self {
@@ -114,16 +120,32 @@ impl SociSettings {
 
     /// Same as [`from_env`](Self::from_env) over any lookup (tests, `afterpush invoke`).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let bad = |name: &str, value: &str, message: &str| SociError::Setting { name: name.into(), value: value.into(), message: message.into() };
+        let bad = |name: &str, value: &str, message: &str| SociError::Setting {
+            name: name.into(),
+            value: value.into(),
+            message: message.into(),
+        };
         let mut s = Self::default();
         if let Some(v) = get("SPAN_SIZE") {
-            s.span_size = parse_size(&v).filter(|n| *n >= 1024).ok_or_else(|| bad("SPAN_SIZE", &v, "expected a size of at least 1KiB, e.g. 4MiB"))?;
+            s.span_size = parse_size(&v).filter(|n| *n >= 1024).ok_or_else(|| {
+                bad(
+                    "SPAN_SIZE",
+                    &v,
+                    "expected a size of at least 1KiB, e.g. 4MiB",
+                )
+            })?;
         }
         if let Some(v) = get("MIN_LAYER_SIZE") {
-            s.min_layer_size = parse_size(&v).ok_or_else(|| bad("MIN_LAYER_SIZE", &v, "expected a size, e.g. 10MiB"))?;
+            s.min_layer_size = parse_size(&v)
+                .ok_or_else(|| bad("MIN_LAYER_SIZE", &v, "expected a size, e.g. 10MiB"))?;
         }
         if let Some(v) = get("LAYER_CONCURRENCY") {
-            s.layer_concurrency = v.trim().parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| bad("LAYER_CONCURRENCY", &v, "expected 1 to 64"))?;
+            s.layer_concurrency = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| bad("LAYER_CONCURRENCY", &v, "expected 1 to 64"))?;
         }
         if let Some(v) = get("SOCI_INDEX_VERSION") {
             s.index_version = match v.trim().to_ascii_lowercase().as_str() {
@@ -137,12 +159,26 @@ impl SociSettings {
                 "suffix" => TagMode::Suffix,
                 "in-place" => TagMode::InPlace,
                 "none" => TagMode::None,
-                _ => return Err(bad("SOCI_TAG_MODE", &v, "expected suffix, in-place or none")),
+                _ => {
+                    return Err(bad(
+                        "SOCI_TAG_MODE",
+                        &v,
+                        "expected suffix, in-place or none",
+                    ))
+                }
             };
         }
         if let Some(v) = get("SOCI_TAG_SUFFIX") {
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-                return Err(bad("SOCI_TAG_SUFFIX", &v, "expected tag characters, e.g. -soci"));
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            {
+                return Err(bad(
+                    "SOCI_TAG_SUFFIX",
+                    &v,
+                    "expected tag characters, e.g. -soci",
+                ));
             }
             s.tag_suffix = v;
         }
@@ -153,7 +189,8 @@ impl SociSettings {
             s.build_tool_identifier = v;
         }
         if let Some(v) = get("SOCI_XATTR_OPTIMIZATION") {
-            s.xattr_optimization = matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes");
+            s.xattr_optimization =
+                matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes");
         }
         s.ztoc_cache_bucket = get("ZTOC_CACHE_BUCKET").filter(|v| !v.trim().is_empty());
         if let Some(v) = get("ZTOC_CACHE_PREFIX") {
@@ -183,12 +220,23 @@ mod tests {
 
     #[test]
     fn reads_environment_and_names_bad_values() {
-        let env: HashMap<&str, &str> = [("SPAN_SIZE", "1MiB"), ("SOCI_TAG_MODE", "in-place"), ("PLATFORMS", "linux/amd64, linux/arm64")].into();
+        let env: HashMap<&str, &str> = [
+            ("SPAN_SIZE", "1MiB"),
+            ("SOCI_TAG_MODE", "in-place"),
+            ("PLATFORMS", "linux/amd64, linux/arm64"),
+        ]
+        .into();
         let s = SociSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(s.span_size, 1 << 20);
         assert_eq!(s.tag_mode, TagMode::InPlace);
         assert!(s.platforms.includes("linux/arm64") && !s.platforms.includes("linux/arm/v7"));
-        let err = SociSettings::from_lookup(|k| (k == "SOCI_INDEX_VERSION").then(|| "v3".to_string())).unwrap_err().to_string();
-        assert!(err.contains("SOCI_INDEX_VERSION") && err.contains("v3"), "{err}");
+        let err =
+            SociSettings::from_lookup(|k| (k == "SOCI_INDEX_VERSION").then(|| "v3".to_string()))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("SOCI_INDEX_VERSION") && err.contains("v3"),
+            "{err}"
+        );
     }
 }

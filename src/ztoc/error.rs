@@ -83,7 +83,9 @@ pub enum ZtocError {
         reason: String,
     },
     /// Data read back from the layer does not match the zTOC.
-    #[error("layer data does not match the zTOC at compressed offset {compressed_offset}: {reason}")]
+    #[error(
+        "layer data does not match the zTOC at compressed offset {compressed_offset}: {reason}"
+    )]
     Mismatch {
         /// Start of the span concerned.
         compressed_offset: u64,

@@ -119,7 +119,12 @@ impl<'a> Buf<'a> {
         at.checked_add(N)
             .and_then(|end| self.0.get(at..end))
             .map(|s| s.try_into().expect("N bytes"))
-            .ok_or_else(|| invalid(format!("offset {at} is outside the {}-byte buffer", self.0.len())))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "offset {at} is outside the {}-byte buffer",
+                    self.0.len()
+                ))
+            })
     }
     fn u32(&self, at: usize) -> Result<u32, ZtocError> {
         Ok(u32::from_le_bytes(self.bytes::<4>(at)?))
@@ -140,7 +145,11 @@ impl<'a> Buf<'a> {
         let vtable = usize::try_from(vtable)
             .ok()
             .filter(|&v| v < self.0.len())
-            .ok_or_else(|| invalid(format!("{what} table at {pos} has its vtable outside the buffer")))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{what} table at {pos} has its vtable outside the buffer"
+                ))
+            })?;
         let vtable_len = self.u16(vtable)? as usize;
         if vtable_len < 4 || vtable_len % 2 != 0 || vtable + vtable_len > self.0.len() {
             return Err(invalid(format!("{what} table at {pos} has a bad vtable")));

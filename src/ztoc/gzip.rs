@@ -272,7 +272,8 @@ impl GzipIndexer {
             // `data_type`): a place a reader can restart from.
             if dt & 128 != 0
                 && dt & 64 == 0
-                && (self.total_out == 0 || self.total_out - self.last_checkpoint_out > self.span_size)
+                && (self.total_out == 0
+                    || self.total_out - self.last_checkpoint_out > self.span_size)
             {
                 self.add_checkpoint((dt & 7) as u8);
             }

@@ -81,9 +81,8 @@ impl Inflater {
     /// Sets the 32 KiB of history a raw stream may refer back to.
     pub(crate) fn set_dictionary(&mut self, dict: &[u8]) -> Result<(), String> {
         // SAFETY: initialised stream; dict is valid for its length during the call.
-        let ret = unsafe {
-            z::inflateSetDictionary(&mut *self.strm, dict.as_ptr(), dict.len() as u32)
-        };
+        let ret =
+            unsafe { z::inflateSetDictionary(&mut *self.strm, dict.as_ptr(), dict.len() as u32) };
         if ret != z::Z_OK {
             return Err(format!("inflateSetDictionary failed with code {ret}"));
         }

@@ -181,10 +181,14 @@ impl Ztoc {
             let p = p.trim_start_matches("./").trim_start_matches('/');
             p.trim_end_matches('/').to_string()
         };
-        self.files.iter().rev().find(|f| f.name == path).or_else(|| {
-            let want = norm(path);
-            self.files.iter().rev().find(|f| norm(&f.name) == want)
-        })
+        self.files
+            .iter()
+            .rev()
+            .find(|f| f.name == path)
+            .or_else(|| {
+                let want = norm(path);
+                self.files.iter().rev().find(|f| norm(&f.name) == want)
+            })
     }
 }
 
@@ -391,12 +395,11 @@ pub fn build_from_reader(
                 // Collect enough bytes to recognise the format.
                 head.extend_from_slice(chunk);
                 if head.len() >= 512 || n == 0 {
-                    let compression = detect_compression(&head).ok_or_else(|| {
-                        ZtocError::InvalidTar {
+                    let compression =
+                        detect_compression(&head).ok_or_else(|| ZtocError::InvalidTar {
                             uncompressed_offset: 0,
                             reason: "the layer is neither gzip nor tar".into(),
-                        }
-                    })?;
+                        })?;
                     let mut b = ZtocBuilder::new(compression, options.clone());
                     b.feed(&head)?;
                     head = Vec::new();

@@ -16,7 +16,9 @@ pub trait LayerReader {
 
 impl LayerReader for [u8] {
     fn read_range(&self, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
         let end = usize::try_from(offset.saturating_add(len))
             .unwrap_or(usize::MAX)
             .min(self.len());
@@ -81,7 +83,11 @@ fn read_exact(layer: &dyn LayerReader, offset: u64, len: u64) -> Result<Vec<u8>,
     let end = offset.saturating_add(len);
     let data = layer
         .read_range(offset, len)
-        .map_err(|source| ZtocError::Read { offset, end, source })?;
+        .map_err(|source| ZtocError::Read {
+            offset,
+            end,
+            source,
+        })?;
     if data.len() as u64 != len {
         return Err(ZtocError::Read {
             offset,
@@ -135,7 +141,9 @@ fn extract_gzip(
         }
         let (s, e) = (cps.span_start(span), cps.span_end(span, compressed_size));
         if e < s {
-            return Err(ZtocError::InvalidZtoc(format!("span {span} ends before it starts")));
+            return Err(ZtocError::InvalidZtoc(format!(
+                "span {span} ends before it starts"
+            )));
         }
         let data = read_exact(layer, s, e - s)?;
         if let Some(expected) = ztoc.span_digests.get(span) {
@@ -152,16 +160,25 @@ fn extract_gzip(
             let byte = input[0];
             inflater
                 .prime(start.bits, byte >> (8 - start.bits))
-                .map_err(|reason| ZtocError::CorruptGzip { compressed_offset: s, reason })?;
+                .map_err(|reason| ZtocError::CorruptGzip {
+                    compressed_offset: s,
+                    reason,
+                })?;
             inflater
                 .set_dictionary(start.window)
-                .map_err(|reason| ZtocError::CorruptGzip { compressed_offset: s, reason })?;
+                .map_err(|reason| ZtocError::CorruptGzip {
+                    compressed_offset: s,
+                    reason,
+                })?;
             input = &input[1..];
             primed = true;
         } else if span == first {
             inflater
                 .set_dictionary(start.window)
-                .map_err(|reason| ZtocError::CorruptGzip { compressed_offset: s, reason })?;
+                .map_err(|reason| ZtocError::CorruptGzip {
+                    compressed_offset: s,
+                    reason,
+                })?;
         } else if cps.get(span).bits != 0 {
             // Adjacent spans overlap by the one byte holding bits of both.
             input = &input[1..];
@@ -174,10 +191,12 @@ fn extract_gzip(
                 pos_in_blob += n as u64;
                 drop_trailer -= n;
                 if drop_trailer == 0 {
-                    inflater.reset(GZIP).map_err(|reason| ZtocError::CorruptGzip {
-                        compressed_offset: pos_in_blob,
-                        reason,
-                    })?;
+                    inflater
+                        .reset(GZIP)
+                        .map_err(|reason| ZtocError::CorruptGzip {
+                            compressed_offset: pos_in_blob,
+                            reason,
+                        })?;
                 }
                 continue;
             }
@@ -211,10 +230,12 @@ fn extract_gzip(
                         drop_trailer = 8;
                         raw_mode = false;
                     } else {
-                        inflater.reset(GZIP).map_err(|reason| ZtocError::CorruptGzip {
-                            compressed_offset: pos_in_blob,
-                            reason,
-                        })?;
+                        inflater
+                            .reset(GZIP)
+                            .map_err(|reason| ZtocError::CorruptGzip {
+                                compressed_offset: pos_in_blob,
+                                reason,
+                            })?;
                     }
                 }
             }

@@ -150,9 +150,8 @@ impl TarIndexer {
         if matches!(self.state, State::OneZeroBlock) {
             return Err(bad("a zero block is followed by a non-zero block".into()));
         }
-        let format = Format::detect(block).ok_or_else(|| {
-            bad("checksum mismatch (not a tar header, or corrupt)".into())
-        })?;
+        let format = Format::detect(block)
+            .ok_or_else(|| bad("checksum mismatch (not a tar header, or corrupt)".into()))?;
 
         let num = |field: &[u8], what: &str| {
             parse_numeric(field).ok_or_else(|| bad(format!("invalid number in {what} field")))
@@ -259,8 +258,7 @@ impl TarIndexer {
                         typeflag: typeflag as char,
                         name,
                         uncompressed_offset: header_offset,
-                        reason: "PAX GNU sparse files are not supported by the zTOC format"
-                            .into(),
+                        reason: "PAX GNU sparse files are not supported by the zTOC format".into(),
                     })
                 }
                 _ => {}
@@ -358,9 +356,8 @@ impl TarIndexer {
                 self.pending_long_link = None;
             }
             RecordKind::LongName | RecordKind::LongLink => {
-                let s = String::from_utf8(c_string(&record)).map_err(|_| {
-                    bad("GNU long name is not valid UTF-8 (not supported)".into())
-                })?;
+                let s = String::from_utf8(c_string(&record))
+                    .map_err(|_| bad("GNU long name is not valid UTF-8 (not supported)".into()))?;
                 if kind == RecordKind::LongName {
                     self.pending_long_name = Some(s);
                 } else {
@@ -449,8 +446,14 @@ fn parse_numeric(b: &[u8]) -> Option<i64> {
 
 /// Go's `parseOctal`: trims spaces and NULs, empty is 0.
 fn parse_octal(b: &[u8]) -> Option<i64> {
-    let start = b.iter().position(|&c| c != b' ' && c != 0).unwrap_or(b.len());
-    let end = b.iter().rposition(|&c| c != b' ' && c != 0).map_or(start, |p| p + 1);
+    let start = b
+        .iter()
+        .position(|&c| c != b' ' && c != 0)
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|&c| c != b' ' && c != 0)
+        .map_or(start, |p| p + 1);
     let t = &b[start..end];
     if t.is_empty() {
         return Some(0);
@@ -491,8 +494,7 @@ fn parse_pax(mut data: &[u8]) -> Result<BTreeMap<String, String>, String> {
         if key.is_empty() || key.contains('\0') {
             return Err(format!("invalid PAX key {key:?}"));
         }
-        if matches!(key.as_str(), "path" | "linkpath" | "uname" | "gname") && value.contains('\0')
-        {
+        if matches!(key.as_str(), "path" | "linkpath" | "uname" | "gname") && value.contains('\0') {
             return Err(format!("PAX {key} contains NUL"));
         }
         out.insert(key, value);
@@ -515,7 +517,11 @@ fn parse_pax_time(s: &str) -> Option<(i64, i64)> {
     if !digits.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    let secs: i64 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+    let secs: i64 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
     let mut nanos: i64 = 0;
     if let Some(f) = frac {
         if f.is_empty() || !f.bytes().all(|c| c.is_ascii_digit()) {

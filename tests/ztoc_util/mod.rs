@@ -66,7 +66,12 @@ pub fn reference_checkpoints(blob: &[u8], total_out: usize, span: u64) -> Vec<(u
     let mut points = Vec::new();
     unsafe {
         assert_eq!(
-            z::inflateInit2_(&mut *strm, 31, z::zlibVersion(), std::mem::size_of::<z::z_stream>() as i32),
+            z::inflateInit2_(
+                &mut *strm,
+                31,
+                z::zlibVersion(),
+                std::mem::size_of::<z::z_stream>() as i32
+            ),
             z::Z_OK
         );
         strm.next_in = blob.as_ptr();
@@ -104,15 +109,26 @@ pub fn inflate_from(blob: &[u8], cin: u64, bits: u8, window: &[u8], n: usize) ->
     let mut strm: Box<z::z_stream> = Box::default();
     unsafe {
         assert_eq!(
-            z::inflateInit2_(&mut *strm, -15, z::zlibVersion(), std::mem::size_of::<z::z_stream>() as i32),
+            z::inflateInit2_(
+                &mut *strm,
+                -15,
+                z::zlibVersion(),
+                std::mem::size_of::<z::z_stream>() as i32
+            ),
             z::Z_OK
         );
         let mut start = cin as usize;
         if bits != 0 {
             let byte = blob[start - 1];
-            assert_eq!(z::inflatePrime(&mut *strm, bits as i32, (byte >> (8 - bits)) as i32), z::Z_OK);
+            assert_eq!(
+                z::inflatePrime(&mut *strm, bits as i32, (byte >> (8 - bits)) as i32),
+                z::Z_OK
+            );
         }
-        assert_eq!(z::inflateSetDictionary(&mut *strm, window.as_ptr(), window.len() as u32), z::Z_OK);
+        assert_eq!(
+            z::inflateSetDictionary(&mut *strm, window.as_ptr(), window.len() as u32),
+            z::Z_OK
+        );
         let mut produced = 0usize;
         let mut raw = true;
         while produced < n {
@@ -155,7 +171,10 @@ pub fn check_gzip_ztoc(z: &Ztoc, blob: &[u8], span: u64) {
         .iter()
         .map(|c| (c.compressed_offset, c.uncompressed_offset, c.bits))
         .collect();
-    assert_eq!(ours, reference, "checkpoints differ from the one-shot zran pass");
+    assert_eq!(
+        ours, reference,
+        "checkpoints differ from the one-shot zran pass"
+    );
     for (i, c) in cps.iter().enumerate() {
         let out = c.uncompressed_offset as usize;
         // Window: the 32 KiB before `out`, zero-padded at the front.
@@ -163,16 +182,27 @@ pub fn check_gzip_ztoc(z: &Ztoc, blob: &[u8], span: u64) {
         let have = out.min(ztoc::WINDOW_SIZE);
         expected[ztoc::WINDOW_SIZE - have..].copy_from_slice(&plain[out - have..out]);
         if c.window != &expected[..] {
-            let first = (0..expected.len()).find(|&k| c.window[k] != expected[k]).unwrap();
-            let last = (0..expected.len()).rev().find(|&k| c.window[k] != expected[k]).unwrap();
+            let first = (0..expected.len())
+                .find(|&k| c.window[k] != expected[k])
+                .unwrap();
+            let last = (0..expected.len())
+                .rev()
+                .find(|&k| c.window[k] != expected[k])
+                .unwrap();
             panic!("window of checkpoint {i} (out {out}) differs at {first}..={last}");
         }
         // Restoring from the checkpoint yields the bytes that follow.
         let n = (plain.len() - out).min(3 * span as usize + 70_000);
         let got = inflate_from(blob, c.compressed_offset, c.bits, c.window, n);
-        assert!(got == plain[out..out + n], "restore from checkpoint {i} differs");
+        assert!(
+            got == plain[out..out + n],
+            "restore from checkpoint {i} differs"
+        );
         // Span digest recomputed from the blob.
-        let (s, e) = (cps.span_start(i) as usize, cps.span_end(i, blob.len() as u64) as usize);
+        let (s, e) = (
+            cps.span_start(i) as usize,
+            cps.span_end(i, blob.len() as u64) as usize,
+        );
         let d = format!("sha256:{}", hex::encode(Sha256::digest(&blob[s..e])));
         assert_eq!(z.span_digests[i], d, "span {i} digest");
     }
@@ -184,6 +214,11 @@ pub fn check_files(z: &Ztoc, blob: &[u8], expected: &[(String, Vec<u8>)]) {
     for (name, content) in expected {
         let got = ztoc::extract_file(z, &blob.to_vec(), name)
             .unwrap_or_else(|e| panic!("extract {name:?}: {e}"));
-        assert!(got == *content, "content of {name:?} differs ({} vs {} bytes)", got.len(), content.len());
+        assert!(
+            got == *content,
+            "content of {name:?} differs ({} vs {} bytes)",
+            got.len(),
+            content.len()
+        );
     }
 }
