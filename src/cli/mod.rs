@@ -1,5 +1,7 @@
 //! The `afterpush` command line: one file per verb, all parsed by clap from [`Cli`].
 
+pub mod soci;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -18,12 +20,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// SOCI indexes: create, list, info.
+    Soci(soci::SociArgs),
     /// Build, inspect and use zTOCs (the per-layer part of a SOCI index).
     Ztoc(ztoc::ZtocArgs),
 }
 
 /// Parses the command line, runs the verb, prints errors with their causes.
-#[allow(unreachable_code, unused_variables)] // until the first verb lands
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -41,6 +44,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Soci(args) => soci::run(args).await,
         Command::Ztoc(args) => ztoc::run(args),
     }
 }

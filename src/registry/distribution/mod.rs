@@ -392,6 +392,11 @@ fn limit_stream(inner: BlobStream, skip: u64, take: u64, what: String) -> BlobSt
 
 #[async_trait]
 impl Repository for DistributionRepository {
+    async fn push_referrer(&self, manifest: &Manifest) -> Result<()> {
+        // The inherent method: put, then maintain the fallback tag when needed.
+        DistributionRepository::push_referrer(self, manifest).await
+    }
+
     fn location(&self) -> String {
         format!("{}/{}", self.client.host(), self.name)
     }
