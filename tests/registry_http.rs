@@ -739,3 +739,76 @@ async fn referrers_fall_back_to_the_tag_schema() {
         "{no_subject}"
     );
 }
+
+#[tokio::test]
+async fn downloads_broken_mid_body_resume_where_they_stopped() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port);
+    let app = repo(&proxy.host(), "app");
+    let data = pseudo_random(600_000, 81);
+    let digest = push_bytes(&app, Bytes::from(data.clone())).await.unwrap();
+
+    // Full read: broken twice, resumed twice, digest still verified over all bytes.
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        Fault::ResetMidBody { after: 100_000 },
+        2,
+    );
+    assert_eq!(read_blob(&app, &digest).await.unwrap(), data);
+    let gets = || {
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "GET" && s.path.contains(&digest.to_string()))
+            .count()
+    };
+    assert_eq!(gets(), 3);
+    assert_eq!(proxy.faults_applied(), 2);
+
+    // Range read, broken once.
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        Fault::ResetMidBody { after: 50_000 },
+        1,
+    );
+    let part: Vec<Bytes> = app
+        .get_blob(&digest, Some(10_000..400_000))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(part.concat(), &data[10_000..400_000]);
+    assert_eq!(gets(), 5);
+
+    // A resumed download whose resumed part is tampered with is still caught.
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        Fault::ResetMidBody { after: 100_000 },
+        1,
+    );
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        Fault::FlipByte { offset: 5 },
+        1,
+    );
+    let err = read_blob(&app, &digest).await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Oci(OciError::DigestMismatch { .. })),
+        "{err:?}"
+    );
+
+    // Bounded: a connection that always breaks gives up with a transport error.
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        Fault::ResetMidBody { after: 1_000 },
+        100,
+    );
+    let err = read_blob(&app, &digest).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err:?}");
+}
