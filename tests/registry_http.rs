@@ -739,3 +739,164 @@ async fn referrers_fall_back_to_the_tag_schema() {
         "{no_subject}"
     );
 }
+
+#[tokio::test]
+async fn downloads_broken_mid_body_resume_where_they_stopped() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port);
+    let app = repo(&proxy.host(), "app");
+    let data = pseudo_random(600_000, 81);
+    let digest = push_bytes(&app, Bytes::from(data.clone())).await.unwrap();
+
+    // Full read: broken twice, resumed twice, digest still verified over all bytes.
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        Fault::ResetMidBody { after: 100_000 },
+        2,
+    );
+    assert_eq!(read_blob(&app, &digest).await.unwrap(), data);
+    let gets = || {
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "GET" && s.path.contains(&digest.to_string()))
+            .count()
+    };
+    assert_eq!(gets(), 3);
+    assert_eq!(proxy.faults_applied(), 2);
+
+    // Range read, broken once.
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        Fault::ResetMidBody { after: 50_000 },
+        1,
+    );
+    let part: Vec<Bytes> = app
+        .get_blob(&digest, Some(10_000..400_000))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(part.concat(), &data[10_000..400_000]);
+    assert_eq!(gets(), 5);
+
+    // A resumed download whose resumed part is tampered with is still caught.
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        Fault::ResetMidBody { after: 100_000 },
+        1,
+    );
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        Fault::FlipByte { offset: 5 },
+        1,
+    );
+    let err = read_blob(&app, &digest).await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Oci(OciError::DigestMismatch { .. })),
+        "{err:?}"
+    );
+
+    // Bounded: a connection that always breaks gives up with a transport error.
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        Fault::ResetMidBody { after: 1_000 },
+        100,
+    );
+    let err = read_blob(&app, &digest).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn basic_challenge_is_answered_once_and_wrong_credentials_fail() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port);
+    let creds = Credentials::new("ci-user", "s3cret");
+    proxy.require_authorization(&creds.basic_header(), r#"Basic realm="registry""#);
+    let with = |c: &Credentials| RegistrySettings {
+        auth: AuthMode::Basic(c.clone()),
+        ..settings()
+    };
+    let app = DistributionRepository::connect(&with(&creds), &proxy.host(), "app").unwrap();
+    let m = push_image(&app, false, 91, Some("v1")).await;
+    assert_eq!(app.get_manifest("v1").await.unwrap(), m);
+    let seen = proxy.seen();
+    // Only the very first request went without credentials (and got the challenge).
+    assert!(seen[0].authorization.is_none());
+    assert!(
+        seen[1..]
+            .iter()
+            .all(|s| s.authorization.as_deref() == Some(creds.basic_header().as_str())),
+        "{seen:#?}"
+    );
+
+    let wrong = DistributionRepository::connect(
+        &with(&Credentials::new("ci-user", "nope")),
+        &proxy.host(),
+        "app",
+    )
+    .unwrap();
+    let before = proxy.seen().len();
+    let err = wrong.get_manifest("v1").await.unwrap_err();
+    assert!(matches!(err, RegistryError::Auth { .. }), "{err:?}");
+    assert!(
+        !format!("{err} {err:?}").contains("nope"),
+        "secrets stay out of errors"
+    );
+    assert_eq!(
+        proxy.seen().len() - before,
+        2,
+        "challenge answered once, no loop"
+    );
+}
+
+#[tokio::test]
+async fn referrers_api_is_used_when_the_registry_has_it() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port);
+    let app = repo(&proxy.host(), "app");
+    let subject = Sha256Digest::of(b"subject");
+    let listed = Sha256Digest::of(b"referrer");
+    // docker-registry 2.8 has no referrers API: the proxy answers for one (a stand-in
+    // for ECR, which has it), so the client must not fall back to the tag schema.
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{listed}","size":10,"artifactType":"{}"}}]}}"#,
+        media::OCI_INDEX,
+        media::OCI_MANIFEST,
+        media::SOCI_INDEX_V2
+    );
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/referrers/{subject}"),
+        Fault::Respond {
+            status: 200,
+            headers: vec![("Content-Type".into(), media::OCI_INDEX.into())],
+            body: index.into_bytes(),
+        },
+        2,
+    );
+    let found = app.referrers(&subject, None).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].digest, listed.to_string());
+    assert!(app
+        .referrers(&subject, Some("application/other"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        proxy.seen().iter().all(|s| !s.path.contains("sha256-")),
+        "{:#?}",
+        proxy.seen()
+    );
+    let query = proxy.seen().last().unwrap().path.clone();
+    assert!(
+        query.contains("artifactType=application%2Fother"),
+        "{query}"
+    );
+}
