@@ -237,6 +237,7 @@ struct PseudoText {
     rng: SplitMix64,
     vocabulary: Vec<Vec<u8>>,
     pending: Vec<u8>,
+    pos: usize,
     remaining: u64,
 }
 
@@ -255,7 +256,23 @@ impl PseudoText {
             rng,
             vocabulary,
             pending: Vec::new(),
+            pos: 0,
             remaining: len,
+        }
+    }
+}
+
+impl PseudoText {
+    /// Refills `pending` with about 4 KiB of words.
+    fn refill(&mut self) {
+        self.pending.clear();
+        self.pos = 0;
+        while self.pending.len() < 4096 {
+            let r = self.rng.next();
+            self.pending
+                .extend_from_slice(&self.vocabulary[(r % 512) as usize]);
+            self.pending
+                .push(if (r >> 32) % 12 == 0 { b'\n' } else { b' ' });
         }
     }
 }
@@ -265,23 +282,13 @@ impl Read for PseudoText {
         let want = (buf.len() as u64).min(self.remaining) as usize;
         let mut n = 0;
         while n < want {
-            if self.pending.is_empty() {
-                let r = self.rng.next();
-                let word = &self.vocabulary[(r % 512) as usize];
-                self.pending.extend_from_slice(word);
-                self.pending
-                    .push(if (r >> 32) % 12 == 0 { b'\n' } else { b' ' });
-                self.pending.reverse();
+            if self.pos == self.pending.len() {
+                self.refill();
             }
-            while n < want {
-                match self.pending.pop() {
-                    Some(b) => {
-                        buf[n] = b;
-                        n += 1;
-                    }
-                    None => break,
-                }
-            }
+            let take = (self.pending.len() - self.pos).min(want - n);
+            buf[n..n + take].copy_from_slice(&self.pending[self.pos..self.pos + take]);
+            self.pos += take;
+            n += take;
         }
         self.remaining -= n as u64;
         Ok(n)
