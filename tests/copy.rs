@@ -249,3 +249,66 @@ async fn referrers_are_copied_when_asked() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].digest, referrer.digest.to_string());
 }
+
+fn afterpush(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_afterpush"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn cli_demo_then_copy_to_an_archive_skopeo_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("demo");
+    let (ok, stdout, stderr) = afterpush(&["demo", "--keep", layout.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    // The tree lists every platform with its config and layers, read back from disk.
+    let repo = LayoutRepository::open(&layout).unwrap();
+    let index = repo.get_manifest("demo").await.unwrap();
+    assert!(stdout.contains(&index.digest.to_string()), "{stdout}");
+    for platform in ["linux/amd64", "linux/arm64", "linux/arm/v7"] {
+        assert!(stdout.contains(&format!("── {platform} ")), "{stdout}");
+    }
+    assert_eq!(
+        stdout
+            .matches("application/vnd.oci.image.layer.v1.tar+gzip")
+            .count(),
+        6
+    );
+    assert_eq!(stdout.matches("attestation of sha256:").count(), 3);
+
+    let tar = dir.path().join("demo.tar");
+    let (ok, stdout, stderr) = afterpush(&[
+        "copy",
+        &format!("oci:{}:demo", layout.display()),
+        &format!("oci-archive:{}", tar.display()),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("7 manifests"), "{stdout}");
+    let raw = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}:demo", tar.display()),
+        ])
+        .output()
+        .expect("skopeo is not installed; install it with: apt-get install -y skopeo");
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(Sha256Digest::of(&raw.stdout), index.digest);
+
+    // Errors name the reference.
+    let (ok, _, stderr) = afterpush(&["copy", "oci:/nonexistent/x:tag", "oci:/tmp/y"]);
+    assert!(!ok && stderr.contains("/nonexistent/x"), "{stderr}");
+    let (ok, _, stderr) = afterpush(&["copy", "s3://bucket/x", "oci:/tmp/y"]);
+    assert!(!ok && stderr.contains("s3://bucket/x"), "{stderr}");
+}

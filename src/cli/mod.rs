@@ -1,5 +1,8 @@
 //! The `afterpush` command line: one file per verb, all parsed by clap from [`Cli`].
 
+pub mod copy;
+pub mod demo;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -15,10 +18,15 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Copy an image (every platform and attestation; --referrers for the rest) between
+    /// OCI layouts, oci-archive tarballs and registries.
+    Copy(copy::CopyArgs),
+    /// Generate a sample multi-arch image into an OCI layout and show its manifest tree.
+    Demo(demo::DemoArgs),
+}
 
 /// Parses the command line, runs the verb, prints errors with their causes.
-#[allow(unreachable_code, unused_variables)] // until the first verb lands
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,5 +43,8 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Copy(args) => copy::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
 }

@@ -161,6 +161,16 @@ impl LayoutRepository {
         }
     }
 
+    /// The manifest an untagged reference (`oci:DIR`) means: the only `index.json`
+    /// entry, as skopeo reads it. `None` when there are none or several.
+    pub fn sole_entry(&self) -> Result<Option<Sha256Digest>> {
+        let entries = self.entries()?;
+        Ok(match entries.as_slice() {
+            [one] => entry_digest(one),
+            _ => None,
+        })
+    }
+
     /// The layout directory.
     pub fn root(&self) -> &Path {
         &self.root
