@@ -326,44 +326,71 @@ fn pax_record(key: &str, value: &str) -> Vec<u8> {
 
 const EPOCH: u64 = 1_700_000_000;
 
-/// Appends one entry preceded by a PAX header carrying a sub-second mtime and xattrs.
-fn append_entry(
-    tar: &mut tar::Builder<&mut dyn Write>,
-    path: &str,
-    kind: tar::EntryType,
-    mode: u32,
-    nanos: u32,
-    xattrs: &[(&str, &str)],
-    link: Option<&str>,
-    size: u64,
-    data: &mut dyn Read,
-) -> std::io::Result<()> {
-    let mut records = pax_record("mtime", &format!("{EPOCH}.{nanos:09}"));
-    for (k, v) in xattrs {
-        records.extend(pax_record(&format!("SCHILY.xattr.{k}"), v));
-    }
-    let mut pax = tar::Header::new_ustar();
-    pax.set_entry_type(tar::EntryType::XHeader);
-    pax.set_mode(0o644);
-    pax.set_size(records.len() as u64);
-    pax.set_mtime(EPOCH);
-    let pax_name = format!("PaxHeaders/{}", path.trim_end_matches('/'));
-    let pax_name = &pax_name[..pax_name.len().min(99)];
-    tar.append_data(&mut pax, pax_name, records.as_slice())?;
+/// Writes tar entries, each preceded by a PAX header carrying a sub-second mtime (and
+/// xattrs when given), as BuildKit and GNU tar write them.
+struct LayerTar<'a> {
+    tar: tar::Builder<&'a mut dyn Write>,
+    rng: SplitMix64,
+}
 
-    let mut header = tar::Header::new_ustar();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(EPOCH);
-    header.set_size(size);
-    match link {
-        Some(target) => {
-            header.set_link_name(target)?;
-            tar.append_data(&mut header, path, std::io::empty())
+impl LayerTar<'_> {
+    fn entry(
+        &mut self,
+        header: &mut tar::Header,
+        path: &str,
+        xattrs: &[(&str, &str)],
+        data: &mut dyn Read,
+    ) -> std::io::Result<()> {
+        let nanos = self.rng.next() % 1_000_000_000;
+        let mut records = pax_record("mtime", &format!("{EPOCH}.{nanos:09}"));
+        for (k, v) in xattrs {
+            records.extend(pax_record(&format!("SCHILY.xattr.{k}"), v));
         }
-        None => tar.append_data(&mut header, path, data),
+        let mut pax = tar::Header::new_ustar();
+        pax.set_entry_type(tar::EntryType::XHeader);
+        pax.set_mode(0o644);
+        pax.set_size(records.len() as u64);
+        pax.set_mtime(EPOCH);
+        let pax_name = format!("PaxHeaders/{}", path.trim_end_matches('/'));
+        let pax_name = &pax_name[..pax_name.len().min(99)];
+        self.tar
+            .append_data(&mut pax, pax_name, records.as_slice())?;
+
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(EPOCH);
+        self.tar.append_data(header, path, data)
+    }
+
+    fn dir(&mut self, path: &str) -> std::io::Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        self.entry(&mut h, path, &[], &mut std::io::empty())
+    }
+
+    fn file(
+        &mut self,
+        path: &str,
+        xattrs: &[(&str, &str)],
+        size: u64,
+        data: &mut dyn Read,
+    ) -> std::io::Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(size);
+        self.entry(&mut h, path, xattrs, data)
+    }
+
+    fn symlink(&mut self, path: &str, target: &str) -> std::io::Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_link_name(target)?;
+        self.entry(&mut h, path, &[], &mut std::io::empty())
     }
 }
 
@@ -377,82 +404,37 @@ fn write_layer_tar(
     label: &str,
     content_size: u64,
 ) -> std::io::Result<()> {
-    let mut tar = tar::Builder::new(out);
-    let dir = tar::EntryType::Directory;
-    let file = tar::EntryType::Regular;
-    let mut rng = SplitMix64(seed);
-    let mut nanos = || (rng.next() % 1_000_000_000) as u32;
-    let empty = &mut std::io::empty();
-    append_entry(&mut tar, "etc/", dir, 0o755, nanos(), &[], None, 0, empty)?;
+    let mut t = LayerTar {
+        tar: tar::Builder::new(out),
+        rng: SplitMix64(seed),
+    };
+    t.dir("etc/")?;
     let release = format!("layer={label}\nseed={seed}\n");
-    append_entry(
-        &mut tar,
+    t.file(
         "etc/afterpush-sample",
-        file,
-        0o644,
-        nanos(),
-        &[
-            ("user.afterpush", "sample"),
-            ("security.capability", "none"),
-        ],
-        None,
+        &[("user.afterpush", "sample")],
         release.len() as u64,
         &mut release.as_bytes(),
     )?;
-    append_entry(&mut tar, "usr/", dir, 0o755, nanos(), &[], None, 0, empty)?;
-    append_entry(
-        &mut tar,
-        "usr/share/",
-        dir,
-        0o755,
-        nanos(),
-        &[],
-        None,
-        0,
-        empty,
-    )?;
-    append_entry(
-        &mut tar,
-        "usr/share/sample/",
-        dir,
-        0o755,
-        nanos(),
-        &[],
-        None,
-        0,
-        empty,
-    )?;
+    t.dir("usr/")?;
+    t.dir("usr/share/")?;
+    t.dir("usr/share/sample/")?;
     let mut left = content_size;
     let mut n = 0;
     while left > 0 || n == 0 {
         let len = left.min(MAX_FILE);
         let mut text = PseudoText::new(mix(seed, &format!("{label}/{n}")), len);
-        append_entry(
-            &mut tar,
+        t.file(
             &format!("usr/share/sample/data-{n}.txt"),
-            file,
-            0o644,
-            nanos(),
             &[],
-            None,
             len,
             &mut text,
         )?;
         left -= len;
         n += 1;
     }
-    append_entry(
-        &mut tar,
-        "usr/share/sample/latest",
-        tar::EntryType::Symlink,
-        0o777,
-        nanos(),
-        &[],
-        Some("data-0.txt"),
-        0,
-        empty,
-    )?;
-    tar.finish()
+    t.symlink("usr/share/sample/latest", "data-0.txt")?;
+    t.tar.finish()
 }
 
 /// Generates one layer into a temporary file and pushes it.

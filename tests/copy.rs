@@ -69,7 +69,7 @@ async fn round_trip(spec: SampleSpec) {
     let manifests = 1 + spec.platforms.len() + written.attestations.len();
     assert_eq!(report.manifests, manifests);
     assert_eq!(report.blobs_copied, original.len() - manifests);
-    let events = events.lock().unwrap();
+    let events = events.lock().unwrap().clone();
     let streamed: u64 = events
         .iter()
         .map(|e| match e {
