@@ -154,7 +154,13 @@ async fn gnu_tar_reads_sample_layers_with_symlink_xattr_and_subsecond_mtimes() {
             .any(|l| l.contains("2023-11-14") && l.contains('.')),
         "{listing}"
     );
-    // The xattr survives extraction by GNU tar's parser (listed with -v --xattrs as '*').
+    // GNU tar marks entries carrying xattrs with '*' after the mode.
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rw-r--r--*") && l.ends_with("etc/afterpush-sample")),
+        "{listing}"
+    );
     let config: serde_json::Value =
         serde_json::from_slice(&read_blob(&repo, &img.config.digest).await.unwrap()).unwrap();
     assert_eq!(config["architecture"], "arm");

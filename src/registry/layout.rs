@@ -844,7 +844,7 @@ impl ArchiveRepository {
     }
 }
 
-/// Paths allowed in a layout archive: the two files and the blob tree.
+/// Paths allowed in a layout archive: the layout files and the blob tree.
 fn is_layout_path(path: &Path) -> bool {
     let parts: Vec<_> = path
         .components()
@@ -852,7 +852,12 @@ fn is_layout_path(path: &Path) -> bool {
         .map(|c| c.as_os_str().to_string_lossy().to_string())
         .collect();
     match parts.as_slice() {
-        [f] => f == "oci-layout" || f == "index.json" || f == "blobs",
+        // `manifest.json` and `repositories` are the `docker load` records some
+        // exporters add beside the layout; they are kept as they are.
+        [f] => matches!(
+            f.as_str(),
+            "oci-layout" | "index.json" | "blobs" | "manifest.json" | "repositories"
+        ),
         [b, alg] => b == "blobs" && alg == "sha256",
         [b, alg, hex] => {
             b == "blobs"
@@ -915,7 +920,7 @@ fn unpack_layout(file: std::fs::File, archive: &Path, dest: &Path) -> Result<()>
 /// the same bytes, as `docker buildx build -o type=oci` does.
 pub fn write_layout_tar<W: Write>(root: &Path, writer: W) -> Result<W> {
     let mut names: Vec<String> = Vec::new();
-    for top in ["oci-layout", "index.json"] {
+    for top in ["oci-layout", "index.json", "manifest.json", "repositories"] {
         if root.join(top).is_file() {
             names.push(top.to_string());
         }
@@ -1045,6 +1050,52 @@ mod tests {
             "/index.json",
         ] {
             assert!(!is_layout_path(Path::new(bad)), "{bad}");
+        }
+    }
+
+    /// A small image manifest with distinct bytes per `n` (its config is `{}`).
+    fn tiny_manifest(n: u8) -> Manifest {
+        let bytes = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[],"annotations":{{"n":"{n}"}}}}"#,
+            media::OCI_MANIFEST,
+            media::OCI_CONFIG,
+            Sha256Digest::of(b"{}")
+        );
+        Manifest::new(media::OCI_MANIFEST, bytes.into_bytes())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Whatever sequence of tag writes and deletes: every tag resolves to the last
+        /// manifest put under it, deleted manifests lose their tags, and `index.json`
+        /// stays a valid layout that reopens the same.
+        #[test]
+        fn tags_follow_the_last_write(ops in proptest::collection::vec((0u8..4, 0u8..5, proptest::bool::ANY), 1..25)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let repo = LayoutRepository::open_or_create(dir.path().join("l")).unwrap();
+            rt.block_on(async {
+                crate::registry::push_bytes(&repo, Bytes::from_static(b"{}")).await.unwrap();
+                let mut model: std::collections::BTreeMap<String, u8> = Default::default();
+                for (tag, n, delete) in ops {
+                    let tag = format!("t{tag}");
+                    let m = tiny_manifest(n);
+                    if delete {
+                        let had = model.values().any(|v| *v == n) || repo.blob_present(&m.digest);
+                        let result = repo.delete_manifest(&m.digest).await;
+                        assert_eq!(result.is_ok(), had, "{result:?}");
+                        model.retain(|_, v| *v != n);
+                    } else {
+                        repo.put_manifest(&m, Some(&tag)).await.unwrap();
+                        model.insert(tag, n);
+                    }
+                }
+                let reopened = LayoutRepository::open(repo.root()).unwrap();
+                assert_eq!(reopened.list_tags().await.unwrap(), model.keys().cloned().collect::<Vec<_>>());
+                for (tag, n) in &model {
+                    assert_eq!(reopened.get_manifest(tag).await.unwrap(), tiny_manifest(*n));
+                }
+            });
         }
     }
 }
