@@ -915,9 +915,11 @@ fn unpack_layout(file: std::fs::File, archive: &Path, dest: &Path) -> Result<()>
     Ok(())
 }
 
-/// Writes a layout directory as a deterministic tar: entries sorted by path, directories
-/// first, mode 0755/0644, uid/gid 0, no user names, mtime 0 — the same input always gives
-/// the same bytes, as `docker buildx build -o type=oci` does.
+/// Writes a layout directory as a deterministic tar, in the shape containerd's archive
+/// exporter (used by `docker buildx build -o type=oci`) gives it: entries sorted by name
+/// (so `blobs/` and `blobs/sha256/` come before their files), directories 0755, blobs
+/// and `oci-layout` 0444, `index.json` 0644, uid/gid 0, no user names, mtime 0. The same
+/// layout always gives the same bytes.
 pub fn write_layout_tar<W: Write>(root: &Path, writer: W) -> Result<W> {
     let mut names: Vec<String> = Vec::new();
     for top in ["oci-layout", "index.json", "manifest.json", "repositories"] {
@@ -961,7 +963,10 @@ pub fn write_layout_tar<W: Write>(root: &Path, writer: W) -> Result<W> {
             let mut f = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
             let len = f.metadata().map_err(|e| io_err(&path, e))?.len();
             header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(0o644);
+            // As containerd's archive exporter (BuildKit's `type=oci`) writes them:
+            // content-addressed files read-only, index.json writable.
+            let read_only = name.starts_with("blobs/") || name == "oci-layout";
+            header.set_mode(if read_only { 0o444 } else { 0o644 });
             header.set_size(len);
             let reader: &mut dyn Read = &mut f;
             builder
