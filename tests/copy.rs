@@ -306,6 +306,39 @@ async fn cli_demo_then_copy_to_an_archive_skopeo_reads() {
     );
     assert_eq!(Sha256Digest::of(&raw.stdout), index.digest);
 
+    // A copy that fails midway (a layer of the source is gone) leaves the existing
+    // archive exactly as it was.
+    let before = std::fs::read(&tar).unwrap();
+    let other_dir = dir.path().join("other");
+    let (ok, _, stderr) =
+        afterpush(&["demo", "--keep", other_dir.to_str().unwrap(), "--seed", "9"]);
+    assert!(ok, "{stderr}");
+    let other = LayoutRepository::open(&other_dir).unwrap();
+    let other_index = other.get_manifest("demo").await.unwrap();
+    let child = &ManifestSummary::parse("index", &other_index.bytes)
+        .unwrap()
+        .manifests[1]
+        .digest;
+    let child = other.get_manifest(child).await.unwrap();
+    let layer: Sha256Digest = ManifestSummary::parse("child", &child.bytes)
+        .unwrap()
+        .layers[1]
+        .digest
+        .parse()
+        .unwrap();
+    std::fs::remove_file(other.blob_path(&layer)).unwrap();
+    let (ok, _, stderr) = afterpush(&[
+        "copy",
+        &format!("oci:{}:demo", other_dir.display()),
+        &format!("oci-archive:{}:other", tar.display()),
+    ]);
+    assert!(!ok && stderr.contains(&layer.to_string()), "{stderr}");
+    assert_eq!(
+        std::fs::read(&tar).unwrap(),
+        before,
+        "a failed copy changed the archive"
+    );
+
     // Errors name the reference.
     let (ok, _, stderr) = afterpush(&["copy", "oci:/nonexistent/x:tag", "oci:/tmp/y"]);
     assert!(!ok && stderr.contains("/nonexistent/x"), "{stderr}");
