@@ -1,6 +1,8 @@
 //! The `afterpush` command line: one file per verb, all parsed by clap from [`Cli`].
 
 pub mod soci;
+pub mod copy;
+pub mod demo;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +26,11 @@ pub enum Command {
     Soci(soci::SociArgs),
     /// Build, inspect and use zTOCs (the per-layer part of a SOCI index).
     Ztoc(ztoc::ZtocArgs),
+    /// Copy an image (every platform and attestation; --referrers for the rest) between
+    /// OCI layouts, oci-archive tarballs and registries.
+    Copy(copy::CopyArgs),
+    /// Generate a sample multi-arch image into an OCI layout and show its manifest tree.
+    Demo(demo::DemoArgs),
 }
 
 /// Parses the command line, runs the verb, prints errors with their causes.
@@ -46,5 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Soci(args) => soci::run(args).await,
         Command::Ztoc(args) => ztoc::run(args),
+        Command::Copy(args) => copy::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }

@@ -59,3 +59,50 @@ pub async fn open_repository(r: &ImageRef, settings: &OpenSettings) -> Result<Bo
         )?)),
     }
 }
+
+/// Opens the repository of a source reference and says which manifest it means: the
+/// digest or tag given; for a layout or archive without either, its only `index.json`
+/// entry (as skopeo reads `oci:DIR`); for a registry, `latest`.
+pub async fn open_source(r: &ImageRef) -> Result<(Box<dyn Repository>, String)> {
+    if let Some(reference) = r.reference() {
+        return Ok((
+            open_repository(r, &OpenSettings::default()).await?,
+            reference,
+        ));
+    }
+    let sole = match &r.location {
+        Location::Layout(dir) => {
+            let repo = LayoutRepository::open(dir)?;
+            let sole = repo.sole_entry()?;
+            (Box::new(repo) as Box<dyn Repository>, sole)
+        }
+        Location::Archive(file) => {
+            let repo = ArchiveRepository::open(file, true)?;
+            let sole = repo.layout().sole_entry()?;
+            (Box::new(repo) as Box<dyn Repository>, sole)
+        }
+        Location::Registry { .. } => {
+            return Ok((
+                open_repository(r, &OpenSettings::default()).await?,
+                "latest".into(),
+            ))
+        }
+    };
+    match sole {
+        (repo, Some(digest)) => Ok((repo, digest.to_string())),
+        (repo, None) => {
+            let tags = repo.list_tags().await?;
+            Err(RegistryError::Invalid {
+                location: r.to_string(),
+                message: format!(
+                    "name the image to use (REF:TAG): the index.json has no single entry; tags: {}",
+                    if tags.is_empty() {
+                        "none".to_string()
+                    } else {
+                        tags.join(", ")
+                    }
+                ),
+            })
+        }
+    }
+}
