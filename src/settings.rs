@@ -325,7 +325,7 @@ mod tests {
         assert_eq!(value_or_default(&env, DRY_RUN), "true");
         env.insert(DRY_RUN.to_string(), " false ".to_string());
         assert_eq!(value_or_default(&env, DRY_RUN), "false");
-        assert_eq!(value_or_default(&env, "NOT_A_SETTING"), "");
+        assert_eq!(value_or_default(&env, "not-a-setting"), "");
     }
 
     #[test]
