@@ -28,10 +28,10 @@ pub async fn collect(
     base_tag: &str,
     settings: &StitchSettings,
 ) -> Result<Collected> {
-    let tags = repo
-        .list_tags()
-        .await
-        .map_err(registry_error(format!("listing the tags of {}", repo.location())))?;
+    let tags = repo.list_tags().await.map_err(registry_error(format!(
+        "listing the tags of {}",
+        repo.location()
+    )))?;
     let matcher = settings.arch_tag_template.matcher_for(base_tag);
     let mut children = Vec::new();
     let mut attestations = Vec::new();
@@ -48,7 +48,15 @@ pub async fn collect(
             }
             Err(e) => return Err(registry_error(format!("reading tag {tag}"))(e)),
         };
-        collect_tag(repo, tag, &matched.hint, &manifest, &mut children, &mut attestations).await?;
+        collect_tag(
+            repo,
+            tag,
+            &matched.hint,
+            &manifest,
+            &mut children,
+            &mut attestations,
+        )
+        .await?;
     }
     let children = super::index::order_children(&settings.required_platforms, children)?;
     Ok(Collected {
@@ -66,9 +74,20 @@ async fn collect_tag(
     attestations: &mut Vec<AttestationChild>,
 ) -> Result<()> {
     let summary = parse_summary(tag, manifest)?;
-    let mt = summary.effective_media_type(Some(&manifest.media_type)).to_string();
+    let mt = summary
+        .effective_media_type(Some(&manifest.media_type))
+        .to_string();
     if media::is_image_manifest(&mt) {
-        let child = image_child(repo, tag, &mt, manifest.descriptor().digest, manifest.bytes.len() as u64, &summary, BTreeMap::new()).await?;
+        let child = image_child(
+            repo,
+            tag,
+            &mt,
+            manifest.descriptor().digest,
+            manifest.bytes.len() as u64,
+            &summary,
+            BTreeMap::new(),
+        )
+        .await?;
         check_hint(tag, hint, &child)?;
         children.push(child);
         return Ok(());
@@ -118,16 +137,31 @@ async fn collect_tag(
             warn!(%tag, entry = %digest, media_type = %d.media_type, "per-arch index entry is not an image manifest: left out");
             continue;
         }
-        let child_manifest = repo
-            .get_manifest(&digest.to_string())
-            .await
-            .map_err(registry_error(format!("reading {digest} listed in tag {tag}")))?;
+        let child_manifest =
+            repo.get_manifest(&digest.to_string())
+                .await
+                .map_err(registry_error(format!(
+                    "reading {digest} listed in tag {tag}"
+                )))?;
         let child_summary = parse_summary(tag, &child_manifest)?;
         let annotations = d.annotations.clone().into_iter().collect();
-        found.push(image_child(repo, tag, &d.media_type, digest, child_manifest.bytes.len() as u64, &child_summary, annotations).await?);
+        found.push(
+            image_child(
+                repo,
+                tag,
+                &d.media_type,
+                digest,
+                child_manifest.bytes.len() as u64,
+                &child_summary,
+                annotations,
+            )
+            .await?,
+        );
     }
     let total = found.len();
-    let (agreeing, other): (Vec<_>, Vec<_>) = found.into_iter().partition(|c| hint.agrees_with(&c.platform));
+    let (agreeing, other): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .partition(|c| hint.agrees_with(&c.platform));
     if agreeing.is_empty() {
         return Err(StitchError::PlatformMismatch {
             tag: tag.to_string(),
@@ -136,7 +170,11 @@ async fn collect_tag(
             config_platform: if total == 0 {
                 "no platform image at all".to_string()
             } else {
-                other.iter().map(|c| c.platform.to_string()).collect::<Vec<_>>().join(", ")
+                other
+                    .iter()
+                    .map(|c| c.platform.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
         });
     }
@@ -187,10 +225,12 @@ async fn image_child(
         config,
         reason,
     };
-    let config = summary
-        .config
-        .as_ref()
-        .ok_or_else(|| bad_config("(none)".to_string(), "the manifest has no config".to_string()))?;
+    let config = summary.config.as_ref().ok_or_else(|| {
+        bad_config(
+            "(none)".to_string(),
+            "the manifest has no config".to_string(),
+        )
+    })?;
     if config.media_type != media::OCI_CONFIG && config.media_type != media::DOCKER_CONFIG {
         return Err(StitchError::NotAnImage {
             tag: tag.to_string(),
@@ -204,8 +244,11 @@ async fn image_child(
         .map_err(|e: crate::oci::OciError| bad_config(config.digest.clone(), e.to_string()))?;
     let bytes = read_blob(repo, &config_digest)
         .await
-        .map_err(registry_error(format!("reading config {config_digest} of tag {tag}")))?;
-    let platform = platform_from_config(&bytes).map_err(|reason| bad_config(config_digest.to_string(), reason))?;
+        .map_err(registry_error(format!(
+            "reading config {config_digest} of tag {tag}"
+        )))?;
+    let platform = platform_from_config(&bytes)
+        .map_err(|reason| bad_config(config_digest.to_string(), reason))?;
     Ok(PlatformChild {
         tag: tag.to_string(),
         media_type: media_type.to_string(),

@@ -74,7 +74,11 @@ pub fn order_children(
             .unwrap_or(required.len())
     };
     children.sort_by(|a, b| {
-        (rank(&a.platform), &a.platform, &a.digest).cmp(&(rank(&b.platform), &b.platform, &b.digest))
+        (rank(&a.platform), &a.platform, &a.digest).cmp(&(
+            rank(&b.platform),
+            &b.platform,
+            &b.digest,
+        ))
     });
     for pair in children.windows(2) {
         if pair[0].platform == pair[1].platform {
@@ -134,7 +138,8 @@ pub fn build_index(children: &[PlatformChild], attestations: &[AttestationChild]
         .iter()
         .filter(|a| position(&a.attests).is_some())
         .collect();
-    attestations.sort_by(|a, b| (position(&a.attests), &a.digest).cmp(&(position(&b.attests), &b.digest)));
+    attestations
+        .sort_by(|a, b| (position(&a.attests), &a.digest).cmp(&(position(&b.attests), &b.digest)));
     attestations.dedup_by(|a, b| a.digest == b.digest);
 
     let media_type = choose_media_type(
@@ -169,23 +174,25 @@ pub fn build_index(children: &[PlatformChild], attestations: &[AttestationChild]
             },
         })
         .collect();
-    manifests.extend(attestations.iter().map(|a| DescriptorJson {
-        media_type: &a.media_type,
-        digest: a.digest.to_string(),
-        size: a.size,
-        artifact_type: a.artifact_type.as_deref(),
-        platform: a.platform.as_ref().map(|(os, arch)| PlatformJson {
-            architecture: arch,
-            os,
-            os_version: None,
-            os_features: &[],
-            variant: None,
-        }),
-        annotations: a
-            .annotations
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect(),
+    manifests.extend(attestations.iter().map(|a| {
+        DescriptorJson {
+            media_type: &a.media_type,
+            digest: a.digest.to_string(),
+            size: a.size,
+            artifact_type: a.artifact_type.as_deref(),
+            platform: a.platform.as_ref().map(|(os, arch)| PlatformJson {
+                architecture: arch,
+                os,
+                os_version: None,
+                os_features: &[],
+                variant: None,
+            }),
+            annotations: a
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        }
     }));
     let json = serde_json::to_vec(&IndexJson {
         schema_version: 2,
@@ -242,10 +249,19 @@ mod tests {
     #[test]
     fn media_type_choice() {
         use media::*;
-        assert_eq!(choose_media_type([DOCKER_MANIFEST, DOCKER_MANIFEST]), DOCKER_LIST);
+        assert_eq!(
+            choose_media_type([DOCKER_MANIFEST, DOCKER_MANIFEST]),
+            DOCKER_LIST
+        );
         assert_eq!(choose_media_type([OCI_MANIFEST, OCI_MANIFEST]), OCI_INDEX);
-        assert_eq!(choose_media_type([DOCKER_MANIFEST, OCI_MANIFEST]), OCI_INDEX);
-        assert_eq!(choose_media_type([OCI_MANIFEST, DOCKER_MANIFEST]), OCI_INDEX);
+        assert_eq!(
+            choose_media_type([DOCKER_MANIFEST, OCI_MANIFEST]),
+            OCI_INDEX
+        );
+        assert_eq!(
+            choose_media_type([OCI_MANIFEST, DOCKER_MANIFEST]),
+            OCI_INDEX
+        );
         assert_eq!(choose_media_type([]), OCI_INDEX);
     }
 
@@ -253,7 +269,10 @@ mod tests {
     fn exact_bytes_of_a_docker_list_and_an_oci_index() {
         let amd = child("1-amd64", media::DOCKER_MANIFEST, "linux/amd64", 1);
         let arm = child("1-arm64", media::DOCKER_MANIFEST, "linux/arm64", 2);
-        let m = build_index(&order_children(&required(), vec![arm.clone(), amd.clone()]).unwrap(), &[]);
+        let m = build_index(
+            &order_children(&required(), vec![arm.clone(), amd.clone()]).unwrap(),
+            &[],
+        );
         assert_eq!(m.media_type, media::DOCKER_LIST);
         let want = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{}","size":101,"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"{}","digest":"{}","size":102,"platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#,
@@ -275,7 +294,11 @@ mod tests {
             &order_children(&required(), vec![win.clone(), v7.clone(), amd.clone()]).unwrap(),
             &[att.clone()],
         );
-        assert_eq!(m.media_type, media::OCI_INDEX, "mixed children give an OCI index");
+        assert_eq!(
+            m.media_type,
+            media::OCI_INDEX,
+            "mixed children give an OCI index"
+        );
         let json: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
         let platforms: Vec<String> = json["manifests"]
             .as_array()
@@ -305,7 +328,10 @@ mod tests {
             json["manifests"][3]["annotations"][annotation::DOCKER_REFERENCE_DIGEST],
             amd.digest.to_string()
         );
-        assert!(!std::str::from_utf8(&m.bytes).unwrap().contains(' '), "compact JSON");
+        assert!(
+            !std::str::from_utf8(&m.bytes).unwrap().contains(' '),
+            "compact JSON"
+        );
     }
 
     #[test]
@@ -321,8 +347,13 @@ mod tests {
     fn duplicate_platforms_are_an_error_naming_both_tags() {
         let a = child("1-arm", media::OCI_MANIFEST, "linux/arm", 1);
         let b = child("1-armv7", media::OCI_MANIFEST, "linux/arm/v7", 2);
-        let err = order_children(&required(), vec![a, b]).unwrap_err().to_string();
-        assert!(err.contains("linux/arm/v7") && err.contains("1-arm ") && err.contains("1-armv7"), "{err}");
+        let err = order_children(&required(), vec![a, b])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linux/arm/v7") && err.contains("1-arm ") && err.contains("1-armv7"),
+            "{err}"
+        );
     }
 
     proptest! {

@@ -209,7 +209,11 @@ impl StitchSettings {
         }
         let mut builder = globset::GlobSetBuilder::new();
         let mut patterns = Vec::new();
-        for pattern in repositories.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for pattern in repositories
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let glob = globset::Glob::new(pattern).map_err(|e| StitchError::InvalidSetting {
                 name: "STITCH_REPOSITORIES".to_string(),
                 value: repositories.to_string(),
@@ -279,11 +283,20 @@ pub enum StitchOutcome {
         missing: Vec<String>,
     },
     /// The target already is this index: nothing written.
-    Unchanged { target: String, index: StitchedIndex },
+    Unchanged {
+        target: String,
+        index: StitchedIndex,
+    },
     /// The target now is this index.
-    Written { target: String, index: StitchedIndex },
+    Written {
+        target: String,
+        index: StitchedIndex,
+    },
     /// Dry run: the target would become this index.
-    WouldWrite { target: String, index: StitchedIndex },
+    WouldWrite {
+        target: String,
+        index: StitchedIndex,
+    },
 }
 
 impl StitchOutcome {
@@ -352,12 +365,21 @@ pub async fn stitch(
     let mut wrote = false;
     for round in 1..=MAX_ROUNDS {
         let collected = collect::collect(repo, base_tag, settings).await?;
-        let present: Vec<String> = collected.children.iter().map(|c| c.platform.to_string()).collect();
+        let present: Vec<String> = collected
+            .children
+            .iter()
+            .map(|c| c.platform.to_string())
+            .collect();
         let missing: Vec<String> = settings
             .required_platforms
             .iter()
             .filter(|r| !collected.children.iter().any(|c| c.platform.satisfies(r)))
-            .map(|r| format!("{r} (tag {})", settings.arch_tag_template.render(base_tag, r)))
+            .map(|r| {
+                format!(
+                    "{r} (tag {})",
+                    settings.arch_tag_template.render(base_tag, r)
+                )
+            })
             .collect();
         if collected.children.is_empty()
             || (settings.mode == StitchMode::Complete && !missing.is_empty())
@@ -391,13 +413,22 @@ pub async fn stitch(
             if current.digest == stitched.digest {
                 info!(%target, digest = %stitched.digest, round, "target is up to date");
                 return Ok(if wrote {
-                    StitchOutcome::Written { target, index: stitched }
+                    StitchOutcome::Written {
+                        target,
+                        index: stitched,
+                    }
                 } else {
-                    StitchOutcome::Unchanged { target, index: stitched }
+                    StitchOutcome::Unchanged {
+                        target,
+                        index: stitched,
+                    }
                 });
             }
             if crate::oci::media::is_image_manifest(&current.media_type)
-                && !collected.children.iter().any(|c| c.digest == current.digest)
+                && !collected
+                    .children
+                    .iter()
+                    .any(|c| c.digest == current.digest)
             {
                 return Err(StitchError::TargetIsForeignImage {
                     target,
@@ -407,7 +438,10 @@ pub async fn stitch(
             }
         }
         if dry_run {
-            return Ok(StitchOutcome::WouldWrite { target, index: stitched });
+            return Ok(StitchOutcome::WouldWrite {
+                target,
+                index: stitched,
+            });
         }
         info!(%target, digest = %stitched.digest, platforms = ?stitched.platforms, round, "writing stitched index");
         if let Err(source) = repo.put_manifest(&stitched.manifest, Some(&target)).await {

@@ -148,10 +148,9 @@ struct ConfigPlatform {
 pub fn platform_from_config(config: &[u8]) -> Result<PlatformSpec, String> {
     let c: ConfigPlatform =
         serde_json::from_slice(config).map_err(|e| format!("not valid config JSON: {e}"))?;
-    let os = c
-        .os
-        .filter(|s| !s.is_empty())
-        .ok_or("the config has no \"os\"")?;
+    let os =
+        c.os.filter(|s| !s.is_empty())
+            .ok_or("the config has no \"os\"")?;
     let architecture = c
         .architecture
         .filter(|s| !s.is_empty())
@@ -208,17 +207,30 @@ mod tests {
             ("windows/amd64", "windows/amd64"),
         ];
         for (input, want) in cases {
-            assert_eq!(PlatformSpec::parse(input).unwrap().to_string(), want, "{input}");
+            assert_eq!(
+                PlatformSpec::parse(input).unwrap().to_string(),
+                want,
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn rejects_bad_platform_strings_naming_them() {
-        for bad in ["linux", "linux/", "/amd64", "linux/arm/v7/x", "unknown/unknown", "li nux/amd64"] {
+        for bad in [
+            "linux",
+            "linux/",
+            "/amd64",
+            "linux/arm/v7/x",
+            "unknown/unknown",
+            "li nux/amd64",
+        ] {
             let err = PlatformSpec::parse(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{bad}: {err}");
         }
-        let err = parse_platform_list("linux/amd64,linux/x86_64").unwrap_err().to_string();
+        let err = parse_platform_list("linux/amd64,linux/x86_64")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listed twice"), "{err}");
     }
 
@@ -238,7 +250,9 @@ mod tests {
         assert!(platform_from_config(br#"{"os":"linux"}"#)
             .unwrap_err()
             .contains("architecture"));
-        assert!(platform_from_config(b"not json").unwrap_err().contains("JSON"));
+        assert!(platform_from_config(b"not json")
+            .unwrap_err()
+            .contains("JSON"));
         assert!(platform_from_config(br#"{"os":"unknown","architecture":"unknown"}"#).is_err());
     }
 
@@ -248,7 +262,9 @@ mod tests {
                 "amd64", "x86_64", "arm64", "aarch64", "arm", "armhf", "armel", "386", "i386",
                 "ppc64le", "s390x", "riscv64", "ARM64",
             ]),
-            prop::option::of(prop::sample::select(vec!["v5", "v6", "v7", "v8", "v1", "V8", ""])),
+            prop::option::of(prop::sample::select(vec![
+                "v5", "v6", "v7", "v8", "v1", "V8", "",
+            ])),
         )
             .prop_map(|(a, v)| (a.to_string(), v.map(str::to_string)))
     }

@@ -314,15 +314,28 @@ mod tests {
         let m = t.match_tag("1.2.3-amd64").unwrap();
         assert_eq!(m.base_tag, "1.2.3");
         assert_eq!(m.hint, hint(None, "amd64", None));
-        assert_eq!(t.match_tag("1.2.3-rc1-arm64").unwrap().base_tag, "1.2.3-rc1");
+        assert_eq!(
+            t.match_tag("1.2.3-rc1-arm64").unwrap().base_tag,
+            "1.2.3-rc1"
+        );
         assert_eq!(t.match_tag("v2-arm").unwrap().hint.architecture, "arm");
-        for not_arch in ["1.2.3", "1.2.3-rc1", "latest", "1.2.3-amd64-extra", "-amd64", "1.2.3-AMD64"] {
+        for not_arch in [
+            "1.2.3",
+            "1.2.3-rc1",
+            "latest",
+            "1.2.3-amd64-extra",
+            "-amd64",
+            "1.2.3-AMD64",
+        ] {
             assert_eq!(t.match_tag(not_arch), None, "{not_arch}");
         }
         let only_123 = t.matcher_for("1.2.3");
         assert!(only_123("1.2.3-arm64").is_some());
         assert!(only_123("1.2.3-rc1-arm64").is_none());
-        assert!(only_123("1x2.3-arm64").is_none(), "the base tag is a literal, not a regex");
+        assert!(
+            only_123("1x2.3-arm64").is_none(),
+            "the base tag is a literal, not a regex"
+        );
     }
 
     #[test]
