@@ -1,1 +1,350 @@
 //! Copying an image (all platforms, attestations, optionally referrers) between repositories.
+//!
+//! Manifests are copied as their exact bytes, so digests are preserved. Everything a
+//! manifest names is copied before the manifest itself (blobs, then children, then the
+//! parent), so a registry never sees a manifest whose content is missing. Blobs already
+//! present in the destination are skipped; between two repositories of one registry a
+//! cross-repository mount is tried first.
+
+use crate::oci::{media, ManifestSummary, Sha256Digest};
+use crate::registry::{BlobRef, BlobStream, Manifest, RegistryError, Repository};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// What can go wrong copying.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("copying {what}: {source}")]
+    Registry {
+        what: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error(
+        "{what}: the source says {expected} is {expected_size} bytes, but it is {actual_size}"
+    )]
+    SizeMismatch {
+        what: String,
+        expected: Sha256Digest,
+        expected_size: u64,
+        actual_size: u64,
+    },
+}
+
+pub type Result<T, E = CopyError> = std::result::Result<T, E>;
+
+fn ctx(what: impl Into<String>) -> impl FnOnce(RegistryError) -> CopyError {
+    let what = what.into();
+    move |source| CopyError::Registry { what, source }
+}
+
+/// Progress reports, for progress bars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyEvent {
+    /// A blob transfer starts.
+    BlobStarted { digest: Sha256Digest, size: u64 },
+    /// Bytes of a blob were transferred.
+    BlobBytes { digest: Sha256Digest, bytes: u64 },
+    /// A blob is done (`skipped`: it was already there or was mounted).
+    BlobDone {
+        digest: Sha256Digest,
+        size: u64,
+        skipped: bool,
+    },
+    /// A manifest was stored.
+    ManifestPushed { blob: BlobRef },
+}
+
+/// Receives [`CopyEvent`]s (from several tasks at once).
+pub type Progress = Arc<dyn Fn(CopyEvent) + Send + Sync>;
+
+/// How to copy.
+#[derive(Clone, Default)]
+pub struct CopyOptions {
+    /// Copy the referrers (signatures, SOCI indexes, attestations attached by subject)
+    /// of every manifest copied, recursively.
+    pub referrers: bool,
+    /// The source's repository name when both are repositories of the same registry:
+    /// blobs are then mounted rather than uploaded when the registry allows it.
+    pub mount_from: Option<String>,
+    /// Blobs transferred at once.
+    pub concurrency: usize,
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for CopyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyOptions")
+            .field("referrers", &self.referrers)
+            .field("mount_from", &self.mount_from)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    /// The root manifest copied.
+    pub root: Option<BlobRef>,
+    pub manifests: usize,
+    pub blobs_copied: usize,
+    pub blobs_skipped: usize,
+    pub bytes_copied: u64,
+    pub referrers: usize,
+}
+
+struct Copier<'a> {
+    src: &'a dyn Repository,
+    dst: &'a dyn Repository,
+    options: &'a CopyOptions,
+    manifests_done: HashSet<Sha256Digest>,
+    blobs_done: HashSet<Sha256Digest>,
+    report: CopyReport,
+}
+
+/// Copies the manifest `reference` (tag or digest) of `src` with everything it names to
+/// `dst`, tagging it `dst_tag` there (untagged when `None`). Nothing is committed: the
+/// caller calls [`Repository::commit`] on `dst` once satisfied.
+pub async fn copy_image(
+    src: &dyn Repository,
+    dst: &dyn Repository,
+    reference: &str,
+    dst_tag: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
+    let mut copier = Copier {
+        src,
+        dst,
+        options,
+        manifests_done: HashSet::new(),
+        blobs_done: HashSet::new(),
+        report: CopyReport::default(),
+    };
+    let root = src
+        .get_manifest(reference)
+        .await
+        .map_err(ctx(format!("{reference} from {}", src.location())))?;
+    copier.report.root = Some(root.descriptor());
+    copier.copy_manifest(root, dst_tag).await?;
+    Ok(copier.report)
+}
+
+impl Copier<'_> {
+    fn emit(&self, event: CopyEvent) {
+        if let Some(p) = &self.options.progress {
+            p(event);
+        }
+    }
+
+    /// Copies a manifest after everything it names; then its referrers when asked.
+    fn copy_manifest<'b>(
+        &'b mut self,
+        manifest: Manifest,
+        tag: Option<&'b str>,
+    ) -> futures::future::BoxFuture<'b, Result<()>> {
+        Box::pin(async move {
+            let what = format!("manifest {} of {}", manifest.digest, self.src.location());
+            let already = self.manifests_done.contains(&manifest.digest);
+            if !already {
+                let summary = ManifestSummary::parse(&what, &manifest.bytes)
+                    .map_err(|e| ctx(what.clone())(e.into()))?;
+                // Children first (every platform and attestation manifest of an index).
+                for child in &summary.manifests {
+                    if !is_manifest_type(&child.media_type) {
+                        // A legacy BuildKit cache index lists layer blobs, not manifests.
+                        self.copy_blob(&child.digest, child.size, &what).await?;
+                        continue;
+                    }
+                    let digest: Sha256Digest = child
+                        .digest
+                        .parse()
+                        .map_err(|e: crate::oci::OciError| ctx(what.clone())(e.into()))?;
+                    let child_manifest = self
+                        .src
+                        .get_manifest(&digest.to_string())
+                        .await
+                        .map_err(ctx(format!("child {digest} of {what}")))?;
+                    if child_manifest.bytes.len() as u64 != child.size {
+                        return Err(CopyError::SizeMismatch {
+                            what: format!("child of {what}"),
+                            expected: digest,
+                            expected_size: child.size,
+                            actual_size: child_manifest.bytes.len() as u64,
+                        });
+                    }
+                    self.copy_manifest(child_manifest, None).await?;
+                }
+                // Then the blobs: config and layers, a few at a time.
+                let blobs: Vec<(String, u64)> = summary
+                    .config
+                    .iter()
+                    .chain(&summary.layers)
+                    .filter(|d| {
+                        !(d.media_type.contains("nondistributable")
+                            || d.media_type.contains("foreign"))
+                    })
+                    .map(|d| (d.digest.clone(), d.size))
+                    .collect();
+                self.copy_blobs(blobs, &what).await?;
+            }
+            if !already || tag.is_some() {
+                self.dst
+                    .put_manifest(&manifest, tag)
+                    .await
+                    .map_err(ctx(format!("{what} to {}", self.dst.location())))?;
+                if !already {
+                    self.report.manifests += 1;
+                    self.emit(CopyEvent::ManifestPushed {
+                        blob: manifest.descriptor(),
+                    });
+                }
+            }
+            self.manifests_done.insert(manifest.digest.clone());
+            if self.options.referrers && !already {
+                let referrers = self
+                    .src
+                    .referrers(&manifest.digest, None)
+                    .await
+                    .map_err(ctx(format!("referrers of {what}")))?;
+                for r in referrers {
+                    let digest: Sha256Digest = r
+                        .digest
+                        .parse()
+                        .map_err(|e: crate::oci::OciError| ctx(what.clone())(e.into()))?;
+                    if self.manifests_done.contains(&digest) {
+                        continue;
+                    }
+                    let m = self
+                        .src
+                        .get_manifest(&digest.to_string())
+                        .await
+                        .map_err(ctx(format!("referrer {digest} of {what}")))?;
+                    self.report.referrers += 1;
+                    self.copy_manifest(m, None).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn copy_blobs(&mut self, blobs: Vec<(String, u64)>, what: &str) -> Result<()> {
+        let mut todo = Vec::new();
+        for (digest, size) in blobs {
+            let digest: Sha256Digest = digest
+                .parse()
+                .map_err(|e: crate::oci::OciError| ctx(what.to_string())(e.into()))?;
+            if self.blobs_done.insert(digest.clone()) {
+                todo.push((digest, size));
+            }
+        }
+        let concurrency = self.options.concurrency.max(1);
+        let (src, dst, options) = (self.src, self.dst, self.options);
+        let results: Vec<(u64, bool)> = futures::stream::iter(todo)
+            .map(|(digest, size)| transfer_blob(src, dst, options, digest, size, what))
+            .buffer_unordered(concurrency)
+            .try_collect()
+            .await?;
+        for (bytes, skipped) in results {
+            if skipped {
+                self.report.blobs_skipped += 1;
+            } else {
+                self.report.blobs_copied += 1;
+                self.report.bytes_copied += bytes;
+            }
+        }
+        Ok(())
+    }
+
+    async fn copy_blob(&mut self, digest: &str, size: u64, what: &str) -> Result<()> {
+        self.copy_blobs(vec![(digest.to_string(), size)], what)
+            .await
+    }
+}
+
+/// True for descriptors in an index that point at manifests (an empty media type is
+/// taken as one); a legacy BuildKit cache index also lists layer and config blobs.
+fn is_manifest_type(mt: &str) -> bool {
+    mt.is_empty()
+        || media::is_image_manifest(mt)
+        || media::is_index(mt)
+        || mt == "application/vnd.oci.artifact.manifest.v1+json"
+}
+
+/// Transfers one blob; returns (bytes transferred, skipped).
+async fn transfer_blob(
+    src: &dyn Repository,
+    dst: &dyn Repository,
+    options: &CopyOptions,
+    digest: Sha256Digest,
+    size: u64,
+    what: &str,
+) -> Result<(u64, bool)> {
+    let emit = |e: CopyEvent| {
+        if let Some(p) = &options.progress {
+            p(e);
+        }
+    };
+    let blob_what = format!("blob {digest} of {what}");
+    match dst
+        .blob_size(&digest)
+        .await
+        .map_err(ctx(format!("{blob_what} (checking {})", dst.location())))?
+    {
+        Some(existing) if existing == size => {
+            emit(CopyEvent::BlobDone {
+                digest,
+                size,
+                skipped: true,
+            });
+            return Ok((0, true));
+        }
+        _ => {}
+    }
+    if let Some(from) = &options.mount_from {
+        if dst
+            .mount_blob(&digest, from)
+            .await
+            .map_err(ctx(format!("{blob_what} (mount from {from})")))?
+        {
+            emit(CopyEvent::BlobDone {
+                digest,
+                size,
+                skipped: true,
+            });
+            return Ok((0, true));
+        }
+    }
+    emit(CopyEvent::BlobStarted {
+        digest: digest.clone(),
+        size,
+    });
+    let stream = src
+        .get_blob(&digest, None)
+        .await
+        .map_err(ctx(format!("{blob_what} (reading)")))?;
+    let stream: BlobStream = match options.progress.clone() {
+        Some(p) => {
+            let d = digest.clone();
+            stream
+                .inspect_ok(move |chunk| {
+                    p(CopyEvent::BlobBytes {
+                        digest: d.clone(),
+                        bytes: chunk.len() as u64,
+                    })
+                })
+                .boxed()
+        }
+        None => stream,
+    };
+    dst.push_blob(&digest, size, stream)
+        .await
+        .map_err(ctx(format!("{blob_what} (writing to {})", dst.location())))?;
+    emit(CopyEvent::BlobDone {
+        digest,
+        size,
+        skipped: false,
+    });
+    Ok((size, false))
+}

@@ -5,6 +5,10 @@
 //! Every implementation returns the exact bytes it stored and verifies the digest of
 //! what it reads: a manifest always, a blob on full reads.
 
+pub mod distribution;
+pub mod ecr;
+pub mod layout;
+pub mod open;
 pub mod reference;
 
 use crate::oci::{OciError, Sha256Digest};
@@ -168,6 +172,13 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
         digest: &Sha256Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<crate::oci::DescriptorSummary>>;
+
+    /// Makes the writes done so far visible as a whole. An `oci-archive` writes its new
+    /// tarball here (atomically; nothing changes without it); directories and registries
+    /// store every write immediately and do nothing.
+    async fn commit(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Pushes small in-memory content as a blob.

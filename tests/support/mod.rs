@@ -4,6 +4,9 @@
 //! that installs it: nothing passes silently.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+pub mod token_server;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,315 @@
+//! One registry host: the HTTP client, base URL, authentication and the retry loop that
+//! every request goes through.
+
+use super::auth::{Authenticator, CredentialSource};
+use super::response::{interpret_failure, interpret_transport, Subject};
+use super::retry::RetryPolicy;
+use super::settings::{AuthMode, RegistrySettings};
+use crate::registry::distribution::auth::Credentials;
+use crate::registry::ecr::{parse_registry_host, EcrRegistry, EcrTokenProvider};
+use crate::registry::{RegistryError, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, Response, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// Error bodies are read up to this size (they are only quoted in messages).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A client for one registry host, shared by all its repositories.
+#[derive(Debug)]
+pub struct RegistryClient {
+    pub(super) http: reqwest::Client,
+    /// Base URL ending in `/`; `v2/…` paths are joined onto it.
+    pub(super) base: Url,
+    /// The registry host as references name it (for messages and auth decisions).
+    pub(super) host: String,
+    pub(super) auth: Authenticator,
+    pub(super) retry: RetryPolicy,
+    pub(super) monolithic_max: u64,
+    pub(super) chunk_size: usize,
+}
+
+/// One request, kept re-sendable: bodies are in memory (uploads send chunks).
+#[derive(Debug, Clone)]
+pub(crate) struct Req {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+    /// Token scopes the request needs (`repository:NAME:pull[,push]`).
+    pub scopes: Vec<String>,
+    pub subject: Subject,
+}
+
+impl Req {
+    pub fn new(method: Method, url: Url, scopes: Vec<String>, subject: Subject) -> Self {
+        Self {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+            scopes,
+            subject,
+        }
+    }
+    pub fn header(mut self, name: HeaderName, value: &str) -> Result<Self> {
+        let v = HeaderValue::from_str(value).map_err(|_| RegistryError::Invalid {
+            location: self.url.to_string(),
+            message: format!("header {name} value {value:?} is not valid"),
+        })?;
+        self.headers.insert(name, v);
+        Ok(self)
+    }
+    pub fn body(mut self, body: Bytes) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// Credentials for ECR hosts, created on first use (loading the AWS config is async and
+/// needs no network until a token is requested).
+#[derive(Debug)]
+struct LazyEcr {
+    registry: Option<EcrRegistry>,
+    provider: tokio::sync::OnceCell<EcrTokenProvider>,
+}
+
+#[async_trait]
+impl CredentialSource for LazyEcr {
+    async fn credentials(&self) -> Result<Credentials> {
+        let provider = self
+            .provider
+            .get_or_init(|| async {
+                match &self.registry {
+                    Some(r) => EcrTokenProvider::for_registry(r).await,
+                    None => EcrTokenProvider::from_env().await,
+                }
+            })
+            .await;
+        provider.credentials().await
+    }
+}
+
+impl RegistryClient {
+    /// A client for `host` (as references name it) under `settings`. Credentials follow
+    /// `settings.auth`; see [`Self::with_credentials`] to supply a source directly.
+    pub fn new(settings: &RegistrySettings, host: &str) -> Result<Self> {
+        let ecr = parse_registry_host(host);
+        let (source, upfront): (Option<Arc<dyn CredentialSource>>, bool) = match &settings.auth {
+            AuthMode::Anonymous => (None, false),
+            AuthMode::Basic(c) => (Some(Arc::new(c.clone())), false),
+            AuthMode::Ecr => (
+                Some(Arc::new(LazyEcr {
+                    registry: ecr,
+                    provider: Default::default(),
+                })),
+                true,
+            ),
+            AuthMode::Auto => match ecr {
+                Some(r) => (
+                    Some(Arc::new(LazyEcr {
+                        registry: Some(r),
+                        provider: Default::default(),
+                    })),
+                    true,
+                ),
+                None => (None, false),
+            },
+        };
+        Self::build(settings, host, source, upfront)
+    }
+
+    /// A client that takes Basic credentials from `source` and sends them with every
+    /// request (how ECR is used: its token is Basic auth, expected up front).
+    pub fn with_credentials(
+        settings: &RegistrySettings,
+        host: &str,
+        source: Arc<dyn CredentialSource>,
+    ) -> Result<Self> {
+        Self::build(settings, host, Some(source), true)
+    }
+
+    fn build(
+        settings: &RegistrySettings,
+        host: &str,
+        source: Option<Arc<dyn CredentialSource>>,
+        upfront: bool,
+    ) -> Result<Self> {
+        let base = settings.base_url(host)?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("afterpush/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            // Between two reads of a response; a stalled transfer is retried or fails.
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| RegistryError::Invalid {
+                location: host.to_string(),
+                message: format!("cannot build an HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            http,
+            base,
+            host: host.to_string(),
+            auth: Authenticator::new(host, source, upfront),
+            retry: settings.retry.clone(),
+            monolithic_max: settings.monolithic_max,
+            chunk_size: settings.chunk_size.max(1),
+        })
+    }
+
+    /// The registry host as references name it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `BASE/v2/<path>`.
+    pub(super) fn url(&self, path: &str) -> Result<Url> {
+        self.base
+            .join(&format!("v2/{path}"))
+            .map_err(|e| RegistryError::Invalid {
+                location: self.host.clone(),
+                message: format!("cannot build a URL for {path:?}: {e}"),
+            })
+    }
+
+    /// Sends `req` until it succeeds (2xx) or fails for good. 429, 5xx and broken
+    /// connections are retried with backoff; a 401 with a challenge is answered once.
+    /// Every failure goes through [`interpret_failure`] / [`interpret_transport`].
+    pub(crate) async fn execute(&self, req: &Req) -> Result<Response> {
+        let mut attempt: u32 = 0;
+        let mut challenge_answered = false;
+        loop {
+            attempt += 1;
+            let mut builder = self
+                .http
+                .request(req.method.clone(), req.url.clone())
+                .headers(req.headers.clone());
+            if let Some(value) = self.auth.header_for(&req.scopes).await? {
+                builder = builder.header(AUTHORIZATION, value);
+            }
+            if let Some(body) = &req.body {
+                builder = builder.body(body.clone());
+            }
+            let err = match builder.send().await {
+                Err(e) => interpret_transport(req.url.as_str(), &e),
+                Ok(response) => {
+                    let status = response.status();
+                    if status.is_success() {
+                        return Ok(response);
+                    }
+                    if status == StatusCode::UNAUTHORIZED && !challenge_answered {
+                        let challenge = response
+                            .headers()
+                            .get(WWW_AUTHENTICATE)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        if let Some(challenge) = challenge {
+                            if self
+                                .auth
+                                .answer_challenge(&self.http, &challenge, &req.scopes)
+                                .await?
+                            {
+                                challenge_answered = true;
+                                attempt -= 1;
+                                continue;
+                            }
+                        }
+                    }
+                    let retry_after = retry_after(response.headers());
+                    let body = read_error_body(response).await;
+                    let err = interpret_failure(&req.subject, req.url.as_str(), status, &body);
+                    if err.is_retryable() && self.retry.allows_another(attempt) {
+                        let delay = retry_after
+                            .map(|d| d.min(self.retry.max_delay))
+                            .unwrap_or_else(|| self.retry.delay_after(attempt));
+                        tracing::warn!(method = %req.method, url = %req.url, attempt, ?delay, error = %err, "retrying");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+            if err.is_retryable() && self.retry.allows_another(attempt) {
+                let delay = self.retry.delay_after(attempt);
+                tracing::warn!(method = %req.method, url = %req.url, attempt, ?delay, error = %err, "retrying");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
+    /// Like [`Self::execute`], then reads the whole body (at most `limit` bytes, else
+    /// `too_large(size)`). A connection broken while reading is retried like one broken
+    /// while sending.
+    pub(crate) async fn execute_small(
+        &self,
+        req: &Req,
+        limit: usize,
+        too_large: impl Fn(usize) -> RegistryError,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let mut response = self.execute(req).await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            if let Some(len) = response.content_length() {
+                if len > limit as u64 {
+                    return Err(too_large(len as usize));
+                }
+            }
+            let mut body = Vec::new();
+            let read: Result<()> = async {
+                while let Some(chunk) = response
+                    .chunk()
+                    .await
+                    .map_err(|e| interpret_transport(req.url.as_str(), &e))?
+                {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > limit {
+                        return Err(too_large(body.len()));
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            match read {
+                Ok(()) => return Ok((status, headers, Bytes::from(body))),
+                Err(e) if e.is_retryable() && self.retry.allows_another(attempt) => {
+                    tokio::time::sleep(self.retry.delay_after(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+async fn read_error_body(mut response: Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BODY {
+            body.truncate(MAX_ERROR_BODY);
+            break;
+        }
+    }
+    body
+}

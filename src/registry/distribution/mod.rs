@@ -1,0 +1,674 @@
+//! The OCI distribution API over HTTP(S): ECR's registry endpoint and every other
+//! registry (tests: Debian's docker-registry).
+//!
+//! Split by concern: [`client`] sends requests (auth, retries), [`response`] interprets
+//! failures, [`auth`] holds credentials and tokens, [`retry`] the backoff, [`upload`]
+//! blob pushes, [`referrers`] the referrers API and its tag-schema fallback.
+
+pub mod auth;
+pub mod client;
+pub mod referrers;
+pub mod response;
+pub mod retry;
+pub mod settings;
+pub mod upload;
+
+pub use auth::{CredentialSource, Credentials, Secret};
+pub use client::RegistryClient;
+pub use response::OciEnvelope;
+pub use retry::RetryPolicy;
+pub use settings::{AuthMode, RegistrySettings};
+
+use crate::oci::{media, DescriptorSummary, DigestWriter, ManifestSummary, OciError, Sha256Digest};
+use crate::registry::reference::{is_valid_repository, is_valid_tag};
+use crate::registry::{
+    BlobRef, BlobStream, ImageRef, Location, Manifest, RefError, RegistryError, Repository, Result,
+    MAX_MANIFEST_SIZE,
+};
+use async_trait::async_trait;
+use client::Req;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use reqwest::{Method, StatusCode};
+use response::Subject;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// The header registries put the digest of a manifest or blob in.
+pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+
+/// One repository of a registry, over the OCI distribution API.
+#[derive(Clone)]
+pub struct DistributionRepository {
+    client: Arc<RegistryClient>,
+    name: String,
+}
+
+impl std::fmt::Debug for DistributionRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributionRepository")
+            .field("location", &self.location())
+            .field("base", &self.client.base.as_str())
+            .finish()
+    }
+}
+
+/// A reference inside a repository: a tag or a digest.
+enum ManifestRef {
+    Tag,
+    Digest(Sha256Digest),
+}
+
+impl DistributionRepository {
+    /// Repository `name` of the registry `client` talks to.
+    pub fn new(client: Arc<RegistryClient>, name: &str) -> Result<Self> {
+        if !is_valid_repository(name) {
+            return Err(RefError::Invalid {
+                reference: format!("{}/{name}", client.host()),
+                reason: "invalid repository name (lowercase path components)".into(),
+            }
+            .into());
+        }
+        Ok(Self {
+            client,
+            name: name.to_string(),
+        })
+    }
+
+    /// Repository `name` on `host` under `settings`.
+    pub fn connect(settings: &RegistrySettings, host: &str, name: &str) -> Result<Self> {
+        Self::new(Arc::new(RegistryClient::new(settings, host)?), name)
+    }
+
+    /// The repository a `docker://` reference names.
+    pub fn from_image_ref(settings: &RegistrySettings, image: &ImageRef) -> Result<Self> {
+        match &image.location {
+            Location::Registry { host, repository } => Self::connect(settings, host, repository),
+            other => Err(RegistryError::Unsupported(
+                format!("{other:?}"),
+                "the distribution (HTTP) client".into(),
+            )),
+        }
+    }
+
+    /// Another repository of the same registry, sharing client, auth and token cache.
+    pub fn sibling(&self, name: &str) -> Result<Self> {
+        Self::new(self.client.clone(), name)
+    }
+
+    /// The repository name (`team/app`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn client(&self) -> &Arc<RegistryClient> {
+        &self.client
+    }
+
+    fn subject(&self, what: impl Into<String>) -> Subject {
+        Subject {
+            what: what.into(),
+            location: self.location(),
+        }
+    }
+
+    fn scopes(&self, push: bool) -> Vec<String> {
+        vec![auth::repository_scope(&self.name, push)]
+    }
+
+    fn url(&self, tail: &str) -> Result<url::Url> {
+        self.client.url(&format!("{}/{tail}", self.name))
+    }
+
+    fn parse_reference(&self, reference: &str) -> Result<ManifestRef> {
+        if reference.starts_with("sha256:") || reference.contains(':') {
+            return reference
+                .parse::<Sha256Digest>()
+                .map(ManifestRef::Digest)
+                .map_err(|_| {
+                    RefError::Invalid {
+                        reference: format!("{}@{reference}", self.location()),
+                        reason: "not a sha256:<64 hex> digest".into(),
+                    }
+                    .into()
+                });
+        }
+        if !is_valid_tag(reference) {
+            return Err(RefError::Invalid {
+                reference: format!("{}:{reference}", self.location()),
+                reason: "invalid tag".into(),
+            }
+            .into());
+        }
+        Ok(ManifestRef::Tag)
+    }
+
+    /// `app:v1` or `app@sha256:…`, for messages.
+    fn display_ref(&self, reference: &str) -> String {
+        if reference.starts_with("sha256:") {
+            format!("{}@{reference}", self.location())
+        } else {
+            format!("{}:{reference}", self.location())
+        }
+    }
+
+    fn manifest_req(&self, method: Method, reference: &str) -> Result<Req> {
+        let push = method == Method::PUT || method == Method::DELETE;
+        Req::new(
+            method,
+            self.url(&format!("manifests/{reference}"))?,
+            self.scopes(push),
+            self.subject(format!("manifest {}", self.display_ref(reference))),
+        )
+        .header(ACCEPT, &media::MANIFEST_TYPES.join(", "))
+    }
+
+    /// Stores `manifest` and reports whether the registry processed its `subject`
+    /// (the `OCI-Subject` response header of registries with the referrers API).
+    pub(crate) async fn put_manifest_reporting_subject(
+        &self,
+        manifest: &Manifest,
+        tag: Option<&str>,
+    ) -> Result<bool> {
+        let reference = match tag {
+            Some(t) => t.to_string(),
+            None => manifest.digest.to_string(),
+        };
+        let shown = self.display_ref(&reference);
+        self.parse_reference(&reference)?;
+        if manifest.bytes.len() > MAX_MANIFEST_SIZE {
+            return Err(RegistryError::ManifestTooLarge {
+                what: shown,
+                size: manifest.bytes.len(),
+            });
+        }
+        manifest
+            .digest
+            .verify(&format!("manifest for {shown}"), &manifest.bytes)?;
+        let req = self
+            .manifest_req(Method::PUT, &reference)?
+            .header(CONTENT_TYPE, &manifest.media_type)?
+            .body(manifest.bytes.clone());
+        let response = self.client.execute(&req).await?;
+        if let Some(stored) = header_digest(response.headers()) {
+            if stored != manifest.digest {
+                return Err(OciError::DigestMismatch {
+                    what: format!("manifest stored as {shown}"),
+                    expected: manifest.digest.clone(),
+                    actual: stored,
+                }
+                .into());
+            }
+        }
+        Ok(response.headers().contains_key("oci-subject"))
+    }
+
+    /// Streams a blob or a range of it; see [`Repository::get_blob`].
+    async fn fetch_blob(
+        &self,
+        digest: &Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream> {
+        let what = format!("blob {digest}");
+        if let Some(r) = &range {
+            if r.start > r.end {
+                return Err(RegistryError::Invalid {
+                    location: format!("{}@{digest}", self.location()),
+                    message: format!("byte range {}..{} is backwards", r.start, r.end),
+                });
+            }
+            if r.start == r.end {
+                return Ok(futures::stream::empty().boxed());
+            }
+        }
+        let mut req = Req::new(
+            Method::GET,
+            self.url(&format!("blobs/{digest}"))?,
+            self.scopes(false),
+            self.subject(what.clone()),
+        );
+        if let Some(r) = &range {
+            req = req.header(RANGE, &format!("bytes={}-{}", r.start, r.end - 1))?;
+        }
+        let response = self.client.execute(&req).await?;
+        let url = req.url.to_string();
+        let status = response.status();
+        let content_range = response
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response
+            .bytes_stream()
+            .map_err(move |e| response::interpret_transport(&url, &e));
+        match range {
+            Some(r) => {
+                if status == StatusCode::PARTIAL_CONTENT {
+                    // `Content-Range: bytes START-END/TOTAL` must start where we asked.
+                    let starts_right = content_range.as_deref().is_some_and(|c| {
+                        c.trim_start_matches("bytes ").split('-').next()
+                            == Some(&r.start.to_string())
+                    });
+                    if !starts_right {
+                        return Err(RegistryError::Invalid {
+                            location: format!("{}@{digest}", self.location()),
+                            message: format!(
+                                "asked for bytes {}..{}, got Content-Range {content_range:?}",
+                                r.start, r.end
+                            ),
+                        });
+                    }
+                    Ok(limit_stream(body.boxed(), 0, r.end - r.start, what))
+                } else {
+                    // A registry that ignores Range sends the whole blob: cut it ourselves.
+                    Ok(limit_stream(body.boxed(), r.start, r.end - r.start, what))
+                }
+            }
+            None => Ok(verify_stream(
+                body.boxed(),
+                digest.clone(),
+                format!("blob {digest} from {}", self.location()),
+            )),
+        }
+    }
+}
+
+/// The `Docker-Content-Digest` header, when present and a sha256 digest.
+fn header_digest(headers: &reqwest::header::HeaderMap) -> Option<Sha256Digest> {
+    headers
+        .get(DOCKER_CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Hashes a stream while passing it on; a mismatch at the end is the last item.
+fn verify_stream(inner: BlobStream, expected: Sha256Digest, what: String) -> BlobStream {
+    struct State {
+        inner: BlobStream,
+        hasher: Option<DigestWriter>,
+        expected: Sha256Digest,
+        what: String,
+    }
+    futures::stream::unfold(
+        State {
+            inner,
+            hasher: Some(DigestWriter::new()),
+            expected,
+            what,
+        },
+        |mut st| async move {
+            st.hasher.as_ref()?;
+            match st.inner.next().await {
+                Some(Ok(chunk)) => {
+                    if let Some(h) = st.hasher.as_mut() {
+                        h.update(&chunk);
+                    }
+                    Some((Ok(chunk), st))
+                }
+                Some(Err(e)) => {
+                    st.hasher = None;
+                    Some((Err(e), st))
+                }
+                None => {
+                    let actual = st.hasher.take()?.finish();
+                    if actual == st.expected {
+                        None
+                    } else {
+                        let err = OciError::DigestMismatch {
+                            what: st.what.clone(),
+                            expected: st.expected.clone(),
+                            actual,
+                        };
+                        Some((Err(err.into()), st))
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
+/// Skips `skip` bytes, then passes exactly `take` bytes; a body ending early is an error.
+fn limit_stream(inner: BlobStream, skip: u64, take: u64, what: String) -> BlobStream {
+    struct State {
+        inner: BlobStream,
+        skip: u64,
+        left: u64,
+        done: bool,
+        what: String,
+        wanted: u64,
+    }
+    futures::stream::unfold(
+        State {
+            inner,
+            skip,
+            left: take,
+            done: false,
+            what,
+            wanted: take,
+        },
+        |mut st| async move {
+            loop {
+                if st.done || st.left == 0 {
+                    return None;
+                }
+                match st.inner.next().await {
+                    Some(Ok(mut chunk)) => {
+                        if st.skip > 0 {
+                            let n = st.skip.min(chunk.len() as u64) as usize;
+                            st.skip -= n as u64;
+                            chunk = chunk.slice(n..);
+                        }
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                        if chunk.len() as u64 > st.left {
+                            chunk.truncate(st.left as usize);
+                        }
+                        st.left -= chunk.len() as u64;
+                        return Some((Ok(chunk), st));
+                    }
+                    Some(Err(e)) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                    None => {
+                        st.done = true;
+                        let err = RegistryError::Invalid {
+                            location: st.what.clone(),
+                            message: format!(
+                                "range response ended {} bytes short of the {} asked for",
+                                st.left, st.wanted
+                            ),
+                        };
+                        return Some((Err(err), st));
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
+#[async_trait]
+impl Repository for DistributionRepository {
+    fn location(&self) -> String {
+        format!("{}/{}", self.client.host(), self.name)
+    }
+
+    async fn resolve(&self, reference: &str) -> Result<BlobRef> {
+        let parsed = self.parse_reference(reference)?;
+        let req = self.manifest_req(Method::HEAD, reference)?;
+        let response = self.client.execute(&req).await?;
+        let headers = response.headers();
+        let media_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+        let size = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        let digest = match (&parsed, header_digest(headers)) {
+            (ManifestRef::Digest(d), _) => Some(d.clone()),
+            (_, d) => d,
+        };
+        match (media_type, size, digest) {
+            (Some(media_type), Some(size), Some(digest))
+                if media::MANIFEST_TYPES.contains(&media_type.as_str()) =>
+            {
+                Ok(BlobRef {
+                    media_type,
+                    digest,
+                    size,
+                })
+            }
+            // HEAD without enough headers (some registries): fetch the manifest itself.
+            _ => Ok(self.get_manifest(reference).await?.descriptor()),
+        }
+    }
+
+    async fn get_manifest(&self, reference: &str) -> Result<Manifest> {
+        let parsed = self.parse_reference(reference)?;
+        let shown = self.display_ref(reference);
+        let req = self.manifest_req(Method::GET, reference)?;
+        let (_, headers, bytes) = self
+            .client
+            .execute_small(&req, MAX_MANIFEST_SIZE, |size| {
+                RegistryError::ManifestTooLarge {
+                    what: shown.clone(),
+                    size,
+                }
+            })
+            .await?;
+        // The digest is checked before the JSON is even looked at: a tampered manifest
+        // is reported as a digest mismatch naming the digest.
+        let expected = match parsed {
+            ManifestRef::Digest(d) => d,
+            ManifestRef::Tag => header_digest(&headers).unwrap_or_else(|| Sha256Digest::of(&bytes)),
+        };
+        expected.verify(&format!("manifest {shown}"), &bytes)?;
+        let summary = ManifestSummary::parse(&format!("manifest {shown}"), &bytes)?;
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
+            .filter(|s| s != "application/json" && s != "application/octet-stream");
+        let media_type = summary
+            .effective_media_type(content_type.as_deref())
+            .to_string();
+        Ok(Manifest {
+            media_type,
+            digest: expected,
+            bytes,
+        })
+    }
+
+    async fn put_manifest(&self, manifest: &Manifest, tag: Option<&str>) -> Result<()> {
+        self.put_manifest_reporting_subject(manifest, tag)
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_manifest(&self, digest: &Sha256Digest) -> Result<()> {
+        let req = self.manifest_req(Method::DELETE, &digest.to_string())?;
+        self.client.execute(&req).await?;
+        Ok(())
+    }
+
+    async fn blob_size(&self, digest: &Sha256Digest) -> Result<Option<u64>> {
+        let req = Req::new(
+            Method::HEAD,
+            self.url(&format!("blobs/{digest}"))?,
+            self.scopes(false),
+            self.subject(format!("blob {digest}")),
+        );
+        match self.client.execute(&req).await {
+            Ok(response) => Ok(Some(
+                response
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| RegistryError::Invalid {
+                        location: format!("{}@{digest}", self.location()),
+                        message: "HEAD of the blob sent no Content-Length".into(),
+                    })?,
+            )),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_blob(
+        &self,
+        digest: &Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream> {
+        self.fetch_blob(digest, range).await
+    }
+
+    async fn push_blob(&self, digest: &Sha256Digest, size: u64, data: BlobStream) -> Result<()> {
+        let mut once = Some(data);
+        let mut source =
+            move || -> futures::future::BoxFuture<'static, Result<Option<BlobStream>>> {
+                let stream = once.take();
+                Box::pin(async move { Ok(stream) })
+            };
+        self.upload_blob(digest, size, &mut source).await
+    }
+
+    async fn mount_blob(&self, digest: &Sha256Digest, from_repository: &str) -> Result<bool> {
+        self.mount(digest, from_repository).await
+    }
+
+    async fn list_tags(&self) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut tags = Vec::new();
+        let mut url = self.url("tags/list?n=1000")?;
+        // Bounded: a registry whose `Link` loops must not keep us here forever.
+        for _page in 0..10_000 {
+            let req = Req::new(
+                Method::GET,
+                url.clone(),
+                self.scopes(false),
+                self.subject("tag list"),
+            );
+            let result = self
+                .client
+                .execute_small(&req, 64 * 1024 * 1024, |size| RegistryError::Invalid {
+                    location: self.location(),
+                    message: format!("tag list page of {size} bytes is too large"),
+                })
+                .await;
+            let (_, headers, body) = match result {
+                Ok(r) => r,
+                // A repository nothing was pushed to yet has no tags (NAME_UNKNOWN).
+                Err(e) if e.is_not_found() => break,
+                Err(e) => return Err(e),
+            };
+            let page: TagList =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
+                    location: url.to_string(),
+                    message: format!("tag list is not valid JSON: {e}"),
+                })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next_link(&headers, &url) {
+                Some(next) => url = next,
+                None => {
+                    tags.sort();
+                    tags.dedup();
+                    return Ok(tags);
+                }
+            }
+        }
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+
+    async fn referrers(
+        &self,
+        digest: &Sha256Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<DescriptorSummary>> {
+        self.list_referrers(digest, artifact_type).await
+    }
+}
+
+/// The `Link: <URL>; rel="next"` of a paginated answer, resolved against `current`.
+fn next_link(headers: &reqwest::header::HeaderMap, current: &url::Url) -> Option<url::Url> {
+    for value in headers.get_all(reqwest::header::LINK) {
+        let value = value.to_str().ok()?;
+        for part in value.split(',') {
+            let part = part.trim();
+            let (target, params) = part.split_once(';').unwrap_or((part, ""));
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            let is_next = params.split(';').any(|p| {
+                matches!(
+                    p.trim().replace(' ', "").as_str(),
+                    "rel=\"next\"" | "rel=next"
+                )
+            });
+            if is_next {
+                return current.join(target).ok();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use reqwest::header::{HeaderMap, HeaderValue, LINK};
+
+    #[test]
+    fn follows_link_headers() {
+        let base = url::Url::parse("http://r:5000/v2/app/tags/list?n=2").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            HeaderValue::from_static(r#"</v2/app/tags/list?last=b&n=2>; rel="next""#),
+        );
+        assert_eq!(
+            next_link(&h, &base).unwrap().as_str(),
+            "http://r:5000/v2/app/tags/list?last=b&n=2"
+        );
+        assert_eq!(next_link(&HeaderMap::new(), &base), None);
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            HeaderValue::from_static(r#"<https://other/x>; rel="prev""#),
+        );
+        assert_eq!(next_link(&h, &base), None);
+    }
+
+    #[tokio::test]
+    async fn limit_stream_cuts_and_reports_short_bodies() {
+        let chunks: Vec<Result<Bytes>> = vec![
+            Ok(Bytes::from_static(b"hello ")),
+            Ok(Bytes::from_static(b"world")),
+        ];
+        let s = futures::stream::iter(chunks).boxed();
+        let out: Vec<Bytes> = limit_stream(s, 3, 5, "b".into())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(out.concat(), b"lo wo");
+        let chunks: Vec<Result<Bytes>> = vec![Ok(Bytes::from_static(b"abc"))];
+        let s = futures::stream::iter(chunks).boxed();
+        let err = limit_stream(s, 0, 5, "blob x".into())
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("2 bytes short"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn verify_stream_reports_mismatch_last() {
+        let good = Sha256Digest::of(b"abc");
+        let s = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"ab")),
+            Ok(Bytes::from_static(b"c")),
+        ])
+        .boxed();
+        let out: Vec<Bytes> = verify_stream(s, good.clone(), "blob".into())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(out.concat(), b"abc");
+        let s = futures::stream::iter(vec![Ok(Bytes::from_static(b"abd"))]).boxed();
+        let items: Vec<Result<Bytes>> = verify_stream(s, good.clone(), "blob".into())
+            .collect()
+            .await;
+        assert_eq!(items.len(), 2);
+        let err = items[1].as_ref().unwrap_err().to_string();
+        assert!(err.contains(&good.to_string()), "{err}");
+    }
+}

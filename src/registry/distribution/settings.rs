@@ -1,0 +1,309 @@
+//! How afterpush reaches registries: the endpoint override, plain-HTTP policy, auth mode
+//! and retry policy, read from the environment by [`RegistrySettings::from_env`].
+
+use super::auth::Credentials;
+use super::retry::RetryPolicy;
+use crate::registry::{RegistryError, Result};
+use url::Url;
+
+/// Sends all registry HTTP to this base URL (e.g. `http://127.0.0.1:5000`), whatever host
+/// a reference names. This is how tests and local runs use a local registry.
+pub const ENV_ENDPOINT: &str = "AFTERPUSH_REGISTRY_ENDPOINT";
+/// `true`/`1`: allow plain HTTP to non-loopback hosts.
+pub const ENV_INSECURE: &str = "AFTERPUSH_REGISTRY_INSECURE";
+/// `auto` (default), `anonymous`, `basic` or `ecr`.
+pub const ENV_AUTH: &str = "AFTERPUSH_REGISTRY_AUTH";
+pub const ENV_USERNAME: &str = "AFTERPUSH_REGISTRY_USERNAME";
+pub const ENV_PASSWORD: &str = "AFTERPUSH_REGISTRY_PASSWORD";
+/// Total attempts per request (default 5).
+pub const ENV_MAX_ATTEMPTS: &str = "AFTERPUSH_REGISTRY_MAX_ATTEMPTS";
+
+/// Which credentials to present.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// ECR hosts (`<account>.dkr.ecr.<region>.amazonaws.com`): an ECR authorization
+    /// token. Other hosts: anonymous, following Bearer challenges.
+    #[default]
+    Auto,
+    /// No credentials; Bearer challenges are still followed (anonymous tokens).
+    Anonymous,
+    /// These credentials for Basic challenges and for token requests.
+    Basic(Credentials),
+    /// An ECR authorization token whatever the host (for a registry reached through the
+    /// endpoint override but backed by ECR).
+    Ecr,
+}
+
+/// Blobs up to this size are uploaded in one PUT (buffered in memory).
+pub const DEFAULT_MONOLITHIC_MAX: u64 = 8 * 1024 * 1024;
+/// Chunk size of chunked uploads (the memory bound of an upload).
+pub const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
+
+/// Settings of the registry client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// See [`ENV_ENDPOINT`].
+    pub endpoint: Option<Url>,
+    /// Plain HTTP to hosts other than loopback.
+    pub allow_insecure_http: bool,
+    pub auth: AuthMode,
+    pub retry: RetryPolicy,
+    pub monolithic_max: u64,
+    pub chunk_size: usize,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            allow_insecure_http: false,
+            auth: AuthMode::Auto,
+            retry: RetryPolicy::default(),
+            monolithic_max: DEFAULT_MONOLITHIC_MAX,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+fn invalid(field: &str, message: String) -> RegistryError {
+    RegistryError::Invalid {
+        location: field.to_string(),
+        message,
+    }
+}
+
+impl RegistrySettings {
+    /// Reads the `AFTERPUSH_REGISTRY_*` variables (see the constants in this module).
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// As [`Self::from_env`], from any lookup (tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let mut s = Self::default();
+        if let Some(e) = get(ENV_ENDPOINT) {
+            s.endpoint = Some(parse_endpoint(&e)?);
+        }
+        if let Some(v) = get(ENV_INSECURE) {
+            s.allow_insecure_http = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                other => {
+                    return Err(invalid(
+                        ENV_INSECURE,
+                        format!("{other:?} is not true/false"),
+                    ))
+                }
+            };
+        }
+        let credentials = match (get(ENV_USERNAME), get(ENV_PASSWORD)) {
+            (Some(u), Some(p)) => Some(Credentials::new(u, p)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    ENV_USERNAME,
+                    format!("{ENV_USERNAME} and {ENV_PASSWORD} must be set together"),
+                ))
+            }
+        };
+        s.auth = match get(ENV_AUTH).as_deref().map(str::trim) {
+            None | Some("auto") => match credentials {
+                Some(c) => AuthMode::Basic(c),
+                None => AuthMode::Auto,
+            },
+            Some("anonymous") => AuthMode::Anonymous,
+            Some("ecr") => AuthMode::Ecr,
+            Some("basic") => AuthMode::Basic(credentials.ok_or_else(|| {
+                invalid(
+                    ENV_AUTH,
+                    format!("basic auth needs {ENV_USERNAME} and {ENV_PASSWORD}"),
+                )
+            })?),
+            Some(other) => {
+                return Err(invalid(
+                    ENV_AUTH,
+                    format!("{other:?} is not one of auto, anonymous, basic, ecr"),
+                ))
+            }
+        };
+        if let Some(v) = get(ENV_MAX_ATTEMPTS) {
+            s.retry.max_attempts =
+                v.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    invalid(ENV_MAX_ATTEMPTS, format!("{v:?} is not a count >= 1"))
+                })?;
+        }
+        Ok(s)
+    }
+
+    /// The base URL (ending in `/`) for a registry host: the endpoint override when set,
+    /// else `https://HOST/`, or `http://HOST/` for loopback hosts. Plain HTTP to any other
+    /// host needs `allow_insecure_http`.
+    pub fn base_url(&self, host: &str) -> Result<Url> {
+        let url = match &self.endpoint {
+            Some(e) => e.clone(),
+            None => {
+                let scheme = if is_loopback(host) || self.allow_insecure_http {
+                    "http"
+                } else {
+                    "https"
+                };
+                parse_endpoint(&format!("{scheme}://{host}"))?
+            }
+        };
+        if url.scheme() == "http"
+            && !self.allow_insecure_http
+            && !url.host_str().is_some_and(is_loopback)
+        {
+            return Err(invalid(
+                ENV_ENDPOINT,
+                format!(
+                    "plain HTTP to {url} is refused: only loopback hosts may use http:// unless {ENV_INSECURE}=true"
+                ),
+            ));
+        }
+        Ok(url)
+    }
+}
+
+/// Parses an endpoint URL: http or https, no query, path ending in `/`.
+fn parse_endpoint(s: &str) -> Result<Url> {
+    let mut url = Url::parse(s.trim())
+        .map_err(|e| invalid(ENV_ENDPOINT, format!("{s:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(
+            ENV_ENDPOINT,
+            format!("{s:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            ENV_ENDPOINT,
+            format!("{s:?} must not have a query or fragment"),
+        ));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// `localhost`, `127.x.y.z`, `::1` (with or without a port or brackets).
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim();
+    let name = if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else if h.matches(':').count() == 1 {
+        h.split(':').next().unwrap_or("")
+    } else {
+        h
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_without_environment() {
+        let s = RegistrySettings::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(s, RegistrySettings::default());
+        assert_eq!(
+            s.base_url("123456789012.dkr.ecr.us-east-1.amazonaws.com")
+                .unwrap()
+                .as_str(),
+            "https://123456789012.dkr.ecr.us-east-1.amazonaws.com/"
+        );
+        assert_eq!(
+            s.base_url("127.0.0.1:5000").unwrap().as_str(),
+            "http://127.0.0.1:5000/"
+        );
+    }
+
+    #[test]
+    fn endpoint_override_wins_for_every_host() {
+        let s = RegistrySettings::from_lookup(lookup(&[(ENV_ENDPOINT, "http://127.0.0.1:5000")]))
+            .unwrap();
+        for host in ["ghcr.io", "123456789012.dkr.ecr.eu-west-1.amazonaws.com"] {
+            assert_eq!(s.base_url(host).unwrap().as_str(), "http://127.0.0.1:5000/");
+        }
+    }
+
+    #[test]
+    fn plain_http_needs_loopback_or_permission() {
+        let s = RegistrySettings::from_lookup(lookup(&[(
+            ENV_ENDPOINT,
+            "http://registry.internal:5000",
+        )]))
+        .unwrap();
+        let err = s.base_url("x").unwrap_err().to_string();
+        assert!(
+            err.contains("registry.internal") && err.contains(ENV_INSECURE),
+            "{err}"
+        );
+        let s = RegistrySettings::from_lookup(lookup(&[
+            (ENV_ENDPOINT, "http://registry.internal:5000/prefix"),
+            (ENV_INSECURE, "true"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.base_url("x").unwrap().as_str(),
+            "http://registry.internal:5000/prefix/"
+        );
+    }
+
+    #[test]
+    fn auth_mode_from_environment() {
+        let s = RegistrySettings::from_lookup(lookup(&[(ENV_USERNAME, "u"), (ENV_PASSWORD, "p")]))
+            .unwrap();
+        assert_eq!(s.auth, AuthMode::Basic(Credentials::new("u", "p")));
+        assert!(!format!("{s:?}").contains("\"p\""));
+        let s = RegistrySettings::from_lookup(lookup(&[(ENV_AUTH, "ecr")])).unwrap();
+        assert_eq!(s.auth, AuthMode::Ecr);
+        for bad in [
+            vec![(ENV_AUTH, "kerberos")],
+            vec![(ENV_AUTH, "basic")],
+            vec![(ENV_USERNAME, "u")],
+            vec![(ENV_INSECURE, "maybe")],
+            vec![(ENV_MAX_ATTEMPTS, "0")],
+            vec![(ENV_ENDPOINT, "ftp://x")],
+            vec![(ENV_ENDPOINT, "not a url")],
+        ] {
+            let err = RegistrySettings::from_lookup(lookup(&bad))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad[0].0), "{err}");
+        }
+    }
+
+    #[rstest]
+    #[case("localhost", true)]
+    #[case("localhost:5000", true)]
+    #[case("127.0.0.1", true)]
+    #[case("127.0.0.1:5000", true)]
+    #[case("[::1]:5000", true)]
+    #[case("::1", true)]
+    #[case("10.0.0.1:5000", false)]
+    #[case("localhost.example.com", false)]
+    #[case("ghcr.io", false)]
+    fn loopback_hosts(#[case] host: &str, #[case] expected: bool) {
+        assert_eq!(is_loopback(host), expected);
+    }
+}

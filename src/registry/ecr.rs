@@ -1,0 +1,311 @@
+//! Amazon ECR as an OCI distribution registry: the registry host of an account and
+//! region, and the Basic credentials `GetAuthorizationToken` hands out (cached until
+//! shortly before they expire).
+
+use crate::registry::distribution::auth::{CredentialSource, Credentials};
+use crate::registry::{RegistryError, Result};
+use async_trait::async_trait;
+use base64::Engine as _;
+use std::time::{Duration, SystemTime};
+
+/// A token is used until this long before it expires (ECR tokens live 12 hours).
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// An ECR registry: account and region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcrRegistry {
+    pub account: String,
+    pub region: String,
+}
+
+impl EcrRegistry {
+    /// `<account>.dkr.ecr.<region>.amazonaws.com` (`.amazonaws.com.cn` in China regions).
+    pub fn host(&self) -> String {
+        registry_host(&self.account, &self.region)
+    }
+}
+
+/// The registry host of an account in a region.
+pub fn registry_host(account: &str, region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("{account}.dkr.ecr.{region}.{suffix}")
+}
+
+/// Recognises an ECR registry host (`<12 digits>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`,
+/// optionally with a port). `None` for every other host.
+pub fn parse_registry_host(host: &str) -> Option<EcrRegistry> {
+    let host = host.split(':').next()?.to_ascii_lowercase();
+    let rest = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let mut parts = rest.split('.');
+    let account = parts.next()?;
+    let (dkr, ecr, region) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some()
+        || account.len() != 12
+        || !account.bytes().all(|b| b.is_ascii_digit())
+        || dkr != "dkr"
+        || !(ecr == "ecr" || ecr == "ecr-fips")
+        || region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return None;
+    }
+    Some(EcrRegistry {
+        account: account.to_string(),
+        region: region.to_string(),
+    })
+}
+
+/// Decodes an ECR authorization token: base64 of `AWS:<password>`.
+pub fn decode_authorization_token(token: &str) -> Result<Credentials> {
+    let bad = |why: &str| RegistryError::Auth {
+        registry: "ECR".into(),
+        message: format!("GetAuthorizationToken returned an unusable token: {why}"),
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .map_err(|_| bad("not base64"))?;
+    let text = String::from_utf8(raw).map_err(|_| bad("not UTF-8"))?;
+    let (user, password) = text
+        .split_once(':')
+        .ok_or_else(|| bad("no ':' separator"))?;
+    if user.is_empty() || password.is_empty() {
+        return Err(bad("empty user or password"));
+    }
+    Ok(Credentials::new(user, password))
+}
+
+/// Until when a token expiring at `expires_at` may be reused, seen at `now`. `None` when
+/// it is (nearly) expired already: use it for this request, do not cache it.
+pub fn reuse_until(expires_at: SystemTime, now: SystemTime) -> Option<SystemTime> {
+    let until = expires_at.checked_sub(REFRESH_MARGIN)?;
+    (until > now).then_some(until)
+}
+
+/// Where raw tokens come from: `GetAuthorizationToken` in production; a seam for unit
+/// tests of the cache.
+#[async_trait]
+pub trait AuthorizationTokenApi: Send + Sync + std::fmt::Debug {
+    /// The base64 token and its expiry.
+    async fn authorization_token(&self) -> Result<(String, Option<SystemTime>)>;
+}
+
+/// `GetAuthorizationToken` through aws-sdk-ecr.
+#[derive(Debug, Clone)]
+pub struct SdkTokenApi {
+    client: aws_sdk_ecr::Client,
+    registry_id: Option<String>,
+}
+
+#[async_trait]
+impl AuthorizationTokenApi for SdkTokenApi {
+    async fn authorization_token(&self) -> Result<(String, Option<SystemTime>)> {
+        // No `registryIds`: deprecated, the token works for every registry the caller
+        // may access. `registry_id` only names the registry in messages.
+        let out = self
+            .client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| RegistryError::Auth {
+                registry: self.registry_id.clone().unwrap_or_else(|| "ECR".into()),
+                message: format!(
+                    "GetAuthorizationToken failed: {}",
+                    aws_sdk_ecr::error::DisplayErrorContext(&e)
+                ),
+            })?;
+        let data = out
+            .authorization_data()
+            .first()
+            .ok_or_else(|| RegistryError::Auth {
+                registry: self.registry_id.clone().unwrap_or_else(|| "ECR".into()),
+                message: "GetAuthorizationToken returned no authorization data".into(),
+            })?;
+        let token = data.authorization_token().unwrap_or_default().to_string();
+        let expires = data
+            .expires_at()
+            .and_then(|t| SystemTime::try_from(*t).ok());
+        Ok((token, expires))
+    }
+}
+
+/// Basic credentials for an ECR registry, from `GetAuthorizationToken`, cached until
+/// [`REFRESH_MARGIN`] before expiry.
+#[derive(Debug)]
+pub struct EcrTokenProvider {
+    api: Box<dyn AuthorizationTokenApi>,
+    cache: tokio::sync::Mutex<Option<(Credentials, SystemTime)>>,
+}
+
+impl EcrTokenProvider {
+    /// Through an SDK config (which honours `AWS_ENDPOINT_URL`, region and credentials).
+    /// `registry_id` is the account id of the registry (default: the caller's).
+    pub fn new(sdk: &aws_config::SdkConfig, registry_id: Option<String>) -> Self {
+        Self::with_api(SdkTokenApi {
+            client: aws_sdk_ecr::Client::new(sdk),
+            registry_id,
+        })
+    }
+
+    /// For `registry` with the default AWS configuration chain and its region.
+    pub async fn for_registry(registry: &EcrRegistry) -> Self {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(registry.region.clone()))
+            .load()
+            .await;
+        Self::new(&sdk, Some(registry.account.clone()))
+    }
+
+    /// With the default AWS configuration chain, for the caller's own registry.
+    pub async fn from_env() -> Self {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(&sdk, None)
+    }
+
+    pub fn with_api(api: impl AuthorizationTokenApi + 'static) -> Self {
+        Self {
+            api: Box::new(api),
+            cache: Default::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl CredentialSource for EcrTokenProvider {
+    async fn credentials(&self) -> Result<Credentials> {
+        let mut cache = self.cache.lock().await;
+        let now = SystemTime::now();
+        if let Some((creds, until)) = cache.as_ref() {
+            if *until > now {
+                return Ok(creds.clone());
+            }
+        }
+        let (token, expires) = self.api.authorization_token().await?;
+        let creds = decode_authorization_token(&token)?;
+        // ECR always sends an expiry; without one, assume the documented 12 hours.
+        let expires = expires.unwrap_or(now + Duration::from_secs(12 * 3600));
+        *cache = match reuse_until(expires, now) {
+            Some(until) => Some((creds.clone(), until)),
+            None => {
+                tracing::warn!(
+                    "ECR authorization token expires too soon to be cached; fetching a new one per use"
+                );
+                None
+            }
+        };
+        Ok(creds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn hosts_round_trip_and_others_are_rejected() {
+        let r = EcrRegistry {
+            account: "123456789012".into(),
+            region: "eu-west-1".into(),
+        };
+        assert_eq!(r.host(), "123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+        assert_eq!(parse_registry_host(&r.host()), Some(r));
+        assert_eq!(
+            registry_host("123456789012", "cn-north-1"),
+            "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"
+        );
+        assert!(
+            parse_registry_host("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com:443").is_some()
+        );
+        for other in [
+            "ghcr.io",
+            "127.0.0.1:5000",
+            "12345.dkr.ecr.us-east-1.amazonaws.com",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.com",
+            "public.ecr.aws",
+            "123456789012.dkr.ecr..amazonaws.com",
+        ] {
+            assert_eq!(parse_registry_host(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn token_decoding_names_the_problem() {
+        let c = decode_authorization_token("QVdTOnNlY3JldA==").unwrap();
+        assert_eq!(c, Credentials::new("AWS", "secret"));
+        for bad in ["%%%", "bm9jb2xvbg==", "Og=="] {
+            assert!(decode_authorization_token(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reuse_window_ends_five_minutes_early() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            reuse_until(now + Duration::from_secs(3600), now),
+            Some(now + Duration::from_secs(3300))
+        );
+        assert_eq!(reuse_until(now + Duration::from_secs(200), now), None);
+        assert_eq!(reuse_until(now - Duration::from_secs(200), now), None);
+    }
+
+    #[derive(Debug)]
+    struct Counting {
+        calls: Arc<AtomicUsize>,
+        lifetime: Duration,
+    }
+
+    #[async_trait]
+    impl AuthorizationTokenApi for Counting {
+        async fn authorization_token(&self) -> Result<(String, Option<SystemTime>)> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("AWS:pw{n}"));
+            Ok((token, Some(SystemTime::now() + self.lifetime)))
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_are_cached_until_near_expiry() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let long = EcrTokenProvider::with_api(Counting {
+            calls: calls.clone(),
+            lifetime: Duration::from_secs(12 * 3600),
+        });
+        for _ in 0..3 {
+            assert_eq!(
+                long.credentials().await.unwrap(),
+                Credentials::new("AWS", "pw0")
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let short = EcrTokenProvider::with_api(Counting {
+            calls: calls.clone(),
+            lifetime: Duration::from_secs(60),
+        });
+        short.credentials().await.unwrap();
+        assert_eq!(
+            short.credentials().await.unwrap(),
+            Credentials::new("AWS", "pw1")
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn any_account_and_region_round_trip(account in "[0-9]{12}", region in "[a-z]{2}-[a-z]{4,9}-[1-9]") {
+            let host = registry_host(&account, &region);
+            prop_assert_eq!(parse_registry_host(&host), Some(EcrRegistry { account, region }));
+        }
+    }
+}

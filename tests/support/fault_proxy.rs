@@ -1,0 +1,373 @@
+//! A small HTTP/1.1 proxy on 127.0.0.1 in front of the real registry that misbehaves on
+//! purpose: answers 500s or resets connections for chosen requests, flips a byte of a
+//! response body, demands an `Authorization` header (answering 401 with a challenge
+//! otherwise), and records every request it sees.
+//!
+//! Why a proxy and not the registry itself: docker-registry cannot be told to fail, and
+//! its token auth needs TLS certificates. Everything the proxy forwards is served by the
+//! real registry. It handles one request per connection (it answers `Connection: close`),
+//! which keeps it simple and bounded.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What to do to a matching request.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and an OCI error body, without forwarding.
+    Status(u16),
+    /// Reset the connection (RST) without answering or forwarding.
+    Reset,
+    /// Forward, then reset the connection after `after` bytes of the response body.
+    ResetMidBody { after: u64 },
+    /// Forward, flipping the response body's byte at `offset`.
+    FlipByte { offset: u64 },
+}
+
+/// A fault for the next `times` requests whose method matches (None = any) and whose
+/// path contains `path_contains`.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub method: Option<String>,
+    pub path_contains: String,
+    pub fault: Fault,
+    pub times: usize,
+}
+
+/// A request as the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    /// The fault applied, if any.
+    pub fault: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct AuthRequirement {
+    expected: String,
+    challenge: String,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Mutex<Vec<Rule>>,
+    seen: Mutex<Vec<Seen>>,
+    auth: Mutex<Option<AuthRequirement>>,
+}
+
+pub struct FaultProxy {
+    pub port: u16,
+    state: Arc<State>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const MAX_HEAD: usize = 64 * 1024;
+
+impl FaultProxy {
+    /// Proxies 127.0.0.1:<new port> to 127.0.0.1:`upstream_port`.
+    pub fn start(upstream_port: u16) -> Self {
+        let state = Arc::new(State::default());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread_state = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(listener).unwrap();
+                let accept = async {
+                    loop {
+                        let Ok((conn, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let st = thread_state.clone();
+                        tokio::spawn(async move {
+                            let _ = handle(conn, upstream_port, st).await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = rx => {}
+                }
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+        });
+        Self {
+            port,
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn add_rule(&self, method: Option<&str>, path_contains: &str, fault: Fault, times: usize) {
+        self.state.rules.lock().unwrap().push(Rule {
+            method: method.map(str::to_string),
+            path_contains: path_contains.to_string(),
+            fault,
+            times,
+        });
+    }
+
+    pub fn clear_rules(&self) {
+        self.state.rules.lock().unwrap().clear();
+    }
+
+    /// Requests without exactly `expected` as `Authorization` get 401 + `challenge`.
+    pub fn require_authorization(&self, expected: &str, challenge: &str) {
+        *self.state.auth.lock().unwrap() = Some(AuthRequirement {
+            expected: expected.to_string(),
+            challenge: challenge.to_string(),
+        });
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests got a fault.
+    pub fn faults_applied(&self) -> usize {
+        self.seen().iter().filter(|s| s.fault.is_some()).count()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads up to the end of an HTTP head; returns (head, bytes read past it).
+async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut tmp = [0u8; 8192];
+    loop {
+        if let Some(pos) = find(&buf, b"\r\n\r\n") {
+            let rest = buf.split_off(pos + 4);
+            return Ok((buf, rest));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(std::io::Error::other("head too large"));
+        }
+        let n = r.read(&mut tmp).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "eof in head",
+            ));
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn header<'a>(lines: &'a [String], name: &str) -> Option<&'a str> {
+    lines.iter().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The head with `Connection: close` instead of any connection header.
+fn rewrite_head(lines: &[String]) -> Vec<u8> {
+    let mut out = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 {
+            let name = l.split(':').next().unwrap_or("").trim();
+            if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+fn head_lines(head: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+async fn reset(conn: TcpStream) {
+    let _ = conn.set_linger(Some(Duration::ZERO));
+    drop(conn);
+}
+
+async fn respond(
+    conn: &mut TcpStream,
+    status: u16,
+    extra: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await?;
+    conn.write_all(body.as_bytes()).await?;
+    conn.shutdown().await
+}
+
+async fn handle(mut conn: TcpStream, upstream_port: u16, state: Arc<State>) -> std::io::Result<()> {
+    let (head, mut body_start) = read_head(&mut conn).await?;
+    let lines = head_lines(&head);
+    let request_line = lines.first().cloned().unwrap_or_default();
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    if header(&lines, "transfer-encoding").is_some() {
+        return respond(&mut conn, 501, "", r#"{"errors":[{"code":"UNSUPPORTED","message":"fault proxy: chunked request bodies unsupported"}]}"#).await;
+    }
+    let content_length: u64 = header(&lines, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let authorization = header(&lines, "authorization").map(str::to_string);
+
+    let fault = {
+        let mut rules = state.rules.lock().unwrap();
+        rules
+            .iter_mut()
+            .find(|r| {
+                r.times > 0
+                    && r.method.as_deref().is_none_or(|m| m == method)
+                    && path.contains(&r.path_contains)
+            })
+            .map(|r| {
+                r.times -= 1;
+                r.fault.clone()
+            })
+    };
+    let auth = state.auth.lock().unwrap().clone();
+    let refused = auth
+        .as_ref()
+        .filter(|a| authorization.as_deref() != Some(a.expected.as_str()));
+    state.seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        authorization: authorization.clone(),
+        fault: fault.as_ref().map(|f| format!("{f:?}")),
+    });
+
+    match &fault {
+        Some(Fault::Reset) => {
+            reset(conn).await;
+            return Ok(());
+        }
+        Some(Fault::Status(code)) => {
+            // Read the body first so the client sees the answer, not a broken pipe.
+            drain(&mut conn, content_length, body_start.len() as u64).await?;
+            let body = format!(
+                r#"{{"errors":[{{"code":"INJECTED","message":"fault proxy injected HTTP {code}"}}]}}"#
+            );
+            return respond(&mut conn, *code, "", &body).await;
+        }
+        _ => {}
+    }
+    if let Some(a) = refused {
+        drain(&mut conn, content_length, body_start.len() as u64).await?;
+        let extra = format!("WWW-Authenticate: {}\r\n", a.challenge);
+        return respond(
+            &mut conn,
+            401,
+            &extra,
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        )
+        .await;
+    }
+
+    let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port)).await?;
+    upstream.write_all(&rewrite_head(&lines)).await?;
+    // Request body: what came with the head, then the rest (streamed, not buffered).
+    body_start.truncate(content_length as usize);
+    upstream.write_all(&body_start).await?;
+    let mut left = content_length - body_start.len() as u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let n = conn
+            .read(&mut buf[..(left.min(buf.len() as u64) as usize)])
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        upstream.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+
+    // Response: head rewritten to close, body streamed with the fault applied.
+    let (rhead, rest) = read_head(&mut upstream).await?;
+    conn.write_all(&rewrite_head(&head_lines(&rhead))).await?;
+    let mut offset: u64 = 0;
+    let mut pending = rest;
+    loop {
+        if pending.is_empty() {
+            let n = upstream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            pending.extend_from_slice(&buf[..n]);
+        }
+        let len = pending.len() as u64;
+        match &fault {
+            Some(Fault::FlipByte { offset: at }) if *at >= offset && *at < offset + len => {
+                pending[(*at - offset) as usize] ^= 0x01;
+            }
+            Some(Fault::ResetMidBody { after }) if offset + len > *after => {
+                let keep = (*after - offset.min(*after)) as usize;
+                conn.write_all(&pending[..keep]).await?;
+                conn.flush().await?;
+                reset(conn).await;
+                return Ok(());
+            }
+            _ => {}
+        }
+        conn.write_all(&pending).await?;
+        offset += len;
+        pending.clear();
+    }
+    conn.shutdown().await
+}
+
+async fn drain(conn: &mut TcpStream, content_length: u64, already: u64) -> std::io::Result<()> {
+    let mut left = content_length.saturating_sub(already);
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let n = conn
+            .read(&mut buf[..(left.min(buf.len() as u64) as usize)])
+            .await?;
+        if n == 0 {
+            break;
+        }
+        left -= n as u64;
+    }
+    Ok(())
+}
