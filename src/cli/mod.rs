@@ -1,5 +1,7 @@
 //! The `afterpush` command line: one file per verb, all parsed by clap from [`Cli`].
 
+pub mod stitch;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -15,7 +17,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Stitch per-arch tags (`1.2.3-amd64`, `1.2.3-arm64`) into one multi-arch tag.
+    Stitch(stitch::StitchArgs),
+}
 
 /// Parses the command line, runs the verb, prints errors with their causes.
 #[allow(unreachable_code, unused_variables)] // until the first verb lands
@@ -35,5 +40,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Stitch(args) => stitch::run(args).await,
+    }
 }
