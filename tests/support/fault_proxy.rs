@@ -25,6 +25,16 @@ pub enum Fault {
     ResetMidBody { after: u64 },
     /// Forward, flipping the response body's byte at `offset`.
     FlipByte { offset: u64 },
+    /// Forward (the registry acts on the request), then reset instead of answering: the
+    /// client cannot know whether its request took effect.
+    DropResponse,
+    /// Answer with a canned response instead of forwarding (for what the real registry
+    /// refuses to store, e.g. a non-JSON or oversized manifest).
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
 }
 
 /// A fault for the next `times` requests whose method matches (None = any) and whose
@@ -219,6 +229,9 @@ fn head_lines(head: &[u8]) -> Vec<String> {
 }
 
 async fn reset(conn: TcpStream) {
+    // SO_LINGER 0 makes close send RST (a "connection reset" for the client). The
+    // deprecation is about linger > 0 blocking on drop; zero never blocks.
+    #[allow(deprecated)]
     let _ = conn.set_linger(Some(Duration::ZERO));
     drop(conn);
 }
@@ -291,6 +304,24 @@ async fn handle(mut conn: TcpStream, upstream_port: u16, state: Arc<State>) -> s
             );
             return respond(&mut conn, *code, "", &body).await;
         }
+        Some(Fault::Respond {
+            status,
+            headers,
+            body,
+        }) => {
+            drain(&mut conn, content_length, body_start.len() as u64).await?;
+            let mut head = format!(
+                "HTTP/1.1 {status} Canned\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("Connection: close\r\n\r\n");
+            conn.write_all(head.as_bytes()).await?;
+            conn.write_all(body).await?;
+            return conn.shutdown().await;
+        }
         _ => {}
     }
     if let Some(a) = refused {
@@ -313,9 +344,7 @@ async fn handle(mut conn: TcpStream, upstream_port: u16, state: Arc<State>) -> s
     let mut left = content_length - body_start.len() as u64;
     let mut buf = vec![0u8; 64 * 1024];
     while left > 0 {
-        let n = conn
-            .read(&mut buf[..(left.min(buf.len() as u64) as usize)])
-            .await?;
+        let n = conn.read(&mut buf[..left.min(64 * 1024) as usize]).await?;
         if n == 0 {
             return Ok(());
         }
@@ -325,6 +354,10 @@ async fn handle(mut conn: TcpStream, upstream_port: u16, state: Arc<State>) -> s
 
     // Response: head rewritten to close, body streamed with the fault applied.
     let (rhead, rest) = read_head(&mut upstream).await?;
+    if matches!(fault, Some(Fault::DropResponse)) {
+        reset(conn).await;
+        return Ok(());
+    }
     conn.write_all(&rewrite_head(&head_lines(&rhead))).await?;
     let mut offset: u64 = 0;
     let mut pending = rest;
@@ -361,9 +394,7 @@ async fn drain(conn: &mut TcpStream, content_length: u64, already: u64) -> std::
     let mut left = content_length.saturating_sub(already);
     let mut buf = vec![0u8; 64 * 1024];
     while left > 0 {
-        let n = conn
-            .read(&mut buf[..(left.min(buf.len() as u64) as usize)])
-            .await?;
+        let n = conn.read(&mut buf[..left.min(64 * 1024) as usize]).await?;
         if n == 0 {
             break;
         }
