@@ -633,3 +633,86 @@ async fn dry_run_and_the_cli_print_the_index() {
     );
     assert_eq!(repo.resolve("15.0").await.unwrap().digest, stored.digest);
 }
+
+/// A real-registry repository whose first manifest PUT waits for a signal: it forces the
+/// interleaving "A reads, B reads and writes, A writes" that racing Lambdas produce only
+/// now and then. (No local registry can hold a request on cue; everything still goes to
+/// the real registry.)
+#[derive(Debug)]
+struct GatedFirstPut {
+    inner: DistributionRepository,
+    at_put: tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    release: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+#[async_trait::async_trait]
+impl Repository for GatedFirstPut {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn resolve(&self, r: &str) -> afterpush::registry::Result<afterpush::registry::BlobRef> {
+        self.inner.resolve(r).await
+    }
+    async fn get_manifest(&self, r: &str) -> afterpush::registry::Result<Manifest> {
+        self.inner.get_manifest(r).await
+    }
+    async fn put_manifest(&self, m: &Manifest, tag: Option<&str>) -> afterpush::registry::Result<()> {
+        if let Some(tx) = self.at_put.lock().await.take() {
+            tx.send(()).unwrap();
+            let rx = self.release.lock().await.take().unwrap();
+            rx.await.unwrap();
+        }
+        self.inner.put_manifest(m, tag).await
+    }
+    async fn delete_manifest(&self, d: &Sha256Digest) -> afterpush::registry::Result<()> {
+        self.inner.delete_manifest(d).await
+    }
+    async fn blob_size(&self, d: &Sha256Digest) -> afterpush::registry::Result<Option<u64>> {
+        self.inner.blob_size(d).await
+    }
+    async fn get_blob(&self, d: &Sha256Digest, r: Option<std::ops::Range<u64>>) -> afterpush::registry::Result<afterpush::registry::BlobStream> {
+        self.inner.get_blob(d, r).await
+    }
+    async fn push_blob(&self, d: &Sha256Digest, s: u64, data: afterpush::registry::BlobStream) -> afterpush::registry::Result<()> {
+        self.inner.push_blob(d, s, data).await
+    }
+    async fn list_tags(&self) -> afterpush::registry::Result<Vec<String>> {
+        self.inner.list_tags().await
+    }
+    async fn referrers(&self, d: &Sha256Digest, a: Option<&str>) -> afterpush::registry::Result<Vec<afterpush::oci::DescriptorSummary>> {
+        self.inner.referrers(d, a).await
+    }
+}
+
+#[tokio::test]
+async fn a_writer_that_read_before_another_arch_arrived_does_not_win() {
+    let reg = TestRegistry::start();
+    let direct = connect(&reg, "race");
+    let partial = Arc::new(settings(&[("STITCH_MODE", "partial")]));
+    push_arch(&direct, ManifestFormat::Oci, 16, "linux/amd64", "16.0-amd64").await;
+
+    let (at_put_tx, at_put_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+    let gated = Arc::new(GatedFirstPut {
+        inner: connect(&reg, "race"),
+        at_put: tokio::sync::Mutex::new(Some(at_put_tx)),
+        release: tokio::sync::Mutex::new(Some(release_rx)),
+    });
+    // A: handles the amd64 event; it has read the tags (amd64 only) when it reaches PUT.
+    let a = {
+        let (gated, s) = (gated.clone(), partial.clone());
+        tokio::spawn(async move { handle_push(gated.as_ref(), "16.0-amd64", &s).await })
+    };
+    at_put_rx.await.unwrap();
+    // B: arm64 arrives and its event is handled completely while A waits.
+    let arm = push_arch(&direct, ManifestFormat::Oci, 16, "linux/arm64", "16.0-arm64").await;
+    let b = handle_push(&direct, "16.0-arm64", &partial).await.unwrap();
+    assert_eq!(b.index().unwrap().platforms, ["linux/amd64", "linux/arm64"]);
+    // A's stale write lands after B's; A must notice and put the full index back.
+    release_tx.send(()).unwrap();
+    let a = a.await.unwrap().unwrap();
+    assert_eq!(a.index().unwrap().platforms, ["linux/amd64", "linux/arm64"], "{a:?}");
+    let stored = direct.get_manifest("16.0").await.unwrap();
+    assert_eq!(stored.digest, b.index().unwrap().digest);
+    assert!(entry_digests(&serde_json::from_slice(&stored.bytes).unwrap()).contains(&arm.manifest.digest.to_string()));
+}
