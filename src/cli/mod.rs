@@ -3,6 +3,7 @@
 pub mod soci;
 pub mod copy;
 pub mod demo;
+pub mod stitch;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ pub enum Command {
     Copy(copy::CopyArgs),
     /// Generate a sample multi-arch image into an OCI layout and show its manifest tree.
     Demo(demo::DemoArgs),
+    /// Stitch per-arch tags (`1.2.3-amd64`, `1.2.3-arm64`) into one multi-arch tag.
+    Stitch(stitch::StitchArgs),
 }
 
 /// Parses the command line, runs the verb, prints errors with their causes.
@@ -55,5 +58,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ztoc(args) => ztoc::run(args),
         Command::Copy(args) => copy::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Stitch(args) => stitch::run(args).await,
     }
 }

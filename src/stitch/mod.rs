@@ -1,1 +1,500 @@
-//! See the module docs in ARCHITECTURE.md; filled in by its issue.
+//! The manifest stitcher: per-architecture tags (`app:1.2.3-amd64`, `app:1.2.3-arm64`)
+//! become one multi-arch tag (`app:1.2.3`) when they are pushed.
+//!
+//! Every call recomputes the index from what the repository holds (its tag list, each
+//! per-arch manifest and config), so events may arrive in any order, twice, or at the
+//! same time: see [`stitch`] for how concurrent writers converge. The children are read
+//! from the repository the index is written to, so they exist there before the index is
+//! put (registries and ECR refuse an index naming a missing child).
+
+mod collect;
+pub mod index;
+pub mod platform;
+pub mod template;
+
+use crate::oci::Sha256Digest;
+use crate::registry::{Manifest, RegistryError, Repository};
+use serde::Serialize;
+use std::str::FromStr;
+use tracing::{info, warn};
+
+pub use collect::Collected;
+pub use platform::PlatformSpec;
+pub use template::{ArchTagTemplate, TargetTagTemplate};
+
+/// What can go wrong stitching. Every variant names the tag, digest or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StitchError {
+    #[error("{context}: {source}")]
+    Registry {
+        context: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("{name}={template:?} is not a valid template: {reason}")]
+    InvalidTemplate {
+        name: String,
+        template: String,
+        reason: String,
+    },
+    #[error("invalid platform {value:?}: {reason}")]
+    InvalidPlatform { value: String, reason: String },
+    #[error("{name}={value:?}: {reason}")]
+    InvalidSetting {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("tag {tag} names platform {tag_platform} but its config ({manifest}) says {config_platform}")]
+    PlatformMismatch {
+        tag: String,
+        tag_platform: String,
+        manifest: String,
+        config_platform: String,
+    },
+    #[error("platform {platform} appears twice: in {first} and in {second}")]
+    DuplicatePlatform {
+        platform: String,
+        first: String,
+        second: String,
+    },
+    #[error("tag {tag} ({digest}): config {config}: {reason}")]
+    InvalidConfig {
+        tag: String,
+        digest: String,
+        config: String,
+        reason: String,
+    },
+    #[error("tag {tag} ({digest}) is {what}, not an image manifest or an index of them")]
+    NotAnImage {
+        tag: String,
+        digest: String,
+        what: String,
+    },
+    #[error("tag {tag} ({digest}): {reason}")]
+    InvalidManifest {
+        tag: String,
+        digest: String,
+        reason: String,
+    },
+    #[error("target tag {target} in {location} is immutable and already holds {existing}; the stitched index {wanted} cannot replace it ({message})")]
+    ImmutableTag {
+        target: String,
+        location: String,
+        existing: String,
+        wanted: Sha256Digest,
+        message: String,
+    },
+    #[error("target tag {target} in {location} holds image manifest {existing}, which is none of the per-arch images; refusing to replace a single image with an index")]
+    TargetIsForeignImage {
+        target: String,
+        location: String,
+        existing: Sha256Digest,
+    },
+    #[error("target tag {target} in {location} kept changing under concurrent writers for {rounds} rounds; retry later")]
+    NotConverged {
+        target: String,
+        location: String,
+        rounds: usize,
+    },
+}
+
+impl StitchError {
+    /// True when a later attempt may succeed (registry throttling or outages, a race
+    /// that did not settle). Immutable-tag refusals and bad input are permanent.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StitchError::Registry { source, .. } => source.is_retryable(),
+            StitchError::NotConverged { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StitchError> = std::result::Result<T, E>;
+
+/// `STITCH_MODE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StitchMode {
+    /// Write only when every required platform exists.
+    #[default]
+    Complete,
+    /// Write what exists and update as the rest arrives.
+    Partial,
+}
+
+impl FromStr for StitchMode {
+    type Err = StitchError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "complete" => Ok(StitchMode::Complete),
+            "partial" => Ok(StitchMode::Partial),
+            _ => Err(StitchError::InvalidSetting {
+                name: "STITCH_MODE".to_string(),
+                value: s.to_string(),
+                reason: "expected complete or partial".to_string(),
+            }),
+        }
+    }
+}
+
+/// The stitcher's configuration (environment variables of the Lambda, flags of the CLI).
+#[derive(Debug, Clone)]
+pub struct StitchSettings {
+    /// `ARCH_TAG_TEMPLATE`, default `{tag}-{arch}`.
+    pub arch_tag_template: ArchTagTemplate,
+    /// `TARGET_TAG_TEMPLATE`, default `{tag}`.
+    pub target_tag_template: TargetTagTemplate,
+    /// `REQUIRED_PLATFORMS`, default `linux/amd64,linux/arm64`.
+    pub required_platforms: Vec<PlatformSpec>,
+    /// `STITCH_MODE`, default `complete`.
+    pub mode: StitchMode,
+    /// `STITCH_REPOSITORIES`: comma-separated globs of repository names the stitcher
+    /// acts on (default `*`). Checked by the caller that knows the repository name
+    /// (the Lambda, from the event) with [`StitchSettings::selects_repository`].
+    pub repositories: globset::GlobSet,
+    repository_patterns: Vec<String>,
+}
+
+impl Default for StitchSettings {
+    fn default() -> Self {
+        Self::from_lookup(|_| None).expect("the defaults are valid")
+    }
+}
+
+impl StitchSettings {
+    pub const DEFAULT_REQUIRED_PLATFORMS: &'static str = "linux/amd64,linux/arm64";
+
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (an environment, a map in tests). Unset or
+    /// blank variables take their defaults.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str, default: &str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let mode: StitchMode = get("STITCH_MODE", "complete").parse()?;
+        let platforms = get("REQUIRED_PLATFORMS", Self::DEFAULT_REQUIRED_PLATFORMS);
+        let settings = Self::new(
+            &get("ARCH_TAG_TEMPLATE", ArchTagTemplate::DEFAULT),
+            &get("TARGET_TAG_TEMPLATE", TargetTagTemplate::DEFAULT),
+            &platforms,
+            mode,
+            &get("STITCH_REPOSITORIES", "*"),
+        )?;
+        Ok(settings)
+    }
+
+    /// Settings from their string forms (what the CLI flags hold).
+    pub fn new(
+        arch_tag_template: &str,
+        target_tag_template: &str,
+        required_platforms: &str,
+        mode: StitchMode,
+        repositories: &str,
+    ) -> Result<Self> {
+        let required = platform::parse_platform_list(required_platforms)?;
+        if required.is_empty() && mode == StitchMode::Complete {
+            return Err(StitchError::InvalidSetting {
+                name: "REQUIRED_PLATFORMS".to_string(),
+                value: required_platforms.to_string(),
+                reason: "complete mode needs at least one required platform".to_string(),
+            });
+        }
+        let mut builder = globset::GlobSetBuilder::new();
+        let mut patterns = Vec::new();
+        for pattern in repositories
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let glob = globset::Glob::new(pattern).map_err(|e| StitchError::InvalidSetting {
+                name: "STITCH_REPOSITORIES".to_string(),
+                value: repositories.to_string(),
+                reason: format!("{pattern:?}: {e}"),
+            })?;
+            builder.add(glob);
+            patterns.push(pattern.to_string());
+        }
+        let repositories_set = builder.build().map_err(|e| StitchError::InvalidSetting {
+            name: "STITCH_REPOSITORIES".to_string(),
+            value: repositories.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            arch_tag_template: ArchTagTemplate::parse(arch_tag_template)?,
+            target_tag_template: TargetTagTemplate::parse(target_tag_template)?,
+            required_platforms: required,
+            mode,
+            repositories: repositories_set,
+            repository_patterns: patterns,
+        })
+    }
+
+    /// True when the stitcher acts on repository `name` (as named in ECR events).
+    pub fn selects_repository(&self, name: &str) -> bool {
+        self.repositories.is_match(name)
+    }
+
+    /// The `STITCH_REPOSITORIES` globs, for messages.
+    pub fn repository_patterns(&self) -> &[String] {
+        &self.repository_patterns
+    }
+}
+
+/// The index the stitcher wrote, would write, or found already in place.
+#[derive(Debug, Clone, Serialize)]
+pub struct StitchedIndex {
+    pub media_type: String,
+    pub digest: Sha256Digest,
+    /// The platforms it lists, in order (`linux/amd64`, ...).
+    pub platforms: Vec<String>,
+    /// How many attestation manifests it carries.
+    pub attestations: usize,
+    /// The exact bytes (compact JSON).
+    #[serde(skip)]
+    pub manifest: Manifest,
+}
+
+impl StitchedIndex {
+    /// The index JSON as text (it is always UTF-8 JSON).
+    pub fn json(&self) -> &str {
+        std::str::from_utf8(&self.manifest.bytes).expect("serde_json writes UTF-8")
+    }
+}
+
+/// What a push event or a CLI run led to.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum StitchOutcome {
+    /// The pushed tag is not a per-arch tag (or is our own target).
+    Ignored { tag: String, reason: String },
+    /// `complete` mode and a required platform is missing: nothing written.
+    Incomplete {
+        target: String,
+        present: Vec<String>,
+        /// The missing platforms with the tag each is expected under.
+        missing: Vec<String>,
+    },
+    /// The target already is this index: nothing written.
+    Unchanged {
+        target: String,
+        index: StitchedIndex,
+    },
+    /// The target now is this index.
+    Written {
+        target: String,
+        index: StitchedIndex,
+    },
+    /// Dry run: the target would become this index.
+    WouldWrite {
+        target: String,
+        index: StitchedIndex,
+    },
+}
+
+impl StitchOutcome {
+    /// The index written, found or planned, if any.
+    pub fn index(&self) -> Option<&StitchedIndex> {
+        match self {
+            StitchOutcome::Unchanged { index, .. }
+            | StitchOutcome::Written { index, .. }
+            | StitchOutcome::WouldWrite { index, .. } => Some(index),
+            _ => None,
+        }
+    }
+}
+
+/// How many recompute-and-write rounds one call makes before giving up on a target
+/// that other writers keep changing.
+const MAX_ROUNDS: usize = 5;
+
+/// Handles the push of `pushed_tag` (the Lambda's entry): when it is a per-arch tag,
+/// stitches its base tag; otherwise says why it is ignored.
+#[tracing::instrument(skip(repo, settings), fields(repository = %repo.location()))]
+pub async fn handle_push(
+    repo: &dyn Repository,
+    pushed_tag: &str,
+    settings: &StitchSettings,
+) -> Result<StitchOutcome> {
+    let Some(matched) = settings.arch_tag_template.match_tag(pushed_tag) else {
+        let reason = format!(
+            "does not match ARCH_TAG_TEMPLATE {} (with a GOOS/GOARCH name in place of {{os}}/{{arch}})",
+            settings.arch_tag_template.as_str()
+        );
+        info!(tag = pushed_tag, %reason, "ignored");
+        return Ok(StitchOutcome::Ignored {
+            tag: pushed_tag.to_string(),
+            reason,
+        });
+    };
+    let target = settings.target_tag_template.render(&matched.base_tag);
+    if target == pushed_tag {
+        // Our own push of the target raising an event: never stitch the stitched tag.
+        let reason = "it is the stitched target tag itself".to_string();
+        info!(tag = pushed_tag, %reason, "ignored");
+        return Ok(StitchOutcome::Ignored {
+            tag: pushed_tag.to_string(),
+            reason,
+        });
+    }
+    stitch(repo, &matched.base_tag, settings, false).await
+}
+
+/// Stitches the per-arch tags of `base_tag` into the target tag.
+///
+/// Convergence: each round recomputes the index from the registry, re-reads the target,
+/// and writes only when they differ; after a write it runs another round. A call thus
+/// returns only once it has seen the target equal to an index computed *after* its last
+/// write, so the last write to the target lists every arch pushed before its writer
+/// read the tags, and racing writers end on one index. With `dry_run`, nothing is written.
+#[tracing::instrument(skip(repo, settings), fields(repository = %repo.location()))]
+pub async fn stitch(
+    repo: &dyn Repository,
+    base_tag: &str,
+    settings: &StitchSettings,
+    dry_run: bool,
+) -> Result<StitchOutcome> {
+    let target = settings.target_tag_template.render(base_tag);
+    let mut wrote = false;
+    for round in 1..=MAX_ROUNDS {
+        let collected = collect::collect(repo, base_tag, settings).await?;
+        let present: Vec<String> = collected
+            .children
+            .iter()
+            .map(|c| c.platform.to_string())
+            .collect();
+        let missing: Vec<String> = settings
+            .required_platforms
+            .iter()
+            .filter(|r| !collected.children.iter().any(|c| c.platform.satisfies(r)))
+            .map(|r| {
+                format!(
+                    "{r} (tag {})",
+                    settings.arch_tag_template.render(base_tag, r)
+                )
+            })
+            .collect();
+        if collected.children.is_empty()
+            || (settings.mode == StitchMode::Complete && !missing.is_empty())
+        {
+            info!(%target, ?present, ?missing, "not stitching: required platforms missing");
+            return Ok(StitchOutcome::Incomplete {
+                target,
+                present,
+                missing,
+            });
+        }
+        let manifest = index::build_index(&collected.children, &collected.attestations);
+        let stitched = StitchedIndex {
+            media_type: manifest.media_type.clone(),
+            digest: manifest.digest.clone(),
+            platforms: present,
+            attestations: count_entries(&manifest) - collected.children.len(),
+            manifest,
+        };
+        let current = match repo.resolve(&target).await {
+            Ok(current) => Some(current),
+            Err(e) if e.is_not_found() => None,
+            Err(source) => {
+                return Err(StitchError::Registry {
+                    context: format!("reading target tag {target}"),
+                    source,
+                })
+            }
+        };
+        if let Some(current) = &current {
+            if current.digest == stitched.digest {
+                info!(%target, digest = %stitched.digest, round, "target is up to date");
+                return Ok(if wrote {
+                    StitchOutcome::Written {
+                        target,
+                        index: stitched,
+                    }
+                } else {
+                    StitchOutcome::Unchanged {
+                        target,
+                        index: stitched,
+                    }
+                });
+            }
+            if crate::oci::media::is_image_manifest(&current.media_type)
+                && !collected
+                    .children
+                    .iter()
+                    .any(|c| c.digest == current.digest)
+            {
+                return Err(StitchError::TargetIsForeignImage {
+                    target,
+                    location: repo.location(),
+                    existing: current.digest.clone(),
+                });
+            }
+        }
+        if dry_run {
+            return Ok(StitchOutcome::WouldWrite {
+                target,
+                index: stitched,
+            });
+        }
+        info!(%target, digest = %stitched.digest, platforms = ?stitched.platforms, round, "writing stitched index");
+        if let Err(source) = repo.put_manifest(&stitched.manifest, Some(&target)).await {
+            if let Some(message) = immutable_refusal(&source) {
+                return Err(StitchError::ImmutableTag {
+                    target,
+                    location: repo.location(),
+                    existing: current
+                        .map(|c| c.digest.to_string())
+                        .unwrap_or_else(|| "another image".to_string()),
+                    wanted: stitched.digest,
+                    message,
+                });
+            }
+            return Err(StitchError::Registry {
+                context: format!("writing index {} to tag {target}", stitched.digest),
+                source,
+            });
+        }
+        wrote = true;
+    }
+    warn!(%target, "target did not settle");
+    Err(StitchError::NotConverged {
+        target,
+        location: repo.location(),
+        rounds: MAX_ROUNDS,
+    })
+}
+
+fn count_entries(manifest: &Manifest) -> usize {
+    serde_json::from_slice::<serde_json::Value>(&manifest.bytes)
+        .ok()
+        .and_then(|v| v["manifests"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+/// Recognises a registry's refusal to move an immutable tag: ECR answers a manifest PUT
+/// with `TAG_INVALID` "... already exists ... cannot be overwritten because the
+/// repository is immutable" (PutImage: `ImageTagAlreadyExistsException`); others use
+/// `TAG_IMMUTABLE` or `MANIFEST_IMMUTABLE`. Retrying cannot help, so it is not retried.
+pub fn immutable_refusal(error: &RegistryError) -> Option<String> {
+    let text = error.to_string();
+    let code_says = matches!(
+        error,
+        RegistryError::Http { code: Some(code), .. }
+            if code == "TAG_IMMUTABLE" || code == "MANIFEST_IMMUTABLE"
+    );
+    let lower = text.to_ascii_lowercase();
+    (code_says
+        || text.contains("ImageTagAlreadyExists")
+        || (lower.contains("immutable") && lower.contains("already exists")))
+    .then_some(text)
+}
+
+#[cfg(test)]
+mod tests;
