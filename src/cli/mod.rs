@@ -1,5 +1,7 @@
 //! The `afterpush` command line: one file per verb, all parsed by clap from [`Cli`].
 
+pub mod cleanup;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -15,10 +17,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// BuildKit cache cleanup for ECR repositories and S3 caches (dry run: `plan`).
+    Cleanup(cleanup::CleanupArgs),
+}
 
 /// Parses the command line, runs the verb, prints errors with their causes.
-#[allow(unreachable_code, unused_variables)] // until the first verb lands
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,5 +39,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Cleanup(args) => cleanup::run(args).await,
+    }
 }
