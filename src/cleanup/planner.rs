@@ -99,10 +99,13 @@ fn group_of<'a>(rule: &'a Rule, image: &ImageRecord) -> &'a str {
 fn selects(rule: &Rule, image: &ImageRecord) -> bool {
     let s = &rule.select;
     // A referrer (signature, SOCI v1 index, attestation with a subject) is always
-    // untagged: only a rule naming its kind may decide it, otherwise `untagged: true`
+    // untagged: only an expire rule naming its kind may expire it, otherwise `untagged: true`
     // rules would strip the signatures and SOCI indexes of every kept image. Unselected,
     // it follows its subject.
-    if image.subject.is_some() && !s.kinds.contains(&image.kind) {
+    if rule.action == RuleAction::Expire
+        && image.subject.is_some()
+        && !s.kinds.contains(&image.kind)
+    {
         return false;
     }
     (s.kinds.is_empty() || s.kinds.contains(&image.kind))
