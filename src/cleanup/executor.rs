@@ -75,22 +75,18 @@ pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> Repos
             calls += 1;
             match catalog.delete_images(&plan.repository, &digests).await {
                 Ok(outcome) => {
-                    let gone: HashSet<&Sha256Digest> = outcome.deleted.iter().collect();
+                    // BatchDeleteImage: every id not listed in `failures` was deleted.
+                    // (moto omits untagged images from `imageIds`; real ECR lists them.)
+                    let failed_here: HashSet<&Sha256Digest> =
+                        outcome.failed.iter().map(|f| &f.digest).collect();
                     for d in batch {
-                        if gone.contains(&d.digest) {
-                            bytes += d.size_bytes;
-                        } else {
+                        if failed_here.contains(&d.digest) {
                             not_deleted.insert(d.digest.clone());
-                            if !outcome.failed.iter().any(|f| f.digest == d.digest) {
-                                failed.push(DeleteFailure {
-                                    digest: d.digest.clone(),
-                                    code: "NotReported".into(),
-                                    message: "BatchDeleteImage reported neither deletion nor failure".into(),
-                                });
-                            }
+                        } else {
+                            bytes += d.size_bytes;
+                            deleted.push(d.digest.clone());
                         }
                     }
-                    deleted.extend(outcome.deleted);
                     failed.extend(outcome.failed);
                 }
                 Err(e) => {
