@@ -4,6 +4,7 @@ pub mod soci;
 pub mod copy;
 pub mod demo;
 pub mod stitch;
+pub mod cleanup;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Stitch per-arch tags (`1.2.3-amd64`, `1.2.3-arm64`) into one multi-arch tag.
     Stitch(stitch::StitchArgs),
+    /// BuildKit cache cleanup for ECR repositories and S3 caches (dry run: `plan`).
+    Cleanup(cleanup::CleanupArgs),
 }
 
 /// Parses the command line, runs the verb, prints errors with their causes.
@@ -59,5 +62,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Copy(args) => copy::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Stitch(args) => stitch::run(args).await,
+        Command::Cleanup(args) => cleanup::run(args).await,
     }
 }
