@@ -6,6 +6,7 @@
 //! [`s3cache`] lists and deletes the objects of an S3 BuildKit cache.
 
 pub mod ecr;
+pub mod layout;
 pub mod s3cache;
 
 use crate::oci::{ArtifactKind, Sha256Digest};

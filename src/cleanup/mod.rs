@@ -382,7 +382,7 @@ pub struct JanitorSettings {
 }
 
 impl JanitorSettings {
-    /// From `POLICY` (inline YAML/JSON) or `POLICY_FILE`, `DRY_RUN`, `REPORT_BUCKET`,
+    /// From `CLEANUP_POLICY` (inline YAML/JSON) or `CLEANUP_POLICY_FILE`, `DRY_RUN`, `REPORT_BUCKET`,
     /// `REPORT_PREFIX`.
     pub fn from_env() -> Result<Self, JanitorError> {
         Self::from_lookup(|k| std::env::var(k).ok())
@@ -390,27 +390,27 @@ impl JanitorSettings {
 
     /// As [`Self::from_env`], reading variables through `get` (testable).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, JanitorError> {
-        let policy = match (get("POLICY"), get("POLICY_FILE")) {
+        let policy = match (get("CLEANUP_POLICY"), get("CLEANUP_POLICY_FILE")) {
             (Some(text), None) => Policy::parse(&text).map_err(|e| JanitorError::Settings {
-                var: "POLICY",
+                var: "CLEANUP_POLICY",
                 message: e.to_string(),
             })?,
             (None, Some(path)) => {
                 Policy::load(std::path::Path::new(&path)).map_err(|e| JanitorError::Settings {
-                    var: "POLICY_FILE",
+                    var: "CLEANUP_POLICY_FILE",
                     message: e.to_string(),
                 })?
             }
             (Some(_), Some(_)) => {
                 return Err(JanitorError::Settings {
-                    var: "POLICY",
-                    message: "set POLICY or POLICY_FILE, not both".into(),
+                    var: "CLEANUP_POLICY",
+                    message: "set CLEANUP_POLICY or CLEANUP_POLICY_FILE, not both".into(),
                 })
             }
             (None, None) => {
                 return Err(JanitorError::Settings {
-                    var: "POLICY",
-                    message: "neither POLICY nor POLICY_FILE is set".into(),
+                    var: "CLEANUP_POLICY",
+                    message: "neither CLEANUP_POLICY nor CLEANUP_POLICY_FILE is set".into(),
                 })
             }
         };

@@ -1,6 +1,7 @@
 //! The `afterpush` command line: one file per verb, all parsed by clap from [`Cli`].
 
 pub mod cleanup;
+pub mod invoke;
 pub mod copy;
 pub mod demo;
 pub mod soci;
@@ -37,6 +38,8 @@ pub enum Command {
     Stitch(stitch::StitchArgs),
     /// BuildKit cache cleanup for ECR repositories and S3 caches (dry run: `plan`).
     Cleanup(cleanup::CleanupArgs),
+    /// Run a Lambda function's handler in-process on an event file.
+    Invoke(invoke::InvokeArgs),
 }
 
 /// Parses the command line, runs the verb, prints errors with their causes.
@@ -63,5 +66,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Stitch(args) => stitch::run(args).await,
         Command::Cleanup(args) => cleanup::run(args).await,
+        Command::Invoke(args) => invoke::run(args).await,
     }
 }

@@ -201,6 +201,16 @@ impl LayoutRepository {
         Ok(index)
     }
 
+    /// The `index.json` entries as (digest, tag) pairs, in file order: the roots of the
+    /// layout (the cleanup catalog lists images from them).
+    pub fn index_entries(&self) -> Result<Vec<(Sha256Digest, Option<String>)>> {
+        Ok(self
+            .entries()?
+            .iter()
+            .filter_map(|e| Some((entry_digest(e)?, entry_tag(e).map(str::to_string))))
+            .collect())
+    }
+
     fn entries(&self) -> Result<Vec<Value>> {
         Ok(self.read_index()?["manifests"]
             .as_array()

@@ -1,0 +1,50 @@
+//! `afterpush invoke FUNCTION --event FILE`: runs a Lambda handler in-process on an
+//! event file (the same events `sam local invoke -e` takes), against whatever registry
+//! and AWS endpoints the environment points to, or an OCI layout with `--layout`.
+
+use crate::functions::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FunctionName {
+    SociIndexer,
+    ManifestStitcher,
+    CacheJanitor,
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// Which function's handler to run.
+    #[arg(value_enum)]
+    pub function: FunctionName,
+    /// The event JSON (e.g. infra/events/push-image-tag.json).
+    #[arg(long, short)]
+    pub event: PathBuf,
+    /// Use this OCI image layout for every repository the event names, instead of a
+    /// registry (same as AFTERPUSH_LAYOUT).
+    #[arg(long)]
+    pub layout: Option<PathBuf>,
+}
+
+pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
+    let payload: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.event).with_context(|| format!("reading {}", args.event.display()))?)
+        .with_context(|| format!("{} is not JSON", args.event.display()))?;
+    let repositories = match args.layout {
+        Some(dir) => Repositories::Layout(dir),
+        None => Repositories::from_env()?,
+    };
+    let result = match args.function {
+        FunctionName::SociIndexer => SociIndexer::with_repositories(repositories).await?.handle(payload).await,
+        FunctionName::ManifestStitcher => ManifestStitcher::with_repositories(repositories)?.handle(payload).await,
+        FunctionName::CacheJanitor => CacheJanitor::with_repositories(repositories).await?.handle(payload).await,
+    };
+    match result {
+        Ok(outcome) => {
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("{} ({})", e, e.error_type())),
+    }
+}
