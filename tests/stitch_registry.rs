@@ -656,7 +656,11 @@ impl Repository for GatedFirstPut {
     async fn get_manifest(&self, r: &str) -> afterpush::registry::Result<Manifest> {
         self.inner.get_manifest(r).await
     }
-    async fn put_manifest(&self, m: &Manifest, tag: Option<&str>) -> afterpush::registry::Result<()> {
+    async fn put_manifest(
+        &self,
+        m: &Manifest,
+        tag: Option<&str>,
+    ) -> afterpush::registry::Result<()> {
         if let Some(tx) = self.at_put.lock().await.take() {
             tx.send(()).unwrap();
             let rx = self.release.lock().await.take().unwrap();
@@ -670,16 +674,29 @@ impl Repository for GatedFirstPut {
     async fn blob_size(&self, d: &Sha256Digest) -> afterpush::registry::Result<Option<u64>> {
         self.inner.blob_size(d).await
     }
-    async fn get_blob(&self, d: &Sha256Digest, r: Option<std::ops::Range<u64>>) -> afterpush::registry::Result<afterpush::registry::BlobStream> {
+    async fn get_blob(
+        &self,
+        d: &Sha256Digest,
+        r: Option<std::ops::Range<u64>>,
+    ) -> afterpush::registry::Result<afterpush::registry::BlobStream> {
         self.inner.get_blob(d, r).await
     }
-    async fn push_blob(&self, d: &Sha256Digest, s: u64, data: afterpush::registry::BlobStream) -> afterpush::registry::Result<()> {
+    async fn push_blob(
+        &self,
+        d: &Sha256Digest,
+        s: u64,
+        data: afterpush::registry::BlobStream,
+    ) -> afterpush::registry::Result<()> {
         self.inner.push_blob(d, s, data).await
     }
     async fn list_tags(&self) -> afterpush::registry::Result<Vec<String>> {
         self.inner.list_tags().await
     }
-    async fn referrers(&self, d: &Sha256Digest, a: Option<&str>) -> afterpush::registry::Result<Vec<afterpush::oci::DescriptorSummary>> {
+    async fn referrers(
+        &self,
+        d: &Sha256Digest,
+        a: Option<&str>,
+    ) -> afterpush::registry::Result<Vec<afterpush::oci::DescriptorSummary>> {
         self.inner.referrers(d, a).await
     }
 }
@@ -689,7 +706,14 @@ async fn a_writer_that_read_before_another_arch_arrived_does_not_win() {
     let reg = TestRegistry::start();
     let direct = connect(&reg, "race");
     let partial = Arc::new(settings(&[("STITCH_MODE", "partial")]));
-    push_arch(&direct, ManifestFormat::Oci, 16, "linux/amd64", "16.0-amd64").await;
+    push_arch(
+        &direct,
+        ManifestFormat::Oci,
+        16,
+        "linux/amd64",
+        "16.0-amd64",
+    )
+    .await;
 
     let (at_put_tx, at_put_rx) = tokio::sync::oneshot::channel();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel();
@@ -705,14 +729,28 @@ async fn a_writer_that_read_before_another_arch_arrived_does_not_win() {
     };
     at_put_rx.await.unwrap();
     // B: arm64 arrives and its event is handled completely while A waits.
-    let arm = push_arch(&direct, ManifestFormat::Oci, 16, "linux/arm64", "16.0-arm64").await;
+    let arm = push_arch(
+        &direct,
+        ManifestFormat::Oci,
+        16,
+        "linux/arm64",
+        "16.0-arm64",
+    )
+    .await;
     let b = handle_push(&direct, "16.0-arm64", &partial).await.unwrap();
     assert_eq!(b.index().unwrap().platforms, ["linux/amd64", "linux/arm64"]);
     // A's stale write lands after B's; A must notice and put the full index back.
     release_tx.send(()).unwrap();
     let a = a.await.unwrap().unwrap();
-    assert_eq!(a.index().unwrap().platforms, ["linux/amd64", "linux/arm64"], "{a:?}");
+    assert_eq!(
+        a.index().unwrap().platforms,
+        ["linux/amd64", "linux/arm64"],
+        "{a:?}"
+    );
     let stored = direct.get_manifest("16.0").await.unwrap();
     assert_eq!(stored.digest, b.index().unwrap().digest);
-    assert!(entry_digests(&serde_json::from_slice(&stored.bytes).unwrap()).contains(&arm.manifest.digest.to_string()));
+    assert!(
+        entry_digests(&serde_json::from_slice(&stored.bytes).unwrap())
+            .contains(&arm.manifest.digest.to_string())
+    );
 }

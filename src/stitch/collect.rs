@@ -19,7 +19,10 @@ pub struct Collected {
 }
 
 fn registry_error(context: String) -> impl FnOnce(RegistryError) -> StitchError {
-    move |source| StitchError::Registry { context, source }
+    move |source| StitchError::Registry {
+        context,
+        source: Box::new(source),
+    }
 }
 
 /// Collects the children of `base_tag` (see the module docs).

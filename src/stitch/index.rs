@@ -292,7 +292,7 @@ mod tests {
         let att = attestation(&amd, 1);
         let m = build_index(
             &order_children(&required(), vec![win.clone(), v7.clone(), amd.clone()]).unwrap(),
-            &[att.clone()],
+            std::slice::from_ref(&att),
         );
         assert_eq!(
             m.media_type,

@@ -29,7 +29,7 @@ pub enum StitchError {
     Registry {
         context: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("{name}={template:?} is not a valid template: {reason}")]
     InvalidTemplate {
@@ -82,7 +82,7 @@ pub enum StitchError {
         target: String,
         location: String,
         existing: String,
-        wanted: Sha256Digest,
+        wanted: String,
         message: String,
     },
     #[error("target tag {target} in {location} holds image manifest {existing}, which is none of the per-arch images; refusing to replace a single image with an index")]
@@ -405,7 +405,7 @@ pub async fn stitch(
             Err(source) => {
                 return Err(StitchError::Registry {
                     context: format!("reading target tag {target}"),
-                    source,
+                    source: Box::new(source),
                 })
             }
         };
@@ -452,13 +452,13 @@ pub async fn stitch(
                     existing: current
                         .map(|c| c.digest.to_string())
                         .unwrap_or_else(|| "another image".to_string()),
-                    wanted: stitched.digest,
+                    wanted: stitched.digest.to_string(),
                     message,
                 });
             }
             return Err(StitchError::Registry {
                 context: format!("writing index {} to tag {target}", stitched.digest),
-                source,
+                source: Box::new(source),
             });
         }
         wrote = true;
