@@ -15,6 +15,7 @@ pub mod events;
 pub mod oci;
 pub mod registry;
 pub mod sample;
+pub mod settings;
 pub mod soci;
 pub mod stitch;
 pub mod ztoc;

@@ -154,7 +154,13 @@ async fn gnu_tar_reads_sample_layers_with_symlink_xattr_and_subsecond_mtimes() {
             .any(|l| l.contains("2023-11-14") && l.contains('.')),
         "{listing}"
     );
-    // The xattr survives extraction by GNU tar's parser (listed with -v --xattrs as '*').
+    // GNU tar marks entries carrying xattrs with '*' after the mode.
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rw-r--r--*") && l.ends_with("etc/afterpush-sample")),
+        "{listing}"
+    );
     let config: serde_json::Value =
         serde_json::from_slice(&read_blob(&repo, &img.config.digest).await.unwrap()).unwrap();
     assert_eq!(config["architecture"], "arm");
@@ -538,4 +544,47 @@ async fn cache_manifest_and_uncompressed_layers() {
         .kind(None);
     assert_eq!(kind, afterpush::oci::ArtifactKind::BuildkitCache);
     assert_eq!(m.digest, cache.manifest.digest);
+}
+
+#[tokio::test]
+async fn a_bad_blob_push_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = LayoutRepository::open_or_create(dir.path().join("l")).unwrap();
+    let claimed = Sha256Digest::of(b"what was announced");
+    let data = bytes::Bytes::from_static(b"something else entirely");
+    let stream: afterpush::registry::BlobStream = Box::pin(futures::stream::iter(vec![
+        Ok(data.slice(..10)),
+        Ok(data.slice(10..)),
+    ]));
+    let err = repo
+        .push_blob(&claimed, data.len() as u64, stream)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&claimed.to_string()), "{err}");
+    // Wrong size, and a stream that fails midway.
+    let stream: afterpush::registry::BlobStream =
+        Box::pin(futures::stream::iter(vec![Ok(data.clone())]));
+    assert!(repo
+        .push_blob(&Sha256Digest::of(&data), 3, stream)
+        .await
+        .is_err());
+    let stream: afterpush::registry::BlobStream = Box::pin(futures::stream::iter(vec![
+        Ok(data.slice(..5)),
+        Err(RegistryError::Invalid {
+            location: "test".into(),
+            message: "connection dropped".into(),
+        }),
+    ]));
+    let err = repo
+        .push_blob(&Sha256Digest::of(&data), data.len() as u64, stream)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("connection dropped"), "{err}");
+    let blobs: Vec<_> = std::fs::read_dir(repo.root().join("blobs/sha256"))
+        .unwrap()
+        .collect();
+    assert!(blobs.is_empty(), "left behind: {blobs:?}");
+    assert_eq!(repo.blob_size(&claimed).await.unwrap(), None);
 }

@@ -1,1 +1,106 @@
-//! See the module docs in ARCHITECTURE.md; filled in by its issue.
+//! What cleanup needs to know about a registry's images, and the one thing it does to
+//! them: delete by digest in batches.
+//!
+//! [`Catalog`] is the port the cleanup planner and executor work against; [`ecr`] is the
+//! production adapter (DescribeImages + BatchGetImage + BatchDeleteImage) and
+//! [`s3cache`] lists and deletes the objects of an S3 BuildKit cache.
+
+pub mod ecr;
+pub mod s3cache;
+
+use crate::oci::{ArtifactKind, Sha256Digest};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// ECR accepts at most 100 image ids per BatchDeleteImage / BatchGetImage call.
+pub const DELETE_BATCH: usize = 100;
+
+/// One image (manifest) of a repository, with what cleanup decides on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub digest: Sha256Digest,
+    pub tags: Vec<String>,
+    pub pushed_at: DateTime<Utc>,
+    /// ECR's `lastRecordedPullTime` (approximate, refreshed about daily).
+    pub last_pulled_at: Option<DateTime<Utc>>,
+    pub manifest_media_type: String,
+    /// The config media type / OCI `artifactType`, when known.
+    pub artifact_media_type: Option<String>,
+    pub kind: ArtifactKind,
+    /// The manifest this one refers to (OCI 1.1 `subject`, or the `sha256-<hex>.sig`
+    /// tag scheme of cosign).
+    pub subject: Option<Sha256Digest>,
+    /// Manifests an index lists (platform images, attestations, SOCI v2 indexes).
+    pub children: Vec<Sha256Digest>,
+    /// SOCI v2: the SOCI index an image manifest is bound to by its
+    /// `com.amazon.soci.index-digest` annotation.
+    pub soci_index: Option<Sha256Digest>,
+    /// `imageSizeInBytes` as ECR reports it.
+    pub size_bytes: u64,
+}
+
+impl ImageRecord {
+    /// Every manifest this one needs to stay usable: its children and its SOCI index.
+    pub fn references(&self) -> impl Iterator<Item = &Sha256Digest> {
+        self.children.iter().chain(self.soci_index.iter())
+    }
+}
+
+/// The outcome of deleting one batch: what went, and what did not with the reason the
+/// registry gave (never fatal to a run).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteOutcome {
+    pub deleted: Vec<Sha256Digest>,
+    pub failed: Vec<DeleteFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteFailure {
+    pub digest: Sha256Digest,
+    pub code: String,
+    pub message: String,
+}
+
+/// Errors of a catalog call as a whole (per-image failures are in [`DeleteOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{operation} on repository {repository:?} failed: {message}")]
+    Api {
+        operation: &'static str,
+        repository: String,
+        message: String,
+    },
+    #[error("repository {repository:?}: image {digest}: {message}")]
+    BadImage {
+        repository: String,
+        digest: String,
+        message: String,
+    },
+    #[error("{operation} on {uri} failed: {message}")]
+    S3 {
+        operation: &'static str,
+        uri: String,
+        message: String,
+    },
+    #[error("S3 cache {uri}: object {key}: {message}")]
+    BadCacheObject {
+        uri: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The images of a registry, as cleanup sees them.
+#[async_trait::async_trait]
+pub trait Catalog: Send + Sync {
+    /// Names of every repository (for the policy's repository selectors).
+    async fn list_repositories(&self) -> Result<Vec<String>, CatalogError>;
+    /// Every image of `repository`, with children, subjects and kinds resolved.
+    async fn list_images(&self, repository: &str) -> Result<Vec<ImageRecord>, CatalogError>;
+    /// Deletes up to [`DELETE_BATCH`] images by digest.
+    async fn delete_images(
+        &self,
+        repository: &str,
+        digests: &[Sha256Digest],
+    ) -> Result<DeleteOutcome, CatalogError>;
+}

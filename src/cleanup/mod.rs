@@ -1,1 +1,485 @@
-//! See the module docs in ARCHITECTURE.md; filled in by its issue.
+//! The cache janitor: a [`policy`], a pure [`planner`], an [`executor`] over a
+//! [`Catalog`], the S3 cache collector [`s3gc`], and the two entry points the Lambda
+//! and the CLI share: [`on_push`] (prune what a cache push superseded) and [`sweep`]
+//! (every selected repository, every rule, every S3 cache). Both return a [`Report`].
+
+pub mod executor;
+pub mod planner;
+pub mod policy;
+pub mod s3gc;
+
+use crate::catalog::s3cache::{S3Cache, S3CacheUri};
+use crate::catalog::{Catalog, CatalogError};
+use crate::events::EcrImageAction;
+use crate::oci::{media, ArtifactKind};
+use chrono::{DateTime, Utc};
+use executor::RepositoryReport;
+use planner::{plan_with_limit, Snapshot};
+use policy::{Pattern, Policy, Rule, RuleAction, S3CachePolicy, Select, When};
+use s3gc::S3CacheReport;
+use serde::Serialize;
+
+/// Errors of a janitor run as a whole (per-image failures are in the [`Report`]).
+#[derive(Debug, thiserror::Error)]
+pub enum JanitorError {
+    #[error("setting {var}: {message}")]
+    Settings { var: &'static str, message: String },
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("writing the report to s3://{bucket}/{key}: {message}")]
+    Report {
+        bucket: String,
+        key: String,
+        message: String,
+    },
+    #[error("event is neither an ECR Image Action nor a scheduled event: {0}")]
+    UnknownEvent(String),
+}
+
+/// One run: what was planned, deleted, kept, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: String,
+    /// `sweep`, or `push REPO:TAG`.
+    pub trigger: String,
+    pub dry_run: bool,
+    pub now: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Why nothing was done, when nothing was to be done (an event that is not a cache push).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+    pub repositories: Vec<RepositoryReport>,
+    pub s3_caches: Vec<S3CacheReport>,
+    /// Repositories or caches that could not be listed: the run goes on without them.
+    pub errors: Vec<String>,
+    pub planned_deletions: usize,
+    pub deleted: usize,
+    pub failed: usize,
+    pub bytes_reclaimed: u64,
+    pub stopped_by_max_deletions: bool,
+}
+
+impl Report {
+    fn new(trigger: String, dry_run: bool, now: DateTime<Utc>) -> Self {
+        let started_at = Utc::now();
+        Report {
+            run_id: format!(
+                "{}-{:08x}",
+                started_at.format("%Y%m%dT%H%M%SZ"),
+                rand::random::<u32>()
+            ),
+            trigger,
+            dry_run,
+            now,
+            started_at,
+            finished_at: started_at,
+            ignored: None,
+            repositories: Vec::new(),
+            s3_caches: Vec::new(),
+            errors: Vec::new(),
+            planned_deletions: 0,
+            deleted: 0,
+            failed: 0,
+            bytes_reclaimed: 0,
+            stopped_by_max_deletions: false,
+        }
+    }
+
+    fn finish(mut self) -> Self {
+        self.finished_at = Utc::now();
+        self.planned_deletions = self.repositories.iter().map(|r| r.planned.len()).sum::<usize>()
+            + self
+                .s3_caches
+                .iter()
+                .map(|c| c.plan.expired_manifests.len() + c.plan.dead_blobs.len())
+                .sum::<usize>();
+        self.deleted = self.repositories.iter().map(|r| r.deleted.len()).sum::<usize>()
+            + self.s3_caches.iter().map(|c| c.deleted.len()).sum::<usize>();
+        self.failed = self.repositories.iter().map(|r| r.failed.len()).sum::<usize>()
+            + self.s3_caches.iter().map(|c| c.failed.len()).sum::<usize>();
+        self.bytes_reclaimed = self.repositories.iter().map(|r| r.bytes_reclaimed).sum::<u64>()
+            + self
+                .s3_caches
+                .iter()
+                .filter(|c| c.dry_run || c.failed.is_empty())
+                .map(|c| c.plan.bytes_reclaimed)
+                .sum::<u64>();
+        self.stopped_by_max_deletions = self.repositories.iter().any(|r| r.stopped_by_max_deletions);
+        self
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serialises")
+    }
+}
+
+/// How a run is carried out.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Deletes nothing when true (the default everywhere).
+    pub dry_run: bool,
+    /// The time the plan is made for (`--as-of`): ages are measured to it.
+    pub now: DateTime<Utc>,
+    /// Only these repositories (each must still match the policy); empty: all selected.
+    pub repositories: Vec<String>,
+    /// Only these S3 caches; empty: the policy's.
+    pub s3_caches: Vec<S3CacheUri>,
+}
+
+impl RunOptions {
+    pub fn dry_run_now() -> Self {
+        RunOptions {
+            dry_run: true,
+            now: Utc::now(),
+            repositories: Vec::new(),
+            s3_caches: Vec::new(),
+        }
+    }
+}
+
+/// Plans one repository and carries the plan out; `budget` is the deletions left.
+async fn run_repository(
+    catalog: &dyn Catalog,
+    policy: &Policy,
+    repository: &str,
+    options: &RunOptions,
+    budget: &mut Option<usize>,
+    report: &mut Report,
+) {
+    let images = match catalog.list_images(repository).await {
+        Ok(images) => images,
+        Err(e) => {
+            tracing::error!(repository, error = %e, "cannot list images; skipping repository");
+            report.errors.push(e.to_string());
+            return;
+        }
+    };
+    let snapshot = Snapshot {
+        repository: repository.to_string(),
+        images,
+    };
+    let plan = plan_with_limit(&snapshot, policy, options.now, *budget);
+    if let Some(left) = budget.as_mut() {
+        *left -= plan.deletions;
+    }
+    tracing::info!(
+        repository,
+        images = snapshot.images.len(),
+        deletions = plan.deletions,
+        bytes = plan.bytes_reclaimed,
+        dry_run = options.dry_run,
+        "planned"
+    );
+    report
+        .repositories
+        .push(executor::execute(catalog, &plan, options.dry_run).await);
+}
+
+/// The scheduled sweep: every repository the policy selects (or `options.repositories`),
+/// every rule, one shared `max_deletions` budget; then every S3 cache.
+pub async fn sweep(
+    catalog: &dyn Catalog,
+    s3: Option<&aws_sdk_s3::Client>,
+    policy: &Policy,
+    options: &RunOptions,
+) -> Result<Report, JanitorError> {
+    let mut report = Report::new("sweep".into(), options.dry_run, options.now);
+    let repositories: Vec<String> = if options.repositories.is_empty() {
+        let mut all = catalog.list_repositories().await?;
+        all.retain(|r| policy.selects_repository(r));
+        all.sort();
+        all
+    } else {
+        for r in &options.repositories {
+            if !policy.selects_repository(r) {
+                return Err(JanitorError::Settings {
+                    var: "repository",
+                    message: format!("{r:?} is not selected by the policy's repositories"),
+                });
+            }
+        }
+        options.repositories.clone()
+    };
+    let mut budget = policy.max_deletions;
+    for repository in &repositories {
+        if budget == Some(0) {
+            report.repositories.push(RepositoryReport {
+                repository: repository.clone(),
+                images: 0,
+                dry_run: options.dry_run,
+                planned: Vec::new(),
+                deleted: Vec::new(),
+                failed: Vec::new(),
+                kept: 0,
+                bytes_reclaimed: 0,
+                stopped_by_max_deletions: true,
+                delete_calls: 0,
+            });
+            continue;
+        }
+        run_repository(catalog, policy, repository, options, &mut budget, &mut report).await;
+    }
+    let caches: Vec<S3CachePolicy> = if options.s3_caches.is_empty() {
+        policy.s3_caches.clone()
+    } else {
+        options
+            .s3_caches
+            .iter()
+            .map(|uri| {
+                policy
+                    .s3_caches
+                    .iter()
+                    .find(|c| &c.uri == uri)
+                    .cloned()
+                    // A cache the policy does not name: no manifest expires, only blobs
+                    // no manifest references are collected.
+                    .unwrap_or_else(|| S3CachePolicy {
+                        uri: uri.clone(),
+                        keep: Vec::new(),
+                        expire_unused_for: None,
+                        blob_grace: policy::DEFAULT_BLOB_GRACE,
+                    })
+            })
+            .collect()
+    };
+    if !caches.is_empty() {
+        match s3 {
+            None => report
+                .errors
+                .push("S3 caches configured but no S3 client given".into()),
+            Some(client) => {
+                for c in caches {
+                    let cache = S3Cache::new(client.clone(), c.uri.clone());
+                    match s3gc::collect(&cache, &c, options.now, options.dry_run).await {
+                        Ok(r) => report.s3_caches.push(r),
+                        Err(e) => {
+                            tracing::error!(cache = %c.uri, error = %e, "S3 cache GC failed");
+                            report.errors.push(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(report.finish())
+}
+
+/// The policy used on a cache push: the policy's `keep` rules, then "untagged BuildKit
+/// cache manifests expire" — what the push superseded — with the same grace period.
+pub fn on_push_policy(policy: &Policy) -> Policy {
+    let mut rules: Vec<Rule> = policy
+        .rules
+        .iter()
+        .filter(|r| r.action == RuleAction::Keep)
+        .cloned()
+        .collect();
+    rules.push(Rule {
+        name: "superseded-by-push".into(),
+        select: Select {
+            kinds: vec![ArtifactKind::BuildkitCache],
+            tags: Vec::<Pattern>::new(),
+            exclude_tags: Vec::new(),
+            tagged: Some(false),
+        },
+        action: RuleAction::Expire,
+        when: When::default(),
+    });
+    Policy {
+        rules,
+        s3_caches: Vec::new(),
+        ..policy.clone()
+    }
+}
+
+/// On a push of a cache tag: deletes the untagged cache manifests of that repository
+/// (the ones earlier exports left behind), subject to the grace period and the policy's
+/// keep rules. Any other event is reported as ignored.
+pub async fn on_push(
+    catalog: &dyn Catalog,
+    policy: &Policy,
+    event: &EcrImageAction,
+    options: &RunOptions,
+) -> Result<Report, JanitorError> {
+    let tag = event.image_tag.clone().unwrap_or_default();
+    let mut report = Report::new(
+        format!("push {}:{tag}", event.repository_name),
+        options.dry_run,
+        options.now,
+    );
+    let is_cache_type = event.artifact_media_type.as_deref() == Some(media::BUILDKIT_CACHE_CONFIG);
+    let ignored = if event.action_type != "PUSH" || event.result != "SUCCESS" {
+        Some(format!("{} {} event", event.result, event.action_type))
+    } else if !policy.selects_repository(&event.repository_name) {
+        Some("repository not selected by the policy".into())
+    } else if tag.is_empty() {
+        Some("untagged push".into())
+    } else if !(is_cache_type || policy.is_cache_tag(&tag)) {
+        Some("not a BuildKit cache push".into())
+    } else {
+        None
+    };
+    if let Some(why) = ignored {
+        report.ignored = Some(why);
+        return Ok(report.finish());
+    }
+    let push_policy = on_push_policy(policy);
+    let mut budget = policy.max_deletions;
+    run_repository(
+        catalog,
+        &push_policy,
+        &event.repository_name,
+        options,
+        &mut budget,
+        &mut report,
+    )
+    .await;
+    Ok(report.finish())
+}
+
+/// What the Lambda reads from its environment.
+#[derive(Debug, Clone)]
+pub struct JanitorSettings {
+    pub policy: Policy,
+    /// `DRY_RUN`, true unless set to false/0/no.
+    pub dry_run: bool,
+    /// `REPORT_BUCKET`: a JSON report object per run goes there.
+    pub report_bucket: Option<String>,
+    /// `REPORT_PREFIX`, default `cache-janitor/`.
+    pub report_prefix: String,
+}
+
+impl JanitorSettings {
+    /// From `POLICY` (inline YAML/JSON) or `POLICY_FILE`, `DRY_RUN`, `REPORT_BUCKET`,
+    /// `REPORT_PREFIX`.
+    pub fn from_env() -> Result<Self, JanitorError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// As [`Self::from_env`], reading variables through `get` (testable).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, JanitorError> {
+        let policy = match (get("POLICY"), get("POLICY_FILE")) {
+            (Some(text), None) => Policy::parse(&text).map_err(|e| JanitorError::Settings {
+                var: "POLICY",
+                message: e.to_string(),
+            })?,
+            (None, Some(path)) => {
+                Policy::load(std::path::Path::new(&path)).map_err(|e| JanitorError::Settings {
+                    var: "POLICY_FILE",
+                    message: e.to_string(),
+                })?
+            }
+            (Some(_), Some(_)) => {
+                return Err(JanitorError::Settings {
+                    var: "POLICY",
+                    message: "set POLICY or POLICY_FILE, not both".into(),
+                })
+            }
+            (None, None) => {
+                return Err(JanitorError::Settings {
+                    var: "POLICY",
+                    message: "neither POLICY nor POLICY_FILE is set".into(),
+                })
+            }
+        };
+        let dry_run = match get("DRY_RUN").map(|v| v.trim().to_ascii_lowercase()) {
+            None => true,
+            Some(v) if v.is_empty() || ["true", "1", "yes"].contains(&v.as_str()) => true,
+            Some(v) if ["false", "0", "no"].contains(&v.as_str()) => false,
+            Some(v) => {
+                return Err(JanitorError::Settings {
+                    var: "DRY_RUN",
+                    message: format!("{v:?} is not true or false"),
+                })
+            }
+        };
+        Ok(JanitorSettings {
+            policy,
+            dry_run,
+            report_bucket: get("REPORT_BUCKET").filter(|b| !b.is_empty()),
+            report_prefix: get("REPORT_PREFIX").unwrap_or_else(|| "cache-janitor/".into()),
+        })
+    }
+}
+
+/// What triggers the janitor.
+#[derive(Debug, Clone)]
+pub enum JanitorEvent {
+    /// An `ECR Image Action` (push) event's detail.
+    Push(EcrImageAction),
+    /// The EventBridge schedule (or a manual run).
+    Scheduled,
+}
+
+impl JanitorEvent {
+    /// Reads an EventBridge event: `ECR Image Action` → push, `Scheduled Event` → sweep.
+    pub fn from_json(event: &serde_json::Value) -> Result<Self, JanitorError> {
+        match event.get("detail-type").and_then(|v| v.as_str()) {
+            Some(crate::events::ECR_IMAGE_ACTION) => {
+                let detail = event.get("detail").cloned().unwrap_or_default();
+                serde_json::from_value(detail)
+                    .map(JanitorEvent::Push)
+                    .map_err(|e| JanitorError::UnknownEvent(format!("bad ECR detail: {e}")))
+            }
+            Some("Scheduled Event") => Ok(JanitorEvent::Scheduled),
+            other => Err(JanitorError::UnknownEvent(format!(
+                "detail-type {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The Lambda's handler body: runs the event, logs the report as JSON, and stores it
+/// in `REPORT_BUCKET` when set.
+pub async fn handle(
+    catalog: &dyn Catalog,
+    s3: Option<&aws_sdk_s3::Client>,
+    settings: &JanitorSettings,
+    event: JanitorEvent,
+) -> Result<Report, JanitorError> {
+    let options = RunOptions {
+        dry_run: settings.dry_run,
+        ..RunOptions::dry_run_now()
+    };
+    let report = match &event {
+        JanitorEvent::Push(detail) => on_push(catalog, &settings.policy, detail, &options).await?,
+        JanitorEvent::Scheduled => sweep(catalog, s3, &settings.policy, &options).await?,
+    };
+    let json = serde_json::to_string(&report).expect("a report always serialises");
+    tracing::info!(report = %json, "cache-janitor report");
+    if let (Some(bucket), Some(client)) = (&settings.report_bucket, s3) {
+        put_report(client, bucket, &settings.report_prefix, &report).await?;
+    }
+    Ok(report)
+}
+
+/// Stores `report` at `s3://bucket/<prefix><YYYY-MM-DD>/<run id>.json`; returns the key.
+pub async fn put_report(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    report: &Report,
+) -> Result<String, JanitorError> {
+    let key = format!(
+        "{prefix}{}/{}.json",
+        report.started_at.format("%Y-%m-%d"),
+        report.run_id
+    );
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(&key)
+        .content_type("application/json")
+        .body(report.to_json().into_bytes().into())
+        .send()
+        .await
+        .map_err(|e| JanitorError::Report {
+            bucket: bucket.to_string(),
+            key: key.clone(),
+            message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+        })?;
+    Ok(key)
+}

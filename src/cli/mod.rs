@@ -1,9 +1,15 @@
 //! The `afterpush` command line: one file per verb, all parsed by clap from [`Cli`].
 
+pub mod soci;
+pub mod copy;
+pub mod demo;
 pub mod stitch;
+pub mod cleanup;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+pub mod ztoc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,12 +24,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// SOCI indexes: create, list, info.
+    Soci(soci::SociArgs),
+    /// Build, inspect and use zTOCs (the per-layer part of a SOCI index).
+    Ztoc(ztoc::ZtocArgs),
+    /// Copy an image (every platform and attestation; --referrers for the rest) between
+    /// OCI layouts, oci-archive tarballs and registries.
+    Copy(copy::CopyArgs),
+    /// Generate a sample multi-arch image into an OCI layout and show its manifest tree.
+    Demo(demo::DemoArgs),
     /// Stitch per-arch tags (`1.2.3-amd64`, `1.2.3-arm64`) into one multi-arch tag.
     Stitch(stitch::StitchArgs),
+    /// BuildKit cache cleanup for ECR repositories and S3 caches (dry run: `plan`).
+    Cleanup(cleanup::CleanupArgs),
 }
 
 /// Parses the command line, runs the verb, prints errors with their causes.
-#[allow(unreachable_code, unused_variables)] // until the first verb lands
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -41,6 +57,11 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Soci(args) => soci::run(args).await,
+        Command::Ztoc(args) => ztoc::run(args),
+        Command::Copy(args) => copy::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Stitch(args) => stitch::run(args).await,
+        Command::Cleanup(args) => cleanup::run(args).await,
     }
 }

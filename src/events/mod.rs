@@ -1,11 +1,44 @@
 //! EventBridge events that trigger afterpush: ECR `ECR Image Action` pushes and the
 //! janitor's schedule. The envelope is `aws_lambda_events`' `EventBridgeEvent<T>`; the ECR
 //! detail (which that crate does not define) is typed here.
+//!
+//! - [`Trigger`]: any payload a function receives, parsed or rejected with an error that
+//!   names the source and detail-type.
+//! - [`filters`]: `REPOSITORY_TAG_FILTERS`.
+//! - [`decision`]: whether a push is work for the SOCI indexer, the stitcher, the janitor
+//!   (the loop guard lives there: our own pushes are recognised and skipped).
+//! - [`HandlerError`]: the functions' error, retryable or not, as a Lambda `Diagnostic`.
+//! - [`init_tracing`]: JSON logs in Lambda, human logs elsewhere.
 
+pub mod decision;
+pub mod filters;
+mod handler_error;
+mod logging;
+
+pub use decision::{
+    is_our_soci_output, janitor_decision, soci_push_decision, stitch_push_decision, Decision,
+    JanitorDecision, SkipReason,
+};
+pub use filters::{FilterError, RepositoryTagFilters};
+pub use handler_error::HandlerError;
+pub use logging::{init_tracing, LogFormat, LogSettings};
+
+use crate::oci::Sha256Digest;
 use serde::{Deserialize, Serialize};
 
+/// `source` of ECR events.
+pub const ECR_SOURCE: &str = "aws.ecr";
 /// `detail-type` of ECR image push/delete events.
 pub const ECR_IMAGE_ACTION: &str = "ECR Image Action";
+/// `source` of EventBridge scheduled-rule events.
+pub const SCHEDULE_SOURCE: &str = "aws.events";
+/// `detail-type` of EventBridge scheduled-rule events.
+pub const SCHEDULED_EVENT: &str = "Scheduled Event";
+
+/// `action-type` of a push.
+pub const ACTION_PUSH: &str = "PUSH";
+/// `result` of a successful action.
+pub const RESULT_SUCCESS: &str = "SUCCESS";
 
 /// The `detail` of an `ECR Image Action` event (kebab-case fields, as ECR sends them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,19 +47,308 @@ pub struct EcrImageAction {
     /// `SUCCESS` or `FAILURE`.
     pub result: String,
     pub repository_name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
     /// `PUSH`, `DELETE`, `UPDATE_STORAGE_CLASS`, ...
     pub action_type: String,
     /// Empty (or absent) for untagged pushes such as the children of an index.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_tag: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_media_type: Option<String>,
     /// The config media type (artifact type) of the pushed manifest.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_media_type: Option<String>,
+}
+
+impl EcrImageAction {
+    /// The tag, or `None` for an untagged push (ECR sends `""`).
+    pub fn tag(&self) -> Option<&str> {
+        self.image_tag.as_deref().filter(|t| !t.is_empty())
+    }
+
+    pub fn is_push(&self) -> bool {
+        self.action_type == ACTION_PUSH
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.result == RESULT_SUCCESS
+    }
+
+    /// The pushed digest, parsed.
+    pub fn digest(&self) -> Result<Sha256Digest, EventError> {
+        let raw = self
+            .image_digest
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .ok_or(EventError::MissingField {
+                field: "detail.image-digest",
+            })?;
+        raw.parse().map_err(|_| EventError::InvalidField {
+            field: "detail.image-digest",
+            value: raw.to_string(),
+            problem: "expected sha256:<64 lowercase hex>".into(),
+        })
+    }
+
+    /// A short `repository:tag@digest` label for logs.
+    pub fn label(&self) -> String {
+        let mut s = self.repository_name.clone();
+        if let Some(tag) = self.tag() {
+            s.push(':');
+            s.push_str(tag);
+        }
+        if let Some(d) = self.image_digest.as_deref().filter(|d| !d.is_empty()) {
+            s.push('@');
+            s.push_str(d);
+        }
+        s
+    }
 }
 
 /// The EventBridge envelope of an ECR image action.
 pub type EcrImageActionEvent = aws_lambda_events::eventbridge::EventBridgeEvent<EcrImageAction>;
+
+/// An EventBridge scheduled-rule event (its `detail` is `{}`).
+pub type ScheduledEvent = aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value>;
+
+/// Why a payload is not a trigger afterpush understands.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("the event is not valid JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error(
+        "the payload is not an EventBridge event: field {field:?} is missing or not a string \
+         (afterpush functions take ECR \"ECR Image Action\" and \"Scheduled Event\" events)"
+    )]
+    NotEventBridge { field: &'static str },
+    #[error(
+        "unsupported event: source {event_source:?}, detail-type {detail_type:?} (afterpush handles \
+         source \"aws.ecr\" with detail-type \"ECR Image Action\", and source \"aws.events\" \
+         with detail-type \"Scheduled Event\")"
+    )]
+    Unsupported {
+        event_source: String,
+        detail_type: String,
+    },
+    #[error("malformed {detail_type:?} event: {error}")]
+    Malformed {
+        detail_type: String,
+        #[source]
+        error: serde_json::Error,
+    },
+    #[error("malformed event: {field} is missing")]
+    MissingField { field: &'static str },
+    #[error("malformed event: {field} = {value:?}: {problem}")]
+    InvalidField {
+        field: &'static str,
+        value: String,
+        problem: String,
+    },
+}
+
+/// Everything that can invoke an afterpush function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    EcrImageAction(EcrImageActionEvent),
+    Scheduled(ScheduledEvent),
+}
+
+impl Trigger {
+    /// Parses a Lambda payload.
+    pub fn from_slice(payload: &[u8]) -> Result<Self, EventError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(EventError::NotJson)?;
+        Self::from_value(value)
+    }
+
+    /// Parses a Lambda payload already read as JSON: dispatches on `source` and
+    /// `detail-type`, then checks the fields each kind needs.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, EventError> {
+        let text = |field: &'static str| {
+            value
+                .get(field)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+                .ok_or(EventError::NotEventBridge { field })
+        };
+        let source = text("source")?;
+        let detail_type = text("detail-type")?;
+        let malformed = |error| EventError::Malformed {
+            detail_type: detail_type.clone(),
+            error,
+        };
+        match (source.as_str(), detail_type.as_str()) {
+            (ECR_SOURCE, ECR_IMAGE_ACTION) => {
+                let event: EcrImageActionEvent =
+                    serde_json::from_value(value).map_err(malformed)?;
+                validate_ecr_detail(&event.detail)?;
+                Ok(Trigger::EcrImageAction(event))
+            }
+            (SCHEDULE_SOURCE, SCHEDULED_EVENT) => {
+                let event: ScheduledEvent = serde_json::from_value(value).map_err(malformed)?;
+                Ok(Trigger::Scheduled(event))
+            }
+            _ => Err(EventError::Unsupported {
+                event_source: source,
+                detail_type,
+            }),
+        }
+    }
+
+    /// `ecr-image-action` or `scheduled`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::EcrImageAction(_) => "ecr-image-action",
+            Trigger::Scheduled(_) => "scheduled",
+        }
+    }
+
+    /// The ECR detail, when this is an ECR event.
+    pub fn ecr_detail(&self) -> Option<&EcrImageAction> {
+        match self {
+            Trigger::EcrImageAction(e) => Some(&e.detail),
+            Trigger::Scheduled(_) => None,
+        }
+    }
+}
+
+/// The checks serde cannot express: a successful push must name a valid digest (every
+/// job needs it, and a garbage digest must not reach a registry URL).
+fn validate_ecr_detail(detail: &EcrImageAction) -> Result<(), EventError> {
+    if detail.repository_name.trim().is_empty() {
+        return Err(EventError::MissingField {
+            field: "detail.repository-name",
+        });
+    }
+    if detail.is_push() && detail.is_success() {
+        detail.digest()?;
+    } else if detail
+        .image_digest
+        .as_deref()
+        .is_some_and(|d| !d.is_empty())
+    {
+        detail.digest()?;
+    }
+    Ok(())
+}
+
+impl Serialize for Trigger {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Trigger::EcrImageAction(e) => e.serialize(s),
+            Trigger::Scheduled(e) => e.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Trigger {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Trigger::from_value(value).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ecr(detail: serde_json::Value) -> serde_json::Value {
+        json!({"version":"0","id":"e1","detail-type":"ECR Image Action","source":"aws.ecr",
+               "account":"123456789012","time":"2026-11-22T10:00:00Z","region":"us-east-1",
+               "resources":[],"detail":detail})
+    }
+
+    const DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+    #[test]
+    fn parses_an_ecr_push_and_round_trips() {
+        let v = ecr(
+            json!({"result":"SUCCESS","repository-name":"app","image-digest":DIGEST,
+            "action-type":"PUSH","image-tag":"1.2.3",
+            "manifest-media-type":"application/vnd.oci.image.manifest.v1+json",
+            "artifact-media-type":"application/vnd.oci.image.config.v1+json"}),
+        );
+        let t = Trigger::from_value(v.clone()).unwrap();
+        let detail = t.ecr_detail().unwrap();
+        assert_eq!(detail.tag(), Some("1.2.3"));
+        assert_eq!(detail.digest().unwrap().to_string(), DIGEST);
+        assert_eq!(detail.label(), format!("app:1.2.3@{DIGEST}"));
+        let again: Trigger = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(t, again);
+        assert_eq!(serde_json::to_value(&t).unwrap(), v);
+    }
+
+    #[test]
+    fn rejects_other_events_naming_source_and_detail_type() {
+        let v = json!({"source":"aws.ecr","detail-type":"ECR Image Scan","detail":{}});
+        let err = Trigger::from_value(v).unwrap_err().to_string();
+        assert!(
+            err.contains("\"aws.ecr\"") && err.contains("\"ECR Image Scan\""),
+            "{err}"
+        );
+
+        let err = Trigger::from_value(json!({"Records":[]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"source\"") && err.contains("not an EventBridge event"),
+            "{err}"
+        );
+        let err = Trigger::from_value(json!({"source":"aws.events"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"detail-type\""), "{err}");
+        let err = Trigger::from_slice(b"{not json").unwrap_err().to_string();
+        assert!(err.contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn rejects_malformed_ecr_details_naming_the_field() {
+        let err = Trigger::from_value(ecr(json!({"result":"SUCCESS","action-type":"PUSH"})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("repository-name"), "{err}");
+        let err = Trigger::from_value(ecr(
+            json!({"result":"SUCCESS","repository-name":"app","action-type":"PUSH","image-tag":"x"}),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("detail.image-digest is missing"), "{err}");
+        let err = Trigger::from_value(ecr(json!({"result":"SUCCESS","repository-name":"app",
+            "action-type":"PUSH","image-digest":"sha256:../../etc"})))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("detail.image-digest") && err.contains("../../etc"),
+            "{err}"
+        );
+        // A failed push may carry no digest: that is a valid (skippable) event.
+        let t = Trigger::from_value(ecr(
+            json!({"result":"FAILURE","repository-name":"app","action-type":"PUSH","image-tag":"x"}),
+        ))
+        .unwrap();
+        assert!(!t.ecr_detail().unwrap().is_success());
+    }
+
+    #[test]
+    fn untagged_means_empty_or_absent_tag() {
+        for tag in [json!(""), json!(null)] {
+            let t = Trigger::from_value(ecr(json!({"result":"SUCCESS","repository-name":"app",
+                "action-type":"PUSH","image-digest":DIGEST,"image-tag":tag})))
+            .unwrap();
+            assert_eq!(t.ecr_detail().unwrap().tag(), None);
+        }
+    }
+
+    #[test]
+    fn parses_the_schedule_event() {
+        let v = json!({"version":"0","id":"s1","detail-type":"Scheduled Event","source":"aws.events",
+            "account":"123456789012","time":"2026-11-22T03:00:00Z","region":"us-east-1",
+            "resources":["arn:aws:events:us-east-1:123456789012:rule/afterpush-sweep"],"detail":{}});
+        let t = Trigger::from_value(v).unwrap();
+        assert_eq!(t.kind(), "scheduled");
+        assert!(t.ecr_detail().is_none());
+    }
+}

@@ -4,6 +4,8 @@
 //! sha256 of those bytes); the `oci-spec` types are used to *read* them, and to build the
 //! few manifests afterpush writes itself.
 
+pub mod gojson;
+
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;

@@ -202,6 +202,10 @@ impl CredentialSource for EcrTokenProvider {
         };
         Ok(creds)
     }
+
+    async fn invalidate(&self) -> bool {
+        self.cache.lock().await.take().is_some()
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +291,14 @@ mod tests {
             );
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A refused token is dropped: the next use fetches a new one.
+        assert!(long.invalidate().await);
+        assert!(!long.invalidate().await, "nothing left to drop");
+        assert_eq!(
+            long.credentials().await.unwrap(),
+            Credentials::new("AWS", "pw1")
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
 
         let calls = Arc::new(AtomicUsize::new(0));
         let short = EcrTokenProvider::with_api(Counting {

@@ -161,6 +161,16 @@ impl LayoutRepository {
         }
     }
 
+    /// The manifest an untagged reference (`oci:DIR`) means: the only `index.json`
+    /// entry, as skopeo reads it. `None` when there are none or several.
+    pub fn sole_entry(&self) -> Result<Option<Sha256Digest>> {
+        let entries = self.entries()?;
+        Ok(match entries.as_slice() {
+            [one] => entry_digest(one),
+            _ => None,
+        })
+    }
+
     /// The layout directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -834,7 +844,7 @@ impl ArchiveRepository {
     }
 }
 
-/// Paths allowed in a layout archive: the two files and the blob tree.
+/// Paths allowed in a layout archive: the layout files and the blob tree.
 fn is_layout_path(path: &Path) -> bool {
     let parts: Vec<_> = path
         .components()
@@ -842,7 +852,12 @@ fn is_layout_path(path: &Path) -> bool {
         .map(|c| c.as_os_str().to_string_lossy().to_string())
         .collect();
     match parts.as_slice() {
-        [f] => f == "oci-layout" || f == "index.json" || f == "blobs",
+        // `manifest.json` and `repositories` are the `docker load` records some
+        // exporters add beside the layout; they are kept as they are.
+        [f] => matches!(
+            f.as_str(),
+            "oci-layout" | "index.json" | "blobs" | "manifest.json" | "repositories"
+        ),
         [b, alg] => b == "blobs" && alg == "sha256",
         [b, alg, hex] => {
             b == "blobs"
@@ -900,12 +915,14 @@ fn unpack_layout(file: std::fs::File, archive: &Path, dest: &Path) -> Result<()>
     Ok(())
 }
 
-/// Writes a layout directory as a deterministic tar: entries sorted by path, directories
-/// first, mode 0755/0644, uid/gid 0, no user names, mtime 0 — the same input always gives
-/// the same bytes, as `docker buildx build -o type=oci` does.
+/// Writes a layout directory as a deterministic tar, in the shape containerd's archive
+/// exporter (used by `docker buildx build -o type=oci`) gives it: entries sorted by name
+/// (so `blobs/` and `blobs/sha256/` come before their files), directories 0755, blobs
+/// and `oci-layout` 0444, `index.json` 0644, uid/gid 0, no user names, mtime 0. The same
+/// layout always gives the same bytes.
 pub fn write_layout_tar<W: Write>(root: &Path, writer: W) -> Result<W> {
     let mut names: Vec<String> = Vec::new();
-    for top in ["oci-layout", "index.json"] {
+    for top in ["oci-layout", "index.json", "manifest.json", "repositories"] {
         if root.join(top).is_file() {
             names.push(top.to_string());
         }
@@ -946,7 +963,10 @@ pub fn write_layout_tar<W: Write>(root: &Path, writer: W) -> Result<W> {
             let mut f = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
             let len = f.metadata().map_err(|e| io_err(&path, e))?.len();
             header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(0o644);
+            // As containerd's archive exporter (BuildKit's `type=oci`) writes them:
+            // content-addressed files read-only, index.json writable.
+            let read_only = name.starts_with("blobs/") || name == "oci-layout";
+            header.set_mode(if read_only { 0o444 } else { 0o644 });
             header.set_size(len);
             let reader: &mut dyn Read = &mut f;
             builder
@@ -1035,6 +1055,52 @@ mod tests {
             "/index.json",
         ] {
             assert!(!is_layout_path(Path::new(bad)), "{bad}");
+        }
+    }
+
+    /// A small image manifest with distinct bytes per `n` (its config is `{}`).
+    fn tiny_manifest(n: u8) -> Manifest {
+        let bytes = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[],"annotations":{{"n":"{n}"}}}}"#,
+            media::OCI_MANIFEST,
+            media::OCI_CONFIG,
+            Sha256Digest::of(b"{}")
+        );
+        Manifest::new(media::OCI_MANIFEST, bytes.into_bytes())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Whatever sequence of tag writes and deletes: every tag resolves to the last
+        /// manifest put under it, deleted manifests lose their tags, and `index.json`
+        /// stays a valid layout that reopens the same.
+        #[test]
+        fn tags_follow_the_last_write(ops in proptest::collection::vec((0u8..4, 0u8..5, proptest::bool::ANY), 1..25)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let repo = LayoutRepository::open_or_create(dir.path().join("l")).unwrap();
+            rt.block_on(async {
+                crate::registry::push_bytes(&repo, Bytes::from_static(b"{}")).await.unwrap();
+                let mut model: std::collections::BTreeMap<String, u8> = Default::default();
+                for (tag, n, delete) in ops {
+                    let tag = format!("t{tag}");
+                    let m = tiny_manifest(n);
+                    if delete {
+                        let had = model.values().any(|v| *v == n) || repo.blob_present(&m.digest);
+                        let result = repo.delete_manifest(&m.digest).await;
+                        assert_eq!(result.is_ok(), had, "{result:?}");
+                        model.retain(|_, v| *v != n);
+                    } else {
+                        repo.put_manifest(&m, Some(&tag)).await.unwrap();
+                        model.insert(tag, n);
+                    }
+                }
+                let reopened = LayoutRepository::open(repo.root()).unwrap();
+                assert_eq!(reopened.list_tags().await.unwrap(), model.keys().cloned().collect::<Vec<_>>());
+                for (tag, n) in &model {
+                    assert_eq!(reopened.get_manifest(tag).await.unwrap(), tiny_manifest(*n));
+                }
+            });
         }
     }
 }

@@ -173,6 +173,13 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
         artifact_type: Option<&str>,
     ) -> Result<Vec<crate::oci::DescriptorSummary>>;
 
+    /// Stores a manifest that has a `subject` so that [`referrers`](Self::referrers)
+    /// finds it: registries without the referrers API get the `sha256-<hex>` fallback
+    /// tag index updated. Layouts find referrers by scanning, so storing is enough.
+    async fn push_referrer(&self, manifest: &Manifest) -> Result<()> {
+        self.put_manifest(manifest, None).await
+    }
+
     /// Makes the writes done so far visible as a whole. An `oci-archive` writes its new
     /// tarball here (atomically; nothing changes without it); directories and registries
     /// store every write immediately and do nothing.

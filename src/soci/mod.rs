@@ -1,1 +1,62 @@
-//! See the module docs in ARCHITECTURE.md; filled in by its issue.
+//! SOCI indexes for images in any [`Repository`](crate::registry::Repository): which
+//! layers get a zTOC, streaming each layer from the registry straight into the zTOC
+//! builder, reusing zTOCs from an S3 cache, and writing SOCI index v2 (the default: the
+//! image is re-published as an index that carries its SOCI indexes) or v1 (a referrer).
+//! Byte formats: `shared/design/SOCI-FORMAT.md`; where it and soci-snapshotter differ,
+//! soci-snapshotter is followed (see `index.rs`).
+
+pub mod build;
+pub mod cache;
+pub mod convert;
+pub mod index;
+pub mod layers;
+pub mod settings;
+
+pub use build::{BuiltIndex, Progress, ProgressEvent};
+pub use cache::{NoZtocCache, S3ZtocCache, ZtocCache};
+pub use convert::{create_soci, ImageReport, PlatformReport, SociOutcome};
+pub use settings::{IndexVersion, PlatformSelection, SociSettings, TagMode};
+
+use crate::oci::Sha256Digest;
+use crate::registry::RegistryError;
+
+/// Why building or publishing SOCI indexes failed. Each variant names the image or
+/// layer it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum SociError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("layer {layer}: {source}")]
+    Layer {
+        layer: Sha256Digest,
+        source: crate::ztoc::ZtocError,
+    },
+    #[error("layer {layer}: the registry sent {actual} bytes, the manifest says {expected}")]
+    LayerSize {
+        layer: Sha256Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{what}: {message}")]
+    Invalid { what: String, message: String },
+    #[error("setting {name}={value:?}: {message}")]
+    Setting {
+        name: String,
+        value: String,
+        message: String,
+    },
+    #[error("layer {layer}: the zTOC builder stopped unexpectedly: {message}")]
+    Builder {
+        layer: Sha256Digest,
+        message: String,
+    },
+}
+
+impl SociError {
+    /// True when a later attempt may succeed (registry throttling, 5xx, resets).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SociError::Registry(e) if e.is_retryable())
+    }
+}
+
+pub type Result<T, E = SociError> = std::result::Result<T, E>;

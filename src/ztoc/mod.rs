@@ -1,1 +1,425 @@
-//! See the module docs in ARCHITECTURE.md; filled in by its issue.
+//! zTOC: the per-layer table of contents + gzip checkpoints of a SOCI index.
+//!
+//! Built in one streaming pass over a layer blob ([`ZtocBuilder`]: `feed` chunks of any
+//! size, then `finish`), with memory bounded by a 32 KiB window ring, the checkpoints
+//! emitted so far and the current tar header. Encoded byte-for-byte as soci-snapshotter
+//! encodes it ([`Ztoc::to_bytes`]), read back from ours or soci's ([`Ztoc::from_bytes`]),
+//! and usable to extract one file the way the snapshotter does ([`extract_file`]).
+//! Format: `shared/design/SOCI-FORMAT.md` §1–4.
+
+mod error;
+mod fbs;
+pub mod gzip;
+mod inflate;
+mod restore;
+mod tar;
+
+pub use error::ZtocError;
+pub use gzip::{Checkpoint, Checkpoints, WINDOW_SIZE};
+pub use restore::{extract_file, LayerReader};
+pub use tar::MAX_RECORD_SIZE;
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The zTOC format version soci writes and reads.
+pub const ZTOC_VERSION: &str = "0.9";
+/// soci's default span size (4 MiB).
+pub const DEFAULT_SPAN_SIZE: u64 = 4 * 1024 * 1024;
+
+/// How a layer blob is compressed (the zTOC `CompressionAlgorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCompression {
+    /// gzip, possibly several members.
+    Gzip,
+    /// A plain tar.
+    Uncompressed,
+}
+
+impl LayerCompression {
+    fn flatbuffers_value(self) -> i8 {
+        match self {
+            LayerCompression::Gzip => 1,
+            LayerCompression::Uncompressed => 2,
+        }
+    }
+
+    /// `gzip` or `uncompressed`, as soci names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => "gzip",
+            LayerCompression::Uncompressed => "uncompressed",
+        }
+    }
+}
+
+/// Tells gzip from tar by the first bytes of a layer (at least 2 for gzip, 512 for tar).
+pub fn detect_compression(first_bytes: &[u8]) -> Option<LayerCompression> {
+    if first_bytes.starts_with(&[0x1f, 0x8b]) {
+        Some(LayerCompression::Gzip)
+    } else if tar::looks_like_tar(first_bytes) {
+        Some(LayerCompression::Uncompressed)
+    } else {
+        None
+    }
+}
+
+/// Settings of a zTOC build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZtocOptions {
+    /// Uncompressed bytes between gzip checkpoints (compressed bytes per span for tar).
+    pub span_size: u64,
+    /// Written into the zTOC (and, by the caller, the index annotation).
+    pub build_tool_identifier: String,
+}
+
+impl Default for ZtocOptions {
+    fn default() -> Self {
+        ZtocOptions {
+            span_size: DEFAULT_SPAN_SIZE,
+            build_tool_identifier: format!("afterpush v{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// One TOC entry: a tar entry as Go's `archive/tar` resolves it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct FileMetadata {
+    /// Name with no cleaning (PAX path, GNU long name, or prefix + "/" + name).
+    pub name: String,
+    /// `reg`, `dir`, `symlink`, `hardlink`, `char`, `block` or `fifo`.
+    #[serde(rename = "type")]
+    pub file_type: String,
+    /// Offset of the entry's data in the uncompressed tar.
+    pub uncompressed_offset: i64,
+    /// The header's size.
+    pub uncompressed_size: i64,
+    /// Link target.
+    pub linkname: String,
+    /// Raw header mode.
+    pub mode: i64,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Owner name.
+    pub uname: String,
+    /// Group name.
+    pub gname: String,
+    /// RFC 3339 UTC, trailing fraction zeros trimmed.
+    pub mod_time: String,
+    /// Device major.
+    pub devmajor: i64,
+    /// Device minor.
+    pub devminor: i64,
+    /// Every PAX record of the entry, sorted by key.
+    pub xattrs: BTreeMap<String, String>,
+}
+
+/// A zTOC, every field of the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ztoc {
+    /// Always [`ZTOC_VERSION`] for what we build.
+    pub version: String,
+    /// Who built it.
+    pub build_tool_identifier: String,
+    /// Layer blob size.
+    pub compressed_archive_size: i64,
+    /// Offset just after the tar end-of-archive marker.
+    pub uncompressed_archive_size: i64,
+    /// TOC entries in tar order.
+    pub files: Vec<FileMetadata>,
+    /// Gzip or uncompressed.
+    pub compression_algorithm: LayerCompression,
+    /// Number of spans - 1.
+    pub max_span_id: i32,
+    /// `sha256:<hex>` per span.
+    pub span_digests: Vec<String>,
+    /// Gzip: zinfo v2 blob; tar: a `TarZinfo` FlatBuffers table.
+    pub checkpoints: Vec<u8>,
+}
+
+impl Ztoc {
+    /// FlatBuffers bytes, identical to what soci-snapshotter writes for the same zTOC.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        fbs::encode(self)
+    }
+
+    /// The same bytes as [`Ztoc::to_bytes`], releasing the zTOC's memory while encoding
+    /// (peak memory about one zTOC instead of two: use it for big layers).
+    pub fn into_bytes(self) -> Vec<u8> {
+        fbs::encode_owned(self)
+    }
+
+    /// Parses a zTOC (ours or soci's); errors, never panics, on garbage.
+    pub fn from_bytes(b: &[u8]) -> Result<Ztoc, ZtocError> {
+        fbs::decode(b)
+    }
+
+    /// Whether the layer needs xattrs: any `SCHILY.xattr.*` record or an opaque
+    /// whiteout (`.wh..wh..opq`) entry.
+    pub fn uses_xattrs(&self) -> bool {
+        self.files.iter().any(|f| {
+            f.xattrs.keys().any(|k| k.starts_with("SCHILY.xattr."))
+                || f.name.trim_end_matches('/').rsplit('/').next() == Some(".wh..wh..opq")
+        })
+    }
+
+    /// The gzip checkpoints (errors for tar layers or a malformed blob).
+    pub fn gzip_checkpoints(&self) -> Result<Checkpoints<'_>, ZtocError> {
+        if self.compression_algorithm != LayerCompression::Gzip {
+            return Err(ZtocError::InvalidZtoc(
+                "an uncompressed layer's zTOC has no gzip checkpoints".into(),
+            ));
+        }
+        Checkpoints::parse(&self.checkpoints)
+    }
+
+    /// For a tar layer: (zinfo version, span size, size) of its `TarZinfo`.
+    pub fn tar_zinfo(&self) -> Result<(i32, i64, i64), ZtocError> {
+        fbs::decode_tar_zinfo(&self.checkpoints)
+    }
+
+    /// The TOC entry named `path` (exact match, else ignoring a leading `./` or `/`
+    /// and a trailing `/`).
+    pub fn find(&self, path: &str) -> Option<&FileMetadata> {
+        let norm = |p: &str| -> String {
+            let p = p.trim_start_matches("./").trim_start_matches('/');
+            p.trim_end_matches('/').to_string()
+        };
+        self.files
+            .iter()
+            .rev()
+            .find(|f| f.name == path)
+            .or_else(|| {
+                let want = norm(path);
+                self.files.iter().rev().find(|f| norm(&f.name) == want)
+            })
+    }
+}
+
+enum Engine {
+    Gzip(gzip::GzipIndexer),
+    Tar {
+        span_hasher: Sha256,
+        span_filled: u64,
+        digests: Vec<String>,
+        size: u64,
+    },
+}
+
+/// Builds a [`Ztoc`] from a layer blob fed in chunks of any size.
+pub struct ZtocBuilder {
+    options: ZtocOptions,
+    compression: LayerCompression,
+    engine: Engine,
+    tar: tar::TarIndexer,
+    failed: Option<String>,
+}
+
+impl ZtocBuilder {
+    /// A builder for a layer of the given compression.
+    pub fn new(compression: LayerCompression, options: ZtocOptions) -> Self {
+        let options = ZtocOptions {
+            span_size: options.span_size.max(1),
+            ..options
+        };
+        let engine = match compression {
+            LayerCompression::Gzip => match gzip::GzipIndexer::new(options.span_size) {
+                Ok(g) => Engine::Gzip(g),
+                Err(e) => {
+                    // Only an allocation failure in zlib can get here; report it on feed.
+                    return ZtocBuilder {
+                        options,
+                        compression,
+                        engine: Engine::Tar {
+                            span_hasher: Sha256::new(),
+                            span_filled: 0,
+                            digests: Vec::new(),
+                            size: 0,
+                        },
+                        tar: tar::TarIndexer::new(),
+                        failed: Some(e.to_string()),
+                    };
+                }
+            },
+            LayerCompression::Uncompressed => Engine::Tar {
+                span_hasher: Sha256::new(),
+                span_filled: 0,
+                digests: Vec::new(),
+                size: 0,
+            },
+        };
+        ZtocBuilder {
+            options,
+            compression,
+            engine,
+            tar: tar::TarIndexer::new(),
+            failed: None,
+        }
+    }
+
+    /// Uncompressed bytes seen so far (for progress reports).
+    pub fn uncompressed_bytes(&self) -> u64 {
+        match &self.engine {
+            Engine::Gzip(g) => g.total_out(),
+            Engine::Tar { size, .. } => *size,
+        }
+    }
+
+    /// Feeds the next chunk of the layer blob.
+    ///
+    /// # Errors
+    /// Corrupt compressed data or tar headers, with their offsets. After an error every
+    /// later call fails too.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), ZtocError> {
+        if let Some(reason) = &self.failed {
+            return Err(ZtocError::Poisoned(reason.clone()));
+        }
+        let result = self.feed_inner(chunk);
+        if let Err(e) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    fn feed_inner(&mut self, chunk: &[u8]) -> Result<(), ZtocError> {
+        let tar = &mut self.tar;
+        match &mut self.engine {
+            Engine::Gzip(g) => g.feed(chunk, &mut |out| tar.feed(out)),
+            Engine::Tar {
+                span_hasher,
+                span_filled,
+                digests,
+                size,
+            } => {
+                let span = self.options.span_size;
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    let n = (span - *span_filled).min(rest.len() as u64) as usize;
+                    span_hasher.update(&rest[..n]);
+                    *span_filled += n as u64;
+                    rest = &rest[n..];
+                    if *span_filled == span {
+                        let h = std::mem::take(span_hasher);
+                        digests.push(gzip::digest_string(h));
+                        *span_filled = 0;
+                    }
+                }
+                *size += chunk.len() as u64;
+                tar.feed(chunk)
+            }
+        }
+    }
+
+    /// Ends the layer and returns its zTOC.
+    ///
+    /// # Errors
+    /// Truncated gzip, a tar without its end-of-archive marker, or an earlier error.
+    pub fn finish(mut self) -> Result<Ztoc, ZtocError> {
+        if let Some(reason) = self.failed {
+            return Err(ZtocError::Poisoned(reason));
+        }
+        let span = self.options.span_size;
+        let (checkpoints, span_digests, compressed_size, max_span_id) = match self.engine {
+            Engine::Gzip(g) => {
+                let (blob, digests, size) = g.finish()?;
+                let count = digests.len() as i32;
+                (blob, digests, size, count - 1)
+            }
+            Engine::Tar {
+                span_hasher,
+                span_filled,
+                mut digests,
+                size,
+            } => {
+                if span_filled > 0 {
+                    digests.push(gzip::digest_string(span_hasher));
+                }
+                let mut max = (size / span) as i64;
+                if size % span == 0 {
+                    max -= 1;
+                }
+                (
+                    fbs::encode_tar_zinfo(span as i64, size as i64),
+                    digests,
+                    size,
+                    max as i32,
+                )
+            }
+        };
+        let uncompressed_archive_size = self.tar.finish()?;
+        Ok(Ztoc {
+            version: ZTOC_VERSION.to_string(),
+            build_tool_identifier: self.options.build_tool_identifier,
+            compressed_archive_size: compressed_size as i64,
+            uncompressed_archive_size: uncompressed_archive_size as i64,
+            files: std::mem::take(&mut self.tar.files),
+            compression_algorithm: self.compression,
+            max_span_id,
+            span_digests,
+            checkpoints,
+        })
+    }
+}
+
+/// Builds a zTOC from a reader (a file, a test vector), detecting the compression.
+///
+/// # Errors
+/// Unknown format, I/O errors (as [`ZtocError::Read`]) and everything `feed`/`finish` report.
+pub fn build_from_reader(
+    mut reader: impl std::io::Read,
+    options: ZtocOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<Ztoc, ZtocError> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head = Vec::new();
+    let mut offset = 0u64;
+    let mut builder: Option<ZtocBuilder> = None;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(ZtocError::Read {
+                    offset,
+                    end: offset + buf.len() as u64,
+                    source,
+                })
+            }
+        };
+        let chunk = &buf[..n];
+        offset += n as u64;
+        match builder.as_mut() {
+            Some(b) => {
+                if n == 0 {
+                    break;
+                }
+                b.feed(chunk)?;
+            }
+            None => {
+                // Collect enough bytes to recognise the format.
+                head.extend_from_slice(chunk);
+                if head.len() >= 512 || n == 0 {
+                    let compression =
+                        detect_compression(&head).ok_or_else(|| ZtocError::InvalidTar {
+                            uncompressed_offset: 0,
+                            reason: "the layer is neither gzip nor tar".into(),
+                        })?;
+                    let mut b = ZtocBuilder::new(compression, options.clone());
+                    b.feed(&head)?;
+                    head = Vec::new();
+                    builder = Some(b);
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        progress(offset);
+    }
+    match builder {
+        Some(b) => b.finish(),
+        None => unreachable!("the loop only ends once a builder exists"),
+    }
+}

@@ -71,6 +71,11 @@ impl fmt::Debug for Credentials {
 #[async_trait]
 pub trait CredentialSource: Send + Sync + fmt::Debug {
     async fn credentials(&self) -> Result<Credentials>;
+    /// Forgets cached credentials the registry refused (an ECR token revoked early).
+    /// `true` when the next [`Self::credentials`] may give different ones.
+    async fn invalidate(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -278,11 +283,15 @@ impl Authenticator {
                 self.tokens.lock().await.insert(scopes.join(" "), token);
                 Ok(true)
             }
-            Some(Challenge::Basic { .. }) if self.basic.is_some() => {
-                // Already sent and refused: the credentials are wrong, do not loop.
-                let already = self.basic_upfront.swap(true, Ordering::Relaxed);
-                Ok(!already)
-            }
+            Some(Challenge::Basic { .. }) => match &self.basic {
+                Some(source) => {
+                    let already = self.basic_upfront.swap(true, Ordering::Relaxed);
+                    // Sent and refused: fixed credentials are wrong (do not loop); a
+                    // refreshable source (ECR) gets one fresh try.
+                    Ok(!already || source.invalidate().await)
+                }
+                None => Ok(false),
+            },
             _ => Ok(false),
         }
     }

@@ -94,6 +94,13 @@ impl CredentialSource for LazyEcr {
             .await;
         provider.credentials().await
     }
+
+    async fn invalidate(&self) -> bool {
+        match self.provider.get() {
+            Some(p) => p.invalidate().await,
+            None => false,
+        }
+    }
 }
 
 impl RegistryClient {

@@ -203,13 +203,15 @@ impl DistributionRepository {
         Ok(response.headers().contains_key("oci-subject"))
     }
 
-    /// Streams a blob or a range of it; see [`Repository::get_blob`].
+    /// Streams a blob or a range of it; see [`Repository::get_blob`]. A connection that
+    /// breaks mid-body is resumed with a `Range` request from the first missing byte
+    /// (bounded by the retry policy); the digest check still covers every byte.
     async fn fetch_blob(
         &self,
         digest: &Sha256Digest,
         range: Option<Range<u64>>,
     ) -> Result<BlobStream> {
-        let what = format!("blob {digest}");
+        let what = format!("blob {digest} from {}", self.location());
         if let Some(r) = &range {
             if r.start > r.end {
                 return Err(RegistryError::Invalid {
@@ -221,56 +223,161 @@ impl DistributionRepository {
                 return Ok(futures::stream::empty().boxed());
             }
         }
-        let mut req = Req::new(
+        match range {
+            None => {
+                let req = self.blob_req(digest, None)?;
+                let response = self.client.execute(&req).await?;
+                let body = self.body_stream(&req, response);
+                let resumable = resuming(self.clone(), digest.clone(), body, 0, None);
+                Ok(verify_stream(resumable, digest.clone(), what))
+            }
+            Some(r) => {
+                let req = self.blob_req(digest, Some((r.start, Some(r.end))))?;
+                let response = self.client.execute(&req).await?;
+                if response.status() == StatusCode::PARTIAL_CONTENT {
+                    check_content_range(&response, r.start, &what)?;
+                    let body = self.body_stream(&req, response);
+                    let resumable =
+                        resuming(self.clone(), digest.clone(), body, r.start, Some(r.end));
+                    Ok(limit_stream(resumable, 0, r.end - r.start, what))
+                } else {
+                    // A registry that ignores Range sends the whole blob: cut it ourselves
+                    // (not resumable: its offsets are not the range's).
+                    let body = self.body_stream(&req, response);
+                    Ok(limit_stream(body, r.start, r.end - r.start, what))
+                }
+            }
+        }
+    }
+
+    /// `GET blobs/<digest>`, with `Range: bytes=START-[END-1]` when given.
+    fn blob_req(&self, digest: &Sha256Digest, range: Option<(u64, Option<u64>)>) -> Result<Req> {
+        let req = Req::new(
             Method::GET,
             self.url(&format!("blobs/{digest}"))?,
             self.scopes(false),
-            self.subject(what.clone()),
+            self.subject(format!("blob {digest}")),
         );
-        if let Some(r) = &range {
-            req = req.header(RANGE, &format!("bytes={}-{}", r.start, r.end - 1))?;
-        }
-        let response = self.client.execute(&req).await?;
-        let url = req.url.to_string();
-        let status = response.status();
-        let content_range = response
-            .headers()
-            .get(CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = response
-            .bytes_stream()
-            .map_err(move |e| response::interpret_transport(&url, &e));
         match range {
-            Some(r) => {
-                if status == StatusCode::PARTIAL_CONTENT {
-                    // `Content-Range: bytes START-END/TOTAL` must start where we asked.
-                    let starts_right = content_range.as_deref().is_some_and(|c| {
-                        c.trim_start_matches("bytes ").split('-').next()
-                            == Some(&r.start.to_string())
-                    });
-                    if !starts_right {
-                        return Err(RegistryError::Invalid {
-                            location: format!("{}@{digest}", self.location()),
-                            message: format!(
-                                "asked for bytes {}..{}, got Content-Range {content_range:?}",
-                                r.start, r.end
-                            ),
-                        });
-                    }
-                    Ok(limit_stream(body.boxed(), 0, r.end - r.start, what))
-                } else {
-                    // A registry that ignores Range sends the whole blob: cut it ourselves.
-                    Ok(limit_stream(body.boxed(), r.start, r.end - r.start, what))
-                }
-            }
-            None => Ok(verify_stream(
-                body.boxed(),
-                digest.clone(),
-                format!("blob {digest} from {}", self.location()),
-            )),
+            None => Ok(req),
+            Some((start, Some(end))) => req.header(RANGE, &format!("bytes={start}-{}", end - 1)),
+            Some((start, None)) => req.header(RANGE, &format!("bytes={start}-")),
         }
     }
+
+    fn body_stream(&self, req: &Req, response: reqwest::Response) -> BlobStream {
+        let url = req.url.to_string();
+        response
+            .bytes_stream()
+            .map_err(move |e| response::interpret_transport(&url, &e))
+            .boxed()
+    }
+
+    /// Re-opens a blob body at `from` (to `end`, or to the blob's end) after a break.
+    async fn reopen_blob(
+        &self,
+        digest: &Sha256Digest,
+        from: u64,
+        end: Option<u64>,
+    ) -> Result<BlobStream> {
+        let what = format!("blob {digest} from {}", self.location());
+        let req = self.blob_req(digest, Some((from, end)))?;
+        let response = self.client.execute(&req).await?;
+        if response.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(RegistryError::Invalid {
+                location: what,
+                message: format!(
+                    "cannot resume at byte {from}: the registry answered {} to a range request",
+                    response.status().as_u16()
+                ),
+            });
+        }
+        check_content_range(&response, from, &what)?;
+        Ok(self.body_stream(&req, response))
+    }
+}
+
+/// `Content-Range: bytes START-END/TOTAL` must start where we asked.
+fn check_content_range(response: &reqwest::Response, start: u64, what: &str) -> Result<()> {
+    let content_range = response
+        .headers()
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok());
+    let starts_right = content_range.is_some_and(|c| {
+        c.trim()
+            .trim_start_matches("bytes")
+            .trim()
+            .split('-')
+            .next()
+            == Some(&start.to_string())
+    });
+    if starts_right {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid {
+            location: what.to_string(),
+            message: format!("asked for bytes from {start}, got Content-Range {content_range:?}"),
+        })
+    }
+}
+
+/// Passes a blob body on; when it breaks with a retryable error, re-requests the rest
+/// (`pos..end`) and continues, at most as often as the retry policy allows.
+fn resuming(
+    repo: DistributionRepository,
+    digest: Sha256Digest,
+    first: BlobStream,
+    pos: u64,
+    end: Option<u64>,
+) -> BlobStream {
+    struct State {
+        repo: DistributionRepository,
+        digest: Sha256Digest,
+        inner: Option<BlobStream>,
+        pos: u64,
+        end: Option<u64>,
+        failures: u32,
+    }
+    futures::stream::unfold(
+        State {
+            repo,
+            digest,
+            inner: Some(first),
+            pos,
+            end,
+            failures: 0,
+        },
+        |mut st| async move {
+            loop {
+                let inner = st.inner.as_mut()?;
+                match inner.next().await {
+                    Some(Ok(bytes)) => {
+                        st.pos += bytes.len() as u64;
+                        return Some((Ok(bytes), st));
+                    }
+                    None => return None,
+                    Some(Err(e)) => {
+                        st.failures += 1;
+                        let retry = &st.repo.client.retry;
+                        if !(e.is_retryable() && retry.allows_another(st.failures)) {
+                            st.inner = None;
+                            return Some((Err(e), st));
+                        }
+                        tracing::warn!(digest = %st.digest, at = st.pos, error = %e, "blob download broke; resuming");
+                        tokio::time::sleep(retry.delay_after(st.failures)).await;
+                        match st.repo.reopen_blob(&st.digest, st.pos, st.end).await {
+                            Ok(next) => st.inner = Some(next),
+                            Err(e) => {
+                                st.inner = None;
+                                return Some((Err(e), st));
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
 }
 
 /// The `Docker-Content-Digest` header, when present and a sha256 digest.
@@ -392,6 +499,11 @@ fn limit_stream(inner: BlobStream, skip: u64, take: u64, what: String) -> BlobSt
 
 #[async_trait]
 impl Repository for DistributionRepository {
+    async fn push_referrer(&self, manifest: &Manifest) -> Result<()> {
+        // The inherent method: put, then maintain the fallback tag when needed.
+        DistributionRepository::push_referrer(self, manifest).await
+    }
+
     fn location(&self) -> String {
         format!("{}/{}", self.client.host(), self.name)
     }
@@ -523,13 +635,29 @@ impl Repository for DistributionRepository {
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {
+        self.list_tags_paged(1000).await
+    }
+
+    async fn referrers(
+        &self,
+        digest: &Sha256Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<DescriptorSummary>> {
+        self.list_referrers(digest, artifact_type).await
+    }
+}
+
+impl DistributionRepository {
+    /// The repository's tags (sorted), asking for `page_size` per request and following
+    /// `Link` headers. A repository that does not exist yet has none.
+    pub async fn list_tags_paged(&self, page_size: usize) -> Result<Vec<String>> {
         #[derive(serde::Deserialize)]
         struct TagList {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
         let mut tags = Vec::new();
-        let mut url = self.url("tags/list?n=1000")?;
+        let mut url = self.url(&format!("tags/list?n={}", page_size.max(1)))?;
         // Bounded: a registry whose `Link` loops must not keep us here forever.
         for _page in 0..10_000 {
             let req = Req::new(
@@ -569,14 +697,6 @@ impl Repository for DistributionRepository {
         tags.sort();
         tags.dedup();
         Ok(tags)
-    }
-
-    async fn referrers(
-        &self,
-        digest: &Sha256Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<DescriptorSummary>> {
-        self.list_referrers(digest, artifact_type).await
     }
 }
 

@@ -1,0 +1,757 @@
+//! The ECR catalog: DescribeImages (pages of 1000) for tags, times and sizes,
+//! BatchGetImage (≤ 100 ids, every manifest media type accepted) only for the manifests
+//! whose kind or references DescribeImages cannot tell, BatchDeleteImage (≤ 100 ids).
+//!
+//! The ECR calls go through the small [`EcrApi`] port so that the listing and batching
+//! logic is the same against the SDK ([`SdkEcr`]) and against the in-memory
+//! [`MemoryEcr`] the benchmark uses to count calls at 10,000 images.
+
+use super::{Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH};
+use crate::oci::{
+    annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary,
+    ManifestSummary, Sha256Digest,
+};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// DescribeImages returns at most 1000 images per page.
+pub const DESCRIBE_PAGE: i32 = 1000;
+/// BatchGetImage takes at most 100 image ids.
+pub const GET_BATCH: usize = 100;
+
+/// One `ImageDetail` of DescribeImages, reduced to what cleanup reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageDetail {
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub pushed_at: Option<DateTime<Utc>>,
+    pub last_pulled_at: Option<DateTime<Utc>>,
+    pub manifest_media_type: Option<String>,
+    pub artifact_media_type: Option<String>,
+    pub subject: Option<String>,
+    pub size_bytes: u64,
+}
+
+/// A manifest as BatchGetImage returns it: the exact stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedManifest {
+    pub digest: String,
+    pub bytes: Vec<u8>,
+    pub media_type: Option<String>,
+}
+
+/// A per-image failure of a batch call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFailure {
+    pub digest: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// A failed ECR call; `throttled` when ECR said `ThrottlingException` even after the
+/// SDK's own retries.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct EcrApiError {
+    pub message: String,
+    pub throttled: bool,
+}
+
+/// The four ECR calls cleanup makes.
+#[async_trait::async_trait]
+pub trait EcrApi: Send + Sync {
+    async fn describe_repositories(
+        &self,
+        next_token: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), EcrApiError>;
+    async fn describe_images(
+        &self,
+        repository: &str,
+        next_token: Option<String>,
+    ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError>;
+    async fn batch_get_image(
+        &self,
+        repository: &str,
+        digests: &[String],
+    ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError>;
+    async fn batch_delete_image(
+        &self,
+        repository: &str,
+        digests: &[String],
+    ) -> Result<(Vec<String>, Vec<ImageFailure>), EcrApiError>;
+}
+
+/// [`EcrApi`] over aws-sdk-ecr.
+#[derive(Clone)]
+pub struct SdkEcr {
+    client: aws_sdk_ecr::Client,
+}
+
+impl SdkEcr {
+    pub fn new(client: aws_sdk_ecr::Client) -> Self {
+        Self { client }
+    }
+
+    /// A client from the shared config with the standard retry mode and more attempts:
+    /// BatchDeleteImage and DescribeImages are throttled under sweeps of many repositories.
+    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
+        let conf = aws_sdk_ecr::config::Builder::from(config)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
+            .build();
+        Self::new(aws_sdk_ecr::Client::from_conf(conf))
+    }
+}
+
+fn smithy_time(t: &aws_sdk_ecr::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn sdk_error<E>(err: aws_sdk_ecr::error::SdkError<E>) -> EcrApiError
+where
+    E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use aws_sdk_ecr::error::ProvideErrorMetadata;
+    let throttled = matches!(
+        err.code(),
+        Some("ThrottlingException" | "TooManyRequestsException")
+    );
+    EcrApiError {
+        message: aws_sdk_ecr::error::DisplayErrorContext(&err).to_string(),
+        throttled,
+    }
+}
+
+fn sdk_failures(failures: &[aws_sdk_ecr::types::ImageFailure]) -> Vec<ImageFailure> {
+    failures
+        .iter()
+        .map(|f| ImageFailure {
+            digest: f
+                .image_id()
+                .and_then(|i| i.image_digest())
+                .unwrap_or_default()
+                .to_string(),
+            code: f
+                .failure_code()
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_default(),
+            message: f.failure_reason().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+fn image_ids(digests: &[String]) -> Vec<aws_sdk_ecr::types::ImageIdentifier> {
+    digests
+        .iter()
+        .map(|d| {
+            aws_sdk_ecr::types::ImageIdentifier::builder()
+                .image_digest(d)
+                .build()
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl EcrApi for SdkEcr {
+    async fn describe_repositories(
+        &self,
+        next_token: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), EcrApiError> {
+        let out = self
+            .client
+            .describe_repositories()
+            .max_results(DESCRIBE_PAGE)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let names = out
+            .repositories()
+            .iter()
+            .filter_map(|r| r.repository_name().map(str::to_string))
+            .collect();
+        Ok((names, out.next_token().map(str::to_string)))
+    }
+
+    async fn describe_images(
+        &self,
+        repository: &str,
+        next_token: Option<String>,
+    ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError> {
+        let out = self
+            .client
+            .describe_images()
+            .repository_name(repository)
+            .max_results(DESCRIBE_PAGE)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let details = out
+            .image_details()
+            .iter()
+            .map(|d| ImageDetail {
+                digest: d.image_digest().unwrap_or_default().to_string(),
+                tags: d.image_tags().to_vec(),
+                pushed_at: d.image_pushed_at().and_then(smithy_time),
+                last_pulled_at: d.last_recorded_pull_time().and_then(smithy_time),
+                manifest_media_type: d.image_manifest_media_type().map(str::to_string),
+                artifact_media_type: d.artifact_media_type().map(str::to_string),
+                subject: d.subject_manifest_digest().map(str::to_string),
+                size_bytes: d.image_size_in_bytes().unwrap_or(0).max(0) as u64,
+            })
+            .collect();
+        Ok((details, out.next_token().map(str::to_string)))
+    }
+
+    async fn batch_get_image(
+        &self,
+        repository: &str,
+        digests: &[String],
+    ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError> {
+        let mut call = self
+            .client
+            .batch_get_image()
+            .repository_name(repository)
+            .set_image_ids(Some(image_ids(digests)));
+        // Without every type ECR may convert a manifest (changing its digest) or refuse it.
+        for mt in media::MANIFEST_TYPES {
+            call = call.accepted_media_types(mt);
+        }
+        let out = call.send().await.map_err(sdk_error)?;
+        let manifests = out
+            .images()
+            .iter()
+            .filter_map(|img| {
+                Some(FetchedManifest {
+                    digest: img.image_id()?.image_digest()?.to_string(),
+                    bytes: img.image_manifest()?.as_bytes().to_vec(),
+                    media_type: img.image_manifest_media_type().map(str::to_string),
+                })
+            })
+            .collect();
+        Ok((manifests, sdk_failures(out.failures())))
+    }
+
+    async fn batch_delete_image(
+        &self,
+        repository: &str,
+        digests: &[String],
+    ) -> Result<(Vec<String>, Vec<ImageFailure>), EcrApiError> {
+        let out = self
+            .client
+            .batch_delete_image()
+            .repository_name(repository)
+            .set_image_ids(Some(image_ids(digests)))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let deleted = out
+            .image_ids()
+            .iter()
+            .filter_map(|i| i.image_digest().map(str::to_string))
+            .collect();
+        Ok((deleted, sdk_failures(out.failures())))
+    }
+}
+
+/// Counts the calls made through an [`EcrApi`] (benchmark and tests).
+#[derive(Default)]
+pub struct CallCounts {
+    pub describe_repositories: AtomicUsize,
+    pub describe_images: AtomicUsize,
+    pub batch_get_image: AtomicUsize,
+    pub batch_delete_image: AtomicUsize,
+}
+
+impl CallCounts {
+    /// DescribeImages + BatchGetImage calls: what listing a repository cost.
+    pub fn listing(&self) -> usize {
+        self.describe_images.load(Ordering::Relaxed) + self.batch_get_image.load(Ordering::Relaxed)
+    }
+    pub fn deletes(&self) -> usize {
+        self.batch_delete_image.load(Ordering::Relaxed)
+    }
+}
+
+/// An [`EcrApi`] wrapper that counts calls.
+pub struct CountingEcr<A> {
+    pub inner: A,
+    pub counts: CallCounts,
+}
+
+impl<A> CountingEcr<A> {
+    pub fn new(inner: A) -> Self {
+        Self {
+            inner,
+            counts: CallCounts::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: EcrApi> EcrApi for CountingEcr<A> {
+    async fn describe_repositories(
+        &self,
+        next_token: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), EcrApiError> {
+        self.counts
+            .describe_repositories
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner.describe_repositories(next_token).await
+    }
+    async fn describe_images(
+        &self,
+        repository: &str,
+        next_token: Option<String>,
+    ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError> {
+        self.counts.describe_images.fetch_add(1, Ordering::Relaxed);
+        self.inner.describe_images(repository, next_token).await
+    }
+    async fn batch_get_image(
+        &self,
+        repository: &str,
+        digests: &[String],
+    ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError> {
+        self.counts.batch_get_image.fetch_add(1, Ordering::Relaxed);
+        self.inner.batch_get_image(repository, digests).await
+    }
+    async fn batch_delete_image(
+        &self,
+        repository: &str,
+        digests: &[String],
+    ) -> Result<(Vec<String>, Vec<ImageFailure>), EcrApiError> {
+        self.counts
+            .batch_delete_image
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner.batch_delete_image(repository, digests).await
+    }
+}
+
+/// An in-memory ECR with real ECR's paging and limits, which moto lacks (moto returns
+/// one page and no `artifactMediaType`): the benchmark counts calls against it.
+#[derive(Default)]
+pub struct MemoryEcr {
+    repos: Mutex<BTreeMap<String, Vec<(ImageDetail, Vec<u8>)>>>,
+}
+
+impl MemoryEcr {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Stores a manifest; its digest is sha256 of `bytes`.
+    pub fn put(&self, repository: &str, mut detail: ImageDetail, bytes: Vec<u8>) {
+        detail.digest = Sha256Digest::of(&bytes).to_string();
+        self.repos
+            .lock()
+            .unwrap()
+            .entry(repository.to_string())
+            .or_default()
+            .push((detail, bytes));
+    }
+    pub fn len(&self, repository: &str) -> usize {
+        self.repos
+            .lock()
+            .unwrap()
+            .get(repository)
+            .map_or(0, Vec::len)
+    }
+    pub fn is_empty(&self, repository: &str) -> bool {
+        self.len(repository) == 0
+    }
+}
+
+fn limit_error(what: &str, n: usize, max: usize) -> Result<(), EcrApiError> {
+    if n > max {
+        Err(EcrApiError {
+            message: format!("{what}: {n} image ids, at most {max} allowed"),
+            throttled: false,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl EcrApi for MemoryEcr {
+    async fn describe_repositories(
+        &self,
+        _next_token: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), EcrApiError> {
+        Ok((self.repos.lock().unwrap().keys().cloned().collect(), None))
+    }
+    async fn describe_images(
+        &self,
+        repository: &str,
+        next_token: Option<String>,
+    ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError> {
+        let repos = self.repos.lock().unwrap();
+        let images = repos.get(repository).ok_or_else(|| EcrApiError {
+            message: format!("RepositoryNotFoundException: {repository}"),
+            throttled: false,
+        })?;
+        let start: usize = next_token.map_or(0, |t| t.parse().unwrap_or(0));
+        let end = (start + DESCRIBE_PAGE as usize).min(images.len());
+        let page = images[start..end].iter().map(|(d, _)| d.clone()).collect();
+        Ok((page, (end < images.len()).then(|| end.to_string())))
+    }
+    async fn batch_get_image(
+        &self,
+        repository: &str,
+        digests: &[String],
+    ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError> {
+        limit_error("BatchGetImage", digests.len(), GET_BATCH)?;
+        let repos = self.repos.lock().unwrap();
+        let images = repos.get(repository).map(Vec::as_slice).unwrap_or(&[]);
+        let mut found = Vec::new();
+        let mut failed = Vec::new();
+        for d in digests {
+            match images.iter().find(|(i, _)| &i.digest == d) {
+                Some((i, bytes)) => found.push(FetchedManifest {
+                    digest: d.clone(),
+                    bytes: bytes.clone(),
+                    media_type: i.manifest_media_type.clone(),
+                }),
+                None => failed.push(ImageFailure {
+                    digest: d.clone(),
+                    code: "ImageNotFound".into(),
+                    message: "Requested image not found".into(),
+                }),
+            }
+        }
+        Ok((found, failed))
+    }
+    async fn batch_delete_image(
+        &self,
+        repository: &str,
+        digests: &[String],
+    ) -> Result<(Vec<String>, Vec<ImageFailure>), EcrApiError> {
+        limit_error("BatchDeleteImage", digests.len(), DELETE_BATCH)?;
+        let mut repos = self.repos.lock().unwrap();
+        let images = repos.entry(repository.to_string()).or_default();
+        let mut deleted = Vec::new();
+        let mut failed = Vec::new();
+        for d in digests {
+            match images.iter().position(|(i, _)| &i.digest == d) {
+                Some(at) => {
+                    images.remove(at);
+                    deleted.push(d.clone());
+                }
+                None => failed.push(ImageFailure {
+                    digest: d.clone(),
+                    code: "ImageNotFound".into(),
+                    message: "Requested image not found".into(),
+                }),
+            }
+        }
+        Ok((deleted, failed))
+    }
+}
+
+/// The production [`Catalog`] over ECR.
+pub struct EcrCatalog<A = SdkEcr> {
+    api: A,
+    /// Pause before retrying a call ECR throttled past the SDK's retries.
+    throttle_pause: Duration,
+}
+
+impl EcrCatalog<SdkEcr> {
+    /// From the shared AWS config (`AWS_ENDPOINT_URL` honoured by aws-config).
+    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
+        Self::new(SdkEcr::from_sdk_config(config))
+    }
+}
+
+impl<A: EcrApi> EcrCatalog<A> {
+    pub fn new(api: A) -> Self {
+        Self {
+            api,
+            throttle_pause: Duration::from_secs(2),
+        }
+    }
+    pub fn api(&self) -> &A {
+        &self.api
+    }
+
+    /// Runs `call` again (3 more times, growing pauses) while ECR answers
+    /// `ThrottlingException`; the SDK's retry config has already backed off by then.
+    async fn throttled<T, F, Fut>(&self, mut call: F) -> Result<T, EcrApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, EcrApiError>>,
+    {
+        let mut pause = self.throttle_pause;
+        for _ in 0..3 {
+            match call().await {
+                Err(e) if e.throttled => {
+                    tracing::warn!(error = %e, ?pause, "ECR throttled the call; pausing");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+        call().await
+    }
+}
+
+/// What DescribeImages cannot tell without the manifest bytes.
+fn needs_manifest(d: &ImageDetail) -> bool {
+    let mt = d.manifest_media_type.as_deref().unwrap_or("");
+    let artifact = d.artifact_media_type.as_deref().unwrap_or("");
+    // Indexes: their children. No artifact type: the kind. A config-typed manifest with a
+    // subject or a cosign-style tag: image, signature or attestation are told by layers.
+    media::is_index(mt)
+        || mt.is_empty()
+        || artifact.is_empty()
+        || ((artifact == media::OCI_CONFIG || artifact == media::DOCKER_CONFIG)
+            && (d.subject.is_some() || d.tags.iter().any(|t| cosign_tag_subject(t).is_some())))
+}
+
+/// The subject of cosign's tag scheme `sha256-<hex>.sig|.att|.sbom`.
+pub fn cosign_tag_subject(tag: &str) -> Option<Sha256Digest> {
+    let rest = tag.strip_prefix("sha256-")?;
+    let hex_part = rest
+        .strip_suffix(".sig")
+        .or_else(|| rest.strip_suffix(".att"))
+        .or_else(|| rest.strip_suffix(".sbom"))?;
+    format!("sha256:{hex_part}").parse().ok()
+}
+
+fn parse_digest(repository: &str, what: &str, s: &str) -> Result<Sha256Digest, CatalogError> {
+    s.parse().map_err(|e: crate::oci::OciError| CatalogError::BadImage {
+        repository: repository.to_string(),
+        digest: s.to_string(),
+        message: format!("{what}: {e}"),
+    })
+}
+
+/// Builds the records of one repository from DescribeImages details and the manifests
+/// fetched for some of them. Pure: shared by every [`EcrApi`].
+pub fn resolve_images(
+    repository: &str,
+    details: Vec<ImageDetail>,
+    manifests: &HashMap<String, FetchedManifest>,
+) -> Result<Vec<ImageRecord>, CatalogError> {
+    let mut records = Vec::with_capacity(details.len());
+    // Edges learnt from index descriptors: (child digest -> kind, soci index).
+    let mut child_kind: HashMap<Sha256Digest, ArtifactKind> = HashMap::new();
+    let mut child_soci: HashMap<Sha256Digest, Sha256Digest> = HashMap::new();
+    for d in details {
+        let digest = parse_digest(repository, "imageDigest", &d.digest)?;
+        let summary = match manifests.get(&d.digest) {
+            Some(m) => ManifestSummary::parse(&format!("manifest {}", d.digest), &m.bytes)
+                .map_err(|e| CatalogError::BadImage {
+                    repository: repository.to_string(),
+                    digest: d.digest.clone(),
+                    message: e.to_string(),
+                })?,
+            // DescribeImages' types stand in for the manifest (same classification rules).
+            None => ManifestSummary {
+                media_type: d.manifest_media_type.clone(),
+                config: d
+                    .artifact_media_type
+                    .clone()
+                    .map(|media_type| DescriptorSummary {
+                        media_type,
+                        ..Default::default()
+                    }),
+                ..Default::default()
+            },
+        };
+        let stored = manifests
+            .get(&d.digest)
+            .and_then(|m| m.media_type.clone())
+            .or(d.manifest_media_type.clone());
+        let manifest_media_type = summary
+            .effective_media_type(stored.as_deref())
+            .to_string();
+        let mut kind = summary.kind(stored.as_deref());
+        let mut children = Vec::new();
+        if media::is_index(&manifest_media_type) && kind != ArtifactKind::BuildkitCache {
+            for m in &summary.manifests {
+                let child = parse_digest(repository, "index child", &m.digest)?;
+                if is_attestation_descriptor(m) {
+                    child_kind.insert(child.clone(), ArtifactKind::Attestation);
+                } else if m
+                    .artifact_type
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("application/vnd.amazon.soci.index."))
+                {
+                    child_kind.insert(child.clone(), ArtifactKind::SociIndex);
+                    if let Some(img) = m.annotations.get(annotation::SOCI_IMAGE_MANIFEST_DIGEST) {
+                        let img = parse_digest(repository, "soci image-manifest-digest", img)?;
+                        child_soci.insert(img, child.clone());
+                    }
+                }
+                if let Some(soci) = m.annotations.get(annotation::SOCI_INDEX_DIGEST) {
+                    let soci = parse_digest(repository, "soci index-digest", soci)?;
+                    child_soci.insert(child.clone(), soci);
+                }
+                children.push(child);
+            }
+        }
+        let mut subject = match summary.subject.as_ref().map(|s| s.digest.as_str()) {
+            Some(s) => Some(parse_digest(repository, "subject", s)?),
+            None => match d.subject.as_deref() {
+                Some(s) => Some(parse_digest(repository, "subjectManifestDigest", s)?),
+                None => None,
+            },
+        };
+        if subject.is_none() {
+            if let Some((tag, s)) = d
+                .tags
+                .iter()
+                .find_map(|t| cosign_tag_subject(t).map(|s| (t, s)))
+            {
+                subject = Some(s);
+                if kind == ArtifactKind::Image || kind == ArtifactKind::Other {
+                    kind = if tag.ends_with(".sig") {
+                        ArtifactKind::Signature
+                    } else {
+                        ArtifactKind::Attestation
+                    };
+                }
+            }
+        }
+        let soci_index = match summary.annotations.get(annotation::SOCI_INDEX_DIGEST) {
+            Some(s) => Some(parse_digest(repository, "soci index-digest", s)?),
+            None => None,
+        };
+        records.push(ImageRecord {
+            digest,
+            tags: d.tags,
+            // ECR always sets imagePushedAt; an image without one is treated as just
+            // pushed (the grace period then protects it) rather than as ancient.
+            pushed_at: d.pushed_at.unwrap_or_else(Utc::now),
+            last_pulled_at: d.last_pulled_at,
+            manifest_media_type,
+            artifact_media_type: summary.artifact_type().map(str::to_string),
+            kind,
+            subject,
+            children,
+            soci_index,
+            size_bytes: d.size_bytes,
+        });
+    }
+    for r in &mut records {
+        if let Some(k) = child_kind.get(&r.digest) {
+            // An index says what its entries are even when their config type does not.
+            if matches!(r.kind, ArtifactKind::Image | ArtifactKind::Other) {
+                r.kind = *k;
+            }
+        }
+        if r.soci_index.is_none() {
+            r.soci_index = child_soci.get(&r.digest).cloned();
+        }
+    }
+    Ok(records)
+}
+
+#[async_trait::async_trait]
+impl<A: EcrApi> Catalog for EcrCatalog<A> {
+    async fn list_repositories(&self) -> Result<Vec<String>, CatalogError> {
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let (page, next) = self
+                .throttled(|| self.api.describe_repositories(token.clone()))
+                .await
+                .map_err(|e| CatalogError::Api {
+                    operation: "DescribeRepositories",
+                    repository: String::new(),
+                    message: e.message,
+                })?;
+            names.extend(page);
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(names),
+            }
+        }
+    }
+
+    async fn list_images(&self, repository: &str) -> Result<Vec<ImageRecord>, CatalogError> {
+        let api_error = |operation| {
+            move |e: EcrApiError| CatalogError::Api {
+                operation,
+                repository: repository.to_string(),
+                message: e.message,
+            }
+        };
+        let mut details = Vec::new();
+        let mut token = None;
+        loop {
+            let (page, next) = self
+                .throttled(|| self.api.describe_images(repository, token.clone()))
+                .await
+                .map_err(api_error("DescribeImages"))?;
+            details.extend(page);
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let wanted: Vec<String> = details
+            .iter()
+            .filter(|d| needs_manifest(d))
+            .map(|d| d.digest.clone())
+            .collect();
+        let mut manifests = HashMap::new();
+        for batch in wanted.chunks(GET_BATCH) {
+            let (found, failed) = self
+                .throttled(|| self.api.batch_get_image(repository, batch))
+                .await
+                .map_err(api_error("BatchGetImage"))?;
+            for f in failed {
+                // An image deleted between the two calls is simply gone; anything else
+                // would leave its kind or children unknown, so the run stops here.
+                if f.code != "ImageNotFound" {
+                    return Err(CatalogError::BadImage {
+                        repository: repository.to_string(),
+                        digest: f.digest,
+                        message: format!("BatchGetImage: {}: {}", f.code, f.message),
+                    });
+                }
+                details.retain(|d| d.digest != f.digest);
+            }
+            for m in found {
+                manifests.insert(m.digest.clone(), m);
+            }
+        }
+        resolve_images(repository, details, &manifests)
+    }
+
+    async fn delete_images(
+        &self,
+        repository: &str,
+        digests: &[Sha256Digest],
+    ) -> Result<DeleteOutcome, CatalogError> {
+        let ids: Vec<String> = digests.iter().map(ToString::to_string).collect();
+        let mut outcome = DeleteOutcome::default();
+        for batch in ids.chunks(DELETE_BATCH) {
+            let (deleted, failed) = self
+                .throttled(|| self.api.batch_delete_image(repository, batch))
+                .await
+                .map_err(|e| CatalogError::Api {
+                    operation: "BatchDeleteImage",
+                    repository: repository.to_string(),
+                    message: e.message,
+                })?;
+            for d in deleted {
+                outcome
+                    .deleted
+                    .push(parse_digest(repository, "deleted imageDigest", &d)?);
+            }
+            for f in failed {
+                outcome.failed.push(DeleteFailure {
+                    digest: parse_digest(repository, "failed imageDigest", &f.digest)?,
+                    code: f.code,
+                    message: f.message,
+                });
+            }
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,164 @@
+//! `afterpush cleanup plan|apply`: the cache janitor from the command line, against ECR
+//! (aws-config: `AWS_ENDPOINT_URL`, profiles, regions as usual) and S3 caches.
+
+use crate::catalog::ecr::EcrCatalog;
+use crate::catalog::s3cache::S3CacheUri;
+use crate::cleanup::planner::{decisions_table, human_bytes};
+use crate::cleanup::policy::Policy;
+use crate::cleanup::{sweep, Report, RunOptions};
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[command(subcommand)]
+    pub action: CleanupAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CleanupAction {
+    /// Show what the policy would delete, and why (deletes nothing).
+    Plan(CleanupOptions),
+    /// Delete what the policy says (index before children, batches of 100).
+    Apply(CleanupOptions),
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupOptions {
+    /// The policy file (YAML or JSON).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Only these repositories (each must match the policy); default: all it selects.
+    #[arg(long = "repository", value_name = "R")]
+    pub repositories: Vec<String>,
+    /// Only this S3 BuildKit cache (s3://bucket/prefix/); default: the policy's.
+    #[arg(long = "s3-cache", value_name = "URI")]
+    pub s3_caches: Vec<String>,
+    /// Plan as of this time: RFC 3339 (`2026-12-24T00:00:00Z`) or `+DURATION` from now
+    /// (`+30d`: "what will this policy delete next month?").
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+    /// Print the report as JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `--as-of`.
+pub fn parse_as_of(text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    if let Some(rel) = text.strip_prefix('+') {
+        let d = humantime::parse_duration(rel)
+            .with_context(|| format!("--as-of {text:?}: {rel:?} is not a duration"))?;
+        return Ok(now + chrono::Duration::from_std(d)?);
+    }
+    Ok(DateTime::parse_from_rfc3339(text)
+        .with_context(|| format!("--as-of {text:?} is neither RFC 3339 nor +DURATION"))?
+        .with_timezone(&Utc))
+}
+
+pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
+    let (opts, dry_run) = match args.action {
+        CleanupAction::Plan(o) => (o, true),
+        CleanupAction::Apply(o) => (o, false),
+    };
+    let policy = Policy::load(&opts.policy)?;
+    let now = match &opts.as_of {
+        Some(t) => parse_as_of(t, Utc::now())?,
+        None => Utc::now(),
+    };
+    let s3_caches = opts
+        .s3_caches
+        .iter()
+        .map(|u| {
+            u.parse::<S3CacheUri>()
+                .map_err(|e| anyhow::anyhow!("--s3-cache: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = aws_config::load_from_env().await;
+    let catalog = EcrCatalog::from_sdk_config(&config);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            // Path-style works with every endpoint (S3-compatible stores, moto).
+            .force_path_style(std::env::var_os("AWS_ENDPOINT_URL").is_some())
+            .build(),
+    );
+    let options = RunOptions {
+        dry_run,
+        now,
+        repositories: opts.repositories,
+        s3_caches,
+    };
+    let report = sweep(&catalog, Some(&s3), &policy, &options).await?;
+    if opts.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", render(&report));
+    }
+    if report.failed > 0 || !report.errors.is_empty() {
+        anyhow::bail!(
+            "{} deletions failed, {} errors (see above)",
+            report.failed,
+            report.errors.len()
+        );
+    }
+    Ok(())
+}
+
+/// The report as text: the deletions of each repository as a table, then totals.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let verb = if report.dry_run { "would delete" } else { "deleted" };
+    for r in &report.repositories {
+        if !r.planned.is_empty() {
+            out.push_str(&decisions_table(&r.repository, report.now, &r.planned));
+        }
+        out.push_str(&format!(
+            "{}: {verb} {} of {} images ({}), kept {}{}\n",
+            r.repository,
+            if report.dry_run { r.planned.len() } else { r.deleted.len() },
+            r.images,
+            human_bytes(r.bytes_reclaimed),
+            r.kept,
+            if r.stopped_by_max_deletions {
+                ", stopped at max_deletions"
+            } else {
+                ""
+            }
+        ));
+        for f in &r.failed {
+            out.push_str(&format!("  failed {}: {} {}\n", f.digest, f.code, f.message));
+        }
+    }
+    for c in &report.s3_caches {
+        for (name, why) in &c.plan.expired_manifests {
+            out.push_str(&format!("{}: manifest {name}: expire ({why})\n", c.plan.uri));
+        }
+        out.push_str(&format!(
+            "{}: {verb} {} manifests and {} blobs ({}); {} live blobs, {} young unreferenced\n",
+            c.plan.uri,
+            c.plan.expired_manifests.len(),
+            c.plan.dead_blobs.len(),
+            human_bytes(c.plan.bytes_reclaimed),
+            c.plan.live_blobs,
+            c.plan.young_blobs
+        ));
+        for f in &c.failed {
+            out.push_str(&format!("  failed {}: {} {}\n", f.key, f.code, f.message));
+        }
+    }
+    for e in &report.errors {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    out.push_str(&format!(
+        "run {} as of {}: {} planned, {} deleted, {} failed, {} reclaimed{}\n",
+        report.run_id,
+        report.now.to_rfc3339(),
+        report.planned_deletions,
+        report.deleted,
+        report.failed,
+        human_bytes(report.bytes_reclaimed),
+        if report.dry_run { " (dry run)" } else { "" }
+    ));
+    out
+}

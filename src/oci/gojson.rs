@@ -1,0 +1,192 @@
+//! Manifests as Go's `encoding/json` writes `image-spec`'s structs: the field order of
+//! `ocispec.Manifest`, `ocispec.Index`, `ocispec.Descriptor` and `ocispec.Platform`,
+//! maps with sorted keys, compact output, and Go's HTML-safe string escaping.
+//!
+//! soci-snapshotter, buildx and most registries' tooling are Go: writing the same bytes
+//! they would write makes our digests equal theirs for the same content (a cheap and
+//! strong conformance check), and keeps our own output deterministic.
+//! `oci-spec`'s types are used to read manifests; these are for the few we write.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io;
+
+/// `ocispec.Descriptor`, in Go field order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GoDescriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<GoPlatform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+}
+
+/// `ocispec.Platform`, in Go field order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GoPlatform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub os_version: Option<String>,
+    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
+    pub os_features: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl GoPlatform {
+    /// `os/arch[/variant]`, the usual short form.
+    pub fn short(&self) -> String {
+        match &self.variant {
+            Some(v) if !v.is_empty() => format!("{}/{}/{}", self.os, self.architecture, v),
+            _ => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+}
+
+/// `ocispec.Manifest` (also reads Docker v2 schema 2 manifests, which share the shape).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GoManifest {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    pub config: GoDescriptor,
+    #[serde(default)]
+    pub layers: Vec<GoDescriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<GoDescriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `ocispec.Index` (also reads Docker manifest lists).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GoIndex {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub manifests: Vec<GoDescriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<GoDescriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Serialises like Go's `json.Marshal`: compact, struct fields in declaration order,
+/// and strings escaped as Go does (`<`, `>`, `&`, U+2028, U+2029 as `\u00XX`/`\u20XX`;
+/// control characters other than `\n`, `\r`, `\t` as `\u00XX`).
+pub fn to_go_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
+    value
+        .serialize(&mut ser)
+        .expect("serialising plain structs to memory cannot fail");
+    out
+}
+
+struct GoFormatter;
+
+impl serde_json::ser::Formatter for GoFormatter {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            let escape = match c {
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '&' => "\\u0026",
+                '\u{2028}' => "\\u2028",
+                '\u{2029}' => "\\u2029",
+                _ => continue,
+            };
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            writer.write_all(escape.as_bytes())?;
+            start = i + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        escape: serde_json::ser::CharEscape,
+    ) -> io::Result<()> {
+        use serde_json::ser::CharEscape::*;
+        let s: String = match escape {
+            Quote => "\\\"".into(),
+            ReverseSolidus => "\\\\".into(),
+            LineFeed => "\\n".into(),
+            CarriageReturn => "\\r".into(),
+            Tab => "\\t".into(),
+            // Go writes \b and \f as \u0008 and \u000c.
+            Backspace => "\\u0008".into(),
+            FormFeed => "\\u000c".into(),
+            Solidus => "/".into(),
+            AsciiControl(b) => format!("\\u{:04x}", b),
+        };
+        writer.write_all(s.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_go_field_order_and_escaping() {
+        let mut d = GoDescriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: "sha256:aa".into(),
+            size: 7,
+            platform: Some(GoPlatform {
+                architecture: "arm".into(),
+                os: "linux".into(),
+                variant: Some("v7".into()),
+                ..Default::default()
+            }),
+            artifact_type: Some("application/vnd.amazon.soci.index.v2+json".into()),
+            ..Default::default()
+        };
+        d.annotations.insert("z".into(), "a<b>&c\u{8}".into());
+        d.annotations.insert("a".into(), "1".into());
+        let json = String::from_utf8(to_go_json(&d)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aa","size":7,"annotations":{"a":"1","z":"a\u003cb\u003e\u0026c\u0008"},"platform":{"architecture":"arm","os":"linux","variant":"v7"},"artifactType":"application/vnd.amazon.soci.index.v2+json"}"#
+        );
+        let back: GoDescriptor = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn manifest_keeps_empty_layers_and_drops_unknown_fields() {
+        let m: GoManifest = serde_json::from_str(r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:b","size":2},"extra":1}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(to_go_json(&m)).unwrap(),
+            r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:b","size":2},"layers":[]}"#
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! The environment variables the Lambda functions read, in one table, and small helpers
+//! to parse them with errors that name the variable.
+//!
+//! `template.yaml` sets every variable below from a stack parameter; `tests/template.rs`
+//! checks that against [`SETTINGS`], so a setting added here without a parameter (or a
+//! parameter wired to the wrong function) fails the build.
+
+use std::fmt;
+
+/// One of the three Lambda functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Function {
+    SociIndexer,
+    ManifestStitcher,
+    CacheJanitor,
+}
+
+impl Function {
+    pub const ALL: [Function; 3] = [
+        Function::SociIndexer,
+        Function::ManifestStitcher,
+        Function::CacheJanitor,
+    ];
+
+    /// The binary (and workspace package) name, as in `functions/<name>`.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Function::SociIndexer => "soci-indexer",
+            Function::ManifestStitcher => "manifest-stitcher",
+            Function::CacheJanitor => "cache-janitor",
+        }
+    }
+}
+
+impl fmt::Display for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.binary())
+    }
+}
+
+/// An environment variable a function reads, with its default (the empty string means
+/// "unset / feature off").
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub functions: &'static [Function],
+}
+
+use Function::{CacheJanitor as J, ManifestStitcher as M, SociIndexer as S};
+
+pub const REPOSITORY_TAG_FILTERS: &str = "REPOSITORY_TAG_FILTERS";
+pub const SOCI_INDEX_VERSION: &str = "SOCI_INDEX_VERSION";
+pub const SOCI_TAG_MODE: &str = "SOCI_TAG_MODE";
+pub const SOCI_TAG_SUFFIX: &str = "SOCI_TAG_SUFFIX";
+pub const SPAN_SIZE: &str = "SPAN_SIZE";
+pub const MIN_LAYER_SIZE: &str = "MIN_LAYER_SIZE";
+pub const LAYER_CONCURRENCY: &str = "LAYER_CONCURRENCY";
+pub const PLATFORMS: &str = "PLATFORMS";
+pub const ZTOC_CACHE_BUCKET: &str = "ZTOC_CACHE_BUCKET";
+pub const ARCH_TAG_TEMPLATE: &str = "ARCH_TAG_TEMPLATE";
+pub const TARGET_TAG_TEMPLATE: &str = "TARGET_TAG_TEMPLATE";
+pub const REQUIRED_PLATFORMS: &str = "REQUIRED_PLATFORMS";
+pub const STITCH_MODE: &str = "STITCH_MODE";
+pub const CLEANUP_POLICY: &str = "CLEANUP_POLICY";
+pub const DRY_RUN: &str = "DRY_RUN";
+pub const REPORT_BUCKET: &str = "REPORT_BUCKET";
+
+/// The tag suffix AWS's SOCI Index Builder uses, and our default.
+pub const DEFAULT_SOCI_TAG_SUFFIX: &str = "-soci";
+
+/// Every setting the functions read. Defaults are the ones the issues specify.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: REPOSITORY_TAG_FILTERS,
+        default: "*:*",
+        functions: &[S, M, J],
+    },
+    Setting {
+        name: SOCI_INDEX_VERSION,
+        default: "v2",
+        functions: &[S],
+    },
+    Setting {
+        name: SOCI_TAG_MODE,
+        default: "suffix",
+        functions: &[S],
+    },
+    // The stitcher and the janitor need the suffix too: to recognise the indexer's output.
+    Setting {
+        name: SOCI_TAG_SUFFIX,
+        default: DEFAULT_SOCI_TAG_SUFFIX,
+        functions: &[S, M, J],
+    },
+    Setting {
+        name: SPAN_SIZE,
+        default: "4194304",
+        functions: &[S],
+    },
+    Setting {
+        name: MIN_LAYER_SIZE,
+        default: "10485760",
+        functions: &[S],
+    },
+    Setting {
+        name: LAYER_CONCURRENCY,
+        default: "4",
+        functions: &[S],
+    },
+    Setting {
+        name: PLATFORMS,
+        default: "all",
+        functions: &[S],
+    },
+    Setting {
+        name: ZTOC_CACHE_BUCKET,
+        default: "",
+        functions: &[S],
+    },
+    Setting {
+        name: ARCH_TAG_TEMPLATE,
+        default: "{tag}-{arch}",
+        functions: &[M],
+    },
+    Setting {
+        name: TARGET_TAG_TEMPLATE,
+        default: "{tag}",
+        functions: &[M],
+    },
+    Setting {
+        name: REQUIRED_PLATFORMS,
+        default: "linux/amd64,linux/arm64",
+        functions: &[M],
+    },
+    Setting {
+        name: STITCH_MODE,
+        default: "complete",
+        functions: &[M],
+    },
+    Setting {
+        name: CLEANUP_POLICY,
+        default: "",
+        functions: &[J],
+    },
+    Setting {
+        name: DRY_RUN,
+        default: "true",
+        functions: &[J],
+    },
+    Setting {
+        name: REPORT_BUCKET,
+        default: "",
+        functions: &[J],
+    },
+];
+
+/// The [`Setting`] called `name`, if it is one of ours.
+pub fn setting(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// A setting with a value that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("environment variable {name}={value:?} is invalid: {problem}")]
+pub struct SettingsError {
+    pub name: String,
+    pub value: String,
+    pub problem: String,
+}
+
+impl SettingsError {
+    pub fn new(name: &str, value: &str, problem: impl Into<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            value: value.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Where settings come from: the process environment in production, a map in tests (so
+/// tests never mutate the process environment, which other test threads share).
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<S: std::hash::BuildHasher> Source for std::collections::HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).cloned()
+    }
+}
+
+impl Source for std::collections::BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::BTreeMap::get(self, name).cloned()
+    }
+}
+
+/// The trimmed value of `name`; `None` when unset or blank (CloudFormation cannot unset a
+/// variable, it can only set it to the empty string, so blank means "use the default").
+pub fn value(source: &dyn Source, name: &str) -> Option<String> {
+    source
+        .get(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The value of `name`, or its default from [`SETTINGS`] (empty if it has none).
+pub fn value_or_default(source: &dyn Source, name: &str) -> String {
+    value(source, name).unwrap_or_else(|| setting(name).map_or("", |s| s.default).to_string())
+}
+
+/// A boolean setting: `true/false`, `1/0`, `yes/no`, `on/off` (any case).
+pub fn parse_bool(name: &str, raw: &str) -> Result<bool, SettingsError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(SettingsError::new(
+            name,
+            raw,
+            "expected true or false (or 1/0, yes/no, on/off)",
+        )),
+    }
+}
+
+/// A byte size: a plain number of bytes, or a number with a `KiB`/`MiB`/`GiB` (binary)
+/// or `KB`/`MB`/`GB` (decimal) suffix, e.g. `4MiB`, `10485760`.
+pub fn parse_size(name: &str, raw: &str) -> Result<u64, SettingsError> {
+    let text = raw.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| {
+        SettingsError::new(
+            name,
+            raw,
+            "expected a number of bytes, e.g. 4194304 or 4MiB",
+        )
+    })?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(SettingsError::new(
+                name,
+                raw,
+                format!("unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"),
+            ))
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| SettingsError::new(name, raw, "too large"))
+}
+
+/// A positive count (e.g. `LAYER_CONCURRENCY`).
+pub fn parse_positive(name: &str, raw: &str) -> Result<usize, SettingsError> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(SettingsError::new(name, raw, "expected a whole number ≥ 1")),
+    }
+}
+
+/// A comma-separated list, entries trimmed, empty entries dropped.
+pub fn parse_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// One of `allowed` (case-sensitive, as documented in the template's AllowedValues).
+pub fn parse_choice<'a>(
+    name: &str,
+    raw: &str,
+    allowed: &[&'a str],
+) -> Result<&'a str, SettingsError> {
+    let raw_trimmed = raw.trim();
+    allowed
+        .iter()
+        .copied()
+        .find(|a| *a == raw_trimmed)
+        .ok_or_else(|| {
+            SettingsError::new(name, raw, format!("expected one of {}", allowed.join(", ")))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn every_setting_is_declared_once_and_used_by_some_function() {
+        let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "duplicate setting names");
+        assert!(SETTINGS.iter().all(|s| !s.functions.is_empty()));
+    }
+
+    #[test]
+    fn blank_means_default() {
+        let mut env = BTreeMap::new();
+        env.insert(DRY_RUN.to_string(), "  ".to_string());
+        assert_eq!(value(&env, DRY_RUN), None);
+        assert_eq!(value_or_default(&env, DRY_RUN), "true");
+        env.insert(DRY_RUN.to_string(), " false ".to_string());
+        assert_eq!(value_or_default(&env, DRY_RUN), "false");
+        assert_eq!(value_or_default(&env, "not-a-setting"), "");
+    }
+
+    #[test]
+    fn parses_sizes_bools_counts_and_choices() {
+        assert_eq!(parse_size(SPAN_SIZE, "4194304"), Ok(4 << 20));
+        assert_eq!(parse_size(SPAN_SIZE, "4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size(SPAN_SIZE, "10 MB"), Ok(10_000_000));
+        let err = parse_size(MIN_LAYER_SIZE, "ten").unwrap_err();
+        assert!(err.to_string().contains("MIN_LAYER_SIZE") && err.to_string().contains("ten"));
+        assert!(parse_size(SPAN_SIZE, "4PiB")
+            .unwrap_err()
+            .problem
+            .contains("PiB".to_ascii_lowercase().as_str()));
+        assert!(parse_size(SPAN_SIZE, "99999999999999999999").is_err());
+        assert!(parse_size(SPAN_SIZE, "18446744073709551615GiB").is_err());
+        assert_eq!(parse_bool(DRY_RUN, "TRUE"), Ok(true));
+        assert_eq!(parse_bool(DRY_RUN, "off"), Ok(false));
+        assert!(parse_bool(DRY_RUN, "maybe")
+            .unwrap_err()
+            .to_string()
+            .contains("DRY_RUN"));
+        assert_eq!(parse_positive(LAYER_CONCURRENCY, "8"), Ok(8));
+        assert!(parse_positive(LAYER_CONCURRENCY, "0").is_err());
+        assert_eq!(parse_list(" a, ,b ,"), vec!["a", "b"]);
+        assert_eq!(
+            parse_choice(SOCI_INDEX_VERSION, "v1", &["v2", "v1"]),
+            Ok("v1")
+        );
+        let err = parse_choice(SOCI_INDEX_VERSION, "v3", &["v2", "v1"]).unwrap_err();
+        assert!(err.to_string().contains("v2, v1"), "{err}");
+    }
+}

@@ -1,0 +1,284 @@
+//! Building the zTOCs of one image manifest: each indexable layer is streamed from the
+//! repository straight into the zTOC builder (no disk, memory bounded by the builder's
+//! window ring and a few in-flight chunks), several layers at once, reusing cached
+//! zTOCs where the cache has a valid one.
+
+use super::cache::ZtocCache;
+use super::index::{soci_index_manifest, ZtocEntry, CONFIG_BLOB};
+use super::layers::{decide, LayerDecision};
+use super::settings::{IndexVersion, SociSettings};
+use super::{Result, SociError};
+use crate::oci::gojson::{GoDescriptor, GoManifest};
+use crate::oci::Sha256Digest;
+use crate::registry::{push_bytes, Manifest, Repository};
+use crate::ztoc::{LayerCompression, Ztoc, ZtocBuilder, ZtocOptions};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use std::sync::Arc;
+
+/// What happens, for progress bars and logs.
+#[derive(Debug, Clone)]
+pub enum ProgressEvent {
+    LayerStarted {
+        layer: Sha256Digest,
+        size: u64,
+    },
+    LayerBytes {
+        layer: Sha256Digest,
+        bytes: u64,
+    },
+    LayerFinished {
+        layer: Sha256Digest,
+        from_cache: bool,
+    },
+}
+
+/// A progress callback (the CLI draws bars with it; the Lambda passes none).
+pub type Progress = Arc<dyn Fn(ProgressEvent) + Send + Sync>;
+
+/// What became of one layer.
+#[derive(Debug, Clone)]
+pub struct LayerOutcome {
+    pub layer: Sha256Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub result: LayerResult,
+}
+
+#[derive(Debug, Clone)]
+pub enum LayerResult {
+    Indexed {
+        entry: ZtocEntry,
+        from_cache: bool,
+        bytes_read: u64,
+        files: usize,
+    },
+    Skipped(String),
+}
+
+/// The SOCI index of one image manifest (not yet pushed: v1 and v2 push it differently),
+/// with its zTOCs and config already in the repository.
+#[derive(Debug, Clone)]
+pub struct BuiltIndex {
+    /// `None` when no layer was indexable: nothing was pushed.
+    pub manifest: Option<Manifest>,
+    pub layers: Vec<LayerOutcome>,
+}
+
+impl BuiltIndex {
+    pub fn bytes_read(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| {
+                if let LayerResult::Indexed { bytes_read, .. } = l.result {
+                    bytes_read
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+}
+
+/// Builds (or fetches from the cache) the zTOC of every indexable layer of `image`,
+/// pushes them and the `{}` config to `repo`, and returns the SOCI index manifest.
+pub async fn build_index_for_manifest(
+    repo: &dyn Repository,
+    image: &GoManifest,
+    version: IndexVersion,
+    subject: Option<GoDescriptor>,
+    settings: &SociSettings,
+    cache: &dyn ZtocCache,
+    progress: Option<Progress>,
+) -> Result<BuiltIndex> {
+    let work = image.layers.iter().map(|layer| {
+        let progress = progress.clone();
+        async move {
+            let digest: Sha256Digest = layer.digest.parse().map_err(|e| SociError::Invalid {
+                what: format!("layer {}", layer.digest),
+                message: format!("{e}"),
+            })?;
+            let result = match decide(&layer.media_type, layer.size, settings.min_layer_size) {
+                LayerDecision::Skip(reason) => LayerResult::Skipped(reason),
+                LayerDecision::Index(compression) => {
+                    index_layer(repo, &digest, layer, compression, settings, cache, progress)
+                        .await?
+                }
+            };
+            Ok::<_, SociError>(LayerOutcome {
+                layer: digest,
+                media_type: layer.media_type.clone(),
+                size: layer.size,
+                result,
+            })
+        }
+    });
+    // `buffered` keeps image layer order (zTOC descriptors follow it) while running
+    // `layer_concurrency` layers at once.
+    let layers: Vec<LayerOutcome> = futures::stream::iter(work)
+        .buffered(settings.layer_concurrency.max(1))
+        .try_collect()
+        .await?;
+    let entries: Vec<ZtocEntry> = layers
+        .iter()
+        .filter_map(|l| {
+            if let LayerResult::Indexed { entry, .. } = &l.result {
+                Some(entry.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    if entries.is_empty() {
+        return Ok(BuiltIndex {
+            manifest: None,
+            layers,
+        });
+    }
+    push_bytes(repo, Bytes::from_static(CONFIG_BLOB)).await?;
+    let manifest = soci_index_manifest(version, &entries, subject, &settings.build_tool_identifier);
+    Ok(BuiltIndex {
+        manifest: Some(manifest),
+        layers,
+    })
+}
+
+async fn index_layer(
+    repo: &dyn Repository,
+    digest: &Sha256Digest,
+    layer: &GoDescriptor,
+    compression: LayerCompression,
+    settings: &SociSettings,
+    cache: &dyn ZtocCache,
+    progress: Option<Progress>,
+) -> Result<LayerResult> {
+    if let Some(p) = &progress {
+        p(ProgressEvent::LayerStarted {
+            layer: digest.clone(),
+            size: layer.size,
+        });
+    }
+    let cached = match cache.get(digest, settings.span_size).await {
+        Some(bytes) => match Ztoc::from_bytes(&bytes) {
+            Ok(ztoc) if u64::try_from(ztoc.compressed_archive_size).ok() == Some(layer.size) => {
+                Some((bytes, ztoc))
+            }
+            Ok(ztoc) => {
+                tracing::warn!(layer = %digest, cached_size = ztoc.compressed_archive_size, layer_size = layer.size, "cached zTOC describes another size; rebuilding");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(layer = %digest, error = %err, "cached zTOC does not parse; rebuilding");
+                None
+            }
+        },
+        None => None,
+    };
+    let from_cache = cached.is_some();
+    let (bytes, ztoc, bytes_read) = match cached {
+        Some((bytes, ztoc)) => (bytes, ztoc, 0),
+        None => {
+            let options = ZtocOptions {
+                span_size: settings.span_size,
+                build_tool_identifier: settings.build_tool_identifier.clone(),
+            };
+            let ztoc = stream_layer_into_builder(
+                repo,
+                digest,
+                layer.size,
+                compression,
+                options,
+                progress.clone(),
+            )
+            .await?;
+            let bytes = Bytes::from(ztoc.to_bytes());
+            cache.put(digest, settings.span_size, bytes.clone()).await;
+            (bytes, ztoc, layer.size)
+        }
+    };
+    let ztoc_digest = push_bytes(repo, bytes.clone()).await?;
+    if let Some(p) = &progress {
+        p(ProgressEvent::LayerFinished {
+            layer: digest.clone(),
+            from_cache,
+        });
+    }
+    tracing::info!(layer = %digest, ztoc = %ztoc_digest, files = ztoc.files.len(), from_cache, "zTOC ready");
+    Ok(LayerResult::Indexed {
+        entry: ZtocEntry {
+            ztoc_digest,
+            ztoc_size: bytes.len() as u64,
+            layer_digest: digest.clone(),
+            layer_media_type: layer.media_type.clone(),
+            span_size: settings.span_size,
+            disable_xattrs: settings.xattr_optimization && !ztoc.uses_xattrs(),
+        },
+        from_cache,
+        bytes_read,
+        files: ztoc.files.len(),
+    })
+}
+
+/// Streams a layer blob into a [`ZtocBuilder`] running on a blocking thread: download
+/// and inflate overlap, and at most a few chunks are in flight.
+pub async fn stream_layer_into_builder(
+    repo: &dyn Repository,
+    digest: &Sha256Digest,
+    expected_size: u64,
+    compression: LayerCompression,
+    options: ZtocOptions,
+    progress: Option<Progress>,
+) -> Result<Ztoc> {
+    let mut stream = repo.get_blob(digest, None).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut builder = ZtocBuilder::new(compression, options);
+        while let Some(chunk) = rx.blocking_recv() {
+            builder.feed(&chunk)?;
+        }
+        builder.finish()
+    });
+    let mut read = 0u64;
+    let mut stream_error = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => {
+                read += chunk.len() as u64;
+                if let Some(p) = &progress {
+                    p(ProgressEvent::LayerBytes {
+                        layer: digest.clone(),
+                        bytes: chunk.len() as u64,
+                    });
+                }
+                if tx.send(chunk).await.is_err() {
+                    break; // the builder stopped on an error, reported below
+                }
+            }
+            Err(err) => {
+                stream_error = Some(err);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let built = worker.await.map_err(|e| SociError::Builder {
+        layer: digest.clone(),
+        message: e.to_string(),
+    })?;
+    // A broken download also makes the builder see a truncated layer: report the cause.
+    if let Some(err) = stream_error {
+        return Err(err.into());
+    }
+    let ztoc = built.map_err(|source| SociError::Layer {
+        layer: digest.clone(),
+        source,
+    })?;
+    if read != expected_size {
+        return Err(SociError::LayerSize {
+            layer: digest.clone(),
+            expected: expected_size,
+            actual: read,
+        });
+    }
+    Ok(ztoc)
+}

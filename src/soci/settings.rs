@@ -1,0 +1,242 @@
+//! The indexer's settings: environment variables for the Lambda (set by template.yaml
+//! parameters), the same names as CLI flags.
+
+use super::{Result, SociError};
+
+/// Which SOCI index format to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IndexVersion {
+    /// Found through the referrers API (`subject`); ignored by soci-snapshotter >= 0.10 by default.
+    V1,
+    /// Bound into a new image index next to the image manifests (the default).
+    V2,
+}
+
+/// Where the v2 output index is tagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TagMode {
+    /// `<tag><suffix>` (`<tag>-soci`), like AWS's SOCI Index Builder; `<tag>` is left alone.
+    Suffix,
+    /// Move `<tag>` itself to the SOCI-enabled index (its digest changes).
+    InPlace,
+    /// Push by digest only.
+    None,
+}
+
+/// Which platforms of a multi-platform image get SOCI indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformSelection {
+    All,
+    /// `os/arch[/variant]` entries.
+    Only(Vec<String>),
+}
+
+impl PlatformSelection {
+    pub fn parse(value: &str) -> Self {
+        let value = value.trim();
+        if value.is_empty() || value.eq_ignore_ascii_case("all") {
+            return PlatformSelection::All;
+        }
+        PlatformSelection::Only(
+            value
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        )
+    }
+    pub fn includes(&self, platform: &str) -> bool {
+        match self {
+            PlatformSelection::All => true,
+            PlatformSelection::Only(list) => list.iter().any(|p| p == platform),
+        }
+    }
+}
+
+/// Everything the indexer can be told.
+#[derive(Debug, Clone)]
+pub struct SociSettings {
+    pub span_size: u64,
+    pub min_layer_size: u64,
+    pub layer_concurrency: usize,
+    pub index_version: IndexVersion,
+    pub tag_mode: TagMode,
+    pub tag_suffix: String,
+    pub platforms: PlatformSelection,
+    pub build_tool_identifier: String,
+    /// soci's `xattr` optimization: mark zTOCs of layers without xattrs or opaque
+    /// whiteouts with `com.amazon.soci.disable-xattrs`, so the snapshotter skips xattr
+    /// lookups. Off by default, as in `soci create`.
+    pub xattr_optimization: bool,
+    pub ztoc_cache_bucket: Option<String>,
+    pub ztoc_cache_prefix: String,
+    /// `repo-glob:tag-glob,...` for the Lambda's event filter.
+    pub repository_tag_filters: String,
+}
+
+pub const DEFAULT_SPAN_SIZE: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_MIN_LAYER_SIZE: u64 = 10 * 1024 * 1024;
+
+impl Default for SociSettings {
+    fn default() -> Self {
+        Self {
+            span_size: DEFAULT_SPAN_SIZE,
+            min_layer_size: DEFAULT_MIN_LAYER_SIZE,
+            layer_concurrency: 2,
+            index_version: IndexVersion::V2,
+            tag_mode: TagMode::Suffix,
+            tag_suffix: "-soci".into(),
+            platforms: PlatformSelection::All,
+            build_tool_identifier: format!("afterpush v{}", env!("CARGO_PKG_VERSION")),
+            xattr_optimization: false,
+            ztoc_cache_bucket: None,
+            ztoc_cache_prefix: "afterpush/ztoc/".into(),
+            repository_tag_filters: "*:*".into(),
+        }
+    }
+}
+
+/// Parses `4194304`, `4MiB`, `4M`, `512KiB`, `1GiB` (binary units).
+pub fn parse_size(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+impl SociSettings {
+    /// Reads the settings from the environment; unset variables keep their defaults.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Same as [`from_env`](Self::from_env) over any lookup (tests, `afterpush invoke`).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let bad = |name: &str, value: &str, message: &str| SociError::Setting {
+            name: name.into(),
+            value: value.into(),
+            message: message.into(),
+        };
+        let mut s = Self::default();
+        if let Some(v) = get("SPAN_SIZE") {
+            s.span_size = parse_size(&v).filter(|n| *n >= 1024).ok_or_else(|| {
+                bad(
+                    "SPAN_SIZE",
+                    &v,
+                    "expected a size of at least 1KiB, e.g. 4MiB",
+                )
+            })?;
+        }
+        if let Some(v) = get("MIN_LAYER_SIZE") {
+            s.min_layer_size = parse_size(&v)
+                .ok_or_else(|| bad("MIN_LAYER_SIZE", &v, "expected a size, e.g. 10MiB"))?;
+        }
+        if let Some(v) = get("LAYER_CONCURRENCY") {
+            s.layer_concurrency = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| bad("LAYER_CONCURRENCY", &v, "expected 1 to 64"))?;
+        }
+        if let Some(v) = get("SOCI_INDEX_VERSION") {
+            s.index_version = match v.trim().to_ascii_lowercase().as_str() {
+                "v1" => IndexVersion::V1,
+                "v2" => IndexVersion::V2,
+                _ => return Err(bad("SOCI_INDEX_VERSION", &v, "expected v1 or v2")),
+            };
+        }
+        if let Some(v) = get("SOCI_TAG_MODE") {
+            s.tag_mode = match v.trim().to_ascii_lowercase().as_str() {
+                "suffix" => TagMode::Suffix,
+                "in-place" => TagMode::InPlace,
+                "none" => TagMode::None,
+                _ => {
+                    return Err(bad(
+                        "SOCI_TAG_MODE",
+                        &v,
+                        "expected suffix, in-place or none",
+                    ))
+                }
+            };
+        }
+        if let Some(v) = get("SOCI_TAG_SUFFIX") {
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            {
+                return Err(bad(
+                    "SOCI_TAG_SUFFIX",
+                    &v,
+                    "expected tag characters, e.g. -soci",
+                ));
+            }
+            s.tag_suffix = v;
+        }
+        if let Some(v) = get("PLATFORMS") {
+            s.platforms = PlatformSelection::parse(&v);
+        }
+        if let Some(v) = get("BUILD_TOOL_IDENTIFIER") {
+            s.build_tool_identifier = v;
+        }
+        if let Some(v) = get("SOCI_XATTR_OPTIMIZATION") {
+            s.xattr_optimization =
+                matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes");
+        }
+        s.ztoc_cache_bucket = get("ZTOC_CACHE_BUCKET").filter(|v| !v.trim().is_empty());
+        if let Some(v) = get("ZTOC_CACHE_PREFIX") {
+            s.ztoc_cache_prefix = v;
+        }
+        if let Some(v) = get("REPOSITORY_TAG_FILTERS") {
+            s.repository_tag_filters = v;
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("4194304"), Some(4194304));
+        assert_eq!(parse_size("4MiB"), Some(4194304));
+        assert_eq!(parse_size("10M"), Some(10 << 20));
+        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_size("4x"), None);
+        assert_eq!(parse_size(""), None);
+    }
+
+    #[test]
+    fn reads_environment_and_names_bad_values() {
+        let env: HashMap<&str, &str> = [
+            ("SPAN_SIZE", "1MiB"),
+            ("SOCI_TAG_MODE", "in-place"),
+            ("PLATFORMS", "linux/amd64, linux/arm64"),
+        ]
+        .into();
+        let s = SociSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(s.span_size, 1 << 20);
+        assert_eq!(s.tag_mode, TagMode::InPlace);
+        assert!(s.platforms.includes("linux/arm64") && !s.platforms.includes("linux/arm/v7"));
+        let err =
+            SociSettings::from_lookup(|k| (k == "SOCI_INDEX_VERSION").then(|| "v3".to_string()))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("SOCI_INDEX_VERSION") && err.contains("v3"),
+            "{err}"
+        );
+    }
+}

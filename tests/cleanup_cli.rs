@@ -1,0 +1,113 @@
+//! `afterpush cleanup plan|apply` end to end against moto (AWS_ENDPOINT_URL), the way a
+//! user runs it: a policy file, `--as-of` to see what a later run will delete.
+
+mod support;
+
+use afterpush::oci::{media, Sha256Digest};
+use std::collections::BTreeSet;
+use std::process::Command;
+
+fn cli(moto: &support::TestMoto, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_afterpush"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("run afterpush")
+}
+
+async fn put(ecr: &aws_sdk_ecr::Client, seed: &str, config: &str, tag: Option<&str>) -> String {
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{config}","digest":"{}","size":2}},"layers":[]}}"#,
+        media::OCI_MANIFEST,
+        Sha256Digest::of(seed.as_bytes())
+    );
+    let digest = Sha256Digest::of(body.as_bytes()).to_string();
+    ecr.put_image()
+        .repository_name("app")
+        .image_manifest(body)
+        .image_manifest_media_type(media::OCI_MANIFEST)
+        .image_digest(&digest)
+        .set_image_tag(tag.map(str::to_string))
+        .send()
+        .await
+        .unwrap();
+    digest
+}
+
+#[tokio::test]
+async fn plan_then_apply_as_of_next_month() {
+    let moto = support::TestMoto::start();
+    let ecr = moto.ecr().await;
+    ecr.create_repository().repository_name("app").send().await.unwrap();
+    // The policy's S3 cache exists and is empty.
+    moto.s3().await.create_bucket().bucket("buildkit-cache").send().await.unwrap();
+    let mut stale = BTreeSet::new();
+    for i in 0..3 {
+        stale.insert(put(&ecr, &format!("old cache {i}"), media::BUILDKIT_CACHE_CONFIG, None).await);
+    }
+    let main = put(&ecr, "main cache", media::BUILDKIT_CACHE_CONFIG, Some("cache-main")).await;
+    let image = put(&ecr, "image", media::OCI_CONFIG, Some("v1")).await;
+    let policy = format!("{}/infra/policies/ci-caches.yaml", env!("CARGO_MANIFEST_DIR"));
+
+    // Plan now: the grace period protects everything.
+    let out = cli(&moto, &["cleanup", "plan", "--policy", &policy, "--repository", "app", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["planned_deletions"], 0);
+
+    // Plan as of next month: the three stale caches, nothing deleted.
+    let out = cli(&moto, &["cleanup", "plan", "--policy", &policy, "--repository", "app", "--as-of", "+30d", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let planned: BTreeSet<String> = report["repositories"][0]["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(planned, stale);
+    assert_eq!(report["deleted"], 0);
+    assert_eq!(report["dry_run"], true);
+
+    // Apply, with the table output.
+    let out = cli(&moto, &["cleanup", "apply", "--policy", &policy, "--repository", "app", "--as-of", "+30d"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("stale-cache") && text.contains("app: deleted 3 of 5 images"), "{text}");
+    let left: BTreeSet<String> = ecr
+        .describe_images()
+        .repository_name("app")
+        .send()
+        .await
+        .unwrap()
+        .image_details()
+        .iter()
+        .map(|d| d.image_digest().unwrap().to_string())
+        .collect();
+    assert_eq!(left, BTreeSet::from([main, image]));
+}
+
+#[tokio::test]
+async fn bad_input_is_named() {
+    let moto = support::TestMoto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "repositories: [app]\nrules: [{name: x, action: expire, select: {kind: image}, when: {unused_for: 14x}}]").unwrap();
+    let out = cli(&moto, &["cleanup", "plan", "--policy", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#"rules[0].when.unused_for: "14x" is not a duration"#), "{err}");
+
+    let policy = format!("{}/infra/policies/ci-caches.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = cli(&moto, &["cleanup", "plan", "--policy", &policy, "--as-of", "next week"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--as-of \"next week\""));
+
+    let out = cli(&moto, &["cleanup", "plan", "--policy", &policy, "--repository", "other"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"other\" is not selected"));
+}

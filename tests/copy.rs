@@ -1,0 +1,347 @@
+//! Copying images between layouts and archives: byte-identical round trips of a
+//! multi-arch OCI index and a Docker manifest list with real gzip layers.
+//! (Registry round trips are added once the distribution client is merged.)
+
+use afterpush::copy::{copy_image, CopyEvent, CopyOptions};
+use afterpush::oci::{ManifestSummary, Sha256Digest};
+use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
+use afterpush::registry::open::{open_repository, OpenSettings};
+use afterpush::registry::{read_blob, Manifest, Repository};
+use afterpush::sample::{self, ManifestFormat, SampleSpec};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Every manifest and blob reachable from `reference`, by digest, with its bytes.
+async fn closure(repo: &dyn Repository, reference: &str) -> BTreeMap<Sha256Digest, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![repo.get_manifest(reference).await.unwrap()];
+    while let Some(m) = todo.pop() {
+        let s = ManifestSummary::parse("m", &m.bytes).unwrap();
+        for child in &s.manifests {
+            todo.push(repo.get_manifest(&child.digest).await.unwrap());
+        }
+        for blob in s.config.iter().chain(&s.layers) {
+            let d: Sha256Digest = blob.digest.parse().unwrap();
+            let bytes = read_blob(repo, &d).await.unwrap();
+            assert_eq!(bytes.len() as u64, blob.size);
+            out.insert(d, bytes.to_vec());
+        }
+        out.insert(m.digest.clone(), m.bytes.to_vec());
+    }
+    out
+}
+
+async fn round_trip(spec: SampleSpec) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = LayoutRepository::open_or_create(dir.path().join("src")).unwrap();
+    let written = sample::write_multi_arch(&src, &spec, Some("v1"))
+        .await
+        .unwrap();
+    let original = closure(&src, "v1").await;
+    assert_eq!(
+        original.len(),
+        1 + spec.platforms.len() * (2 + spec.layer_sizes.len()) + written.attestations.len() * 3
+    );
+
+    // layout -> archive
+    let tar = dir.path().join("image.tar");
+    let archive = ArchiveRepository::open(&tar, false).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let options = CopyOptions {
+        progress: Some(Arc::new(move |e| sink.lock().unwrap().push(e))),
+        concurrency: 3,
+        ..Default::default()
+    };
+    let report = copy_image(&src, &archive, "v1", Some("v1"), &options)
+        .await
+        .unwrap();
+    archive.commit().await.unwrap();
+    drop(archive);
+    assert_eq!(report.root.as_ref().unwrap().digest, written.index.digest);
+    assert_eq!(report.blobs_skipped, 0);
+    let blob_bytes: u64 = original
+        .iter()
+        .filter(|(d, _)| report.root.as_ref().unwrap().digest != **d)
+        .map(|(_, b)| b.len() as u64)
+        .sum::<u64>();
+    // Every manifest is pushed, every blob transferred (manifests are not blobs here).
+    let manifests = 1 + spec.platforms.len() + written.attestations.len();
+    assert_eq!(report.manifests, manifests);
+    assert_eq!(report.blobs_copied, original.len() - manifests);
+    let events = events.lock().unwrap().clone();
+    let streamed: u64 = events
+        .iter()
+        .map(|e| match e {
+            CopyEvent::BlobBytes { bytes, .. } => *bytes,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(streamed, report.bytes_copied);
+    assert!(
+        report.bytes_copied < blob_bytes,
+        "manifest bytes are not blob bytes"
+    );
+
+    // archive -> layout, through open_repository as the CLI does it.
+    let archive_ref = format!("oci-archive:{}:v1", tar.display()).parse().unwrap();
+    let from_archive = open_repository(&archive_ref, &OpenSettings::default())
+        .await
+        .unwrap();
+    let back_ref = format!("oci:{}:v1", dir.path().join("back").display())
+        .parse()
+        .unwrap();
+    let back = open_repository(&back_ref, &OpenSettings::for_writing())
+        .await
+        .unwrap();
+    copy_image(
+        from_archive.as_ref(),
+        back.as_ref(),
+        "v1",
+        Some("v1"),
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap();
+    back.commit().await.unwrap();
+    assert_eq!(closure(from_archive.as_ref(), "v1").await, original);
+    assert_eq!(closure(back.as_ref(), "v1").await, original);
+
+    // Copying again skips every blob.
+    let again = copy_image(
+        &src,
+        back.as_ref(),
+        "v1",
+        Some("v2"),
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.blobs_copied, 0);
+    assert_eq!(again.blobs_skipped, report.blobs_copied);
+    assert_eq!(
+        back.resolve("v2").await.unwrap().digest,
+        written.index.digest
+    );
+}
+
+#[tokio::test]
+async fn multi_arch_oci_index_round_trips_byte_identical() {
+    round_trip(SampleSpec {
+        platforms: vec![
+            "linux/amd64".parse().unwrap(),
+            "linux/arm64".parse().unwrap(),
+            "linux/arm/v7".parse().unwrap(),
+        ],
+        layer_sizes: vec![10_000, 300_000],
+        ..SampleSpec::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn docker_manifest_list_round_trips_byte_identical() {
+    round_trip(SampleSpec {
+        format: ManifestFormat::Docker,
+        layer_sizes: vec![20_000, 200_000],
+        ..SampleSpec::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_large_layer_streams_through_and_a_missing_child_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = LayoutRepository::open_or_create(dir.path().join("src")).unwrap();
+    let spec = SampleSpec {
+        platforms: vec!["linux/amd64".parse().unwrap()],
+        layer_sizes: vec![40 * 1024 * 1024],
+        attestations: false,
+        ..SampleSpec::default()
+    };
+    let written = sample::write_multi_arch(&src, &spec, Some("big"))
+        .await
+        .unwrap();
+    let layer = &written.images[0].layers[0].blob;
+    eprintln!(
+        "40 MiB of content -> {} bytes gzip ({:.2}x)",
+        layer.size,
+        (40 * 1024 * 1024) as f64 / layer.size as f64
+    );
+    assert!(
+        layer.size > 10 * 1024 * 1024,
+        "tests need layers over 10 MiB: {}",
+        layer.size
+    );
+    let dst = LayoutRepository::open_or_create(dir.path().join("dst")).unwrap();
+    copy_image(&src, &dst, "big", Some("big"), &CopyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        dst.blob_size(&layer.digest).await.unwrap(),
+        Some(layer.size)
+    );
+
+    // Remove a platform manifest from the source: the copy fails naming it, and the
+    // destination gets no index.
+    let child = &written.images[0].manifest.digest;
+    std::fs::remove_file(src.blob_path(child)).unwrap();
+    let other = LayoutRepository::open_or_create(dir.path().join("other")).unwrap();
+    let err = copy_image(&src, &other, "big", Some("big"), &CopyOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&child.to_string()), "{err}");
+    assert!(other.list_tags().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn referrers_are_copied_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = LayoutRepository::open_or_create(dir.path().join("src")).unwrap();
+    let spec = SampleSpec {
+        platforms: vec!["linux/amd64".parse().unwrap()],
+        layer_sizes: vec![1000],
+        ..SampleSpec::default()
+    };
+    let written = sample::write_multi_arch(&src, &spec, Some("v1"))
+        .await
+        .unwrap();
+    let empty = afterpush::registry::push_bytes(&src, bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let subject = &written.images[0].manifest;
+    let referrer = Manifest::new(
+        afterpush::oci::media::OCI_MANIFEST,
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[],"subject":{{"mediaType":"{}","digest":"{}","size":{}}}}}"#,
+            subject.media_type, subject.digest, subject.size
+        )
+        .into_bytes(),
+    );
+    src.put_manifest(&referrer, None).await.unwrap();
+
+    let plain = LayoutRepository::open_or_create(dir.path().join("plain")).unwrap();
+    copy_image(&src, &plain, "v1", Some("v1"), &CopyOptions::default())
+        .await
+        .unwrap();
+    assert!(plain
+        .referrers(&subject.digest, None)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let with = LayoutRepository::open_or_create(dir.path().join("with")).unwrap();
+    let report = copy_image(
+        &src,
+        &with,
+        "v1",
+        Some("v1"),
+        &CopyOptions {
+            referrers: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.referrers, 1);
+    let found = with.referrers(&subject.digest, None).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].digest, referrer.digest.to_string());
+}
+
+fn afterpush(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_afterpush"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn cli_demo_then_copy_to_an_archive_skopeo_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("demo");
+    let (ok, stdout, stderr) = afterpush(&["demo", "--keep", layout.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    // The tree lists every platform with its config and layers, read back from disk.
+    let repo = LayoutRepository::open(&layout).unwrap();
+    let index = repo.get_manifest("demo").await.unwrap();
+    assert!(stdout.contains(&index.digest.to_string()), "{stdout}");
+    for platform in ["linux/amd64", "linux/arm64", "linux/arm/v7"] {
+        assert!(stdout.contains(&format!("── {platform} ")), "{stdout}");
+    }
+    assert_eq!(
+        stdout
+            .matches("application/vnd.oci.image.layer.v1.tar+gzip")
+            .count(),
+        6
+    );
+    assert_eq!(stdout.matches("attestation of sha256:").count(), 3);
+
+    let tar = dir.path().join("demo.tar");
+    let (ok, stdout, stderr) = afterpush(&[
+        "copy",
+        &format!("oci:{}:demo", layout.display()),
+        &format!("oci-archive:{}", tar.display()),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("7 manifests"), "{stdout}");
+    let raw = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}:demo", tar.display()),
+        ])
+        .output()
+        .expect("skopeo is not installed; install it with: apt-get install -y skopeo");
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(Sha256Digest::of(&raw.stdout), index.digest);
+
+    // A copy that fails midway (a layer of the source is gone) leaves the existing
+    // archive exactly as it was.
+    let before = std::fs::read(&tar).unwrap();
+    let other_dir = dir.path().join("other");
+    let (ok, _, stderr) =
+        afterpush(&["demo", "--keep", other_dir.to_str().unwrap(), "--seed", "9"]);
+    assert!(ok, "{stderr}");
+    let other = LayoutRepository::open(&other_dir).unwrap();
+    let other_index = other.get_manifest("demo").await.unwrap();
+    let child = &ManifestSummary::parse("index", &other_index.bytes)
+        .unwrap()
+        .manifests[1]
+        .digest;
+    let child = other.get_manifest(child).await.unwrap();
+    let layer: Sha256Digest = ManifestSummary::parse("child", &child.bytes)
+        .unwrap()
+        .layers[1]
+        .digest
+        .parse()
+        .unwrap();
+    std::fs::remove_file(other.blob_path(&layer)).unwrap();
+    let (ok, _, stderr) = afterpush(&[
+        "copy",
+        &format!("oci:{}:demo", other_dir.display()),
+        &format!("oci-archive:{}:other", tar.display()),
+    ]);
+    assert!(!ok && stderr.contains(&layer.to_string()), "{stderr}");
+    assert_eq!(
+        std::fs::read(&tar).unwrap(),
+        before,
+        "a failed copy changed the archive"
+    );
+
+    // Errors name the reference.
+    let (ok, _, stderr) = afterpush(&["copy", "oci:/nonexistent/x:tag", "oci:/tmp/y"]);
+    assert!(!ok && stderr.contains("/nonexistent/x"), "{stderr}");
+    let (ok, _, stderr) = afterpush(&["copy", "s3://bucket/x", "oci:/tmp/y"]);
+    assert!(!ok && stderr.contains("s3://bucket/x"), "{stderr}");
+}

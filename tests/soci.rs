@@ -1,0 +1,653 @@
+//! The SOCI indexer end to end against the real registry (Debian's docker-registry):
+//! sample images with real layers are pushed, indexed, and the result is checked both
+//! structurally (index, rewritten manifests, annotations, tags) and functionally (every
+//! zTOC restores its layer's files). zTOC reuse is checked against moto's S3.
+
+mod support;
+
+use afterpush::oci::gojson::{GoIndex, GoManifest};
+use afterpush::oci::{annotation, media, Sha256Digest};
+use afterpush::registry::distribution::{DistributionRepository, RegistrySettings, RetryPolicy};
+use afterpush::registry::{
+    push_bytes, read_blob, BlobRef, BlobStream, Manifest, Repository, Result as RegResult,
+};
+use afterpush::sample::{self, LayerCompression, ManifestFormat, SampleSpec};
+use afterpush::soci::{create_soci, IndexVersion, NoZtocCache, S3ZtocCache, SociSettings, TagMode};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::ops::Range;
+use std::sync::Mutex;
+use support::TestRegistry;
+
+fn connect(host: &str, name: &str) -> DistributionRepository {
+    let settings = RegistrySettings {
+        retry: RetryPolicy::fast(),
+        ..RegistrySettings::default()
+    };
+    DistributionRepository::connect(&settings, host, name).unwrap()
+}
+
+/// Records what passes through to the real repository (an observer, not a mock: every
+/// call is served by the registry). Lets tests assert "pushed nothing" and "downloaded
+/// that layer zero times".
+#[derive(Debug)]
+struct Recording<R> {
+    inner: R,
+    writes: Mutex<Vec<String>>,
+    blob_reads: Mutex<Vec<Sha256Digest>>,
+}
+
+impl<R> Recording<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            writes: Mutex::new(vec![]),
+            blob_reads: Mutex::new(vec![]),
+        }
+    }
+    fn writes(&self) -> Vec<String> {
+        self.writes.lock().unwrap().clone()
+    }
+    fn reads_of(&self, d: &Sha256Digest) -> usize {
+        self.blob_reads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|x| *x == d)
+            .count()
+    }
+}
+
+#[async_trait]
+impl<R: Repository> Repository for Recording<R> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn resolve(&self, reference: &str) -> RegResult<BlobRef> {
+        self.inner.resolve(reference).await
+    }
+    async fn get_manifest(&self, reference: &str) -> RegResult<Manifest> {
+        self.inner.get_manifest(reference).await
+    }
+    async fn put_manifest(&self, manifest: &Manifest, tag: Option<&str>) -> RegResult<()> {
+        self.writes
+            .lock()
+            .unwrap()
+            .push(format!("manifest {} {:?}", manifest.digest, tag));
+        self.inner.put_manifest(manifest, tag).await
+    }
+    async fn push_referrer(&self, manifest: &Manifest) -> RegResult<()> {
+        self.writes
+            .lock()
+            .unwrap()
+            .push(format!("referrer {}", manifest.digest));
+        self.inner.push_referrer(manifest).await
+    }
+    async fn delete_manifest(&self, digest: &Sha256Digest) -> RegResult<()> {
+        self.writes.lock().unwrap().push(format!("delete {digest}"));
+        self.inner.delete_manifest(digest).await
+    }
+    async fn blob_size(&self, digest: &Sha256Digest) -> RegResult<Option<u64>> {
+        self.inner.blob_size(digest).await
+    }
+    async fn get_blob(
+        &self,
+        digest: &Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> RegResult<BlobStream> {
+        self.blob_reads.lock().unwrap().push(digest.clone());
+        self.inner.get_blob(digest, range).await
+    }
+    async fn push_blob(&self, digest: &Sha256Digest, size: u64, data: BlobStream) -> RegResult<()> {
+        if self.inner.blob_size(digest).await?.is_none() {
+            self.writes.lock().unwrap().push(format!("blob {digest}"));
+        }
+        self.inner.push_blob(digest, size, data).await
+    }
+    async fn list_tags(&self) -> RegResult<Vec<String>> {
+        self.inner.list_tags().await
+    }
+    async fn referrers(
+        &self,
+        digest: &Sha256Digest,
+        artifact_type: Option<&str>,
+    ) -> RegResult<Vec<afterpush::oci::DescriptorSummary>> {
+        self.inner.referrers(digest, artifact_type).await
+    }
+}
+
+/// A minimum layer size between the smallest and the largest layer of the sample, so
+/// the image has layers over and under it whatever the compression ratio.
+fn min_between(layers: &[u64]) -> u64 {
+    let (lo, hi) = (*layers.iter().min().unwrap(), *layers.iter().max().unwrap());
+    assert!(hi > lo * 2, "sample layers too close in size: {layers:?}");
+    (lo + hi) / 2
+}
+
+fn settings(min_layer_size: u64) -> SociSettings {
+    SociSettings {
+        min_layer_size,
+        span_size: 64 * 1024,
+        ..SociSettings::default()
+    }
+}
+
+/// Every regular file of a layer (decompressed when gzip), by name.
+fn files_of_layer(blob: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let raw: Vec<u8> = if blob.starts_with(&[0x1f, 0x8b]) {
+        let mut out = vec![];
+        flate2::read::MultiGzDecoder::new(blob)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    } else {
+        blob.to_vec()
+    };
+    let mut files = BTreeMap::new();
+    let mut archive = tar::Archive::new(&raw[..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let name = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
+            let mut content = vec![];
+            entry.read_to_end(&mut content).unwrap();
+            files.insert(name, content);
+        }
+    }
+    files
+}
+
+/// Reads each zTOC of a SOCI index back and restores every regular file of its layer.
+async fn check_soci_index_restores_layers(
+    repo: &dyn Repository,
+    soci_index: &str,
+    expected_ztocs: usize,
+) {
+    let m = repo.get_manifest(soci_index).await.unwrap();
+    let index: GoManifest = serde_json::from_slice(&m.bytes).unwrap();
+    assert_eq!(index.config.media_type, media::SOCI_INDEX_V2);
+    assert_eq!(
+        read_blob(repo, &index.config.digest.parse().unwrap())
+            .await
+            .unwrap()
+            .as_ref(),
+        b"{}"
+    );
+    assert_eq!(
+        index.layers.len(),
+        expected_ztocs,
+        "{}",
+        String::from_utf8_lossy(&m.bytes)
+    );
+    for z in &index.layers {
+        assert_eq!(z.media_type, "application/octet-stream");
+        let layer_digest: Sha256Digest = z.annotations[annotation::SOCI_LAYER_DIGEST]
+            .parse()
+            .unwrap();
+        let layer = read_blob(repo, &layer_digest).await.unwrap().to_vec();
+        let ztoc_bytes = read_blob(repo, &z.digest.parse().unwrap()).await.unwrap();
+        let ztoc = afterpush::ztoc::Ztoc::from_bytes(&ztoc_bytes).unwrap();
+        assert_eq!(ztoc.compressed_archive_size, layer.len() as i64);
+        let files = files_of_layer(&layer);
+        assert!(!files.is_empty());
+        for (name, content) in &files {
+            let restored = afterpush::ztoc::extract_file(&ztoc, &layer, name)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(&restored, content, "{name} in layer {layer_digest}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn multi_arch_image_gets_a_soci_v2_index_per_platform() {
+    let registry = TestRegistry::start();
+    let repo = Recording::new(connect(&registry.host(), "app"));
+    let spec = SampleSpec {
+        layer_sizes: vec![8 * 1024, 1536 * 1024],
+        attestations: true,
+        ..SampleSpec::default()
+    };
+    let sample = sample::write_multi_arch(&repo, &spec, Some("1.0"))
+        .await
+        .unwrap();
+    let layer_sizes: Vec<u64> = sample.images[0]
+        .layers
+        .iter()
+        .map(|l| l.blob.size)
+        .collect();
+    let settings = settings(min_between(&layer_sizes));
+
+    let outcome = create_soci(&repo, "1.0", Some("1.0"), &settings, &NoZtocCache, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.skipped, None);
+    assert_eq!(outcome.tag.as_deref(), Some("1.0-soci"));
+    assert_eq!(outcome.platforms.len(), 2);
+    // The original tag is untouched in suffix mode.
+    assert_eq!(
+        repo.resolve("1.0").await.unwrap().digest,
+        sample.index.digest
+    );
+
+    let out = repo.get_manifest("1.0-soci").await.unwrap();
+    assert_eq!(out.media_type, media::OCI_INDEX);
+    assert_eq!(Some(out.digest.to_string()), outcome.output);
+    let index: GoIndex = serde_json::from_slice(&out.bytes).unwrap();
+    let images: Vec<_> = index
+        .manifests
+        .iter()
+        .filter(|d| {
+            d.artifact_type.is_none()
+                && !d
+                    .annotations
+                    .contains_key(annotation::DOCKER_REFERENCE_TYPE)
+        })
+        .collect();
+    let socis: Vec<_> = index
+        .manifests
+        .iter()
+        .filter(|d| d.artifact_type.as_deref() == Some(media::SOCI_INDEX_V2))
+        .collect();
+    let attestations: Vec<_> = index
+        .manifests
+        .iter()
+        .filter(|d| {
+            d.annotations
+                .contains_key(annotation::DOCKER_REFERENCE_TYPE)
+        })
+        .collect();
+    assert_eq!(
+        (images.len(), socis.len(), attestations.len()),
+        (2, 2, 2),
+        "{}",
+        String::from_utf8_lossy(&out.bytes)
+    );
+    for (image, original) in images.iter().zip(&sample.images) {
+        assert_eq!(
+            image.platform.as_ref().unwrap().short(),
+            original.platform.to_string()
+        );
+        let rewritten = repo.get_manifest(&image.digest).await.unwrap();
+        let parsed: GoManifest = serde_json::from_slice(&rewritten.bytes).unwrap();
+        assert_eq!(parsed.media_type.as_deref(), Some(media::OCI_MANIFEST));
+        assert_eq!(parsed.config.digest, original.config.digest.to_string());
+        let layer_digests: Vec<String> = parsed.layers.iter().map(|l| l.digest.clone()).collect();
+        let original_layers: Vec<String> = original
+            .layers
+            .iter()
+            .map(|l| l.blob.digest.to_string())
+            .collect();
+        assert_eq!(layer_digests, original_layers, "layers unchanged");
+        let soci_digest = &parsed.annotations[annotation::SOCI_INDEX_DIGEST];
+        assert_eq!(
+            &image.annotations[annotation::SOCI_INDEX_DIGEST],
+            soci_digest
+        );
+        let soci = socis
+            .iter()
+            .find(|s| &s.digest == soci_digest)
+            .expect("SOCI descriptor for the manifest");
+        assert_eq!(
+            soci.annotations[annotation::SOCI_IMAGE_MANIFEST_DIGEST],
+            image.digest
+        );
+        assert_eq!(soci.platform, image.platform);
+        check_soci_index_restores_layers(&repo, soci_digest, 1).await;
+    }
+    // Attestations are kept byte-for-byte and point at the rewritten manifests.
+    for a in &attestations {
+        assert!(sample
+            .attestations
+            .iter()
+            .any(|s| s.digest.to_string() == a.digest));
+        assert!(images
+            .iter()
+            .any(|i| i.digest == a.annotations[annotation::DOCKER_REFERENCE_DIGEST]));
+    }
+
+    // A second delivery of the same event does nothing and pushes nothing.
+    let before = repo.writes().len();
+    let again = create_soci(
+        &repo,
+        &sample.index.digest.to_string(),
+        Some("1.0"),
+        &settings,
+        &NoZtocCache,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        again
+            .skipped
+            .as_deref()
+            .unwrap_or("")
+            .contains("already holds"),
+        "{again:?}"
+    );
+    assert_eq!(
+        repo.writes().len(),
+        before,
+        "{:?}",
+        &repo.writes()[before..]
+    );
+
+    // Replaying the events our own pushes raise does nothing either.
+    let mut own: Vec<(String, Option<&str>)> = vec![(out.digest.to_string(), Some("1.0-soci"))];
+    own.extend(images.iter().map(|d| (d.digest.clone(), None)));
+    own.extend(socis.iter().map(|d| (d.digest.clone(), None)));
+    for (digest, tag) in own {
+        let o = create_soci(&repo, &digest, tag, &settings, &NoZtocCache, None)
+            .await
+            .unwrap();
+        assert!(o.skipped.is_some(), "{digest}: {o:?}");
+    }
+    assert_eq!(repo.writes().len(), before);
+}
+
+#[tokio::test]
+async fn docker_tar_image_in_place_and_small_images() {
+    let registry = TestRegistry::start();
+    let repo = connect(&registry.host(), "svc");
+    let spec = SampleSpec {
+        format: ManifestFormat::Docker,
+        compression: LayerCompression::None,
+        attestations: false,
+        layer_sizes: vec![4 * 1024, 1024 * 1024],
+        platforms: vec!["linux/amd64".parse().unwrap()],
+        ..SampleSpec::default()
+    };
+    let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some("2.0"))
+        .await
+        .unwrap();
+    let sizes: Vec<u64> = image.layers.iter().map(|l| l.blob.size).collect();
+    let settings = SociSettings {
+        tag_mode: TagMode::InPlace,
+        ..settings(min_between(&sizes))
+    };
+    let outcome = create_soci(&repo, "2.0", Some("2.0"), &settings, &NoZtocCache, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.tag.as_deref(), Some("2.0"));
+    let moved = repo.get_manifest("2.0").await.unwrap();
+    assert_ne!(
+        moved.digest, image.manifest.digest,
+        "in-place moves the tag"
+    );
+    let index: GoIndex = serde_json::from_slice(&moved.bytes).unwrap();
+    assert_eq!(index.manifests.len(), 2);
+    assert_eq!(
+        index.manifests[0].platform.as_ref().unwrap().short(),
+        "linux/amd64",
+        "platform taken from the config"
+    );
+    let soci = &index.manifests[1];
+    let soci_manifest: GoManifest =
+        serde_json::from_slice(&repo.get_manifest(&soci.digest).await.unwrap().bytes).unwrap();
+    assert_eq!(
+        soci_manifest.layers[0].annotations[annotation::SOCI_LAYER_MEDIA_TYPE],
+        media::DOCKER_LAYER_TAR
+    );
+    check_soci_index_restores_layers(&repo, &soci.digest, 1).await;
+    // The tag now names our output: the event it raised is recognised and skipped.
+    let o = create_soci(&repo, "2.0", Some("2.0"), &settings, &NoZtocCache, None)
+        .await
+        .unwrap();
+    assert!(o.skipped.is_some());
+
+    // All layers under the minimum: a clean no-op that pushes nothing.
+    let small = Recording::new(connect(&registry.host(), "small"));
+    sample::write_image(&small, &spec, &spec.platforms[0], Some("1"))
+        .await
+        .unwrap();
+    let big_min = SociSettings {
+        min_layer_size: 100 << 20,
+        ..settings.clone()
+    };
+    let before = small.writes().len();
+    let o = create_soci(&small, "1", Some("1"), &big_min, &NoZtocCache, None)
+        .await
+        .unwrap();
+    assert!(
+        o.skipped.as_deref().unwrap().contains("no layer to index"),
+        "{o:?}"
+    );
+    assert_eq!(small.writes().len(), before);
+    assert_eq!(small.list_tags().await.unwrap(), vec!["1"]);
+}
+
+/// Pushes a single-platform image whose only layer is `layer` (declared gzip).
+async fn push_image_with_layer(repo: &dyn Repository, layer: Vec<u8>, tag: &str) -> Sha256Digest {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let config_len = config.len();
+    let config_digest = push_bytes(repo, Bytes::from(config)).await.unwrap();
+    let layer_len = layer.len();
+    let layer_digest = push_bytes(repo, Bytes::from(layer)).await.unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{config_digest}","size":{config_len}}},"layers":[{{"mediaType":"{}","digest":"{layer_digest}","size":{layer_len}}}]}}"#,
+        media::OCI_MANIFEST,
+        media::OCI_CONFIG,
+        media::OCI_LAYER_GZIP
+    );
+    repo.put_manifest(
+        &Manifest::new(media::OCI_MANIFEST, manifest.into_bytes()),
+        Some(tag),
+    )
+    .await
+    .unwrap();
+    layer_digest
+}
+
+#[tokio::test]
+async fn a_corrupt_layer_fails_the_image_naming_the_layer_and_moves_no_tag() {
+    let registry = TestRegistry::start();
+    let repo = connect(&registry.host(), "broken");
+    // A real gzip layer, truncated in the middle: the blob itself is consistent (its
+    // digest matches), its content is not a complete gzip stream.
+    let mut tar = tar::Builder::new(Vec::new());
+    let content: Vec<u8> = (0..400_000u32)
+        .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+        .collect();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, "data.bin", &content[..])
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+    let mut layer = gz.finish().unwrap();
+    layer.truncate(layer.len() / 2);
+    let layer_digest = push_image_with_layer(&repo, layer, "bad").await;
+
+    let err = create_soci(
+        &repo,
+        "bad",
+        Some("bad"),
+        &settings(1024),
+        &NoZtocCache,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains(&layer_digest.to_string()), "{err}");
+    assert_eq!(repo.list_tags().await.unwrap(), vec!["bad"], "no -soci tag");
+}
+
+#[tokio::test]
+async fn ztocs_are_reused_from_the_s3_cache() {
+    let registry = TestRegistry::start();
+    let moto = support::TestMoto::start();
+    let s3 = moto.s3().await;
+    s3.create_bucket()
+        .bucket("ztoc-cache")
+        .send()
+        .await
+        .unwrap();
+    let cache = S3ZtocCache::new(s3.clone(), "ztoc-cache", "afterpush/ztoc/");
+
+    let repo = Recording::new(connect(&registry.host(), "base"));
+    let spec = SampleSpec {
+        layer_sizes: vec![8 * 1024, 1536 * 1024],
+        attestations: false,
+        platforms: vec!["linux/amd64".parse().unwrap()],
+        ..SampleSpec::default()
+    };
+    let first = sample::write_image(&repo, &spec, &spec.platforms[0], Some("a"))
+        .await
+        .unwrap();
+    let sizes: Vec<u64> = first.layers.iter().map(|l| l.blob.size).collect();
+    let settings = settings(min_between(&sizes));
+    let big = first
+        .layers
+        .iter()
+        .max_by_key(|l| l.blob.size)
+        .unwrap()
+        .blob
+        .digest
+        .clone();
+    create_soci(&repo, "a", Some("a"), &settings, &cache, None)
+        .await
+        .unwrap();
+    assert_eq!(repo.reads_of(&big), 1);
+
+    // Another image with the same base layer (same bytes, another tag and config).
+    let other = connect(&registry.host(), "other");
+    let other = Recording::new(other);
+    afterpush::copy::copy_image(&repo, &other, "a", Some("b"), &Default::default())
+        .await
+        .unwrap();
+    let reads_before = other.reads_of(&big);
+    let o = create_soci(&other, "b", Some("b"), &settings, &cache, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.reads_of(&big) - reads_before,
+        0,
+        "the base layer was downloaded again"
+    );
+    assert_eq!(o.platforms[0].ztocs_from_cache, 1);
+
+    // A corrupt cache entry is detected and rebuilt.
+    let key = cache.key(&big, settings.span_size);
+    s3.put_object()
+        .bucket("ztoc-cache")
+        .key(&key)
+        .body(Bytes::from_static(b"garbage").into())
+        .send()
+        .await
+        .unwrap();
+    let third = Recording::new(connect(&registry.host(), "third"));
+    afterpush::copy::copy_image(&repo, &third, "a", Some("c"), &Default::default())
+        .await
+        .unwrap();
+    let reads_before = third.reads_of(&big);
+    let o = create_soci(&third, "c", Some("c"), &settings, &cache, None)
+        .await
+        .unwrap();
+    assert_eq!(o.platforms[0].ztocs_from_cache, 0);
+    assert_eq!(third.reads_of(&big) - reads_before, 1);
+}
+
+#[tokio::test]
+async fn soci_v1_indexes_are_found_through_referrers() {
+    let registry = TestRegistry::start();
+    let repo = connect(&registry.host(), "v1");
+    let spec = SampleSpec {
+        layer_sizes: vec![8 * 1024, 1536 * 1024],
+        attestations: false,
+        platforms: vec!["linux/arm64".parse().unwrap()],
+        ..SampleSpec::default()
+    };
+    let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some("x"))
+        .await
+        .unwrap();
+    let sizes: Vec<u64> = image.layers.iter().map(|l| l.blob.size).collect();
+    let settings = SociSettings {
+        index_version: IndexVersion::V1,
+        ..settings(min_between(&sizes))
+    };
+    let o = create_soci(&repo, "x", Some("x"), &settings, &NoZtocCache, None)
+        .await
+        .unwrap();
+    let soci = o.platforms[0].soci_index.clone().unwrap();
+    let referrers = repo
+        .referrers(&image.manifest.digest, Some(media::SOCI_INDEX_V1))
+        .await
+        .unwrap();
+    assert_eq!(
+        referrers
+            .iter()
+            .map(|r| r.digest.clone())
+            .collect::<Vec<_>>(),
+        vec![soci.clone()]
+    );
+    let m: GoManifest =
+        serde_json::from_slice(&repo.get_manifest(&soci).await.unwrap().bytes).unwrap();
+    assert_eq!(m.subject.unwrap().digest, image.manifest.digest.to_string());
+    // Idempotent: the referrer is there, nothing is rebuilt.
+    let again = create_soci(&repo, "x", Some("x"), &settings, &NoZtocCache, None)
+        .await
+        .unwrap();
+    assert!(
+        again.platforms.is_empty() && again.skipped.is_some(),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn registry_errors_mid_upload_are_retried_or_fail_cleanly() {
+    use support::fault_proxy::{Fault, FaultProxy};
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port);
+    let repo = connect(&proxy.host(), "flaky");
+    let spec = SampleSpec {
+        layer_sizes: vec![8 * 1024, 1536 * 1024],
+        attestations: false,
+        platforms: vec!["linux/amd64".parse().unwrap()],
+        ..SampleSpec::default()
+    };
+    let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some("t"))
+        .await
+        .unwrap();
+    let sizes: Vec<u64> = image.layers.iter().map(|l| l.blob.size).collect();
+    let settings = settings(min_between(&sizes));
+
+    // Transient: a reset while the zTOC uploads, a 503 on a manifest put.
+    proxy.add_rule(Some("PUT"), "/blobs/uploads/", Fault::Reset, 1);
+    proxy.add_rule(Some("PUT"), "/manifests/", Fault::Status(503), 1);
+    let o = create_soci(&repo, "t", Some("t"), &settings, &NoZtocCache, None)
+        .await
+        .unwrap();
+    assert_eq!(o.tag.as_deref(), Some("t-soci"));
+    assert!(proxy.faults_applied() >= 2);
+
+    // Persistent: the final tag cannot be written. The error names the URL, and neither
+    // `t` nor a new `u-soci` moved.
+    sample::write_image(
+        &repo,
+        &SampleSpec {
+            seed: 9,
+            ..spec.clone()
+        },
+        &spec.platforms[0],
+        Some("u"),
+    )
+    .await
+    .unwrap();
+    proxy.add_rule(Some("PUT"), "/manifests/u-soci", Fault::Status(500), 100);
+    let err = create_soci(&repo, "u", Some("u"), &settings, &NoZtocCache, None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("u-soci") && err.to_string().contains("500"),
+        "{err}"
+    );
+    proxy.clear_rules();
+    let mut tags = repo.list_tags().await.unwrap();
+    tags.sort();
+    assert_eq!(tags, vec!["t", "t-soci", "u"]);
+}

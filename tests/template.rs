@@ -1,0 +1,339 @@
+//! `template.yaml` checks: `cfn-lint` is clean (and does catch a broken template),
+//! `sam validate --lint` passes without AWS credentials, and every environment variable
+//! the code reads is set on the right functions from a stack parameter whose default is
+//! the code's default.
+
+use afterpush::settings::{Function, SETTINGS};
+use serde_yaml_ng::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `cfn-lint` from the venv of `$AFTERPUSH_PYTHON` (scripts/test creates it).
+fn cfn_lint() -> PathBuf {
+    let python = std::env::var_os("AFTERPUSH_PYTHON").unwrap_or_else(|| {
+        panic!(
+            "AFTERPUSH_PYTHON is not set: run scripts/test, or `python3 -m venv .venv && \
+             .venv/bin/pip install cfn-lint` and export AFTERPUSH_PYTHON=$PWD/.venv/bin/python"
+        )
+    });
+    let bin = Path::new(&python).parent().unwrap().join("cfn-lint");
+    assert!(
+        bin.exists(),
+        "{} is missing: `{} -m pip install cfn-lint`",
+        bin.display(),
+        Path::new(&python).display()
+    );
+    bin
+}
+
+fn run_cfn_lint(template: &Path) -> (bool, String) {
+    let out = Command::new(cfn_lint())
+        .arg(template)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("run cfn-lint");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn cfn_lint_is_clean() {
+    let (ok, output) = run_cfn_lint(&root().join("template.yaml"));
+    assert!(ok, "cfn-lint template.yaml:\n{output}");
+}
+
+#[test]
+fn cfn_lint_rejects_a_broken_template() {
+    // Proves the check above can fail: an unknown runtime and a dangling !GetAtt.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "Transform: AWS::Serverless-2016-10-31\nResources:\n  F:\n    Type: AWS::Serverless::Function\n    \
+         Properties:\n      Runtime: provided.al2099\n      Handler: bootstrap\n      CodeUri: .\n      \
+         Architectures: [arm64]\nOutputs:\n  O:\n    Value: !GetAtt Missing.Arn\n",
+    )
+    .unwrap();
+    let (ok, output) = run_cfn_lint(&broken);
+    assert!(!ok, "cfn-lint accepted a broken template:\n{output}");
+    assert!(
+        output.contains("Missing") || output.contains("provided.al2099"),
+        "{output}"
+    );
+}
+
+/// The SAM CLI: `$AFTERPUSH_SAM`, else `sam` beside `$AFTERPUSH_PYTHON`, else the
+/// separate venv /opt/afterpush-sam-venv (aws-sam-cli pins an older boto3 than moto's
+/// venv has, so it lives in its own venv).
+fn sam() -> PathBuf {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("AFTERPUSH_SAM") {
+        candidates.push(p.into());
+    }
+    if let Some(p) = std::env::var_os("AFTERPUSH_PYTHON") {
+        candidates.push(Path::new(&p).parent().unwrap().join("sam"));
+    }
+    candidates.push("/opt/afterpush-sam-venv/bin/sam".into());
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the SAM CLI is missing (looked at {candidates:?}): `python3 -m venv \
+             /opt/afterpush-sam-venv && /opt/afterpush-sam-venv/bin/pip install aws-sam-cli` \
+             or set AFTERPUSH_SAM"
+            )
+        })
+}
+
+#[test]
+fn sam_validate_lint_passes_without_credentials() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(sam());
+    cmd.args(["validate", "--lint", "--template-file"])
+        .arg(root().join("template.yaml"))
+        .current_dir(root())
+        // No credentials, no config, no telemetry: the lint is offline.
+        .env("HOME", home.path())
+        .env("SAM_CLI_TELEMETRY", "0")
+        .env("AWS_REGION", "us-east-1");
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("run sam validate --lint");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "sam validate --lint:\n{text}");
+    assert!(text.contains("is a valid SAM Template"), "{text}");
+}
+
+// ------------------------------------------------------------------ settings coverage
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    serde_yaml_ng::from_str(&text).expect("template.yaml is YAML")
+}
+
+/// The parameter a `!Ref Name` (possibly inside `!If`) names; `None` for literals.
+fn referenced_parameters(value: &Value, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Tagged(t) => {
+            if t.tag == "Ref" {
+                if let Value::String(name) = &t.value {
+                    out.insert(name.clone());
+                }
+            } else {
+                referenced_parameters(&t.value, out);
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|v| referenced_parameters(v, out)),
+        Value::Mapping(m) => m.values().for_each(|v| referenced_parameters(v, out)),
+        _ => {}
+    }
+}
+
+fn env_of(node: &Value) -> BTreeMap<String, Value> {
+    node.get("Environment")
+        .and_then(|e| e.get("Variables"))
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.as_str().unwrap().to_string(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+/// Every function's environment, keyed by its binary name (from BuildProperties.Binary).
+fn function_envs(t: &Value) -> BTreeMap<String, BTreeMap<String, Value>> {
+    let global = env_of(&t["Globals"]["Function"]);
+    let mut out = BTreeMap::new();
+    for (_, resource) in t["Resources"].as_mapping().unwrap() {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .expect("every function names its Binary")
+            .to_string();
+        assert_eq!(
+            resource["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda")
+        );
+        let mut env = global.clone();
+        env.extend(env_of(&resource["Properties"]));
+        out.insert(binary, env);
+    }
+    out
+}
+
+#[test]
+fn every_setting_is_a_parameter_with_the_code_default() {
+    let t = template();
+    let parameters = t["Parameters"].as_mapping().unwrap();
+    let envs = function_envs(&t);
+    let binaries: BTreeSet<&str> = Function::ALL.iter().map(|f| f.binary()).collect();
+    assert_eq!(
+        envs.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        binaries,
+        "template functions vs functions/ binaries"
+    );
+    for function in Function::ALL {
+        let env = &envs[function.binary()];
+        for setting in SETTINGS.iter().filter(|s| s.functions.contains(&function)) {
+            let value = env.get(setting.name).unwrap_or_else(|| {
+                panic!(
+                    "{function} reads {} but template.yaml does not set it",
+                    setting.name
+                )
+            });
+            let mut refs = BTreeSet::new();
+            referenced_parameters(value, &mut refs);
+            let params: Vec<&String> = refs
+                .iter()
+                .filter(|r| parameters.contains_key(r.as_str()))
+                .collect();
+            assert!(
+                !params.is_empty(),
+                "{function}: {} is not set from a parameter ({value:?})",
+                setting.name
+            );
+            // A plain `!Ref Parameter` must default to what the code assumes when unset.
+            if let (Value::Tagged(tag), false) = (value, setting.default.is_empty()) {
+                if tag.tag == "Ref" {
+                    let default = scalar_text(&parameters[params[0].as_str()]["Default"]);
+                    assert_eq!(
+                        default, setting.default,
+                        "{}: parameter {} default differs from the code's",
+                        setting.name, params[0]
+                    );
+                }
+            }
+        }
+        // And nothing stale: every variable set is one the function reads.
+        for name in env.keys() {
+            let known = SETTINGS
+                .iter()
+                .any(|s| s.name == name && s.functions.contains(&function));
+            assert!(
+                known,
+                "template.yaml sets {name} on {function}, which does not read it"
+            );
+        }
+    }
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Environment names read anywhere in the library, CLI and functions (`env::var("X")`,
+/// `var_os`, our `settings::value*(.., "X")`, `get("X")`/`set("X")` lookups, clap's
+/// `env = "X"`) must be declared in
+/// `settings::SETTINGS` — and so (test above) be stack parameters. Exempt: variables
+/// Lambda or the OS set (`AWS_*`, `RUST_LOG`, `HOME`, ...) and CLI-only `AFTERPUSH_*`.
+#[test]
+fn code_reads_only_declared_settings() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    rust_files(&root().join("functions"), &mut files);
+    let pattern = regex::Regex::new(
+        r#"(?:\bvar(?:_os)?|\bvalue(?:_or_default)?|\bget|\bset)\(\s*(?:&\w+\s*,\s*)?"([A-Z][A-Z0-9_]+)"|\benv\s*=\s*"([A-Z][A-Z0-9_]+)""#,
+    )
+    .unwrap();
+    let exempt = |name: &str| {
+        name.starts_with("AWS_")
+            || name.starts_with("AFTERPUSH_")
+            || name.starts_with("CARGO_")
+            || ["RUST_LOG", "HOME", "PATH", "TMPDIR", "NO_COLOR", "TERM"].contains(&name)
+    };
+    let mut undeclared = Vec::new();
+    let mut found = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for cap in pattern.captures_iter(&text) {
+            let name = cap.get(1).or(cap.get(2)).unwrap().as_str();
+            found += 1;
+            if !exempt(name) && !SETTINGS.iter().any(|s| s.name == name) {
+                undeclared.push(format!("{name} in {}", file.display()));
+            }
+        }
+    }
+    // The scan must see at least the logging variables, or the pattern is broken.
+    assert!(found >= 3, "the scan found only {found} environment reads");
+    assert!(
+        undeclared.is_empty(),
+        "environment variables read but not declared in settings::SETTINGS (so not in \
+         template.yaml): {undeclared:#?}"
+    );
+}
+
+#[test]
+fn rules_and_schedule_route_the_right_events() {
+    let t = template();
+    let events = |function: &str| t["Resources"][function]["Properties"]["Events"].clone();
+    let indexer = events("SociIndexerFunction");
+    let stitcher = events("ManifestStitcherFunction");
+    let janitor = events("CacheJanitorFunction");
+    for rule in [
+        &indexer["EcrPush"],
+        &stitcher["EcrArchTagPush"],
+        &janitor["EcrCachePush"],
+    ] {
+        assert_eq!(rule["Type"].as_str(), Some("EventBridgeRule"));
+        let p = &rule["Properties"]["Pattern"];
+        assert_eq!(p["source"][0].as_str(), Some("aws.ecr"));
+        assert_eq!(p["detail-type"][0].as_str(), Some("ECR Image Action"));
+        assert_eq!(p["detail"]["action-type"][0].as_str(), Some("PUSH"));
+        assert_eq!(p["detail"]["result"][0].as_str(), Some("SUCCESS"));
+        assert!(rule["Properties"]["DeadLetterConfig"]["Arn"].is_tagged());
+        assert!(rule["Properties"]["RetryPolicy"]["MaximumRetryAttempts"].is_number());
+    }
+    assert!(
+        stitcher["EcrArchTagPush"]["Properties"]["Pattern"]["detail"]["image-tag"][0]
+            .get("suffix")
+            .is_some()
+    );
+    assert!(
+        janitor["EcrCachePush"]["Properties"]["Pattern"]["detail"]["image-tag"][0]
+            .get("prefix")
+            .is_some()
+    );
+    assert_eq!(janitor["Sweep"]["Type"].as_str(), Some("Schedule"));
+    // DRY_RUN defaults to true in the stack, whatever the code's default.
+    assert_eq!(scalar_text(&t["Parameters"]["DryRun"]["Default"]), "true");
+}

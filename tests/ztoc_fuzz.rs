@@ -1,0 +1,164 @@
+//! A bounded-time fuzz harness on stable Rust (no cargo-fuzz here): random bytes and
+//! random mutations of valid layers and zTOCs, for about 10 seconds in total. Errors are
+//! fine; a panic (or an infinite loop) fails the test. Reproduce a run with
+//! `ZTOC_FUZZ_SEED=<seed printed below> cargo test --test ztoc_fuzz -- --nocapture`.
+
+mod ztoc_util;
+
+use afterpush::ztoc::{self, Ztoc};
+use rand::{Rng, RngCore, SeedableRng};
+use std::time::{Duration, Instant};
+
+fn seed() -> u64 {
+    std::env::var("ZTOC_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random)
+}
+
+fn valid_tar(rng: &mut impl Rng) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..rng.random_range(1..6) {
+        let mut data = vec![0u8; rng.random_range(0..40_000)];
+        for (k, byte) in data.iter_mut().enumerate() {
+            *byte = if k % 7 == 0 {
+                rng.random()
+            } else {
+                b'a' + (k % 13) as u8
+            };
+        }
+        if rng.random_bool(0.3) {
+            b.append_pax_extensions([("SCHILY.xattr.user.k", &b"v"[..]), ("mtime", &b"1.25"[..])])
+                .unwrap();
+        }
+        let mut h = if rng.random() {
+            tar::Header::new_gnu()
+        } else {
+            tar::Header::new_ustar()
+        };
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        let name = if rng.random_bool(0.2) {
+            format!("{}/{i}", "x".repeat(120))
+        } else {
+            format!("f{i}")
+        };
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn mutate(rng: &mut impl Rng, data: &mut Vec<u8>) {
+    for _ in 0..rng.random_range(1..4) {
+        if data.is_empty() {
+            data.push(rng.random());
+            continue;
+        }
+        let at = rng.random_range(0..data.len());
+        match rng.random_range(0..5) {
+            0 => data[at] ^= 1 << rng.random_range(0..8),
+            1 => data[at] = rng.random(),
+            2 => data.truncate(at),
+            3 => {
+                let n = rng.random_range(1..64);
+                let junk: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+                data.splice(at..at, junk);
+            }
+            _ => {
+                let end = (at + rng.random_range(1..64)).min(data.len());
+                data.drain(at..end);
+            }
+        }
+    }
+}
+
+/// Exercises everything a consumer might do with a parsed zTOC.
+fn use_ztoc(z: &Ztoc, layer: &[u8]) {
+    let _ = z.to_bytes();
+    let _ = z.uses_xattrs();
+    let _ = z.gzip_checkpoints();
+    let _ = z.tar_zinfo();
+    for f in z.files.iter().take(8) {
+        let _ = ztoc::extract_file(z, &layer.to_vec(), &f.name);
+    }
+}
+
+#[test]
+fn fuzz_for_a_bounded_time() {
+    let seed = seed();
+    println!("ZTOC_FUZZ_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let budget = Duration::from_secs(
+        std::env::var("ZTOC_FUZZ_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    );
+    let start = Instant::now();
+    let mut runs = 0u64;
+    let tar = valid_tar(&mut rng);
+    let gz = ztoc_util::gzip_members(&tar, 6, &[tar.len() / 3]);
+    let good_ztoc = ztoc_util::build(&gz, 8 * 1024, &[1000]).unwrap().to_bytes();
+    while start.elapsed() < budget {
+        runs += 1;
+        let chunk = [rng.random_range(1..5000)];
+        match rng.random_range(0..6) {
+            // Arbitrary bytes, both as a layer and as a zTOC.
+            0 => {
+                let mut junk = vec![0u8; rng.random_range(0..4096)];
+                rng.fill_bytes(&mut junk);
+                if rng.random() && junk.len() > 2 {
+                    junk[0] = 0x1f;
+                    junk[1] = 0x8b;
+                }
+                let _ = ztoc_util::build(&junk, 1024, &chunk);
+                if let Ok(z) = Ztoc::from_bytes(&junk) {
+                    use_ztoc(&z, &junk);
+                }
+            }
+            // Mutated gzip layers: if they still index, the zTOC must work on them.
+            1 | 2 => {
+                let mut blob = gz.clone();
+                mutate(&mut rng, &mut blob);
+                if let Ok(z) = ztoc_util::build(&blob, rng.random_range(512..20_000), &chunk) {
+                    use_ztoc(&z, &blob);
+                }
+            }
+            // Mutated tar layers.
+            3 => {
+                let mut blob = tar.clone();
+                mutate(&mut rng, &mut blob);
+                if let Ok(z) = ztoc_util::build(&blob, rng.random_range(512..20_000), &chunk) {
+                    use_ztoc(&z, &blob);
+                }
+            }
+            // Mutated zTOCs used against the real layer.
+            _ => {
+                let mut bytes = good_ztoc.clone();
+                // Aim at the tables (the root near the start, the strings and TOC
+                // near the end), not only at the 32 KiB windows in between.
+                let n = bytes.len();
+                for _ in 0..rng.random_range(1..4) {
+                    let at = if rng.random() {
+                        rng.random_range(0..256.min(n))
+                    } else {
+                        rng.random_range(n.saturating_sub(4096)..n)
+                    };
+                    bytes[at] = if rng.random() {
+                        rng.random()
+                    } else {
+                        bytes[at] ^ 0x80
+                    };
+                }
+                if rng.random_bool(0.2) {
+                    mutate(&mut rng, &mut bytes);
+                }
+                if let Ok(z) = Ztoc::from_bytes(&bytes) {
+                    use_ztoc(&z, &gz);
+                }
+            }
+        }
+    }
+    println!("{runs} fuzz runs in {:?}", start.elapsed());
+    assert!(runs > 0);
+}
