@@ -2,7 +2,7 @@
 
 use super::distribution::{DistributionRepository, RegistrySettings};
 use super::layout::{ArchiveRepository, LayoutRepository};
-use super::{ImageRef, Location, Repository, Result};
+use super::{ImageRef, Location, RegistryError, Repository, Result};
 
 /// How to open repositories.
 #[derive(Debug, Clone, Default)]
