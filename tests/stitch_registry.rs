@@ -754,3 +754,82 @@ async fn a_writer_that_read_before_another_arch_arrived_does_not_win() {
             .contains(&arm.manifest.digest.to_string())
     );
 }
+
+/// The two jobs compose: the stitched tag of per-arch buildx-style images (with
+/// provenance) is then indexed by the SOCI indexer, which gets every platform; the SOCI
+/// output's own push event is ignored by the stitcher.
+#[tokio::test]
+async fn the_stitched_index_gets_a_soci_index_for_every_platform() {
+    use afterpush::soci::{create_soci, NoZtocCache, SociSettings};
+    let reg = TestRegistry::start();
+    let repo = connect(&reg, "e2e");
+    let mut images = Vec::new();
+    for (p, tag) in [("linux/amd64", "20.0-amd64"), ("linux/arm64", "20.0-arm64")] {
+        let spec = SampleSpec {
+            platforms: vec![platform(p)],
+            attestations: true,
+            layer_sizes: vec![4 * 1024, 1536 * 1024],
+            ..spec(ManifestFormat::Oci, 20)
+        };
+        images.push(
+            sample::write_multi_arch(&repo, &spec, Some(tag))
+                .await
+                .unwrap()
+                .images
+                .remove(0),
+        );
+    }
+    let stitched = handle_push(&repo, "20.0-arm64", &StitchSettings::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(stitched, StitchOutcome::Written { .. }),
+        "{stitched:?}"
+    );
+
+    // Index only the large layer of each platform (a threshold between the compressed
+    // sizes of the small and the large layer).
+    let small = images.iter().map(|i| i.layers[0].blob.size).max().unwrap();
+    assert!(images.iter().all(|i| i.layers[1].blob.size > small + 1));
+    let soci_settings = SociSettings {
+        min_layer_size: small + 1,
+        ..SociSettings::default()
+    };
+    let soci = create_soci(
+        &repo,
+        "20.0",
+        Some("20.0"),
+        &soci_settings,
+        &NoZtocCache,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(soci.skipped, None);
+    assert_eq!(soci.source, stitched.index().unwrap().digest.to_string());
+    let mut platforms: Vec<&str> = soci.platforms.iter().map(|p| p.platform.as_str()).collect();
+    platforms.sort();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    for p in &soci.platforms {
+        assert!(p.soci_index.is_some(), "{p:?}");
+        assert_eq!(p.ztocs, 1, "{p:?}");
+    }
+    let output_tag = soci.tag.clone().expect("an output tag");
+    let out = repo.get_manifest(&output_tag).await.unwrap();
+    let json: Value = serde_json::from_slice(&out.bytes).unwrap();
+    let soci_entries = json["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["artifactType"] == media::SOCI_INDEX_V2)
+        .count();
+    assert_eq!(soci_entries, 2);
+    // The SOCI output's push event does not trigger the stitcher again.
+    let ignored = handle_push(&repo, &output_tag, &StitchSettings::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(ignored, StitchOutcome::Ignored { .. }),
+        "{ignored:?}"
+    );
+}
