@@ -40,7 +40,6 @@ pub async fn run(args: StitchArgs) -> anyhow::Result<()> {
         &args.target_tag_template,
         &args.platforms,
         mode,
-        "*",
     )?;
     let reference: ImageRef = args
         .repo_ref
