@@ -833,3 +833,78 @@ async fn the_stitched_index_gets_a_soci_index_for_every_platform() {
         "{ignored:?}"
     );
 }
+
+/// The SOCI indexer in in-place mode turns each per-arch tag into a SOCI-enabled index
+/// (rewritten manifest + SOCI v2 index + attestation). Stitching those keeps every
+/// SOCI index and attestation attached to its platform.
+#[tokio::test]
+async fn per_arch_tags_made_soci_enabled_in_place_still_stitch() {
+    use afterpush::soci::{create_soci, NoZtocCache, SociSettings, TagMode};
+    let reg = TestRegistry::start();
+    let repo = connect(&reg, "inplace");
+    let mut small = 0;
+    for (p, tag) in [("linux/amd64", "21.0-amd64"), ("linux/arm64", "21.0-arm64")] {
+        let spec = SampleSpec {
+            platforms: vec![platform(p)],
+            attestations: true,
+            layer_sizes: vec![4 * 1024, 1536 * 1024],
+            ..spec(ManifestFormat::Oci, 21)
+        };
+        let written = sample::write_multi_arch(&repo, &spec, Some(tag))
+            .await
+            .unwrap();
+        small = small.max(written.images[0].layers[0].blob.size);
+    }
+    let soci_settings = SociSettings {
+        min_layer_size: small + 1,
+        tag_mode: TagMode::InPlace,
+        ..SociSettings::default()
+    };
+    for tag in ["21.0-amd64", "21.0-arm64"] {
+        let o = create_soci(&repo, tag, Some(tag), &soci_settings, &NoZtocCache, None)
+            .await
+            .unwrap();
+        assert_eq!(o.skipped, None, "{tag}");
+    }
+    let out = handle_push(&repo, "21.0-arm64", &StitchSettings::default())
+        .await
+        .unwrap();
+    let (stored, json) = target_json(&repo, "21.0", &out).await;
+    assert_eq!(stored.media_type, media::OCI_INDEX);
+    let entries = json["manifests"].as_array().unwrap();
+    assert_eq!(
+        entries.len(),
+        6,
+        "2 images, then 2 attestations and 2 SOCI indexes: {json}"
+    );
+    assert_eq!(
+        out.index().unwrap().platforms,
+        ["linux/amd64", "linux/arm64"]
+    );
+    let images: Vec<&str> = entries[..2]
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap())
+        .collect();
+    for (i, d) in entries.iter().enumerate().skip(2) {
+        let attached = d["annotations"][annotation::DOCKER_REFERENCE_DIGEST]
+            .as_str()
+            .or(d["annotations"][annotation::SOCI_IMAGE_MANIFEST_DIGEST].as_str())
+            .unwrap_or_else(|| panic!("entry {i} is attached to nothing: {d}"));
+        assert!(
+            images.contains(&attached),
+            "entry {i} names {attached}, not one of {images:?}"
+        );
+    }
+    let soci = entries
+        .iter()
+        .filter(|d| d["artifactType"] == media::SOCI_INDEX_V2)
+        .count();
+    assert_eq!(soci, 2);
+    // The rewritten image descriptors keep the SOCI index annotation.
+    for d in &entries[..2] {
+        assert!(
+            d["annotations"][annotation::SOCI_INDEX_DIGEST].is_string(),
+            "{d}"
+        );
+    }
+}

@@ -219,7 +219,7 @@ pub struct StitchedIndex {
     pub digest: Sha256Digest,
     /// The platforms it lists, in order (`linux/amd64`, ...).
     pub platforms: Vec<String>,
-    /// How many attestation manifests it carries.
+    /// How many attached manifests (attestations, SOCI indexes) it carries.
     pub attestations: usize,
     /// The exact bytes (compact JSON).
     #[serde(skip)]
