@@ -8,8 +8,8 @@
 
 use super::{Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH};
 use crate::oci::{
-    annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary,
-    ManifestSummary, Sha256Digest,
+    annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
+    Sha256Digest,
 };
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
@@ -521,11 +521,12 @@ pub fn cosign_tag_subject(tag: &str) -> Option<Sha256Digest> {
 }
 
 fn parse_digest(repository: &str, what: &str, s: &str) -> Result<Sha256Digest, CatalogError> {
-    s.parse().map_err(|e: crate::oci::OciError| CatalogError::BadImage {
-        repository: repository.to_string(),
-        digest: s.to_string(),
-        message: format!("{what}: {e}"),
-    })
+    s.parse()
+        .map_err(|e: crate::oci::OciError| CatalogError::BadImage {
+            repository: repository.to_string(),
+            digest: s.to_string(),
+            message: format!("{what}: {e}"),
+        })
 }
 
 /// Builds the records of one repository from DescribeImages details and the manifests
@@ -565,9 +566,7 @@ pub fn resolve_images(
             .get(&d.digest)
             .and_then(|m| m.media_type.clone())
             .or(d.manifest_media_type.clone());
-        let manifest_media_type = summary
-            .effective_media_type(stored.as_deref())
-            .to_string();
+        let manifest_media_type = summary.effective_media_type(stored.as_deref()).to_string();
         let mut kind = summary.kind(stored.as_deref());
         let mut children = Vec::new();
         if media::is_index(&manifest_media_type) && kind != ArtifactKind::BuildkitCache {

@@ -1,10 +1,10 @@
 //! The `afterpush` command line: one file per verb, all parsed by clap from [`Cli`].
 
-pub mod soci;
+pub mod cleanup;
 pub mod copy;
 pub mod demo;
+pub mod soci;
 pub mod stitch;
-pub mod cleanup;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
