@@ -754,3 +754,157 @@ async fn a_writer_that_read_before_another_arch_arrived_does_not_win() {
             .contains(&arm.manifest.digest.to_string())
     );
 }
+
+/// The two jobs compose: the stitched tag of per-arch buildx-style images (with
+/// provenance) is then indexed by the SOCI indexer, which gets every platform; the SOCI
+/// output's own push event is ignored by the stitcher.
+#[tokio::test]
+async fn the_stitched_index_gets_a_soci_index_for_every_platform() {
+    use afterpush::soci::{create_soci, NoZtocCache, SociSettings};
+    let reg = TestRegistry::start();
+    let repo = connect(&reg, "e2e");
+    let mut images = Vec::new();
+    for (p, tag) in [("linux/amd64", "20.0-amd64"), ("linux/arm64", "20.0-arm64")] {
+        let spec = SampleSpec {
+            platforms: vec![platform(p)],
+            attestations: true,
+            layer_sizes: vec![4 * 1024, 1536 * 1024],
+            ..spec(ManifestFormat::Oci, 20)
+        };
+        images.push(
+            sample::write_multi_arch(&repo, &spec, Some(tag))
+                .await
+                .unwrap()
+                .images
+                .remove(0),
+        );
+    }
+    let stitched = handle_push(&repo, "20.0-arm64", &StitchSettings::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(stitched, StitchOutcome::Written { .. }),
+        "{stitched:?}"
+    );
+
+    // Index only the large layer of each platform (a threshold between the compressed
+    // sizes of the small and the large layer).
+    let small = images.iter().map(|i| i.layers[0].blob.size).max().unwrap();
+    assert!(images.iter().all(|i| i.layers[1].blob.size > small + 1));
+    let soci_settings = SociSettings {
+        min_layer_size: small + 1,
+        ..SociSettings::default()
+    };
+    let soci = create_soci(
+        &repo,
+        "20.0",
+        Some("20.0"),
+        &soci_settings,
+        &NoZtocCache,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(soci.skipped, None);
+    assert_eq!(soci.source, stitched.index().unwrap().digest.to_string());
+    let mut platforms: Vec<&str> = soci.platforms.iter().map(|p| p.platform.as_str()).collect();
+    platforms.sort();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    for p in &soci.platforms {
+        assert!(p.soci_index.is_some(), "{p:?}");
+        assert_eq!(p.ztocs, 1, "{p:?}");
+    }
+    let output_tag = soci.tag.clone().expect("an output tag");
+    let out = repo.get_manifest(&output_tag).await.unwrap();
+    let json: Value = serde_json::from_slice(&out.bytes).unwrap();
+    let soci_entries = json["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["artifactType"] == media::SOCI_INDEX_V2)
+        .count();
+    assert_eq!(soci_entries, 2);
+    // The SOCI output's push event does not trigger the stitcher again.
+    let ignored = handle_push(&repo, &output_tag, &StitchSettings::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(ignored, StitchOutcome::Ignored { .. }),
+        "{ignored:?}"
+    );
+}
+
+/// The SOCI indexer in in-place mode turns each per-arch tag into a SOCI-enabled index
+/// (rewritten manifest + SOCI v2 index + attestation). Stitching those keeps every
+/// SOCI index and attestation attached to its platform.
+#[tokio::test]
+async fn per_arch_tags_made_soci_enabled_in_place_still_stitch() {
+    use afterpush::soci::{create_soci, NoZtocCache, SociSettings, TagMode};
+    let reg = TestRegistry::start();
+    let repo = connect(&reg, "inplace");
+    let mut small = 0;
+    for (p, tag) in [("linux/amd64", "21.0-amd64"), ("linux/arm64", "21.0-arm64")] {
+        let spec = SampleSpec {
+            platforms: vec![platform(p)],
+            attestations: true,
+            layer_sizes: vec![4 * 1024, 1536 * 1024],
+            ..spec(ManifestFormat::Oci, 21)
+        };
+        let written = sample::write_multi_arch(&repo, &spec, Some(tag))
+            .await
+            .unwrap();
+        small = small.max(written.images[0].layers[0].blob.size);
+    }
+    let soci_settings = SociSettings {
+        min_layer_size: small + 1,
+        tag_mode: TagMode::InPlace,
+        ..SociSettings::default()
+    };
+    for tag in ["21.0-amd64", "21.0-arm64"] {
+        let o = create_soci(&repo, tag, Some(tag), &soci_settings, &NoZtocCache, None)
+            .await
+            .unwrap();
+        assert_eq!(o.skipped, None, "{tag}");
+    }
+    let out = handle_push(&repo, "21.0-arm64", &StitchSettings::default())
+        .await
+        .unwrap();
+    let (stored, json) = target_json(&repo, "21.0", &out).await;
+    assert_eq!(stored.media_type, media::OCI_INDEX);
+    let entries = json["manifests"].as_array().unwrap();
+    assert_eq!(
+        entries.len(),
+        6,
+        "2 images, then 2 attestations and 2 SOCI indexes: {json}"
+    );
+    assert_eq!(
+        out.index().unwrap().platforms,
+        ["linux/amd64", "linux/arm64"]
+    );
+    let images: Vec<&str> = entries[..2]
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap())
+        .collect();
+    for (i, d) in entries.iter().enumerate().skip(2) {
+        let attached = d["annotations"][annotation::DOCKER_REFERENCE_DIGEST]
+            .as_str()
+            .or(d["annotations"][annotation::SOCI_IMAGE_MANIFEST_DIGEST].as_str())
+            .unwrap_or_else(|| panic!("entry {i} is attached to nothing: {d}"));
+        assert!(
+            images.contains(&attached),
+            "entry {i} names {attached}, not one of {images:?}"
+        );
+    }
+    let soci = entries
+        .iter()
+        .filter(|d| d["artifactType"] == media::SOCI_INDEX_V2)
+        .count();
+    assert_eq!(soci, 2);
+    // The rewritten image descriptors keep the SOCI index annotation.
+    for d in &entries[..2] {
+        assert!(
+            d["annotations"][annotation::SOCI_INDEX_DIGEST].is_string(),
+            "{d}"
+        );
+    }
+}

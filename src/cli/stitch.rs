@@ -1,7 +1,8 @@
 //! `afterpush stitch REPO-REF --tag 1.2.3`: stitches the per-arch tags of one base tag
 //! into the multi-arch target tag, and prints the index it writes (or would write).
 
-use crate::registry::{ImageRef, Location, Repository};
+use crate::registry::open::{open_repository, OpenSettings};
+use crate::registry::ImageRef;
 use crate::stitch::{self, StitchMode, StitchOutcome, StitchSettings};
 use anyhow::Context;
 use clap::Args;
@@ -32,21 +33,6 @@ pub struct StitchArgs {
     pub dry_run: bool,
 }
 
-/// Opens the repository. Registry references go to the HTTP client with the
-/// `AFTERPUSH_REGISTRY_*` settings while `open_repository` does not wire them itself.
-async fn open(reference: &ImageRef) -> anyhow::Result<Box<dyn Repository>> {
-    use crate::registry::distribution::{settings::RegistrySettings, DistributionRepository};
-    use crate::registry::open::{open_repository, OpenSettings};
-    Ok(match &reference.location {
-        Location::Registry { .. } => Box::new(DistributionRepository::from_image_ref(
-            &RegistrySettings::from_env()?,
-            reference,
-        )?),
-        // A layout is never created by the stitcher: its per-arch images must exist.
-        _ => open_repository(reference, &OpenSettings::default()).await?,
-    })
-}
-
 pub async fn run(args: StitchArgs) -> anyhow::Result<()> {
     let mode: StitchMode = args.mode.parse()?;
     let settings = StitchSettings::new(
@@ -54,13 +40,13 @@ pub async fn run(args: StitchArgs) -> anyhow::Result<()> {
         &args.target_tag_template,
         &args.platforms,
         mode,
-        "*",
     )?;
     let reference: ImageRef = args
         .repo_ref
         .parse()
         .with_context(|| format!("repository reference {:?}", args.repo_ref))?;
-    let repo = open(&reference).await?;
+    // Never created: a layout without the per-arch images is a mistake, not a target.
+    let repo = open_repository(&reference, &OpenSettings::from_env()?).await?;
     let outcome = stitch::stitch(repo.as_ref(), &args.tag, &settings, args.dry_run)
         .await
         .with_context(|| format!("stitching {} in {}", args.tag, repo.location()))?;

@@ -4,9 +4,13 @@
 
 use super::index::{AttestationChild, PlatformChild};
 use super::platform::platform_from_config;
+use super::platform::PlatformSpec;
 use super::template::TagPlatformHint;
 use super::{Result, StitchError, StitchSettings};
-use crate::oci::{annotation, is_attestation_descriptor, media, ManifestSummary, Sha256Digest};
+use crate::oci::{
+    annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
+    Sha256Digest,
+};
 use crate::registry::{read_blob, Manifest, RegistryError, Repository};
 use std::collections::BTreeMap;
 use tracing::{debug, warn};
@@ -19,7 +23,10 @@ pub struct Collected {
 }
 
 fn registry_error(context: String) -> impl FnOnce(RegistryError) -> StitchError {
-    move |source| StitchError::Registry { context, source }
+    move |source| StitchError::Registry {
+        context,
+        source: Box::new(source),
+    }
 }
 
 /// Collects the children of `base_tag` (see the module docs).
@@ -109,28 +116,8 @@ async fn collect_tag(
             digest: manifest.digest.to_string(),
             reason: format!("entry {}: {e}", d.digest),
         })?;
-        if is_attestation_descriptor(d) {
-            let Some(attests) = d
-                .annotations
-                .get(annotation::DOCKER_REFERENCE_DIGEST)
-                .and_then(|r| r.parse::<Sha256Digest>().ok())
-            else {
-                warn!(%tag, attestation = %digest, "attestation without a valid {} annotation: left out", annotation::DOCKER_REFERENCE_DIGEST);
-                continue;
-            };
-            tag_attestations.push(AttestationChild {
-                tag: tag.to_string(),
-                media_type: d.media_type.clone(),
-                digest,
-                size: d.size,
-                artifact_type: d.artifact_type.clone(),
-                platform: d
-                    .platform
-                    .as_ref()
-                    .map(|p| (p.os().to_string(), p.architecture().to_string())),
-                annotations: d.annotations.clone(),
-                attests,
-            });
+        if is_attestation_descriptor(d) || d.artifact_type.is_some() {
+            push_attached(tag, d, digest, &mut tag_attestations);
             continue;
         }
         if !media::is_image_manifest(&d.media_type) {
@@ -144,6 +131,11 @@ async fn collect_tag(
                     "reading {digest} listed in tag {tag}"
                 )))?;
         let child_summary = parse_summary(tag, &child_manifest)?;
+        if child_summary.kind(Some(&d.media_type)) != ArtifactKind::Image {
+            // A SOCI index, signature or other artifact listed without artifactType.
+            push_attached(tag, d, digest, &mut tag_attestations);
+            continue;
+        }
         let annotations = d.annotations.clone().into_iter().collect();
         found.push(
             image_child(
@@ -257,4 +249,42 @@ async fn image_child(
         platform,
         annotations,
     })
+}
+
+/// Keeps an index entry that is attached to a platform image (an attestation, a SOCI
+/// index) when it names that image; anything else is left out with a log line.
+fn push_attached(
+    tag: &str,
+    d: &DescriptorSummary,
+    digest: Sha256Digest,
+    out: &mut Vec<AttestationChild>,
+) {
+    let attests = [
+        annotation::DOCKER_REFERENCE_DIGEST,
+        annotation::SOCI_IMAGE_MANIFEST_DIGEST,
+    ]
+    .iter()
+    .find_map(|key| d.annotations.get(*key))
+    .and_then(|r| r.parse::<Sha256Digest>().ok());
+    let Some(attests) = attests else {
+        warn!(%tag, entry = %digest, media_type = %d.media_type, "per-arch index entry is neither a platform image nor attached to one: left out");
+        return;
+    };
+    out.push(AttestationChild {
+        tag: tag.to_string(),
+        media_type: d.media_type.clone(),
+        digest,
+        size: d.size,
+        artifact_type: d.artifact_type.clone(),
+        // As found: these are not platforms of the stitched image, so not normalised.
+        platform: d.platform.as_ref().map(|p| PlatformSpec {
+            os: p.os().to_string(),
+            architecture: p.architecture().to_string(),
+            variant: p.variant().clone(),
+            os_version: p.os_version().clone(),
+            os_features: p.os_features().clone().unwrap_or_default(),
+        }),
+        annotations: d.annotations.clone(),
+        attests,
+    });
 }

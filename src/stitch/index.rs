@@ -26,7 +26,10 @@ pub struct PlatformChild {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// An attestation manifest kept from a per-arch index, with its descriptor as found.
+/// A manifest attached to a platform image, kept from a per-arch index with its
+/// descriptor as found: a buildx attestation (`vnd.docker.reference.digest`) or a SOCI
+/// v2 index (`com.amazon.soci.image-manifest-digest`, when the SOCI indexer rewrote the
+/// per-arch tag in place).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttestationChild {
     pub tag: String,
@@ -34,9 +37,10 @@ pub struct AttestationChild {
     pub digest: Sha256Digest,
     pub size: u64,
     pub artifact_type: Option<String>,
-    /// The platform the source index gave it (buildx: `unknown/unknown`).
-    pub platform: Option<(String, String)>,
-    /// Includes `vnd.docker.reference.digest` naming the platform image it attests.
+    /// The platform the source index gave it, unchanged (buildx attestations:
+    /// `unknown/unknown`; SOCI indexes: their image's platform).
+    pub platform: Option<PlatformSpec>,
+    /// Includes the annotation naming the platform image it is attached to.
     pub annotations: BTreeMap<String, String>,
     /// The platform image it attests.
     pub attests: Sha256Digest,
@@ -180,12 +184,12 @@ pub fn build_index(children: &[PlatformChild], attestations: &[AttestationChild]
             digest: a.digest.to_string(),
             size: a.size,
             artifact_type: a.artifact_type.as_deref(),
-            platform: a.platform.as_ref().map(|(os, arch)| PlatformJson {
-                architecture: arch,
-                os,
-                os_version: None,
-                os_features: &[],
-                variant: None,
+            platform: a.platform.as_ref().map(|p| PlatformJson {
+                architecture: &p.architecture,
+                os: &p.os,
+                os_version: p.os_version.as_deref(),
+                os_features: &p.os_features,
+                variant: p.variant.as_deref(),
             }),
             annotations: a
                 .annotations
@@ -227,7 +231,13 @@ mod tests {
             digest: Sha256Digest::of(&[200, n]),
             size: 500,
             artifact_type: None,
-            platform: Some(("unknown".to_string(), "unknown".to_string())),
+            platform: Some(PlatformSpec {
+                os: "unknown".to_string(),
+                architecture: "unknown".to_string(),
+                variant: None,
+                os_version: None,
+                os_features: vec![],
+            }),
             annotations: BTreeMap::from([
                 (
                     annotation::DOCKER_REFERENCE_DIGEST.to_string(),
@@ -292,7 +302,7 @@ mod tests {
         let att = attestation(&amd, 1);
         let m = build_index(
             &order_children(&required(), vec![win.clone(), v7.clone(), amd.clone()]).unwrap(),
-            &[att.clone()],
+            std::slice::from_ref(&att),
         );
         assert_eq!(
             m.media_type,

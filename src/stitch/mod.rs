@@ -29,7 +29,7 @@ pub enum StitchError {
     Registry {
         context: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("{name}={template:?} is not a valid template: {reason}")]
     InvalidTemplate {
@@ -82,7 +82,7 @@ pub enum StitchError {
         target: String,
         location: String,
         existing: String,
-        wanted: Sha256Digest,
+        wanted: String,
         message: String,
     },
     #[error("target tag {target} in {location} holds image manifest {existing}, which is none of the per-arch images; refusing to replace a single image with an index")]
@@ -140,6 +140,10 @@ impl FromStr for StitchMode {
 }
 
 /// The stitcher's configuration (environment variables of the Lambda, flags of the CLI).
+///
+/// Which repositories and tags reach the stitcher at all is `REPOSITORY_TAG_FILTERS`,
+/// applied to the event by `crate::events::decision::stitch_push_decision` before
+/// [`handle_push`] runs.
 #[derive(Debug, Clone)]
 pub struct StitchSettings {
     /// `ARCH_TAG_TEMPLATE`, default `{tag}-{arch}`.
@@ -150,11 +154,6 @@ pub struct StitchSettings {
     pub required_platforms: Vec<PlatformSpec>,
     /// `STITCH_MODE`, default `complete`.
     pub mode: StitchMode,
-    /// `STITCH_REPOSITORIES`: comma-separated globs of repository names the stitcher
-    /// acts on (default `*`). Checked by the caller that knows the repository name
-    /// (the Lambda, from the event) with [`StitchSettings::selects_repository`].
-    pub repositories: globset::GlobSet,
-    repository_patterns: Vec<String>,
 }
 
 impl Default for StitchSettings {
@@ -174,21 +173,19 @@ impl StitchSettings {
     /// Reads the settings through `lookup` (an environment, a map in tests). Unset or
     /// blank variables take their defaults.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        use crate::settings as names;
         let get = |name: &str, default: &str| {
             lookup(name)
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or_else(|| default.to_string())
         };
-        let mode: StitchMode = get("STITCH_MODE", "complete").parse()?;
-        let platforms = get("REQUIRED_PLATFORMS", Self::DEFAULT_REQUIRED_PLATFORMS);
-        let settings = Self::new(
-            &get("ARCH_TAG_TEMPLATE", ArchTagTemplate::DEFAULT),
-            &get("TARGET_TAG_TEMPLATE", TargetTagTemplate::DEFAULT),
-            &platforms,
+        let mode: StitchMode = get(names::STITCH_MODE, "complete").parse()?;
+        Self::new(
+            &get(names::ARCH_TAG_TEMPLATE, ArchTagTemplate::DEFAULT),
+            &get(names::TARGET_TAG_TEMPLATE, TargetTagTemplate::DEFAULT),
+            &get(names::REQUIRED_PLATFORMS, Self::DEFAULT_REQUIRED_PLATFORMS),
             mode,
-            &get("STITCH_REPOSITORIES", "*"),
-        )?;
-        Ok(settings)
+        )
     }
 
     /// Settings from their string forms (what the CLI flags hold).
@@ -197,7 +194,6 @@ impl StitchSettings {
         target_tag_template: &str,
         required_platforms: &str,
         mode: StitchMode,
-        repositories: &str,
     ) -> Result<Self> {
         let required = platform::parse_platform_list(required_platforms)?;
         if required.is_empty() && mode == StitchMode::Complete {
@@ -207,44 +203,12 @@ impl StitchSettings {
                 reason: "complete mode needs at least one required platform".to_string(),
             });
         }
-        let mut builder = globset::GlobSetBuilder::new();
-        let mut patterns = Vec::new();
-        for pattern in repositories
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let glob = globset::Glob::new(pattern).map_err(|e| StitchError::InvalidSetting {
-                name: "STITCH_REPOSITORIES".to_string(),
-                value: repositories.to_string(),
-                reason: format!("{pattern:?}: {e}"),
-            })?;
-            builder.add(glob);
-            patterns.push(pattern.to_string());
-        }
-        let repositories_set = builder.build().map_err(|e| StitchError::InvalidSetting {
-            name: "STITCH_REPOSITORIES".to_string(),
-            value: repositories.to_string(),
-            reason: e.to_string(),
-        })?;
         Ok(Self {
             arch_tag_template: ArchTagTemplate::parse(arch_tag_template)?,
             target_tag_template: TargetTagTemplate::parse(target_tag_template)?,
             required_platforms: required,
             mode,
-            repositories: repositories_set,
-            repository_patterns: patterns,
         })
-    }
-
-    /// True when the stitcher acts on repository `name` (as named in ECR events).
-    pub fn selects_repository(&self, name: &str) -> bool {
-        self.repositories.is_match(name)
-    }
-
-    /// The `STITCH_REPOSITORIES` globs, for messages.
-    pub fn repository_patterns(&self) -> &[String] {
-        &self.repository_patterns
     }
 }
 
@@ -255,7 +219,7 @@ pub struct StitchedIndex {
     pub digest: Sha256Digest,
     /// The platforms it lists, in order (`linux/amd64`, ...).
     pub platforms: Vec<String>,
-    /// How many attestation manifests it carries.
+    /// How many attached manifests (attestations, SOCI indexes) it carries.
     pub attestations: usize,
     /// The exact bytes (compact JSON).
     #[serde(skip)]
@@ -405,7 +369,7 @@ pub async fn stitch(
             Err(source) => {
                 return Err(StitchError::Registry {
                     context: format!("reading target tag {target}"),
-                    source,
+                    source: Box::new(source),
                 })
             }
         };
@@ -452,13 +416,13 @@ pub async fn stitch(
                     existing: current
                         .map(|c| c.digest.to_string())
                         .unwrap_or_else(|| "another image".to_string()),
-                    wanted: stitched.digest,
+                    wanted: stitched.digest.to_string(),
                     message,
                 });
             }
             return Err(StitchError::Registry {
                 context: format!("writing index {} to tag {target}", stitched.digest),
-                source,
+                source: Box::new(source),
             });
         }
         wrote = true;

@@ -1,0 +1,113 @@
+//! `afterpush stitch` on an OCI image layout and an oci-archive (the embedded default:
+//! no registry), with skopeo reading the result as an independent client.
+
+use afterpush::oci::{media, Sha256Digest};
+use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
+use afterpush::registry::Repository;
+use afterpush::sample::{self, ManifestFormat, SampleSpec};
+use std::process::Command;
+
+fn spec(seed: u64) -> SampleSpec {
+    SampleSpec {
+        seed,
+        layer_sizes: vec![1500],
+        format: ManifestFormat::Oci,
+        attestations: false,
+        ..SampleSpec::default()
+    }
+}
+
+fn afterpush(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_afterpush"))
+        .args(args)
+        .env_remove("REQUIRED_PLATFORMS")
+        .env_remove("STITCH_MODE")
+        .env_remove("ARCH_TAG_TEMPLATE")
+        .env_remove("TARGET_TAG_TEMPLATE")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn stitches_inside_an_oci_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let repo = LayoutRepository::open_or_create(&layout).unwrap();
+    let mut configs = Vec::new();
+    for (p, tag) in [("linux/arm64", "1.0-arm64"), ("linux/amd64", "1.0-amd64")] {
+        let img = sample::write_image(&repo, &spec(1), &p.parse().unwrap(), Some(tag))
+            .await
+            .unwrap();
+        configs.push(img.config.digest);
+    }
+    let reference = format!("oci:{}", layout.display());
+    let (ok, stdout, stderr) = afterpush(&["stitch", &reference, "--tag", "1.0"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("wrote"), "{stderr}");
+
+    let repo = LayoutRepository::open(&layout).unwrap();
+    let stored = repo.get_manifest("1.0").await.unwrap();
+    assert_eq!(stored.media_type, media::OCI_INDEX);
+    assert_eq!(stdout.trim().as_bytes(), &stored.bytes[..]);
+
+    // skopeo picks the arm64 child of our index out of the layout.
+    let out = Command::new("skopeo")
+        .args([
+            "--override-arch",
+            "arm64",
+            "--override-os",
+            "linux",
+            "inspect",
+            "--config",
+            "--raw",
+        ])
+        .arg(format!("oci:{}:1.0", layout.display()))
+        .output()
+        .expect("skopeo is not installed; install it with: apt-get install -y skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(Sha256Digest::of(&out.stdout), configs[0]);
+
+    // Running again writes nothing.
+    let (ok, stdout_again, stderr) = afterpush(&["stitch", &reference, "--tag", "1.0"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("nothing written"), "{stderr}");
+    assert_eq!(stdout_again, stdout);
+}
+
+#[tokio::test]
+async fn stitches_inside_an_oci_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("images.tar");
+    {
+        let repo = ArchiveRepository::open(&archive, false).unwrap();
+        for (p, tag) in [("linux/amd64", "2.0-amd64"), ("linux/arm64", "2.0-arm64")] {
+            sample::write_image(&repo, &spec(2), &p.parse().unwrap(), Some(tag))
+                .await
+                .unwrap();
+        }
+        repo.commit().await.unwrap();
+    }
+    let (ok, stdout, stderr) = afterpush(&[
+        "stitch",
+        &format!("oci-archive:{}", archive.display()),
+        "--tag",
+        "2.0",
+    ]);
+    assert!(ok, "{stderr}");
+    let repo = ArchiveRepository::open(&archive, true).unwrap();
+    let stored = repo.get_manifest("2.0").await.unwrap();
+    assert_eq!(
+        stdout.trim().as_bytes(),
+        &stored.bytes[..],
+        "the archive was committed"
+    );
+}
