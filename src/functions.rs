@@ -152,12 +152,9 @@ impl ManifestStitcher {
             return Err(HandlerError::non_retryable(format!("manifest-stitcher takes ECR Image Action events, not {}", trigger.kind())));
         };
         let decision = events::stitch_push_decision(&event.detail, &self.filters, &self.soci_tag_suffix);
-        let Decision::Work { repository, tag, .. } = &decision else {
+        let Decision::Work { tag, .. } = &decision else {
             return Ok(skip("manifest-stitcher", &decision));
         };
-        if !self.settings.selects_repository(repository) {
-            return Ok(json!({ "function": "manifest-stitcher", "decision": decision, "outcome": { "outcome": "ignored", "reason": "repository not selected by STITCH_REPOSITORIES" } }));
-        }
         let repo = self.repositories.open(event)?;
         let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
             .await
