@@ -57,7 +57,11 @@ fn phase_inflate(layer: &Path) {
         total += n as u64;
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("RESULT {secs} {} {total} 0 {}", peak_rss_kib(), cpu_secs() - cpu0);
+    println!(
+        "RESULT {secs} {} {total} 0 {}",
+        peak_rss_kib(),
+        cpu_secs() - cpu0
+    );
 }
 
 /// Child: the zTOC build, streaming the layer in 1 MiB chunks.
@@ -76,7 +80,11 @@ fn phase_ztoc(layer: &Path) {
         b.feed(&buf[..n]).unwrap();
     }
     let z = b.finish().unwrap();
-    let (uncompressed, entries, spans) = (z.uncompressed_archive_size, z.files.len(), z.max_span_id + 1);
+    let (uncompressed, entries, spans) = (
+        z.uncompressed_archive_size,
+        z.files.len(),
+        z.max_span_id + 1,
+    );
     let bytes = z.into_bytes();
     let secs = start.elapsed().as_secs_f64();
     println!(
@@ -99,7 +107,12 @@ fn phase_raw(layer: &Path, flush: i32) {
     let cpu0 = cpu_secs();
     let mut strm: Box<z::z_stream> = Box::default();
     unsafe {
-        z::inflateInit2_(&mut *strm, 31, z::zlibVersion(), std::mem::size_of::<z::z_stream>() as i32);
+        z::inflateInit2_(
+            &mut *strm,
+            31,
+            z::zlibVersion(),
+            std::mem::size_of::<z::z_stream>() as i32,
+        );
         let mut at = 0usize;
         let mut boundaries = 0u64;
         loop {
@@ -132,7 +145,11 @@ fn phase_raw(layer: &Path, flush: i32) {
         eprintln!("{boundaries} stops at block boundaries");
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("RESULT {secs} {} {total} 0 {}", peak_rss_kib(), cpu_secs() - cpu0);
+    println!(
+        "RESULT {secs} {} {total} 0 {}",
+        peak_rss_kib(),
+        cpu_secs() - cpu0
+    );
 }
 
 fn make_layer(dir: &Path) -> PathBuf {

@@ -34,7 +34,9 @@ pub(crate) fn encode(z: &Ztoc) -> Vec<u8> {
     for (i, f) in z.files.iter().enumerate().rev() {
         entries[i] = encode_file(&mut b, f);
     }
-    finish_encoding(b, z, version, tool, &entries, |b| b.create_vector(&z.checkpoints))
+    finish_encoding(b, z, version, tool, &entries, |b| {
+        b.create_vector(&z.checkpoints)
+    })
 }
 
 /// Same bytes as [`encode`], but frees the zTOC while it encodes it, so peak memory is

@@ -606,7 +606,7 @@ mod tests {
         assert_eq!(parse_pax_time("-1.25"), Some((-1, -250_000_000)));
         assert_eq!(parse_pax_time("12.1234567891"), Some((12, 123_456_789)));
         assert_eq!(parse_pax_time("x"), None);
-        let r = parse_pax(b"13 path=abcd\n17 SCHILY.xattr.a=\n").unwrap();
+        let r = parse_pax(b"13 path=abcd\n19 SCHILY.xattr.a=\n").unwrap();
         assert_eq!(r["path"], "abcd");
         assert_eq!(r["SCHILY.xattr.a"], "");
         assert!(parse_pax(b"99 path=a\n").is_err());
