@@ -59,6 +59,21 @@ pub enum ZtocCommand {
 
 /// Runs a `ztoc` verb.
 pub fn run(args: ZtocArgs) -> anyhow::Result<()> {
+    match run_verb(args) {
+        // `afterpush ztoc list x | head` is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn run_verb(args: ZtocArgs) -> anyhow::Result<()> {
     match args.command {
         ZtocCommand::Create {
             layer,
@@ -186,25 +201,39 @@ fn info(z: &Ztoc, json: bool) -> anyhow::Result<()> {
         "span_digests": z.span_digests,
         "checkpoints": checkpoints,
     });
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        println!("version:                   {}", z.version);
-        println!("build tool identifier:     {}", z.build_tool_identifier);
-        println!(
+        writeln!(out, "version:                   {}", z.version)?;
+        writeln!(
+            out,
+            "build tool identifier:     {}",
+            z.build_tool_identifier
+        )?;
+        writeln!(
+            out,
             "compression:               {}",
             z.compression_algorithm.as_str()
-        );
-        println!("compressed archive size:   {}", z.compressed_archive_size);
-        println!("uncompressed archive size: {}", z.uncompressed_archive_size);
+        )?;
+        writeln!(
+            out,
+            "compressed archive size:   {}",
+            z.compressed_archive_size
+        )?;
+        writeln!(
+            out,
+            "uncompressed archive size: {}",
+            z.uncompressed_archive_size
+        )?;
         if let Some(s) = span_size {
-            println!("span size:                 {s}");
+            writeln!(out, "span size:                 {s}")?;
         }
-        println!("max span id:               {}", z.max_span_id);
-        println!("entries:                   {}", z.files.len());
-        println!("uses xattrs:               {}", z.uses_xattrs());
+        writeln!(out, "max span id:               {}", z.max_span_id)?;
+        writeln!(out, "entries:                   {}", z.files.len())?;
+        writeln!(out, "uses xattrs:               {}", z.uses_xattrs())?;
         for (i, d) in z.span_digests.iter().enumerate() {
-            println!("span {i:>5}: {d}");
+            writeln!(out, "span {i:>5}: {d}")?;
         }
     }
     Ok(())

@@ -103,12 +103,14 @@ pub enum ZtocError {
         source: std::io::Error,
     },
     /// Any of the above, for a named layer (digest or file name).
-    #[error("layer {layer}: {source}")]
+    // Not a `source`: the message already includes it, and error-chain printers
+    // (anyhow's `{:#}`) would repeat it.
+    #[error("layer {layer}: {error}")]
     InLayer {
         /// The layer's digest or file name.
         layer: String,
         /// What went wrong.
-        source: Box<ZtocError>,
+        error: Box<ZtocError>,
     },
 }
 
@@ -118,7 +120,7 @@ impl ZtocError {
     pub fn in_layer(self, layer: impl Into<String>) -> ZtocError {
         ZtocError::InLayer {
             layer: layer.into(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 }

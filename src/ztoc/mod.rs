@@ -423,3 +423,58 @@ pub fn build_from_reader(
         None => unreachable!("the loop only ends once a builder exists"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_gzip_and_tar() {
+        assert_eq!(
+            detect_compression(&[0x1f, 0x8b, 8]),
+            Some(LayerCompression::Gzip)
+        );
+        let mut h = ::tar::Header::new_ustar();
+        h.set_path("a").unwrap();
+        h.set_cksum();
+        assert_eq!(
+            detect_compression(h.as_bytes()),
+            Some(LayerCompression::Uncompressed)
+        );
+        assert_eq!(
+            detect_compression(&[0u8; 512]),
+            Some(LayerCompression::Uncompressed)
+        );
+        assert_eq!(detect_compression(b"(\xb5/\xfd zstd"), None);
+        let mut bad = *h.as_bytes();
+        bad[0] = b'b'; // checksum no longer matches
+        assert_eq!(detect_compression(&bad), None);
+    }
+
+    #[test]
+    fn xattrs_and_opaque_whiteouts_need_xattrs() {
+        let entry = |name: &str, key: Option<&str>| FileMetadata {
+            name: name.into(),
+            xattrs: key
+                .map(|k| (k.to_string(), String::new()))
+                .into_iter()
+                .collect(),
+            ..FileMetadata::default()
+        };
+        let z = |files| Ztoc {
+            version: ZTOC_VERSION.into(),
+            build_tool_identifier: String::new(),
+            compressed_archive_size: 0,
+            uncompressed_archive_size: 0,
+            files,
+            compression_algorithm: LayerCompression::Gzip,
+            max_span_id: 0,
+            span_digests: vec![],
+            checkpoints: vec![],
+        };
+        assert!(!z(vec![entry("a", Some("mtime")), entry("b/.wh.c", None)]).uses_xattrs());
+        assert!(z(vec![entry("a", Some("SCHILY.xattr.security.capability"))]).uses_xattrs());
+        assert!(z(vec![entry("./etc/.wh..wh..opq", None)]).uses_xattrs());
+        assert!(z(vec![entry(".wh..wh..opq", None)]).uses_xattrs());
+    }
+}
