@@ -320,7 +320,10 @@ fn rules_and_schedule_route_the_right_events() {
         assert_eq!(p["detail-type"][0].as_str(), Some("ECR Image Action"));
         assert_eq!(p["detail"]["action-type"][0].as_str(), Some("PUSH"));
         assert_eq!(p["detail"]["result"][0].as_str(), Some("SUCCESS"));
-        assert!(matches!(rule["Properties"]["DeadLetterConfig"]["Arn"], Value::Tagged(_)));
+        assert!(matches!(
+            &rule["Properties"]["DeadLetterConfig"]["Arn"],
+            Value::Tagged(_)
+        ));
         assert!(rule["Properties"]["RetryPolicy"]["MaximumRetryAttempts"].is_number());
     }
     assert!(

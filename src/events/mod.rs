@@ -2,13 +2,13 @@
 //! janitor's schedule. The envelope is `aws_lambda_events`' `EventBridgeEvent<T>`; the ECR
 //! detail (which that crate does not define) is typed here.
 //!
-//! - [`Trigger`]: any payload a function receives, parsed or rejected with an error that
+//! - [`Trigger`] — any payload a function receives, parsed or rejected with an error that
 //!   names the source and detail-type.
-//! - [`filters`]: `REPOSITORY_TAG_FILTERS`.
-//! - [`decision`]: whether a push is work for the SOCI indexer, the stitcher, the janitor
+//! - [`filters`] — `REPOSITORY_TAG_FILTERS`.
+//! - [`decision`] — whether a push is work for the SOCI indexer, the stitcher, the janitor
 //!   (the loop guard lives there: our own pushes are recognised and skipped).
-//! - [`HandlerError`]: the functions' error, retryable or not, as a Lambda `Diagnostic`.
-//! - [`init_tracing`]: JSON logs in Lambda, human logs elsewhere.
+//! - [`HandlerError`] — the functions' error, retryable or not, as a Lambda `Diagnostic`.
+//! - [`init_tracing`] — JSON logs in Lambda, human logs elsewhere.
 
 pub mod decision;
 pub mod filters;
@@ -221,13 +221,11 @@ fn validate_ecr_detail(detail: &EcrImageAction) -> Result<(), EventError> {
             field: "detail.repository-name",
         });
     }
-    if detail.is_push() && detail.is_success() {
-        detail.digest()?;
-    } else if detail
+    let has_digest = detail
         .image_digest
         .as_deref()
-        .is_some_and(|d| !d.is_empty())
-    {
+        .is_some_and(|d| !d.is_empty());
+    if (detail.is_push() && detail.is_success()) || has_digest {
         detail.digest()?;
     }
     Ok(())
