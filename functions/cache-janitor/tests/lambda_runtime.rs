@@ -1,6 +1,8 @@
 //! Drives the real `cache-janitor` binary through the Lambda Runtime API (a local
 //! endpoint, see `tests/support/runtime_api.rs`), so the real `lambda_runtime` loop runs:
-//! polling, context headers, JSON logs, response and error posting.
+//! polling, context headers, JSON logs, response and error posting. The janitor does real
+//! work, on an OCI image layout (`AFTERPUSH_LAYOUT`) seeded with BuildKit cache manifests,
+//! under a cleanup policy given in `CLEANUP_POLICY`; `DRY_RUN` is left at its default.
 //!
 //! Why this test lives in the function's package: only there does cargo build the binary
 //! and hand its path over (`CARGO_BIN_EXE_cache-janitor`), with the same feature set as
@@ -13,108 +15,184 @@
 #[path = "../../../tests/support/runtime_api.rs"]
 mod runtime_api;
 
-use afterpush::events::{janitor_decision, RepositoryTagFilters, Trigger};
-use runtime_api::{sample, Function, RuntimeApi, HANG_GUARD};
+use afterpush::oci::Sha256Digest;
+use afterpush::registry::layout::LayoutRepository;
+use afterpush::registry::Repository;
+use afterpush::sample::{self, SampleSpec};
+use runtime_api::{sample as sample_event, Function, RuntimeApi, HANG_GUARD};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn janitor() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_cache-janitor"))
+/// Keep the main cache, expire every other cache tag; no grace period (the seeded caches
+/// are seconds old).
+const POLICY: &str = r#"
+repositories: ["*"]
+grace_period: 0s
+rules:
+  - {name: keep-main-cache, select: {tags: ["cache-main"]}, action: keep}
+  - {name: branch-caches, select: {kind: buildkit-cache, tags: ["cache-*"]}, action: expire}
+"#;
+
+fn janitor() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_cache-janitor"))
 }
 
-/// What the library decides for `event`, computed in this process for comparison.
-fn expected_decision(event: &[u8], filters: &str) -> serde_json::Value {
-    let trigger = Trigger::from_slice(event).unwrap();
-    let filters = RepositoryTagFilters::parse(filters).unwrap();
-    serde_json::to_value(janitor_decision(&trigger, &filters, "-soci")).unwrap()
+/// A layout (in `dir`/caches) with BuildKit caches at `cache-main` and `cache-feature-x`.
+struct Caches {
+    layout: PathBuf,
+    main: Sha256Digest,
+    feature: Sha256Digest,
+}
+
+fn seed(dir: &Path) -> Caches {
+    let layout = dir.join("caches");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let repo = LayoutRepository::open_or_create(&layout).unwrap();
+        let spec = |seed| SampleSpec { seed, layer_sizes: vec![4096], ..SampleSpec::default() };
+        let main = sample::write_buildkit_cache(&repo, &spec(1), Some("cache-main")).await.unwrap();
+        let feature = sample::write_buildkit_cache(&repo, &spec(2), Some("cache-feature-x")).await.unwrap();
+        repo.commit().await.unwrap();
+        Caches { layout: layout.clone(), main: main.manifest.digest, feature: feature.manifest.digest }
+    })
+}
+
+fn tags(layout: &Path) -> Vec<String> {
+    let repo = LayoutRepository::open(layout).unwrap();
+    let mut tags = tokio::runtime::Runtime::new().unwrap().block_on(repo.list_tags()).unwrap();
+    tags.sort();
+    tags
+}
+
+fn start(api: &RuntimeApi, caches: &Caches, extra: &[(&str, &str)]) -> Function {
+    let mut env = vec![("AFTERPUSH_LAYOUT", caches.layout.to_str().unwrap()), ("CLEANUP_POLICY", POLICY)];
+    env.extend_from_slice(extra);
+    Function::start(janitor(), "cache-janitor", api, &env)
+}
+
+fn event_for(name: &str, digest: &Sha256Digest) -> Vec<u8> {
+    let mut event: Value = serde_json::from_slice(&sample_event(name)).unwrap();
+    event["detail"]["image-digest"] = digest.to_string().into();
+    serde_json::to_vec(&event).unwrap()
+}
+
+fn planned(report: &Value) -> Vec<String> {
+    report["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["planned"].as_array().unwrap().iter().map(|d| d["digest"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 #[test]
 fn a_cache_push_goes_through_the_runtime_loop() {
-    let event = sample("push-cache-main.json");
-    let api = RuntimeApi::start(event.clone());
-    let mut function = Function::start(janitor(), "cache-janitor", &api, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let caches = seed(dir.path());
+    let api = RuntimeApi::start(event_for("push-cache-main.json", &caches.main));
+    let mut function = start(&api, &caches, &[]);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     assert_eq!(posted.request_id, api.request_id);
     let body = posted.json();
-    assert_eq!(body, expected_decision(&event, "*:*"));
-    assert_eq!(body["action"], "after-push");
-    assert_eq!(body["decision"], "work");
-    assert_eq!(body["tag"], "cache-main");
-    assert!(posted
-        .headers
-        .get("user-agent")
-        .is_some_and(|u| u.starts_with("aws-lambda-rust/")));
+    assert_eq!(body["function"], "cache-janitor", "{body}");
+    let report = &body["report"];
+    assert_eq!(report["trigger"], "push app:cache-main", "{body}");
+    assert_eq!(report["dry_run"], true, "{body}");
+    // The push of `cache-main` prunes only untagged caches it superseded: none here. The
+    // layout stands for the event's repository `app`, and both caches were looked at.
+    let repos = report["repositories"].as_array().unwrap();
+    assert_eq!(repos.len(), 1, "{body}");
+    assert_eq!(repos[0]["repository"], "app", "{body}");
+    assert_eq!(repos[0]["images"], 2, "{body}");
+    assert!(planned(report).is_empty(), "{body}");
+    assert!(posted.headers.get("user-agent").is_some_and(|u| u.starts_with("aws-lambda-rust/")));
     drop(function);
+    assert_eq!(tags(&caches.layout), ["cache-feature-x", "cache-main"]);
 }
 
 #[test]
-fn the_schedule_is_a_sweep_and_logs_are_json() {
-    let event = sample("scheduled-sweep.json");
-    let api = RuntimeApi::start(event.clone());
-    let mut function = Function::start(janitor(), "cache-janitor", &api, &[]);
+fn the_schedule_is_a_dry_run_sweep_and_logs_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let caches = seed(dir.path());
+    let api = RuntimeApi::start(sample_event("scheduled-sweep.json"));
+    let mut function = start(&api, &caches, &[]);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
-    assert_eq!(posted.json(), expected_decision(&event, "*:*"));
-    assert_eq!(posted.json()["action"], "sweep");
-    // In Lambda the logs are JSON lines; the decision line carries the request id.
+    let body = posted.json();
+    assert_eq!(body["trigger"], "scheduled", "{body}");
+    let report = &body["report"];
+    assert_eq!(report["trigger"], "sweep", "{body}");
+    assert_eq!(report["dry_run"], true, "{body}");
+    // The policy expires the branch cache and keeps main; a dry run deletes nothing.
+    assert_eq!(planned(report), [caches.feature.to_string()], "{body}");
+    assert_eq!(report["deleted"], 0, "{body}");
+    // In Lambda the logs are JSON lines: the request id on the event line, then the report.
     let log = function.log();
-    let decision_line = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["fields"]["message"] == "cache-janitor decision")
-        .unwrap_or_else(|| panic!("no JSON decision line in:\n{log}"));
-    assert_eq!(
-        decision_line["fields"]["request_id"],
-        api.request_id.as_str()
-    );
-    assert_eq!(decision_line["fields"]["trigger"], "scheduled");
+    let lines: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let received = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "event received")
+        .unwrap_or_else(|| panic!("no JSON event line in:\n{log}"));
+    assert_eq!(received["fields"]["request_id"], api.request_id.as_str());
+    let logged = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "cache-janitor report")
+        .unwrap_or_else(|| panic!("no JSON report line in:\n{log}"));
+    let logged: Value = serde_json::from_str(logged["fields"]["report"].as_str().unwrap()).unwrap();
+    assert_eq!(logged["run_id"], report["run_id"]);
+    drop(function);
+    assert_eq!(tags(&caches.layout), ["cache-feature-x", "cache-main"]);
+}
+
+#[test]
+fn dry_run_false_deletes_what_the_sweep_planned() {
+    let dir = tempfile::tempdir().unwrap();
+    let caches = seed(dir.path());
+    let api = RuntimeApi::start(sample_event("scheduled-sweep.json"));
+    let mut function = start(&api, &caches, &[("DRY_RUN", "false")]);
+    let posted = function.posted(&api);
+    assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
+    let report = &posted.json()["report"];
+    assert_eq!(report["dry_run"], false, "{report}");
+    assert_eq!(report["repositories"][0]["deleted"], serde_json::json!([caches.feature.to_string()]), "{report}");
+    drop(function);
+    assert_eq!(tags(&caches.layout), ["cache-main"]);
 }
 
 #[test]
 fn settings_reach_the_function() {
     // A filter that excludes the pushed repository turns the same event into a skip.
-    let event = sample("push-cache-feature-x.json");
-    let api = RuntimeApi::start(event.clone());
-    let mut function = Function::start(
-        janitor(),
-        "cache-janitor",
-        &api,
-        &[("REPOSITORY_TAG_FILTERS", "other:*")],
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let caches = seed(dir.path());
+    let api = RuntimeApi::start(event_for("push-cache-feature-x.json", &caches.feature));
+    let mut function = start(&api, &caches, &[("REPOSITORY_TAG_FILTERS", "other:*")]);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
-    assert_eq!(posted.json(), expected_decision(&event, "other:*"));
-    assert_eq!(posted.json()["code"], "filtered-out");
+    let body = posted.json();
+    assert_eq!(body["decision"]["code"], "filtered-out", "{body}");
+    assert_eq!(body["decision"]["action"], "after-push", "{body}");
+    assert!(body.get("report").is_none(), "{body}");
 }
 
 #[test]
 fn a_foreign_event_is_a_non_retryable_error() {
-    let event =
-        br#"{"version":"0","id":"x","detail-type":"Object Created","source":"aws.s3","detail":{}}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let caches = seed(dir.path());
+    let event = br#"{"version":"0","id":"x","detail-type":"Object Created","source":"aws.s3","detail":{}}"#;
     let api = RuntimeApi::start(event.to_vec());
-    let mut function = Function::start(janitor(), "cache-janitor", &api, &[]);
+    let mut function = start(&api, &caches, &[]);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
     assert_eq!(posted.request_id, api.request_id);
     let body = posted.json();
     assert_eq!(body["errorType"], "NonRetryable", "{body}");
     let message = body["errorMessage"].as_str().unwrap();
-    assert!(
-        message.contains("aws.s3") && message.contains("Object Created"),
-        "{message}"
-    );
+    assert!(message.contains("aws.s3") && message.contains("Object Created"), "{message}");
 }
 
-#[test]
-fn bad_settings_fail_the_cold_start_naming_the_variable() {
-    let api = RuntimeApi::start(sample("push-cache-main.json"));
-    let mut function = Function::start(
-        janitor(),
-        "cache-janitor",
-        &api,
-        &[("REPOSITORY_TAG_FILTERS", "app")],
-    );
+/// Waits for the process to exit (bad settings end the cold start) and returns its log.
+fn exits_with_failure(function: &mut Function) -> String {
     let status = (0..(HANG_GUARD.as_millis() / 50))
         .find_map(|_| {
             let s = function.child.try_wait().unwrap();
@@ -123,19 +201,26 @@ fn bad_settings_fail_the_cold_start_naming_the_variable() {
             }
             s
         })
-        .unwrap_or_else(|| {
-            panic!(
-                "the function kept running with bad settings:\n{}",
-                function.log()
-            )
-        });
+        .unwrap_or_else(|| panic!("the function kept running with bad settings:\n{}", function.log()));
     assert!(!status.success());
-    let log = function.log();
-    assert!(
-        log.contains("REPOSITORY_TAG_FILTERS") && log.contains("\\\"app\\\"")
-            || log.contains("\"app\""),
-        "{log}"
-    );
+    function.log()
+}
+
+#[test]
+fn bad_settings_fail_the_cold_start_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let caches = seed(dir.path());
+    let api = RuntimeApi::start(sample_event("push-cache-main.json"));
+    let mut function = start(&api, &caches, &[("REPOSITORY_TAG_FILTERS", "app")]);
+    let log = exits_with_failure(&mut function);
+    assert!(log.contains("REPOSITORY_TAG_FILTERS") && (log.contains("\\\"app\\\"") || log.contains("\"app\"")), "{log}");
     // It never polled for (and so never consumed) an event.
+    assert!(api.posted.try_recv().is_err());
+
+    // No cleanup policy at all: the janitor refuses to start rather than guess one.
+    let api = RuntimeApi::start(sample_event("push-cache-main.json"));
+    let mut function = Function::start(janitor(), "cache-janitor", &api, &[("AFTERPUSH_LAYOUT", caches.layout.to_str().unwrap())]);
+    let log = exits_with_failure(&mut function);
+    assert!(log.contains("CLEANUP_POLICY"), "{log}");
     assert!(api.posted.try_recv().is_err());
 }
