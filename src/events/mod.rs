@@ -131,9 +131,11 @@ pub enum EventError {
         event_source: String,
         detail_type: String,
     },
-    #[error("malformed {detail_type:?} event: {error}")]
+    /// `path` names the offending field (`detail.repository-name`), `.` for the whole event.
+    #[error("malformed {detail_type:?} event: field {path}: {error}")]
     Malformed {
         detail_type: String,
+        path: String,
         #[source]
         error: serde_json::Error,
     },
@@ -174,19 +176,23 @@ impl Trigger {
         };
         let source = text("source")?;
         let detail_type = text("detail-type")?;
-        let malformed = |error| EventError::Malformed {
+        // Deserialised through serde_path_to_error so the message names the bad field:
+        // serde_json's own type errors do not.
+        let malformed = |e: serde_path_to_error::Error<serde_json::Error>| EventError::Malformed {
             detail_type: detail_type.clone(),
-            error,
+            path: e.path().to_string(),
+            error: e.into_inner(),
         };
         match (source.as_str(), detail_type.as_str()) {
             (ECR_SOURCE, ECR_IMAGE_ACTION) => {
                 let event: EcrImageActionEvent =
-                    serde_json::from_value(value).map_err(malformed)?;
+                    serde_path_to_error::deserialize(value).map_err(malformed)?;
                 validate_ecr_detail(&event.detail)?;
                 Ok(Trigger::EcrImageAction(event))
             }
             (SCHEDULE_SOURCE, SCHEDULED_EVENT) => {
-                let event: ScheduledEvent = serde_json::from_value(value).map_err(malformed)?;
+                let event: ScheduledEvent =
+                    serde_path_to_error::deserialize(value).map_err(malformed)?;
                 Ok(Trigger::Scheduled(event))
             }
             _ => Err(EventError::Unsupported {
