@@ -68,29 +68,60 @@ impl Invocation {
         // The janitor's decision carries `action: after-push`; the others have none.
         assert_eq!(out["decision"]["decision"], "skip", "{}: {out}", self.what);
         assert_eq!(out["decision"]["code"], code, "{}: {out}", self.what);
-        assert!(out.get("outcome").is_none() && out.get("report").is_none(), "{}: {out}", self.what);
+        assert!(
+            out.get("outcome").is_none() && out.get("report").is_none(),
+            "{}: {out}",
+            self.what
+        );
     }
 
     fn assert_error(&self, needles: &[&str]) {
-        assert!(!self.success, "{} succeeded but should fail:\n{}", self.what, self.stdout);
+        assert!(
+            !self.success,
+            "{} succeeded but should fail:\n{}",
+            self.what, self.stdout
+        );
         for needle in needles {
-            assert!(self.stderr.contains(needle), "{}: stderr lacks {needle:?}:\n{}", self.what, self.stderr);
+            assert!(
+                self.stderr.contains(needle),
+                "{}: stderr lacks {needle:?}:\n{}",
+                self.what,
+                self.stderr
+            );
         }
-        assert!(!self.stderr.contains("panicked"), "{}: {}", self.what, self.stderr);
+        assert!(
+            !self.stderr.contains("panicked"),
+            "{}: {}",
+            self.what,
+            self.stderr
+        );
     }
 }
 
 impl Stack {
     async fn start() -> Self {
-        let stack = Stack { registry: TestRegistry::start(), moto: TestMoto::start(), dir: tempfile::tempdir().unwrap() };
-        stack.moto.s3().await.create_bucket().bucket(REPORT_BUCKET).send().await.unwrap();
+        let stack = Stack {
+            registry: TestRegistry::start(),
+            moto: TestMoto::start(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        stack
+            .moto
+            .s3()
+            .await
+            .create_bucket()
+            .bucket(REPORT_BUCKET)
+            .send()
+            .await
+            .unwrap();
         stack
     }
 
     /// A client for `name` on the test registry (the handlers reach the same storage
     /// through the event's ECR host and `AFTERPUSH_REGISTRY_ENDPOINT`).
     fn repo(&self, name: &str) -> DistributionRepository {
-        DistributionRepository::connect(&RegistrySettings::default(), &self.registry.host(), name).unwrap()
+        DistributionRepository::connect(&RegistrySettings::default(), &self.registry.host(), name)
+            .unwrap()
     }
 
     /// Runs `afterpush invoke FUNCTION --event EVENT` with only the environment given
@@ -99,7 +130,10 @@ impl Stack {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_afterpush"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AFTERPUSH_REGISTRY_ENDPOINT", format!("http://{}", self.registry.host()))
+            .env(
+                "AFTERPUSH_REGISTRY_ENDPOINT",
+                format!("http://{}", self.registry.host()),
+            )
             .env("AFTERPUSH_REGISTRY_AUTH", "anonymous")
             .env("AWS_ENDPOINT_URL", self.moto.endpoint())
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -127,7 +161,8 @@ impl Stack {
     /// A copy of sample event `file` about `repository`, with `image-digest` set to
     /// `digest` when given.
     fn event_copy(&self, file: &str, repository: &str, digest: Option<&Sha256Digest>) -> PathBuf {
-        let mut event: Value = serde_json::from_slice(&std::fs::read(events_dir().join(file)).unwrap()).unwrap();
+        let mut event: Value =
+            serde_json::from_slice(&std::fs::read(events_dir().join(file)).unwrap()).unwrap();
         if event["detail"].get("repository-name").is_some() {
             event["detail"]["repository-name"] = repository.into();
         }
@@ -151,7 +186,11 @@ impl Stack {
     /// Copies manifests (in order: children first) into moto's ECR under `repository`.
     async fn mirror_to_ecr(&self, repository: &str, manifests: &[(Manifest, Option<String>)]) {
         let ecr = self.moto.ecr().await;
-        let _ = ecr.create_repository().repository_name(repository).send().await;
+        let _ = ecr
+            .create_repository()
+            .repository_name(repository)
+            .send()
+            .await;
         for (m, tag) in manifests {
             ecr.put_image()
                 .repository_name(repository)
@@ -161,7 +200,12 @@ impl Stack {
                 .set_image_tag(tag.clone())
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("PutImage {repository}: {}", aws_sdk_ecr::error::DisplayErrorContext(e)));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "PutImage {repository}: {}",
+                        aws_sdk_ecr::error::DisplayErrorContext(e)
+                    )
+                });
         }
     }
 
@@ -172,7 +216,12 @@ impl Stack {
         let repos = ecr.describe_repositories().send().await.unwrap();
         for r in repos.repositories() {
             let name = r.repository_name().unwrap().to_string();
-            let images = ecr.describe_images().repository_name(&name).send().await.unwrap();
+            let images = ecr
+                .describe_images()
+                .repository_name(&name)
+                .send()
+                .await
+                .unwrap();
             for i in images.image_details() {
                 let mut tags = i.image_tags().to_vec();
                 tags.sort();
@@ -184,18 +233,41 @@ impl Stack {
 }
 
 fn spec(seed: u64, format: ManifestFormat) -> SampleSpec {
-    SampleSpec { seed, layer_sizes: vec![48 * 1024], format, attestations: false, ..SampleSpec::default() }
+    SampleSpec {
+        seed,
+        layer_sizes: vec![48 * 1024],
+        format,
+        attestations: false,
+        ..SampleSpec::default()
+    }
 }
 
 /// Seeds a single-platform image (platform from the tag's arch suffix) as the event
 /// describes it; returns its digest.
-async fn seed_image(stack: &Stack, repository: &str, event: &Value, tag: Option<&str>, seed: u64) -> Sha256Digest {
+async fn seed_image(
+    stack: &Stack,
+    repository: &str,
+    event: &Value,
+    tag: Option<&str>,
+    seed: u64,
+) -> Sha256Digest {
     let format = match event["detail"]["manifest-media-type"].as_str() {
         Some(media::DOCKER_MANIFEST) => ManifestFormat::Docker,
         _ => ManifestFormat::Oci,
     };
-    let platform = if tag.is_some_and(|t| t.ends_with("-arm64")) { "linux/arm64" } else { "linux/amd64" };
-    let image = sample::write_image(&stack.repo(repository), &spec(seed, format), &platform.parse().unwrap(), tag).await.unwrap();
+    let platform = if tag.is_some_and(|t| t.ends_with("-arm64")) {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    let image = sample::write_image(
+        &stack.repo(repository),
+        &spec(seed, format),
+        &platform.parse().unwrap(),
+        tag,
+    )
+    .await
+    .unwrap();
     image.manifest.digest
 }
 
@@ -203,11 +275,20 @@ async fn seed_image(stack: &Stack, repository: &str, event: &Value, tag: Option<
 /// on the registry and in moto's ECR; returns (current, superseded).
 async fn seed_caches(stack: &Stack, repository: &str, tag: &str) -> (Sha256Digest, Sha256Digest) {
     let repo = stack.repo(repository);
-    let old = sample::write_buildkit_cache(&repo, &spec(11, ManifestFormat::Oci), None).await.unwrap();
-    let new = sample::write_buildkit_cache(&repo, &spec(12, ManifestFormat::Oci), Some(tag)).await.unwrap();
-    let old_m = repo.get_manifest(&old.manifest.digest.to_string()).await.unwrap();
+    let old = sample::write_buildkit_cache(&repo, &spec(11, ManifestFormat::Oci), None)
+        .await
+        .unwrap();
+    let new = sample::write_buildkit_cache(&repo, &spec(12, ManifestFormat::Oci), Some(tag))
+        .await
+        .unwrap();
+    let old_m = repo
+        .get_manifest(&old.manifest.digest.to_string())
+        .await
+        .unwrap();
     let new_m = repo.get_manifest(tag).await.unwrap();
-    stack.mirror_to_ecr(repository, &[(old_m, None), (new_m, Some(tag.to_string()))]).await;
+    stack
+        .mirror_to_ecr(repository, &[(old_m, None), (new_m, Some(tag.to_string()))])
+        .await;
     (new.manifest.digest, old.manifest.digest)
 }
 
@@ -218,7 +299,12 @@ fn read_event(file: &str) -> Value {
 /// The report the janitor stored in the report bucket under its run id.
 async fn stored_report(stack: &Stack, run_id: &str) -> Value {
     let s3 = stack.moto.s3().await;
-    let listed = s3.list_objects_v2().bucket(REPORT_BUCKET).send().await.unwrap();
+    let listed = s3
+        .list_objects_v2()
+        .bucket(REPORT_BUCKET)
+        .send()
+        .await
+        .unwrap();
     let key = listed
         .contents()
         .iter()
@@ -226,13 +312,26 @@ async fn stored_report(stack: &Stack, run_id: &str) -> Value {
         .find(|k| k.ends_with(&format!("{run_id}.json")))
         .unwrap_or_else(|| panic!("no report {run_id} in s3://{REPORT_BUCKET}"))
         .to_string();
-    let body = s3.get_object().bucket(REPORT_BUCKET).key(&key).send().await.unwrap();
+    let body = s3
+        .get_object()
+        .bucket(REPORT_BUCKET)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
     serde_json::from_slice(&body.body.collect().await.unwrap().into_bytes()).unwrap()
 }
 
 /// Checks a janitor report of a dry run: `expected` planned for deletion in
 /// `repository`, nothing deleted (in the report and in ECR), report stored in S3.
-async fn assert_dry_run_report(stack: &Stack, run: &Invocation, trigger: &str, repository: &str, expected: &[&Sha256Digest], ecr_before: &BTreeSet<(String, String, Vec<String>)>) {
+async fn assert_dry_run_report(
+    stack: &Stack,
+    run: &Invocation,
+    trigger: &str,
+    repository: &str,
+    expected: &[&Sha256Digest],
+    ecr_before: &BTreeSet<(String, String, Vec<String>)>,
+) {
     let out = run.json();
     assert_eq!(out["function"], "cache-janitor", "{out}");
     let report = &out["report"];
@@ -245,11 +344,23 @@ async fn assert_dry_run_report(stack: &Stack, run: &Invocation, trigger: &str, r
         .iter()
         .find(|r| r["repository"] == repository)
         .unwrap_or_else(|| panic!("no report for {repository}: {out}"));
-    let planned: BTreeSet<String> = repo_report["planned"].as_array().unwrap().iter().map(|d| d["digest"].as_str().unwrap().to_string()).collect();
+    let planned: BTreeSet<String> = repo_report["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
     let expected: BTreeSet<String> = expected.iter().map(|d| d.to_string()).collect();
     assert_eq!(planned, expected, "{out}");
-    assert!(repo_report["deleted"].as_array().unwrap().is_empty(), "{out}");
-    assert_eq!(&stack.ecr_images().await, ecr_before, "a dry run deleted something");
+    assert!(
+        repo_report["deleted"].as_array().unwrap().is_empty(),
+        "{out}"
+    );
+    assert_eq!(
+        &stack.ecr_images().await,
+        ecr_before,
+        "a dry run deleted something"
+    );
     let stored = stored_report(stack, report["run_id"].as_str().unwrap()).await;
     assert_eq!(stored["trigger"], trigger);
     assert_eq!(stored["planned_deletions"], report["planned_deletions"]);
@@ -257,7 +368,14 @@ async fn assert_dry_run_report(stack: &Stack, run: &Invocation, trigger: &str, r
 
 /// The SOCI indexer's result for `tag`: `<tag>-soci` now holds the SOCI-enabled index of
 /// `source`, with one SOCI index per platform.
-async fn assert_soci_output(stack: &Stack, run: &Invocation, repository: &str, tag: &str, source: &Sha256Digest, platforms: usize) {
+async fn assert_soci_output(
+    stack: &Stack,
+    run: &Invocation,
+    repository: &str,
+    tag: &str,
+    source: &Sha256Digest,
+    platforms: usize,
+) {
     let out = run.json();
     assert_eq!(out["function"], "soci-indexer", "{out}");
     assert_eq!(out["decision"]["decision"], "work", "{out}");
@@ -267,30 +385,63 @@ async fn assert_soci_output(stack: &Stack, run: &Invocation, repository: &str, t
     assert_eq!(outcome["source"], source.to_string(), "{out}");
     let reported = outcome["platforms"].as_array().unwrap();
     assert_eq!(reported.len(), platforms, "{out}");
-    assert!(reported.iter().all(|p| p["soci_index"].is_string() && p["ztocs"].as_u64() >= Some(1)), "{out}");
-    let stored = stack.repo(repository).get_manifest(&soci_tag).await.unwrap();
+    assert!(
+        reported
+            .iter()
+            .all(|p| p["soci_index"].is_string() && p["ztocs"].as_u64() >= Some(1)),
+        "{out}"
+    );
+    let stored = stack
+        .repo(repository)
+        .get_manifest(&soci_tag)
+        .await
+        .unwrap();
     assert_eq!(outcome["output"], stored.digest.to_string(), "{out}");
     let index: Value = serde_json::from_slice(&stored.bytes).unwrap();
     let entries = index["manifests"].as_array().unwrap();
     assert!(
-        entries.iter().any(|d| d["artifactType"].as_str().is_some_and(|t| t.starts_with("application/vnd.amazon.soci.index."))),
+        entries.iter().any(|d| d["artifactType"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("application/vnd.amazon.soci.index."))),
         "{soci_tag} has no SOCI index: {index}"
     );
     // The source tag is left alone (tag mode `suffix`).
-    assert_eq!(stack.repo(repository).resolve(tag).await.unwrap().digest, *source);
+    assert_eq!(
+        stack.repo(repository).resolve(tag).await.unwrap().digest,
+        *source
+    );
 }
 
 /// An event no function acts on: every function skips with `codes[i]`, and neither the
 /// registry nor ECR changes.
-async fn assert_skipped_by_all(stack: &Stack, file: &str, repository: &str, digest: Option<&Sha256Digest>, codes: [&str; 3]) {
+async fn assert_skipped_by_all(
+    stack: &Stack,
+    file: &str,
+    repository: &str,
+    digest: Option<&Sha256Digest>,
+    codes: [&str; 3],
+) {
     let event = stack.event_copy(file, repository, digest);
     let tags_before = stack.tags(repository).await;
     let ecr_before = stack.ecr_images().await;
-    for (function, code) in ["soci-indexer", "manifest-stitcher", "cache-janitor"].into_iter().zip(codes) {
-        stack.invoke(function, &event, &[]).assert_skip(function, code);
+    for (function, code) in ["soci-indexer", "manifest-stitcher", "cache-janitor"]
+        .into_iter()
+        .zip(codes)
+    {
+        stack
+            .invoke(function, &event, &[])
+            .assert_skip(function, code);
     }
-    assert_eq!(stack.tags(repository).await, tags_before, "{file}: a skip changed the registry");
-    assert_eq!(stack.ecr_images().await, ecr_before, "{file}: a skip changed ECR");
+    assert_eq!(
+        stack.tags(repository).await,
+        tags_before,
+        "{file}: a skip changed the registry"
+    );
+    assert_eq!(
+        stack.ecr_images().await,
+        ecr_before,
+        "{file}: a skip changed ECR"
+    );
 }
 
 /// Seeds what `file` describes, runs every function on it and checks the outcomes.
@@ -298,7 +449,10 @@ async fn run_case(stack: &Stack, file: &str) {
     let stem = file.trim_end_matches(".json");
     let repository = format!("app-{stem}");
     let original = read_event(file);
-    let tag = original["detail"]["image-tag"].as_str().filter(|t| !t.is_empty()).map(str::to_string);
+    let tag = original["detail"]["image-tag"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
     match file {
         "delete-image.json" => {
             // The image is gone already: nothing seeded, nothing may appear.
@@ -435,21 +589,41 @@ async fn malformed_events_fail_with_a_clear_message() {
         path
     };
     let not_json = write("not-json.json", "{\"detail-type\": ");
-    let wrong_field = write("bad-field.json", r#"{"version":"0","id":"1","detail-type":"ECR Image Action","source":"aws.ecr","account":"123456789012","region":"us-east-1","time":"2026-11-22T10:00:00Z","resources":[],"detail":{"result":"SUCCESS","repository-name":42,"action-type":"PUSH","image-tag":"1.2.3"}}"#);
+    let wrong_field = write(
+        "bad-field.json",
+        r#"{"version":"0","id":"1","detail-type":"ECR Image Action","source":"aws.ecr","account":"123456789012","region":"us-east-1","time":"2026-11-22T10:00:00Z","resources":[],"detail":{"result":"SUCCESS","repository-name":42,"action-type":"PUSH","image-tag":"1.2.3"}}"#,
+    );
     let mut bad_digest = read_event("push-image-tag.json");
     bad_digest["detail"]["image-digest"] = "sha256:not-hex".into();
     let bad_digest = write("bad-digest.json", &bad_digest.to_string());
-    let foreign = write("foreign.json", r#"{"version":"0","id":"x","detail-type":"Object Created","source":"aws.s3","detail":{}}"#);
+    let foreign = write(
+        "foreign.json",
+        r#"{"version":"0","id":"x","detail-type":"Object Created","source":"aws.s3","detail":{}}"#,
+    );
     for function in ["soci-indexer", "manifest-stitcher", "cache-janitor"] {
-        stack.invoke(function, &not_json, &[]).assert_error(&["not-json.json", "is not JSON"]);
-        stack.invoke(function, &wrong_field, &[]).assert_error(&["repository-name", "NonRetryable"]);
-        stack.invoke(function, &foreign, &[]).assert_error(&["aws.s3", "Object Created", "NonRetryable"]);
+        stack
+            .invoke(function, &not_json, &[])
+            .assert_error(&["not-json.json", "is not JSON"]);
+        stack
+            .invoke(function, &wrong_field, &[])
+            .assert_error(&["repository-name", "NonRetryable"]);
+        stack.invoke(function, &foreign, &[]).assert_error(&[
+            "aws.s3",
+            "Object Created",
+            "NonRetryable",
+        ]);
     }
     for function in ["soci-indexer", "manifest-stitcher"] {
-        stack.invoke(function, &bad_digest, &[]).assert_error(&["image-digest", "not-hex", "NonRetryable"]);
+        stack.invoke(function, &bad_digest, &[]).assert_error(&[
+            "image-digest",
+            "not-hex",
+            "NonRetryable",
+        ]);
     }
     let missing = stack.dir.path().join("missing.json");
-    stack.invoke("soci-indexer", &missing, &[]).assert_error(&["missing.json"]);
+    stack
+        .invoke("soci-indexer", &missing, &[])
+        .assert_error(&["missing.json"]);
     // Nothing was written anywhere.
     assert!(stack.tags("app").await.is_empty());
     assert!(stack.ecr_images().await.is_empty());
@@ -459,7 +633,17 @@ async fn malformed_events_fail_with_a_clear_message() {
 async fn bad_settings_fail_naming_the_variable() {
     let stack = Stack::start().await;
     let event = stack.event_copy("push-image-tag.json", "app", None);
-    stack.invoke("cache-janitor", &event, &[("CLEANUP_POLICY", "rules: [{action: explode}]")]).assert_error(&["CLEANUP_POLICY"]);
-    stack.invoke("soci-indexer", &event, &[("SPAN_SIZE", "huge")]).assert_error(&["SPAN_SIZE", "huge"]);
-    stack.invoke("manifest-stitcher", &event, &[("STITCH_MODE", "sometimes")]).assert_error(&["STITCH_MODE", "sometimes"]);
+    stack
+        .invoke(
+            "cache-janitor",
+            &event,
+            &[("CLEANUP_POLICY", "rules: [{action: explode}]")],
+        )
+        .assert_error(&["CLEANUP_POLICY"]);
+    stack
+        .invoke("soci-indexer", &event, &[("SPAN_SIZE", "huge")])
+        .assert_error(&["SPAN_SIZE", "huge"]);
+    stack
+        .invoke("manifest-stitcher", &event, &[("STITCH_MODE", "sometimes")])
+        .assert_error(&["STITCH_MODE", "sometimes"]);
 }

@@ -49,23 +49,41 @@ fn seed(dir: &Path) -> Caches {
     let layout = dir.join("caches");
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let repo = LayoutRepository::open_or_create(&layout).unwrap();
-        let spec = |seed| SampleSpec { seed, layer_sizes: vec![4096], ..SampleSpec::default() };
-        let main = sample::write_buildkit_cache(&repo, &spec(1), Some("cache-main")).await.unwrap();
-        let feature = sample::write_buildkit_cache(&repo, &spec(2), Some("cache-feature-x")).await.unwrap();
+        let spec = |seed| SampleSpec {
+            seed,
+            layer_sizes: vec![4096],
+            ..SampleSpec::default()
+        };
+        let main = sample::write_buildkit_cache(&repo, &spec(1), Some("cache-main"))
+            .await
+            .unwrap();
+        let feature = sample::write_buildkit_cache(&repo, &spec(2), Some("cache-feature-x"))
+            .await
+            .unwrap();
         repo.commit().await.unwrap();
-        Caches { layout: layout.clone(), main: main.manifest.digest, feature: feature.manifest.digest }
+        Caches {
+            layout: layout.clone(),
+            main: main.manifest.digest,
+            feature: feature.manifest.digest,
+        }
     })
 }
 
 fn tags(layout: &Path) -> Vec<String> {
     let repo = LayoutRepository::open(layout).unwrap();
-    let mut tags = tokio::runtime::Runtime::new().unwrap().block_on(repo.list_tags()).unwrap();
+    let mut tags = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(repo.list_tags())
+        .unwrap();
     tags.sort();
     tags
 }
 
 fn start(api: &RuntimeApi, caches: &Caches, extra: &[(&str, &str)]) -> Function {
-    let mut env = vec![("AFTERPUSH_LAYOUT", caches.layout.to_str().unwrap()), ("CLEANUP_POLICY", POLICY)];
+    let mut env = vec![
+        ("AFTERPUSH_LAYOUT", caches.layout.to_str().unwrap()),
+        ("CLEANUP_POLICY", POLICY),
+    ];
     env.extend_from_slice(extra);
     Function::start(janitor(), "cache-janitor", api, &env)
 }
@@ -81,7 +99,13 @@ fn planned(report: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|r| r["planned"].as_array().unwrap().iter().map(|d| d["digest"].as_str().unwrap().to_string()))
+        .flat_map(|r| {
+            r["planned"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["digest"].as_str().unwrap().to_string())
+        })
         .collect()
 }
 
@@ -106,7 +130,10 @@ fn a_cache_push_goes_through_the_runtime_loop() {
     assert_eq!(repos[0]["repository"], "app", "{body}");
     assert_eq!(repos[0]["images"], 2, "{body}");
     assert!(planned(report).is_empty(), "{body}");
-    assert!(posted.headers.get("user-agent").is_some_and(|u| u.starts_with("aws-lambda-rust/")));
+    assert!(posted
+        .headers
+        .get("user-agent")
+        .is_some_and(|u| u.starts_with("aws-lambda-rust/")));
     drop(function);
     assert_eq!(tags(&caches.layout), ["cache-feature-x", "cache-main"]);
 }
@@ -129,7 +156,10 @@ fn the_schedule_is_a_dry_run_sweep_and_logs_are_json() {
     assert_eq!(report["deleted"], 0, "{body}");
     // In Lambda the logs are JSON lines: the request id on the event line, then the report.
     let log = function.log();
-    let lines: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let received = lines
         .iter()
         .find(|l| l["fields"]["message"] == "event received")
@@ -155,7 +185,11 @@ fn dry_run_false_deletes_what_the_sweep_planned() {
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     let report = &posted.json()["report"];
     assert_eq!(report["dry_run"], false, "{report}");
-    assert_eq!(report["repositories"][0]["deleted"], serde_json::json!([caches.feature.to_string()]), "{report}");
+    assert_eq!(
+        report["repositories"][0]["deleted"],
+        serde_json::json!([caches.feature.to_string()]),
+        "{report}"
+    );
     drop(function);
     assert_eq!(tags(&caches.layout), ["cache-main"]);
 }
@@ -178,7 +212,8 @@ fn settings_reach_the_function() {
 fn a_foreign_event_is_a_non_retryable_error() {
     let dir = tempfile::tempdir().unwrap();
     let caches = seed(dir.path());
-    let event = br#"{"version":"0","id":"x","detail-type":"Object Created","source":"aws.s3","detail":{}}"#;
+    let event =
+        br#"{"version":"0","id":"x","detail-type":"Object Created","source":"aws.s3","detail":{}}"#;
     let api = RuntimeApi::start(event.to_vec());
     let mut function = start(&api, &caches, &[]);
     let posted = function.posted(&api);
@@ -187,7 +222,10 @@ fn a_foreign_event_is_a_non_retryable_error() {
     let body = posted.json();
     assert_eq!(body["errorType"], "NonRetryable", "{body}");
     let message = body["errorMessage"].as_str().unwrap();
-    assert!(message.contains("aws.s3") && message.contains("Object Created"), "{message}");
+    assert!(
+        message.contains("aws.s3") && message.contains("Object Created"),
+        "{message}"
+    );
 }
 
 /// Waits for the process to exit (bad settings end the cold start) and returns its log.
@@ -200,7 +238,12 @@ fn exits_with_failure(function: &mut Function) -> String {
             }
             s
         })
-        .unwrap_or_else(|| panic!("the function kept running with bad settings:\n{}", function.log()));
+        .unwrap_or_else(|| {
+            panic!(
+                "the function kept running with bad settings:\n{}",
+                function.log()
+            )
+        });
     assert!(!status.success());
     function.log()
 }
@@ -212,13 +255,22 @@ fn bad_settings_fail_the_cold_start_naming_the_variable() {
     let api = RuntimeApi::start(sample_event("push-cache-main.json"));
     let mut function = start(&api, &caches, &[("REPOSITORY_TAG_FILTERS", "app")]);
     let log = exits_with_failure(&mut function);
-    assert!(log.contains("REPOSITORY_TAG_FILTERS") && (log.contains("\\\"app\\\"") || log.contains("\"app\"")), "{log}");
+    assert!(
+        log.contains("REPOSITORY_TAG_FILTERS")
+            && (log.contains("\\\"app\\\"") || log.contains("\"app\"")),
+        "{log}"
+    );
     // It never polled for (and so never consumed) an event.
     assert!(api.posted.try_recv().is_err());
 
     // No cleanup policy at all: the janitor refuses to start rather than guess one.
     let api = RuntimeApi::start(sample_event("push-cache-main.json"));
-    let mut function = Function::start(janitor(), "cache-janitor", &api, &[("AFTERPUSH_LAYOUT", caches.layout.to_str().unwrap())]);
+    let mut function = Function::start(
+        janitor(),
+        "cache-janitor",
+        &api,
+        &[("AFTERPUSH_LAYOUT", caches.layout.to_str().unwrap())],
+    );
     let log = exits_with_failure(&mut function);
     assert!(log.contains("CLEANUP_POLICY"), "{log}");
     assert!(api.posted.try_recv().is_err());

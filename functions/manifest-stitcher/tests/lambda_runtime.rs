@@ -24,12 +24,22 @@ fn stitcher() -> &'static Path {
 fn seed_layout(dir: &Path, platforms: &[&str]) -> Vec<Sha256Digest> {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let repo = LayoutRepository::open_or_create(dir).unwrap();
-        let spec = SampleSpec { layer_sizes: vec![4096], attestations: false, ..SampleSpec::default() };
+        let spec = SampleSpec {
+            layer_sizes: vec![4096],
+            attestations: false,
+            ..SampleSpec::default()
+        };
         let mut digests = vec![];
         for p in platforms {
             let platform: sample::SamplePlatform = p.parse().unwrap();
             let tag = format!("1.2.3-{}", platform.arch_suffix());
-            digests.push(sample::write_image(&repo, &spec, &platform, Some(&tag)).await.unwrap().manifest.digest);
+            digests.push(
+                sample::write_image(&repo, &spec, &platform, Some(&tag))
+                    .await
+                    .unwrap()
+                    .manifest
+                    .digest,
+            );
         }
         repo.commit().await.unwrap();
         digests
@@ -48,7 +58,12 @@ fn the_last_arch_push_stitches_the_index_through_the_runtime_loop() {
     let layout = dir.path().join("layout");
     let digests = seed_layout(&layout, &["linux/amd64", "linux/arm64"]);
     let api = RuntimeApi::start(event_for("push-arch-arm64.json", &digests[1]));
-    let mut function = Function::start(stitcher(), "manifest-stitcher", &api, &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())]);
+    let mut function = Function::start(
+        stitcher(),
+        "manifest-stitcher",
+        &api,
+        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
+    );
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     assert_eq!(posted.request_id, api.request_id);
@@ -58,9 +73,17 @@ fn the_last_arch_push_stitches_the_index_through_the_runtime_loop() {
     assert_eq!(body["outcome"]["target"], "1.2.3", "{body}");
     drop(function);
     let repo = LayoutRepository::open(&layout).unwrap();
-    let stored = tokio::runtime::Runtime::new().unwrap().block_on(repo.get_manifest("1.2.3")).unwrap();
+    let stored = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(repo.get_manifest("1.2.3"))
+        .unwrap();
     let index: Value = serde_json::from_slice(&stored.bytes).unwrap();
-    let listed: BTreeSet<String> = index["manifests"].as_array().unwrap().iter().map(|d| d["digest"].as_str().unwrap().to_string()).collect();
+    let listed: BTreeSet<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
     let expected: BTreeSet<String> = digests.iter().map(|d| d.to_string()).collect();
     assert_eq!(listed, expected, "{index}");
 }
@@ -72,15 +95,29 @@ fn a_missing_platform_waits_and_settings_reach_the_function() {
     let digests = seed_layout(&layout, &["linux/amd64"]);
     // REQUIRED_PLATFORMS reaches the function: s390x is reported missing too.
     let api = RuntimeApi::start(event_for("push-arch-amd64.json", &digests[0]));
-    let mut function = Function::start(stitcher(), "manifest-stitcher", &api, &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap()), ("REQUIRED_PLATFORMS", "linux/amd64,linux/arm64,linux/s390x")]);
+    let mut function = Function::start(
+        stitcher(),
+        "manifest-stitcher",
+        &api,
+        &[
+            ("AFTERPUSH_LAYOUT", layout.to_str().unwrap()),
+            ("REQUIRED_PLATFORMS", "linux/amd64,linux/arm64,linux/s390x"),
+        ],
+    );
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     let body = posted.json();
     assert_eq!(body["outcome"]["outcome"], "incomplete", "{body}");
     let missing = body["outcome"]["missing"].to_string();
-    assert!(missing.contains("arm64") && missing.contains("s390x"), "{body}");
+    assert!(
+        missing.contains("arm64") && missing.contains("s390x"),
+        "{body}"
+    );
     drop(function);
     let repo = LayoutRepository::open(&layout).unwrap();
-    let tags = tokio::runtime::Runtime::new().unwrap().block_on(repo.list_tags()).unwrap();
+    let tags = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(repo.list_tags())
+        .unwrap();
     assert_eq!(tags, vec!["1.2.3-amd64".to_string()]);
 }

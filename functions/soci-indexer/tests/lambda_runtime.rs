@@ -23,8 +23,14 @@ fn indexer() -> &'static Path {
 fn seed_layout(dir: &Path, tag: &str) -> Sha256Digest {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let repo = LayoutRepository::open_or_create(dir).unwrap();
-        let spec = SampleSpec { layer_sizes: vec![48 * 1024], attestations: false, ..SampleSpec::default() };
-        let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some(tag)).await.unwrap();
+        let spec = SampleSpec {
+            layer_sizes: vec![48 * 1024],
+            attestations: false,
+            ..SampleSpec::default()
+        };
+        let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some(tag))
+            .await
+            .unwrap();
         repo.commit().await.unwrap();
         image.manifest.digest
     })
@@ -43,7 +49,15 @@ fn an_image_push_gets_a_soci_index_through_the_runtime_loop() {
     let layout = dir.path().join("layout");
     let source = seed_layout(&layout, "1.2.3");
     let api = RuntimeApi::start(event_for("push-image-tag.json", &source));
-    let mut function = Function::start(indexer(), "soci-indexer", &api, &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap()), ("MIN_LAYER_SIZE", "0")]);
+    let mut function = Function::start(
+        indexer(),
+        "soci-indexer",
+        &api,
+        &[
+            ("AFTERPUSH_LAYOUT", layout.to_str().unwrap()),
+            ("MIN_LAYER_SIZE", "0"),
+        ],
+    );
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     assert_eq!(posted.request_id, api.request_id);
@@ -72,14 +86,23 @@ fn our_own_output_is_skipped_and_the_loop_stays_up() {
     let layout = dir.path().join("layout");
     seed_layout(&layout, "1.2.3");
     let api = RuntimeApi::start(sample_event("push-soci-suffix-tag.json"));
-    let mut function = Function::start(indexer(), "soci-indexer", &api, &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())]);
+    let mut function = Function::start(
+        indexer(),
+        "soci-indexer",
+        &api,
+        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
+    );
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     let body = posted.json();
     assert_eq!(body["decision"]["code"], "own-output", "{body}");
     // After answering, the runtime polls for the next event instead of exiting.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(function.child.try_wait().unwrap().is_none(), "the function exited:\n{}", function.log());
+    assert!(
+        function.child.try_wait().unwrap().is_none(),
+        "the function exited:\n{}",
+        function.log()
+    );
 }
 
 #[test]
@@ -89,11 +112,25 @@ fn a_missing_image_is_an_error_naming_the_digest() {
     seed_layout(&layout, "1.2.3");
     let absent = Sha256Digest::of(b"never pushed");
     let api = RuntimeApi::start(event_for("push-image-tag.json", &absent));
-    let mut function = Function::start(indexer(), "soci-indexer", &api, &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())]);
+    let mut function = Function::start(
+        indexer(),
+        "soci-indexer",
+        &api,
+        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
+    );
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
     assert_eq!(posted.request_id, api.request_id);
     let body = posted.json();
-    assert!(body["errorMessage"].as_str().unwrap().contains(&absent.hex()), "{body}");
-    assert!(["Retryable", "NonRetryable"].contains(&body["errorType"].as_str().unwrap()), "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains(&absent.hex()),
+        "{body}"
+    );
+    assert!(
+        ["Retryable", "NonRetryable"].contains(&body["errorType"].as_str().unwrap()),
+        "{body}"
+    );
 }
