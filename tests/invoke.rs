@@ -647,3 +647,93 @@ async fn bad_settings_fail_naming_the_variable() {
         .invoke("manifest-stitcher", &event, &[("STITCH_MODE", "sometimes")])
         .assert_error(&["STITCH_MODE", "sometimes"]);
 }
+
+/// Runs `afterpush invoke FUNCTION --layout LAYOUT --event EVENT` with no registry or
+/// AWS endpoint in the environment at all.
+fn invoke_on_layout(function: &str, layout: &Path, event: &Path) -> Invocation {
+    let out = Command::new(env!("CARGO_BIN_EXE_afterpush"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MIN_LAYER_SIZE", "0")
+        .env("CLEANUP_POLICY", POLICY.replace("app-*", "*"))
+        .args(["invoke", function, "--layout"])
+        .arg(layout)
+        .arg("--event")
+        .arg(event)
+        .output()
+        .expect("run afterpush");
+    Invocation {
+        what: format!("afterpush invoke {function} --layout {}", layout.display()),
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn the_layout_flag_stands_for_every_repository_the_event_names() {
+    use afterpush::registry::layout::LayoutRepository;
+    let dir = tempfile::tempdir().unwrap();
+    // Deliberately not called `app`: the events name `app`.
+    let layout = dir.path().join("local-images");
+    let repo = LayoutRepository::open_or_create(&layout).unwrap();
+    let image = sample::write_image(
+        &repo,
+        &spec(31, ManifestFormat::Oci),
+        &"linux/amd64".parse().unwrap(),
+        Some("1.2.3"),
+    )
+    .await
+    .unwrap();
+    let cache =
+        sample::write_buildkit_cache(&repo, &spec(32, ManifestFormat::Oci), Some("cache-main"))
+            .await
+            .unwrap();
+    repo.commit().await.unwrap();
+    let rewrite = |file: &str, digest: &Sha256Digest| {
+        let mut event = read_event(file);
+        event["detail"]["image-digest"] = digest.to_string().into();
+        let path = dir.path().join(file);
+        std::fs::write(&path, event.to_string()).unwrap();
+        path
+    };
+
+    let out = invoke_on_layout(
+        "soci-indexer",
+        &layout,
+        &rewrite("push-image-tag.json", &image.manifest.digest),
+    )
+    .json();
+    assert_eq!(out["outcome"]["tag"], "1.2.3-soci", "{out}");
+    let repo = LayoutRepository::open(&layout).unwrap();
+    assert_eq!(
+        out["outcome"]["output"],
+        repo.resolve("1.2.3-soci").await.unwrap().digest.to_string(),
+        "{out}"
+    );
+
+    // The janitor sees the layout's images under the event's repository name.
+    let out = invoke_on_layout(
+        "cache-janitor",
+        &layout,
+        &rewrite("push-cache-main.json", &cache.manifest.digest),
+    )
+    .json();
+    let report = &out["report"];
+    assert_eq!(report["trigger"], "push app:cache-main", "{out}");
+    assert_eq!(report["repositories"][0]["repository"], "app", "{out}");
+    let images = report["repositories"][0]["images"].as_u64().unwrap();
+    // At least the image, the SOCI-enabled index and the cache (it saw 0 when the layout
+    // answered only to its directory name).
+    assert!(
+        images >= 3,
+        "the janitor saw {images} images in the layout: {out}"
+    );
+    let mut tags = repo.list_tags().await.unwrap();
+    tags.sort();
+    assert_eq!(
+        tags,
+        ["1.2.3", "1.2.3-soci", "cache-main"],
+        "a dry run changed the layout"
+    );
+}
