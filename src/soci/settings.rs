@@ -82,7 +82,7 @@ impl Default for SociSettings {
         Self {
             span_size: DEFAULT_SPAN_SIZE,
             min_layer_size: DEFAULT_MIN_LAYER_SIZE,
-            layer_concurrency: 2,
+            layer_concurrency: 4,
             index_version: IndexVersion::V2,
             tag_mode: TagMode::Suffix,
             tag_suffix: "-soci".into(),
