@@ -43,22 +43,47 @@ fn populate(ecr: &MemoryEcr, repo: &str, n: usize) {
     let scale = |k: usize| (k * n / 10_000).max(1);
     let now = Utc::now();
     let push = |detail: ImageDetail, bytes: Vec<u8>| ecr.put(repo, detail, bytes);
-    let detail = |days: i64, tags: Vec<String>, mt: &str, artifact: &str, subject: Option<String>| ImageDetail {
-        digest: String::new(),
-        tags,
-        pushed_at: Some(now - Duration::days(days)),
-        last_pulled_at: None,
-        manifest_media_type: Some(mt.to_string()),
-        artifact_media_type: Some(artifact.to_string()),
-        subject,
-        size_bytes: 50_000_000,
-    };
+    let detail =
+        |days: i64, tags: Vec<String>, mt: &str, artifact: &str, subject: Option<String>| {
+            ImageDetail {
+                digest: String::new(),
+                tags,
+                pushed_at: Some(now - Duration::days(days)),
+                last_pulled_at: None,
+                manifest_media_type: Some(mt.to_string()),
+                artifact_media_type: Some(artifact.to_string()),
+                subject,
+                size_bytes: 50_000_000,
+            }
+        };
     for i in 0..scale(6_000) {
-        push(detail(10 + (i % 50) as i64, vec![], media::OCI_MANIFEST, media::BUILDKIT_CACHE_CONFIG, None), manifest(&format!("c{i}"), media::BUILDKIT_CACHE_CONFIG, ""));
+        push(
+            detail(
+                10 + (i % 50) as i64,
+                vec![],
+                media::OCI_MANIFEST,
+                media::BUILDKIT_CACHE_CONFIG,
+                None,
+            ),
+            manifest(&format!("c{i}"), media::BUILDKIT_CACHE_CONFIG, ""),
+        );
     }
     for i in 0..scale(40) {
-        let tag = if i == 0 { "cache-main".to_string() } else { format!("cache-branch-{i}") };
-        push(detail((i % 30) as i64, vec![tag], media::OCI_MANIFEST, media::BUILDKIT_CACHE_CONFIG, None), manifest(&format!("b{i}"), media::BUILDKIT_CACHE_CONFIG, ""));
+        let tag = if i == 0 {
+            "cache-main".to_string()
+        } else {
+            format!("cache-branch-{i}")
+        };
+        push(
+            detail(
+                (i % 30) as i64,
+                vec![tag],
+                media::OCI_MANIFEST,
+                media::BUILDKIT_CACHE_CONFIG,
+                None,
+            ),
+            manifest(&format!("b{i}"), media::BUILDKIT_CACHE_CONFIG, ""),
+        );
     }
     for i in 0..scale(100) {
         // Two platform images and two attestations per index; half the indexes are
@@ -67,21 +92,67 @@ fn populate(ecr: &MemoryEcr, repo: &str, n: usize) {
         for k in 0..4 {
             let bytes = manifest(&format!("x{i}-{k}"), media::OCI_CONFIG, "");
             let d = Sha256Digest::of(&bytes);
-            entries.push(format!(r#"{{"mediaType":"{}","digest":"{d}","size":{}}}"#, media::OCI_MANIFEST, bytes.len()));
-            push(detail(20, vec![], media::OCI_MANIFEST, media::OCI_CONFIG, None), bytes);
+            entries.push(format!(
+                r#"{{"mediaType":"{}","digest":"{d}","size":{}}}"#,
+                media::OCI_MANIFEST,
+                bytes.len()
+            ));
+            push(
+                detail(20, vec![], media::OCI_MANIFEST, media::OCI_CONFIG, None),
+                bytes,
+            );
         }
-        let index = format!(r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{}]}}"#, media::OCI_INDEX, entries.join(",")).into_bytes();
-        let tags = if i % 2 == 0 { vec![format!("v{i}")] } else { vec![] };
-        push(detail(20, tags, media::OCI_INDEX, media::OCI_CONFIG, None), index);
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{}]}}"#,
+            media::OCI_INDEX,
+            entries.join(",")
+        )
+        .into_bytes();
+        let tags = if i % 2 == 0 {
+            vec![format!("v{i}")]
+        } else {
+            vec![]
+        };
+        push(
+            detail(20, tags, media::OCI_INDEX, media::OCI_CONFIG, None),
+            index,
+        );
     }
     let mut i = 0;
     while ecr.len(repo) < n {
         let bytes = manifest(&format!("img{i}"), media::OCI_CONFIG, "");
         let d = Sha256Digest::of(&bytes).to_string();
-        push(detail(30, vec![format!("build-{i}")], media::OCI_MANIFEST, media::OCI_CONFIG, None), bytes);
+        push(
+            detail(
+                30,
+                vec![format!("build-{i}")],
+                media::OCI_MANIFEST,
+                media::OCI_CONFIG,
+                None,
+            ),
+            bytes,
+        );
         if i % 5 == 0 && ecr.len(repo) + 2 <= n {
-            push(detail(30, vec![], media::OCI_MANIFEST, media::SOCI_INDEX_V1, Some(d.clone())), manifest(&format!("soci{i}"), media::SOCI_INDEX_V1, ""));
-            push(detail(30, vec![], media::OCI_MANIFEST, media::COSIGN_ARTIFACT_SIG, Some(d)), manifest(&format!("sig{i}"), media::COSIGN_ARTIFACT_SIG, ""));
+            push(
+                detail(
+                    30,
+                    vec![],
+                    media::OCI_MANIFEST,
+                    media::SOCI_INDEX_V1,
+                    Some(d.clone()),
+                ),
+                manifest(&format!("soci{i}"), media::SOCI_INDEX_V1, ""),
+            );
+            push(
+                detail(
+                    30,
+                    vec![],
+                    media::OCI_MANIFEST,
+                    media::COSIGN_ARTIFACT_SIG,
+                    Some(d),
+                ),
+                manifest(&format!("sig{i}"), media::COSIGN_ARTIFACT_SIG, ""),
+            );
         }
         i += 1;
     }
@@ -106,7 +177,10 @@ async fn run(n: usize) -> Run {
     let t = Instant::now();
     let images = catalog.list_images("app").await.unwrap();
     let list_ms = t.elapsed().as_secs_f64() * 1e3;
-    let snapshot = Snapshot { repository: "app".into(), images };
+    let snapshot = Snapshot {
+        repository: "app".into(),
+        images,
+    };
     let t = Instant::now();
     let p = plan(&snapshot, &policy, Utc::now());
     let plan_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -128,7 +202,10 @@ async fn run(n: usize) -> Run {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let base = rt.block_on(run(1_000));
     let big = rt.block_on(run(10_000));
     for r in [&base, &big] {
@@ -144,8 +221,16 @@ fn main() {
     );
     println!(
         "target: listing calls <= 11: {}; delete calls = ceil(deleted/100): {} ({} vs {})",
-        if big.listing_calls <= 11 { "met" } else { "MISSED" },
-        if big.delete_calls == big.deleted.div_ceil(100) { "met" } else { "MISSED (waves: indexes before their entries)" },
+        if big.listing_calls <= 11 {
+            "met"
+        } else {
+            "MISSED"
+        },
+        if big.delete_calls == big.deleted.div_ceil(100) {
+            "met"
+        } else {
+            "MISSED (waves: indexes before their entries)"
+        },
         big.delete_calls,
         big.deleted.div_ceil(100)
     );

@@ -42,26 +42,85 @@ async fn put(ecr: &aws_sdk_ecr::Client, seed: &str, config: &str, tag: Option<&s
 async fn plan_then_apply_as_of_next_month() {
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
-    ecr.create_repository().repository_name("app").send().await.unwrap();
+    ecr.create_repository()
+        .repository_name("app")
+        .send()
+        .await
+        .unwrap();
     // The policy's S3 cache exists and is empty.
-    moto.s3().await.create_bucket().bucket("buildkit-cache").send().await.unwrap();
+    moto.s3()
+        .await
+        .create_bucket()
+        .bucket("buildkit-cache")
+        .send()
+        .await
+        .unwrap();
     let mut stale = BTreeSet::new();
     for i in 0..3 {
-        stale.insert(put(&ecr, &format!("old cache {i}"), media::BUILDKIT_CACHE_CONFIG, None).await);
+        stale.insert(
+            put(
+                &ecr,
+                &format!("old cache {i}"),
+                media::BUILDKIT_CACHE_CONFIG,
+                None,
+            )
+            .await,
+        );
     }
-    let main = put(&ecr, "main cache", media::BUILDKIT_CACHE_CONFIG, Some("cache-main")).await;
+    let main = put(
+        &ecr,
+        "main cache",
+        media::BUILDKIT_CACHE_CONFIG,
+        Some("cache-main"),
+    )
+    .await;
     let image = put(&ecr, "image", media::OCI_CONFIG, Some("v1")).await;
-    let policy = format!("{}/infra/policies/ci-caches.yaml", env!("CARGO_MANIFEST_DIR"));
+    let policy = format!(
+        "{}/infra/policies/ci-caches.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
 
     // Plan now: the grace period protects everything.
-    let out = cli(&moto, &["cleanup", "plan", "--policy", &policy, "--repository", "app", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(
+        &moto,
+        &[
+            "cleanup",
+            "plan",
+            "--policy",
+            &policy,
+            "--repository",
+            "app",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["planned_deletions"], 0);
 
     // Plan as of next month: the three stale caches, nothing deleted.
-    let out = cli(&moto, &["cleanup", "plan", "--policy", &policy, "--repository", "app", "--as-of", "+30d", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(
+        &moto,
+        &[
+            "cleanup",
+            "plan",
+            "--policy",
+            &policy,
+            "--repository",
+            "app",
+            "--as-of",
+            "+30d",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let planned: BTreeSet<String> = report["repositories"][0]["planned"]
         .as_array()
@@ -74,10 +133,29 @@ async fn plan_then_apply_as_of_next_month() {
     assert_eq!(report["dry_run"], true);
 
     // Apply, with the table output.
-    let out = cli(&moto, &["cleanup", "apply", "--policy", &policy, "--repository", "app", "--as-of", "+30d"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(
+        &moto,
+        &[
+            "cleanup",
+            "apply",
+            "--policy",
+            &policy,
+            "--repository",
+            "app",
+            "--as-of",
+            "+30d",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("stale-cache") && text.contains("app: deleted 3 of 5 images"), "{text}");
+    assert!(
+        text.contains("stale-cache") && text.contains("app: deleted 3 of 5 images"),
+        "{text}"
+    );
     let left: BTreeSet<String> = ecr
         .describe_images()
         .repository_name("app")
@@ -97,17 +175,46 @@ async fn bad_input_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "repositories: [app]\nrules: [{name: x, action: expire, select: {kind: image}, when: {unused_for: 14x}}]").unwrap();
-    let out = cli(&moto, &["cleanup", "plan", "--policy", bad.to_str().unwrap()]);
+    let out = cli(
+        &moto,
+        &["cleanup", "plan", "--policy", bad.to_str().unwrap()],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(r#"rules[0].when.unused_for: "14x" is not a duration"#), "{err}");
+    assert!(
+        err.contains(r#"rules[0].when.unused_for: "14x" is not a duration"#),
+        "{err}"
+    );
 
-    let policy = format!("{}/infra/policies/ci-caches.yaml", env!("CARGO_MANIFEST_DIR"));
-    let out = cli(&moto, &["cleanup", "plan", "--policy", &policy, "--as-of", "next week"]);
+    let policy = format!(
+        "{}/infra/policies/ci-caches.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = cli(
+        &moto,
+        &[
+            "cleanup",
+            "plan",
+            "--policy",
+            &policy,
+            "--as-of",
+            "next week",
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--as-of \"next week\""));
 
-    let out = cli(&moto, &["cleanup", "plan", "--policy", &policy, "--repository", "other"]);
+    let out = cli(
+        &moto,
+        &[
+            "cleanup",
+            "plan",
+            "--policy",
+            &policy,
+            "--repository",
+            "other",
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"other\" is not selected"));
 }

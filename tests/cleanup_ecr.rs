@@ -77,7 +77,12 @@ async fn put(
         .set_image_tag(tag.map(str::to_string))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("PutImage {tag:?}: {}", aws_sdk_ecr::error::DisplayErrorContext(e)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "PutImage {tag:?}: {}",
+                aws_sdk_ecr::error::DisplayErrorContext(e)
+            )
+        });
     digest
 }
 
@@ -92,7 +97,14 @@ async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
     let mut pushed = Vec::new();
     // Registry caches: 30 exports of main and 20 of each of 5 branches; every export
     // but the last of a ref is superseded (pushed untagged: what ECR leaves behind).
-    for (branch, exports) in [("main", 30), ("feat-a", 20), ("feat-b", 20), ("feat-c", 20), ("fix-d", 20), ("fix-e", 20)] {
+    for (branch, exports) in [
+        ("main", 30),
+        ("feat-a", 20),
+        ("feat-b", 20),
+        ("feat-c", 20),
+        ("fix-d", 20),
+        ("fix-e", 20),
+    ] {
         for i in 0..exports {
             let body = image_manifest(
                 &format!("cache {branch} {i}"),
@@ -102,7 +114,13 @@ async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
             );
             let last = i == exports - 1;
             let tag = format!("cache-{branch}");
-            let d = put(ecr, &body, media::OCI_MANIFEST, last.then_some(tag.as_str())).await;
+            let d = put(
+                ecr,
+                &body,
+                media::OCI_MANIFEST,
+                last.then_some(tag.as_str()),
+            )
+            .await;
             add(
                 &mut pushed,
                 d,
@@ -116,12 +134,30 @@ async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
     }
     // Inline-cache runnable images, tagged by build; a few untagged leftovers.
     for i in 0..40 {
-        let body = image_manifest(&format!("inline {i}"), media::OCI_CONFIG, media::OCI_LAYER_GZIP, "");
-        add(&mut pushed, put(ecr, &body, media::OCI_MANIFEST, Some(&format!("build-{i}"))).await, "tagged-image");
+        let body = image_manifest(
+            &format!("inline {i}"),
+            media::OCI_CONFIG,
+            media::OCI_LAYER_GZIP,
+            "",
+        );
+        add(
+            &mut pushed,
+            put(ecr, &body, media::OCI_MANIFEST, Some(&format!("build-{i}"))).await,
+            "tagged-image",
+        );
     }
     for i in 0..10 {
-        let body = image_manifest(&format!("loose {i}"), media::OCI_CONFIG, media::OCI_LAYER_GZIP, "");
-        add(&mut pushed, put(ecr, &body, media::OCI_MANIFEST, None).await, "untagged-image");
+        let body = image_manifest(
+            &format!("loose {i}"),
+            media::OCI_CONFIG,
+            media::OCI_LAYER_GZIP,
+            "",
+        );
+        add(
+            &mut pushed,
+            put(ecr, &body, media::OCI_MANIFEST, None).await,
+            "untagged-image",
+        );
     }
     // Multi-arch indexes with platform images and buildx attestations: 10 tagged
     // releases and 6 superseded (untagged) builds.
@@ -133,7 +169,12 @@ async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
             ("dead-child", "dead-child", "untagged-index")
         };
         for arch in ["amd64", "arm64"] {
-            let body = image_manifest(&format!("idx {i} {arch}"), media::OCI_CONFIG, media::OCI_LAYER_GZIP, "");
+            let body = image_manifest(
+                &format!("idx {i} {arch}"),
+                media::OCI_CONFIG,
+                media::OCI_LAYER_GZIP,
+                "",
+            );
             let d = put(ecr, &body, media::OCI_MANIFEST, None).await;
             entries.push(descriptor(
                 &d,
@@ -141,7 +182,12 @@ async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
                 &format!(r#","platform":{{"architecture":"{arch}","os":"linux"}}"#),
             ));
             add(&mut pushed, d.clone(), child_role);
-            let att = image_manifest(&format!("att {i} {arch}"), media::OCI_CONFIG, media::IN_TOTO, "");
+            let att = image_manifest(
+                &format!("att {i} {arch}"),
+                media::OCI_CONFIG,
+                media::IN_TOTO,
+                "",
+            );
             let a = put(ecr, &att, media::OCI_MANIFEST, None).await;
             entries.push(descriptor(
                 &a,
@@ -158,7 +204,17 @@ async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
             entries.join(",")
         );
         let tag = format!("v1.{i}");
-        add(&mut pushed, put(ecr, &index, media::OCI_INDEX, tagged.then_some(tag.as_str())).await, idx_role);
+        add(
+            &mut pushed,
+            put(
+                ecr,
+                &index,
+                media::OCI_INDEX,
+                tagged.then_some(tag.as_str()),
+            )
+            .await,
+            idx_role,
+        );
     }
     // SOCI v1 indexes and cosign signatures (OCI 1.1 subject) on some tagged images, and
     // on some untagged leftovers (which go with their subject).
@@ -169,10 +225,7 @@ async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
         .step_by(2)
         .collect();
     for (n, (subject, role)) in subjects.iter().enumerate() {
-        let subject_field = format!(
-            r#","subject":{}"#,
-            descriptor(subject, 500, "")
-        );
+        let subject_field = format!(r#","subject":{}"#, descriptor(subject, 500, ""));
         let soci = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[{{"mediaType":"application/octet-stream","digest":"{}","size":9}}]{subject_field}}}"#,
             media::OCI_MANIFEST,
@@ -180,21 +233,42 @@ async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
             fake_digest("{}"),
             fake_digest(&format!("ztoc {n}")),
         );
-        let referrer_role = if *role == "tagged-image" { "kept-referrer" } else { "dead-referrer" };
-        add(&mut pushed, put(ecr, &soci, media::OCI_MANIFEST, None).await, referrer_role);
+        let referrer_role = if *role == "tagged-image" {
+            "kept-referrer"
+        } else {
+            "dead-referrer"
+        };
+        add(
+            &mut pushed,
+            put(ecr, &soci, media::OCI_MANIFEST, None).await,
+            referrer_role,
+        );
         let sig = image_manifest(
             &format!("sig {n}"),
             media::OCI_CONFIG,
             media::COSIGN_SIGNATURE,
             &subject_field,
         );
-        add(&mut pushed, put(ecr, &sig, media::OCI_MANIFEST, None).await, referrer_role);
+        add(
+            &mut pushed,
+            put(ecr, &sig, media::OCI_MANIFEST, None).await,
+            referrer_role,
+        );
     }
     // A cosign tag-scheme signature of a tagged image.
     let target = subjects[0].0.clone();
-    let sig = image_manifest("tag-scheme sig", media::OCI_CONFIG, media::COSIGN_SIGNATURE, "");
+    let sig = image_manifest(
+        "tag-scheme sig",
+        media::OCI_CONFIG,
+        media::COSIGN_SIGNATURE,
+        "",
+    );
     let sig_tag = format!("sha256-{}.sig", target.hex());
-    add(&mut pushed, put(ecr, &sig, media::OCI_MANIFEST, Some(&sig_tag)).await, "kept-referrer");
+    add(
+        &mut pushed,
+        put(ecr, &sig, media::OCI_MANIFEST, Some(&sig_tag)).await,
+        "kept-referrer",
+    );
     // SOCI v2: an index binding a rewritten image manifest to its SOCI index; one tagged
     // (kept), one untagged (goes, with both entries).
     for (i, tagged) in [(0, true), (1, false)] {
@@ -207,12 +281,21 @@ async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
         );
         let soci_d = put(ecr, &soci, media::OCI_MANIFEST, None).await;
         let ann = format!(r#","annotations":{{"com.amazon.soci.index-digest":"{soci_d}"}}"#);
-        let img = image_manifest(&format!("v2 img {i}"), media::OCI_CONFIG, media::OCI_LAYER_GZIP, &ann);
+        let img = image_manifest(
+            &format!("v2 img {i}"),
+            media::OCI_CONFIG,
+            media::OCI_LAYER_GZIP,
+            &ann,
+        );
         let img_d = put(ecr, &img, media::OCI_MANIFEST, None).await;
         let index = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{},{}]}}"#,
             media::OCI_INDEX,
-            descriptor(&img_d, img.len(), &format!(r#","platform":{{"architecture":"amd64","os":"linux"}}{ann}"#)),
+            descriptor(
+                &img_d,
+                img.len(),
+                &format!(r#","platform":{{"architecture":"amd64","os":"linux"}}{ann}"#)
+            ),
             descriptor(
                 &soci_d,
                 soci.len(),
@@ -222,10 +305,18 @@ async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
                 )
             ),
         );
-        let (entry_role, idx_role) = if tagged { ("kept-child", "tagged-index") } else { ("dead-child", "untagged-index") };
+        let (entry_role, idx_role) = if tagged {
+            ("kept-child", "tagged-index")
+        } else {
+            ("dead-child", "untagged-index")
+        };
         add(&mut pushed, soci_d, entry_role);
         add(&mut pushed, img_d, entry_role);
-        add(&mut pushed, put(ecr, &index, media::OCI_INDEX, tagged.then_some("v2.0-soci")).await, idx_role);
+        add(
+            &mut pushed,
+            put(ecr, &index, media::OCI_INDEX, tagged.then_some("v2.0-soci")).await,
+            idx_role,
+        );
     }
     Scenario { pushed }
 }
@@ -235,7 +326,12 @@ fn add(pushed: &mut Vec<Pushed>, digest: Sha256Digest, role: &'static str) {
 }
 
 async fn remaining(ecr: &aws_sdk_ecr::Client) -> BTreeSet<String> {
-    let out = ecr.describe_images().repository_name(REPO).send().await.unwrap();
+    let out = ecr
+        .describe_images()
+        .repository_name(REPO)
+        .send()
+        .await
+        .unwrap();
     out.image_details()
         .iter()
         .map(|d| d.image_digest().unwrap().to_string())
@@ -249,17 +345,27 @@ async fn assert_consistent(catalog: &dyn Catalog) {
     let present: BTreeSet<_> = images.iter().map(|i| i.digest.clone()).collect();
     for im in &images {
         for c in im.references() {
-            assert!(present.contains(c), "{} lists {c}, which is gone", im.digest);
+            assert!(
+                present.contains(c),
+                "{} lists {c}, which is gone",
+                im.digest
+            );
         }
         if let Some(s) = &im.subject {
-            assert!(present.contains(s), "referrer {} lost its subject {s}", im.digest);
+            assert!(
+                present.contains(s),
+                "referrer {} lost its subject {s}",
+                im.digest
+            );
         }
     }
 }
 
 fn issue_policy() -> Policy {
-    Policy::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/policies/ci-caches.yaml"))
-        .unwrap()
+    Policy::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/policies/ci-caches.yaml"),
+    )
+    .unwrap()
 }
 
 fn at(days: i64) -> RunOptions {
@@ -283,7 +389,11 @@ async fn sweep_dry_run_then_apply_deletes_exactly_the_planned_set() {
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
     let scenario = push_scenario(&ecr).await;
-    assert!(scenario.pushed.len() >= 300, "{} images", scenario.pushed.len());
+    assert!(
+        scenario.pushed.len() >= 300,
+        "{} images",
+        scenario.pushed.len()
+    );
     let catalog = EcrCatalog::from_sdk_config(&moto.sdk_config().await);
 
     // The catalog classifies what was pushed.
@@ -305,18 +415,29 @@ async fn sweep_dry_run_then_apply_deletes_exactly_the_planned_set() {
     let mut policy = issue_policy();
     policy.max_deletions = None;
     let expected_dead = scenario.digests(&DEAD_AT_30_DAYS);
-    let expected_kept: BTreeSet<String> = scenario.all().difference(&expected_dead).cloned().collect();
+    let expected_kept: BTreeSet<String> =
+        scenario.all().difference(&expected_dead).cloned().collect();
 
     // Today nothing is old enough but superseded caches (beyond the 1 h grace? no: all
     // were pushed seconds ago) — the grace period protects everything.
-    let today = sweep(&catalog, None, &policy, &RunOptions::dry_run_now()).await.unwrap();
+    let today = sweep(&catalog, None, &policy, &RunOptions::dry_run_now())
+        .await
+        .unwrap();
     assert_eq!(today.planned_deletions, 0, "{}", today.to_json());
 
     // At +30 days, dry run: the exact set is planned, nothing is deleted.
     let dry = sweep(&catalog, None, &policy, &at(30)).await.unwrap();
-    let planned: BTreeSet<String> = dry.repositories[0].planned.iter().map(|d| d.digest.to_string()).collect();
+    let planned: BTreeSet<String> = dry.repositories[0]
+        .planned
+        .iter()
+        .map(|d| d.digest.to_string())
+        .collect();
     assert_eq!(planned, expected_dead);
-    assert_eq!(remaining(&ecr).await, scenario.all(), "dry run deleted something");
+    assert_eq!(
+        remaining(&ecr).await,
+        scenario.all(),
+        "dry run deleted something"
+    );
     assert_eq!(dry.deleted, 0);
 
     // Apply.
@@ -333,7 +454,10 @@ async fn sweep_dry_run_then_apply_deletes_exactly_the_planned_set() {
     for d in &repo.planned {
         per_wave[d.wave] += 1;
     }
-    assert_eq!(repo.delete_calls, per_wave.iter().map(|n| n.div_ceil(100)).sum::<usize>());
+    assert_eq!(
+        repo.delete_calls,
+        per_wave.iter().map(|n| n.div_ceil(100)).sum::<usize>()
+    );
     assert_consistent(&catalog).await;
 
     // A second run finds nothing more to do.
@@ -353,7 +477,11 @@ async fn max_deletions_stops_the_run_and_leaves_a_consistent_repository() {
     opts.dry_run = false;
     let report = sweep(&catalog, None, &policy, &opts).await.unwrap();
     assert!(report.stopped_by_max_deletions);
-    assert!(report.deleted <= 40 && report.deleted > 0, "{}", report.deleted);
+    assert!(
+        report.deleted <= 40 && report.deleted > 0,
+        "{}",
+        report.deleted
+    );
     let left = remaining(&ecr).await;
     assert_eq!(left.len(), scenario.pushed.len() - report.deleted);
     // Only planned-dead images went.
@@ -371,7 +499,10 @@ async fn on_push_prunes_superseded_caches_after_the_grace_period_only() {
     let scenario = push_scenario(&ecr).await;
     let catalog = EcrCatalog::from_sdk_config(&moto.sdk_config().await);
     let settings = JanitorSettings::from_lookup(|k| match k {
-        "POLICY_FILE" => Some(format!("{}/infra/policies/ci-caches.yaml", env!("CARGO_MANIFEST_DIR"))),
+        "POLICY_FILE" => Some(format!(
+            "{}/infra/policies/ci-caches.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        )),
         "DRY_RUN" => Some("false".into()),
         _ => None,
     })
@@ -387,9 +518,14 @@ async fn on_push_prunes_superseded_caches_after_the_grace_period_only() {
                    "artifact-media-type": media::BUILDKIT_CACHE_CONFIG}
     });
     // Seconds after the push: the grace period protects the superseded caches.
-    let report = handle(&catalog, None, &settings, JanitorEvent::from_json(&event).unwrap())
-        .await
-        .unwrap();
+    let report = handle(
+        &catalog,
+        None,
+        &settings,
+        JanitorEvent::from_json(&event).unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.planned_deletions, 0, "{}", report.to_json());
     assert_eq!(remaining(&ecr).await, scenario.all());
 
@@ -403,7 +539,9 @@ async fn on_push_prunes_superseded_caches_after_the_grace_period_only() {
         ..RunOptions::dry_run_now()
     };
     opts.dry_run = false;
-    let report = on_push(&catalog, &settings.policy, &detail, &opts).await.unwrap();
+    let report = on_push(&catalog, &settings.policy, &detail, &opts)
+        .await
+        .unwrap();
     let superseded = scenario.digests(&["superseded-cache"]);
     assert_eq!(report.deleted, superseded.len(), "{}", report.to_json());
     let expected: BTreeSet<String> = scenario.all().difference(&superseded).cloned().collect();
@@ -413,7 +551,9 @@ async fn on_push_prunes_superseded_caches_after_the_grace_period_only() {
     let mut other = detail.clone();
     other.image_tag = Some("build-1".into());
     other.artifact_media_type = Some(media::OCI_CONFIG.into());
-    let report = on_push(&catalog, &settings.policy, &other, &opts).await.unwrap();
+    let report = on_push(&catalog, &settings.policy, &other, &opts)
+        .await
+        .unwrap();
     assert_eq!(report.ignored.as_deref(), Some("not a BuildKit cache push"));
 }
 
@@ -431,7 +571,10 @@ async fn scheduled_handle_writes_a_report_object() {
     ))
     .unwrap()
     // No S3 cache in this test.
-    .split("s3_caches:").next().unwrap().to_string();
+    .split("s3_caches:")
+    .next()
+    .unwrap()
+    .to_string();
     let settings = JanitorSettings::from_lookup(|k| match k {
         "POLICY" => Some(policy_text.clone()),
         "REPORT_BUCKET" => Some("reports".into()),
@@ -442,16 +585,30 @@ async fn scheduled_handle_writes_a_report_object() {
     let event = serde_json::json!({"version": "0", "id": "2", "detail-type": "Scheduled Event",
         "source": "aws.events", "account": "123456789012", "time": "2026-11-22T10:00:00Z",
         "region": "us-east-1", "resources": [], "detail": {}});
-    let report = handle(&catalog, Some(&s3), &settings, JanitorEvent::from_json(&event).unwrap())
-        .await
-        .unwrap();
+    let report = handle(
+        &catalog,
+        Some(&s3),
+        &settings,
+        JanitorEvent::from_json(&event).unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(report.dry_run);
     assert_eq!(remaining(&ecr).await, scenario.all());
     let listed = s3.list_objects_v2().bucket("reports").send().await.unwrap();
     let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
-    assert!(keys[0].starts_with("cache-janitor/") && keys[0].ends_with(&format!("{}.json", report.run_id)));
-    let body = s3.get_object().bucket("reports").key(keys[0]).send().await.unwrap();
+    assert!(
+        keys[0].starts_with("cache-janitor/")
+            && keys[0].ends_with(&format!("{}.json", report.run_id))
+    );
+    let body = s3
+        .get_object()
+        .bucket("reports")
+        .key(keys[0])
+        .send()
+        .await
+        .unwrap();
     let json: serde_json::Value =
         serde_json::from_slice(&body.body.collect().await.unwrap().into_bytes()).unwrap();
     assert_eq!(json["run_id"], report.run_id.as_str());

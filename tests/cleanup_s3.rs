@@ -22,12 +22,19 @@ fn cache_manifest(blobs: &[char]) -> String {
         .iter()
         .map(|b| format!(r#"{{"blob":"{}","parent":-1}}"#, blob(*b)))
         .collect();
-    format!(r#"{{"layers":[{}],"records":[{{"digest":"sha256:{}","results":[{{"layerIndex":0}}]}}]}}"#, layers.join(","), "9".repeat(64))
+    format!(
+        r#"{{"layers":[{}],"records":[{{"digest":"sha256:{}","results":[{{"layerIndex":0}}]}}]}}"#,
+        layers.join(","),
+        "9".repeat(64)
+    )
 }
 
 async fn objects(s3: &aws_sdk_s3::Client) -> BTreeSet<String> {
     let out = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
-    out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
 }
 
 #[tokio::test]
@@ -38,18 +45,32 @@ async fn s3_cache_loses_exactly_the_dead_blobs() {
     let put = |key: String, body: String| {
         let s3 = s3.clone();
         async move {
-            s3.put_object().bucket(BUCKET).key(key).body(body.into_bytes().into()).send().await.unwrap();
+            s3.put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(body.into_bytes().into())
+                .send()
+                .await
+                .unwrap();
         }
     };
     put("app/manifests/main".into(), cache_manifest(&['a', 'b'])).await;
-    put("app/manifests/feature-old".into(), cache_manifest(&['b', 'c'])).await;
+    put(
+        "app/manifests/feature-old".into(),
+        cache_manifest(&['b', 'c']),
+    )
+    .await;
     put("app/manifests/feature-new".into(), cache_manifest(&['d'])).await;
     for b in ['a', 'b', 'c', 'd', 'e'] {
         put(format!("app/blobs/{}", blob(b)), format!("blob {b}")).await;
     }
     // Not BuildKit blobs, or another cache: never touched.
     put("app/blobs/README".into(), "x".into()).await;
-    put("other/blobs/".to_string() + &blob('f'), "other cache".into()).await;
+    put(
+        "other/blobs/".to_string() + &blob('f'),
+        "other cache".into(),
+    )
+    .await;
     let all = objects(&s3).await;
 
     let policy = Policy::parse(
@@ -58,7 +79,10 @@ async fn s3_cache_loses_exactly_the_dead_blobs() {
     .unwrap()
     .s3_caches
     .remove(0);
-    let cache = S3Cache::new(s3.clone(), "s3://buildkit-cache/app".parse::<S3CacheUri>().unwrap());
+    let cache = S3Cache::new(
+        s3.clone(),
+        "s3://buildkit-cache/app".parse::<S3CacheUri>().unwrap(),
+    );
 
     // Now: every blob is younger than blob_grace — nothing goes, even the unreferenced e.
     let now = collect(&cache, &policy, Utc::now(), false).await.unwrap();
@@ -67,7 +91,9 @@ async fn s3_cache_loses_exactly_the_dead_blobs() {
     assert_eq!(objects(&s3).await, all);
 
     // +13 days: no manifest expired yet; only the unreferenced blob e goes.
-    let r = collect(&cache, &policy, Utc::now() + Duration::days(13), false).await.unwrap();
+    let r = collect(&cache, &policy, Utc::now() + Duration::days(13), false)
+        .await
+        .unwrap();
     assert_eq!(r.deleted, [format!("blobs/{}", blob('e'))]);
     assert_eq!(r.plan.live_blobs, 4);
 
@@ -75,10 +101,24 @@ async fn s3_cache_loses_exactly_the_dead_blobs() {
     // nothing is deleted.
     let at30 = Utc::now() + Duration::days(30);
     let dry = collect(&cache, &policy, at30, true).await.unwrap();
-    let expired: BTreeSet<&str> = dry.plan.expired_manifests.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(expired, BTreeSet::from(["manifests/feature-old", "manifests/feature-new"]));
+    let expired: BTreeSet<&str> = dry
+        .plan
+        .expired_manifests
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        expired,
+        BTreeSet::from(["manifests/feature-old", "manifests/feature-new"])
+    );
     let dead: BTreeSet<String> = dry.plan.dead_blobs.iter().cloned().collect();
-    assert_eq!(dead, BTreeSet::from([format!("blobs/{}", blob('c')), format!("blobs/{}", blob('d'))]));
+    assert_eq!(
+        dead,
+        BTreeSet::from([
+            format!("blobs/{}", blob('c')),
+            format!("blobs/{}", blob('d'))
+        ])
+    );
     assert!(dry.deleted.is_empty());
     let before = objects(&s3).await;
 
@@ -111,6 +151,9 @@ async fn missing_bucket_is_an_error_naming_the_cache() {
         .s3_caches
         .remove(0);
     let cache = S3Cache::new(s3, policy.uri.clone());
-    let err = collect(&cache, &policy, Utc::now(), false).await.unwrap_err().to_string();
+    let err = collect(&cache, &policy, Utc::now(), false)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("s3://missing-bucket/p/"), "{err}");
 }

@@ -93,10 +93,7 @@ impl S3Cache {
                 .send()
                 .await
                 .map_err(|e| {
-                    self.error(
-                        "ListObjectsV2",
-                        aws_sdk_s3::error::DisplayErrorContext(e),
-                    )
+                    self.error("ListObjectsV2", aws_sdk_s3::error::DisplayErrorContext(e))
                 })?;
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
@@ -131,17 +128,16 @@ impl S3Cache {
             .key(&key)
             .send()
             .await
-            .map_err(|e| {
-                self.error(
-                    "GetObject",
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
+            .map_err(|e| self.error("GetObject", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| CatalogError::BadCacheObject {
+                uri: self.uri.to_string(),
+                key,
+                message: e.to_string(),
             })?;
-        let body = out.body.collect().await.map_err(|e| CatalogError::BadCacheObject {
-            uri: self.uri.to_string(),
-            key,
-            message: e.to_string(),
-        })?;
         Ok(body.into_bytes().to_vec())
     }
 
@@ -177,10 +173,7 @@ impl S3Cache {
                 .send()
                 .await
                 .map_err(|e| {
-                    self.error(
-                        "DeleteObjects",
-                        aws_sdk_s3::error::DisplayErrorContext(e),
-                    )
+                    self.error("DeleteObjects", aws_sdk_s3::error::DisplayErrorContext(e))
                 })?;
             let strip = |k: &str| k.strip_prefix(&self.uri.prefix).unwrap_or(k).to_string();
             deleted.extend(out.deleted().iter().filter_map(|d| d.key().map(strip)));
@@ -193,4 +186,3 @@ impl S3Cache {
         Ok((deleted, failed))
     }
 }
-

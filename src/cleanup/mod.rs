@@ -90,24 +90,45 @@ impl Report {
 
     fn finish(mut self) -> Self {
         self.finished_at = Utc::now();
-        self.planned_deletions = self.repositories.iter().map(|r| r.planned.len()).sum::<usize>()
+        self.planned_deletions = self
+            .repositories
+            .iter()
+            .map(|r| r.planned.len())
+            .sum::<usize>()
             + self
                 .s3_caches
                 .iter()
                 .map(|c| c.plan.expired_manifests.len() + c.plan.dead_blobs.len())
                 .sum::<usize>();
-        self.deleted = self.repositories.iter().map(|r| r.deleted.len()).sum::<usize>()
-            + self.s3_caches.iter().map(|c| c.deleted.len()).sum::<usize>();
-        self.failed = self.repositories.iter().map(|r| r.failed.len()).sum::<usize>()
+        self.deleted = self
+            .repositories
+            .iter()
+            .map(|r| r.deleted.len())
+            .sum::<usize>()
+            + self
+                .s3_caches
+                .iter()
+                .map(|c| c.deleted.len())
+                .sum::<usize>();
+        self.failed = self
+            .repositories
+            .iter()
+            .map(|r| r.failed.len())
+            .sum::<usize>()
             + self.s3_caches.iter().map(|c| c.failed.len()).sum::<usize>();
-        self.bytes_reclaimed = self.repositories.iter().map(|r| r.bytes_reclaimed).sum::<u64>()
+        self.bytes_reclaimed = self
+            .repositories
+            .iter()
+            .map(|r| r.bytes_reclaimed)
+            .sum::<u64>()
             + self
                 .s3_caches
                 .iter()
                 .filter(|c| c.dry_run || c.failed.is_empty())
                 .map(|c| c.plan.bytes_reclaimed)
                 .sum::<u64>();
-        self.stopped_by_max_deletions = self.repositories.iter().any(|r| r.stopped_by_max_deletions);
+        self.stopped_by_max_deletions =
+            self.repositories.iter().any(|r| r.stopped_by_max_deletions);
         self
     }
 
@@ -221,7 +242,15 @@ pub async fn sweep(
             });
             continue;
         }
-        run_repository(catalog, policy, repository, options, &mut budget, &mut report).await;
+        run_repository(
+            catalog,
+            policy,
+            repository,
+            options,
+            &mut budget,
+            &mut report,
+        )
+        .await;
     }
     let caches: Vec<S3CachePolicy> = if options.s3_caches.is_empty() {
         policy.s3_caches.clone()
@@ -425,9 +454,7 @@ impl JanitorEvent {
                     .map_err(|e| JanitorError::UnknownEvent(format!("bad ECR detail: {e}")))
             }
             Some("Scheduled Event") => Ok(JanitorEvent::Scheduled),
-            other => Err(JanitorError::UnknownEvent(format!(
-                "detail-type {other:?}"
-            ))),
+            other => Err(JanitorError::UnknownEvent(format!("detail-type {other:?}"))),
         }
     }
 }

@@ -78,8 +78,14 @@ impl Plan {
 /// A first verdict, before the closure.
 #[derive(Debug, Clone)]
 enum Verdict {
-    Keep { rule: Option<String>, reason: String },
-    Delete { rule: String, reason: String },
+    Keep {
+        rule: Option<String>,
+        reason: String,
+    },
+    Delete {
+        rule: String,
+        reason: String,
+    },
     /// No rule matched a dependant: kept exactly when what it depends on is kept.
     Follow,
 }
@@ -111,8 +117,7 @@ fn selects(rule: &Rule, image: &ImageRecord) -> bool {
     (s.kinds.is_empty() || s.kinds.contains(&image.kind))
         && s.tagged.is_none_or(|t| t == !image.tags.is_empty())
         && (s.tags.is_empty()
-            || s
-                .tags
+            || s.tags
                 .iter()
                 .any(|p| image.tags.iter().any(|t| p.matches(t))))
         && !s
@@ -191,7 +196,9 @@ pub fn plan_with_limit(
                     ),
                 };
             }
-            let last_use = im.last_pulled_at.map_or(im.pushed_at, |p| p.max(im.pushed_at));
+            let last_use = im
+                .last_pulled_at
+                .map_or(im.pushed_at, |p| p.max(im.pushed_at));
             for (ri, rule) in policy.rules.iter().enumerate() {
                 if !selects(rule, im) {
                     continue;
@@ -313,18 +320,34 @@ fn closure(
         };
         for r in &im.children {
             if let Some(&j) = at.get(r) {
-                reach(j, format!("listed by kept index {}", short(&im.digest)), &mut kept);
+                reach(
+                    j,
+                    format!("listed by kept index {}", short(&im.digest)),
+                    &mut kept,
+                );
             }
         }
         if let Some(&j) = im.soci_index.as_ref().and_then(|s| at.get(s)) {
-            reach(j, format!("SOCI index of kept image {}", short(&im.digest)), &mut kept);
+            reach(
+                j,
+                format!("SOCI index of kept image {}", short(&im.digest)),
+                &mut kept,
+            );
         }
         if let Some(&j) = im.subject.as_ref().and_then(|s| at.get(s)) {
-            reach(j, format!("subject of kept referrer {}", short(&im.digest)), &mut kept);
+            reach(
+                j,
+                format!("subject of kept referrer {}", short(&im.digest)),
+                &mut kept,
+            );
         }
         for &j in &referrers[i] {
             if matches!(verdicts[j], Verdict::Follow) {
-                reach(j, format!("referrer of kept image {}", short(&im.digest)), &mut kept);
+                reach(
+                    j,
+                    format!("referrer of kept image {}", short(&im.digest)),
+                    &mut kept,
+                );
             }
         }
     }
@@ -420,8 +443,10 @@ fn build_plan(
         let (rule, reason) = match &verdicts[i] {
             Verdict::Delete { rule, reason } => (Some(rule.clone()), reason.clone()),
             _ => {
-                let gone_parents: Vec<String> =
-                    parents[i].iter().map(|&p| short(&images[p].digest)).collect();
+                let gone_parents: Vec<String> = parents[i]
+                    .iter()
+                    .map(|&p| short(&images[p].digest))
+                    .collect();
                 let reason = match &im.subject {
                     Some(s) if at.contains_key(s) => {
                         format!("its subject {} is deleted", short(s))
@@ -447,16 +472,16 @@ fn build_plan(
         d.wave = wave;
         decisions.push(d);
     }
-    let mut keeps: Vec<usize> = (0..images.len()).filter(|i| !in_order.contains(i)).collect();
+    let mut keeps: Vec<usize> = (0..images.len())
+        .filter(|i| !in_order.contains(i))
+        .collect();
     keeps.sort_by_key(|&i| (Reverse(images[i].pushed_at), images[i].digest.clone()));
     for i in keeps {
         let (rule, reason) = if let Some(r) = forced.get(&i) {
             (None, r.clone())
         } else if let Some(r) = why_kept.get(&i) {
             let rule = match &verdicts[i] {
-                Verdict::Delete { rule, .. } => {
-                    Some(format!("{rule} (overridden)"))
-                }
+                Verdict::Delete { rule, .. } => Some(format!("{rule} (overridden)")),
                 _ => None,
             };
             (rule, r.clone())
@@ -559,7 +584,13 @@ pub fn decisions_table(repository: &str, now: DateTime<Utc>, decisions: &[Decisi
             .iter()
             .zip(widths)
             .enumerate()
-            .map(|(k, (c, w))| if k == 7 { c.clone() } else { format!("{c:<w$}") })
+            .map(|(k, (c, w))| {
+                if k == 7 {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -638,7 +669,10 @@ rules:
     }
 
     fn decision<'a>(plan: &'a Plan, name: &str) -> &'a Decision {
-        plan.decisions.iter().find(|d| d.digest == dg(name)).unwrap()
+        plan.decisions
+            .iter()
+            .find(|d| d.digest == dg(name))
+            .unwrap()
     }
 
     #[test]
@@ -658,7 +692,10 @@ rules:
         ];
         let p = run(images, &policy(ISSUE_POLICY));
         assert_eq!(deleted(&p), set(&["stale1", "branch-old", "untagged-old"]));
-        assert_eq!(decision(&p, "main").rule.as_deref(), Some("keep-main-cache"));
+        assert_eq!(
+            decision(&p, "main").rule.as_deref(),
+            Some("keep-main-cache")
+        );
         assert_eq!(decision(&p, "stale1").rule.as_deref(), Some("stale-cache"));
         assert!(decision(&p, "stale-young").reason.contains("grace period"));
         assert!(decision(&p, "branch-old").reason.contains("never pulled"));
@@ -668,7 +705,10 @@ rules:
         let json = serde_json::to_value(&p).unwrap();
         assert_eq!(json["deletions"], 3);
         let table = p.to_table();
-        assert!(table.contains("DELETE") && table.contains("stale-cache"), "{table}");
+        assert!(
+            table.contains("DELETE") && table.contains("stale-cache"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -700,7 +740,9 @@ rules:
         ];
         let plan = run(images, &p);
         assert_eq!(deleted(&plan), set(&["r1", "n1", "n2"]));
-        assert!(decision(&plan, "r3").reason.contains("2 newest tagged release-*"));
+        assert!(decision(&plan, "r3")
+            .reason
+            .contains("2 newest tagged release-*"));
     }
 
     #[test]
@@ -787,10 +829,16 @@ rules:
         ];
         let plan = run(images, &p);
         assert_eq!(deleted(&plan), set(&["a", "sig-a", "soci-a", "dangling"]));
-        assert!(decision(&plan, "c").reason.starts_with("subject of kept referrer"));
-        assert!(decision(&plan, "sig-b").reason.starts_with("referrer of kept image"));
+        assert!(decision(&plan, "c")
+            .reason
+            .starts_with("subject of kept referrer"));
+        assert!(decision(&plan, "sig-b")
+            .reason
+            .starts_with("referrer of kept image"));
         assert!(decision(&plan, "sig-a").reason.contains("its subject"));
-        assert!(decision(&plan, "dangling").reason.contains("not in the repository"));
+        assert!(decision(&plan, "dangling")
+            .reason
+            .contains("not in the repository"));
         // Referrers before their subject.
         assert_eq!(decision(&plan, "a").after.len(), 2);
     }
@@ -832,7 +880,9 @@ rules:
         images.push(img("lone-soci", K::SociIndex, &[], 30));
         let plan = run(images, &p);
         assert_eq!(deleted(&plan), set(&["dead-idx", "dead-img", "dead-soci"]));
-        assert!(decision(&plan, "lone-soci").reason.starts_with("SOCI index of kept image"));
+        assert!(decision(&plan, "lone-soci")
+            .reason
+            .starts_with("SOCI index of kept image"));
     }
 
     #[test]
@@ -844,7 +894,9 @@ rules:
         old.pushed_at = now() - Duration::minutes(121);
         let plan = run(vec![young, old], &p);
         assert_eq!(deleted(&plan), set(&["old"]));
-        assert!(decision(&plan, "young").reason.contains("grace period of 2h"));
+        assert!(decision(&plan, "young")
+            .reason
+            .contains("grace period of 2h"));
     }
 
     #[test]
@@ -865,7 +917,9 @@ rules:
         // Oldest first, an index before its entries: old1, old2, idx fit; the entries are
         // cut and stay (left for the next run, harmless), never the other way round.
         assert_eq!(deleted(&plan), set(&["old1", "old2", "idx"]));
-        assert!(decision(&plan, "c1").reason.contains("max_deletions (3) reached"));
+        assert!(decision(&plan, "c1")
+            .reason
+            .contains("max_deletions (3) reached"));
         assert!(plan.deletions <= 3);
     }
 
@@ -889,20 +943,37 @@ rules:
             )
         })
         .prop_map(|(raw, max)| {
-            let kinds = [K::Image, K::Index, K::BuildkitCache, K::SociIndex, K::Attestation, K::Signature, K::Other];
+            let kinds = [
+                K::Image,
+                K::Index,
+                K::BuildkitCache,
+                K::SociIndex,
+                K::Attestation,
+                K::Signature,
+                K::Other,
+            ];
             let n = raw.len();
             let images = raw
                 .iter()
                 .enumerate()
                 .map(|(i, (k, tagged, days, children, subject, soci))| {
                     let tag = format!("t{i}");
-                    let mut im = img(&format!("i{i}"), kinds[*k as usize], if *tagged { &[] } else { &[] }, *days);
+                    let mut im = img(
+                        &format!("i{i}"),
+                        kinds[*k as usize],
+                        if *tagged { &[] } else { &[] },
+                        *days,
+                    );
                     if *tagged {
                         im.tags = vec![tag];
                     }
                     // Only point "downwards" (i -> j > i) so the graph is acyclic, like
                     // content-addressed manifests.
-                    im.children = children.iter().filter(|&&j| j > i && j < n).map(|j| dg(&format!("i{j}"))).collect();
+                    im.children = children
+                        .iter()
+                        .filter(|&&j| j > i && j < n)
+                        .map(|j| dg(&format!("i{j}")))
+                        .collect();
                     im.subject = subject.filter(|&j| j > i).map(|j| dg(&format!("i{j}")));
                     im.soci_index = soci.filter(|&j| j > i).map(|j| dg(&format!("i{j}")));
                     im

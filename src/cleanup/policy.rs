@@ -270,8 +270,12 @@ mod opt_duration {
 fn parse_duration(field: &str, raw: &RawDuration) -> Result<Duration, PolicyError> {
     let std = match raw {
         RawDuration::Seconds(n) => std::time::Duration::from_secs(*n),
-        RawDuration::Text(t) => humantime::parse_duration(t.trim())
-            .map_err(|_| invalid(field, format!("{t:?} is not a duration (e.g. 90s, 30m, 1h, 14d)")))?,
+        RawDuration::Text(t) => humantime::parse_duration(t.trim()).map_err(|_| {
+            invalid(
+                field,
+                format!("{t:?} is not a duration (e.g. 90s, 30m, 1h, 14d)"),
+            )
+        })?,
     };
     Duration::from_std(std).map_err(|_| invalid(field, "duration is too large"))
 }
@@ -552,7 +556,10 @@ s3_caches:
         ];
         for (text, expected) in cases {
             let err = Policy::parse(&text).unwrap_err().to_string();
-            assert!(err.starts_with(expected), "expected {expected:?}, got {err:?}");
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
         }
         let err = Policy::parse("repositories: [a]\nrules: [{name: x, action: keep, selct: {}}]")
             .unwrap_err()

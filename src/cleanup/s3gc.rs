@@ -213,7 +213,12 @@ mod tests {
         assert_eq!(kept, ["manifests/main", "manifests/feature-new"]);
         let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
         let marked: BTreeSet<String> = referenced_blobs(
-            format!(r#"{{"layers":[{{"blob":"{}"}},{{"blob":"{}"}}]}}"#, d('a'), d('b')).as_bytes(),
+            format!(
+                r#"{{"layers":[{{"blob":"{}"}},{{"blob":"{}"}}]}}"#,
+                d('a'),
+                d('b')
+            )
+            .as_bytes(),
         );
         let blobs = [
             obj(&format!("blobs/{}", d('a')), 100, now),

@@ -108,7 +108,11 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
 /// The report as text: the deletions of each repository as a table, then totals.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let verb = if report.dry_run { "would delete" } else { "deleted" };
+    let verb = if report.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
     for r in &report.repositories {
         if !r.planned.is_empty() {
             out.push_str(&decisions_table(&r.repository, report.now, &r.planned));
@@ -116,7 +120,11 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!(
             "{}: {verb} {} of {} images ({}), kept {}{}\n",
             r.repository,
-            if report.dry_run { r.planned.len() } else { r.deleted.len() },
+            if report.dry_run {
+                r.planned.len()
+            } else {
+                r.deleted.len()
+            },
             r.images,
             human_bytes(r.bytes_reclaimed),
             r.kept,
@@ -127,12 +135,18 @@ pub fn render(report: &Report) -> String {
             }
         ));
         for f in &r.failed {
-            out.push_str(&format!("  failed {}: {} {}\n", f.digest, f.code, f.message));
+            out.push_str(&format!(
+                "  failed {}: {} {}\n",
+                f.digest, f.code, f.message
+            ));
         }
     }
     for c in &report.s3_caches {
         for (name, why) in &c.plan.expired_manifests {
-            out.push_str(&format!("{}: manifest {name}: expire ({why})\n", c.plan.uri));
+            out.push_str(&format!(
+                "{}: manifest {name}: expire ({why})\n",
+                c.plan.uri
+            ));
         }
         out.push_str(&format!(
             "{}: {verb} {} manifests and {} blobs ({}); {} live blobs, {} young unreferenced\n",
