@@ -330,11 +330,14 @@ impl<A: EcrApi> EcrApi for CountingEcr<A> {
     }
 }
 
+/// A DescribeImages detail and the manifest bytes.
+type StoredImage = (ImageDetail, Vec<u8>);
+
 /// An in-memory ECR with real ECR's paging and limits, which moto lacks (moto returns
 /// one page and no `artifactMediaType`): the benchmark counts calls against it.
 #[derive(Default)]
 pub struct MemoryEcr {
-    repos: Mutex<BTreeMap<String, Vec<(ImageDetail, Vec<u8>)>>>,
+    repos: Mutex<BTreeMap<String, Vec<StoredImage>>>,
 }
 
 impl MemoryEcr {
@@ -868,9 +871,21 @@ mod tests {
         )
         .into_bytes();
         let index_d = Sha256Digest::of(&index);
-        ecr.put("app", detail(&[], media::OCI_MANIFEST, Some(media::OCI_CONFIG)), img);
-        ecr.put("app", detail(&[], media::OCI_MANIFEST, Some(media::SOCI_INDEX_V2)), soci);
-        ecr.put("app", detail(&[], media::OCI_MANIFEST, Some(media::OCI_CONFIG)), att);
+        ecr.put(
+            "app",
+            detail(&[], media::OCI_MANIFEST, Some(media::OCI_CONFIG)),
+            img,
+        );
+        ecr.put(
+            "app",
+            detail(&[], media::OCI_MANIFEST, Some(media::SOCI_INDEX_V2)),
+            soci,
+        );
+        ecr.put(
+            "app",
+            detail(&[], media::OCI_MANIFEST, Some(media::OCI_CONFIG)),
+            att,
+        );
         ecr.put("app", detail(&["v1"], media::OCI_INDEX, None), index);
         let sig = manifest("sig", media::OCI_CONFIG, "");
         let sig_d = Sha256Digest::of(&sig);
@@ -895,7 +910,10 @@ mod tests {
         assert_eq!(counts.batch_get_image.load(Ordering::Relaxed), 1);
         let by = |d: &Sha256Digest| images.iter().find(|i| &i.digest == d).unwrap();
         assert_eq!(by(&index_d).kind, ArtifactKind::Index);
-        assert_eq!(by(&index_d).children, vec![img_d.clone(), soci_d.clone(), att_d.clone()]);
+        assert_eq!(
+            by(&index_d).children,
+            vec![img_d.clone(), soci_d.clone(), att_d.clone()]
+        );
         assert_eq!(by(&img_d).soci_index, Some(soci_d.clone()));
         assert_eq!(by(&soci_d).kind, ArtifactKind::SociIndex);
         assert_eq!(by(&att_d).kind, ArtifactKind::Attestation);
@@ -919,7 +937,9 @@ mod tests {
     fn cosign_tags_name_their_subject() {
         let hex = "a".repeat(64);
         assert_eq!(
-            cosign_tag_subject(&format!("sha256-{hex}.att")).unwrap().hex(),
+            cosign_tag_subject(&format!("sha256-{hex}.att"))
+                .unwrap()
+                .hex(),
             hex
         );
         assert!(cosign_tag_subject("sha256-abc.sig").is_none());

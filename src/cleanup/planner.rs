@@ -115,7 +115,7 @@ fn selects(rule: &Rule, image: &ImageRecord) -> bool {
         return false;
     }
     (s.kinds.is_empty() || s.kinds.contains(&image.kind))
-        && s.tagged.is_none_or(|t| t == !image.tags.is_empty())
+        && s.tagged.is_none_or(|t| t != image.tags.is_empty())
         && (s.tags.is_empty()
             || s.tags
                 .iter()
@@ -958,12 +958,7 @@ rules:
                 .enumerate()
                 .map(|(i, (k, tagged, days, children, subject, soci))| {
                     let tag = format!("t{i}");
-                    let mut im = img(
-                        &format!("i{i}"),
-                        kinds[*k as usize],
-                        if *tagged { &[] } else { &[] },
-                        *days,
-                    );
+                    let mut im = img(&format!("i{i}"), kinds[*k as usize], &[], *days);
                     if *tagged {
                         im.tags = vec![tag];
                     }
