@@ -132,6 +132,40 @@ impl Report {
         self
     }
 
+    /// Counts only, one line per repository and cache: what goes to the logs (a full
+    /// report of thousands of deletions would exceed a CloudWatch log event).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "dry_run": self.dry_run,
+            "now": self.now,
+            "ignored": self.ignored,
+            "planned_deletions": self.planned_deletions,
+            "deleted": self.deleted,
+            "failed": self.failed,
+            "bytes_reclaimed": self.bytes_reclaimed,
+            "stopped_by_max_deletions": self.stopped_by_max_deletions,
+            "errors": self.errors,
+            "repositories": self.repositories.iter().map(|r| serde_json::json!({
+                "repository": r.repository,
+                "images": r.images,
+                "planned": r.planned.len(),
+                "deleted": r.deleted.len(),
+                "failed": r.failed.len(),
+                "bytes_reclaimed": r.bytes_reclaimed,
+            })).collect::<Vec<_>>(),
+            "s3_caches": self.s3_caches.iter().map(|c| serde_json::json!({
+                "uri": c.plan.uri,
+                "expired_manifests": c.plan.expired_manifests.len(),
+                "dead_blobs": c.plan.dead_blobs.len(),
+                "deleted": c.deleted.len(),
+                "failed": c.failed.len(),
+                "bytes_reclaimed": c.plan.bytes_reclaimed,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
     /// The report as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serialises")
@@ -200,6 +234,7 @@ async fn run_repository(
         .push(executor::execute(catalog, &plan, options.dry_run).await);
 }
 
+#[tracing::instrument(skip_all, fields(dry_run = options.dry_run, now = %options.now))]
 /// The scheduled sweep: every repository the policy selects (or `options.repositories`),
 /// every rule, one shared `max_deletions` budget; then every S3 cache.
 pub async fn sweep(
@@ -324,6 +359,7 @@ pub fn on_push_policy(policy: &Policy) -> Policy {
     }
 }
 
+#[tracing::instrument(skip_all, fields(repository = %event.repository_name, tag = ?event.image_tag))]
 /// On a push of a cache tag: deletes the untagged cache manifests of that repository
 /// (the ones earlier exports left behind), subject to the grace period and the policy's
 /// keep rules. Any other event is reported as ignored.
@@ -475,8 +511,7 @@ pub async fn handle(
         JanitorEvent::Push(detail) => on_push(catalog, &settings.policy, detail, &options).await?,
         JanitorEvent::Scheduled => sweep(catalog, s3, &settings.policy, &options).await?,
     };
-    let json = serde_json::to_string(&report).expect("a report always serialises");
-    tracing::info!(report = %json, "cache-janitor report");
+    tracing::info!(summary = %report.summary(), "cache-janitor report");
     if let (Some(bucket), Some(client)) = (&settings.report_bucket, s3) {
         put_report(client, bucket, &settings.report_prefix, &report).await?;
     }
