@@ -3,12 +3,15 @@
 
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::s3cache::S3CacheUri;
+use crate::catalog::{Catalog, CatalogError, DeleteOutcome, ImageRecord};
 use crate::cleanup::planner::{decisions_table, human_bytes};
 use crate::cleanup::policy::Policy;
 use crate::cleanup::{sweep, Report, RunOptions};
+use crate::oci::Sha256Digest;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -89,7 +92,14 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         repositories: opts.repositories,
         s3_caches,
     };
-    let report = sweep(&catalog, Some(&s3), &policy, &options).await?;
+    let report = if std::io::stderr().is_terminal() {
+        let progress = ProgressCatalog::new(catalog);
+        let report = sweep(&progress, Some(&s3), &policy, &options).await;
+        progress.bar.finish_and_clear();
+        report?
+    } else {
+        sweep(&catalog, Some(&s3), &policy, &options).await?
+    };
     if opts.json {
         println!("{}", report.to_json());
     } else {
@@ -175,4 +185,42 @@ pub fn render(report: &Report) -> String {
         if report.dry_run { " (dry run)" } else { "" }
     ));
     out
+}
+
+/// Shows on a terminal what the janitor is doing (listing a repository, deleting a
+/// batch) with an indicatif spinner; the catalog calls pass through unchanged.
+struct ProgressCatalog<C> {
+    inner: C,
+    bar: indicatif::ProgressBar,
+}
+
+impl<C> ProgressCatalog<C> {
+    fn new(inner: C) -> Self {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Self { inner, bar }
+    }
+}
+
+#[async_trait::async_trait]
+impl<C: Catalog> Catalog for ProgressCatalog<C> {
+    async fn list_repositories(&self) -> Result<Vec<String>, CatalogError> {
+        self.bar.set_message("listing repositories");
+        self.inner.list_repositories().await
+    }
+    async fn list_images(&self, repository: &str) -> Result<Vec<ImageRecord>, CatalogError> {
+        self.bar.set_message(format!("listing {repository}"));
+        self.inner.list_images(repository).await
+    }
+    async fn delete_images(
+        &self,
+        repository: &str,
+        digests: &[Sha256Digest],
+    ) -> Result<DeleteOutcome, CatalogError> {
+        self.bar.set_message(format!(
+            "deleting {} images from {repository}",
+            digests.len()
+        ));
+        self.inner.delete_images(repository, digests).await
+    }
 }
