@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The layer media type of cosign attestations (DSSE envelopes around in-toto).
+pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+
 /// DescribeImages returns at most 1000 images per page.
 pub const DESCRIBE_PAGE: i32 = 1000;
 /// BatchGetImage takes at most 100 image ids.
@@ -576,6 +579,14 @@ pub fn resolve_images(
             .or(d.manifest_media_type.clone());
         let manifest_media_type = summary.effective_media_type(stored.as_deref()).to_string();
         let mut kind = summary.kind(stored.as_deref());
+        // cosign attestations (`.att`, or OCI 1.1 referrers) carry DSSE envelopes, which
+        // `ManifestSummary::kind` does not know yet: they are attestations, not images.
+        if kind == ArtifactKind::Image
+            && !summary.layers.is_empty()
+            && summary.layers.iter().all(|l| l.media_type == DSSE_ENVELOPE)
+        {
+            kind = ArtifactKind::Attestation;
+        }
         let mut children = Vec::new();
         if media::is_index(&manifest_media_type) && kind != ArtifactKind::BuildkitCache {
             for m in &summary.manifests {
@@ -776,6 +787,17 @@ mod tests {
         .into_bytes()
     }
 
+    fn manifest_with_layer(seed: &str, layer: &str, subject: &Sha256Digest) -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{m}","config":{{"mediaType":"{c}","digest":"{}","size":2}},"layers":[{{"mediaType":"{layer}","digest":"{}","size":3}}],"subject":{{"mediaType":"{m}","digest":"{subject}","size":1}}}}"#,
+            Sha256Digest::of(seed.as_bytes()),
+            Sha256Digest::of(b"layer"),
+            m = media::OCI_MANIFEST,
+            c = media::OCI_CONFIG,
+        )
+        .into_bytes()
+    }
+
     fn detail(tags: &[&str], mt: &str, artifact: Option<&str>) -> ImageDetail {
         ImageDetail {
             tags: tags.iter().map(|t| t.to_string()).collect(),
@@ -896,13 +918,20 @@ mod tests {
             sig,
         );
 
+        let dsse = manifest_with_layer("dsse", DSSE_ENVELOPE, &img_d);
+        let dsse_d = Sha256Digest::of(&dsse);
+        // Real ECR reports the subject of a referrer (moto does not).
+        let mut dsse_detail = detail(&[], media::OCI_MANIFEST, Some(media::OCI_CONFIG));
+        dsse_detail.subject = Some(img_d.to_string());
+        ecr.put("app", dsse_detail, dsse);
+
         let api = Throttling {
             inner: CountingEcr::new(ecr),
             left: AtomicUsize::new(2),
         };
         let catalog = EcrCatalog::new(api).with_throttle_pause(Duration::from_millis(1));
         let images = catalog.list_images("app").await.unwrap();
-        assert_eq!(images.len(), 2_505);
+        assert_eq!(images.len(), 2_506);
         let counts = &catalog.api().inner.counts;
         // 3 pages + one BatchGetImage (the index and the tag-scheme signature); the two
         // throttled calls never reached the API.
@@ -919,6 +948,8 @@ mod tests {
         assert_eq!(by(&att_d).kind, ArtifactKind::Attestation);
         assert_eq!(by(&sig_d).kind, ArtifactKind::Signature);
         assert_eq!(by(&sig_d).subject, Some(img_d.clone()));
+        assert_eq!(by(&dsse_d).kind, ArtifactKind::Attestation);
+        assert_eq!(by(&dsse_d).subject, Some(img_d.clone()));
 
         // Deleting 250 digests takes three calls of at most 100.
         let doomed: Vec<Sha256Digest> = images
@@ -930,7 +961,7 @@ mod tests {
         let out = catalog.delete_images("app", &doomed).await.unwrap();
         assert_eq!(out.deleted.len(), 250);
         assert_eq!(counts.batch_delete_image.load(Ordering::Relaxed), 3);
-        assert_eq!(catalog.api().inner.inner.len("app"), 2_505 - 250);
+        assert_eq!(catalog.api().inner.inner.len("app"), 2_506 - 250);
     }
 
     #[test]
