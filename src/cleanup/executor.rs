@@ -21,6 +21,8 @@ pub struct RepositoryReport {
     pub deleted: Vec<Sha256Digest>,
     pub failed: Vec<DeleteFailure>,
     pub kept: usize,
+    /// What is kept, with rule and reason ("why is this still here?").
+    pub keeps: Vec<Decision>,
     /// Bytes of the planned deletions (dry run) or of the actual ones.
     pub bytes_reclaimed: u64,
     pub stopped_by_max_deletions: bool,
@@ -36,6 +38,7 @@ pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> Repos
         images: plan.decisions.len(),
         dry_run,
         kept: plan.decisions.len() - planned.len(),
+        keeps: plan.kept().cloned().collect(),
         bytes_reclaimed: if dry_run { plan.bytes_reclaimed } else { 0 },
         stopped_by_max_deletions: plan.stopped_by_max_deletions,
         planned,

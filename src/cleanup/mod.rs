@@ -271,6 +271,7 @@ pub async fn sweep(
                 deleted: Vec::new(),
                 failed: Vec::new(),
                 kept: 0,
+                keeps: Vec::new(),
                 bytes_reclaimed: 0,
                 stopped_by_max_deletions: true,
                 delete_calls: 0,

@@ -46,6 +46,9 @@ pub struct CleanupOptions {
     /// Print the report as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// List the kept images too, with the rule or safety reason that keeps each.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Parses `--as-of`.
@@ -103,7 +106,7 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
     if opts.json {
         println!("{}", report.to_json());
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&report, opts.all));
     }
     if report.failed > 0 || !report.errors.is_empty() {
         anyhow::bail!(
@@ -116,7 +119,7 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
 }
 
 /// The report as text: the deletions of each repository as a table, then totals.
-pub fn render(report: &Report) -> String {
+pub fn render(report: &Report, with_kept: bool) -> String {
     let mut out = String::new();
     let verb = if report.dry_run {
         "would delete"
@@ -124,8 +127,12 @@ pub fn render(report: &Report) -> String {
         "deleted"
     };
     for r in &report.repositories {
-        if !r.planned.is_empty() {
-            out.push_str(&decisions_table(&r.repository, report.now, &r.planned));
+        let mut rows = r.planned.clone();
+        if with_kept {
+            rows.extend(r.keeps.iter().cloned());
+        }
+        if !rows.is_empty() {
+            out.push_str(&decisions_table(&r.repository, report.now, &rows));
         }
         out.push_str(&format!(
             "{}: {verb} {} of {} images ({}), kept {}{}\n",
