@@ -90,8 +90,18 @@ enum Verdict {
     Follow,
 }
 
+/// An age for people: `30d`, `1d12h`, `2h5m`, `45m`, `12s` (seconds dropped past a minute).
 fn age(d: Duration) -> String {
-    super::policy::format_duration(Duration::seconds(d.num_seconds().max(0)))
+    let s = d.num_seconds().max(0);
+    let (days, hours, mins) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
+        (0, h, m) => format!("{h}h{m}m"),
+        (d, 0, _) => format!("{d}d"),
+        (d, h, _) => format!("{d}d{h}h"),
+    }
 }
 
 fn group_of<'a>(rule: &'a Rule, image: &ImageRecord) -> &'a str {
@@ -709,6 +719,20 @@ rules:
             table.contains("DELETE") && table.contains("stale-cache"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn ages_read_like_durations() {
+        for (secs, text) in [
+            (12, "12s"),
+            (45 * 60 + 3, "45m"),
+            (2 * 3600, "2h"),
+            (2 * 3600 + 5 * 60, "2h5m"),
+            (30 * 86_400 + 1, "30d"),
+            (36 * 3600, "1d12h"),
+        ] {
+            assert_eq!(age(Duration::seconds(secs)), text);
+        }
     }
 
     #[test]
