@@ -546,3 +546,98 @@ pub async fn put_report(
         })?;
     Ok(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "repositories: ['*']\nrules: []";
+
+    fn settings(vars: &[(&str, &str)]) -> Result<JanitorSettings, JanitorError> {
+        JanitorSettings::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn settings_default_to_a_dry_run_and_name_bad_variables() {
+        let s = settings(&[("POLICY", POLICY)]).unwrap();
+        assert!(s.dry_run && s.report_bucket.is_none());
+        assert_eq!(s.report_prefix, "cache-janitor/");
+        let s = settings(&[
+            ("POLICY", POLICY),
+            ("DRY_RUN", "False"),
+            ("REPORT_BUCKET", "r"),
+        ])
+        .unwrap();
+        assert!(!s.dry_run);
+        assert_eq!(s.report_bucket.as_deref(), Some("r"));
+        for (vars, expected) in [
+            (
+                vec![],
+                "setting POLICY: neither POLICY nor POLICY_FILE is set",
+            ),
+            (
+                vec![("POLICY", POLICY), ("POLICY_FILE", "/x")],
+                "setting POLICY: set POLICY or POLICY_FILE, not both",
+            ),
+            (
+                vec![("POLICY", POLICY), ("DRY_RUN", "maybe")],
+                "setting DRY_RUN: \"maybe\" is not true or false",
+            ),
+            (
+                vec![("POLICY_FILE", "/nonexistent/policy.yaml")],
+                "setting POLICY_FILE: cannot read policy file /nonexistent/policy.yaml",
+            ),
+            (
+                vec![("POLICY", "repositories: ['*']\ngrace_period: 1x")],
+                "setting POLICY: grace_period: \"1x\" is not a duration",
+            ),
+        ] {
+            let err = settings(&vars).unwrap_err().to_string();
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_are_told_apart_by_detail_type() {
+        let push = serde_json::json!({"detail-type": "ECR Image Action", "detail": {
+            "result": "SUCCESS", "repository-name": "app", "action-type": "PUSH", "image-tag": "cache-main"}});
+        assert!(
+            matches!(JanitorEvent::from_json(&push).unwrap(), JanitorEvent::Push(d) if d.repository_name == "app")
+        );
+        let tick = serde_json::json!({"detail-type": "Scheduled Event", "detail": {}});
+        assert!(matches!(
+            JanitorEvent::from_json(&tick).unwrap(),
+            JanitorEvent::Scheduled
+        ));
+        let other = serde_json::json!({"detail-type": "ECR Image Scan", "detail": {}});
+        assert!(JanitorEvent::from_json(&other)
+            .unwrap_err()
+            .to_string()
+            .contains("ECR Image Scan"));
+        let bad = serde_json::json!({"detail-type": "ECR Image Action", "detail": {"result": 1}});
+        assert!(JanitorEvent::from_json(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("bad ECR detail"));
+    }
+
+    #[test]
+    fn on_push_policy_keeps_keep_rules_and_expires_untagged_caches_only() {
+        let p = Policy::parse(
+            "repositories: ['*']\ngrace_period: 3h\nrules:\n  - {name: k, select: {tags: [cache-main]}, action: keep}\n  - {name: e, select: {kind: image}, action: expire}",
+        )
+        .unwrap();
+        let q = on_push_policy(&p);
+        let names: Vec<&str> = q.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["k", "superseded-by-push"]);
+        assert_eq!(q.grace_period, p.grace_period);
+        assert_eq!(q.rules[1].select.tagged, Some(false));
+    }
+}
