@@ -641,9 +641,9 @@ pub fn resolve_images(
         records.push(ImageRecord {
             digest,
             tags: d.tags,
-            // ECR always sets imagePushedAt; an image without one is treated as just
-            // pushed (the grace period then protects it) rather than as ancient.
-            pushed_at: d.pushed_at.unwrap_or_else(Utc::now),
+            // ECR always sets imagePushedAt; an image without one is treated as pushed
+            // in the far future, so the grace period protects it even at `--as-of`.
+            pushed_at: d.pushed_at.unwrap_or(DateTime::<Utc>::MAX_UTC),
             last_pulled_at: d.last_pulled_at,
             manifest_media_type,
             artifact_media_type: summary.artifact_type().map(str::to_string),
