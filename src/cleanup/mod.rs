@@ -447,7 +447,8 @@ impl JanitorSettings {
             (None, None) => {
                 return Err(JanitorError::Settings {
                     var: "CLEANUP_POLICY",
-                    message: "neither CLEANUP_POLICY nor AFTERPUSH_CLEANUP_POLICY_FILE is set".into(),
+                    message: "neither CLEANUP_POLICY nor AFTERPUSH_CLEANUP_POLICY_FILE is set"
+                        .into(),
                 })
             }
         };
@@ -466,7 +467,8 @@ impl JanitorSettings {
             policy,
             dry_run,
             report_bucket: get("REPORT_BUCKET").filter(|b| !b.is_empty()),
-            report_prefix: get("AFTERPUSH_REPORT_PREFIX").unwrap_or_else(|| "cache-janitor/".into()),
+            report_prefix: get("AFTERPUSH_REPORT_PREFIX")
+                .unwrap_or_else(|| "cache-janitor/".into()),
         })
     }
 }
@@ -563,11 +565,11 @@ mod tests {
 
     #[test]
     fn settings_default_to_a_dry_run_and_name_bad_variables() {
-        let s = settings(&[("POLICY", POLICY)]).unwrap();
+        let s = settings(&[("CLEANUP_POLICY", POLICY)]).unwrap();
         assert!(s.dry_run && s.report_bucket.is_none());
         assert_eq!(s.report_prefix, "cache-janitor/");
         let s = settings(&[
-            ("POLICY", POLICY),
+            ("CLEANUP_POLICY", POLICY),
             ("DRY_RUN", "False"),
             ("REPORT_BUCKET", "r"),
         ])
@@ -577,23 +579,23 @@ mod tests {
         for (vars, expected) in [
             (
                 vec![],
-                "setting POLICY: neither POLICY nor POLICY_FILE is set",
+                "setting CLEANUP_POLICY: neither CLEANUP_POLICY nor AFTERPUSH_CLEANUP_POLICY_FILE is set",
             ),
             (
-                vec![("POLICY", POLICY), ("POLICY_FILE", "/x")],
-                "setting POLICY: set POLICY or POLICY_FILE, not both",
+                vec![("CLEANUP_POLICY", POLICY), ("AFTERPUSH_CLEANUP_POLICY_FILE", "/x")],
+                "setting CLEANUP_POLICY: set CLEANUP_POLICY or AFTERPUSH_CLEANUP_POLICY_FILE, not both",
             ),
             (
-                vec![("POLICY", POLICY), ("DRY_RUN", "maybe")],
+                vec![("CLEANUP_POLICY", POLICY), ("DRY_RUN", "maybe")],
                 "setting DRY_RUN: \"maybe\" is not true or false",
             ),
             (
-                vec![("POLICY_FILE", "/nonexistent/policy.yaml")],
-                "setting POLICY_FILE: cannot read policy file /nonexistent/policy.yaml",
+                vec![("AFTERPUSH_CLEANUP_POLICY_FILE", "/nonexistent/policy.yaml")],
+                "setting AFTERPUSH_CLEANUP_POLICY_FILE: cannot read policy file /nonexistent/policy.yaml",
             ),
             (
-                vec![("POLICY", "repositories: ['*']\ngrace_period: 1x")],
-                "setting POLICY: grace_period: \"1x\" is not a duration",
+                vec![("CLEANUP_POLICY", "repositories: ['*']\ngrace_period: 1x")],
+                "setting CLEANUP_POLICY: grace_period: \"1x\" is not a duration",
             ),
         ] {
             let err = settings(&vars).unwrap_err().to_string();
