@@ -169,8 +169,12 @@ fn the_schedule_is_a_dry_run_sweep_and_logs_are_json() {
         .iter()
         .find(|l| l["fields"]["message"] == "cache-janitor report")
         .unwrap_or_else(|| panic!("no JSON report line in:\n{log}"));
-    let logged: Value = serde_json::from_str(logged["fields"]["report"].as_str().unwrap()).unwrap();
-    assert_eq!(logged["run_id"], report["run_id"]);
+    // The report's summary, logged as a JSON string field.
+    let summary = &logged["fields"]["summary"];
+    let summary: Value =
+        serde_json::from_str(summary.as_str().unwrap_or_else(|| panic!("{logged}"))).unwrap();
+    assert_eq!(summary["run_id"], report["run_id"]);
+    assert_eq!(summary["planned_deletions"], 1, "{summary}");
     drop(function);
     assert_eq!(tags(&caches.layout), ["cache-feature-x", "cache-main"]);
 }
