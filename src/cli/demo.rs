@@ -95,8 +95,8 @@ impl Ui {
         };
         let spinner = ProgressBar::with_draw_target(None, target);
         spinner.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ProgressStyle::with_template("{spinner} [{elapsed}] {bar:20} {pos}/{len} CI pushes  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         spinner.enable_steady_tick(Duration::from_millis(100));
         Self { spinner }
@@ -106,19 +106,6 @@ impl Ui {
     }
     fn line(&self, text: impl AsRef<str>) {
         self.spinner.suspend(|| println!("{}", text.as_ref()));
-    }
-    fn progress_bar(&self, len: u64, message: &str) -> ProgressBar {
-        let bar = if self.spinner.is_hidden() {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(len)
-        };
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_message(message.to_string());
-        bar
     }
 }
 
@@ -372,6 +359,98 @@ fn pushes_of(function: &str, result: &Value) -> Vec<(String, Option<String>)> {
     out
 }
 
+/// The event loop: every push's event goes through the three handlers; what they push
+/// raises further events, replayed after it.
+struct Replay<'a> {
+    indexer: &'a SociIndexer,
+    stitcher: &'a ManifestStitcher,
+    janitor: &'a CacheJanitor,
+    /// (digest, tag) pairs already pushed: ECR raises no event for a manifest it
+    /// already holds under that tag.
+    seen: HashSet<(String, Option<String>)>,
+    sequence: usize,
+    failures: Vec<String>,
+    /// The indexer's outcomes by output tag, for the summary.
+    soci_outputs: BTreeMap<String, Value>,
+}
+
+const FUNCTIONS: [&str; 3] = ["soci-indexer", "manifest-stitcher", "cache-janitor"];
+
+impl Replay<'_> {
+    /// Replays the event of CI's push of `digest` as `tag`, then every event the
+    /// handlers' pushes raise, until there are none left.
+    async fn run(
+        &mut self,
+        repo: &dyn Repository,
+        ui: &Ui,
+        digest: Sha256Digest,
+        tag: String,
+    ) -> anyhow::Result<()> {
+        self.seen.insert((digest.to_string(), Some(tag.clone())));
+        let mut queue = VecDeque::from([QueuedPush {
+            digest,
+            tag: Some(tag),
+            pushed_by: None,
+        }]);
+        while let Some(push) = queue.pop_front() {
+            self.sequence += 1;
+            let (event, kind) =
+                push_event(repo, self.sequence, &push.digest, push.tag.as_deref()).await?;
+            let label = match &push.tag {
+                Some(tag) => format!("{REPOSITORY}:{tag}"),
+                None => format!("{REPOSITORY} (untagged)"),
+            };
+            ui.line(format!(
+                "#{:<2} PUSH {label} {} ({kind}){}",
+                self.sequence,
+                short(&push.digest.to_string()),
+                push.pushed_by
+                    .map(|f| format!(", pushed by {f}"))
+                    .unwrap_or_default()
+            ));
+            for function in FUNCTIONS {
+                ui.busy(format!("{function}: {label}"));
+                let result = match function {
+                    "soci-indexer" => self.indexer.handle(event.clone()).await,
+                    "manifest-stitcher" => self.stitcher.handle(event.clone()).await,
+                    _ => self.janitor.handle(event.clone()).await,
+                };
+                let line = match &result {
+                    Ok(v) => match function {
+                        "soci-indexer" => describe_soci(v),
+                        "manifest-stitcher" => describe_stitch(v),
+                        _ => describe_janitor(v),
+                    },
+                    Err(e) => {
+                        self.failures.push(format!("{function} on {label}: {e}"));
+                        format!("FAILED ({}): {e}", e.error_type())
+                    }
+                };
+                ui.line(format!("    {function:<18} {line}"));
+                let Ok(v) = result else { continue };
+                let outcome = &v["outcome"];
+                if function == "soci-indexer" && outcome["skipped"].is_null() {
+                    if let Some(tag) = outcome["tag"].as_str() {
+                        self.soci_outputs.insert(tag.to_string(), outcome.clone());
+                    }
+                }
+                for (digest, tag) in pushes_of(function, &v) {
+                    if self.seen.insert((digest.clone(), tag.clone())) {
+                        queue.push_back(QueuedPush {
+                            digest: digest.parse().with_context(|| {
+                                format!("{function} reported digest {digest:?}")
+                            })?,
+                            tag,
+                            pushed_by: Some(function),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Refuses a `--keep` directory that already holds something: the demo's story starts
 /// from an empty repository, and nothing of the user's may be mixed into it.
 fn prepare_keep_dir(dir: &Path) -> anyhow::Result<()> {
@@ -477,8 +556,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .join(", ")
     ));
 
-    // 1. What CI pushes.
-    ui.line("\nCI pushes (generated: real tar+gzip layers):");
+    // 1. What CI pushes, each push followed by the events it raises (and the events the
+    // handlers' own pushes raise, queued behind them), in push order.
+    ui.line("\nCI pushes, and the ECR push events they raise, replayed through soci-indexer, manifest-stitcher, cache-janitor:");
     let platforms: Vec<SamplePlatform> = ["linux/amd64", "linux/arm64"]
         .iter()
         .map(|p| p.parse())
@@ -490,8 +570,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         attestations: false,
         ..SampleSpec::default()
     };
-    let mut queue: VecDeque<QueuedPush> = VecDeque::new();
-    let bar = ui.progress_bar((platforms.len() + CACHE_TAGS.len()) as u64, "pushing");
+    let mut replay = Replay {
+        indexer: &indexer,
+        stitcher: &stitcher,
+        janitor: &janitor,
+        seen: HashSet::new(),
+        sequence: 0,
+        failures: Vec::new(),
+        soci_outputs: BTreeMap::new(),
+    };
+    ui.spinner.set_length((platforms.len() + CACHE_TAGS.len()) as u64);
     for platform in &platforms {
         let tag = format!("{VERSION}-{}", platform.arch_suffix());
         ui.busy(format!("generating {REPOSITORY}:{tag}"));
@@ -504,16 +592,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .map(|l| human_bytes(l.blob.size))
             .collect();
         ui.line(format!(
-            "  {REPOSITORY}:{tag:<16} {}  image {platform}, layers {}",
+            "\nCI pushes {REPOSITORY}:{tag}  {}  image {platform}, layers {}",
             short(&image.manifest.digest.to_string()),
             layers.join(" + ")
         ));
-        queue.push_back(QueuedPush {
-            digest: image.manifest.digest,
-            tag: Some(tag),
-            pushed_by: None,
-        });
-        bar.inc(1);
+        replay.run(&repo, &ui, image.manifest.digest, tag).await?;
+        ui.spinner.inc(1);
     }
     for (i, tag) in CACHE_TAGS.iter().enumerate() {
         ui.busy(format!("generating {REPOSITORY}:{tag}"));
@@ -527,7 +611,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("writing sample cache {REPOSITORY}:{tag}"))?;
         ui.line(format!(
-            "  {REPOSITORY}:{tag:<16} {}  BuildKit registry cache, layers {}",
+            "\nCI pushes {REPOSITORY}:{tag}  {}  BuildKit registry cache (--cache-to type=registry), layers {}",
             short(&cache.manifest.digest.to_string()),
             cache
                 .layers
@@ -536,80 +620,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(" + ")
         ));
-        queue.push_back(QueuedPush {
-            digest: cache.manifest.digest,
-            tag: Some(tag.to_string()),
-            pushed_by: None,
-        });
-        bar.inc(1);
+        replay
+            .run(&repo, &ui, cache.manifest.digest, tag.to_string())
+            .await?;
+        ui.spinner.inc(1);
     }
-    bar.finish_and_clear();
+    let Replay {
+        sequence,
+        mut failures,
+        soci_outputs,
+        ..
+    } = replay;
 
-    // 2. The events, through all three handlers, in push order; handlers' own pushes
-    // are queued behind them.
-    ui.line("\nECR push events replayed through soci-indexer, manifest-stitcher, cache-janitor:");
-    let mut seen: HashSet<(String, Option<String>)> = queue
-        .iter()
-        .map(|p| (p.digest.to_string(), p.tag.clone()))
-        .collect();
-    let mut sequence = 0;
-    let mut failures = Vec::new();
-    let mut last_soci: BTreeMap<String, Value> = BTreeMap::new();
-    while let Some(push) = queue.pop_front() {
-        sequence += 1;
-        let (event, kind) = push_event(&repo, sequence, &push.digest, push.tag.as_deref()).await?;
-        let label = match &push.tag {
-            Some(tag) => format!("{REPOSITORY}:{tag}"),
-            None => format!("{REPOSITORY} (untagged)"),
-        };
-        ui.line(format!(
-            "#{sequence:<2} PUSH {label} {} ({kind}){}",
-            short(&push.digest.to_string()),
-            push.pushed_by
-                .map(|f| format!(", pushed by {f}"))
-                .unwrap_or_default()
-        ));
-        for function in ["soci-indexer", "manifest-stitcher", "cache-janitor"] {
-            ui.busy(format!("{function}: {label}"));
-            let result = match function {
-                "soci-indexer" => indexer.handle(event.clone()).await,
-                "manifest-stitcher" => stitcher.handle(event.clone()).await,
-                _ => janitor.handle(event.clone()).await,
-            };
-            let line = match &result {
-                Ok(v) => match function {
-                    "soci-indexer" => describe_soci(v),
-                    "manifest-stitcher" => describe_stitch(v),
-                    _ => describe_janitor(v),
-                },
-                Err(e) => {
-                    failures.push(format!("{function} on {label}: {e}"));
-                    format!("FAILED ({}): {e}", e.error_type())
-                }
-            };
-            ui.line(format!("    {function:<18} {line}"));
-            let Ok(v) = result else { continue };
-            if function == "soci-indexer" && v["outcome"]["skipped"].is_null() {
-                if let Some(tag) = v["outcome"]["tag"].as_str() {
-                    last_soci.insert(tag.to_string(), v["outcome"].clone());
-                }
-            }
-            for (digest, tag) in pushes_of(function, &v) {
-                // ECR raises no event for a manifest it already holds under that tag.
-                if seen.insert((digest.clone(), tag.clone())) {
-                    queue.push_back(QueuedPush {
-                        digest: digest
-                            .parse()
-                            .with_context(|| format!("{function} reported digest {digest:?}"))?,
-                        tag,
-                        pushed_by: Some(function),
-                    });
-                }
-            }
-        }
-    }
-
-    ui.line("#   SCHEDULE (EventBridge rate rule)");
+    ui.line("\nThe janitor's schedule (EventBridge rate rule), now:");
     ui.busy("cache-janitor: scheduled sweep");
     let line = match janitor.handle(scheduled_event()).await {
         Ok(v) => describe_janitor(&v),
@@ -647,7 +670,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     ui.line("\nSOCI indexes:");
-    for (tag, outcome) in &last_soci {
+    for (tag, outcome) in &soci_outputs {
         let output = text(&outcome["output"]);
         ui.line(format!("  {REPOSITORY}:{tag}  {output}"));
         for p in outcome["platforms"].as_array().into_iter().flatten() {
