@@ -85,14 +85,22 @@ async fn demo_leaves_a_stitched_index_soci_indexes_and_every_cache_in_the_layout
         soci.annotations
             .get("dev.afterpush.soci.source-digest")
             .map(String::as_str),
-        Some(repo.resolve("1.0").await.unwrap().digest.to_string().as_str())
+        Some(
+            repo.resolve("1.0")
+                .await
+                .unwrap()
+                .digest
+                .to_string()
+                .as_str()
+        )
     );
     let soci_descriptors: Vec<_> = soci
         .manifests
         .iter()
         .filter(|d| d.artifact_type.as_deref() == Some(media::SOCI_INDEX_V2))
         .collect();
-    let soci_platforms: BTreeSet<String> = soci_descriptors.iter().map(|d| platform_of(d)).collect();
+    let soci_platforms: BTreeSet<String> =
+        soci_descriptors.iter().map(|d| platform_of(d)).collect();
     assert_eq!(
         soci_platforms,
         BTreeSet::from(["linux/amd64".to_string(), "linux/arm64".to_string()])
@@ -155,7 +163,11 @@ async fn demo_leaves_a_stitched_index_soci_indexes_and_every_cache_in_the_layout
         let cache = repo.resolve(tag).await.unwrap();
         let manifest: GoManifest =
             serde_json::from_slice(&repo.get_manifest(tag).await.unwrap().bytes).unwrap();
-        assert_eq!(manifest.config.media_type, media::BUILDKIT_CACHE_CONFIG, "{tag}");
+        assert_eq!(
+            manifest.config.media_type,
+            media::BUILDKIT_CACHE_CONFIG,
+            "{tag}"
+        );
         assert!(repo.blob_path(&cache.digest).is_file(), "{tag}");
     }
     for (digest, tag) in repo.index_entries().unwrap() {

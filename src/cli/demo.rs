@@ -95,8 +95,10 @@ impl Ui {
         };
         let spinner = ProgressBar::with_draw_target(None, target);
         spinner.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed}] {bar:20} {pos}/{len} CI pushes  {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed}] {bar:20} {pos}/{len} CI pushes  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         spinner.enable_steady_tick(Duration::from_millis(100));
         Self { spinner }
@@ -262,11 +264,7 @@ fn describe_stitch(result: &Value) -> String {
         ),
         Some(verb @ ("written" | "unchanged" | "would-write")) => format!(
             "{} {REPOSITORY}:{} = index {} of {}",
-            if verb == "written" {
-                "stitched"
-            } else {
-                verb
-            },
+            if verb == "written" { "stitched" } else { verb },
             text(&o["target"]),
             short(text(&o["index"]["digest"])),
             list(&o["index"]["platforms"])
@@ -579,7 +577,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         failures: Vec::new(),
         soci_outputs: BTreeMap::new(),
     };
-    ui.spinner.set_length((platforms.len() + CACHE_TAGS.len()) as u64);
+    ui.spinner
+        .set_length((platforms.len() + CACHE_TAGS.len()) as u64);
     for platform in &platforms {
         let tag = format!("{VERSION}-{}", platform.arch_suffix());
         ui.busy(format!("generating {REPOSITORY}:{tag}"));
@@ -771,12 +770,19 @@ mod tests {
         let digests: Vec<&str> = pushes.iter().map(|(d, _)| d.as_str()).collect();
         assert_eq!(
             digests,
-            ["sha256:a1", "sha256:a2", "sha256:b1", "sha256:b2", "sha256:cc"]
+            [
+                "sha256:a1",
+                "sha256:a2",
+                "sha256:b1",
+                "sha256:b2",
+                "sha256:cc"
+            ]
         );
         assert_eq!(pushes[4].1.as_deref(), Some("1.0-soci"));
         assert!(pushes[..4].iter().all(|(_, t)| t.is_none()));
         // An idempotent skip pushes nothing.
-        let skipped = json!({"outcome": {"skipped": "already", "output": "sha256:cc", "tag": "1.0-soci"}});
+        let skipped =
+            json!({"outcome": {"skipped": "already", "output": "sha256:cc", "tag": "1.0-soci"}});
         assert!(pushes_of("soci-indexer", &skipped).is_empty());
     }
 
