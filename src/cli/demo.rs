@@ -57,6 +57,8 @@ pub const DEMO_MIN_LAYER_SIZE: u64 = 1024 * 1024;
 /// gzips to about 1.9 MiB (a zTOC).
 const IMAGE_LAYER_SIZES: [u64; 2] = [64 * 1024, 6 * 1024 * 1024];
 const CACHE_LAYER_SIZES: [u64; 1] = [512 * 1024];
+/// The platforms CI builds, one per-arch tag each.
+const IMAGE_PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
 /// The cache tags CI exports to (`--cache-to type=registry,ref=app:cache-<branch>`).
 pub const CACHE_TAGS: [&str; 2] = ["cache-main", "cache-feature-x"];
 /// How far ahead the scheduled sweep is planned.
@@ -87,13 +89,14 @@ struct Ui {
 }
 
 impl Ui {
-    fn new() -> Self {
+    /// `steps`: the length of the bar (CI pushes).
+    fn new(steps: u64) -> Self {
         let target = if std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         };
-        let spinner = ProgressBar::with_draw_target(None, target);
+        let spinner = ProgressBar::with_draw_target(Some(steps), target);
         spinner.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed}] {bar:20} {pos}/{len} CI pushes  {msg}",
@@ -487,7 +490,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let repo = LayoutRepository::open_or_create(&dir)
         .with_context(|| format!("creating the OCI layout {}", dir.display()))?;
-    let ui = Ui::new();
+    let ui = Ui::new((IMAGE_PLATFORMS.len() + CACHE_TAGS.len()) as u64);
     let started = std::time::Instant::now();
 
     let soci_settings = SociSettings {
@@ -557,7 +560,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 1. What CI pushes, each push followed by the events it raises (and the events the
     // handlers' own pushes raise, queued behind them), in push order.
     ui.line("\nCI pushes, and the ECR push events they raise, replayed through soci-indexer, manifest-stitcher, cache-janitor:");
-    let platforms: Vec<SamplePlatform> = ["linux/amd64", "linux/arm64"]
+    let platforms: Vec<SamplePlatform> = IMAGE_PLATFORMS
         .iter()
         .map(|p| p.parse())
         .collect::<Result<_, _>>()?;
