@@ -40,21 +40,35 @@ impl Repositories {
     pub fn from_env() -> Result<Self, HandlerError> {
         match std::env::var(ENV_LAYOUT) {
             Ok(dir) if !dir.is_empty() => Ok(Repositories::Layout(dir.into())),
-            _ => Ok(Repositories::Registry(RegistrySettings::from_env().map_err(HandlerError::non_retryable)?)),
+            _ => Ok(Repositories::Registry(
+                RegistrySettings::from_env().map_err(HandlerError::non_retryable)?,
+            )),
         }
     }
 
     /// Opens the repository an ECR event is about.
-    pub fn open(&self, event: &events::EcrImageActionEvent) -> Result<Box<dyn Repository>, HandlerError> {
+    pub fn open(
+        &self,
+        event: &events::EcrImageActionEvent,
+    ) -> Result<Box<dyn Repository>, HandlerError> {
         let name = &event.detail.repository_name;
         match self {
-            Repositories::Layout(dir) => Ok(Box::new(LayoutRepository::open(dir).map_err(HandlerError::non_retryable)?)),
+            Repositories::Layout(dir) => Ok(Box::new(
+                LayoutRepository::open(dir).map_err(HandlerError::non_retryable)?,
+            )),
             Repositories::Registry(settings) => {
-                let (Some(account), Some(region)) = (event.account.as_deref(), event.region.as_deref()) else {
-                    return Err(HandlerError::non_retryable(format!("event for repository {name} has no account or region")));
+                let (Some(account), Some(region)) =
+                    (event.account.as_deref(), event.region.as_deref())
+                else {
+                    return Err(HandlerError::non_retryable(format!(
+                        "event for repository {name} has no account or region"
+                    )));
                 };
                 let host = ecr::registry_host(account, region);
-                Ok(Box::new(DistributionRepository::connect(settings, &host, name).map_err(HandlerError::non_retryable)?))
+                Ok(Box::new(
+                    DistributionRepository::connect(settings, &host, name)
+                        .map_err(HandlerError::non_retryable)?,
+                ))
             }
         }
     }
@@ -68,7 +82,10 @@ fn skip(function: &str, decision: &Decision) -> Value {
 
 fn push_filters() -> Result<(RepositoryTagFilters, String), HandlerError> {
     let env = ProcessEnv;
-    Ok((settings::value_or_default(&env, settings::REPOSITORY_TAG_FILTERS).parse()?, settings::value_or_default(&env, settings::SOCI_TAG_SUFFIX)))
+    Ok((
+        settings::value_or_default(&env, settings::REPOSITORY_TAG_FILTERS).parse()?,
+        settings::value_or_default(&env, settings::SOCI_TAG_SUFFIX),
+    ))
 }
 
 async fn aws_config() -> aws_config::SdkConfig {
@@ -78,7 +95,11 @@ async fn aws_config() -> aws_config::SdkConfig {
 /// S3 clients use path-style addressing: it works with every endpoint (moto included)
 /// and with bucket names that contain dots.
 fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build())
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    )
 }
 
 /// What the `soci-indexer` function needs, built once per cold start.
@@ -99,26 +120,52 @@ impl SociIndexer {
         let settings = SociSettings::from_env().map_err(HandlerError::non_retryable)?;
         let (filters, _) = push_filters()?;
         let cache: Box<dyn ZtocCache> = match &settings.ztoc_cache_bucket {
-            Some(bucket) => Box::new(S3ZtocCache::new(s3_client(&aws_config().await), bucket, &settings.ztoc_cache_prefix)),
+            Some(bucket) => Box::new(S3ZtocCache::new(
+                s3_client(&aws_config().await),
+                bucket,
+                &settings.ztoc_cache_prefix,
+            )),
             None => Box::new(NoZtocCache),
         };
-        Ok(Self { settings, filters, repositories, cache })
+        Ok(Self {
+            settings,
+            filters,
+            repositories,
+            cache,
+        })
     }
 
     /// Builds SOCI indexes for a pushed image.
     pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
         let trigger = Trigger::from_value(payload)?;
         let Trigger::EcrImageAction(event) = &trigger else {
-            return Err(HandlerError::non_retryable(format!("soci-indexer takes ECR Image Action events, not {}", trigger.kind())));
+            return Err(HandlerError::non_retryable(format!(
+                "soci-indexer takes ECR Image Action events, not {}",
+                trigger.kind()
+            )));
         };
-        let decision = events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix);
+        let decision =
+            events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix);
         let Decision::Work { tag, digest, .. } = &decision else {
             return Ok(skip("soci-indexer", &decision));
         };
         let repo = self.repositories.open(event)?;
-        let outcome = soci::create_soci(repo.as_ref(), &digest.to_string(), Some(tag), &self.settings, self.cache.as_ref(), None)
-            .await
-            .map_err(|e| if e.is_retryable() { HandlerError::retryable(e) } else { HandlerError::non_retryable(e) })?;
+        let outcome = soci::create_soci(
+            repo.as_ref(),
+            &digest.to_string(),
+            Some(tag),
+            &self.settings,
+            self.cache.as_ref(),
+            None,
+        )
+        .await
+        .map_err(|e| {
+            if e.is_retryable() {
+                HandlerError::retryable(e)
+            } else {
+                HandlerError::non_retryable(e)
+            }
+        })?;
         repo.commit().await.map_err(HandlerError::retryable)?;
         let outcome = serde_json::to_value(&outcome).map_err(HandlerError::non_retryable)?;
         tracing::info!(image = %event.detail.label(), outcome = %outcome, "soci-indexer done");
@@ -142,23 +189,38 @@ impl ManifestStitcher {
     /// Settings from the environment, repositories as given.
     pub fn with_repositories(repositories: Repositories) -> Result<Self, HandlerError> {
         let (filters, soci_tag_suffix) = push_filters()?;
-        Ok(Self { settings: StitchSettings::from_env().map_err(HandlerError::non_retryable)?, filters, soci_tag_suffix, repositories })
+        Ok(Self {
+            settings: StitchSettings::from_env().map_err(HandlerError::non_retryable)?,
+            filters,
+            soci_tag_suffix,
+            repositories,
+        })
     }
 
     /// Stitches the per-arch tags of the pushed tag's base tag.
     pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
         let trigger = Trigger::from_value(payload)?;
         let Trigger::EcrImageAction(event) = &trigger else {
-            return Err(HandlerError::non_retryable(format!("manifest-stitcher takes ECR Image Action events, not {}", trigger.kind())));
+            return Err(HandlerError::non_retryable(format!(
+                "manifest-stitcher takes ECR Image Action events, not {}",
+                trigger.kind()
+            )));
         };
-        let decision = events::stitch_push_decision(&event.detail, &self.filters, &self.soci_tag_suffix);
+        let decision =
+            events::stitch_push_decision(&event.detail, &self.filters, &self.soci_tag_suffix);
         let Decision::Work { tag, .. } = &decision else {
             return Ok(skip("manifest-stitcher", &decision));
         };
         let repo = self.repositories.open(event)?;
         let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
             .await
-            .map_err(|e| if e.is_retryable() { HandlerError::retryable(e) } else { HandlerError::non_retryable(e) })?;
+            .map_err(|e| {
+                if e.is_retryable() {
+                    HandlerError::retryable(e)
+                } else {
+                    HandlerError::non_retryable(e)
+                }
+            })?;
         repo.commit().await.map_err(HandlerError::retryable)?;
         let outcome = serde_json::to_value(&outcome).map_err(HandlerError::non_retryable)?;
         tracing::info!(image = %event.detail.label(), outcome = %outcome, "manifest-stitcher done");
@@ -186,13 +248,25 @@ impl CacheJanitor {
         let (filters, soci_tag_suffix) = push_filters()?;
         let settings = JanitorSettings::from_env().map_err(HandlerError::non_retryable)?;
         let (catalog, s3): (Box<dyn Catalog>, _) = match repositories {
-            Repositories::Layout(dir) => (Box::new(LayoutCatalog::open(&dir).map_err(HandlerError::non_retryable)?), None),
+            Repositories::Layout(dir) => (
+                Box::new(LayoutCatalog::open(&dir).map_err(HandlerError::non_retryable)?),
+                None,
+            ),
             Repositories::Registry(_) => {
                 let sdk = aws_config().await;
-                (Box::new(EcrCatalog::from_sdk_config(&sdk)), Some(s3_client(&sdk)))
+                (
+                    Box::new(EcrCatalog::from_sdk_config(&sdk)),
+                    Some(s3_client(&sdk)),
+                )
             }
         };
-        Ok(Self { settings, filters, soci_tag_suffix, catalog, s3 })
+        Ok(Self {
+            settings,
+            filters,
+            soci_tag_suffix,
+            catalog,
+            s3,
+        })
     }
 
     /// Prunes what a cache push superseded, or sweeps on schedule.
@@ -200,12 +274,24 @@ impl CacheJanitor {
         let trigger = Trigger::from_value(payload)?;
         let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
             events::JanitorDecision::Sweep { .. } => JanitorEvent::Scheduled,
-            events::JanitorDecision::AfterPush(decision @ Decision::Skip { .. }) => return Ok(skip("cache-janitor", &decision)),
-            events::JanitorDecision::AfterPush(Decision::Work { .. }) => {
-                JanitorEvent::Push(trigger.ecr_detail().expect("a push decision comes from an ECR event").clone())
+            events::JanitorDecision::AfterPush(decision @ Decision::Skip { .. }) => {
+                return Ok(skip("cache-janitor", &decision))
             }
+            events::JanitorDecision::AfterPush(Decision::Work { .. }) => JanitorEvent::Push(
+                trigger
+                    .ecr_detail()
+                    .expect("a push decision comes from an ECR event")
+                    .clone(),
+            ),
         };
-        let report = cleanup::handle(self.catalog.as_ref(), self.s3.as_ref(), &self.settings, event).await.map_err(HandlerError::retryable)?;
+        let report = cleanup::handle(
+            self.catalog.as_ref(),
+            self.s3.as_ref(),
+            &self.settings,
+            event,
+        )
+        .await
+        .map_err(HandlerError::retryable)?;
         let report = serde_json::to_value(&report).map_err(HandlerError::non_retryable)?;
         Ok(json!({ "function": "cache-janitor", "trigger": trigger.kind(), "report": report }))
     }

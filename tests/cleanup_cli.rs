@@ -132,6 +132,33 @@ async fn plan_then_apply_as_of_next_month() {
     assert_eq!(report["deleted"], 0);
     assert_eq!(report["dry_run"], true);
 
+    // The table with the kept images and why.
+    let out = cli(
+        &moto,
+        &[
+            "cleanup",
+            "plan",
+            "--policy",
+            &policy,
+            "--repository",
+            "app",
+            "--as-of",
+            "+30d",
+            "--all",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("keep-main-cache") && text.contains("no rule matched"),
+        "{text}"
+    );
+    assert!(text.contains("app: would delete 3 of 5 images"), "{text}");
+
     // Apply, with the table output.
     let out = cli(
         &moto,

@@ -499,7 +499,7 @@ async fn on_push_prunes_superseded_caches_after_the_grace_period_only() {
     let scenario = push_scenario(&ecr).await;
     let catalog = EcrCatalog::from_sdk_config(&moto.sdk_config().await);
     let settings = JanitorSettings::from_lookup(|k| match k {
-        "CLEANUP_POLICY_FILE" => Some(format!(
+        "AFTERPUSH_CLEANUP_POLICY_FILE" => Some(format!(
             "{}/infra/policies/ci-caches.yaml",
             env!("CARGO_MANIFEST_DIR")
         )),

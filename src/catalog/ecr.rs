@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The layer media type of cosign attestations (DSSE envelopes around in-toto).
+pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+
 /// DescribeImages returns at most 1000 images per page.
 pub const DESCRIBE_PAGE: i32 = 1000;
 /// BatchGetImage takes at most 100 image ids.
@@ -330,11 +333,14 @@ impl<A: EcrApi> EcrApi for CountingEcr<A> {
     }
 }
 
+/// A DescribeImages detail and the manifest bytes.
+type StoredImage = (ImageDetail, Vec<u8>);
+
 /// An in-memory ECR with real ECR's paging and limits, which moto lacks (moto returns
 /// one page and no `artifactMediaType`): the benchmark counts calls against it.
 #[derive(Default)]
 pub struct MemoryEcr {
-    repos: Mutex<BTreeMap<String, Vec<(ImageDetail, Vec<u8>)>>>,
+    repos: Mutex<BTreeMap<String, Vec<StoredImage>>>,
 }
 
 impl MemoryEcr {
@@ -474,6 +480,11 @@ impl<A: EcrApi> EcrCatalog<A> {
     pub fn api(&self) -> &A {
         &self.api
     }
+    /// The first pause before retrying a throttled call (doubles each time).
+    pub fn with_throttle_pause(mut self, pause: Duration) -> Self {
+        self.throttle_pause = pause;
+        self
+    }
 
     /// Runs `call` again (3 more times, growing pauses) while ECR answers
     /// `ThrottlingException`; the SDK's retry config has already backed off by then.
@@ -568,6 +579,14 @@ pub fn resolve_images(
             .or(d.manifest_media_type.clone());
         let manifest_media_type = summary.effective_media_type(stored.as_deref()).to_string();
         let mut kind = summary.kind(stored.as_deref());
+        // cosign attestations (`.att`, or OCI 1.1 referrers) carry DSSE envelopes, which
+        // `ManifestSummary::kind` does not know yet: they are attestations, not images.
+        if kind == ArtifactKind::Image
+            && !summary.layers.is_empty()
+            && summary.layers.iter().all(|l| l.media_type == DSSE_ENVELOPE)
+        {
+            kind = ArtifactKind::Attestation;
+        }
         let mut children = Vec::new();
         if media::is_index(&manifest_media_type) && kind != ArtifactKind::BuildkitCache {
             for m in &summary.manifests {
@@ -622,9 +641,9 @@ pub fn resolve_images(
         records.push(ImageRecord {
             digest,
             tags: d.tags,
-            // ECR always sets imagePushedAt; an image without one is treated as just
-            // pushed (the grace period then protects it) rather than as ancient.
-            pushed_at: d.pushed_at.unwrap_or_else(Utc::now),
+            // ECR always sets imagePushedAt; an image without one is treated as pushed
+            // in the far future, so the grace period protects it even at `--as-of`.
+            pushed_at: d.pushed_at.unwrap_or(DateTime::<Utc>::MAX_UTC),
             last_pulled_at: d.last_pulled_at,
             manifest_media_type,
             artifact_media_type: summary.artifact_type().map(str::to_string),
@@ -752,5 +771,209 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
             }
         }
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(seed: &str, config: &str, extra: &str) -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{config}","digest":"{}","size":2}},"layers":[]{extra}}}"#,
+            media::OCI_MANIFEST,
+            Sha256Digest::of(seed.as_bytes())
+        )
+        .into_bytes()
+    }
+
+    fn manifest_with_layer(seed: &str, layer: &str, subject: &Sha256Digest) -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{m}","config":{{"mediaType":"{c}","digest":"{}","size":2}},"layers":[{{"mediaType":"{layer}","digest":"{}","size":3}}],"subject":{{"mediaType":"{m}","digest":"{subject}","size":1}}}}"#,
+            Sha256Digest::of(seed.as_bytes()),
+            Sha256Digest::of(b"layer"),
+            m = media::OCI_MANIFEST,
+            c = media::OCI_CONFIG,
+        )
+        .into_bytes()
+    }
+
+    fn detail(tags: &[&str], mt: &str, artifact: Option<&str>) -> ImageDetail {
+        ImageDetail {
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            pushed_at: Some(Utc::now()),
+            manifest_media_type: Some(mt.into()),
+            artifact_media_type: artifact.map(str::to_string),
+            size_bytes: 10,
+            ..Default::default()
+        }
+    }
+
+    /// Fails the first `n` calls with ThrottlingException, like ECR past the SDK retries.
+    struct Throttling {
+        inner: CountingEcr<MemoryEcr>,
+        left: AtomicUsize,
+    }
+
+    impl Throttling {
+        fn check(&self) -> Result<(), EcrApiError> {
+            if self
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(EcrApiError {
+                    message: "ThrottlingException: Rate exceeded".into(),
+                    throttled: true,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl EcrApi for Throttling {
+        async fn describe_repositories(
+            &self,
+            t: Option<String>,
+        ) -> Result<(Vec<String>, Option<String>), EcrApiError> {
+            self.check()?;
+            self.inner.describe_repositories(t).await
+        }
+        async fn describe_images(
+            &self,
+            r: &str,
+            t: Option<String>,
+        ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError> {
+            self.check()?;
+            self.inner.describe_images(r, t).await
+        }
+        async fn batch_get_image(
+            &self,
+            r: &str,
+            d: &[String],
+        ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError> {
+            self.check()?;
+            self.inner.batch_get_image(r, d).await
+        }
+        async fn batch_delete_image(
+            &self,
+            r: &str,
+            d: &[String],
+        ) -> Result<(Vec<String>, Vec<ImageFailure>), EcrApiError> {
+            self.check()?;
+            self.inner.batch_delete_image(r, d).await
+        }
+    }
+
+    #[tokio::test]
+    async fn lists_with_few_calls_resolves_edges_and_retries_throttling() {
+        let ecr = MemoryEcr::new();
+        // 2,500 caches: 3 DescribeImages pages, and no manifest needs fetching.
+        for i in 0..2_500 {
+            let bytes = manifest(&format!("c{i}"), media::BUILDKIT_CACHE_CONFIG, "");
+            ecr.put(
+                "app",
+                detail(&[], media::OCI_MANIFEST, Some(media::BUILDKIT_CACHE_CONFIG)),
+                bytes,
+            );
+        }
+        // A SOCI v2 index binding, an attestation entry, a cosign tag-scheme signature.
+        let img = manifest("img", media::OCI_CONFIG, "");
+        let img_d = Sha256Digest::of(&img);
+        let soci = manifest("soci", media::SOCI_INDEX_V2, "");
+        let soci_d = Sha256Digest::of(&soci);
+        let att = manifest("att", media::OCI_CONFIG, "");
+        let att_d = Sha256Digest::of(&att);
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{idx}","manifests":[{{"mediaType":"{m}","digest":"{img_d}","size":1,"annotations":{{"com.amazon.soci.index-digest":"{soci_d}"}}}},{{"mediaType":"{m}","digest":"{soci_d}","size":1,"artifactType":"{st}"}},{{"mediaType":"{m}","digest":"{att_d}","size":1,"annotations":{{"vnd.docker.reference.type":"attestation-manifest"}}}}]}}"#,
+            idx = media::OCI_INDEX,
+            m = media::OCI_MANIFEST,
+            st = media::SOCI_INDEX_V2,
+        )
+        .into_bytes();
+        let index_d = Sha256Digest::of(&index);
+        ecr.put(
+            "app",
+            detail(&[], media::OCI_MANIFEST, Some(media::OCI_CONFIG)),
+            img,
+        );
+        ecr.put(
+            "app",
+            detail(&[], media::OCI_MANIFEST, Some(media::SOCI_INDEX_V2)),
+            soci,
+        );
+        ecr.put(
+            "app",
+            detail(&[], media::OCI_MANIFEST, Some(media::OCI_CONFIG)),
+            att,
+        );
+        ecr.put("app", detail(&["v1"], media::OCI_INDEX, None), index);
+        let sig = manifest("sig", media::OCI_CONFIG, "");
+        let sig_d = Sha256Digest::of(&sig);
+        let sig_tag = format!("sha256-{}.sig", img_d.hex());
+        ecr.put(
+            "app",
+            detail(&[&sig_tag], media::OCI_MANIFEST, Some(media::OCI_CONFIG)),
+            sig,
+        );
+
+        let dsse = manifest_with_layer("dsse", DSSE_ENVELOPE, &img_d);
+        let dsse_d = Sha256Digest::of(&dsse);
+        // Real ECR reports the subject of a referrer (moto does not).
+        let mut dsse_detail = detail(&[], media::OCI_MANIFEST, Some(media::OCI_CONFIG));
+        dsse_detail.subject = Some(img_d.to_string());
+        ecr.put("app", dsse_detail, dsse);
+
+        let api = Throttling {
+            inner: CountingEcr::new(ecr),
+            left: AtomicUsize::new(2),
+        };
+        let catalog = EcrCatalog::new(api).with_throttle_pause(Duration::from_millis(1));
+        let images = catalog.list_images("app").await.unwrap();
+        assert_eq!(images.len(), 2_506);
+        let counts = &catalog.api().inner.counts;
+        // 3 pages + one BatchGetImage (the index and the tag-scheme signature); the two
+        // throttled calls never reached the API.
+        assert_eq!(counts.describe_images.load(Ordering::Relaxed), 3);
+        assert_eq!(counts.batch_get_image.load(Ordering::Relaxed), 1);
+        let by = |d: &Sha256Digest| images.iter().find(|i| &i.digest == d).unwrap();
+        assert_eq!(by(&index_d).kind, ArtifactKind::Index);
+        assert_eq!(
+            by(&index_d).children,
+            vec![img_d.clone(), soci_d.clone(), att_d.clone()]
+        );
+        assert_eq!(by(&img_d).soci_index, Some(soci_d.clone()));
+        assert_eq!(by(&soci_d).kind, ArtifactKind::SociIndex);
+        assert_eq!(by(&att_d).kind, ArtifactKind::Attestation);
+        assert_eq!(by(&sig_d).kind, ArtifactKind::Signature);
+        assert_eq!(by(&sig_d).subject, Some(img_d.clone()));
+        assert_eq!(by(&dsse_d).kind, ArtifactKind::Attestation);
+        assert_eq!(by(&dsse_d).subject, Some(img_d.clone()));
+
+        // Deleting 250 digests takes three calls of at most 100.
+        let doomed: Vec<Sha256Digest> = images
+            .iter()
+            .filter(|i| i.kind == ArtifactKind::BuildkitCache)
+            .take(250)
+            .map(|i| i.digest.clone())
+            .collect();
+        let out = catalog.delete_images("app", &doomed).await.unwrap();
+        assert_eq!(out.deleted.len(), 250);
+        assert_eq!(counts.batch_delete_image.load(Ordering::Relaxed), 3);
+        assert_eq!(catalog.api().inner.inner.len("app"), 2_506 - 250);
+    }
+
+    #[test]
+    fn cosign_tags_name_their_subject() {
+        let hex = "a".repeat(64);
+        assert_eq!(
+            cosign_tag_subject(&format!("sha256-{hex}.att"))
+                .unwrap()
+                .hex(),
+            hex
+        );
+        assert!(cosign_tag_subject("sha256-abc.sig").is_none());
+        assert!(cosign_tag_subject("latest").is_none());
     }
 }

@@ -21,7 +21,10 @@ pub struct LayoutCatalog {
 impl LayoutCatalog {
     pub fn open(dir: &Path) -> Result<Self, crate::registry::RegistryError> {
         let layout = LayoutRepository::open(dir)?;
-        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "layout".into());
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "layout".into());
         Ok(Self { name, layout })
     }
 
@@ -38,7 +41,11 @@ impl LayoutCatalog {
     }
 
     fn api(&self, operation: &'static str, e: impl std::fmt::Display) -> CatalogError {
-        CatalogError::Api { operation, repository: self.name.clone(), message: e.to_string() }
+        CatalogError::Api {
+            operation,
+            repository: self.name.clone(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -54,7 +61,11 @@ impl Catalog for LayoutCatalog {
         }
         let mut tags: BTreeMap<Sha256Digest, Vec<String>> = BTreeMap::new();
         let mut queue = VecDeque::new();
-        for (digest, tag) in self.layout.index_entries().map_err(|e| self.api("read index.json", e))? {
+        for (digest, tag) in self
+            .layout
+            .index_entries()
+            .map_err(|e| self.api("read index.json", e))?
+        {
             tags.entry(digest.clone()).or_default().extend(tag);
             queue.push_back(digest);
         }
@@ -64,16 +75,32 @@ impl Catalog for LayoutCatalog {
             if records.contains_key(&digest) {
                 continue;
             }
-            let manifest = self.layout.get_manifest(&digest.to_string()).await.map_err(|e| self.api("read manifest", e))?;
-            let summary = ManifestSummary::parse(&digest.to_string(), &manifest.bytes)
-                .map_err(|e| CatalogError::BadImage { repository: self.name.clone(), digest: digest.to_string(), message: e.to_string() })?;
-            let children: Vec<Sha256Digest> = summary.manifests.iter().filter_map(|d| d.digest.parse().ok()).collect();
+            let manifest = self
+                .layout
+                .get_manifest(&digest.to_string())
+                .await
+                .map_err(|e| self.api("read manifest", e))?;
+            let summary =
+                ManifestSummary::parse(&digest.to_string(), &manifest.bytes).map_err(|e| {
+                    CatalogError::BadImage {
+                        repository: self.name.clone(),
+                        digest: digest.to_string(),
+                        message: e.to_string(),
+                    }
+                })?;
+            let children: Vec<Sha256Digest> = summary
+                .manifests
+                .iter()
+                .filter_map(|d| d.digest.parse().ok())
+                .collect();
             queue.extend(children.iter().cloned());
             let pushed_at: DateTime<Utc> = std::fs::metadata(self.layout.blob_path(&digest))
                 .and_then(|m| m.modified())
                 .map(DateTime::<Utc>::from)
                 .map_err(|e| self.api("stat manifest blob", e))?;
-            let size_bytes = manifest.bytes.len() as u64 + summary.config.as_ref().map_or(0, |c| c.size) + summary.layers.iter().map(|l| l.size).sum::<u64>();
+            let size_bytes = manifest.bytes.len() as u64
+                + summary.config.as_ref().map_or(0, |c| c.size)
+                + summary.layers.iter().map(|l| l.size).sum::<u64>();
             records.insert(
                 digest.clone(),
                 ImageRecord {
@@ -81,12 +108,17 @@ impl Catalog for LayoutCatalog {
                     tags: tags.get(&digest).cloned().unwrap_or_default(),
                     pushed_at,
                     last_pulled_at: None,
-                    manifest_media_type: summary.effective_media_type(Some(&manifest.media_type)).to_string(),
+                    manifest_media_type: summary
+                        .effective_media_type(Some(&manifest.media_type))
+                        .to_string(),
                     artifact_media_type: summary.artifact_type().map(str::to_string),
                     kind: summary.kind(Some(&manifest.media_type)),
                     subject: summary.subject.as_ref().and_then(|s| s.digest.parse().ok()),
                     children,
-                    soci_index: summary.annotations.get(crate::oci::annotation::SOCI_INDEX_DIGEST).and_then(|d| d.parse().ok()),
+                    soci_index: summary
+                        .annotations
+                        .get(crate::oci::annotation::SOCI_INDEX_DIGEST)
+                        .and_then(|d| d.parse().ok()),
                     size_bytes,
                 },
             );
@@ -94,16 +126,28 @@ impl Catalog for LayoutCatalog {
         Ok(records.into_values().collect())
     }
 
-    async fn delete_images(&self, repository: &str, digests: &[Sha256Digest]) -> Result<DeleteOutcome, CatalogError> {
+    async fn delete_images(
+        &self,
+        repository: &str,
+        digests: &[Sha256Digest],
+    ) -> Result<DeleteOutcome, CatalogError> {
         let mut outcome = DeleteOutcome::default();
         for digest in digests {
             if repository != self.name {
-                outcome.failed.push(DeleteFailure { digest: digest.clone(), code: "RepositoryNotFound".into(), message: format!("this layout is {}", self.name) });
+                outcome.failed.push(DeleteFailure {
+                    digest: digest.clone(),
+                    code: "RepositoryNotFound".into(),
+                    message: format!("this layout is {}", self.name),
+                });
                 continue;
             }
             match self.layout.delete_manifest(digest).await {
                 Ok(()) => outcome.deleted.push(digest.clone()),
-                Err(e) => outcome.failed.push(DeleteFailure { digest: digest.clone(), code: "DeleteFailed".into(), message: e.to_string() }),
+                Err(e) => outcome.failed.push(DeleteFailure {
+                    digest: digest.clone(),
+                    code: "DeleteFailed".into(),
+                    message: e.to_string(),
+                }),
             }
         }
         Ok(outcome)

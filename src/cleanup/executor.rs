@@ -21,6 +21,8 @@ pub struct RepositoryReport {
     pub deleted: Vec<Sha256Digest>,
     pub failed: Vec<DeleteFailure>,
     pub kept: usize,
+    /// What is kept, with rule and reason ("why is this still here?").
+    pub keeps: Vec<Decision>,
     /// Bytes of the planned deletions (dry run) or of the actual ones.
     pub bytes_reclaimed: u64,
     pub stopped_by_max_deletions: bool,
@@ -36,6 +38,7 @@ pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> Repos
         images: plan.decisions.len(),
         dry_run,
         kept: plan.decisions.len() - planned.len(),
+        keeps: plan.kept().cloned().collect(),
         bytes_reclaimed: if dry_run { plan.bytes_reclaimed } else { 0 },
         stopped_by_max_deletions: plan.stopped_by_max_deletions,
         planned,
@@ -108,4 +111,148 @@ pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> Repos
     report.delete_calls = calls;
     report.bytes_reclaimed = bytes;
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::ecr::{
+        CountingEcr, EcrApi, EcrApiError, EcrCatalog, FetchedManifest, ImageDetail, ImageFailure,
+        MemoryEcr,
+    };
+    use crate::cleanup::planner::{plan, Snapshot};
+    use crate::cleanup::policy::Policy;
+    use crate::oci::media;
+    use chrono::{Duration, Utc};
+
+    /// Refuses to delete one digest. A stand-in for ECR's per-image failures
+    /// (`ImageReferencedByManifestList`, ...), which moto never produces.
+    struct Refusing {
+        inner: CountingEcr<MemoryEcr>,
+        refuse: String,
+    }
+
+    #[async_trait::async_trait]
+    impl EcrApi for Refusing {
+        async fn describe_repositories(
+            &self,
+            t: Option<String>,
+        ) -> Result<(Vec<String>, Option<String>), EcrApiError> {
+            self.inner.describe_repositories(t).await
+        }
+        async fn describe_images(
+            &self,
+            r: &str,
+            t: Option<String>,
+        ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError> {
+            self.inner.describe_images(r, t).await
+        }
+        async fn batch_get_image(
+            &self,
+            r: &str,
+            d: &[String],
+        ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError> {
+            self.inner.batch_get_image(r, d).await
+        }
+        async fn batch_delete_image(
+            &self,
+            r: &str,
+            d: &[String],
+        ) -> Result<(Vec<String>, Vec<ImageFailure>), EcrApiError> {
+            let allowed: Vec<String> = d.iter().filter(|x| **x != self.refuse).cloned().collect();
+            let (deleted, mut failed) = self.inner.batch_delete_image(r, &allowed).await?;
+            if allowed.len() < d.len() {
+                failed.push(ImageFailure {
+                    digest: self.refuse.clone(),
+                    code: "ImageReferencedByManifestList".into(),
+                    message: "refused".into(),
+                });
+            }
+            Ok((deleted, failed))
+        }
+    }
+
+    fn manifest(seed: &str) -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[]}}"#,
+            media::OCI_MANIFEST,
+            media::OCI_CONFIG,
+            Sha256Digest::of(seed.as_bytes())
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_failed_index_keeps_its_children_and_the_run_goes_on() {
+        let ecr = MemoryEcr::new();
+        let old = Some(Utc::now() - Duration::days(30));
+        let detail = |tags: Vec<String>, mt: &str, artifact: Option<&str>| ImageDetail {
+            tags,
+            pushed_at: old,
+            manifest_media_type: Some(mt.into()),
+            artifact_media_type: artifact.map(str::to_string),
+            size_bytes: 7,
+            ..Default::default()
+        };
+        let mut indexes = Vec::new();
+        let mut children = Vec::new();
+        for i in 0..2 {
+            let child = manifest(&format!("child {i}"));
+            let child_d = Sha256Digest::of(&child);
+            ecr.put(
+                "app",
+                detail(vec![], media::OCI_MANIFEST, Some(media::OCI_CONFIG)),
+                child,
+            );
+            let index = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{child_d}","size":1}}]}}"#,
+                media::OCI_INDEX,
+                media::OCI_MANIFEST
+            )
+            .into_bytes();
+            indexes.push(Sha256Digest::of(&index));
+            children.push(child_d);
+            ecr.put("app", detail(vec![], media::OCI_INDEX, None), index);
+        }
+        let catalog = EcrCatalog::new(Refusing {
+            inner: CountingEcr::new(ecr),
+            refuse: indexes[0].to_string(),
+        });
+        let images = catalog.list_images("app").await.unwrap();
+        let policy = Policy::parse("repositories: ['*']\nrules: [{name: old, select: {untagged: true}, action: expire, when: {older_than: 7d}}]").unwrap();
+        let p = plan(
+            &Snapshot {
+                repository: "app".into(),
+                images,
+            },
+            &policy,
+            Utc::now(),
+        );
+        assert_eq!(p.deletions, 4);
+
+        let dry = execute(&catalog, &p, true).await;
+        assert!(dry.deleted.is_empty() && dry.delete_calls == 0);
+        assert_eq!(catalog.api().inner.inner.len("app"), 4);
+
+        let report = execute(&catalog, &p, false).await;
+        let mut deleted = report.deleted.clone();
+        deleted.sort();
+        let mut expected = vec![indexes[1].clone(), children[1].clone()];
+        expected.sort();
+        assert_eq!(deleted, expected);
+        let codes: Vec<(&Sha256Digest, &str)> = report
+            .failed
+            .iter()
+            .map(|f| (&f.digest, f.code.as_str()))
+            .collect();
+        assert!(
+            codes.contains(&(&indexes[0], "ImageReferencedByManifestList")),
+            "{codes:?}"
+        );
+        assert!(codes.contains(&(&children[0], "Skipped")), "{codes:?}");
+        assert_eq!(report.bytes_reclaimed, 14);
+        // Two waves: the indexes, then the children.
+        assert_eq!(report.delete_calls, 2);
+        assert_eq!(catalog.api().inner.inner.len("app"), 2);
+    }
 }

@@ -132,6 +132,40 @@ impl Report {
         self
     }
 
+    /// Counts only, one line per repository and cache: what goes to the logs (a full
+    /// report of thousands of deletions would exceed a CloudWatch log event).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "dry_run": self.dry_run,
+            "now": self.now,
+            "ignored": self.ignored,
+            "planned_deletions": self.planned_deletions,
+            "deleted": self.deleted,
+            "failed": self.failed,
+            "bytes_reclaimed": self.bytes_reclaimed,
+            "stopped_by_max_deletions": self.stopped_by_max_deletions,
+            "errors": self.errors,
+            "repositories": self.repositories.iter().map(|r| serde_json::json!({
+                "repository": r.repository,
+                "images": r.images,
+                "planned": r.planned.len(),
+                "deleted": r.deleted.len(),
+                "failed": r.failed.len(),
+                "bytes_reclaimed": r.bytes_reclaimed,
+            })).collect::<Vec<_>>(),
+            "s3_caches": self.s3_caches.iter().map(|c| serde_json::json!({
+                "uri": c.plan.uri,
+                "expired_manifests": c.plan.expired_manifests.len(),
+                "dead_blobs": c.plan.dead_blobs.len(),
+                "deleted": c.deleted.len(),
+                "failed": c.failed.len(),
+                "bytes_reclaimed": c.plan.bytes_reclaimed,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
     /// The report as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serialises")
@@ -200,6 +234,7 @@ async fn run_repository(
         .push(executor::execute(catalog, &plan, options.dry_run).await);
 }
 
+#[tracing::instrument(skip_all, fields(dry_run = options.dry_run, now = %options.now))]
 /// The scheduled sweep: every repository the policy selects (or `options.repositories`),
 /// every rule, one shared `max_deletions` budget; then every S3 cache.
 pub async fn sweep(
@@ -236,6 +271,7 @@ pub async fn sweep(
                 deleted: Vec::new(),
                 failed: Vec::new(),
                 kept: 0,
+                keeps: Vec::new(),
                 bytes_reclaimed: 0,
                 stopped_by_max_deletions: true,
                 delete_calls: 0,
@@ -324,6 +360,7 @@ pub fn on_push_policy(policy: &Policy) -> Policy {
     }
 }
 
+#[tracing::instrument(skip_all, fields(repository = %event.repository_name, tag = ?event.image_tag))]
 /// On a push of a cache tag: deletes the untagged cache manifests of that repository
 /// (the ones earlier exports left behind), subject to the grace period and the policy's
 /// keep rules. Any other event is reported as ignored.
@@ -377,40 +414,41 @@ pub struct JanitorSettings {
     pub dry_run: bool,
     /// `REPORT_BUCKET`: a JSON report object per run goes there.
     pub report_bucket: Option<String>,
-    /// `REPORT_PREFIX`, default `cache-janitor/`.
+    /// `AFTERPUSH_REPORT_PREFIX`, default `cache-janitor/`.
     pub report_prefix: String,
 }
 
 impl JanitorSettings {
-    /// From `CLEANUP_POLICY` (inline YAML/JSON) or `CLEANUP_POLICY_FILE`, `DRY_RUN`, `REPORT_BUCKET`,
-    /// `REPORT_PREFIX`.
+    /// From `CLEANUP_POLICY` (inline YAML/JSON) or `AFTERPUSH_CLEANUP_POLICY_FILE`, `DRY_RUN`, `REPORT_BUCKET`,
+    /// `AFTERPUSH_REPORT_PREFIX`.
     pub fn from_env() -> Result<Self, JanitorError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
     /// As [`Self::from_env`], reading variables through `get` (testable).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, JanitorError> {
-        let policy = match (get("CLEANUP_POLICY"), get("CLEANUP_POLICY_FILE")) {
+        let policy = match (get("CLEANUP_POLICY"), get("AFTERPUSH_CLEANUP_POLICY_FILE")) {
             (Some(text), None) => Policy::parse(&text).map_err(|e| JanitorError::Settings {
                 var: "CLEANUP_POLICY",
                 message: e.to_string(),
             })?,
             (None, Some(path)) => {
                 Policy::load(std::path::Path::new(&path)).map_err(|e| JanitorError::Settings {
-                    var: "CLEANUP_POLICY_FILE",
+                    var: "AFTERPUSH_CLEANUP_POLICY_FILE",
                     message: e.to_string(),
                 })?
             }
             (Some(_), Some(_)) => {
                 return Err(JanitorError::Settings {
                     var: "CLEANUP_POLICY",
-                    message: "set CLEANUP_POLICY or CLEANUP_POLICY_FILE, not both".into(),
+                    message: "set CLEANUP_POLICY or AFTERPUSH_CLEANUP_POLICY_FILE, not both".into(),
                 })
             }
             (None, None) => {
                 return Err(JanitorError::Settings {
                     var: "CLEANUP_POLICY",
-                    message: "neither CLEANUP_POLICY nor CLEANUP_POLICY_FILE is set".into(),
+                    message: "neither CLEANUP_POLICY nor AFTERPUSH_CLEANUP_POLICY_FILE is set"
+                        .into(),
                 })
             }
         };
@@ -429,7 +467,8 @@ impl JanitorSettings {
             policy,
             dry_run,
             report_bucket: get("REPORT_BUCKET").filter(|b| !b.is_empty()),
-            report_prefix: get("REPORT_PREFIX").unwrap_or_else(|| "cache-janitor/".into()),
+            report_prefix: get("AFTERPUSH_REPORT_PREFIX")
+                .unwrap_or_else(|| "cache-janitor/".into()),
         })
     }
 }
@@ -475,8 +514,7 @@ pub async fn handle(
         JanitorEvent::Push(detail) => on_push(catalog, &settings.policy, detail, &options).await?,
         JanitorEvent::Scheduled => sweep(catalog, s3, &settings.policy, &options).await?,
     };
-    let json = serde_json::to_string(&report).expect("a report always serialises");
-    tracing::info!(report = %json, "cache-janitor report");
+    tracing::info!(summary = %report.summary(), "cache-janitor report");
     if let (Some(bucket), Some(client)) = (&settings.report_bucket, s3) {
         put_report(client, bucket, &settings.report_prefix, &report).await?;
     }
@@ -509,4 +547,99 @@ pub async fn put_report(
             message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
         })?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "repositories: ['*']\nrules: []";
+
+    fn settings(vars: &[(&str, &str)]) -> Result<JanitorSettings, JanitorError> {
+        JanitorSettings::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn settings_default_to_a_dry_run_and_name_bad_variables() {
+        let s = settings(&[("CLEANUP_POLICY", POLICY)]).unwrap();
+        assert!(s.dry_run && s.report_bucket.is_none());
+        assert_eq!(s.report_prefix, "cache-janitor/");
+        let s = settings(&[
+            ("CLEANUP_POLICY", POLICY),
+            ("DRY_RUN", "False"),
+            ("REPORT_BUCKET", "r"),
+        ])
+        .unwrap();
+        assert!(!s.dry_run);
+        assert_eq!(s.report_bucket.as_deref(), Some("r"));
+        for (vars, expected) in [
+            (
+                vec![],
+                "setting CLEANUP_POLICY: neither CLEANUP_POLICY nor AFTERPUSH_CLEANUP_POLICY_FILE is set",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("AFTERPUSH_CLEANUP_POLICY_FILE", "/x")],
+                "setting CLEANUP_POLICY: set CLEANUP_POLICY or AFTERPUSH_CLEANUP_POLICY_FILE, not both",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("DRY_RUN", "maybe")],
+                "setting DRY_RUN: \"maybe\" is not true or false",
+            ),
+            (
+                vec![("AFTERPUSH_CLEANUP_POLICY_FILE", "/nonexistent/policy.yaml")],
+                "setting AFTERPUSH_CLEANUP_POLICY_FILE: cannot read policy file /nonexistent/policy.yaml",
+            ),
+            (
+                vec![("CLEANUP_POLICY", "repositories: ['*']\ngrace_period: 1x")],
+                "setting CLEANUP_POLICY: grace_period: \"1x\" is not a duration",
+            ),
+        ] {
+            let err = settings(&vars).unwrap_err().to_string();
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_are_told_apart_by_detail_type() {
+        let push = serde_json::json!({"detail-type": "ECR Image Action", "detail": {
+            "result": "SUCCESS", "repository-name": "app", "action-type": "PUSH", "image-tag": "cache-main"}});
+        assert!(
+            matches!(JanitorEvent::from_json(&push).unwrap(), JanitorEvent::Push(d) if d.repository_name == "app")
+        );
+        let tick = serde_json::json!({"detail-type": "Scheduled Event", "detail": {}});
+        assert!(matches!(
+            JanitorEvent::from_json(&tick).unwrap(),
+            JanitorEvent::Scheduled
+        ));
+        let other = serde_json::json!({"detail-type": "ECR Image Scan", "detail": {}});
+        assert!(JanitorEvent::from_json(&other)
+            .unwrap_err()
+            .to_string()
+            .contains("ECR Image Scan"));
+        let bad = serde_json::json!({"detail-type": "ECR Image Action", "detail": {"result": 1}});
+        assert!(JanitorEvent::from_json(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("bad ECR detail"));
+    }
+
+    #[test]
+    fn on_push_policy_keeps_keep_rules_and_expires_untagged_caches_only() {
+        let p = Policy::parse(
+            "repositories: ['*']\ngrace_period: 3h\nrules:\n  - {name: k, select: {tags: [cache-main]}, action: keep}\n  - {name: e, select: {kind: image}, action: expire}",
+        )
+        .unwrap();
+        let q = on_push_policy(&p);
+        let names: Vec<&str> = q.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["k", "superseded-by-push"]);
+        assert_eq!(q.grace_period, p.grace_period);
+        assert_eq!(q.rules[1].select.tagged, Some(false));
+    }
 }

@@ -90,8 +90,18 @@ enum Verdict {
     Follow,
 }
 
+/// An age for people: `30d`, `1d12h`, `2h5m`, `45m`, `12s` (seconds dropped past a minute).
 fn age(d: Duration) -> String {
-    super::policy::format_duration(Duration::seconds(d.num_seconds().max(0)))
+    let s = d.num_seconds().max(0);
+    let (days, hours, mins) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
+        (0, h, m) => format!("{h}h{m}m"),
+        (d, 0, _) => format!("{d}d"),
+        (d, h, _) => format!("{d}d{h}h"),
+    }
 }
 
 fn group_of<'a>(rule: &'a Rule, image: &ImageRecord) -> &'a str {
@@ -115,7 +125,7 @@ fn selects(rule: &Rule, image: &ImageRecord) -> bool {
         return false;
     }
     (s.kinds.is_empty() || s.kinds.contains(&image.kind))
-        && s.tagged.is_none_or(|t| t == !image.tags.is_empty())
+        && s.tagged.is_none_or(|t| t != image.tags.is_empty())
         && (s.tags.is_empty()
             || s.tags
                 .iter()
@@ -712,6 +722,20 @@ rules:
     }
 
     #[test]
+    fn ages_read_like_durations() {
+        for (secs, text) in [
+            (12, "12s"),
+            (45 * 60 + 3, "45m"),
+            (2 * 3600, "2h"),
+            (2 * 3600 + 5 * 60, "2h5m"),
+            (30 * 86_400 + 1, "30d"),
+            (36 * 3600, "1d12h"),
+        ] {
+            assert_eq!(age(Duration::seconds(secs)), text);
+        }
+    }
+
+    #[test]
     fn unused_for_counts_from_the_last_pull() {
         let p = policy("repositories: ['*']\nrules: [{name: r, select: {kind: image}, action: expire, when: {unused_for: 10d}}]");
         let mut a = img("a", K::Image, &["a"], 30);
@@ -958,12 +982,7 @@ rules:
                 .enumerate()
                 .map(|(i, (k, tagged, days, children, subject, soci))| {
                     let tag = format!("t{i}");
-                    let mut im = img(
-                        &format!("i{i}"),
-                        kinds[*k as usize],
-                        if *tagged { &[] } else { &[] },
-                        *days,
-                    );
+                    let mut im = img(&format!("i{i}"), kinds[*k as usize], &[], *days);
                     if *tagged {
                         im.tags = vec![tag];
                     }

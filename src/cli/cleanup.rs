@@ -3,12 +3,15 @@
 
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::s3cache::S3CacheUri;
+use crate::catalog::{Catalog, CatalogError, DeleteOutcome, ImageRecord};
 use crate::cleanup::planner::{decisions_table, human_bytes};
 use crate::cleanup::policy::Policy;
 use crate::cleanup::{sweep, Report, RunOptions};
+use crate::oci::Sha256Digest;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -43,6 +46,9 @@ pub struct CleanupOptions {
     /// Print the report as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// List the kept images too, with the rule or safety reason that keeps each.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Parses `--as-of`.
@@ -89,11 +95,18 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         repositories: opts.repositories,
         s3_caches,
     };
-    let report = sweep(&catalog, Some(&s3), &policy, &options).await?;
+    let report = if std::io::stderr().is_terminal() {
+        let progress = ProgressCatalog::new(catalog);
+        let report = sweep(&progress, Some(&s3), &policy, &options).await;
+        progress.bar.finish_and_clear();
+        report?
+    } else {
+        sweep(&catalog, Some(&s3), &policy, &options).await?
+    };
     if opts.json {
         println!("{}", report.to_json());
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&report, opts.all));
     }
     if report.failed > 0 || !report.errors.is_empty() {
         anyhow::bail!(
@@ -106,7 +119,7 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
 }
 
 /// The report as text: the deletions of each repository as a table, then totals.
-pub fn render(report: &Report) -> String {
+pub fn render(report: &Report, with_kept: bool) -> String {
     let mut out = String::new();
     let verb = if report.dry_run {
         "would delete"
@@ -114,8 +127,12 @@ pub fn render(report: &Report) -> String {
         "deleted"
     };
     for r in &report.repositories {
-        if !r.planned.is_empty() {
-            out.push_str(&decisions_table(&r.repository, report.now, &r.planned));
+        let mut rows = r.planned.clone();
+        if with_kept {
+            rows.extend(r.keeps.iter().cloned());
+        }
+        if !rows.is_empty() {
+            out.push_str(&decisions_table(&r.repository, report.now, &rows));
         }
         out.push_str(&format!(
             "{}: {verb} {} of {} images ({}), kept {}{}\n",
@@ -175,4 +192,42 @@ pub fn render(report: &Report) -> String {
         if report.dry_run { " (dry run)" } else { "" }
     ));
     out
+}
+
+/// Shows on a terminal what the janitor is doing (listing a repository, deleting a
+/// batch) with an indicatif spinner; the catalog calls pass through unchanged.
+struct ProgressCatalog<C> {
+    inner: C,
+    bar: indicatif::ProgressBar,
+}
+
+impl<C> ProgressCatalog<C> {
+    fn new(inner: C) -> Self {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Self { inner, bar }
+    }
+}
+
+#[async_trait::async_trait]
+impl<C: Catalog> Catalog for ProgressCatalog<C> {
+    async fn list_repositories(&self) -> Result<Vec<String>, CatalogError> {
+        self.bar.set_message("listing repositories");
+        self.inner.list_repositories().await
+    }
+    async fn list_images(&self, repository: &str) -> Result<Vec<ImageRecord>, CatalogError> {
+        self.bar.set_message(format!("listing {repository}"));
+        self.inner.list_images(repository).await
+    }
+    async fn delete_images(
+        &self,
+        repository: &str,
+        digests: &[Sha256Digest],
+    ) -> Result<DeleteOutcome, CatalogError> {
+        self.bar.set_message(format!(
+            "deleting {} images from {repository}",
+            digests.len()
+        ));
+        self.inner.delete_images(repository, digests).await
+    }
 }

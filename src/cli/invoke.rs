@@ -29,16 +29,32 @@ pub struct InvokeArgs {
 }
 
 pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
-    let payload: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.event).with_context(|| format!("reading {}", args.event.display()))?)
-        .with_context(|| format!("{} is not JSON", args.event.display()))?;
+    let payload: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&args.event).with_context(|| format!("reading {}", args.event.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", args.event.display()))?;
     let repositories = match args.layout {
         Some(dir) => Repositories::Layout(dir),
         None => Repositories::from_env()?,
     };
     let result = match args.function {
-        FunctionName::SociIndexer => SociIndexer::with_repositories(repositories).await?.handle(payload).await,
-        FunctionName::ManifestStitcher => ManifestStitcher::with_repositories(repositories)?.handle(payload).await,
-        FunctionName::CacheJanitor => CacheJanitor::with_repositories(repositories).await?.handle(payload).await,
+        FunctionName::SociIndexer => {
+            SociIndexer::with_repositories(repositories)
+                .await?
+                .handle(payload)
+                .await
+        }
+        FunctionName::ManifestStitcher => {
+            ManifestStitcher::with_repositories(repositories)?
+                .handle(payload)
+                .await
+        }
+        FunctionName::CacheJanitor => {
+            CacheJanitor::with_repositories(repositories)
+                .await?
+                .handle(payload)
+                .await
+        }
     };
     match result {
         Ok(outcome) => {

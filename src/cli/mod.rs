@@ -1,9 +1,9 @@
 //! The `afterpush` command line: one file per verb, all parsed by clap from [`Cli`].
 
 pub mod cleanup;
-pub mod invoke;
 pub mod copy;
 pub mod demo;
+pub mod invoke;
 pub mod soci;
 pub mod stitch;
 

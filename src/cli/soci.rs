@@ -57,7 +57,7 @@ pub struct CreateArgs {
     /// Platforms to index (`linux/amd64`), repeatable; all when absent.
     #[arg(long = "platform")]
     pub platforms: Vec<String>,
-    #[arg(long, env = "LAYER_CONCURRENCY", default_value_t = 2)]
+    #[arg(long, env = "LAYER_CONCURRENCY", default_value_t = 4)]
     pub layer_concurrency: usize,
     /// Reuse zTOCs from (and store them in) this S3 bucket.
     #[arg(long, env = "ZTOC_CACHE_BUCKET")]

@@ -82,7 +82,7 @@ impl Default for SociSettings {
         Self {
             span_size: DEFAULT_SPAN_SIZE,
             min_layer_size: DEFAULT_MIN_LAYER_SIZE,
-            layer_concurrency: 2,
+            layer_concurrency: 4,
             index_version: IndexVersion::V2,
             tag_mode: TagMode::Suffix,
             tag_suffix: "-soci".into(),
@@ -185,15 +185,12 @@ impl SociSettings {
         if let Some(v) = get("PLATFORMS") {
             s.platforms = PlatformSelection::parse(&v);
         }
-        if let Some(v) = get("BUILD_TOOL_IDENTIFIER") {
-            s.build_tool_identifier = v;
-        }
-        if let Some(v) = get("SOCI_XATTR_OPTIMIZATION") {
+        if let Some(v) = get("AFTERPUSH_SOCI_XATTR_OPTIMIZATION") {
             s.xattr_optimization =
                 matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes");
         }
         s.ztoc_cache_bucket = get("ZTOC_CACHE_BUCKET").filter(|v| !v.trim().is_empty());
-        if let Some(v) = get("ZTOC_CACHE_PREFIX") {
+        if let Some(v) = get("AFTERPUSH_ZTOC_CACHE_PREFIX") {
             s.ztoc_cache_prefix = v;
         }
         if let Some(v) = get("REPOSITORY_TAG_FILTERS") {

@@ -9,7 +9,10 @@ use afterpush::functions::ManifestStitcher;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
-async fn handle(event: LambdaEvent<Value>, function: &ManifestStitcher) -> Result<Value, HandlerError> {
+async fn handle(
+    event: LambdaEvent<Value>,
+    function: &ManifestStitcher,
+) -> Result<Value, HandlerError> {
     tracing::info!(request_id = %event.context.request_id, "event received");
     function.handle(event.payload).await
 }
