@@ -10,7 +10,7 @@
 //! the janitor's plan for a scheduled sweep 30 days later (in dry-run mode).
 
 use crate::catalog::layout::LayoutCatalog;
-use crate::cleanup::planner::{self, human_bytes, Snapshot};
+use crate::cleanup::planner::{decisions_table, human_bytes};
 use crate::cleanup::policy::Policy;
 use crate::cleanup::{self, JanitorSettings, RunOptions};
 use crate::events::RepositoryTagFilters;
@@ -708,20 +708,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         s3_caches: Vec::new(),
     };
     let report = cleanup::sweep(janitor.catalog.as_ref(), None, policy, &options).await?;
-    let snapshot = Snapshot {
-        repository: REPOSITORY.to_string(),
-        images: janitor.catalog.list_images(REPOSITORY).await?,
-    };
-    let plan = planner::plan(&snapshot, policy, as_of);
-    for line in plan.to_table().lines() {
-        ui.line(format!("  {line}"));
-    }
-    if plan.deletions != report.planned_deletions {
-        bail!(
-            "the sweep planned {} deletions but the plan of the same snapshot has {}",
-            report.planned_deletions,
-            plan.deletions
-        );
+    // The report carries every decision, deletions first: the whole plan, with reasons.
+    for r in &report.repositories {
+        let decisions: Vec<_> = r.planned.iter().chain(&r.keeps).cloned().collect();
+        for line in decisions_table(&r.repository, report.now, &decisions).lines() {
+            ui.line(format!("  {line}"));
+        }
+        ui.line(format!(
+            "  {}: delete {} of {} images, keep {}",
+            r.repository,
+            r.planned.len(),
+            r.images,
+            r.kept
+        ));
     }
     ui.line(format!(
         "  sweep report {}: {} planned, {} deleted (dry run), {} reclaimable",
