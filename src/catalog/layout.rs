@@ -28,6 +28,13 @@ impl LayoutCatalog {
         Ok(Self { name, layout })
     }
 
+    /// The same catalog answering to `name` instead of the directory's name (the demo's
+    /// layout stands for repository `app`, wherever it lives).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The repository name this catalog answers to.
     pub fn name(&self) -> &str {
         &self.name

@@ -1,180 +1,819 @@
-//! `afterpush demo`: generates a sample multi-arch image with real layers into an OCI
-//! image layout (no registry, no cloud) and prints its manifest tree. Later issues
-//! replay the push events through the three handlers here.
+//! `afterpush demo`: the whole service on one machine, with no cloud and no servers.
+//!
+//! An OCI image layout stands for the ECR repository `app`. The demo pushes what a CI
+//! pipeline would (two per-arch images and two BuildKit cache manifests), then replays
+//! the `ECR Image Action` events ECR would raise for those pushes through the three
+//! Lambda handlers — the library structs the function binaries wrap, so the code that
+//! runs here is the code that runs in Lambda. Every push a handler makes raises another
+//! event, which is replayed too: the output shows the loop guard skipping them. It ends
+//! with what is in the layout: the stitched index, the SOCI indexes per platform, and
+//! the janitor's plan for a scheduled sweep 30 days later (in dry-run mode).
 
-use crate::oci::{annotation, is_attestation_descriptor, ManifestSummary};
+use crate::catalog::layout::LayoutCatalog;
+use crate::cleanup::planner::{decisions_table, human_bytes};
+use crate::cleanup::policy::Policy;
+use crate::cleanup::{self, JanitorSettings, RunOptions};
+use crate::events::RepositoryTagFilters;
+use crate::functions::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
+use crate::oci::{is_attestation_descriptor, ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::Repository;
-use crate::sample::{self, LayerCompression, ManifestFormat, SamplePlatform, SampleSpec};
-use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget};
+use crate::sample::{self, SamplePlatform, SampleSpec};
+use crate::soci::{SociSettings, ZtocCache};
+use crate::stitch::StitchSettings;
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Keep the layout in DIR (created if missing) instead of a temporary directory.
+    /// Write the OCI layout to DIR (a new or empty directory) and keep it, instead of
+    /// a temporary directory that is removed at the end.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
-    /// Platforms of the sample image.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "linux/amd64,linux/arm64,linux/arm/v7"
-    )]
-    pub platforms: Vec<String>,
-    /// Uncompressed content bytes of each layer (one layer per value).
-    #[arg(long, value_delimiter = ',', default_value = "65536,1048576")]
-    pub layer_sizes: Vec<u64>,
-    /// Docker v2 media types (a manifest list) instead of OCI ones.
-    #[arg(long)]
-    pub docker: bool,
-    /// Leave layers as plain tar instead of gzip.
-    #[arg(long)]
-    pub uncompressed: bool,
-    /// Seed of the generator (the same seed gives the same digests).
+    /// Seed of the sample generator (the same seed gives the same digests).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
 
-pub const DEMO_TAG: &str = "demo";
+/// The repository the layout stands for, and where the events say it lives.
+pub const REPOSITORY: &str = "app";
+pub const ACCOUNT: &str = "123456789012";
+pub const REGION: &str = "us-east-1";
+/// The version CI builds; per-arch tags are `<VERSION>-<arch>`.
+pub const VERSION: &str = "1.0";
+/// The indexer's `MIN_LAYER_SIZE` in the demo. The default (10 MiB) would need sample
+/// layers too big to generate quickly in a debug build; 1 MiB still leaves the small
+/// layer of each image unindexed, as a real base image's small layers would be.
+pub const DEMO_MIN_LAYER_SIZE: u64 = 1024 * 1024;
+/// Uncompressed content of each image's layers: a small one (no zTOC) and one that
+/// gzips to about 1.9 MiB (a zTOC).
+const IMAGE_LAYER_SIZES: [u64; 2] = [64 * 1024, 6 * 1024 * 1024];
+const CACHE_LAYER_SIZES: [u64; 1] = [512 * 1024];
+/// The platforms CI builds, one per-arch tag each.
+const IMAGE_PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
+/// The cache tags CI exports to (`--cache-to type=registry,ref=app:cache-<branch>`).
+pub const CACHE_TAGS: [&str; 2] = ["cache-main", "cache-feature-x"];
+/// How far ahead the scheduled sweep is planned.
+const SWEEP_AS_OF_DAYS: i64 = 30;
+/// The policy shipped for CI caches; the demo drops its S3 cache (no cloud here).
+const DEMO_POLICY: &str = include_str!("../../infra/policies/ci-caches.yaml");
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let platforms = args
-        .platforms
-        .iter()
-        .map(|p| p.parse::<SamplePlatform>())
-        .collect::<Result<Vec<_>, _>>()?;
-    let spec = SampleSpec {
-        seed: args.seed,
-        platforms,
-        layer_sizes: args.layer_sizes.clone(),
-        compression: if args.uncompressed {
-            LayerCompression::None
-        } else {
-            LayerCompression::Gzip
-        },
-        format: if args.docker {
-            ManifestFormat::Docker
-        } else {
-            ManifestFormat::Oci
-        },
-        attestations: true,
-    };
-    let temp;
-    let dir = match &args.keep {
-        Some(dir) => dir.clone(),
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("afterpush-demo-")
-                .tempdir()?;
-            temp.path().join("layout")
-        }
-    };
-    let repo = LayoutRepository::open_or_create(&dir)
-        .with_context(|| format!("creating the OCI layout {}", dir.display()))?;
-    let spinner = ProgressBar::with_draw_target(
-        None,
-        if std::io::stderr().is_terminal() {
+/// zTOCs kept in memory for the length of the demo, standing in for the Lambda's
+/// `ZTOC_CACHE_BUCKET`: the stitched index reuses the zTOCs built for the per-arch tags.
+#[derive(Debug, Default)]
+struct MemoryZtocCache(Mutex<BTreeMap<(Sha256Digest, u64), Bytes>>);
+
+#[async_trait::async_trait]
+impl ZtocCache for MemoryZtocCache {
+    async fn get(&self, layer: &Sha256Digest, span_size: u64) -> Option<Bytes> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(layer.clone(), span_size)).cloned()
+    }
+    async fn put(&self, layer: &Sha256Digest, span_size: u64, ztoc: Bytes) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert((layer.clone(), span_size), ztoc);
+    }
+}
+
+/// Prints lines above a spinner on a TTY; the spinner is hidden otherwise.
+struct Ui {
+    spinner: ProgressBar,
+}
+
+impl Ui {
+    /// `steps`: the length of the bar (CI pushes).
+    fn new(steps: u64) -> Self {
+        let target = if std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
-        },
-    );
-    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
-    spinner.set_message(format!(
-        "generating a {}-platform sample image",
-        spec.platforms.len()
-    ));
-    let written = sample::write_multi_arch(&repo, &spec, Some(DEMO_TAG)).await?;
-    spinner.finish_and_clear();
-    println!(
-        "Sample image written to oci:{}:{DEMO_TAG} ({} platforms, {} attestations)\n",
-        dir.display(),
-        written.images.len(),
-        written.attestations.len()
-    );
-    print!("{}", manifest_tree(&repo, DEMO_TAG).await?);
-    match &args.keep {
-        Some(_) => println!(
-            "\nKept. Try: skopeo inspect --raw oci:{}:{DEMO_TAG}",
-            dir.display()
+        };
+        let spinner = ProgressBar::with_draw_target(Some(steps), target);
+        spinner.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed}] {bar:20} {pos}/{len} CI pushes  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        Self { spinner }
+    }
+    fn busy(&self, message: impl Into<String>) {
+        self.spinner.set_message(message.into());
+    }
+    fn line(&self, text: impl AsRef<str>) {
+        self.spinner.suspend(|| println!("{}", text.as_ref()));
+    }
+}
+
+/// `sha256:` and the first 12 hex digits.
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A push waiting for its event to be replayed.
+struct QueuedPush {
+    digest: Sha256Digest,
+    tag: Option<String>,
+    /// Which handler pushed it (None: the CI pipeline).
+    pushed_by: Option<&'static str>,
+}
+
+/// The `ECR Image Action` event ECR raises for a push of `digest` (under `tag`):
+/// the media types are read from the stored manifest, as ECR takes them from it.
+async fn push_event(
+    repo: &dyn Repository,
+    sequence: usize,
+    digest: &Sha256Digest,
+    tag: Option<&str>,
+) -> anyhow::Result<(Value, String)> {
+    let manifest = repo
+        .get_manifest(&digest.to_string())
+        .await
+        .with_context(|| format!("reading pushed manifest {digest}"))?;
+    let summary = ManifestSummary::parse(&digest.to_string(), &manifest.bytes)?;
+    let mut detail = json!({
+        "result": "SUCCESS",
+        "repository-name": REPOSITORY,
+        "image-digest": digest.to_string(),
+        "action-type": "PUSH",
+        "image-tag": tag.unwrap_or(""),
+        "manifest-media-type": manifest.media_type,
+    });
+    // ECR's artifact-media-type is the config media type; indexes have none.
+    if let Some(config) = &summary.config {
+        detail["artifact-media-type"] = json!(config.media_type);
+    }
+    let event = json!({
+        "version": "0",
+        "id": event_id(sequence, &digest.to_string()),
+        "detail-type": "ECR Image Action",
+        "source": "aws.ecr",
+        "account": ACCOUNT,
+        "time": Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "region": REGION,
+        "resources": [],
+        "detail": detail,
+    });
+    Ok((event, summary.kind(Some(&manifest.media_type)).to_string()))
+}
+
+/// A UUID-shaped, deterministic event id.
+fn event_id(sequence: usize, what: &str) -> String {
+    let h = Sha256Digest::of(format!("{sequence}/{what}").as_bytes()).hex();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn scheduled_event() -> Value {
+    json!({
+        "version": "0",
+        "id": event_id(0, "scheduled"),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "region": REGION,
+        "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/afterpush-CacheJanitorSweep")],
+        "detail": {},
+    })
+}
+
+/// `skipped (code): reason` when the handler's result is a skip decision.
+fn skip_line(result: &Value) -> Option<String> {
+    let d = &result["decision"];
+    (d["decision"] == "skip").then(|| {
+        format!(
+            "skipped ({}): {}",
+            d["code"].as_str().unwrap_or("?"),
+            d["reason"].as_str().unwrap_or("?")
+        )
+    })
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
+fn describe_soci(result: &Value) -> String {
+    if let Some(line) = skip_line(result) {
+        return line;
+    }
+    let outcome = &result["outcome"];
+    if let Some(why) = outcome["skipped"].as_str() {
+        return format!("nothing to do: {why}");
+    }
+    let platforms: Vec<String> = outcome["platforms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}: {} ({} from cache), {} below MIN_LAYER_SIZE",
+                text(&p["platform"]),
+                plural(p["ztocs"].as_u64().unwrap_or(0), "zTOC", "zTOCs"),
+                p["ztocs_from_cache"].as_u64().unwrap_or(0),
+                plural(p["layers_skipped"].as_u64().unwrap_or(0), "layer", "layers"),
+            )
+        })
+        .collect();
+    format!(
+        "built SOCI index v2 {} -> {REPOSITORY}:{} ({}; read {})",
+        short(text(&outcome["output"])),
+        outcome["tag"].as_str().unwrap_or("(untagged)"),
+        platforms.join("; "),
+        human_bytes(outcome["bytes_read"].as_u64().unwrap_or(0)),
+    )
+}
+
+fn describe_stitch(result: &Value) -> String {
+    if let Some(line) = skip_line(result) {
+        return line;
+    }
+    let o = &result["outcome"];
+    let list = |v: &Value| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match o["outcome"].as_str() {
+        Some("ignored") => format!("ignored: {} {}", text(&o["tag"]), text(&o["reason"])),
+        Some("incomplete") => format!(
+            "waiting: {REPOSITORY}:{} still needs {} (has {})",
+            text(&o["target"]),
+            list(&o["missing"]),
+            list(&o["present"])
         ),
-        None => println!("\n(temporary layout removed; --keep DIR keeps it)"),
+        Some(verb @ ("written" | "unchanged" | "would-write")) => format!(
+            "{} {REPOSITORY}:{} = index {} of {}",
+            if verb == "written" { "stitched" } else { verb },
+            text(&o["target"]),
+            short(text(&o["index"]["digest"])),
+            list(&o["index"]["platforms"])
+        ),
+        _ => format!("outcome {o}"),
+    }
+}
+
+fn describe_janitor(result: &Value) -> String {
+    if let Some(line) = skip_line(result) {
+        return line;
+    }
+    let report = &result["report"];
+    if let Some(why) = report["ignored"].as_str() {
+        return format!("ignored: {why}");
+    }
+    let repositories: Vec<String> = report["repositories"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let planned: Vec<String> = r["planned"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    let tags = d["tags"]
+                        .as_array()
+                        .map(|t| t.iter().map(text).collect::<Vec<_>>().join(","))
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or_else(|| "untagged".into());
+                    format!("{} ({tags})", short(text(&d["digest"])))
+                })
+                .collect();
+            format!(
+                "{}: {} images, {} planned for deletion{}, {} kept",
+                text(&r["repository"]),
+                r["images"].as_u64().unwrap_or(0),
+                planned.len(),
+                if planned.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", planned.join(" "))
+                },
+                r["kept"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    format!(
+        "{} ({}): {}; deleted {}",
+        text(&report["trigger"]),
+        if report["dry_run"] == true {
+            "DRY_RUN"
+        } else {
+            "live"
+        },
+        repositories.join("; "),
+        report["deleted"].as_u64().unwrap_or(0)
+    )
+}
+
+/// The manifests a handler pushed, in push order, from its result.
+fn pushes_of(function: &str, result: &Value) -> Vec<(String, Option<String>)> {
+    let o = &result["outcome"];
+    let mut out = Vec::new();
+    match function {
+        // create_soci pushes the SOCI index manifests, the rewritten image manifests,
+        // then the tagged index; an idempotent skip pushes nothing.
+        "soci-indexer" if o["skipped"].is_null() => {
+            let platforms = o["platforms"].as_array().cloned().unwrap_or_default();
+            for field in ["soci_index", "rewritten_manifest"] {
+                out.extend(
+                    platforms
+                        .iter()
+                        .filter_map(|p| p[field].as_str())
+                        .map(|d| (d.to_string(), None)),
+                );
+            }
+            if let Some(index) = o["output"].as_str() {
+                out.push((index.to_string(), o["tag"].as_str().map(str::to_string)));
+            }
+        }
+        "manifest-stitcher" if o["outcome"] == "written" => {
+            if let Some(index) = o["index"]["digest"].as_str() {
+                out.push((index.to_string(), o["target"].as_str().map(str::to_string)));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The event loop: every push's event goes through the three handlers; what they push
+/// raises further events, replayed after it.
+struct Replay<'a> {
+    indexer: &'a SociIndexer,
+    stitcher: &'a ManifestStitcher,
+    janitor: &'a CacheJanitor,
+    /// (digest, tag) pairs already pushed: ECR raises no event for a manifest it
+    /// already holds under that tag.
+    seen: HashSet<(String, Option<String>)>,
+    sequence: usize,
+    failures: Vec<String>,
+    /// The indexer's outcomes by output tag, for the summary.
+    soci_outputs: BTreeMap<String, Value>,
+}
+
+const FUNCTIONS: [&str; 3] = ["soci-indexer", "manifest-stitcher", "cache-janitor"];
+
+impl Replay<'_> {
+    /// Replays the event of CI's push of `digest` as `tag`, then every event the
+    /// handlers' pushes raise, until there are none left.
+    async fn run(
+        &mut self,
+        repo: &dyn Repository,
+        ui: &Ui,
+        digest: Sha256Digest,
+        tag: String,
+    ) -> anyhow::Result<()> {
+        self.seen.insert((digest.to_string(), Some(tag.clone())));
+        let mut queue = VecDeque::from([QueuedPush {
+            digest,
+            tag: Some(tag),
+            pushed_by: None,
+        }]);
+        while let Some(push) = queue.pop_front() {
+            self.sequence += 1;
+            let (event, kind) =
+                push_event(repo, self.sequence, &push.digest, push.tag.as_deref()).await?;
+            let label = match &push.tag {
+                Some(tag) => format!("{REPOSITORY}:{tag}"),
+                None => format!("{REPOSITORY} (untagged)"),
+            };
+            ui.line(format!(
+                "#{:<2} PUSH {label} {} ({kind}){}",
+                self.sequence,
+                short(&push.digest.to_string()),
+                push.pushed_by
+                    .map(|f| format!(", pushed by {f}"))
+                    .unwrap_or_default()
+            ));
+            for function in FUNCTIONS {
+                ui.busy(format!("{function}: {label}"));
+                let result = match function {
+                    "soci-indexer" => self.indexer.handle(event.clone()).await,
+                    "manifest-stitcher" => self.stitcher.handle(event.clone()).await,
+                    _ => self.janitor.handle(event.clone()).await,
+                };
+                let line = match &result {
+                    Ok(v) => match function {
+                        "soci-indexer" => describe_soci(v),
+                        "manifest-stitcher" => describe_stitch(v),
+                        _ => describe_janitor(v),
+                    },
+                    Err(e) => {
+                        self.failures.push(format!("{function} on {label}: {e}"));
+                        format!("FAILED ({}): {e}", e.error_type())
+                    }
+                };
+                ui.line(format!("    {function:<18} {line}"));
+                let Ok(v) = result else { continue };
+                let outcome = &v["outcome"];
+                if function == "soci-indexer" && outcome["skipped"].is_null() {
+                    if let Some(tag) = outcome["tag"].as_str() {
+                        self.soci_outputs.insert(tag.to_string(), outcome.clone());
+                    }
+                }
+                for (digest, tag) in pushes_of(function, &v) {
+                    if self.seen.insert((digest.clone(), tag.clone())) {
+                        queue.push_back(QueuedPush {
+                            digest: digest.parse().with_context(|| {
+                                format!("{function} reported digest {digest:?}")
+                            })?,
+                            tag,
+                            pushed_by: Some(function),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a `--keep` directory that already holds something: the demo's story starts
+/// from an empty repository, and nothing of the user's may be mixed into it.
+fn prepare_keep_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir)
+            .with_context(|| format!("--keep {}: cannot read the directory", dir.display()))?;
+        if entries.next().is_some() {
+            bail!(
+                "--keep {}: the directory is not empty; give a new or empty directory",
+                dir.display()
+            );
+        }
     }
     Ok(())
 }
 
-/// The manifest tree of `reference`, read back from the repository: index -> platform
-/// manifests -> config and layers, with media types and sizes.
-pub async fn manifest_tree(repo: &dyn Repository, reference: &str) -> anyhow::Result<String> {
-    let root = repo.get_manifest(reference).await?;
-    let summary = ManifestSummary::parse(reference, &root.bytes)?;
-    let mut out = format!(
-        "{}:{reference}  {}  {}  {} B\n",
-        repo.location(),
-        root.media_type,
-        root.digest,
-        root.bytes.len()
-    );
-    let blobs_of = |s: &ManifestSummary, prefix: &str, out: &mut String| {
-        let items: Vec<(&str, _)> = s
-            .config
-            .iter()
-            .map(|c| ("config", c))
-            .chain(s.layers.iter().map(|l| ("layer", l)))
-            .collect();
-        for (i, (kind, d)) in items.iter().enumerate() {
-            let branch = if i + 1 == items.len() {
-                "└──"
-            } else {
-                "├──"
-            };
-            out.push_str(&format!(
-                "{prefix}{branch} {kind:<6} {}  {}  {} B\n",
-                d.media_type, d.digest, d.size
-            ));
+fn demo_policy() -> anyhow::Result<Policy> {
+    let mut policy = Policy::parse(DEMO_POLICY).context("the demo policy (ci-caches.yaml)")?;
+    policy.s3_caches.clear();
+    Ok(policy)
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let temp;
+    let dir = match &args.keep {
+        Some(dir) => {
+            prepare_keep_dir(dir)?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("afterpush-demo-")
+                .tempdir()?;
+            temp.path().join(REPOSITORY)
         }
     };
-    if summary.manifests.is_empty() {
-        blobs_of(&summary, "", &mut out);
-        return Ok(out);
-    }
-    for (i, child) in summary.manifests.iter().enumerate() {
-        let last = i + 1 == summary.manifests.len();
-        let label = if is_attestation_descriptor(child) {
-            format!(
-                "attestation of {}",
-                child
-                    .annotations
-                    .get(annotation::DOCKER_REFERENCE_DIGEST)
-                    .map(|d| &d[..19.min(d.len())])
-                    .unwrap_or("?")
-            )
-        } else {
-            child
-                .platform
-                .as_ref()
-                .map(|p| {
-                    let mut s = format!("{}/{}", p.os(), p.architecture());
-                    if let Some(v) = p.variant() {
-                        s.push('/');
-                        s.push_str(v);
-                    }
-                    s
-                })
-                .unwrap_or_else(|| "(no platform)".into())
-        };
-        out.push_str(&format!(
-            "{} {label}  {}  {}  {} B\n",
-            if last { "└──" } else { "├──" },
-            child.media_type,
-            child.digest,
-            child.size
+    let repo = LayoutRepository::open_or_create(&dir)
+        .with_context(|| format!("creating the OCI layout {}", dir.display()))?;
+    let ui = Ui::new((IMAGE_PLATFORMS.len() + CACHE_TAGS.len()) as u64);
+    let started = std::time::Instant::now();
+
+    let soci_settings = SociSettings {
+        min_layer_size: DEMO_MIN_LAYER_SIZE,
+        ..SociSettings::default()
+    };
+    let filters = RepositoryTagFilters::parse(&format!("{REPOSITORY}:*"))?;
+    let indexer = SociIndexer {
+        settings: soci_settings.clone(),
+        filters: filters.clone(),
+        repositories: Repositories::Layout(dir.clone()),
+        cache: Box::new(MemoryZtocCache::default()),
+    };
+    let stitcher = ManifestStitcher {
+        settings: StitchSettings::default(),
+        filters: filters.clone(),
+        soci_tag_suffix: soci_settings.tag_suffix.clone(),
+        repositories: Repositories::Layout(dir.clone()),
+    };
+    let janitor = CacheJanitor {
+        settings: JanitorSettings {
+            policy: demo_policy()?,
+            dry_run: true,
+            report_bucket: None,
+            report_prefix: "cache-janitor/".into(),
+        },
+        filters,
+        soci_tag_suffix: soci_settings.tag_suffix.clone(),
+        catalog: Box::new(
+            LayoutCatalog::open(&dir)
+                .with_context(|| format!("opening {} as a catalog", dir.display()))?
+                .with_name(REPOSITORY),
+        ),
+        s3: None,
+    };
+
+    ui.line("afterpush demo: the three functions on one OCI layout (no cloud, no servers)");
+    ui.line(format!(
+        "  layout      oci:{}  (stands for ECR repository {REPOSITORY}, account {ACCOUNT}, {REGION})",
+        dir.display()
+    ));
+    ui.line(format!(
+        "  indexer     MIN_LAYER_SIZE={} for the demo (the default is {}), SPAN_SIZE={}, SOCI index v2, tag suffix {}",
+        human_bytes(DEMO_MIN_LAYER_SIZE),
+        human_bytes(crate::soci::settings::DEFAULT_MIN_LAYER_SIZE),
+        human_bytes(soci_settings.span_size),
+        soci_settings.tag_suffix
+    ));
+    ui.line(format!(
+        "  stitcher    ARCH_TAG_TEMPLATE={}, REQUIRED_PLATFORMS={}, STITCH_MODE=complete",
+        stitcher.settings.arch_tag_template.as_str(),
+        StitchSettings::DEFAULT_REQUIRED_PLATFORMS
+    ));
+    ui.line(format!(
+        "  janitor     DRY_RUN=true, policy infra/policies/ci-caches.yaml without its S3 cache ({} rules: {})",
+        janitor.settings.policy.rules.len(),
+        janitor
+            .settings
+            .policy
+            .rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    // 1. What CI pushes, each push followed by the events it raises (and the events the
+    // handlers' own pushes raise, queued behind them), in push order.
+    ui.line("\nCI pushes, and the ECR push events they raise, replayed through soci-indexer, manifest-stitcher, cache-janitor:");
+    let platforms: Vec<SamplePlatform> = IMAGE_PLATFORMS
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<_, _>>()?;
+    let image_spec = SampleSpec {
+        seed: args.seed,
+        platforms: platforms.clone(),
+        layer_sizes: IMAGE_LAYER_SIZES.to_vec(),
+        attestations: false,
+        ..SampleSpec::default()
+    };
+    let mut replay = Replay {
+        indexer: &indexer,
+        stitcher: &stitcher,
+        janitor: &janitor,
+        seen: HashSet::new(),
+        sequence: 0,
+        failures: Vec::new(),
+        soci_outputs: BTreeMap::new(),
+    };
+    ui.spinner
+        .set_length((platforms.len() + CACHE_TAGS.len()) as u64);
+    for platform in &platforms {
+        let tag = format!("{VERSION}-{}", platform.arch_suffix());
+        ui.busy(format!("generating {REPOSITORY}:{tag}"));
+        let image = sample::write_image(&repo, &image_spec, platform, Some(&tag))
+            .await
+            .with_context(|| format!("writing sample image {REPOSITORY}:{tag}"))?;
+        let layers: Vec<String> = image
+            .layers
+            .iter()
+            .map(|l| human_bytes(l.blob.size))
+            .collect();
+        ui.line(format!(
+            "\nCI pushes {REPOSITORY}:{tag}  {}  image {platform}, layers {}",
+            short(&image.manifest.digest.to_string()),
+            layers.join(" + ")
         ));
-        let m = repo.get_manifest(&child.digest).await?;
-        let s = ManifestSummary::parse(&child.digest, &m.bytes)?;
-        blobs_of(&s, if last { "    " } else { "│   " }, &mut out);
+        replay.run(&repo, &ui, image.manifest.digest, tag).await?;
+        ui.spinner.inc(1);
     }
-    Ok(out)
+    for (i, tag) in CACHE_TAGS.iter().enumerate() {
+        ui.busy(format!("generating {REPOSITORY}:{tag}"));
+        let cache_spec = SampleSpec {
+            // Each branch's cache has its own layers.
+            seed: args.seed.wrapping_add(1000 * (i as u64 + 1)),
+            layer_sizes: CACHE_LAYER_SIZES.to_vec(),
+            ..image_spec.clone()
+        };
+        let cache = sample::write_buildkit_cache(&repo, &cache_spec, Some(tag))
+            .await
+            .with_context(|| format!("writing sample cache {REPOSITORY}:{tag}"))?;
+        ui.line(format!(
+            "\nCI pushes {REPOSITORY}:{tag}  {}  BuildKit registry cache (--cache-to type=registry), layers {}",
+            short(&cache.manifest.digest.to_string()),
+            cache
+                .layers
+                .iter()
+                .map(|l| human_bytes(l.blob.size))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        ));
+        replay
+            .run(&repo, &ui, cache.manifest.digest, tag.to_string())
+            .await?;
+        ui.spinner.inc(1);
+    }
+    let Replay {
+        sequence,
+        mut failures,
+        soci_outputs,
+        ..
+    } = replay;
+
+    ui.line("\nThe janitor's schedule (EventBridge rate rule), now:");
+    ui.busy("cache-janitor: scheduled sweep");
+    let line = match janitor.handle(scheduled_event()).await {
+        Ok(v) => describe_janitor(&v),
+        Err(e) => {
+            failures.push(format!("cache-janitor on the schedule: {e}"));
+            format!("FAILED ({}): {e}", e.error_type())
+        }
+    };
+    ui.line(format!("    {:<18} {line}", "cache-janitor"));
+
+    // 3. What the layout holds now.
+    ui.busy("reading the results back from the layout");
+    ui.line("\nStitched index:");
+    match repo.get_manifest(VERSION).await {
+        Ok(index) => {
+            let summary = ManifestSummary::parse(VERSION, &index.bytes)?;
+            let platforms: Vec<String> = summary
+                .manifests
+                .iter()
+                .filter(|d| !is_attestation_descriptor(d))
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| format!("{}/{}", p.os(), p.architecture()))
+                .collect();
+            ui.line(format!(
+                "  {REPOSITORY}:{VERSION}  {}  {}  platforms {}",
+                index.digest,
+                index.media_type,
+                platforms.join(", ")
+            ));
+        }
+        Err(e) => {
+            failures.push(format!("no stitched index: {e}"));
+            ui.line(format!("  MISSING: {e}"));
+        }
+    }
+
+    ui.line("\nSOCI indexes:");
+    for (tag, outcome) in &soci_outputs {
+        let output = text(&outcome["output"]);
+        ui.line(format!("  {REPOSITORY}:{tag}  {output}"));
+        for p in outcome["platforms"].as_array().into_iter().flatten() {
+            let Some(soci) = p["soci_index"].as_str() else {
+                continue;
+            };
+            let soci_manifest = repo.get_manifest(soci).await?;
+            let summary = ManifestSummary::parse(soci, &soci_manifest.bytes)?;
+            let ztoc_bytes: u64 = summary.layers.iter().map(|l| l.size).sum();
+            ui.line(format!(
+                "    {:<12} SOCI index {}  {} B, {} ({}), {} not indexed",
+                text(&p["platform"]),
+                short(soci),
+                soci_manifest.bytes.len(),
+                plural(summary.layers.len() as u64, "zTOC", "zTOCs"),
+                human_bytes(ztoc_bytes),
+                plural(p["layers_skipped"].as_u64().unwrap_or(0), "layer", "layers"),
+            ));
+        }
+    }
+
+    let as_of: DateTime<Utc> = Utc::now() + chrono::Duration::days(SWEEP_AS_OF_DAYS);
+    ui.busy("planning the scheduled sweep");
+    ui.line(format!(
+        "\nCleanup plan: the scheduled sweep as of {} ({SWEEP_AS_OF_DAYS} days from now, `afterpush cleanup plan --as-of +{SWEEP_AS_OF_DAYS}d`), DRY_RUN:",
+        as_of.format("%Y-%m-%d %H:%M UTC")
+    ));
+    let policy = &janitor.settings.policy;
+    let options = RunOptions {
+        dry_run: true,
+        now: as_of,
+        repositories: Vec::new(),
+        s3_caches: Vec::new(),
+    };
+    let report = cleanup::sweep(janitor.catalog.as_ref(), None, policy, &options).await?;
+    // The report carries every decision, deletions first: the whole plan, with reasons.
+    for r in &report.repositories {
+        let decisions: Vec<_> = r.planned.iter().chain(&r.keeps).cloned().collect();
+        for line in decisions_table(&r.repository, report.now, &decisions).lines() {
+            ui.line(format!("  {line}"));
+        }
+        ui.line(format!(
+            "  {}: delete {} of {} images, keep {}",
+            r.repository,
+            r.planned.len(),
+            r.images,
+            r.kept
+        ));
+    }
+    ui.line(format!(
+        "  sweep report {}: {} planned, {} deleted (dry run), {} reclaimable",
+        report.run_id,
+        report.planned_deletions,
+        report.deleted,
+        human_bytes(report.bytes_reclaimed)
+    ));
+
+    ui.spinner.finish_and_clear();
+    ui.line(format!(
+        "\n{} events replayed in {:.1} s.",
+        sequence,
+        started.elapsed().as_secs_f64()
+    ));
+    match &args.keep {
+        Some(_) => ui.line(format!(
+            "Kept. Try: skopeo inspect --raw oci:{}:{VERSION}-soci",
+            dir.display()
+        )),
+        None => ui.line("(temporary layout removed; --keep DIR keeps it)"),
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} problem(s):\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soci_pushes_are_children_first_then_the_tagged_index() {
+        let result = json!({
+            "outcome": {
+                "output": "sha256:cc", "tag": "1.0-soci",
+                "platforms": [
+                    {"soci_index": "sha256:a1", "rewritten_manifest": "sha256:b1"},
+                    {"soci_index": "sha256:a2", "rewritten_manifest": "sha256:b2"},
+                ],
+            }
+        });
+        let pushes = pushes_of("soci-indexer", &result);
+        let digests: Vec<&str> = pushes.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(
+            digests,
+            [
+                "sha256:a1",
+                "sha256:a2",
+                "sha256:b1",
+                "sha256:b2",
+                "sha256:cc"
+            ]
+        );
+        assert_eq!(pushes[4].1.as_deref(), Some("1.0-soci"));
+        assert!(pushes[..4].iter().all(|(_, t)| t.is_none()));
+        // An idempotent skip pushes nothing.
+        let skipped =
+            json!({"outcome": {"skipped": "already", "output": "sha256:cc", "tag": "1.0-soci"}});
+        assert!(pushes_of("soci-indexer", &skipped).is_empty());
+    }
+
+    #[test]
+    fn only_a_written_stitch_is_a_push() {
+        let written = json!({"outcome": {"outcome": "written", "target": "1.0", "index": {"digest": "sha256:dd"}}});
+        assert_eq!(
+            pushes_of("manifest-stitcher", &written),
+            [("sha256:dd".to_string(), Some("1.0".to_string()))]
+        );
+        let unchanged = json!({"outcome": {"outcome": "unchanged", "target": "1.0", "index": {"digest": "sha256:dd"}}});
+        assert!(pushes_of("manifest-stitcher", &unchanged).is_empty());
+        assert!(pushes_of("cache-janitor", &written).is_empty());
+    }
+
+    #[test]
+    fn the_demo_policy_parses_and_selects_the_demo_repository() {
+        let policy = demo_policy().unwrap();
+        assert!(policy.selects_repository(REPOSITORY));
+        assert!(policy.s3_caches.is_empty());
+    }
+
+    #[test]
+    fn keep_refuses_a_directory_with_content() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_keep_dir(dir.path()).unwrap();
+        prepare_keep_dir(&dir.path().join("new")).unwrap();
+        std::fs::write(dir.path().join("x"), b"x").unwrap();
+        let err = prepare_keep_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    }
 }

@@ -32,7 +32,8 @@ pub enum Command {
     /// Copy an image (every platform and attestation; --referrers for the rest) between
     /// OCI layouts, oci-archive tarballs and registries.
     Copy(copy::CopyArgs),
-    /// Generate a sample multi-arch image into an OCI layout and show its manifest tree.
+    /// Push sample images into an OCI layout and replay their push events through the
+    /// three functions (no cloud, no servers); `--keep DIR` keeps the layout.
     Demo(demo::DemoArgs),
     /// Stitch per-arch tags (`1.2.3-amd64`, `1.2.3-arm64`) into one multi-arch tag.
     Stitch(stitch::StitchArgs),
