@@ -9,10 +9,9 @@
 
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::layout::LayoutCatalog;
-use crate::catalog::{Catalog, CatalogError, DeleteOutcome, ImageRecord};
+use crate::catalog::Catalog;
 use crate::cleanup::{self, JanitorEvent, JanitorSettings};
 use crate::events::{self, Decision, HandlerError, RepositoryTagFilters, Trigger};
-use crate::oci::Sha256Digest;
 use crate::registry::distribution::{DistributionRepository, RegistrySettings};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::{ecr, Repository};
@@ -229,32 +228,6 @@ impl ManifestStitcher {
     }
 }
 
-/// An OCI layout's catalog that answers to every repository name, as
-/// [`Repositories::Layout`] does for the other two functions. [`LayoutCatalog`] alone
-/// answers only to the layout directory's name, so a push event for `app` saw an empty
-/// repository unless the layout directory happened to be called `app`. A sweep (no
-/// repository in the event) still sees the layout under its directory name.
-struct LayoutForEveryRepository(LayoutCatalog);
-
-#[async_trait::async_trait]
-impl Catalog for LayoutForEveryRepository {
-    async fn list_repositories(&self) -> Result<Vec<String>, CatalogError> {
-        self.0.list_repositories().await
-    }
-
-    async fn list_images(&self, _repository: &str) -> Result<Vec<ImageRecord>, CatalogError> {
-        self.0.list_images(self.0.name()).await
-    }
-
-    async fn delete_images(
-        &self,
-        _repository: &str,
-        digests: &[Sha256Digest],
-    ) -> Result<DeleteOutcome, CatalogError> {
-        self.0.delete_images(self.0.name(), digests).await
-    }
-}
-
 /// What the `cache-janitor` function needs.
 pub struct CacheJanitor {
     pub settings: JanitorSettings,
@@ -276,9 +249,11 @@ impl CacheJanitor {
         let settings = JanitorSettings::from_env().map_err(HandlerError::non_retryable)?;
         let (catalog, s3): (Box<dyn Catalog>, _) = match repositories {
             Repositories::Layout(dir) => (
-                Box::new(LayoutForEveryRepository(
-                    LayoutCatalog::open(&dir).map_err(HandlerError::non_retryable)?,
-                )),
+                Box::new(
+                    LayoutCatalog::open(&dir)
+                        .map_err(HandlerError::non_retryable)?
+                        .for_every_repository(),
+                ),
                 None,
             ),
             Repositories::Registry(_) => {

@@ -15,6 +15,9 @@ use std::path::Path;
 #[derive(Debug)]
 pub struct LayoutCatalog {
     name: String,
+    /// Answer to every repository name, as `Repositories::Layout` does for the other
+    /// functions (an event for `app` must see the layout whatever its directory is called).
+    every_name: bool,
     layout: LayoutRepository,
 }
 
@@ -25,7 +28,11 @@ impl LayoutCatalog {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "layout".into());
-        Ok(Self { name, layout })
+        Ok(Self {
+            name,
+            every_name: false,
+            layout,
+        })
     }
 
     /// The same catalog answering to `name` instead of the directory's name (the demo's
@@ -33,6 +40,17 @@ impl LayoutCatalog {
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
+    }
+
+    /// The same catalog answering to every repository name (a sweep, which names no
+    /// repository, still lists the layout under its own name).
+    pub fn for_every_repository(mut self) -> Self {
+        self.every_name = true;
+        self
+    }
+
+    fn answers_to(&self, repository: &str) -> bool {
+        self.every_name || repository == self.name
     }
 
     /// The repository name this catalog answers to.
@@ -56,7 +74,7 @@ impl Catalog for LayoutCatalog {
     }
 
     async fn list_images(&self, repository: &str) -> Result<Vec<ImageRecord>, CatalogError> {
-        if repository != self.name {
+        if !self.answers_to(repository) {
             return Ok(vec![]);
         }
         let mut tags: BTreeMap<Sha256Digest, Vec<String>> = BTreeMap::new();
@@ -133,7 +151,7 @@ impl Catalog for LayoutCatalog {
     ) -> Result<DeleteOutcome, CatalogError> {
         let mut outcome = DeleteOutcome::default();
         for digest in digests {
-            if repository != self.name {
+            if !self.answers_to(repository) {
                 outcome.failed.push(DeleteFailure {
                     digest: digest.clone(),
                     code: "RepositoryNotFound".into(),
