@@ -102,6 +102,34 @@ fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     )
 }
 
+/// A library error as a handler error, retryable when the library says a later
+/// attempt can succeed (throttling, 5xx, resets).
+fn by_retryability<E: std::error::Error + Send + Sync + 'static>(
+    retryable: bool,
+    e: E,
+) -> HandlerError {
+    if retryable {
+        HandlerError::retryable(e)
+    } else {
+        HandlerError::non_retryable(e)
+    }
+}
+
+/// Makes the repository's writes visible (an archive commits here), logs the outcome and
+/// wraps it with the decision that led to it.
+async fn finish(
+    function: &'static str,
+    repo: &dyn Repository,
+    detail: &events::EcrImageAction,
+    decision: &Decision,
+    outcome: &impl serde::Serialize,
+) -> Result<Value, HandlerError> {
+    repo.commit().await.map_err(HandlerError::retryable)?;
+    let outcome = serde_json::to_value(outcome).map_err(HandlerError::non_retryable)?;
+    tracing::info!(function, image = %detail.label(), outcome = %outcome, "done");
+    Ok(json!({ "function": function, "decision": decision, "outcome": outcome }))
+}
+
 /// What the `soci-indexer` function needs, built once per cold start.
 pub struct SociIndexer {
     pub settings: SociSettings,
@@ -159,17 +187,15 @@ impl SociIndexer {
             None,
         )
         .await
-        .map_err(|e| {
-            if e.is_retryable() {
-                HandlerError::retryable(e)
-            } else {
-                HandlerError::non_retryable(e)
-            }
-        })?;
-        repo.commit().await.map_err(HandlerError::retryable)?;
-        let outcome = serde_json::to_value(&outcome).map_err(HandlerError::non_retryable)?;
-        tracing::info!(image = %event.detail.label(), outcome = %outcome, "soci-indexer done");
-        Ok(json!({ "function": "soci-indexer", "decision": decision, "outcome": outcome }))
+        .map_err(|e| by_retryability(e.is_retryable(), e))?;
+        finish(
+            "soci-indexer",
+            repo.as_ref(),
+            &event.detail,
+            &decision,
+            &outcome,
+        )
+        .await
     }
 }
 
@@ -214,17 +240,15 @@ impl ManifestStitcher {
         let repo = self.repositories.open(event)?;
         let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
             .await
-            .map_err(|e| {
-                if e.is_retryable() {
-                    HandlerError::retryable(e)
-                } else {
-                    HandlerError::non_retryable(e)
-                }
-            })?;
-        repo.commit().await.map_err(HandlerError::retryable)?;
-        let outcome = serde_json::to_value(&outcome).map_err(HandlerError::non_retryable)?;
-        tracing::info!(image = %event.detail.label(), outcome = %outcome, "manifest-stitcher done");
-        Ok(json!({ "function": "manifest-stitcher", "decision": decision, "outcome": outcome }))
+            .map_err(|e| by_retryability(e.is_retryable(), e))?;
+        finish(
+            "manifest-stitcher",
+            repo.as_ref(),
+            &event.detail,
+            &decision,
+            &outcome,
+        )
+        .await
     }
 }
 
@@ -295,7 +319,7 @@ impl CacheJanitor {
             event,
         )
         .await
-        .map_err(HandlerError::retryable)?;
+        .map_err(|e| by_retryability(e.is_retryable(), e))?;
         let report = serde_json::to_value(&report).map_err(HandlerError::non_retryable)?;
         Ok(json!({ "function": "cache-janitor", "trigger": trigger.kind(), "report": report }))
     }
