@@ -38,6 +38,24 @@ pub enum JanitorError {
     UnknownEvent(String),
 }
 
+impl JanitorError {
+    /// True when a later run may succeed: API and S3 call failures (throttling, 5xx,
+    /// timeouts — the message does not always say which, so they all count). Bad
+    /// settings, policies, events and malformed images or cache objects do not heal.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            JanitorError::Catalog(CatalogError::Api { .. } | CatalogError::S3 { .. })
+            | JanitorError::Report { .. } => true,
+            JanitorError::Catalog(
+                CatalogError::BadImage { .. } | CatalogError::BadCacheObject { .. },
+            )
+            | JanitorError::Settings { .. }
+            | JanitorError::Policy(_)
+            | JanitorError::UnknownEvent(_) => false,
+        }
+    }
+}
+
 /// One run: what was planned, deleted, kept, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -561,6 +579,28 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         })
+    }
+
+    #[test]
+    fn only_call_failures_are_retryable() {
+        let api = CatalogError::Api {
+            operation: "DescribeImages",
+            repository: "app".into(),
+            message: "Rate exceeded".into(),
+        };
+        assert!(JanitorError::Catalog(api).is_retryable());
+        let bad = CatalogError::BadImage {
+            repository: "app".into(),
+            digest: "sha256:x".into(),
+            message: "not JSON".into(),
+        };
+        assert!(!JanitorError::Catalog(bad).is_retryable());
+        assert!(!JanitorError::Settings {
+            var: "CLEANUP_POLICY",
+            message: "unset".into()
+        }
+        .is_retryable());
+        assert!(!JanitorError::UnknownEvent("detail-type Foo".into()).is_retryable());
     }
 
     #[test]
