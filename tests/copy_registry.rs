@@ -22,7 +22,10 @@ async fn contents(repo: &dyn Repository, reference: &str) -> BTreeMap<String, Ve
         let summary = ManifestSummary::parse(&r, &m.bytes).unwrap();
         for d in summary.config.iter().chain(&summary.layers) {
             let digest = d.digest.parse().unwrap();
-            out.insert(d.digest.clone(), read_blob(repo, &digest).await.unwrap().to_vec());
+            out.insert(
+                d.digest.clone(),
+                read_blob(repo, &digest).await.unwrap().to_vec(),
+            );
         }
         queue.extend(summary.manifests.iter().map(|d| d.digest.clone()));
         out.insert(m.digest.to_string(), m.bytes.to_vec());
@@ -35,10 +38,23 @@ async fn images_round_trip_byte_identical_through_registry_layout_and_archive() 
     let registry = support::TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     let source = LayoutRepository::open_or_create(dir.path().join("source")).unwrap();
-    let oci = SampleSpec { attestations: true, layer_sizes: vec![16 * 1024, 300 * 1024], ..SampleSpec::default() };
-    let docker = SampleSpec { format: ManifestFormat::Docker, attestations: false, seed: 7, ..oci.clone() };
-    sample::write_multi_arch(&source, &oci, Some("oci")).await.unwrap();
-    sample::write_multi_arch(&source, &docker, Some("docker")).await.unwrap();
+    let oci = SampleSpec {
+        attestations: true,
+        layer_sizes: vec![16 * 1024, 300 * 1024],
+        ..SampleSpec::default()
+    };
+    let docker = SampleSpec {
+        format: ManifestFormat::Docker,
+        attestations: false,
+        seed: 7,
+        ..oci.clone()
+    };
+    sample::write_multi_arch(&source, &oci, Some("oci"))
+        .await
+        .unwrap();
+    sample::write_multi_arch(&source, &docker, Some("docker"))
+        .await
+        .unwrap();
 
     let settings = RegistrySettings::default();
     let remote = DistributionRepository::connect(&settings, &registry.host(), "roundtrip").unwrap();
@@ -49,24 +65,57 @@ async fn images_round_trip_byte_identical_through_registry_layout_and_archive() 
         let expected = contents(&source, tag).await;
         assert!(expected.len() > 6, "{tag}: {} items", expected.len());
 
-        copy_image(&source, &remote, tag, Some(tag), &options).await.unwrap();
-        assert_eq!(contents(&remote, tag).await, expected, "{tag}: layout -> registry");
+        copy_image(&source, &remote, tag, Some(tag), &options)
+            .await
+            .unwrap();
+        assert_eq!(
+            contents(&remote, tag).await,
+            expected,
+            "{tag}: layout -> registry"
+        );
 
         let archive = ArchiveRepository::open(&archive_path, false).unwrap();
-        copy_image(&remote, &archive, tag, Some(tag), &options).await.unwrap();
+        copy_image(&remote, &archive, tag, Some(tag), &options)
+            .await
+            .unwrap();
         archive.commit().await.unwrap();
         let archive = ArchiveRepository::open(&archive_path, true).unwrap();
-        assert_eq!(contents(&archive, tag).await, expected, "{tag}: registry -> archive");
+        assert_eq!(
+            contents(&archive, tag).await,
+            expected,
+            "{tag}: registry -> archive"
+        );
 
-        copy_image(&archive, &back, tag, Some(tag), &options).await.unwrap();
-        assert_eq!(contents(&back, tag).await, expected, "{tag}: archive -> layout");
-        assert_eq!(back.resolve(tag).await.unwrap().digest, source.resolve(tag).await.unwrap().digest);
+        copy_image(&archive, &back, tag, Some(tag), &options)
+            .await
+            .unwrap();
+        assert_eq!(
+            contents(&back, tag).await,
+            expected,
+            "{tag}: archive -> layout"
+        );
+        assert_eq!(
+            back.resolve(tag).await.unwrap().digest,
+            source.resolve(tag).await.unwrap().digest
+        );
     }
     // skopeo, an independent client, reads the OCI image back from the registry.
     let out = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &registry.reference("roundtrip:oci")])
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &registry.reference("roundtrip:oci"),
+        ])
         .output()
         .expect("skopeo (apt-get install skopeo)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(afterpush::oci::Sha256Digest::of(&out.stdout), source.resolve("oci").await.unwrap().digest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        afterpush::oci::Sha256Digest::of(&out.stdout),
+        source.resolve("oci").await.unwrap().digest
+    );
 }

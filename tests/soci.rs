@@ -651,3 +651,105 @@ async fn registry_errors_mid_upload_are_retried_or_fail_cleanly() {
     tags.sort();
     assert_eq!(tags, vec!["t", "t-soci", "u"]);
 }
+
+/// The seed workflow without containerd: an oci-archive (as `docker buildx build -o
+/// type=oci,dest=image.tar` writes) is pushed and indexed in one command, then inspected.
+#[tokio::test]
+async fn cli_soci_create_push_to_list_and_info() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive_path = dir.path().join("image.tar");
+    let archive =
+        afterpush::registry::layout::ArchiveRepository::open(&archive_path, false).unwrap();
+    let spec = SampleSpec {
+        layer_sizes: vec![8 * 1024, 1536 * 1024],
+        attestations: true,
+        ..SampleSpec::default()
+    };
+    let written = sample::write_multi_arch(&archive, &spec, Some("1.0"))
+        .await
+        .unwrap();
+    archive.commit().await.unwrap();
+    let sizes: Vec<u64> = written.images[0]
+        .layers
+        .iter()
+        .map(|l| l.blob.size)
+        .collect();
+    let min = min_between(&sizes).to_string();
+
+    let afterpush = env!("CARGO_BIN_EXE_afterpush");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(afterpush)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let target = registry.reference("app:1.0");
+    let out = run(&[
+        "soci",
+        "create",
+        &format!("oci-archive:{}:1.0", archive_path.display()),
+        "--push-to",
+        &target,
+        "--min-layer-size",
+        &min,
+        "--span-size",
+        "64KiB",
+    ]);
+    assert!(
+        out.contains("tagged") && out.contains("app:1.0-soci"),
+        "{out}"
+    );
+    assert_eq!(out.matches("SOCI index sha256:").count(), 2, "{out}");
+
+    let list = run(&["soci", "list", &registry.reference("app:1.0-soci")]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2 + 2,
+        "two platforms and two attestations: {list}"
+    );
+    for platform in ["linux/amd64", "linux/arm64"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(platform) && l.contains("SOCI v2 index")),
+            "{list}"
+        );
+    }
+    let soci_digest = list
+        .lines()
+        .find_map(|l| l.split("SOCI v2 index ").nth(1))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let info = run(&[
+        "soci",
+        "info",
+        &registry.reference(&format!("app@{soci_digest}")),
+    ]);
+    assert!(
+        info.contains("application/vnd.amazon.soci.index.v2+json") && info.contains("zTOC sha256:"),
+        "{info}"
+    );
+
+    // A bad reference fails and names it.
+    let out = std::process::Command::new(afterpush)
+        .args(["soci", "create", "oci-archive:/nonexistent.tar:1.0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent.tar"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
