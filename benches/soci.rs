@@ -43,16 +43,17 @@ async fn phase_baseline(host: &str) -> u64 {
     for layer in &manifest.layers {
         let digest = layer.digest.parse().unwrap();
         let stream = repo.get_blob(&digest, None).await.unwrap();
-        // Inflate on a blocking thread as the indexer does, fed through a channel.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(4);
+        // Inflate on a blocking thread fed through the same bounded channel the indexer
+        // uses, so the two phases differ only in inflate vs zTOC build.
+        let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
         let inflater = tokio::task::spawn_blocking(move || {
-            struct ChannelReader(std::sync::mpsc::Receiver<bytes::Bytes>, bytes::Bytes);
+            struct ChannelReader(tokio::sync::mpsc::Receiver<bytes::Bytes>, bytes::Bytes);
             impl Read for ChannelReader {
                 fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                     while self.1.is_empty() {
-                        match self.0.recv() {
-                            Ok(b) => self.1 = b,
-                            Err(_) => return Ok(0),
+                        match self.0.blocking_recv() {
+                            Some(b) => self.1 = b,
+                            None => return Ok(0),
                         }
                     }
                     let n = buf.len().min(self.1.len());
@@ -67,10 +68,7 @@ async fn phase_baseline(host: &str) -> u64 {
         let mut stream = stream;
         while let Some(chunk) = stream.try_next().await.unwrap() {
             total += chunk.len() as u64;
-            let tx = tx.clone();
-            tokio::task::spawn_blocking(move || tx.send(chunk).unwrap())
-                .await
-                .unwrap();
+            tx.send(chunk).await.unwrap();
         }
         drop(tx);
         inflater.await.unwrap();
