@@ -2,12 +2,13 @@
 //! three handlers left in the layout (read back with the library, independently of the
 //! demo's own summary) and the lines the demo prints about it.
 
+mod support;
+
 use afterpush::oci::gojson::{GoIndex, GoManifest};
 use afterpush::oci::{annotation, media, Sha256Digest};
 use afterpush::registry::layout::LayoutRepository;
 use afterpush::registry::{read_blob, Repository};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
@@ -18,22 +19,6 @@ fn run_demo(dir: &Path) -> std::process::Output {
         .arg(dir)
         .output()
         .expect("the afterpush binary runs")
-}
-
-/// Every regular file of a gzip tar layer, by path.
-fn files_of_gzip_layer(layer: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(layer));
-    let mut files = BTreeMap::new();
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        if entry.header().entry_type().is_file() {
-            let name = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
-            let mut content = vec![];
-            entry.read_to_end(&mut content).unwrap();
-            files.insert(name, content);
-        }
-    }
-    files
 }
 
 /// The platform of a descriptor as `os/arch`.
@@ -133,7 +118,7 @@ async fn demo_leaves_a_stitched_index_soci_indexes_and_every_cache_in_the_layout
             let ztoc_bytes = read_blob(&repo, &z.digest.parse().unwrap()).await.unwrap();
             let ztoc = afterpush::ztoc::Ztoc::from_bytes(&ztoc_bytes).unwrap();
             assert_eq!(ztoc.compressed_archive_size, layer.len() as i64);
-            let files = files_of_gzip_layer(&layer);
+            let files = support::files_of_layer(&layer);
             assert!(files.len() >= 2, "{layer_digest}: {:?}", files.keys());
             for (name, content) in &files {
                 let restored = afterpush::ztoc::extract_file(&ztoc, &layer, name)

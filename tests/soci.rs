@@ -15,8 +15,6 @@ use afterpush::sample::{self, LayerCompression, ManifestFormat, SampleSpec};
 use afterpush::soci::{create_soci, IndexVersion, NoZtocCache, S3ZtocCache, SociSettings, TagMode};
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::ops::Range;
 use std::sync::Mutex;
 use support::TestRegistry;
@@ -134,31 +132,6 @@ fn settings(min_layer_size: u64) -> SociSettings {
     }
 }
 
-/// Every regular file of a layer (decompressed when gzip), by name.
-fn files_of_layer(blob: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let raw: Vec<u8> = if blob.starts_with(&[0x1f, 0x8b]) {
-        let mut out = vec![];
-        flate2::read::MultiGzDecoder::new(blob)
-            .read_to_end(&mut out)
-            .unwrap();
-        out
-    } else {
-        blob.to_vec()
-    };
-    let mut files = BTreeMap::new();
-    let mut archive = tar::Archive::new(&raw[..]);
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        if entry.header().entry_type().is_file() {
-            let name = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
-            let mut content = vec![];
-            entry.read_to_end(&mut content).unwrap();
-            files.insert(name, content);
-        }
-    }
-    files
-}
-
 /// Reads each zTOC of a SOCI index back and restores every regular file of its layer.
 async fn check_soci_index_restores_layers(
     repo: &dyn Repository,
@@ -190,7 +163,7 @@ async fn check_soci_index_restores_layers(
         let ztoc_bytes = read_blob(repo, &z.digest.parse().unwrap()).await.unwrap();
         let ztoc = afterpush::ztoc::Ztoc::from_bytes(&ztoc_bytes).unwrap();
         assert_eq!(ztoc.compressed_archive_size, layer.len() as i64);
-        let files = files_of_layer(&layer);
+        let files = support::files_of_layer(&layer);
         assert!(!files.is_empty());
         for (name, content) in &files {
             let restored = afterpush::ztoc::extract_file(&ztoc, &layer, name)

@@ -198,3 +198,26 @@ impl Drop for TestMoto {
         let _ = self.child.wait();
     }
 }
+
+/// Every regular file of a layer (decompressed when gzip), by name.
+pub fn files_of_layer(blob: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let raw: Vec<u8> = if blob.starts_with(&[0x1f, 0x8b]) {
+        let mut out = vec![];
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(blob), &mut out).unwrap();
+        out
+    } else {
+        blob.to_vec()
+    };
+    let mut files = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(&raw[..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let name = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
+            let mut content = vec![];
+            std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+            files.insert(name, content);
+        }
+    }
+    files
+}
