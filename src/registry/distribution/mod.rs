@@ -770,6 +770,44 @@ mod tests {
         assert!(err.to_string().contains("2 bytes short"), "{err}");
     }
 
+    fn split(data: &[u8], cuts: &[usize]) -> BlobStream {
+        let data = Bytes::copy_from_slice(data);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        points.push(0);
+        points.push(data.len());
+        points.sort();
+        let pieces: Vec<Result<Bytes>> = points
+            .windows(2)
+            .map(|w| Ok(data.slice(w[0]..w[1])))
+            .collect();
+        futures::stream::iter(pieces).boxed()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn limit_and_verify_hold_for_any_chunking(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+            cuts in proptest::collection::vec(0usize..4000, 0..20),
+            a in 0usize..2000,
+            b in 0usize..2000,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let (start, end) = (a.min(b).min(data.len()), a.max(b).min(data.len()));
+                let out: Vec<Bytes> = limit_stream(split(&data, &cuts), start as u64, (end - start) as u64, "b".into())
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert_eq!(out.concat(), &data[start..end]);
+                let whole: Vec<Bytes> = verify_stream(split(&data, &cuts), Sha256Digest::of(&data), "b".into())
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert_eq!(whole.concat(), data);
+            });
+        }
+    }
+
     #[tokio::test]
     async fn verify_stream_reports_mismatch_last() {
         let good = Sha256Digest::of(b"abc");
