@@ -5,6 +5,10 @@
 //! parent), so a registry never sees a manifest whose content is missing. Blobs already
 //! present in the destination are skipped; between two repositories of one registry a
 //! cross-repository mount is tried first.
+//!
+//! Referrers are stored untagged; making them discoverable is the destination's job (a
+//! layout gives them an `index.json` entry; a registry without the referrers API needs
+//! the `sha256-<hex>` tag schema maintained by its `put_manifest`).
 
 use crate::oci::{media, ManifestSummary, Sha256Digest};
 use crate::registry::{BlobRef, BlobStream, Manifest, RegistryError, Repository};
