@@ -160,31 +160,26 @@ fn extract_gzip(
             }
         }
         let mut input: &[u8] = &data;
+        let corrupt_at_span = |reason| ZtocError::CorruptGzip {
+            compressed_offset: s,
+            reason,
+        };
         if !primed {
             let Some(&byte) = input.first() else {
                 return Err(ZtocError::InvalidZtoc(format!("span {span} is empty")));
             };
             inflater
                 .prime(start.bits, byte >> (8 - start.bits))
-                .map_err(|reason| ZtocError::CorruptGzip {
-                    compressed_offset: s,
-                    reason,
-                })?;
+                .map_err(corrupt_at_span)?;
             inflater
                 .set_dictionary(start.window)
-                .map_err(|reason| ZtocError::CorruptGzip {
-                    compressed_offset: s,
-                    reason,
-                })?;
+                .map_err(corrupt_at_span)?;
             input = &input[1..];
             primed = true;
         } else if span == first {
             inflater
                 .set_dictionary(start.window)
-                .map_err(|reason| ZtocError::CorruptGzip {
-                    compressed_offset: s,
-                    reason,
-                })?;
+                .map_err(corrupt_at_span)?;
         } else if cps.get(span).bits != 0 {
             // Adjacent spans overlap by the one byte holding bits of both.
             input = input.get(1..).unwrap_or_default();
