@@ -71,6 +71,9 @@ pub enum ZtocError {
     /// `feed` was called after an earlier error, or `finish` twice.
     #[error("the zTOC builder already failed: {0}")]
     Poisoned(String),
+    /// The thread hashing the spans stopped before the layer ended (it panicked).
+    #[error("the span hashing thread failed: {0}")]
+    SpanHashing(String),
     /// A zTOC (FlatBuffers) that cannot be parsed.
     #[error("invalid zTOC: {0}")]
     InvalidZtoc(String),

@@ -4,8 +4,8 @@
 //! `i32 count; i64 span_size; count × { i64 in; i64 out; u8 bits; [u8; 32768] window }`.
 
 use super::inflate::{Inflater, Status, GZIP};
+use super::spans::SpanDigester;
 use super::ZtocError;
-use sha2::{Digest, Sha256};
 
 /// Deflate's maximum back-reference distance, and so the size of a checkpoint window.
 pub const WINDOW_SIZE: usize = 32 * 1024;
@@ -14,10 +14,12 @@ pub const BLOB_HEADER_SIZE: usize = 4 + 8;
 /// Bytes of one packed checkpoint.
 pub const CHECKPOINT_SIZE: usize = 8 + 8 + 1 + WINDOW_SIZE;
 
-/// Output ring: the inflater gets up to `RING_SIZE - WINDOW_SIZE` bytes of room per call
-/// (fewer calls, and zlib-rs then copies only the last 32 KiB into its own window).
-const RING_SIZE: usize = 8 * WINDOW_SIZE;
+/// Output ring: the inflater gets up to `RING_SIZE - WINDOW_SIZE` bytes of room per call.
+/// zlib copies up to 32 KiB of every call's output into its own window, so the bigger the
+/// calls, the smaller that overhead (32 KiB per 992 KiB here, as for a plain 1 MiB inflate).
+const RING_SIZE: usize = 32 * WINDOW_SIZE;
 const Z_BLOCK: i32 = libz_rs_sys::Z_BLOCK;
+const Z_NO_FLUSH: i32 = libz_rs_sys::Z_NO_FLUSH;
 
 /// One decoded checkpoint, borrowing its window from the blob.
 #[derive(Debug, Clone, Copy)]
@@ -122,11 +124,6 @@ impl<'a> Checkpoints<'a> {
     }
 }
 
-/// `sha256:<hex>` of a hasher's input.
-pub(crate) fn digest_string(h: Sha256) -> String {
-    format!("sha256:{}", hex::encode(h.finalize()))
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum MemberState {
     /// Inside a gzip member (header, deflate data or trailer).
@@ -153,8 +150,7 @@ pub(crate) struct GzipIndexer {
     member_start: u64,
     blob: Vec<u8>,
     count: i32,
-    span_hasher: Option<Sha256>,
-    span_digests: Vec<String>,
+    spans: SpanDigester,
     last_consumed_byte: u8,
 }
 
@@ -178,8 +174,7 @@ impl GzipIndexer {
             member_start: 0,
             blob,
             count: 0,
-            span_hasher: None,
-            span_digests: Vec::new(),
+            spans: SpanDigester::new(),
             last_consumed_byte: 0,
         })
     }
@@ -217,19 +212,31 @@ impl GzipIndexer {
                 self.ring_pos = 0;
             }
             // Never hand out the live window (the 32 KiB before ring_pos).
-            let room = (RING_SIZE - self.ring_pos).min(RING_SIZE - WINDOW_SIZE);
+            let mut room = (RING_SIZE - self.ring_pos).min(RING_SIZE - WINDOW_SIZE);
+            // Only the first block boundary past `last_checkpoint_out + span_size` can
+            // become a checkpoint. Until the output reaches that point, inflate without
+            // stopping at every block (one call per ring's worth instead of one per ~50 KiB
+            // block), with the room capped so no call runs past it; from there on, stop at
+            // every boundary (`Z_BLOCK`) until the checkpoint is taken. The checkpoints
+            // are the same as stopping everywhere: a boundary at or before the cap never
+            // qualifies.
+            let threshold = self.last_checkpoint_out.saturating_add(self.span_size);
+            let flush = if self.count > 0 && self.total_out < threshold {
+                room = room.min((threshold - self.total_out).min(usize::MAX as u64) as usize);
+                Z_NO_FLUSH
+            } else {
+                Z_BLOCK
+            };
             let step = self.inflater.inflate(
                 input,
                 &mut self.ring[self.ring_pos..self.ring_pos + room],
-                Z_BLOCK,
+                flush,
             );
             let consumed = &input[..step.consumed];
             if let Some(&b) = consumed.last() {
                 self.last_consumed_byte = b;
             }
-            if let Some(h) = self.span_hasher.as_mut() {
-                h.update(consumed);
-            }
+            self.spans.update(consumed);
             input = &input[step.consumed..];
             self.total_in += step.consumed as u64;
             let produced_at = self.ring_pos;
@@ -301,14 +308,8 @@ impl GzipIndexer {
         self.last_checkpoint_out = self.total_out;
         // The previous span ends here; the next one starts one byte earlier when that
         // byte's high bits already belong to the next block.
-        if let Some(h) = self.span_hasher.take() {
-            self.span_digests.push(digest_string(h));
-        }
-        let mut h = Sha256::new();
-        if bits != 0 {
-            h.update([self.last_consumed_byte]);
-        }
-        self.span_hasher = Some(h);
+        self.spans
+            .start_span((bits != 0).then_some(self.last_consumed_byte));
     }
 
     /// Ends the stream: returns (checkpoints blob, span digests, compressed size).
@@ -319,11 +320,9 @@ impl GzipIndexer {
                 uncompressed_offset: self.total_out,
             });
         }
-        if let Some(h) = self.span_hasher.take() {
-            self.span_digests.push(digest_string(h));
-        }
+        let span_digests = self.spans.finish()?;
         self.blob[0..4].copy_from_slice(&self.count.to_le_bytes());
         self.blob[4..12].copy_from_slice(&(self.span_size as i64).to_le_bytes());
-        Ok((self.blob, self.span_digests, self.total_in))
+        Ok((self.blob, span_digests, self.total_in))
     }
 }

@@ -12,6 +12,7 @@ mod fbs;
 pub mod gzip;
 mod inflate;
 mod restore;
+mod spans;
 mod tar;
 
 pub use error::ZtocError;
@@ -19,7 +20,6 @@ pub use gzip::{Checkpoint, Checkpoints, WINDOW_SIZE};
 pub use restore::{extract_file, LayerReader};
 pub use tar::MAX_RECORD_SIZE;
 
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// The zTOC format version soci writes and reads.
@@ -201,9 +201,9 @@ impl Ztoc {
 enum Engine {
     Gzip(gzip::GzipIndexer),
     Tar {
-        span_hasher: Sha256,
+        spans: spans::SpanDigester,
+        /// Bytes in the current span (0: the next byte starts a span).
         span_filled: u64,
-        digests: Vec<String>,
         size: u64,
     },
 }
@@ -233,9 +233,8 @@ impl ZtocBuilder {
                         options,
                         compression,
                         engine: Engine::Tar {
-                            span_hasher: Sha256::new(),
+                            spans: spans::SpanDigester::new(),
                             span_filled: 0,
-                            digests: Vec::new(),
                             size: 0,
                         },
                         tar: tar::TarIndexer::new(),
@@ -244,9 +243,8 @@ impl ZtocBuilder {
                 }
             },
             LayerCompression::Uncompressed => Engine::Tar {
-                span_hasher: Sha256::new(),
+                spans: spans::SpanDigester::new(),
                 span_filled: 0,
-                digests: Vec::new(),
                 size: 0,
             },
         };
@@ -288,23 +286,20 @@ impl ZtocBuilder {
         match &mut self.engine {
             Engine::Gzip(g) => g.feed(chunk, &mut |out| tar.feed(out)),
             Engine::Tar {
-                span_hasher,
+                spans,
                 span_filled,
-                digests,
                 size,
             } => {
                 let span = self.options.span_size;
                 let mut rest = chunk;
                 while !rest.is_empty() {
-                    let n = (span - *span_filled).min(rest.len() as u64) as usize;
-                    span_hasher.update(&rest[..n]);
-                    *span_filled += n as u64;
-                    rest = &rest[n..];
-                    if *span_filled == span {
-                        let h = std::mem::take(span_hasher);
-                        digests.push(gzip::digest_string(h));
-                        *span_filled = 0;
+                    if *span_filled == 0 {
+                        spans.start_span(None);
                     }
+                    let n = (span - *span_filled).min(rest.len() as u64) as usize;
+                    spans.update(&rest[..n]);
+                    *span_filled = (*span_filled + n as u64) % span;
+                    rest = &rest[n..];
                 }
                 *size += chunk.len() as u64;
                 tar.feed(chunk)
@@ -327,15 +322,8 @@ impl ZtocBuilder {
                 let count = digests.len() as i32;
                 (blob, digests, size, count - 1)
             }
-            Engine::Tar {
-                span_hasher,
-                span_filled,
-                mut digests,
-                size,
-            } => {
-                if span_filled > 0 {
-                    digests.push(gzip::digest_string(span_hasher));
-                }
+            Engine::Tar { spans, size, .. } => {
+                let digests = spans.finish()?;
                 let mut max = (size / span) as i64;
                 if size % span == 0 {
                     max -= 1;

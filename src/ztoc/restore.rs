@@ -151,7 +151,7 @@ fn extract_gzip(
         }
         let data = read_exact(layer, s, e - s)?;
         if let Some(expected) = ztoc.span_digests.get(span) {
-            let actual = super::gzip::digest_string(Sha256::new_with_prefix(&data));
+            let actual = super::spans::digest_string(Sha256::new_with_prefix(&data));
             if &actual != expected {
                 return Err(ZtocError::Mismatch {
                     compressed_offset: s,

@@ -390,12 +390,14 @@ impl Format {
     /// Checks the checksum (unsigned or signed sum, as Go accepts) and reads the magic.
     fn detect(block: &[u8]) -> Option<Format> {
         let stored = parse_octal(&block[148..156])?;
-        let (mut unsigned, mut signed) = (0i64, 0i64);
-        for (i, &b) in block.iter().enumerate() {
-            let b = if (148..156).contains(&i) { b' ' } else { b };
-            unsigned += i64::from(b);
-            signed += i64::from(b as i8);
-        }
+        // Sums over the whole block with the checksum field counted as spaces; summed in
+        // i32 without a per-byte branch so that it vectorises (one header per entry).
+        let unsigned_sum = |b: &[u8]| b.iter().map(|&c| i32::from(c)).sum::<i32>();
+        let signed_sum = |b: &[u8]| b.iter().map(|&c| i32::from(c as i8)).sum::<i32>();
+        let field = &block[148..156];
+        let spaces = 8 * i32::from(b' ');
+        let unsigned = i64::from(unsigned_sum(block) - unsigned_sum(field) + spaces);
+        let signed = i64::from(signed_sum(block) - signed_sum(field) + spaces);
         if stored != unsigned && stored != signed {
             return None;
         }
