@@ -227,7 +227,7 @@ impl Function {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("function.log");
         let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(binary);
+        let mut cmd = function_command(binary, name);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
@@ -245,10 +245,11 @@ impl Function {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
+        let program = format!("{:?}", cmd.get_program());
         Self {
             child: cmd
                 .spawn()
-                .unwrap_or_else(|e| panic!("start {}: {e}", binary.display())),
+                .unwrap_or_else(|e| panic!("start {program} (for {}): {e}", binary.display())),
             log,
             _dir: dir,
         }
@@ -270,6 +271,39 @@ impl Function {
                 )
             }
         }
+    }
+}
+
+/// The command that runs function `name`: the binary cargo built for this test, or, when
+/// `AFTERPUSH_LAMBDA_BOOTSTRAPS` names a `sam build` output (`.aws-sam/build`), the
+/// `bootstrap` that SAM built for it, run through `AFTERPUSH_LAMBDA_RUNNER` if set (the
+/// emulator for another architecture, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`).
+/// `scripts/sam-build` uses this to run these tests on the artifacts it will deploy.
+fn function_command(binary: &Path, name: &str) -> Command {
+    let Some(builds) = std::env::var_os("AFTERPUSH_LAMBDA_BOOTSTRAPS") else {
+        return Command::new(binary);
+    };
+    // SAM's build directory is the template's logical id: cache-janitor → CacheJanitorFunction.
+    let logical_id: String = name
+        .split('-')
+        .map(|w| w[..1].to_uppercase() + &w[1..])
+        .chain(["Function".to_string()])
+        .collect();
+    let bootstrap = Path::new(&builds).join(logical_id).join("bootstrap");
+    assert!(
+        bootstrap.is_file(),
+        "{} is missing: run `sam build` first",
+        bootstrap.display()
+    );
+    let runner = std::env::var("AFTERPUSH_LAMBDA_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(bootstrap);
+            cmd
+        }
+        None => Command::new(bootstrap),
     }
 }
 
