@@ -17,9 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The layer media type of cosign attestations (DSSE envelopes around in-toto).
-pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
-
 /// DescribeImages returns at most 1000 images per page.
 pub const DESCRIBE_PAGE: i32 = 1000;
 /// BatchGetImage takes at most 100 image ids.
@@ -579,14 +576,6 @@ pub fn resolve_images(
             .or(d.manifest_media_type.clone());
         let manifest_media_type = summary.effective_media_type(stored.as_deref()).to_string();
         let mut kind = summary.kind(stored.as_deref());
-        // cosign attestations (`.att`, or OCI 1.1 referrers) carry DSSE envelopes, which
-        // `ManifestSummary::kind` does not know yet: they are attestations, not images.
-        if kind == ArtifactKind::Image
-            && !summary.layers.is_empty()
-            && summary.layers.iter().all(|l| l.media_type == DSSE_ENVELOPE)
-        {
-            kind = ArtifactKind::Attestation;
-        }
         let mut children = Vec::new();
         if media::is_index(&manifest_media_type) && kind != ArtifactKind::BuildkitCache {
             for m in &summary.manifests {
@@ -918,7 +907,7 @@ mod tests {
             sig,
         );
 
-        let dsse = manifest_with_layer("dsse", DSSE_ENVELOPE, &img_d);
+        let dsse = manifest_with_layer("dsse", media::DSSE_ENVELOPE, &img_d);
         let dsse_d = Sha256Digest::of(&dsse);
         // Real ECR reports the subject of a referrer (moto does not).
         let mut dsse_detail = detail(&[], media::OCI_MANIFEST, Some(media::OCI_CONFIG));

@@ -33,6 +33,8 @@ pub mod media {
     pub const SOCI_INDEX_V2: &str = "application/vnd.amazon.soci.index.v2+json";
     pub const SOCI_ZTOC: &str = "application/octet-stream";
     pub const IN_TOTO: &str = "application/vnd.in-toto+json";
+    /// The layer media type of cosign attestations (DSSE envelopes around in-toto).
+    pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
     pub const COSIGN_SIGNATURE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
     pub const COSIGN_ARTIFACT_SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
     pub const NOTARY_SIGNATURE: &str = "application/vnd.cncf.notary.signature";
@@ -333,8 +335,13 @@ impl ManifestSummary {
                 .get(annotation::DOCKER_REFERENCE_TYPE)
                 .map(String::as_str)
                 == Some(annotation::ATTESTATION_MANIFEST)
+            // cosign attestations (`.att` tags or OCI 1.1 referrers) have an image config
+            // type but only DSSE envelope layers: attestations, not images.
             || (!self.layers.is_empty()
-                && self.layers.iter().all(|l| l.media_type == media::IN_TOTO))
+                && self
+                    .layers
+                    .iter()
+                    .all(|l| l.media_type == media::IN_TOTO || l.media_type == media::DSSE_ENVELOPE))
         {
             return ArtifactKind::Attestation;
         }
@@ -424,6 +431,16 @@ mod tests {
             (
                 r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:a","size":1},"layers":[{"mediaType":"application/vnd.in-toto+json","digest":"sha256:b","size":1}]}"#,
                 ArtifactKind::Attestation,
+            ),
+            // cosign `.att`: an image config, DSSE layers only.
+            (
+                r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:a","size":1},"layers":[{"mediaType":"application/vnd.dsse.envelope.v1+json","digest":"sha256:b","size":1},{"mediaType":"application/vnd.dsse.envelope.v1+json","digest":"sha256:c","size":1}]}"#,
+                ArtifactKind::Attestation,
+            ),
+            // A DSSE layer beside a real layer is still an image.
+            (
+                r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:a","size":1},"layers":[{"mediaType":"application/vnd.dsse.envelope.v1+json","digest":"sha256:b","size":1},{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:c","size":1}]}"#,
+                ArtifactKind::Image,
             ),
             (
                 r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:a","size":1},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:b","size":1}]}"#,
