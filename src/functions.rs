@@ -316,6 +316,7 @@ impl CacheJanitor {
             self.catalog.as_ref(),
             self.s3.as_ref(),
             &self.settings,
+            &self.filters,
             event,
         )
         .await

@@ -12,6 +12,7 @@ use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::catalog::Catalog;
 use afterpush::cleanup::policy::Policy;
 use afterpush::cleanup::{handle, on_push, sweep, JanitorEvent, JanitorSettings, RunOptions};
+use afterpush::events::RepositoryTagFilters;
 use afterpush::oci::{media, Sha256Digest};
 use chrono::{Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -522,6 +523,7 @@ async fn on_push_prunes_superseded_caches_after_the_grace_period_only() {
         &catalog,
         None,
         &settings,
+        &RepositoryTagFilters::parse("").unwrap(),
         JanitorEvent::from_json(&event).unwrap(),
     )
     .await
@@ -589,6 +591,7 @@ async fn scheduled_handle_writes_a_report_object() {
         &catalog,
         Some(&s3),
         &settings,
+        &RepositoryTagFilters::parse("").unwrap(),
         JanitorEvent::from_json(&event).unwrap(),
     )
     .await
@@ -614,6 +617,54 @@ async fn scheduled_handle_writes_a_report_object() {
     assert_eq!(json["run_id"], report.run_id.as_str());
     assert_eq!(json["trigger"], "sweep");
     assert_eq!(json["repositories"][0]["repository"], REPO);
+}
+
+fn schedule_event() -> JanitorEvent {
+    JanitorEvent::from_json(&serde_json::json!({"version": "0", "id": "3",
+        "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
+        "time": "2026-11-23T10:00:00Z", "region": "us-east-1", "resources": [], "detail": {}}))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_scheduled_sweep_stays_within_repository_tag_filters() {
+    let moto = support::TestMoto::start();
+    let ecr = moto.ecr().await;
+    for name in ["app", "svc-a", "svc-b", "unrelated"] {
+        ecr.create_repository()
+            .repository_name(name)
+            .send()
+            .await
+            .unwrap();
+    }
+    let catalog = EcrCatalog::from_sdk_config(&moto.sdk_config().await);
+    let settings = JanitorSettings::from_lookup(|k| {
+        (k == "CLEANUP_POLICY").then(|| {
+            r#"{"repositories": ["app", "svc-*"], "rules": [{"name": "untagged", "select": {"untagged": true}, "action": "expire"}]}"#
+                .to_string()
+        })
+    })
+    .unwrap();
+    let swept = |filters: &'static str| {
+        let (catalog, settings) = (&catalog, &settings);
+        async move {
+            let filters = RepositoryTagFilters::parse(filters).unwrap();
+            let report = handle(catalog, None, settings, &filters, schedule_event())
+                .await
+                .unwrap();
+            report
+                .repositories
+                .iter()
+                .map(|r| r.repository.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    // The policy alone selects three of the four; the filters narrow that further, and
+    // never widen it (`unrelated` stays out even when a filter names it).
+    assert_eq!(swept("*:*").await, ["app", "svc-a", "svc-b"]);
+    assert_eq!(swept("svc-a:*,unrelated:*").await, ["svc-a"]);
+    assert_eq!(swept("svc-*:release-*").await, ["svc-a", "svc-b"]);
+    assert!(swept("other:*").await.is_empty());
 }
 
 #[test]

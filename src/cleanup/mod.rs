@@ -10,7 +10,7 @@ pub mod s3gc;
 
 use crate::catalog::s3cache::{S3Cache, S3CacheUri};
 use crate::catalog::{Catalog, CatalogError};
-use crate::events::EcrImageAction;
+use crate::events::{EcrImageAction, RepositoryTagFilters};
 use crate::oci::{media, ArtifactKind};
 use chrono::{DateTime, Utc};
 use executor::RepositoryReport;
@@ -201,6 +201,10 @@ pub struct RunOptions {
     pub repositories: Vec<String>,
     /// Only these S3 caches; empty: the policy's.
     pub s3_caches: Vec<S3CacheUri>,
+    /// A sweep also skips repositories these filters do not name (the functions'
+    /// `REPOSITORY_TAG_FILTERS`, repository part), so the scheduled janitor stays within
+    /// the repositories its pushes are filtered to; `None`: the policy alone decides.
+    pub repository_filter: Option<RepositoryTagFilters>,
 }
 
 impl RunOptions {
@@ -210,6 +214,7 @@ impl RunOptions {
             now: Utc::now(),
             repositories: Vec::new(),
             s3_caches: Vec::new(),
+            repository_filter: None,
         }
     }
 }
@@ -253,7 +258,8 @@ async fn run_repository(
 }
 
 #[tracing::instrument(skip_all, fields(dry_run = options.dry_run, now = %options.now))]
-/// The scheduled sweep: every repository the policy selects (or `options.repositories`),
+/// The scheduled sweep: every repository the policy selects and `options.repository_filter`
+/// names (or exactly `options.repositories`),
 /// every rule, one shared `max_deletions` budget; then every S3 cache.
 pub async fn sweep(
     catalog: &dyn Catalog,
@@ -264,7 +270,13 @@ pub async fn sweep(
     let mut report = Report::new("sweep".into(), options.dry_run, options.now);
     let repositories: Vec<String> = if options.repositories.is_empty() {
         let mut all = catalog.list_repositories().await?;
-        all.retain(|r| policy.selects_repository(r));
+        all.retain(|r| {
+            policy.selects_repository(r)
+                && options
+                    .repository_filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches_repository(r))
+        });
         all.sort();
         all
     } else {
@@ -522,10 +534,12 @@ pub async fn handle(
     catalog: &dyn Catalog,
     s3: Option<&aws_sdk_s3::Client>,
     settings: &JanitorSettings,
+    repository_filter: &RepositoryTagFilters,
     event: JanitorEvent,
 ) -> Result<Report, JanitorError> {
     let options = RunOptions {
         dry_run: settings.dry_run,
+        repository_filter: Some(repository_filter.clone()),
         ..RunOptions::dry_run_now()
     };
     let report = match &event {

@@ -94,6 +94,8 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         now,
         repositories: opts.repositories,
         s3_caches,
+        // The CLI's scope is the policy and --repository.
+        repository_filter: None,
     };
     let report = if std::io::stderr().is_terminal() {
         let progress = ProgressCatalog::new(catalog);

@@ -706,6 +706,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         now: as_of,
         repositories: Vec::new(),
         s3_caches: Vec::new(),
+        repository_filter: Some(janitor.filters.clone()),
     };
     let report = cleanup::sweep(janitor.catalog.as_ref(), None, policy, &options).await?;
     // The report carries every decision, deletions first: the whole plan, with reasons.
