@@ -62,6 +62,7 @@ pub const ARCH_TAG_TEMPLATE: &str = "ARCH_TAG_TEMPLATE";
 pub const TARGET_TAG_TEMPLATE: &str = "TARGET_TAG_TEMPLATE";
 pub const REQUIRED_PLATFORMS: &str = "REQUIRED_PLATFORMS";
 pub const STITCH_MODE: &str = "STITCH_MODE";
+pub const SOCI_SKIP_ARCH_TAGS: &str = "SOCI_SKIP_ARCH_TAGS";
 pub const CLEANUP_POLICY: &str = "CLEANUP_POLICY";
 pub const DRY_RUN: &str = "DRY_RUN";
 pub const REPORT_BUCKET: &str = "REPORT_BUCKET";
@@ -118,9 +119,14 @@ pub const SETTINGS: &[Setting] = &[
         functions: &[S],
     },
     Setting {
+        name: SOCI_SKIP_ARCH_TAGS,
+        default: "false",
+        functions: &[S],
+    },
+    Setting {
         name: ARCH_TAG_TEMPLATE,
         default: "{tag}-{arch}",
-        functions: &[M],
+        functions: &[S, M],
     },
     Setting {
         name: TARGET_TAG_TEMPLATE,

@@ -84,6 +84,8 @@ pub enum SkipReason {
     NotAnImage { what: String },
     /// A cosign-style `sha256-<hex>[.sig|.att|.sbom]` tag or a referrers fallback tag.
     ReferrerTag { tag: String },
+    /// A per-arch tag, left to the stitched index (`SOCI_SKIP_ARCH_TAGS`).
+    PerArchTag { tag: String, template: String },
 }
 
 impl SkipReason {
@@ -97,6 +99,7 @@ impl SkipReason {
             SkipReason::OwnOutput { .. } => "own-output",
             SkipReason::NotAnImage { .. } => "not-an-image",
             SkipReason::ReferrerTag { .. } => "referrer-tag",
+            SkipReason::PerArchTag { .. } => "per-arch-tag",
         }
     }
 }
@@ -124,6 +127,10 @@ impl fmt::Display for SkipReason {
             SkipReason::ReferrerTag { tag } => write!(
                 f,
                 "tag {tag:?} is a signature/attestation/referrers tag (sha256-<hex>...)"
+            ),
+            SkipReason::PerArchTag { tag, template } => write!(
+                f,
+                "tag {tag:?} matches ARCH_TAG_TEMPLATE {template}: with SOCI_SKIP_ARCH_TAGS the stitched index gets the SOCI index"
             ),
         }
     }

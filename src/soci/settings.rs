@@ -2,6 +2,7 @@
 //! parameters), the same names as CLI flags.
 
 use super::{Result, SociError};
+use crate::stitch::ArchTagTemplate;
 
 /// Which SOCI index format to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,6 +73,10 @@ pub struct SociSettings {
     pub ztoc_cache_prefix: String,
     /// `repo-glob:tag-glob,...` for the Lambda's event filter.
     pub repository_tag_filters: String,
+    /// Per-arch tags (those this `ARCH_TAG_TEMPLATE` matches) are left to the stitched
+    /// index when set (`SOCI_SKIP_ARCH_TAGS=true`): teams that deploy only the stitched
+    /// tag then pay for one SOCI index per image instead of two.
+    pub skip_arch_tags: Option<ArchTagTemplate>,
 }
 
 pub const DEFAULT_SPAN_SIZE: u64 = 4 * 1024 * 1024;
@@ -92,6 +97,7 @@ impl Default for SociSettings {
             ztoc_cache_bucket: None,
             ztoc_cache_prefix: "afterpush/ztoc/".into(),
             repository_tag_filters: "*:*".into(),
+            skip_arch_tags: None,
         }
     }
 }
@@ -196,6 +202,19 @@ impl SociSettings {
         if let Some(v) = get("REPOSITORY_TAG_FILTERS") {
             s.repository_tag_filters = v;
         }
+        if let Some(v) = get("SOCI_SKIP_ARCH_TAGS") {
+            let skip = crate::settings::parse_bool("SOCI_SKIP_ARCH_TAGS", &v)
+                .map_err(|e| bad("SOCI_SKIP_ARCH_TAGS", &v, &e.to_string()))?;
+            if skip {
+                let template = get("ARCH_TAG_TEMPLATE")
+                    .filter(|t| !t.trim().is_empty())
+                    .unwrap_or_else(|| ArchTagTemplate::DEFAULT.to_string());
+                s.skip_arch_tags = Some(
+                    ArchTagTemplate::parse(&template)
+                        .map_err(|e| bad("ARCH_TAG_TEMPLATE", &template, &e.to_string()))?,
+                );
+            }
+        }
         Ok(s)
     }
 }
@@ -235,5 +254,43 @@ mod tests {
             err.contains("SOCI_INDEX_VERSION") && err.contains("v3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn skip_arch_tags_uses_the_stitchers_template() {
+        let read = |pairs: &[(&str, &str)]| {
+            let env: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            SociSettings::from_lookup(|k| env.get(k).cloned())
+        };
+        assert!(read(&[]).unwrap().skip_arch_tags.is_none());
+        assert!(read(&[("SOCI_SKIP_ARCH_TAGS", "false")])
+            .unwrap()
+            .skip_arch_tags
+            .is_none());
+        let default = read(&[("SOCI_SKIP_ARCH_TAGS", "true")]).unwrap();
+        let t = default.skip_arch_tags.unwrap();
+        assert!(t.match_tag("1.2-arm64").is_some());
+        assert!(t.match_tag("1.2").is_none() && t.match_tag("1.2-beta").is_none());
+        let custom = read(&[
+            ("SOCI_SKIP_ARCH_TAGS", "yes"),
+            ("ARCH_TAG_TEMPLATE", "{arch}-{tag}"),
+        ])
+        .unwrap();
+        let t = custom.skip_arch_tags.unwrap();
+        assert!(t.match_tag("amd64-1.2").is_some() && t.match_tag("1.2-amd64").is_none());
+        let err = read(&[("SOCI_SKIP_ARCH_TAGS", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SOCI_SKIP_ARCH_TAGS") && err.contains("maybe"),
+            "{err}"
+        );
+        let err = read(&[("SOCI_SKIP_ARCH_TAGS", "1"), ("ARCH_TAG_TEMPLATE", "{tag}")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ARCH_TAG_TEMPLATE"), "{err}");
     }
 }

@@ -134,3 +134,39 @@ fn a_missing_image_is_an_error_naming_the_digest() {
         "{body}"
     );
 }
+
+#[test]
+fn skip_arch_tags_leaves_per_arch_tags_to_the_stitched_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let per_arch = seed_layout(&layout, "1.2.3-arm64");
+    let env = [
+        ("AFTERPUSH_LAYOUT", layout.to_str().unwrap()),
+        ("MIN_LAYER_SIZE", "0"),
+        ("SOCI_SKIP_ARCH_TAGS", "true"),
+    ];
+    let api = RuntimeApi::start(event_for("push-arch-arm64.json", &per_arch));
+    let mut function = Function::start(indexer(), "soci-indexer", &api, &env);
+    let posted = function.posted(&api);
+    assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
+    let body = posted.json();
+    assert_eq!(body["decision"]["code"], "per-arch-tag", "{body}");
+    assert!(
+        body["decision"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ARCH_TAG_TEMPLATE {tag}-{arch}")),
+        "{body}"
+    );
+    drop(function);
+    let repo = LayoutRepository::open(&layout).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(rt.block_on(repo.resolve("1.2.3-arm64-soci")).is_err());
+
+    // The same setting still indexes a tag the template does not match.
+    let plain = seed_layout(&layout, "1.2.3");
+    let api = RuntimeApi::start(event_for("push-image-tag.json", &plain));
+    let mut function = Function::start(indexer(), "soci-indexer", &api, &env);
+    let body = function.posted(&api).json();
+    assert_eq!(body["decision"]["decision"], "work", "{body}");
+    assert_eq!(body["outcome"]["tag"], "1.2.3-soci", "{body}");
+}
