@@ -625,6 +625,77 @@ async fn registry_errors_mid_upload_are_retried_or_fail_cleanly() {
     assert_eq!(tags, vec!["t", "t-soci", "u"]);
 }
 
+/// An attempt that ends part-way (here: the registry fails one layer persistently; in
+/// Lambda: the 15-minute timeout) keeps the zTOCs it finished in the S3 cache, so the
+/// next attempt (Lambda's async retry) downloads only what is left. A real failure from
+/// the real registry, through the fault proxy; what no local server can do is kill the
+/// process at a deadline, and the cache path taken is the same.
+#[tokio::test]
+async fn an_interrupted_image_resumes_from_the_ztoc_cache() {
+    use support::fault_proxy::{Fault, FaultProxy};
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port);
+    let moto = support::TestMoto::start();
+    let s3 = moto.s3().await;
+    s3.create_bucket()
+        .bucket("ztoc-cache")
+        .send()
+        .await
+        .unwrap();
+    let cache = S3ZtocCache::new(s3.clone(), "ztoc-cache", "afterpush/ztoc/");
+    let repo = Recording::new(connect(&proxy.host(), "big"));
+    let spec = SampleSpec {
+        layer_sizes: vec![1536 * 1024; 3],
+        attestations: false,
+        platforms: vec!["linux/amd64".parse().unwrap()],
+        ..SampleSpec::default()
+    };
+    let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some("t"))
+        .await
+        .unwrap();
+    let layers: Vec<Sha256Digest> = image.layers.iter().map(|l| l.blob.digest.clone()).collect();
+    let settings = SociSettings {
+        layer_concurrency: 1,
+        ..settings(1024)
+    };
+
+    // First attempt: the last layer cannot be read.
+    proxy.add_rule(
+        Some("GET"),
+        &format!("/blobs/{}", layers[2]),
+        Fault::Status(500),
+        1000,
+    );
+    let err = create_soci(&repo, "t", Some("t"), &settings, &cache, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&layers[2].to_string()), "{err}");
+    assert_eq!(
+        repo.list_tags().await.unwrap(),
+        vec!["t"],
+        "no -soci tag yet"
+    );
+    proxy.clear_rules();
+
+    // Second attempt: the two finished layers come from the cache, only the last is read.
+    let reads_before: Vec<usize> = layers.iter().map(|l| repo.reads_of(l)).collect();
+    let o = create_soci(&repo, "t", Some("t"), &settings, &cache, None)
+        .await
+        .unwrap();
+    let reads: Vec<usize> = layers
+        .iter()
+        .zip(&reads_before)
+        .map(|(l, before)| repo.reads_of(l) - before)
+        .collect();
+    assert_eq!(
+        reads,
+        vec![0, 0, 1],
+        "layer downloads in the second attempt"
+    );
+    assert_eq!(o.platforms[0].ztocs_from_cache, 2);
+    assert_eq!(o.tag.as_deref(), Some("t-soci"));
+}
+
 /// The seed workflow without containerd: an oci-archive (as `docker buildx build -o
 /// type=oci,dest=image.tar` writes) is pushed and indexed in one command, then inspected.
 #[tokio::test]
