@@ -137,10 +137,11 @@ enum MemberState {
 pub(crate) struct GzipIndexer {
     inflater: Inflater,
     span_size: u64,
-    /// Output ring: the inflater writes straight into it, never over the live window, so the 32 KiB before `ring_pos` are always the last output
-    /// (zero initially, which gives the front padding for free). Twice the window
-    /// because zlib-rs may scribble past the bytes it reports as produced (within
-    /// `avail_out`): that must never land on the live window.
+    /// Output ring ([`RING_SIZE`]): the inflater writes straight into it, never over the
+    /// live window, so the 32 KiB before `ring_pos` are always the last output (zero
+    /// initially, which gives the front padding for free). The live window is never part
+    /// of the room handed out because zlib-rs may scribble past the bytes it reports as
+    /// produced (within `avail_out`).
     ring: Box<[u8]>,
     ring_pos: usize,
     total_in: u64,

@@ -1,8 +1,9 @@
 //! zTOC: the per-layer table of contents + gzip checkpoints of a SOCI index.
 //!
 //! Built in one streaming pass over a layer blob ([`ZtocBuilder`]: `feed` chunks of any
-//! size, then `finish`), with memory bounded by a 32 KiB window ring, the checkpoints
-//! emitted so far and the current tar header. Encoded byte-for-byte as soci-snapshotter
+//! size, then `finish`), with memory bounded by a 1 MiB output ring (which holds the
+//! 32 KiB window), the span-hashing queue (`spans`, about 1 MiB), the checkpoints emitted
+//! so far and the current tar header. Encoded byte-for-byte as soci-snapshotter
 //! encodes it ([`Ztoc::to_bytes`]), read back from ours or soci's ([`Ztoc::from_bytes`]),
 //! and usable to extract one file the way the snapshotter does ([`extract_file`]).
 //! Format: `shared/design/SOCI-FORMAT.md` §1–4.
