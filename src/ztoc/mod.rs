@@ -209,6 +209,17 @@ enum Engine {
     },
 }
 
+impl Engine {
+    /// A plain tar layer: spans cut every `span_size` bytes of the blob itself.
+    fn uncompressed() -> Self {
+        Engine::Tar {
+            spans: spans::SpanDigester::new(),
+            span_filled: 0,
+            size: 0,
+        }
+    }
+}
+
 /// Builds a [`Ztoc`] from a layer blob fed in chunks of any size.
 pub struct ZtocBuilder {
     options: ZtocOptions,
@@ -225,36 +236,21 @@ impl ZtocBuilder {
             span_size: options.span_size.max(1),
             ..options
         };
-        let engine = match compression {
+        let (engine, failed) = match compression {
             LayerCompression::Gzip => match gzip::GzipIndexer::new(options.span_size) {
-                Ok(g) => Engine::Gzip(g),
-                Err(e) => {
-                    // Only an allocation failure in zlib can get here; report it on feed.
-                    return ZtocBuilder {
-                        options,
-                        compression,
-                        engine: Engine::Tar {
-                            spans: spans::SpanDigester::new(),
-                            span_filled: 0,
-                            size: 0,
-                        },
-                        tar: tar::TarIndexer::new(),
-                        failed: Some(e.to_string()),
-                    };
-                }
+                Ok(g) => (Engine::Gzip(g), None),
+                // Only an allocation failure in zlib can get here; it is reported on feed,
+                // and the placeholder engine is never fed.
+                Err(e) => (Engine::uncompressed(), Some(e.to_string())),
             },
-            LayerCompression::Uncompressed => Engine::Tar {
-                spans: spans::SpanDigester::new(),
-                span_filled: 0,
-                size: 0,
-            },
+            LayerCompression::Uncompressed => (Engine::uncompressed(), None),
         };
         ZtocBuilder {
             options,
             compression,
             engine,
             tar: tar::TarIndexer::new(),
-            failed: None,
+            failed,
         }
     }
 
