@@ -173,18 +173,8 @@ impl SociIndexer {
             )));
         };
         let decision =
-            events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix);
-        let decision = match (&decision, &self.settings.skip_arch_tags) {
-            (Decision::Work { tag, .. }, Some(template)) if template.match_tag(tag).is_some() => {
-                Decision::Skip {
-                    reason: events::SkipReason::PerArchTag {
-                        tag: tag.clone(),
-                        template: template.as_str().to_string(),
-                    },
-                }
-            }
-            _ => decision,
-        };
+            events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix)
+                .skipping_per_arch_tags(self.settings.skip_arch_tags.as_ref());
         let Decision::Work { tag, digest, .. } = &decision else {
             return Ok(skip("soci-indexer", &decision));
         };

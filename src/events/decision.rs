@@ -7,6 +7,7 @@
 
 use super::{EcrImageAction, RepositoryTagFilters, ScheduledEvent, Trigger};
 use crate::oci::{annotation, media, ManifestSummary, Sha256Digest};
+use crate::stitch::ArchTagTemplate;
 use chrono::{DateTime, Utc};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
@@ -35,6 +36,23 @@ impl Decision {
         match self {
             Decision::Skip { reason } => Some(reason),
             Decision::Work { .. } => None,
+        }
+    }
+
+    /// The indexer's `SOCI_SKIP_ARCH_TAGS`: work on a tag that `template` matches becomes
+    /// a [`SkipReason::PerArchTag`] skip, leaving the SOCI index to the stitched tag.
+    /// `None` (the default) changes nothing.
+    pub fn skipping_per_arch_tags(self, template: Option<&ArchTagTemplate>) -> Decision {
+        match (&self, template) {
+            (Decision::Work { tag, .. }, Some(template)) if template.match_tag(tag).is_some() => {
+                Decision::Skip {
+                    reason: SkipReason::PerArchTag {
+                        tag: tag.clone(),
+                        template: template.as_str().to_string(),
+                    },
+                }
+            }
+            _ => self,
         }
     }
 }
@@ -381,6 +399,32 @@ mod tests {
             manifest_media_type: Some(media::OCI_MANIFEST.into()),
             artifact_media_type: Some(artifact.into()),
         }
+    }
+
+    #[test]
+    fn skipping_per_arch_tags_only_touches_work_on_matching_tags() {
+        let all = RepositoryTagFilters::default();
+        let template = ArchTagTemplate::parse(ArchTagTemplate::DEFAULT).unwrap();
+        let decide =
+            |tag: &str| soci_push_decision(&push("app", tag, media::OCI_CONFIG), &all, "-soci");
+        let skipped = decide("1.2-arm64").skipping_per_arch_tags(Some(&template));
+        assert_eq!(code(&skipped), "per-arch-tag");
+        assert!(skipped
+            .skip_reason()
+            .unwrap()
+            .to_string()
+            .contains("{tag}-{arch}"));
+        assert_eq!(
+            code(&decide("1.2").skipping_per_arch_tags(Some(&template))),
+            "work"
+        );
+        assert_eq!(
+            code(&decide("1.2-arm64").skipping_per_arch_tags(None)),
+            "work"
+        );
+        // An earlier skip keeps its own reason.
+        let own = decide("1.2-arm64-soci").skipping_per_arch_tags(Some(&template));
+        assert_eq!(code(&own), "own-output");
     }
 
     fn code(d: &Decision) -> &'static str {
