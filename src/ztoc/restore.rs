@@ -101,6 +101,14 @@ fn read_exact(layer: &dyn LayerReader, offset: u64, len: u64) -> Result<Vec<u8>,
     Ok(data)
 }
 
+/// The error for corrupt deflate data found at `compressed_offset`, as a `map_err` mapper.
+fn corrupt_at(compressed_offset: u64) -> impl Fn(String) -> ZtocError + Copy {
+    move |reason| ZtocError::CorruptGzip {
+        compressed_offset,
+        reason,
+    }
+}
+
 fn extract_gzip(
     ztoc: &Ztoc,
     layer: &dyn LayerReader,
@@ -126,10 +134,7 @@ fn extract_gzip(
     }
     let mut to_skip = offset - start.uncompressed_offset;
 
-    let mut inflater = Inflater::new(RAW).map_err(|reason| ZtocError::CorruptGzip {
-        compressed_offset: start.compressed_offset,
-        reason,
-    })?;
+    let mut inflater = Inflater::new(RAW).map_err(corrupt_at(start.compressed_offset))?;
     let mut span = first;
     let mut raw_mode = true;
     let mut primed = start.bits == 0;
@@ -160,10 +165,7 @@ fn extract_gzip(
             }
         }
         let mut input: &[u8] = &data;
-        let corrupt_at_span = |reason| ZtocError::CorruptGzip {
-            compressed_offset: s,
-            reason,
-        };
+        let corrupt_at_span = corrupt_at(s);
         if !primed {
             let Some(&byte) = input.first() else {
                 return Err(ZtocError::InvalidZtoc(format!("span {span} is empty")));
@@ -192,12 +194,7 @@ fn extract_gzip(
                 pos_in_blob += n as u64;
                 drop_trailer -= n;
                 if drop_trailer == 0 {
-                    inflater
-                        .reset(GZIP)
-                        .map_err(|reason| ZtocError::CorruptGzip {
-                            compressed_offset: pos_in_blob,
-                            reason,
-                        })?;
+                    inflater.reset(GZIP).map_err(corrupt_at(pos_in_blob))?;
                 }
                 continue;
             }
@@ -218,12 +215,7 @@ fn extract_gzip(
             pos_in_blob += step.consumed as u64;
             match step.status {
                 Status::Ok | Status::BufError => {}
-                Status::Error(reason) => {
-                    return Err(ZtocError::CorruptGzip {
-                        compressed_offset: pos_in_blob,
-                        reason,
-                    })
-                }
+                Status::Error(reason) => return Err(corrupt_at(pos_in_blob)(reason)),
                 Status::StreamEnd => {
                     // End of a gzip member: the next one follows (pigz, concatenation).
                     // Raw inflate leaves the 8-byte trailer; gzip mode consumes it.
@@ -231,12 +223,7 @@ fn extract_gzip(
                         drop_trailer = 8;
                         raw_mode = false;
                     } else {
-                        inflater
-                            .reset(GZIP)
-                            .map_err(|reason| ZtocError::CorruptGzip {
-                                compressed_offset: pos_in_blob,
-                                reason,
-                            })?;
+                        inflater.reset(GZIP).map_err(corrupt_at(pos_in_blob))?;
                     }
                 }
             }
