@@ -1,11 +1,14 @@
 //! `afterpush stitch` on an OCI image layout and an oci-archive (the embedded default:
 //! no registry), with skopeo reading the result as an independent client.
 
+mod support;
+
 use afterpush::oci::{media, Sha256Digest};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
 use afterpush::registry::Repository;
 use afterpush::sample::{self, ManifestFormat, SampleSpec};
 use std::process::Command;
+use support::afterpush_stitch_cli as afterpush;
 
 fn spec(seed: u64) -> SampleSpec {
     SampleSpec {
@@ -15,22 +18,6 @@ fn spec(seed: u64) -> SampleSpec {
         attestations: false,
         ..SampleSpec::default()
     }
-}
-
-fn afterpush(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_afterpush"))
-        .args(args)
-        .env_remove("REQUIRED_PLATFORMS")
-        .env_remove("STITCH_MODE")
-        .env_remove("ARCH_TAG_TEMPLATE")
-        .env_remove("TARGET_TAG_TEMPLATE")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 #[tokio::test]

@@ -591,22 +591,11 @@ async fn dry_run_and_the_cli_print_the_index() {
     assert!(matches!(dry, StitchOutcome::WouldWrite { .. }), "{dry:?}");
     assert!(repo.resolve("15.0").await.unwrap_err().is_not_found());
 
-    let bin = env!("CARGO_BIN_EXE_afterpush");
+    let reference = reg.reference("cli");
     let run = |extra: &[&str]| {
-        let out = std::process::Command::new(bin)
-            .args(["stitch", &reg.reference("cli"), "--tag", "15.0"])
-            .args(extra)
-            .env_remove("REQUIRED_PLATFORMS")
-            .env_remove("STITCH_MODE")
-            .env_remove("ARCH_TAG_TEMPLATE")
-            .env_remove("TARGET_TAG_TEMPLATE")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
+        let mut args = vec!["stitch", reference.as_str(), "--tag", "15.0"];
+        args.extend_from_slice(extra);
+        support::afterpush_stitch_cli(&args)
     };
     let (ok, stdout, stderr) = run(&["--dry-run"]);
     assert!(ok, "{stderr}");

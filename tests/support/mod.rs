@@ -199,6 +199,25 @@ impl Drop for TestMoto {
     }
 }
 
+/// Runs `afterpush stitch …` (the args include the verb) without the stitcher's settings
+/// the caller's environment may carry, so the CLI's own defaults apply; returns
+/// (success, stdout, stderr).
+pub fn afterpush_stitch_cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_afterpush"))
+        .args(args)
+        .env_remove("REQUIRED_PLATFORMS")
+        .env_remove("STITCH_MODE")
+        .env_remove("ARCH_TAG_TEMPLATE")
+        .env_remove("TARGET_TAG_TEMPLATE")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 /// Every regular file of a layer (decompressed when gzip), by name.
 pub fn files_of_layer(blob: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
     let raw: Vec<u8> = if blob.starts_with(&[0x1f, 0x8b]) {
