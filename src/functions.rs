@@ -74,6 +74,21 @@ impl Repositories {
     }
 }
 
+/// The ECR Image Action event a push-driven function takes; any other trigger (the
+/// schedule) is a non-retryable error naming the function.
+fn ecr_image_action(
+    function: &str,
+    payload: Value,
+) -> Result<events::EcrImageActionEvent, HandlerError> {
+    match Trigger::from_value(payload)? {
+        Trigger::EcrImageAction(event) => Ok(event),
+        other => Err(HandlerError::non_retryable(format!(
+            "{function} takes ECR Image Action events, not {}",
+            other.kind()
+        ))),
+    }
+}
+
 fn skip(function: &str, decision: &Decision) -> Value {
     let value = serde_json::to_value(decision).unwrap_or(Value::Null);
     tracing::info!(function, decision = %value, "skipped");
@@ -165,20 +180,14 @@ impl SociIndexer {
 
     /// Builds SOCI indexes for a pushed image.
     pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
-        let trigger = Trigger::from_value(payload)?;
-        let Trigger::EcrImageAction(event) = &trigger else {
-            return Err(HandlerError::non_retryable(format!(
-                "soci-indexer takes ECR Image Action events, not {}",
-                trigger.kind()
-            )));
-        };
+        let event = ecr_image_action("soci-indexer", payload)?;
         let decision =
             events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix)
                 .skipping_per_arch_tags(self.settings.skip_arch_tags.as_ref());
         let Decision::Work { tag, digest, .. } = &decision else {
             return Ok(skip("soci-indexer", &decision));
         };
-        let repo = self.repositories.open(event)?;
+        let repo = self.repositories.open(&event)?;
         let outcome = soci::create_soci(
             repo.as_ref(),
             &digest.to_string(),
@@ -226,19 +235,13 @@ impl ManifestStitcher {
 
     /// Stitches the per-arch tags of the pushed tag's base tag.
     pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
-        let trigger = Trigger::from_value(payload)?;
-        let Trigger::EcrImageAction(event) = &trigger else {
-            return Err(HandlerError::non_retryable(format!(
-                "manifest-stitcher takes ECR Image Action events, not {}",
-                trigger.kind()
-            )));
-        };
+        let event = ecr_image_action("manifest-stitcher", payload)?;
         let decision =
             events::stitch_push_decision(&event.detail, &self.filters, &self.soci_tag_suffix);
         let Decision::Work { tag, .. } = &decision else {
             return Ok(skip("manifest-stitcher", &decision));
         };
-        let repo = self.repositories.open(event)?;
+        let repo = self.repositories.open(&event)?;
         let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
             .await
             .map_err(|e| by_retryability(e.is_retryable(), e))?;
