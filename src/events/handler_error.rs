@@ -21,10 +21,13 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// A handler failure with a retryable flag.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", chain(.source.as_ref()))]
+// The message already holds the whole cause chain, so the inner error is deliberately
+// not `Error::source()` (a field named `source` would be, to thiserror): chain printers
+// such as anyhow's `{:#}` would print it twice. `inner()` reaches it.
+#[error("{}", chain(.inner.as_ref()))]
 pub struct HandlerError {
     retryable: bool,
-    source: BoxError,
+    inner: BoxError,
 }
 
 impl HandlerError {
@@ -32,7 +35,7 @@ impl HandlerError {
     pub fn retryable(error: impl Into<BoxError>) -> Self {
         Self {
             retryable: true,
-            source: error.into(),
+            inner: error.into(),
         }
     }
 
@@ -40,7 +43,7 @@ impl HandlerError {
     pub fn non_retryable(error: impl Into<BoxError>) -> Self {
         Self {
             retryable: false,
-            source: error.into(),
+            inner: error.into(),
         }
     }
 
@@ -59,7 +62,7 @@ impl HandlerError {
 
     /// The underlying error.
     pub fn inner(&self) -> &(dyn StdError + Send + Sync + 'static) {
-        self.source.as_ref()
+        self.inner.as_ref()
     }
 }
 

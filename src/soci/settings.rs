@@ -204,7 +204,7 @@ impl SociSettings {
         }
         if let Some(v) = get("SOCI_SKIP_ARCH_TAGS") {
             let skip = crate::settings::parse_bool("SOCI_SKIP_ARCH_TAGS", &v)
-                .map_err(|e| bad("SOCI_SKIP_ARCH_TAGS", &v, &e.to_string()))?;
+                .map_err(|e| bad("SOCI_SKIP_ARCH_TAGS", &v, &e.problem))?;
             if skip {
                 let template = get("ARCH_TAG_TEMPLATE")
                     .filter(|t| !t.trim().is_empty())
