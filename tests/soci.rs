@@ -450,10 +450,8 @@ async fn a_corrupt_layer_fails_the_image_naming_the_layer_and_moves_no_tag() {
     assert_eq!(repo.list_tags().await.unwrap(), vec!["bad"], "no -soci tag");
 }
 
-#[tokio::test]
-async fn ztocs_are_reused_from_the_s3_cache() {
-    let registry = TestRegistry::start();
-    let moto = support::TestMoto::start();
+/// The zTOC cache the indexer uses in Lambda, on an empty bucket of moto's S3.
+async fn ztoc_cache(moto: &support::TestMoto) -> (aws_sdk_s3::Client, S3ZtocCache) {
     let s3 = moto.s3().await;
     s3.create_bucket()
         .bucket("ztoc-cache")
@@ -461,6 +459,14 @@ async fn ztocs_are_reused_from_the_s3_cache() {
         .await
         .unwrap();
     let cache = S3ZtocCache::new(s3.clone(), "ztoc-cache", "afterpush/ztoc/");
+    (s3, cache)
+}
+
+#[tokio::test]
+async fn ztocs_are_reused_from_the_s3_cache() {
+    let registry = TestRegistry::start();
+    let moto = support::TestMoto::start();
+    let (s3, cache) = ztoc_cache(&moto).await;
 
     let repo = Recording::new(connect(&registry.host(), "base"));
     let spec = SampleSpec {
@@ -636,13 +642,7 @@ async fn an_interrupted_image_resumes_from_the_ztoc_cache() {
     let registry = TestRegistry::start();
     let proxy = FaultProxy::start(registry.port);
     let moto = support::TestMoto::start();
-    let s3 = moto.s3().await;
-    s3.create_bucket()
-        .bucket("ztoc-cache")
-        .send()
-        .await
-        .unwrap();
-    let cache = S3ZtocCache::new(s3.clone(), "ztoc-cache", "afterpush/ztoc/");
+    let (_, cache) = ztoc_cache(&moto).await;
     let repo = Recording::new(connect(&proxy.host(), "big"));
     let spec = SampleSpec {
         layer_sizes: vec![1536 * 1024; 3],
