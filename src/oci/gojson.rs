@@ -93,8 +93,10 @@ pub struct GoIndex {
 }
 
 /// Serialises like Go's `json.Marshal`: compact, struct fields in declaration order,
-/// and strings escaped as Go does (`<`, `>`, `&`, U+2028, U+2029 as `\u00XX`/`\u20XX`;
-/// control characters other than `\n`, `\r`, `\t` as `\u00XX`).
+/// and strings escaped as Go (1.22 and later) does: `<`, `>`, `&`, U+2028 and U+2029 as
+/// `\u003c`, `\u003e`, `\u0026`, `\u2028`, `\u2029`; `\b`, `\f`, `\n`, `\r`, `\t` as
+/// those short escapes; every other control character below U+0020 as `\u00XX`; DEL
+/// (U+007F) and `/` as they are.
 pub fn to_go_json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
@@ -141,9 +143,9 @@ impl serde_json::ser::Formatter for GoFormatter {
             LineFeed => "\\n".into(),
             CarriageReturn => "\\r".into(),
             Tab => "\\t".into(),
-            // Go writes \b and \f as \u0008 and \u000c.
-            Backspace => "\\u0008".into(),
-            FormFeed => "\\u000c".into(),
+            // Go has written these two short forms since 1.22 (before: `\u0008`, `\u000c`).
+            Backspace => "\\b".into(),
+            FormFeed => "\\f".into(),
             Solidus => "/".into(),
             AsciiControl(b) => format!("\\u{:04x}", b),
         };
@@ -175,10 +177,46 @@ mod tests {
         let json = String::from_utf8(to_go_json(&d)).unwrap();
         assert_eq!(
             json,
-            r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aa","size":7,"annotations":{"a":"1","z":"a\u003cb\u003e\u0026c\u0008"},"platform":{"architecture":"arm","os":"linux","variant":"v7"},"artifactType":"application/vnd.amazon.soci.index.v2+json"}"#
+            r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aa","size":7,"annotations":{"a":"1","z":"a\u003cb\u003e\u0026c\b"},"platform":{"architecture":"arm","os":"linux","variant":"v7"},"artifactType":"application/vnd.amazon.soci.index.v2+json"}"#
         );
         let back: GoDescriptor = serde_json::from_str(&json).unwrap();
         assert_eq!(back, d);
+    }
+
+    /// The expected bytes are what Go 1.27.3 (linux/amd64) printed for a program that
+    /// runs `json.Marshal` on each input string and prints the result with `%s`:
+    ///
+    /// ```text
+    /// for _, s := range []string{"\b", "\f", "\n\r\t", "\x00\x01\x1f\x7f", "<>&",
+    ///     "\u2028\u2029", "\"\\/", "é€😀"} {
+    ///     b, _ := json.Marshal(s)
+    ///     fmt.Printf("%s\n", b)
+    /// }
+    /// ```
+    ///
+    /// Go also turns each byte of invalid UTF-8 into U+FFFD; a Rust `&str` cannot hold
+    /// invalid UTF-8, so that case cannot reach this encoder.
+    #[test]
+    fn escapes_strings_as_go_json_marshal_does() {
+        let cases: [(&str, &[u8]); 8] = [
+            ("\u{8}", br#""\b""#),
+            ("\u{c}", br#""\f""#),
+            ("\n\r\t", br#""\n\r\t""#),
+            ("\u{0}\u{1}\u{1f}\u{7f}", b"\"\\u0000\\u0001\\u001f\x7f\""),
+            ("<>&", br#""\u003c\u003e\u0026""#),
+            ("\u{2028}\u{2029}", br#""\u2028\u2029""#),
+            ("\"\\/", br#""\"\\/""#),
+            ("é€😀", "\"é€😀\"".as_bytes()),
+        ];
+        for (input, go_wrote) in cases {
+            assert_eq!(
+                to_go_json(&input),
+                go_wrote,
+                "{input:?}: ours {:?}, Go's {:?}",
+                String::from_utf8_lossy(&to_go_json(&input)),
+                String::from_utf8_lossy(go_wrote)
+            );
+        }
     }
 
     #[test]
