@@ -3,7 +3,8 @@
 use afterpush::ztoc::{FileMetadata, LayerCompression, Ztoc};
 use sha2::{Digest, Sha256};
 
-/// soci-snapshotter's marshaler unit test (see SOCI-FORMAT.md §1 "Golden vector").
+/// The zTOC of soci-snapshotter's `TestWriteZtoc` (`ztoc/ztoc_test.go`), whose expected
+/// size and digest are pinned below (`docs/ztoc-format.md` §1).
 fn golden() -> Ztoc {
     let entry = FileMetadata {
         mod_time: "0001-01-01T00:00:00Z".into(),

@@ -1,4 +1,4 @@
-//! Publishing SOCI indexes for an image (SOCI-FORMAT.md §5 "v2 binding", and v1).
+//! Publishing SOCI indexes for an image (`docs/soci-index.md` §3 for v1, §4 for v2).
 //!
 //! v2, following soci-snapshotter's `soci convert`: every platform manifest of the
 //! image is re-serialised as an OCI manifest (annotated with its SOCI index digest when it

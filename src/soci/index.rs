@@ -1,10 +1,10 @@
-//! The SOCI index manifest itself (SOCI-FORMAT.md §5): an OCI image manifest whose
+//! The SOCI index manifest itself (`docs/soci-index.md` §2): an OCI image manifest whose
 //! config media type carries the version and whose layers are the zTOCs.
 //!
-//! One deviation from SOCI-FORMAT.md, following soci-snapshotter (`soci/soci_index.go`,
-//! `maybeAddDisableXattrAnnotation`): `com.amazon.soci.disable-xattrs` is an annotation
-//! of each zTOC descriptor whose layer has no xattrs and no opaque whiteout, added only
-//! with the xattr optimization, not an annotation of the index.
+//! As in soci-snapshotter (`soci/soci_index.go`, `maybeAddDisableXattrAnnotation`),
+//! `com.amazon.soci.disable-xattrs` is an annotation of each zTOC descriptor whose layer
+//! has no xattrs and no opaque whiteout, added only with the xattr optimization; it is
+//! not an annotation of the index.
 
 use super::settings::IndexVersion;
 use crate::oci::gojson::{to_go_json, GoDescriptor, GoManifest};

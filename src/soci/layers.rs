@@ -1,4 +1,4 @@
-//! Which layers get a zTOC (SOCI-FORMAT.md §4).
+//! Which layers get a zTOC (`docs/soci-index.md` §1).
 
 use crate::oci::media;
 use crate::ztoc::LayerCompression;

@@ -2,8 +2,8 @@
 //! layers get a zTOC, streaming each layer from the registry straight into the zTOC
 //! builder, reusing zTOCs from an S3 cache, and writing SOCI index v2 (the default: the
 //! image is re-published as an index that carries its SOCI indexes) or v1 (a referrer).
-//! Byte formats: `shared/design/SOCI-FORMAT.md`; where it and soci-snapshotter differ,
-//! soci-snapshotter is followed (see `index.rs`).
+//! Formats: `docs/soci-index.md` (the index, v1 and v2, the JSON bytes) and
+//! `docs/ztoc-format.md` (the zTOC); soci-snapshotter is the reference they follow.
 
 pub mod build;
 pub mod cache;

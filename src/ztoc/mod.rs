@@ -6,7 +6,8 @@
 //! so far and the current tar header. Encoded byte-for-byte as soci-snapshotter
 //! encodes it ([`Ztoc::to_bytes`]), read back from ours or soci's ([`Ztoc::from_bytes`]),
 //! and usable to extract one file the way the snapshotter does ([`extract_file`]).
-//! Format: `shared/design/SOCI-FORMAT.md` §1–4.
+//! Format: `docs/ztoc-format.md` (FlatBuffers layout, TOC entries, gzip checkpoints, tar
+//! layers, and where we differ from soci-snapshotter on purpose).
 
 mod error;
 mod fbs;
