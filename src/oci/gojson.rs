@@ -5,7 +5,8 @@
 //! soci-snapshotter, buildx and most registries' tooling are Go: writing the same bytes
 //! they would write makes our digests equal theirs for the same content (a cheap and
 //! strong conformance check), and keeps our own output deterministic.
-//! `oci-spec`'s types are used to read manifests; these are for the few we write.
+//! The same structs also read the image manifests and indexes the SOCI indexer rewrites
+//! (unknown fields are dropped, which is what Go's decoder into these structs does too).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

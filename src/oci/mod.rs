@@ -1,8 +1,11 @@
 //! OCI and Docker media types, digests, and the classification of a manifest.
 //!
 //! Manifests are always kept as the exact bytes a registry stored (their digest is the
-//! sha256 of those bytes); the `oci-spec` types are used to *read* them, and to build the
-//! few manifests afterpush writes itself.
+//! sha256 of those bytes). They are read through [`ManifestSummary`] and
+//! [`DescriptorSummary`], lenient serde views that keep only the fields afterpush
+//! classifies by, or, where the SOCI indexer rewrites them, through the Go-ordered
+//! structs of [`gojson`], which also write the SOCI output. Of `oci-spec` only
+//! [`Platform`] is used, for the `platform` of a descriptor.
 
 pub mod gojson;
 
@@ -12,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-pub use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, Platform};
+pub use oci_spec::image::Platform;
 
 /// Media types afterpush reads or writes.
 pub mod media {
@@ -120,11 +123,6 @@ impl Sha256Digest {
             })
         }
     }
-    /// As `oci_spec`'s digest type, for building descriptors.
-    pub fn to_oci(&self) -> oci_spec::image::Digest {
-        oci_spec::image::Digest::from_str(&self.to_string())
-            .expect("a sha256 digest is always valid")
-    }
 }
 
 impl fmt::Display for Sha256Digest {
@@ -154,13 +152,6 @@ impl FromStr for Sha256Digest {
         let mut raw = [0u8; 32];
         hex::decode_to_slice(hex_part, &mut raw).map_err(|_| bad())?;
         Ok(Self(raw))
-    }
-}
-
-impl TryFrom<&oci_spec::image::Digest> for Sha256Digest {
-    type Error = OciError;
-    fn try_from(d: &oci_spec::image::Digest) -> Result<Self, OciError> {
-        d.to_string().parse()
     }
 }
 
