@@ -6,11 +6,11 @@
 //!
 //! Why this test lives in the function's package: only there does cargo build the binary
 //! and hand its path over (`CARGO_BIN_EXE_cache-janitor`), with the same feature set as
-//! the test. Running `cargo build -p cache-janitor` from a root-package test was tried:
-//! the nested build sees a different environment and package selection and rebuilt the
-//! AWS SDK crates in the shared target dir each time, so the outer and nested builds undid
-//! each other (10+ minutes each on 2 cores). Looking for a prebuilt
-//! `target/debug/cache-janitor` instead could test a stale binary.
+//! the test. A test in the root package would have to build the binary itself: a nested
+//! `cargo build -p cache-janitor` selects other packages and features, so it rebuilds the
+//! shared dependencies (the AWS SDK crates) in the same target directory, and the outer
+//! build then rebuilds them back. Running a prebuilt `target/debug/cache-janitor` instead
+//! could test a stale binary.
 
 #[path = "../../../tests/support/runtime_api.rs"]
 mod runtime_api;
