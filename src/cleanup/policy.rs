@@ -777,4 +777,24 @@ s3_caches:
         .to_string();
         assert!(err.starts_with("rules[0].select.all:"), "{err}");
     }
+
+    #[test]
+    fn the_sample_lifecycle_policies_parse() {
+        let ecr = Policy::parse(include_str!("../../infra/policies/ecr-lifecycle.json")).unwrap();
+        assert_eq!(ecr.lifecycle_policy_for("anything").unwrap().rules.len(), 3);
+        let mixed = Policy::parse(include_str!(
+            "../../infra/policies/ecr-lifecycle-mixed.yaml"
+        ))
+        .unwrap();
+        assert_eq!(
+            mixed.lifecycle_policy_for("svc-api").unwrap().rules.len(),
+            2
+        );
+        assert_eq!(
+            mixed.lifecycle_policy_for("legacy/web").unwrap().rules[0].name(),
+            "ecr:1"
+        );
+        assert!(mixed.lifecycle_policy_for("app").is_none());
+        assert_eq!(mixed.rules.len(), 3);
+    }
 }
