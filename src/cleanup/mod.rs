@@ -396,7 +396,8 @@ pub fn on_push_policy(policy: &Policy) -> Policy {
 #[tracing::instrument(skip_all, fields(repository = %event.repository_name, tag = ?event.image_tag))]
 /// On a push of a cache tag: deletes the untagged cache manifests of that repository
 /// (the ones earlier exports left behind), subject to the grace period and the policy's
-/// keep rules. Any other event is reported as ignored.
+/// keep rules. On a push to a repository an ECR lifecycle policy decides for: plans the
+/// whole repository under that policy at once. Any other event is reported as ignored.
 pub async fn on_push(
     catalog: &dyn Catalog,
     policy: &Policy,
