@@ -18,9 +18,11 @@
 //!   images last pulled more than N days ago.
 //!
 //! afterpush never archives: `transition` rules are evaluated and reported as "would
-//! archive", and the images stay. ECR's archive storage class is not listed by the
-//! catalog, so every image counts as `standard`; rules on `storageClass: archive`
-//! identify nothing.
+//! archive", and the images stay. The catalog lists images with DescribeImages, which
+//! returns only `ACTIVE` images unless its `imageStatus` filter asks for others: every
+//! image it sees is in `standard` storage, archived images are neither counted nor
+//! touched (as ECR's standard-class rules ignore them), and rules on
+//! `storageClass: archive` identify nothing.
 
 use crate::catalog::ImageRecord;
 use chrono::{DateTime, Duration, Utc};
@@ -521,7 +523,7 @@ impl LifecyclePolicy {
         let mut outcomes = vec![Outcome::Unselected; images.len()];
         let mut tallies = vec![RuleTally::default(); self.rules.len()];
         for (ri, rule) in self.rules.iter().enumerate() {
-            // The catalog sees only standard storage (see the module docs).
+            // The catalog lists only active (standard) images (see the module docs).
             let identified: Vec<usize> = if rule.storage_class == StorageClass::Standard {
                 (0..images.len())
                     .filter(|&i| rule.identifies(&images[i].tags))
