@@ -640,3 +640,151 @@ async fn plan_prints_per_rule_counts_and_from_ecr_names_what_is_missing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An ECR policy applied for real runs under afterpush's safety rules: the entries of a
+/// kept multi-arch index and an image within the grace period stay, each named with the
+/// ECR rule it overrides; exactly the planned images are deleted.
+#[tokio::test]
+async fn apply_keeps_what_the_safety_rules_protect_and_deletes_the_rest() {
+    let moto = support::TestMoto::start();
+    let ecr = moto.ecr().await;
+    let repository = "lp-safety";
+    ecr.create_repository()
+        .repository_name(repository)
+        .send()
+        .await
+        .unwrap();
+    let t = as_of();
+    let put = |body: String, media_type: &'static str, tag: Option<&'static str>| {
+        let ecr = ecr.clone();
+        async move {
+            let digest = Sha256Digest::of(body.as_bytes()).to_string();
+            ecr.put_image()
+                .repository_name(repository)
+                .image_manifest(body)
+                .image_manifest_media_type(media_type)
+                .image_digest(&digest)
+                .set_image_tag(tag.map(str::to_string))
+                .send()
+                .await
+                .unwrap();
+            digest
+        }
+    };
+    let manifest = |seed: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[]}}"#,
+            media::OCI_MANIFEST,
+            media::OCI_CONFIG,
+            Sha256Digest::of(seed.as_bytes())
+        )
+    };
+    let mut ages: Vec<(String, Duration)> = Vec::new();
+    let mut children = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let d = put(manifest(arch), media::OCI_MANIFEST, None).await;
+        ages.push((d.clone(), days(10)));
+        children.push(d);
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{}]}}"#,
+        media::OCI_INDEX,
+        children
+            .iter()
+            .map(|d| format!(
+                r#"{{"mediaType":"{}","digest":"{d}","size":2}}"#,
+                media::OCI_MANIFEST
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let index = put(index, media::OCI_INDEX, Some("v1")).await;
+    ages.push((index.clone(), days(10)));
+    let mut loose = BTreeSet::new();
+    for (i, age) in [days(9), days(8), days(7)].into_iter().enumerate() {
+        let d = put(manifest(&format!("loose {i}")), media::OCI_MANIFEST, None).await;
+        ages.push((d.clone(), age));
+        loose.insert(d);
+    }
+    let young_newest = put(manifest("young 1"), media::OCI_MANIFEST, None).await;
+    ages.push((young_newest.clone(), Duration::minutes(10)));
+    let young = put(manifest("young 2"), media::OCI_MANIFEST, None).await;
+    ages.push((young.clone(), Duration::minutes(20)));
+    for (d, age) in &ages {
+        moto.set_ecr_image_times(repository, d, t - *age, None)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    // ECR alone keeps the newest untagged image and expires the other six.
+    std::fs::write(
+        &file,
+        policy(&[rule(
+            1,
+            &format!(r#"{{"tagStatus": "untagged", {}}}"#, count_more_than(1)),
+            EXPIRE,
+        )]),
+    )
+    .unwrap();
+    let report = cli(
+        &moto,
+        &[
+            "cleanup",
+            "apply",
+            "--policy",
+            file.to_str().unwrap(),
+            "--repository",
+            repository,
+            "--as-of",
+            &t.to_rfc3339(),
+            "--json",
+        ],
+    );
+    assert_eq!(report["dry_run"], false, "{report}");
+    let repo = &report["repositories"][0];
+    let deleted: BTreeSet<String> = repo["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deleted, loose, "{report}");
+    let keeps = repo["keeps"].as_array().unwrap();
+    let kept = |digest: &str| {
+        keeps
+            .iter()
+            .find(|k| k["digest"] == digest)
+            .unwrap_or_else(|| panic!("{digest} not kept: {report}"))
+    };
+    for (digest, why) in [
+        (&children[0], "listed by kept index"),
+        (&children[1], "listed by kept index"),
+        (&young, "within the grace period"),
+    ] {
+        let k = kept(digest);
+        assert_eq!(k["rule"], "ecr:1 (overridden)", "{k}");
+        assert!(k["reason"].as_str().unwrap().contains(why), "{k}");
+    }
+    assert_eq!(
+        repo["rules"][0],
+        serde_json::json!({"rule": "ecr:1", "description": "Rule 1", "matched": 7,
+            "expired": 3, "kept_by_safety": 3})
+    );
+    let left: BTreeSet<String> = ecr
+        .describe_images()
+        .repository_name(repository)
+        .send()
+        .await
+        .unwrap()
+        .image_details()
+        .iter()
+        .map(|d| d.image_digest().unwrap().to_string())
+        .collect();
+    let expected: BTreeSet<String> = ages
+        .iter()
+        .map(|(d, _)| d.clone())
+        .filter(|d| !loose.contains(d))
+        .collect();
+    assert_eq!(left, expected);
+    assert!(left.contains(&young_newest) && left.contains(&index));
+}
