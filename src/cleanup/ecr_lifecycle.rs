@@ -15,7 +15,11 @@
 //!   `prod`, `prod*` also `prod1`);
 //! - `imageCountMoreThan` keeps the N most recently pushed images it identifies;
 //!   `sinceImagePushed` marks images pushed more than N days ago; `sinceImagePulled`
-//!   images last pulled more than N days ago.
+//!   images last pulled more than N days ago;
+//! - reference artifacts (manifests with a subject: signatures, attestations, SOCI v1
+//!   indexes) go with their subject image: AWS documents that lifecycle policies expire
+//!   them after the subject is deleted. No rule identifies them, so they neither count
+//!   nor get expired on their own; the planner lets them follow their subject.
 //!
 //! afterpush never archives: `transition` rules are evaluated and reported as "would
 //! archive", and the images stay. The catalog lists images with DescribeImages, which
@@ -526,7 +530,7 @@ impl LifecyclePolicy {
             // The catalog lists only active (standard) images (see the module docs).
             let identified: Vec<usize> = if rule.storage_class == StorageClass::Standard {
                 (0..images.len())
-                    .filter(|&i| rule.identifies(&images[i].tags))
+                    .filter(|&i| images[i].subject.is_none() && rule.identifies(&images[i].tags))
                     .collect()
             } else {
                 Vec::new()

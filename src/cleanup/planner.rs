@@ -354,8 +354,7 @@ pub fn plan_with_limit(
 }
 
 /// The first verdict on an image of a repository an ECR lifecycle policy decides for:
-/// the grace period, then afterpush's `keep` rules, then ECR's outcome. A referrer ECR
-/// would expire follows its subject, like any referrer no rule names.
+/// the grace period, then afterpush's `keep` rules, then ECR's outcome.
 fn ecr_verdict(
     policy: &Policy,
     lifecycle: &LifecyclePolicy,
@@ -384,9 +383,9 @@ fn ecr_verdict(
             reason: format!("{} selected by keep rule", im.kind),
         };
     }
+    // Referrers are never identified (see ecr_lifecycle): they follow their subject.
     let dependant = im.subject.is_some() || (im.tags.is_empty() && listed_by_index);
     match outcome {
-        Outcome::Expire { .. } if im.subject.is_some() => Verdict::Follow,
         Outcome::Expire { rule, reason } => Verdict::Delete {
             rule: lifecycle.rules[*rule].name(),
             reason: reason.clone(),
@@ -1131,6 +1130,8 @@ rules:
         idx.children = vec![dg("child-amd64"), dg("child-arm64")];
         let mut sig = img("sig", K::Signature, &[], 35);
         sig.subject = Some(dg("app"));
+        let mut sig_old = img("sig-old", K::Signature, &[], 30);
+        sig_old.subject = Some(dg("old"));
         let images = vec![
             minutes_ago(img("newest", K::Image, &[], 0), 10),
             minutes_ago(img("young", K::Image, &[], 0), 20),
@@ -1140,10 +1141,12 @@ rules:
             img("child-arm64", K::Image, &[], 40),
             img("app", K::Image, &["app"], 50),
             sig,
+            sig_old,
         ];
         let plan = run(images, &p);
-        // ECR alone would expire every untagged image but the newest.
-        assert_eq!(deleted(&plan), set(&["old"]));
+        // ECR alone would expire every untagged image but the newest; a referrer goes
+        // with its subject.
+        assert_eq!(deleted(&plan), set(&["old", "sig-old"]));
         assert_eq!(decision(&plan, "old").rule.as_deref(), Some("ecr:1"));
         assert!(decision(&plan, "old")
             .reason
@@ -1151,7 +1154,6 @@ rules:
         for (name, why) in [
             ("young", "within the grace period"),
             ("child-amd64", "listed by kept index"),
-            ("sig", "referrer of kept image"),
         ] {
             let d = decision(&plan, name);
             assert_eq!(d.action, Action::Keep, "{name}");
@@ -1161,14 +1163,22 @@ rules:
         // Spared by ECR and young: the grace period keeps it, no rule overridden.
         assert_eq!(decision(&plan, "newest").rule, None);
         assert_eq!(decision(&plan, "app").reason, "no rule matched");
+        // A referrer is no ECR rule's: it follows its subject.
+        let sig = decision(&plan, "sig");
+        assert_eq!(sig.rule, None);
+        assert!(
+            sig.reason.starts_with("referrer of kept image"),
+            "{}",
+            sig.reason
+        );
         assert_eq!(
             plan.rules,
             [RuleCount {
                 rule: "ecr:1".into(),
                 description: Some("d".into()),
-                matched: 6,
+                matched: 5,
                 expired: 1,
-                kept_by_safety: 4,
+                kept_by_safety: 3,
                 would_archive: None,
             }]
         );
