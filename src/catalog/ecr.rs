@@ -105,6 +105,32 @@ impl SdkEcr {
     }
 }
 
+impl SdkEcr {
+    /// GetLifecyclePolicy: the repository's lifecycle policy text (`lifecyclePolicyText`),
+    /// `None` when it has none.
+    pub async fn lifecycle_policy_text(
+        &self,
+        repository: &str,
+    ) -> Result<Option<String>, EcrApiError> {
+        match self
+            .client
+            .get_lifecycle_policy()
+            .repository_name(repository)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.lifecycle_policy_text().map(str::to_string)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_lifecycle_policy_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+}
+
 fn smithy_time(t: &aws_sdk_ecr::primitives::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }

@@ -3,7 +3,7 @@
 //! subject), skipping any image whose predecessor failed to go. Per-image failures and
 //! failed calls are recorded, never fatal.
 
-use super::planner::{Decision, Plan};
+use super::planner::{Decision, Plan, RuleCount};
 use crate::catalog::{Catalog, DeleteFailure, DELETE_BATCH};
 use crate::oci::Sha256Digest;
 use serde::Serialize;
@@ -28,6 +28,8 @@ pub struct RepositoryReport {
     pub stopped_by_max_deletions: bool,
     /// BatchDeleteImage calls made.
     pub delete_calls: usize,
+    /// Per rule: images matched and expired (from the plan).
+    pub rules: Vec<RuleCount>,
 }
 
 /// Executes `plan` against `catalog`; `dry_run` deletes nothing.
@@ -45,6 +47,7 @@ pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> Repos
         deleted: Vec::new(),
         failed: Vec::new(),
         delete_calls: 0,
+        rules: plan.rules.clone(),
     };
     if dry_run {
         return report;

@@ -3,6 +3,7 @@
 //! and the CLI share: [`on_push`] (prune what a cache push superseded) and [`sweep`]
 //! (every selected repository, every rule, every S3 cache). Both return a [`Report`].
 
+pub mod ecr_lifecycle;
 pub mod executor;
 pub mod planner;
 pub mod policy;
@@ -305,6 +306,7 @@ pub async fn sweep(
                 bytes_reclaimed: 0,
                 stopped_by_max_deletions: true,
                 delete_calls: 0,
+                rules: Vec::new(),
             });
             continue;
         }
@@ -386,6 +388,7 @@ pub fn on_push_policy(policy: &Policy) -> Policy {
     Policy {
         rules,
         s3_caches: Vec::new(),
+        ecr_lifecycle: Vec::new(),
         ..policy.clone()
     }
 }
@@ -393,7 +396,8 @@ pub fn on_push_policy(policy: &Policy) -> Policy {
 #[tracing::instrument(skip_all, fields(repository = %event.repository_name, tag = ?event.image_tag))]
 /// On a push of a cache tag: deletes the untagged cache manifests of that repository
 /// (the ones earlier exports left behind), subject to the grace period and the policy's
-/// keep rules. Any other event is reported as ignored.
+/// keep rules. On a push to a repository an ECR lifecycle policy decides for: plans the
+/// whole repository under that policy at once. Any other event is reported as ignored.
 pub async fn on_push(
     catalog: &dyn Catalog,
     policy: &Policy,
@@ -407,10 +411,15 @@ pub async fn on_push(
         options.now,
     );
     let is_cache_type = event.artifact_media_type.as_deref() == Some(media::BUILDKIT_CACHE_CONFIG);
+    let lifecycle = policy.lifecycle_policy_for(&event.repository_name);
     let ignored = if event.action_type != "PUSH" || event.result != "SUCCESS" {
         Some(format!("{} {} event", event.result, event.action_type))
     } else if !policy.selects_repository(&event.repository_name) {
         Some("repository not selected by the policy".into())
+    } else if lifecycle.is_some() {
+        // An ECR lifecycle policy decides here: the whole repository is evaluated at
+        // once, where ECR would act within a day.
+        None
     } else if tag.is_empty() {
         Some("untagged push".into())
     } else if !(is_cache_type || policy.is_cache_tag(&tag)) {
@@ -422,7 +431,10 @@ pub async fn on_push(
         report.ignored = Some(why);
         return Ok(report.finish());
     }
-    let push_policy = on_push_policy(policy);
+    let push_policy = match lifecycle {
+        Some(_) => policy.clone(),
+        None => on_push_policy(policy),
+    };
     let mut budget = policy.max_deletions;
     run_repository(
         catalog,

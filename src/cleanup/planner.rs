@@ -10,6 +10,7 @@
 //!    before its subject, oldest first; `max_deletions` cuts that order and the closure
 //!    runs again with the cut images kept, so a cut can never orphan anything.
 
+use super::ecr_lifecycle::{LifecycleAction, LifecyclePolicy, Outcome, RuleTally};
 use super::policy::{Policy, Rule, RuleAction};
 use crate::catalog::ImageRecord;
 use crate::oci::{ArtifactKind, Sha256Digest};
@@ -64,6 +65,28 @@ pub struct Plan {
     pub bytes_reclaimed: u64,
     /// True when `max_deletions` cut the plan short.
     pub stopped_by_max_deletions: bool,
+    /// Per rule that applies here: how many images it matched and expired.
+    pub rules: Vec<RuleCount>,
+}
+
+/// One rule's effect on one repository, so that a rule matching nothing, or
+/// everything, shows at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleCount {
+    pub rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Images its selection picks (an ECR rule: the images it identifies, those a
+    /// higher-priority rule identified included).
+    pub matched: usize,
+    /// Planned deletions it decided.
+    pub expired: usize,
+    /// Images it would expire that a safety rule keeps (grace period, index entry,
+    /// referrer, max_deletions).
+    pub kept_by_safety: usize,
+    /// ECR `transition` rules: images it would archive (afterpush never archives).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_archive: Option<usize>,
 }
 
 impl Plan {
@@ -191,11 +214,33 @@ pub fn plan_with_limit(
         }
     }
 
+    let lifecycle = policy.lifecycle_policy_for(&snapshot.repository);
+    let ecr = lifecycle.map(|l| l.evaluate(images, now));
+    // The ECR rule that would expire an image, for the safety rule that keeps it.
+    let mut intended: HashMap<usize, String> = HashMap::new();
+    if let (Some(l), Some((outcomes, _))) = (lifecycle, &ecr) {
+        for (i, o) in outcomes.iter().enumerate() {
+            if let Outcome::Expire { rule, .. } = o {
+                intended.insert(i, l.rules[*rule].name());
+            }
+        }
+    }
+
     let verdicts: Vec<Verdict> = images
         .iter()
         .enumerate()
         .map(|(i, im)| {
             let since_push = now - im.pushed_at;
+            if let (Some(l), Some((outcomes, _))) = (lifecycle, &ecr) {
+                return ecr_verdict(
+                    policy,
+                    l,
+                    &outcomes[i],
+                    im,
+                    since_push,
+                    !parents[i].is_empty(),
+                );
+            }
             if since_push < policy.grace_period {
                 return Verdict::Keep {
                     rule: None,
@@ -292,13 +337,125 @@ pub fn plan_with_limit(
                 // a subset of the first `limit`, so the loop ends.
             }
             _ => {
-                return build_plan(
-                    snapshot, now, &verdicts, &forced, kept, why_kept, order, &at, &parents,
-                    &referrers, stopped,
-                )
+                let mut plan = build_plan(
+                    snapshot, now, &verdicts, &forced, &intended, kept, why_kept, order, &at,
+                    &parents, &referrers, stopped,
+                );
+                plan.rules = rule_counts(
+                    policy,
+                    lifecycle.zip(ecr.as_ref().map(|(_, t)| t.as_slice())),
+                    images,
+                    &plan.decisions,
+                );
+                return plan;
             }
         }
     }
+}
+
+/// The first verdict on an image of a repository an ECR lifecycle policy decides for:
+/// the grace period, then afterpush's `keep` rules, then ECR's outcome.
+fn ecr_verdict(
+    policy: &Policy,
+    lifecycle: &LifecyclePolicy,
+    outcome: &Outcome,
+    im: &ImageRecord,
+    since_push: Duration,
+    listed_by_index: bool,
+) -> Verdict {
+    if since_push < policy.grace_period {
+        return Verdict::Keep {
+            rule: None,
+            reason: format!(
+                "pushed {} ago, within the grace period of {}",
+                age(since_push),
+                age(policy.grace_period)
+            ),
+        };
+    }
+    if let Some(rule) = policy
+        .rules
+        .iter()
+        .find(|r| r.action == RuleAction::Keep && selects(r, im))
+    {
+        return Verdict::Keep {
+            rule: Some(rule.name.clone()),
+            reason: format!("{} selected by keep rule", im.kind),
+        };
+    }
+    // Referrers are never identified (see ecr_lifecycle): they follow their subject.
+    let dependant = im.subject.is_some() || (im.tags.is_empty() && listed_by_index);
+    match outcome {
+        Outcome::Expire { rule, reason } => Verdict::Delete {
+            rule: lifecycle.rules[*rule].name(),
+            reason: reason.clone(),
+        },
+        Outcome::Archive { rule, reason } => Verdict::Keep {
+            rule: Some(lifecycle.rules[*rule].name()),
+            reason: format!("would archive ({reason}); afterpush never archives"),
+        },
+        Outcome::Spared { rule, reason } => Verdict::Keep {
+            rule: Some(lifecycle.rules[*rule].name()),
+            reason: reason.clone(),
+        },
+        Outcome::Unselected if dependant => Verdict::Follow,
+        Outcome::Unselected => Verdict::Keep {
+            rule: None,
+            reason: "no rule matched".into(),
+        },
+    }
+}
+
+/// The per-rule counts of a plan: afterpush's rules (only the `keep` rules where an ECR
+/// lifecycle policy decides), then the ECR rules.
+fn rule_counts(
+    policy: &Policy,
+    lifecycle: Option<(&LifecyclePolicy, &[RuleTally])>,
+    images: &[ImageRecord],
+    decisions: &[Decision],
+) -> Vec<RuleCount> {
+    let tally = |name: &str| {
+        let overridden = format!("{name} (overridden)");
+        let expired = decisions
+            .iter()
+            .filter(|d| d.action == Action::Delete && d.rule.as_deref() == Some(name))
+            .count();
+        let kept = decisions
+            .iter()
+            .filter(|d| d.action == Action::Keep && d.rule.as_deref() == Some(&overridden))
+            .count();
+        (expired, kept)
+    };
+    let mut counts = Vec::new();
+    for rule in &policy.rules {
+        if lifecycle.is_some() && rule.action != RuleAction::Keep {
+            continue;
+        }
+        let (expired, kept_by_safety) = tally(&rule.name);
+        counts.push(RuleCount {
+            rule: rule.name.clone(),
+            description: None,
+            matched: images.iter().filter(|im| selects(rule, im)).count(),
+            expired,
+            kept_by_safety,
+            would_archive: None,
+        });
+    }
+    if let Some((l, tallies)) = lifecycle {
+        for (rule, t) in l.rules.iter().zip(tallies) {
+            let name = rule.name();
+            let (expired, kept_by_safety) = tally(&name);
+            counts.push(RuleCount {
+                rule: name,
+                description: rule.description.clone(),
+                matched: t.identified,
+                expired,
+                kept_by_safety,
+                would_archive: (rule.action == LifecycleAction::Transition).then_some(t.marked),
+            });
+        }
+    }
+    counts
 }
 
 /// The least kept set containing the roots and closed under: kept → its references and
@@ -419,6 +576,7 @@ fn build_plan(
     now: DateTime<Utc>,
     verdicts: &[Verdict],
     forced: &HashMap<usize, String>,
+    intended: &HashMap<usize, String>,
     kept: Vec<bool>,
     why_kept: HashMap<usize, String>,
     order: Vec<usize>,
@@ -464,7 +622,7 @@ fn build_plan(
                     Some(s) => format!("its subject {} is not in the repository", short(s)),
                     None => format!("listed only by deleted index {}", gone_parents.join(", ")),
                 };
-                (None, reason)
+                (intended.get(&i).cloned(), reason)
             }
         };
         // Deleted images that must go before this one: its deleted parents and referrers.
@@ -503,6 +661,8 @@ fn build_plan(
                 _ => (None, "kept".into()),
             }
         };
+        // A safety rule kept what the ECR lifecycle policy alone would expire: say so.
+        let rule = rule.or_else(|| intended.get(&i).map(|r| format!("{r} (overridden)")));
         decisions.push(decision(i, Action::Keep, rule, reason));
     }
     Plan {
@@ -512,6 +672,7 @@ fn build_plan(
         decisions,
         bytes_reclaimed: bytes,
         stopped_by_max_deletions: stopped,
+        rules: Vec::new(),
     }
 }
 
@@ -945,6 +1106,143 @@ rules:
             .reason
             .contains("max_deletions (3) reached"));
         assert!(plan.deletions <= 3);
+    }
+
+    /// An afterpush policy whose repositories all follow one ECR lifecycle rule.
+    fn ecr_policy(extra: &str, selection: &str) -> Policy {
+        policy(&format!(
+            "repositories: ['*']\n{extra}ecr_lifecycle:\n  - repositories: ['*']\n    policy: {{\"rules\": [{{\"rulePriority\": 1, \"description\": \"d\", \"selection\": {selection}, \"action\": {{\"type\": \"expire\"}}}}]}}\n"
+        ))
+    }
+
+    fn minutes_ago(mut im: ImageRecord, minutes: i64) -> ImageRecord {
+        im.pushed_at = now() - Duration::minutes(minutes);
+        im
+    }
+
+    #[test]
+    fn ecr_rules_run_under_the_safety_rules_and_the_plan_names_them() {
+        let p = ecr_policy(
+            "grace_period: 1h\n",
+            r#"{"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 1}"#,
+        );
+        let mut idx = img("idx", K::Index, &["v1"], 40);
+        idx.children = vec![dg("child-amd64"), dg("child-arm64")];
+        let mut sig = img("sig", K::Signature, &[], 35);
+        sig.subject = Some(dg("app"));
+        let mut sig_old = img("sig-old", K::Signature, &[], 30);
+        sig_old.subject = Some(dg("old"));
+        let images = vec![
+            minutes_ago(img("newest", K::Image, &[], 0), 10),
+            minutes_ago(img("young", K::Image, &[], 0), 20),
+            img("old", K::Image, &[], 30),
+            idx,
+            img("child-amd64", K::Image, &[], 40),
+            img("child-arm64", K::Image, &[], 40),
+            img("app", K::Image, &["app"], 50),
+            sig,
+            sig_old,
+        ];
+        let plan = run(images, &p);
+        // ECR alone would expire every untagged image but the newest; a referrer goes
+        // with its subject.
+        assert_eq!(deleted(&plan), set(&["old", "sig-old"]));
+        assert_eq!(decision(&plan, "old").rule.as_deref(), Some("ecr:1"));
+        assert!(decision(&plan, "old")
+            .reason
+            .contains("imageCountMoreThan 1"));
+        for (name, why) in [
+            ("young", "within the grace period"),
+            ("child-amd64", "listed by kept index"),
+        ] {
+            let d = decision(&plan, name);
+            assert_eq!(d.action, Action::Keep, "{name}");
+            assert_eq!(d.rule.as_deref(), Some("ecr:1 (overridden)"), "{name}");
+            assert!(d.reason.contains(why), "{name}: {}", d.reason);
+        }
+        // Spared by ECR and young: the grace period keeps it, no rule overridden.
+        assert_eq!(decision(&plan, "newest").rule, None);
+        assert_eq!(decision(&plan, "app").reason, "no rule matched");
+        // A referrer is no ECR rule's: it follows its subject.
+        let sig = decision(&plan, "sig");
+        assert_eq!(sig.rule, None);
+        assert!(
+            sig.reason.starts_with("referrer of kept image"),
+            "{}",
+            sig.reason
+        );
+        assert_eq!(
+            plan.rules,
+            [RuleCount {
+                rule: "ecr:1".into(),
+                description: Some("d".into()),
+                matched: 5,
+                expired: 1,
+                kept_by_safety: 3,
+                would_archive: None,
+            }]
+        );
+    }
+
+    #[test]
+    fn ecr_rules_stop_at_max_deletions_and_keep_rules_win() {
+        let p = ecr_policy(
+            "max_deletions: 1\nrules: [{name: keep-pinned, select: {tags: ['pinned']}, action: keep}, {name: unused, select: {kind: image}, action: expire}]\n",
+            r#"{"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 7}"#,
+        );
+        let images = vec![
+            img("a", K::Image, &["a"], 30),
+            img("b", K::Image, &["b"], 20),
+            img("pinned", K::Image, &["pinned"], 40),
+            img("fresh", K::Image, &["fresh"], 3),
+        ];
+        let plan = run(images, &p);
+        assert_eq!(deleted(&plan), set(&["a"]));
+        let b = decision(&plan, "b");
+        assert_eq!(b.rule.as_deref(), Some("ecr:1 (overridden)"));
+        assert!(
+            b.reason.contains("max_deletions (1) reached"),
+            "{}",
+            b.reason
+        );
+        assert_eq!(
+            decision(&plan, "pinned").rule.as_deref(),
+            Some("keep-pinned")
+        );
+        assert!(decision(&plan, "fresh").reason.contains("≤ 7d"));
+        // Where a lifecycle policy decides, afterpush's expire rules are not used.
+        let names: Vec<(&str, usize, usize)> = plan
+            .rules
+            .iter()
+            .map(|r| (r.rule.as_str(), r.matched, r.expired))
+            .collect();
+        assert_eq!(names, [("keep-pinned", 1, 0), ("ecr:1", 4, 1)]);
+    }
+
+    #[test]
+    fn afterpush_rules_are_counted_too() {
+        let plan = run(
+            vec![
+                img("main", K::BuildkitCache, &["cache-main"], 60),
+                img("stale", K::BuildkitCache, &[], 2),
+                img("loose", K::Image, &[], 8),
+            ],
+            &policy(ISSUE_POLICY),
+        );
+        let counts: Vec<(&str, usize, usize)> = plan
+            .rules
+            .iter()
+            .map(|r| (r.rule.as_str(), r.matched, r.expired))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("keep-main-cache", 1, 0),
+                ("stale-cache", 1, 1),
+                ("branch-caches", 1, 0),
+                ("old-untagged", 2, 1),
+            ]
+        );
     }
 
     // Property: for any graph and any policy verdicts, nothing reachable from a kept image

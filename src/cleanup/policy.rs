@@ -2,6 +2,7 @@
 //! "raw" serde structs; [`Policy::parse`] then checks every field and names the bad one
 //! (`rules[2].when.unused_for: "14x" is not a duration`).
 
+use super::ecr_lifecycle::{lifecycle_document, LifecycleError, LifecyclePolicy};
 use crate::catalog::s3cache::S3CacheUri;
 use crate::oci::ArtifactKind;
 use chrono::Duration;
@@ -27,6 +28,13 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> PolicyError 
         field: field.into(),
         message: message.into(),
     }
+}
+
+fn ecr_invalid(prefix: &str, e: LifecycleError) -> PolicyError {
+    invalid(
+        format!("{prefix}{}", e.at),
+        format!("{} (ECR lifecycle policy)", e.message),
+    )
 }
 
 /// A duration written as `90s`, `30m`, `1h`, `14d`, `2w` (or a number of seconds).
@@ -57,6 +65,17 @@ struct RawPolicy {
     rules: Vec<RawRule>,
     #[serde(default)]
     s3_caches: Vec<RawS3Cache>,
+    #[serde(default)]
+    ecr_lifecycle: Vec<RawEcrGroup>,
+}
+
+/// An ECR lifecycle policy for some repositories, inside an afterpush policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEcrGroup {
+    repositories: Option<Vec<String>>,
+    /// The document itself, or its JSON text (as `lifecyclePolicyText` holds it).
+    policy: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +102,10 @@ struct RawSelect {
     tagged: Option<bool>,
     #[serde(default)]
     untagged: Option<bool>,
+    /// `true`: the rule means every image (an expire rule with no selector and no
+    /// condition is refused without it).
+    #[serde(default)]
+    all: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,6 +242,14 @@ pub struct S3CachePolicy {
     pub blob_grace: Duration,
 }
 
+/// An ECR lifecycle policy that decides, with ECR's semantics, for the repositories it
+/// names (afterpush's `keep` rules and safety rules still apply there).
+#[derive(Debug, Clone, Serialize)]
+pub struct EcrRuleGroup {
+    pub repositories: Vec<Pattern>,
+    pub policy: LifecyclePolicy,
+}
+
 /// A validated cleanup policy.
 #[derive(Debug, Clone, Serialize)]
 pub struct Policy {
@@ -228,6 +259,9 @@ pub struct Policy {
     pub max_deletions: Option<usize>,
     pub rules: Vec<Rule>,
     pub s3_caches: Vec<S3CachePolicy>,
+    /// ECR lifecycle policies for some repositories; the first group naming a
+    /// repository decides there instead of the `expire` rules.
+    pub ecr_lifecycle: Vec<EcrRuleGroup>,
 }
 
 /// Nothing younger than this is ever deleted, unless the policy says otherwise.
@@ -308,11 +342,49 @@ impl Policy {
         Self::parse(&text)
     }
 
-    /// Parses and validates policy text (YAML or JSON).
+    /// Parses and validates policy text (YAML or JSON): an afterpush policy, or an ECR
+    /// lifecycle policy document (told apart by its shape, see [`lifecycle_document`]),
+    /// which then applies to every repository.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        // Told apart on a JSON view of the text; the afterpush policy is then read from
+        // the text itself, so that its errors keep their line and column.
+        let value: Option<serde_json::Value> = serde_yaml_ng::from_str(text).ok();
+        if let Some(document) = value.as_ref().and_then(lifecycle_document) {
+            let policy = document
+                .and_then(|d| LifecyclePolicy::from_value(&d))
+                .map_err(|e| ecr_invalid("", e))?;
+            return Ok(Self::from_lifecycle_policy(
+                vec![Pattern::parse("repositories", "*")?],
+                policy,
+            ));
+        }
         let raw: RawPolicy =
             serde_yaml_ng::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
         Self::validate(raw)
+    }
+
+    /// A policy made of one ECR lifecycle policy for `repositories`, with afterpush's
+    /// defaults (grace period, no `max_deletions`) around it.
+    pub fn from_lifecycle_policy(repositories: Vec<Pattern>, policy: LifecyclePolicy) -> Self {
+        Policy {
+            repositories: repositories.clone(),
+            grace_period: DEFAULT_GRACE,
+            max_deletions: None,
+            rules: Vec::new(),
+            s3_caches: Vec::new(),
+            ecr_lifecycle: vec![EcrRuleGroup {
+                repositories,
+                policy,
+            }],
+        }
+    }
+
+    /// The ECR lifecycle policy that decides for `repository`, if any.
+    pub fn lifecycle_policy_for(&self, repository: &str) -> Option<&LifecyclePolicy> {
+        self.ecr_lifecycle
+            .iter()
+            .find(|g| g.repositories.iter().any(|p| p.matches(repository)))
+            .map(|g| &g.policy)
     }
 
     fn validate(raw: RawPolicy) -> Result<Self, PolicyError> {
@@ -378,6 +450,30 @@ impl Policy {
                 (None, None) => None,
             };
             let tags = patterns(&format!("{at}.select.tags"), &r.select.tags)?;
+            let selects_all = r.select.all == Some(true);
+            let unconditional = r.when.older_than.is_none()
+                && r.when.unused_for.is_none()
+                && r.when.keep_latest.is_none();
+            let no_selector = kinds.is_empty()
+                && tags.is_empty()
+                && r.select.exclude_tags.is_empty()
+                && tagged.is_none();
+            if selects_all && !no_selector {
+                return Err(invalid(
+                    format!("{at}.select.all"),
+                    "all: true means every image; drop the other selectors or drop all",
+                ));
+            }
+            if action == RuleAction::Expire && no_selector && unconditional && !selects_all {
+                return Err(invalid(
+                    at.clone(),
+                    format!(
+                        "rule {name:?} would expire every image of every repository it applies to \
+                         (no tags, kind, tagged/untagged or when condition); if that is what you \
+                         mean, say so with select: {{all: true}}"
+                    ),
+                ));
+            }
             if tagged == Some(false) && !tags.is_empty() {
                 return Err(invalid(
                     format!("{at}.select"),
@@ -444,12 +540,38 @@ impl Policy {
                 },
             });
         }
+        let mut ecr_lifecycle = Vec::new();
+        for (i, g) in raw.ecr_lifecycle.into_iter().enumerate() {
+            let at = format!("ecr_lifecycle[{i}]");
+            let repositories = match g.repositories {
+                Some(list) if !list.is_empty() => patterns(&format!("{at}.repositories"), &list)?,
+                _ => {
+                    return Err(invalid(
+                        format!("{at}.repositories"),
+                        "missing (the repositories this lifecycle policy decides for)",
+                    ))
+                }
+            };
+            let document = match g.policy {
+                Some(serde_json::Value::String(text)) => serde_json::from_str(&text)
+                    .map_err(|e| invalid(format!("{at}.policy"), format!("not valid JSON: {e}")))?,
+                Some(v) => v,
+                None => return Err(invalid(format!("{at}.policy"), "missing")),
+            };
+            let policy = LifecyclePolicy::from_value(&document)
+                .map_err(|e| ecr_invalid(&format!("{at}.policy."), e))?;
+            ecr_lifecycle.push(EcrRuleGroup {
+                repositories,
+                policy,
+            });
+        }
         Ok(Policy {
             repositories,
             grace_period,
             max_deletions: raw.max_deletions,
             rules,
             s3_caches,
+            ecr_lifecycle,
         })
     }
 
@@ -565,5 +687,114 @@ s3_caches:
             .unwrap_err()
             .to_string();
         assert!(err.contains("selct"), "{err}");
+    }
+
+    const ECR_DOCUMENT: &str = r#"{"rules": [{"rulePriority": 1, "description": "keep 3",
+        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 3},
+        "action": {"type": "expire"}}]}"#;
+
+    #[test]
+    fn an_ecr_lifecycle_policy_is_a_policy_for_every_repository() {
+        let p = Policy::parse(ECR_DOCUMENT).unwrap();
+        assert!(p.selects_repository("any/repo"));
+        assert!(p.rules.is_empty());
+        assert_eq!(p.grace_period, DEFAULT_GRACE);
+        assert_eq!(p.max_deletions, None);
+        let l = p.lifecycle_policy_for("any/repo").unwrap();
+        assert_eq!(l.rules[0].name(), "ecr:1");
+        // What `aws ecr get-lifecycle-policy` prints works too.
+        let cli = serde_json::json!({"registryId": "123456789012", "repositoryName": "app",
+            "lifecyclePolicyText": ECR_DOCUMENT});
+        assert!(Policy::parse(&cli.to_string())
+            .unwrap()
+            .lifecycle_policy_for("app")
+            .is_some());
+        let err = Policy::parse(&ECR_DOCUMENT.replace("\"any\"", "\"tagged\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("rules[0] (rulePriority 1).selection: tagStatus tagged needs a tagPrefixList or a tagPatternList (ECR lifecycle policy)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_afterpush_policy_embeds_lifecycle_policies_for_some_repositories() {
+        let yaml = format!(
+            "repositories: ['*']\nrules:\n  - {{name: keep-prod, select: {{tags: ['prod']}}, action: keep}}\necr_lifecycle:\n  - repositories: ['legacy-*']\n    policy: {ECR_DOCUMENT}\n  - repositories: ['text']\n    policy: {}\n",
+            serde_json::to_string(ECR_DOCUMENT).unwrap()
+        );
+        let p = Policy::parse(&yaml).unwrap();
+        assert!(p.lifecycle_policy_for("legacy-api").is_some());
+        assert!(p.lifecycle_policy_for("text").is_some());
+        assert!(p.lifecycle_policy_for("app").is_none());
+        let bad = yaml.replace(
+            "\"countNumber\": 3",
+            "\"countNumber\": 3, \"countUnit\": \"days\"",
+        );
+        let err = Policy::parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("ecr_lifecycle[0].policy.rules[0] (rulePriority 1).selection.countUnit: only with countType sinceImage"),
+            "{err}"
+        );
+        let err = Policy::parse("repositories: ['*']\necr_lifecycle: [{policy: {}}]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("ecr_lifecycle[0].repositories: missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_rule_that_expires_everything_must_say_so() {
+        let err = Policy::parse("repositories: ['*']\nrules: [{name: wipe, action: expire}]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("rules[0]: rule \"wipe\" would expire every image")
+                && err.contains("say so with select: {all: true}"),
+            "{err}"
+        );
+        let p = Policy::parse(
+            "repositories: ['*']\nrules: [{name: wipe, select: {all: true}, action: expire}]",
+        )
+        .unwrap();
+        assert_eq!(p.rules.len(), 1);
+        // Any selector or condition makes it something less than everything.
+        for ok in [
+            "{name: r, select: {untagged: true}, action: expire}",
+            "{name: r, select: {kind: image}, action: expire}",
+            "{name: r, action: expire, when: {older_than: 30d}}",
+            "{name: r, action: keep}",
+        ] {
+            Policy::parse(&format!("repositories: ['*']\nrules: [{ok}]")).unwrap();
+        }
+        let err = Policy::parse(
+            "repositories: ['*']\nrules: [{name: r, select: {all: true, kind: image}, action: expire}]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("rules[0].select.all:"), "{err}");
+    }
+
+    #[test]
+    fn the_sample_lifecycle_policies_parse() {
+        let ecr = Policy::parse(include_str!("../../infra/policies/ecr-lifecycle.json")).unwrap();
+        assert_eq!(ecr.lifecycle_policy_for("anything").unwrap().rules.len(), 3);
+        let mixed = Policy::parse(include_str!(
+            "../../infra/policies/ecr-lifecycle-mixed.yaml"
+        ))
+        .unwrap();
+        assert_eq!(
+            mixed.lifecycle_policy_for("svc-api").unwrap().rules.len(),
+            2
+        );
+        assert_eq!(
+            mixed.lifecycle_policy_for("legacy/web").unwrap().rules[0].name(),
+            "ecr:1"
+        );
+        assert!(mixed.lifecycle_policy_for("app").is_none());
+        assert_eq!(mixed.rules.len(), 3);
     }
 }

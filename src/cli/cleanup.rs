@@ -4,8 +4,9 @@
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::s3cache::S3CacheUri;
 use crate::catalog::{Catalog, CatalogError, DeleteOutcome, ImageRecord};
+use crate::cleanup::ecr_lifecycle::LifecyclePolicy;
 use crate::cleanup::planner::{decisions_table, human_bytes};
-use crate::cleanup::policy::Policy;
+use crate::cleanup::policy::{EcrRuleGroup, Pattern, Policy};
 use crate::cleanup::{sweep, Report, RunOptions};
 use crate::oci::Sha256Digest;
 use anyhow::Context as _;
@@ -30,9 +31,19 @@ pub enum CleanupAction {
 
 #[derive(Debug, Args)]
 pub struct CleanupOptions {
-    /// The policy file (YAML or JSON).
-    #[arg(long, value_name = "FILE")]
-    pub policy: PathBuf,
+    /// The policy file (YAML or JSON): an afterpush policy, or an ECR lifecycle policy
+    /// document (`lifecyclePolicyText`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "from_ecr",
+        conflicts_with = "from_ecr"
+    )]
+    pub policy: Option<PathBuf>,
+    /// Use each --repository's own ECR lifecycle policy (GetLifecyclePolicy), under
+    /// afterpush's safety rules: a dry run of what ECR would do.
+    #[arg(long)]
+    pub from_ecr: bool,
     /// Only these repositories (each must match the policy); default: all it selects.
     #[arg(long = "repository", value_name = "R")]
     pub repositories: Vec<String>,
@@ -68,7 +79,12 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         CleanupAction::Plan(o) => (o, true),
         CleanupAction::Apply(o) => (o, false),
     };
-    let policy = Policy::load(&opts.policy)?;
+    let config = aws_config::load_from_env().await;
+    let catalog = EcrCatalog::from_sdk_config(&config);
+    let policy = match &opts.policy {
+        Some(path) => Policy::load(path)?,
+        None => policy_from_ecr(&catalog, &opts.repositories).await?,
+    };
     let now = match &opts.as_of {
         Some(t) => parse_as_of(t, Utc::now())?,
         None => Utc::now(),
@@ -81,8 +97,6 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--s3-cache: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let config = aws_config::load_from_env().await;
-    let catalog = EcrCatalog::from_sdk_config(&config);
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&config)
             // Path-style works with every endpoint (S3-compatible stores, moto).
@@ -120,6 +134,35 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The policy `--from-ecr` stands for: each repository's own lifecycle policy, with
+/// afterpush's defaults (grace period, dry run) around it.
+async fn policy_from_ecr(catalog: &EcrCatalog, repositories: &[String]) -> anyhow::Result<Policy> {
+    if repositories.is_empty() {
+        anyhow::bail!(
+            "--from-ecr needs --repository R: the repositories whose lifecycle policies to read"
+        );
+    }
+    let mut groups = Vec::new();
+    for r in repositories {
+        let text = catalog
+            .api()
+            .lifecycle_policy_text(r)
+            .await
+            .with_context(|| format!("GetLifecyclePolicy on repository {r:?}"))?
+            .with_context(|| format!("repository {r:?} has no lifecycle policy"))?;
+        let policy = LifecyclePolicy::parse(&text)
+            .with_context(|| format!("the lifecycle policy of repository {r:?}"))?;
+        groups.push(EcrRuleGroup {
+            repositories: vec![Pattern::parse("--repository", r)?],
+            policy,
+        });
+    }
+    let mut policy = Policy::from_lifecycle_policy(Vec::new(), groups[0].policy.clone());
+    policy.repositories = groups.iter().flat_map(|g| g.repositories.clone()).collect();
+    policy.ecr_lifecycle = groups;
+    Ok(policy)
+}
+
 /// The report as text: the deletions of each repository as a table, then totals.
 pub fn render(report: &Report, with_kept: bool) -> String {
     let mut out = String::new();
@@ -153,6 +196,26 @@ pub fn render(report: &Report, with_kept: bool) -> String {
                 ""
             }
         ));
+        for c in &r.rules {
+            out.push_str(&format!(
+                "  rule {}{}: matched {}, {verb} {}{}{}\n",
+                c.rule,
+                c.description
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default(),
+                c.matched,
+                c.expired,
+                match c.kept_by_safety {
+                    0 => String::new(),
+                    n => format!(", {n} more kept by safety rules"),
+                },
+                match c.would_archive {
+                    Some(n) => format!(", would archive {n} (never done by afterpush)"),
+                    None => String::new(),
+                }
+            ));
+        }
         for f in &r.failed {
             out.push_str(&format!(
                 "  failed {}: {} {}\n",

@@ -190,6 +190,38 @@ impl TestMoto {
     pub async fn ecr(&self) -> aws_sdk_ecr::Client {
         aws_sdk_ecr::Client::new(&self.sdk_config().await)
     }
+
+    /// Sets an image's `imagePushedAt` and `lastRecordedPullTime` (`None`: never pulled)
+    /// through the launcher's test endpoint: moto stamps the PutImage second and records
+    /// no pulls, where real ECR keeps both per image (see moto_launcher.py).
+    pub async fn set_ecr_image_times(
+        &self,
+        repository: &str,
+        digest: &str,
+        pushed_at: chrono::DateTime<chrono::Utc>,
+        last_pulled_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}/moto-api/afterpush/ecr-image-times",
+                self.endpoint()
+            ))
+            .json(&serde_json::json!({
+                "repositoryName": repository,
+                "imageDigest": digest,
+                "imagePushedAt": pushed_at.timestamp(),
+                "lastRecordedPullTime": last_pulled_at.map(|t| t.timestamp()),
+            }))
+            .send()
+            .await
+            .expect("POST ecr-image-times");
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "setting the times of {repository}@{digest}: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
 }
 
 impl Drop for TestMoto {
