@@ -8,6 +8,7 @@
 //! and usable to extract one file the way the snapshotter does ([`extract_file`]).
 //! Format: `shared/design/SOCI-FORMAT.md` §1–4.
 
+mod check;
 mod error;
 mod fbs;
 mod generated;
@@ -17,6 +18,7 @@ mod restore;
 mod spans;
 mod tar;
 
+pub use check::LayerFacts;
 pub use error::ZtocError;
 pub use gzip::{Checkpoint, Checkpoints, WINDOW_SIZE};
 pub use restore::{extract_file, LayerReader};
