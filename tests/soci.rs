@@ -636,6 +636,30 @@ async fn forged_cache_entries_are_rebuilt_and_never_published() {
             "another layer's entry copied under this key",
             (other_metadata.clone(), other_ztoc.clone()),
         ),
+        (
+            "the real zTOC bound to another layer",
+            (
+                std::collections::HashMap::from([
+                    (
+                        "ztoc-sha256".to_string(),
+                        Sha256Digest::of(&good).to_string(),
+                    ),
+                    ("layer-digest".to_string(), other.to_string()),
+                    ("layer-size".to_string(), target_size.to_string()),
+                ]),
+                good.clone(),
+            ),
+        ),
+        (
+            "the real zTOC bound to no layer (as stored before the binding)",
+            (
+                std::collections::HashMap::from([(
+                    "ztoc-sha256".to_string(),
+                    Sha256Digest::of(&good).to_string(),
+                )]),
+                good.clone(),
+            ),
+        ),
         ("garbage", (bound_to_target(&garbage), garbage.clone())),
         (
             "an oversized object",
