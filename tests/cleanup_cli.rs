@@ -245,3 +245,49 @@ async fn bad_input_is_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"other\" is not selected"));
 }
+
+/// One anchored 1 MiB string aliased 3,000 times: a 1 MB file that serde_yaml_ng would
+/// expand into 3 GB of strings (it bounds the number of alias replays, not their size).
+/// The policy is refused before it is expanded, naming the cause.
+#[tokio::test]
+async fn a_policy_that_aliases_expand_to_gigabytes_is_refused() {
+    let moto = support::TestMoto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aliases.yaml");
+    let aliases = vec!["*big"; 3000].join(", ");
+    let text = format!(
+        "repositories: [&big {}, {aliases}]\nrules: []\n",
+        "a".repeat(1 << 20)
+    );
+    std::fs::write(&path, &text).unwrap();
+    let out = cli(
+        &moto,
+        &["cleanup", "plan", "--policy", path.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("through YAML aliases"), "{err}");
+}
+
+/// globset's `compile_matcher` panics on a glob whose regex is over the size limit: a
+/// long pattern is an error naming the field, not a crash.
+#[tokio::test]
+async fn a_huge_glob_is_an_error_not_a_panic() {
+    let moto = support::TestMoto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.yaml");
+    std::fs::write(
+        &path,
+        format!("repositories: [{}]\nrules: []\n", "a".repeat(1 << 20)),
+    )
+    .unwrap();
+    let out = cli(
+        &moto,
+        &["cleanup", "plan", "--policy", path.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("repositories[0]: "), "{err}");
+    assert!(err.contains("1048576-byte glob is not usable"), "{err}");
+    assert!(err.len() < 2000, "the message does not repeat the pattern");
+}

@@ -531,6 +531,187 @@ async fn ztocs_are_reused_from_the_s3_cache() {
     assert_eq!(third.reads_of(&big) - reads_before, 1);
 }
 
+/// A cache entry's body and `x-amz-meta-*` metadata, as stored in moto's S3.
+async fn cache_object(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+) -> (Bytes, std::collections::HashMap<String, String>) {
+    let out = s3
+        .get_object()
+        .bucket("ztoc-cache")
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let metadata = out.metadata().cloned().unwrap_or_default();
+    (out.body.collect().await.unwrap().into_bytes(), metadata)
+}
+
+/// Whoever can write to the cache bucket can store anything under a layer's key, with
+/// metadata to match. Each forgery below is rejected: the layer is rebuilt from the
+/// registry, the published index carries the real zTOC, and the entry is repaired.
+#[tokio::test]
+async fn forged_cache_entries_are_rebuilt_and_never_published() {
+    use afterpush::soci::build::LayerResult;
+    use afterpush::soci::max_cached_ztoc_size;
+    use afterpush::ztoc::Ztoc;
+    let registry = TestRegistry::start();
+    let moto = support::TestMoto::start();
+    let (s3, cache) = ztoc_cache(&moto).await;
+    let repo = connect(&registry.host(), "base");
+    let spec = SampleSpec {
+        layer_sizes: vec![8 * 1024, 1536 * 1024, 1024 * 1024],
+        attestations: false,
+        platforms: vec!["linux/amd64".parse().unwrap()],
+        ..SampleSpec::default()
+    };
+    let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some("a"))
+        .await
+        .unwrap();
+    let sizes: Vec<u64> = image.layers.iter().map(|l| l.blob.size).collect();
+    let settings = settings(min_between(&sizes));
+    let mut indexed: Vec<(Sha256Digest, u64)> = image
+        .layers
+        .iter()
+        .filter(|l| l.blob.size >= settings.min_layer_size)
+        .map(|l| (l.blob.digest.clone(), l.blob.size))
+        .collect();
+    indexed.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
+    let [(target, target_size), (other, _)] = <[_; 2]>::try_from(indexed).unwrap();
+    create_soci(&repo, "a", Some("a"), &settings, &cache, None)
+        .await
+        .unwrap();
+    let key = cache.key(&target, settings.span_size);
+    let (good, _) = cache_object(&s3, &key).await;
+    let (other_ztoc, other_metadata) =
+        cache_object(&s3, &cache.key(&other, settings.span_size)).await;
+    let good_ztoc = Ztoc::from_bytes(&good).unwrap();
+
+    // What a forger writes: the body's digest recomputed, bound to the target layer.
+    let bound_to_target = |body: &[u8]| {
+        std::collections::HashMap::from([
+            (
+                "ztoc-sha256".to_string(),
+                Sha256Digest::of(body).to_string(),
+            ),
+            ("layer-digest".to_string(), target.to_string()),
+            ("layer-size".to_string(), target_size.to_string()),
+        ])
+    };
+    let forged = |change: &dyn Fn(&mut Ztoc)| {
+        let mut z = good_ztoc.clone();
+        change(&mut z);
+        let body = Bytes::from(z.to_bytes());
+        (bound_to_target(&body), body)
+    };
+    let last_file = good_ztoc
+        .files
+        .iter()
+        .rposition(|f| f.file_type == "reg" && f.uncompressed_size > 0)
+        .unwrap();
+    let mut garbage = vec![0u8; 4096];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut garbage);
+    let garbage = Bytes::from(garbage);
+    let oversized = Bytes::from(vec![0u8; max_cached_ztoc_size(target_size) as usize + 1]);
+    let cases = vec![
+        (
+            "another layer size",
+            forged(&|z| z.compressed_archive_size += 1),
+        ),
+        (
+            "a span digest missing",
+            forged(&|z| {
+                z.span_digests.pop();
+            }),
+        ),
+        (
+            "an entry past the archive",
+            forged(&|z| z.files[last_file].uncompressed_size = z.uncompressed_archive_size),
+        ),
+        (
+            "another layer's zTOC claiming this layer",
+            (bound_to_target(&other_ztoc), other_ztoc.clone()),
+        ),
+        (
+            "another layer's entry copied under this key",
+            (other_metadata.clone(), other_ztoc.clone()),
+        ),
+        (
+            "the real zTOC bound to another layer",
+            (
+                std::collections::HashMap::from([
+                    (
+                        "ztoc-sha256".to_string(),
+                        Sha256Digest::of(&good).to_string(),
+                    ),
+                    ("layer-digest".to_string(), other.to_string()),
+                    ("layer-size".to_string(), target_size.to_string()),
+                ]),
+                good.clone(),
+            ),
+        ),
+        (
+            "the real zTOC bound to no layer (as stored before the binding)",
+            (
+                std::collections::HashMap::from([(
+                    "ztoc-sha256".to_string(),
+                    Sha256Digest::of(&good).to_string(),
+                )]),
+                good.clone(),
+            ),
+        ),
+        ("garbage", (bound_to_target(&garbage), garbage.clone())),
+        (
+            "an oversized object",
+            (bound_to_target(&oversized), oversized.clone()),
+        ),
+    ];
+    for (i, (what, (metadata, body))) in cases.into_iter().enumerate() {
+        s3.put_object()
+            .bucket("ztoc-cache")
+            .key(&key)
+            .set_metadata(Some(metadata))
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+        let dest = Recording::new(connect(&registry.host(), &format!("forged{i}")));
+        afterpush::copy::copy_image(&repo, &dest, "a", Some("a"), &Default::default())
+            .await
+            .unwrap();
+        let reads_before = dest.reads_of(&target);
+        let o = create_soci(&dest, "a", Some("a"), &settings, &cache, None)
+            .await
+            .unwrap();
+        let platform = &o.platforms[0];
+        assert_eq!(
+            platform.ztocs_from_cache, 1,
+            "{what}: only the other layer's zTOC is reused"
+        );
+        assert_eq!(
+            dest.reads_of(&target) - reads_before,
+            1,
+            "{what}: the layer is rebuilt"
+        );
+        let published: Vec<&Sha256Digest> = platform
+            .layers
+            .iter()
+            .filter(|l| l.layer == target)
+            .filter_map(|l| match &l.result {
+                LayerResult::Indexed { entry, .. } => Some(&entry.ztoc_digest),
+                LayerResult::Skipped(_) => None,
+            })
+            .collect();
+        assert_eq!(published, vec![&Sha256Digest::of(&good)], "{what}");
+        check_soci_index_restores_layers(&dest, platform.soci_index.as_deref().unwrap(), 2).await;
+        assert_eq!(
+            cache_object(&s3, &key).await.0,
+            good,
+            "{what}: entry repaired"
+        );
+    }
+}
+
 #[tokio::test]
 async fn soci_v1_indexes_are_found_through_referrers() {
     let registry = TestRegistry::start();

@@ -340,3 +340,56 @@ fn rules_and_schedule_route_the_right_events() {
     // DRY_RUN defaults to true in the stack, whatever the code's default.
     assert_eq!(scalar_text(&t["Parameters"]["DryRun"]["Default"]), "true");
 }
+
+/// Cached zTOCs are published into other images' indexes, and a consistently forged one
+/// cannot be detected without reading its layer again: the bucket the stack creates takes
+/// writes and deletes from the indexer's role only.
+#[test]
+fn the_created_ztoc_cache_bucket_takes_writes_only_from_the_indexer() {
+    let t = template();
+    let resources = &t["Resources"];
+    let policy = &resources["ZtocCacheBucketPolicy"];
+    assert_eq!(policy["Type"].as_str(), Some("AWS::S3::BucketPolicy"));
+    assert_eq!(
+        policy["Condition"].as_str(),
+        resources["ZtocCacheBucketResource"]["Condition"].as_str(),
+        "the policy exists exactly when the bucket does"
+    );
+    let tag_value = |v: &Value, tag: &str| match v {
+        Value::Tagged(t) if t.tag == tag => scalar_text(&t.value),
+        other => panic!("expected !{tag}, got {other:?}"),
+    };
+    assert_eq!(
+        tag_value(&policy["Properties"]["Bucket"], "Ref"),
+        "ZtocCacheBucketResource"
+    );
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_sequence()
+        .unwrap();
+    let deny = statements
+        .iter()
+        .find(|s| s["Effect"].as_str() == Some("Deny"))
+        .expect("a Deny statement");
+    assert_eq!(deny["Principal"].as_str(), Some("*"));
+    let actions: BTreeSet<&str> = deny["Action"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for action in ["s3:PutObject", "s3:DeleteObject"] {
+        assert!(actions.contains(action), "{action} not denied: {actions:?}");
+    }
+    assert!(tag_value(&deny["Resource"], "Sub").starts_with("${ZtocCacheBucketResource.Arn}/"));
+    // Everyone but the role SAM creates for the indexer (it names none of its own).
+    assert_eq!(
+        tag_value(
+            &deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"],
+            "GetAtt"
+        ),
+        "SociIndexerFunctionRole.Arn"
+    );
+    assert!(resources["SociIndexerFunction"]["Properties"]
+        .get("Role")
+        .is_none());
+}

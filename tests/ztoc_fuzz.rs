@@ -162,3 +162,161 @@ fn fuzz_for_a_bounded_time() {
     println!("{runs} fuzz runs in {:?}", start.elapsed());
     assert!(runs > 0);
 }
+
+// ------------------------------------------------------------------ cached zTOCs
+
+/// A layer and its zTOC as the cache would hold it, with the facts the indexer knows.
+struct CachedCase {
+    layer: Vec<u8>,
+    digest: afterpush::oci::Sha256Digest,
+    facts: ztoc::LayerFacts,
+    good: Ztoc,
+    bytes: Vec<u8>,
+}
+
+impl CachedCase {
+    fn new(layer: Vec<u8>, span_size: u64) -> Self {
+        let good = ztoc_util::build(&layer, span_size, &[4096]).unwrap();
+        let facts = ztoc::LayerFacts {
+            size: layer.len() as u64,
+            compression: good.compression_algorithm,
+            span_size,
+        };
+        CachedCase {
+            digest: afterpush::oci::Sha256Digest::of(&layer),
+            bytes: good.to_bytes(),
+            layer,
+            facts,
+            good,
+        }
+    }
+
+    /// The indexer's reuse check on `bytes`, with what an accepted zTOC must satisfy.
+    fn reuse(&self, bytes: &[u8]) -> Option<Ztoc> {
+        let layer = afterpush::soci::CachedLayer {
+            digest: &self.digest,
+            facts: self.facts,
+        };
+        let z = afterpush::soci::reusable_ztoc(bytes, &layer).ok()?;
+        assert_eq!(z.compressed_archive_size, self.layer.len() as i64);
+        assert_eq!(z.compression_algorithm, self.facts.compression);
+        assert_eq!(z.span_digests.len() as i64, i64::from(z.max_span_id) + 1);
+        if let Ok(checkpoints) = z.gzip_checkpoints() {
+            assert_eq!(checkpoints.len(), z.span_digests.len());
+            assert!(checkpoints
+                .iter()
+                .all(|c| c.compressed_offset <= self.layer.len() as u64));
+        }
+        for f in &z.files {
+            assert!(f.uncompressed_offset >= 0 && f.uncompressed_size >= 0);
+            if f.file_type == "reg" {
+                assert!(f.uncompressed_offset + f.uncompressed_size <= z.uncompressed_archive_size);
+            }
+        }
+        use_ztoc(&z, &self.layer);
+        Some(z)
+    }
+}
+
+/// Field changes that make a zTOC disagree with its layer in a way the reuse check
+/// promises to see: each must be rejected.
+fn forge_a_checked_field(rng: &mut impl Rng, z: &mut Ztoc) -> &'static str {
+    let files = z.files.len();
+    match rng.random_range(0..8) {
+        0 => {
+            z.compressed_archive_size += rng.random_range(1..1000);
+            "compressed size"
+        }
+        1 => {
+            z.span_digests.pop();
+            "a span digest removed"
+        }
+        2 => {
+            z.span_digests.push(z.span_digests[0].clone());
+            "a span digest added"
+        }
+        3 => {
+            z.max_span_id += if rng.random() { 1 } else { -1 };
+            "max span id"
+        }
+        4 => {
+            z.version = "0.10".into();
+            "version"
+        }
+        5 => {
+            let i = rng.random_range(0..files);
+            z.files[i].uncompressed_offset =
+                z.uncompressed_archive_size + rng.random_range(0..10_000);
+            "an entry past the archive"
+        }
+        6 => {
+            z.uncompressed_archive_size = -rng.random_range(1..1000);
+            "negative uncompressed size"
+        }
+        _ => {
+            z.compression_algorithm = match z.compression_algorithm {
+                ztoc::LayerCompression::Gzip => ztoc::LayerCompression::Uncompressed,
+                ztoc::LayerCompression::Uncompressed => ztoc::LayerCompression::Gzip,
+            };
+            "compression"
+        }
+    }
+}
+
+/// Mutated cached zTOCs (bytes and fields) through the reuse check: an error or a
+/// rejection, never a panic, and nothing accepted that contradicts its layer.
+#[test]
+fn fuzz_cached_ztocs_for_a_bounded_time() {
+    let seed = seed();
+    println!("ZTOC_FUZZ_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let budget = Duration::from_secs(
+        std::env::var("ZTOC_FUZZ_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5),
+    );
+    let tar = valid_tar(&mut rng);
+    let cases = [
+        CachedCase::new(ztoc_util::gzip_members(&tar, 6, &[tar.len() / 3]), 8 * 1024),
+        CachedCase::new(tar, 8 * 1024),
+    ];
+    for case in &cases {
+        assert!(case.reuse(&case.bytes).is_some(), "the real zTOC is reused");
+    }
+    let start = Instant::now();
+    let (mut runs, mut accepted) = (0u64, 0u64);
+    while start.elapsed() < budget {
+        runs += 1;
+        let case = &cases[rng.random_range(0..cases.len())];
+        if rng.random_bool(0.3) {
+            let mut z = case.good.clone();
+            let what = forge_a_checked_field(&mut rng, &mut z);
+            assert!(
+                case.reuse(&z.to_bytes()).is_none(),
+                "a zTOC with a forged {what} was accepted for reuse"
+            );
+            continue;
+        }
+        let mut bytes = case.bytes.clone();
+        let n = bytes.len();
+        for _ in 0..rng.random_range(1..4) {
+            // The tables sit at both ends (the 32 KiB windows in between are opaque).
+            let at = if rng.random() {
+                rng.random_range(0..256.min(n))
+            } else {
+                rng.random_range(n.saturating_sub(4096)..n)
+            };
+            bytes[at] = rng.random();
+        }
+        if rng.random_bool(0.2) {
+            mutate(&mut rng, &mut bytes);
+        }
+        accepted += u64::from(case.reuse(&bytes).is_some());
+    }
+    println!(
+        "{runs} cached-zTOC fuzz runs in {:?}, {accepted} mutated zTOCs accepted (consistent with the layer as far as can be checked without reading it)",
+        start.elapsed()
+    );
+    assert!(runs > 0);
+}

@@ -8,6 +8,7 @@ pub mod executor;
 pub mod planner;
 pub mod policy;
 pub mod s3gc;
+mod yaml_expansion;
 
 use crate::catalog::s3cache::{S3Cache, S3CacheUri};
 use crate::catalog::{Catalog, CatalogError};

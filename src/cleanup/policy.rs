@@ -3,6 +3,7 @@
 //! (`rules[2].when.unused_for: "14x" is not a duration`).
 
 use super::ecr_lifecycle::{lifecycle_document, LifecycleError, LifecyclePolicy};
+use super::yaml_expansion::{expands_within_limit, expansion_limit};
 use crate::catalog::s3cache::S3CacheUri;
 use crate::oci::ArtifactKind;
 use chrono::Duration;
@@ -19,6 +20,8 @@ pub enum PolicyError {
     },
     #[error("policy is not valid YAML/JSON: {0}")]
     Syntax(String),
+    #[error("policy expands to more than {limit} bytes through YAML aliases (`*name` repeats the node anchored `&name`): write the repeated parts out or repeat less")]
+    AliasExpansion { limit: u64 },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
 }
@@ -140,7 +143,8 @@ pub struct Pattern {
 
 #[derive(Debug, Clone)]
 enum Matcher {
-    Glob(globset::GlobMatcher),
+    /// The glob's regex, matched on bytes as `globset::GlobMatcher` does.
+    Glob(regex::bytes::Regex),
     Regex(regex::Regex),
 }
 
@@ -157,11 +161,16 @@ impl Pattern {
                     .map_err(|e| invalid(field, format!("{text:?} is not a valid regex: {e}")))?,
             )
         } else {
-            Matcher::Glob(
-                globset::Glob::new(text)
-                    .map_err(|e| invalid(field, format!("{text:?} is not a valid glob: {e}")))?
-                    .compile_matcher(),
-            )
+            let glob = globset::Glob::new(text)
+                .map_err(|e| invalid(field, format!("{text:?} is not a valid glob: {e}")))?;
+            // Compiled here rather than by `compile_matcher`, which panics when the glob's
+            // regex is over the regex size limit (a 1 MiB glob is).
+            Matcher::Glob(regex::bytes::Regex::new(glob.regex()).map_err(|e| {
+                invalid(
+                    field,
+                    format!("a {}-byte glob is not usable: {e}", text.len()),
+                )
+            })?)
         };
         Ok(Self {
             source: text.to_string(),
@@ -170,7 +179,7 @@ impl Pattern {
     }
     pub fn matches(&self, s: &str) -> bool {
         match &self.matcher {
-            Matcher::Glob(g) => g.is_match(s),
+            Matcher::Glob(g) => g.is_match(s.as_bytes()),
             Matcher::Regex(r) => r.is_match(s),
         }
     }
@@ -346,6 +355,12 @@ impl Policy {
     /// lifecycle policy document (told apart by its shape, see [`lifecycle_document`]),
     /// which then applies to every repository.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        // Measured first: deserializing expands every alias, whatever its size.
+        if !expands_within_limit(text).map_err(|e| PolicyError::Syntax(e.to_string()))? {
+            return Err(PolicyError::AliasExpansion {
+                limit: expansion_limit(text.len()),
+            });
+        }
         // Told apart on a JSON view of the text; the afterpush policy is then read from
         // the text itself, so that its errors keep their line and column.
         let value: Option<serde_json::Value> = serde_yaml_ng::from_str(text).ok();

@@ -19,7 +19,7 @@ use crate::oci::{is_attestation_descriptor, ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::Repository;
 use crate::sample::{self, SamplePlatform, SampleSpec};
-use crate::soci::{SociSettings, ZtocCache};
+use crate::soci::{CachedLayer, SociSettings, ZtocCache};
 use crate::stitch::StitchSettings;
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -73,13 +73,14 @@ struct MemoryZtocCache(Mutex<BTreeMap<(Sha256Digest, u64), Bytes>>);
 
 #[async_trait::async_trait]
 impl ZtocCache for MemoryZtocCache {
-    async fn get(&self, layer: &Sha256Digest, span_size: u64) -> Option<Bytes> {
+    async fn get(&self, layer: &CachedLayer<'_>) -> Option<Bytes> {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(layer.clone(), span_size)).cloned()
+        map.get(&(layer.digest.clone(), layer.facts.span_size))
+            .cloned()
     }
-    async fn put(&self, layer: &Sha256Digest, span_size: u64, ztoc: Bytes) {
+    async fn put(&self, layer: &CachedLayer<'_>, ztoc: Bytes) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert((layer.clone(), span_size), ztoc);
+        map.insert((layer.digest.clone(), layer.facts.span_size), ztoc);
     }
 }
 

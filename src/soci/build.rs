@@ -3,7 +3,7 @@
 //! window ring and a few in-flight chunks), several layers at once, reusing cached
 //! zTOCs where the cache has a valid one.
 
-use super::cache::ZtocCache;
+use super::cache::{reusable_ztoc, CachedLayer, ZtocCache};
 use super::index::{soci_index_manifest, ZtocEntry, CONFIG_BLOB};
 use super::layers::{decide, LayerDecision};
 use super::settings::{IndexVersion, SociSettings};
@@ -11,7 +11,7 @@ use super::{Result, SociError};
 use crate::oci::gojson::{GoDescriptor, GoManifest};
 use crate::oci::Sha256Digest;
 use crate::registry::{push_bytes, Manifest, Repository};
-use crate::ztoc::{LayerCompression, Ztoc, ZtocBuilder, ZtocOptions};
+use crate::ztoc::{LayerCompression, LayerFacts, Ztoc, ZtocBuilder, ZtocOptions};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
@@ -158,17 +158,19 @@ async fn index_layer(
             size: layer.size,
         });
     }
-    let cached = match cache.get(digest, settings.span_size).await {
-        Some(bytes) => match Ztoc::from_bytes(&bytes) {
-            Ok(ztoc) if u64::try_from(ztoc.compressed_archive_size).ok() == Some(layer.size) => {
-                Some((bytes, ztoc))
-            }
-            Ok(ztoc) => {
-                tracing::warn!(layer = %digest, cached_size = ztoc.compressed_archive_size, layer_size = layer.size, "cached zTOC describes another size; rebuilding");
-                None
-            }
+    let cache_key = CachedLayer {
+        digest,
+        facts: LayerFacts {
+            size: layer.size,
+            compression,
+            span_size: settings.span_size,
+        },
+    };
+    let cached = match cache.get(&cache_key).await {
+        Some(bytes) => match reusable_ztoc(&bytes, &cache_key) {
+            Ok(ztoc) => Some((bytes, ztoc)),
             Err(err) => {
-                tracing::warn!(layer = %digest, error = %err, "cached zTOC does not parse; rebuilding");
+                tracing::warn!(layer = %digest, error = %err, "cached zTOC rejected; rebuilding it from the layer");
                 None
             }
         },
@@ -192,7 +194,7 @@ async fn index_layer(
             )
             .await?;
             let bytes = Bytes::from(ztoc.to_bytes());
-            cache.put(digest, settings.span_size, bytes.clone()).await;
+            cache.put(&cache_key, bytes.clone()).await;
             (bytes, ztoc, layer.size)
         }
     };

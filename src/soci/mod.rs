@@ -13,7 +13,9 @@ pub mod layers;
 pub mod settings;
 
 pub use build::{BuiltIndex, Progress, ProgressEvent};
-pub use cache::{NoZtocCache, S3ZtocCache, ZtocCache};
+pub use cache::{
+    max_cached_ztoc_size, reusable_ztoc, CachedLayer, NoZtocCache, S3ZtocCache, ZtocCache,
+};
 pub use convert::{create_soci, ImageReport, PlatformReport, SociOutcome};
 pub use settings::{IndexVersion, PlatformSelection, SociSettings, TagMode};
 

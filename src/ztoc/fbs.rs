@@ -1,14 +1,16 @@
-//! zTOC FlatBuffers: an encoder that pushes fields in the order of soci's Go marshaler
-//! (so the bytes are identical) and a bounds-checked decoder that never panics.
+//! zTOC FlatBuffers through the code `flatc` generated from `schema/ztoc.fbs` and
+//! `schema/zinfo.fbs` (see [`super::generated`]).
+//!
+//! The encoder calls the generated builders' `add_*` in the order soci-snapshotter's Go
+//! marshaler (`ztocToFlatbuffer`) adds the fields, not through the generated `create`
+//! (which orders fields by size): the push order decides the byte layout, and this order
+//! is what makes our bytes identical to soci's. The decoder runs the FlatBuffers verifier,
+//! bounded by the buffer's size, before it reads anything, so a forged offset, count or
+//! string is an [`ZtocError::InvalidZtoc`] naming what the verifier found.
 
-use super::{FileMetadata, LayerCompression, Ztoc, ZtocError};
-use flatbuffers::{FlatBufferBuilder, WIPOffset};
-use std::collections::BTreeMap;
-
-/// vtable slot byte offset of field `i`.
-const fn slot(i: u16) -> u16 {
-    4 + 2 * i
-}
+use super::generated::{zinfo, ztoc as fb};
+use super::{FileMetadata, LayerCompression, Ztoc, ZtocError, TAR_ZINFO_VERSION};
+use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
 /// A builder sized up front (generously): growing it would copy the checkpoints.
 fn builder_for(z: &Ztoc) -> FlatBufferBuilder<'static> {
@@ -103,33 +105,36 @@ fn finish_encoding<'a>(
     z: &Ztoc,
     version: WIPOffset<&'a str>,
     tool: WIPOffset<&'a str>,
-    entries: &[WIPOffset<flatbuffers::TableFinishedWIPOffset>],
+    entries: &[WIPOffset<fb::FileMetadata<'a>>],
     checkpoints: impl FnOnce(&mut FlatBufferBuilder<'a>) -> WIPOffset<flatbuffers::Vector<'a, u8>>,
 ) -> Vec<u8> {
     let metadata = b.create_vector(entries);
-    let toc_start = b.start_table();
-    b.push_slot_always(slot(0), metadata);
-    let toc = b.end_table(toc_start);
+    let mut toc = fb::TOCBuilder::new(&mut b);
+    toc.add_metadata(metadata);
+    let toc = toc.finish();
 
     let checkpoints = checkpoints(&mut b);
     let digests: Vec<_> = z.span_digests.iter().map(|d| b.create_string(d)).collect();
     let digests = b.create_vector(&digests);
-    let ci_start = b.start_table();
-    b.push_slot::<i32>(slot(1), z.max_span_id, 0);
-    b.push_slot_always(slot(2), digests);
-    b.push_slot_always(slot(3), checkpoints);
-    b.push_slot::<i8>(slot(0), z.compression_algorithm.flatbuffers_value(), 1);
-    let compression_info = b.end_table(ci_start);
+    let mut ci = fb::CompressionInfoBuilder::new(&mut b);
+    ci.add_max_span_id(z.max_span_id);
+    ci.add_span_digests(digests);
+    ci.add_checkpoints(checkpoints);
+    ci.add_compression_algorithm(match z.compression_algorithm {
+        LayerCompression::Gzip => fb::CompressionAlgorithm::Gzip,
+        LayerCompression::Uncompressed => fb::CompressionAlgorithm::Uncompressed,
+    });
+    let compression_info = ci.finish();
 
-    let root_start = b.start_table();
-    b.push_slot_always(slot(0), version);
-    b.push_slot_always(slot(1), tool);
-    b.push_slot_always(slot(4), toc);
-    b.push_slot::<i64>(slot(2), z.compressed_archive_size, 0);
-    b.push_slot::<i64>(slot(3), z.uncompressed_archive_size, 0);
-    b.push_slot_always(slot(5), compression_info);
-    let root = b.end_table(root_start);
-    b.finish(root, None);
+    let mut root = fb::ZtocBuilder::new(&mut b);
+    root.add_version(version);
+    root.add_build_tool_identifier(tool);
+    root.add_toc(toc);
+    root.add_compressed_archive_size(z.compressed_archive_size);
+    root.add_uncompressed_archive_size(z.uncompressed_archive_size);
+    root.add_compression_info(compression_info);
+    let root = root.finish();
+    fb::finish_ztoc_buffer(&mut b, root);
     // Hand over the builder's buffer rather than copying it.
     let (mut buf, head) = b.collapse();
     buf.drain(..head);
@@ -139,7 +144,7 @@ fn finish_encoding<'a>(
 fn encode_file<'a>(
     b: &mut FlatBufferBuilder<'a>,
     f: &FileMetadata,
-) -> WIPOffset<flatbuffers::TableFinishedWIPOffset> {
+) -> WIPOffset<fb::FileMetadata<'a>> {
     let name = b.create_string(&f.name);
     let file_type = b.create_string(&f.file_type);
     let linkname = b.create_string(&f.linkname);
@@ -148,244 +153,109 @@ fn encode_file<'a>(
     let mod_time = b.create_string(&f.mod_time);
     let mut xattrs = Vec::with_capacity(f.xattrs.len());
     for (k, v) in &f.xattrs {
-        let k = b.create_string(k);
-        let v = b.create_string(v);
-        let t = b.start_table();
-        b.push_slot_always(slot(0), k);
-        b.push_slot_always(slot(1), v);
-        xattrs.push(b.end_table(t));
+        let key = b.create_string(k);
+        let value = b.create_string(v);
+        let mut x = fb::XattrBuilder::new(b);
+        x.add_key(key);
+        x.add_value(value);
+        xattrs.push(x.finish());
     }
     let xattrs = b.create_vector(&xattrs);
-    let t = b.start_table();
-    b.push_slot_always(slot(0), name);
-    b.push_slot_always(slot(1), file_type);
-    b.push_slot::<i64>(slot(2), f.uncompressed_offset, 0);
-    b.push_slot::<i64>(slot(3), f.uncompressed_size, 0);
-    b.push_slot_always(slot(4), linkname);
-    b.push_slot::<i64>(slot(5), f.mode, 0);
-    b.push_slot::<u32>(slot(6), f.uid, 0);
-    b.push_slot::<u32>(slot(7), f.gid, 0);
-    b.push_slot_always(slot(8), uname);
-    b.push_slot_always(slot(9), gname);
-    b.push_slot_always(slot(10), mod_time);
-    b.push_slot::<i64>(slot(11), f.devmajor, 0);
-    b.push_slot::<i64>(slot(12), f.devminor, 0);
-    b.push_slot_always(slot(13), xattrs);
-    b.end_table(t)
+    let mut t = fb::FileMetadataBuilder::new(b);
+    t.add_name(name);
+    t.add_type_(file_type);
+    t.add_uncompressed_offset(f.uncompressed_offset);
+    t.add_uncompressed_size(f.uncompressed_size);
+    t.add_linkname(linkname);
+    t.add_mode(f.mode);
+    t.add_uid(f.uid);
+    t.add_gid(f.gid);
+    t.add_uname(uname);
+    t.add_gname(gname);
+    t.add_mod_time(mod_time);
+    t.add_devmajor(f.devmajor);
+    t.add_devminor(f.devminor);
+    t.add_xattrs(xattrs);
+    t.finish()
 }
 
 /// Encodes the `zinfo.TarZinfo` table soci stores in `checkpoints` for tar layers.
 pub(crate) fn encode_tar_zinfo(span_size: i64, size: i64) -> Vec<u8> {
     let mut b = FlatBufferBuilder::new();
-    let t = b.start_table();
-    b.push_slot::<i32>(slot(0), 2, 0);
-    b.push_slot::<i64>(slot(1), span_size, 0);
-    b.push_slot::<i64>(slot(2), size, 0);
-    let root = b.end_table(t);
-    b.finish(root, None);
+    let mut t = zinfo::TarZinfoBuilder::new(&mut b);
+    t.add_version(TAR_ZINFO_VERSION);
+    t.add_span_size(span_size);
+    t.add_size(size);
+    let root = t.finish();
+    zinfo::finish_tar_zinfo_buffer(&mut b, root);
     b.finished_data().to_vec()
+}
+
+/// Nesting of tables in the zTOC schema: Ztoc > TOC > FileMetadata > Xattr.
+const SCHEMA_DEPTH: usize = 4;
+
+/// Verifier limits that follow from the buffer itself, so that no forged buffer makes
+/// the verifier (or the decoding after it) do more than linear work in its size: every
+/// table takes at least 4 bytes of the buffer, and an honest buffer is read about once
+/// (vtables, shared between tables, are counted again for each table that uses them),
+/// so shared references that expand a small buffer into a huge tree hit the limits.
+fn verifier_options(len: usize) -> VerifierOptions {
+    VerifierOptions {
+        max_depth: SCHEMA_DEPTH,
+        max_tables: len / 4,
+        max_apparent_size: len.saturating_mul(4),
+        ignore_missing_null_terminator: false,
+    }
 }
 
 fn invalid(what: impl Into<String>) -> ZtocError {
     ZtocError::InvalidZtoc(what.into())
 }
 
-/// A bounds-checked view of a FlatBuffers buffer.
-#[derive(Clone, Copy)]
-struct Buf<'a>(&'a [u8]);
-
-#[derive(Clone, Copy)]
-struct Table<'a> {
-    buf: Buf<'a>,
-    pos: usize,
-    vtable: usize,
-    vtable_len: usize,
-    what: &'static str,
+fn refused(what: &str, err: flatbuffers::InvalidFlatbuffer) -> ZtocError {
+    // The error's Display carries a multi-line trace of where it was found: keep one line.
+    let detail = err
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    invalid(format!("{what} fails FlatBuffers verification: {detail}"))
 }
 
-impl<'a> Buf<'a> {
-    fn bytes<const N: usize>(&self, at: usize) -> Result<[u8; N], ZtocError> {
-        at.checked_add(N)
-            .and_then(|end| self.0.get(at..end))
-            .map(|s| s.try_into().expect("N bytes"))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "offset {at} is outside the {}-byte buffer",
-                    self.0.len()
-                ))
-            })
-    }
-    fn u32(&self, at: usize) -> Result<u32, ZtocError> {
-        Ok(u32::from_le_bytes(self.bytes::<4>(at)?))
-    }
-    fn u16(&self, at: usize) -> Result<u16, ZtocError> {
-        Ok(u16::from_le_bytes(self.bytes::<2>(at)?))
-    }
-    /// Follows the uoffset stored at `at`.
-    fn deref(&self, at: usize) -> Result<usize, ZtocError> {
-        let off = self.u32(at)? as usize;
-        at.checked_add(off)
-            .filter(|&p| p < self.0.len())
-            .ok_or_else(|| invalid(format!("offset at {at} points outside the buffer")))
-    }
-    fn table(&self, pos: usize, what: &'static str) -> Result<Table<'a>, ZtocError> {
-        let soff = i32::from_le_bytes(self.bytes::<4>(pos)?);
-        let vtable = pos as i64 - i64::from(soff);
-        let vtable = usize::try_from(vtable)
-            .ok()
-            .filter(|&v| v < self.0.len())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{what} table at {pos} has its vtable outside the buffer"
-                ))
-            })?;
-        let vtable_len = self.u16(vtable)? as usize;
-        if vtable_len < 4 || vtable_len % 2 != 0 || vtable + vtable_len > self.0.len() {
-            return Err(invalid(format!("{what} table at {pos} has a bad vtable")));
-        }
-        Ok(Table {
-            buf: *self,
-            pos,
-            vtable,
-            vtable_len,
-            what,
-        })
-    }
-}
-
-impl<'a> Table<'a> {
-    /// Absolute position of field `i`, when present.
-    fn field(&self, i: u16) -> Result<Option<usize>, ZtocError> {
-        let at = slot(i) as usize;
-        if at + 2 > self.vtable_len {
-            return Ok(None);
-        }
-        let off = self.buf.u16(self.vtable + at)? as usize;
-        Ok(if off == 0 { None } else { Some(self.pos + off) })
-    }
-    fn scalar<const N: usize>(&self, i: u16) -> Result<Option<[u8; N]>, ZtocError> {
-        match self.field(i)? {
-            Some(p) => Ok(Some(self.buf.bytes::<N>(p)?)),
-            None => Ok(None),
-        }
-    }
-    fn i64(&self, i: u16) -> Result<i64, ZtocError> {
-        Ok(self.scalar::<8>(i)?.map_or(0, i64::from_le_bytes))
-    }
-    fn i32(&self, i: u16) -> Result<i32, ZtocError> {
-        Ok(self.scalar::<4>(i)?.map_or(0, i32::from_le_bytes))
-    }
-    fn u32(&self, i: u16) -> Result<u32, ZtocError> {
-        Ok(self.scalar::<4>(i)?.map_or(0, u32::from_le_bytes))
-    }
-    /// (start, len) of a vector field with `elem` bytes per element.
-    fn vector(&self, i: u16, elem: usize) -> Result<Option<(usize, usize)>, ZtocError> {
-        let Some(p) = self.field(i)? else {
-            return Ok(None);
-        };
-        let v = self.buf.deref(p)?;
-        let len = self.buf.u32(v)? as usize;
-        let start = v + 4;
-        let fits = len
-            .checked_mul(elem)
-            .and_then(|n| n.checked_add(start))
-            .is_some_and(|end| end <= self.buf.0.len());
-        if !fits {
-            return Err(invalid(format!(
-                "{} field {i}: vector of {len} elements runs past the buffer",
-                self.what
-            )));
-        }
-        Ok(Some((start, len)))
-    }
-    fn bytes(&self, i: u16) -> Result<&'a [u8], ZtocError> {
-        Ok(match self.vector(i, 1)? {
-            Some((start, len)) => &self.buf.0[start..start + len],
-            None => &[],
-        })
-    }
-    fn string(&self, i: u16) -> Result<String, ZtocError> {
-        let b = self.bytes(i)?;
-        String::from_utf8(b.to_vec())
-            .map_err(|_| invalid(format!("{} field {i} is not valid UTF-8", self.what)))
-    }
-    fn tables(&self, i: u16, what: &'static str) -> Result<Vec<Table<'a>>, ZtocError> {
-        let Some((start, len)) = self.vector(i, 4)? else {
-            return Ok(Vec::new());
-        };
-        (0..len)
-            .map(|k| {
-                let p = self.buf.deref(start + 4 * k)?;
-                self.buf.table(p, what)
-            })
-            .collect()
-    }
-    fn sub_table(&self, i: u16, what: &'static str) -> Result<Option<Table<'a>>, ZtocError> {
-        match self.field(i)? {
-            Some(p) => Ok(Some(self.buf.table(self.buf.deref(p)?, what)?)),
-            None => Ok(None),
-        }
-    }
-}
-
-/// Decodes a zTOC (ours or soci's). Never panics on any input.
+/// Decodes a zTOC (ours or soci's) after verifying it. Never panics on any input.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Ztoc, ZtocError> {
-    let buf = Buf(bytes);
-    let root = buf.table(buf.deref(0)?, "Ztoc")?;
-    let mut files = Vec::new();
-    if let Some(toc) = root.sub_table(4, "TOC")? {
-        for f in toc.tables(0, "FileMetadata")? {
-            let mut xattrs = BTreeMap::new();
-            for x in f.tables(13, "Xattr")? {
-                xattrs.insert(x.string(0)?, x.string(1)?);
-            }
-            files.push(FileMetadata {
-                name: f.string(0)?,
-                file_type: f.string(1)?,
-                uncompressed_offset: f.i64(2)?,
-                uncompressed_size: f.i64(3)?,
-                linkname: f.string(4)?,
-                mode: f.i64(5)?,
-                uid: f.u32(6)?,
-                gid: f.u32(7)?,
-                uname: f.string(8)?,
-                gname: f.string(9)?,
-                mod_time: f.string(10)?,
-                devmajor: f.i64(11)?,
-                devminor: f.i64(12)?,
-                xattrs,
-            });
-        }
-    }
+    let root = fb::root_as_ztoc_with_opts(&verifier_options(bytes.len()), bytes)
+        .map_err(|e| refused("the zTOC", e))?;
+    let files = match root.toc().and_then(|toc| toc.metadata()) {
+        Some(entries) => entries.iter().map(decode_file).collect(),
+        None => Vec::new(),
+    };
     let (mut algorithm, mut max_span_id, mut span_digests, mut checkpoints) =
         (LayerCompression::Gzip, 0, Vec::new(), Vec::new());
-    if let Some(ci) = root.sub_table(5, "CompressionInfo")? {
-        algorithm = match ci.scalar::<1>(0)?.map_or(1, |b| b[0] as i8) {
-            1 => LayerCompression::Gzip,
-            2 => LayerCompression::Uncompressed,
-            other => return Err(invalid(format!("unknown compression algorithm {other}"))),
-        };
-        max_span_id = ci.i32(1)?;
-        if let Some((start, len)) = ci.vector(2, 4)? {
-            for k in 0..len {
-                let p = buf.deref(start + 4 * k)?;
-                let n = buf.u32(p)? as usize;
-                let s = bytes
-                    .get(p + 4..p + 4 + n)
-                    .ok_or_else(|| invalid("span digest string runs past the buffer"))?;
-                span_digests.push(
-                    String::from_utf8(s.to_vec())
-                        .map_err(|_| invalid("span digest is not valid UTF-8"))?,
-                );
+    if let Some(ci) = root.compression_info() {
+        algorithm = match ci.compression_algorithm() {
+            fb::CompressionAlgorithm::Gzip => LayerCompression::Gzip,
+            fb::CompressionAlgorithm::Uncompressed => LayerCompression::Uncompressed,
+            other => {
+                return Err(invalid(format!(
+                    "unknown compression algorithm {}",
+                    other.0
+                )))
             }
+        };
+        max_span_id = ci.max_span_id();
+        if let Some(digests) = ci.span_digests() {
+            span_digests = digests.iter().map(str::to_string).collect();
         }
-        checkpoints = ci.bytes(3)?.to_vec();
+        if let Some(blob) = ci.checkpoints() {
+            checkpoints = blob.bytes().to_vec();
+        }
     }
     Ok(Ztoc {
-        version: root.string(0)?,
-        build_tool_identifier: root.string(1)?,
-        compressed_archive_size: root.i64(2)?,
-        uncompressed_archive_size: root.i64(3)?,
+        version: text(root.version()),
+        build_tool_identifier: text(root.build_tool_identifier()),
+        compressed_archive_size: root.compressed_archive_size(),
+        uncompressed_archive_size: root.uncompressed_archive_size(),
         files,
         compression_algorithm: algorithm,
         max_span_id,
@@ -394,9 +264,151 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Ztoc, ZtocError> {
     })
 }
 
-/// Decodes a `zinfo.TarZinfo` table: (version, span_size, size).
+/// An absent string field reads as empty, as in soci's Go reader.
+fn text(s: Option<&str>) -> String {
+    s.unwrap_or_default().to_string()
+}
+
+fn decode_file(f: fb::FileMetadata<'_>) -> FileMetadata {
+    let xattrs = f
+        .xattrs()
+        .map(|xs| {
+            xs.iter()
+                .map(|x| (text(x.key()), text(x.value())))
+                .collect()
+        })
+        .unwrap_or_default();
+    FileMetadata {
+        name: text(f.name()),
+        file_type: text(f.type_()),
+        uncompressed_offset: f.uncompressed_offset(),
+        uncompressed_size: f.uncompressed_size(),
+        linkname: text(f.linkname()),
+        mode: f.mode(),
+        uid: f.uid(),
+        gid: f.gid(),
+        uname: text(f.uname()),
+        gname: text(f.gname()),
+        mod_time: text(f.mod_time()),
+        devmajor: f.devmajor(),
+        devminor: f.devminor(),
+        xattrs,
+    }
+}
+
+/// Decodes a `zinfo.TarZinfo` table, after verifying it: (version, span_size, size).
 pub(crate) fn decode_tar_zinfo(bytes: &[u8]) -> Result<(i32, i64, i64), ZtocError> {
-    let buf = Buf(bytes);
-    let t = buf.table(buf.deref(0)?, "TarZinfo")?;
-    Ok((t.i32(0)?, t.i64(1)?, t.i64(2)?))
+    let t = zinfo::root_as_tar_zinfo_with_opts(&verifier_options(bytes.len()), bytes)
+        .map_err(|e| refused("the TarZinfo checkpoints table", e))?;
+    Ok((t.version(), t.span_size(), t.size()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Ztoc {
+        Ztoc {
+            version: "0.9".into(),
+            build_tool_identifier: "t".into(),
+            compressed_archive_size: 10,
+            uncompressed_archive_size: 2048,
+            files: vec![FileMetadata {
+                name: "a".into(),
+                file_type: "reg".into(),
+                uncompressed_offset: 512,
+                uncompressed_size: 3,
+                ..FileMetadata::default()
+            }],
+            compression_algorithm: LayerCompression::Gzip,
+            max_span_id: 0,
+            span_digests: vec!["sha256:00".into()],
+            checkpoints: vec![7; 40],
+        }
+    }
+
+    /// Where the vector of TOC entries starts (its length word), found through the
+    /// generated accessors of a verified buffer.
+    fn metadata_vector_at(bytes: &[u8]) -> usize {
+        let root = fb::root_as_ztoc(bytes).unwrap();
+        let entries = root.toc().unwrap().metadata().unwrap();
+        let first = entries.get(0);
+        // The element slots follow the length word; the first slot holds an offset
+        // relative to itself.
+        let slot_of_first = (0..bytes.len() - 4)
+            .find(|&at| {
+                let off = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                at + off == first._tab.loc()
+            })
+            .unwrap();
+        slot_of_first - 4
+    }
+
+    #[test]
+    fn a_forged_count_is_a_verifier_error() {
+        let mut bytes = encode(&sample());
+        let at = metadata_vector_at(&bytes);
+        bytes[at..at + 4].copy_from_slice(&1_000_000u32.to_le_bytes());
+        let err = decode(&bytes).unwrap_err().to_string();
+        assert!(err.contains("fails FlatBuffers verification"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_forged_offset_is_a_verifier_error() {
+        let mut bytes = encode(&sample());
+        let at = metadata_vector_at(&bytes);
+        // The first entry's offset now points past the end of the buffer.
+        let past_the_end = bytes.len() as u32;
+        bytes[at + 4..at + 8].copy_from_slice(&past_the_end.to_le_bytes());
+        let err = decode(&bytes).unwrap_err().to_string();
+        assert!(err.contains("fails FlatBuffers verification"), "{err}");
+        // And the root offset itself.
+        let mut bytes = encode(&sample());
+        bytes[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn shared_tables_cannot_expand_a_small_buffer() {
+        // 900 entries that are all the same table, each with 900 xattrs that are all
+        // the same table: 7 KB of offsets that read as 810,000 tables.
+        let mut b = FlatBufferBuilder::new();
+        let key = b.create_string("k");
+        let value = b.create_string("v");
+        let mut x = fb::XattrBuilder::new(&mut b);
+        x.add_key(key);
+        x.add_value(value);
+        let xattr = x.finish();
+        let xattrs = b.create_vector(&vec![xattr; 900]);
+        let mut f = fb::FileMetadataBuilder::new(&mut b);
+        f.add_xattrs(xattrs);
+        let entry = f.finish();
+        let entries = b.create_vector(&vec![entry; 900]);
+        let mut toc = fb::TOCBuilder::new(&mut b);
+        toc.add_metadata(entries);
+        let toc = toc.finish();
+        let mut root = fb::ZtocBuilder::new(&mut b);
+        root.add_toc(toc);
+        let root = root.finish();
+        fb::finish_ztoc_buffer(&mut b, root);
+        let bytes = b.finished_data();
+        assert!(bytes.len() < 10_000);
+        // The default options accept it; ours do not.
+        assert!(fb::root_as_ztoc(bytes).is_ok());
+        let err = decode(bytes).unwrap_err().to_string();
+        assert!(err.contains("fails FlatBuffers verification"), "{err}");
+    }
+
+    #[test]
+    fn every_field_round_trips_through_the_generated_code() {
+        let z = sample();
+        assert_eq!(decode(&encode(&z)).unwrap(), z);
+        let zinfo = encode_tar_zinfo(4 << 20, 12345);
+        assert_eq!(
+            decode_tar_zinfo(&zinfo).unwrap(),
+            (TAR_ZINFO_VERSION, 4 << 20, 12345)
+        );
+        assert!(decode_tar_zinfo(&zinfo[..zinfo.len() - 3]).is_err());
+    }
 }

@@ -9,14 +9,17 @@
 //! Format: `docs/ztoc-format.md` (FlatBuffers layout, TOC entries, gzip checkpoints, tar
 //! layers, and where we differ from soci-snapshotter on purpose).
 
+mod check;
 mod error;
 mod fbs;
+mod generated;
 pub mod gzip;
 mod inflate;
 mod restore;
 mod spans;
 mod tar;
 
+pub use check::LayerFacts;
 pub use error::ZtocError;
 pub use gzip::{Checkpoint, Checkpoints, WINDOW_SIZE};
 pub use restore::{extract_file, LayerReader};
@@ -26,6 +29,8 @@ use std::collections::BTreeMap;
 
 /// The zTOC format version soci writes and reads.
 pub const ZTOC_VERSION: &str = "0.9";
+/// The `TarZinfo.version` soci writes for tar layers.
+pub(crate) const TAR_ZINFO_VERSION: i32 = 2;
 /// soci's default span size (4 MiB).
 pub const DEFAULT_SPAN_SIZE: u64 = 4 * 1024 * 1024;
 
@@ -39,13 +44,6 @@ pub enum LayerCompression {
 }
 
 impl LayerCompression {
-    fn flatbuffers_value(self) -> i8 {
-        match self {
-            LayerCompression::Gzip => 1,
-            LayerCompression::Uncompressed => 2,
-        }
-    }
-
     /// `gzip` or `uncompressed`, as soci names them.
     pub fn as_str(self) -> &'static str {
         match self {
