@@ -2,6 +2,8 @@
 //! multi-arch OCI index and a Docker manifest list with real gzip layers.
 //! (Registry round trips are added once the distribution client is merged.)
 
+mod support;
+
 use afterpush::copy::{copy_image, CopyEvent, CopyOptions};
 use afterpush::oci::{ManifestSummary, Sha256Digest};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
@@ -91,7 +93,7 @@ async fn round_trip(spec: SampleSpec) {
     let back_ref = format!("oci:{}:v1", dir.path().join("back").display())
         .parse()
         .unwrap();
-    let back = open_repository(&back_ref, &OpenSettings::for_writing())
+    let back = open_repository(&back_ref, &OpenSettings::default().creating())
         .await
         .unwrap();
     copy_image(
@@ -250,16 +252,10 @@ async fn referrers_are_copied_when_asked() {
     assert_eq!(found[0].digest, referrer.digest.to_string());
 }
 
+/// Runs the CLI with no registry settings; returns (success, stdout, stderr).
 fn afterpush(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_afterpush"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let (status, stdout, stderr) = support::afterpush_cli(args, &[]);
+    (status.success(), stdout, stderr)
 }
 
 /// A three-platform sample image with attestations, tagged `demo`, in a new layout (what

@@ -240,3 +240,27 @@ pub fn files_of_layer(blob: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>
     }
     files
 }
+
+/// Runs the `afterpush` binary with `args` under the caller's environment without any
+/// `AFTERPUSH_REGISTRY_*` variable, plus `env`, so each test says exactly which registry
+/// settings apply; returns (exit status, stdout, stderr). A crash (a signal, as from a
+/// stack overflow) has no exit code, unlike a clean failure (1).
+pub fn afterpush_cli(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_afterpush"));
+    command.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AFTERPUSH_REGISTRY_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    let out = command.output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}

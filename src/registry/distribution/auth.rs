@@ -252,13 +252,15 @@ impl Authenticator {
         Ok(None)
     }
 
-    /// Reacts to a 401's `WWW-Authenticate`. `Ok(true)` when the request should be sent
-    /// again (a token was obtained, or Basic credentials are now sent).
+    /// Reacts to a 401's `WWW-Authenticate`, received in answer to a request that
+    /// carried Basic credentials or not (`sent_basic`). `Ok(true)` when the request
+    /// should be sent again (a token was obtained, or Basic credentials are now sent).
     pub async fn answer_challenge(
         &self,
         http: &reqwest::Client,
         header: &str,
         scopes: &[String],
+        sent_basic: bool,
     ) -> Result<bool> {
         match parse_challenge(header) {
             Some(Challenge::Bearer {
@@ -285,10 +287,12 @@ impl Authenticator {
             }
             Some(Challenge::Basic { .. }) => match &self.basic {
                 Some(source) => {
-                    let already = self.basic_upfront.swap(true, Ordering::Relaxed);
-                    // Sent and refused: fixed credentials are wrong (do not loop); a
+                    self.basic_upfront.store(true, Ordering::Relaxed);
+                    // Refused without the credentials (a request sent before the first
+                    // challenge was answered, maybe concurrently): send them. Refused
+                    // with them: fixed credentials are wrong (do not loop); a
                     // refreshable source (ECR) gets one fresh try.
-                    Ok(!already || source.invalidate().await)
+                    Ok(!sent_basic || source.invalidate().await)
                 }
                 None => Ok(false),
             },

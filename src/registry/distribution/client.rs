@@ -197,7 +197,11 @@ impl RegistryClient {
                 .http
                 .request(req.method.clone(), req.url.clone())
                 .headers(req.headers.clone());
-            if let Some(value) = self.auth.header_for(&req.scopes).await? {
+            let authorization = self.auth.header_for(&req.scopes).await?;
+            let sent_basic = authorization
+                .as_deref()
+                .is_some_and(|v| v.starts_with("Basic "));
+            if let Some(value) = authorization {
                 builder = builder.header(AUTHORIZATION, value);
             }
             if let Some(body) = &req.body {
@@ -219,7 +223,7 @@ impl RegistryClient {
                         if let Some(challenge) = challenge {
                             if self
                                 .auth
-                                .answer_challenge(&self.http, &challenge, &req.scopes)
+                                .answer_challenge(&self.http, &challenge, &req.scopes, sent_basic)
                                 .await?
                             {
                                 challenge_answered = true;
