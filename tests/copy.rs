@@ -344,3 +344,71 @@ async fn cli_copy_of_a_sample_to_an_archive_skopeo_reads() {
     let (ok, _, stderr) = afterpush(&["copy", "s3://bucket/x", "oci:/tmp/y"]);
     assert!(!ok && stderr.contains("s3://bucket/x"), "{stderr}");
 }
+
+/// An index chain thousands deep (legal OCI, and what a hostile source can send) is
+/// copied, and no verb that walks it crashes: each answers or fails with a message.
+/// `copy` used to recurse and overflow its stack (abort, rc 134) from about 700 levels
+/// in a debug build.
+#[tokio::test]
+async fn a_deep_index_chain_is_copied_and_no_verb_crashes_on_it() {
+    const DEPTH: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("deep");
+    let repo = LayoutRepository::open_or_create(&layout).unwrap();
+    let image = sample::write_image(
+        &repo,
+        &SampleSpec::default(),
+        &"linux/amd64".parse().unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let top = support::write_index_chain(&repo, &image.manifest, DEPTH, "deep").await;
+    repo.put_manifest(&top, Some("deep-amd64")).await.unwrap();
+
+    let copy_dir = dir.path().join("copy");
+    let (status, stdout, stderr) = support::afterpush_cli(
+        &[
+            "copy",
+            &format!("oci:{}:deep", layout.display()),
+            &format!("oci:{}:deep", copy_dir.display()),
+        ],
+        &[],
+    );
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stdout.contains(&format!("{} manifests", DEPTH + 1)),
+        "{stdout}"
+    );
+    let copied = LayoutRepository::open(&copy_dir).unwrap();
+    assert_eq!(copied.resolve("deep").await.unwrap().digest, top.digest);
+    assert_eq!(closure(&copied, "deep").await, closure(&repo, "deep").await);
+
+    // The other walkers: each exits with a code (0 or a clean failure), none by a signal.
+    let image_ref = format!("oci:{}:deep", layout.display());
+    let repo_ref = format!("oci:{}", layout.display());
+    for args in [
+        vec!["soci", "list", image_ref.as_str()],
+        vec!["soci", "create", image_ref.as_str()],
+        vec![
+            "stitch",
+            repo_ref.as_str(),
+            "--tag",
+            "deep",
+            "--mode",
+            "partial",
+        ],
+    ] {
+        let (status, _, stderr) = support::afterpush_cli(&args, &[]);
+        assert!(
+            status.code().is_some(),
+            "{args:?} crashed: {status}: {stderr}"
+        );
+    }
+    // The janitor's view of a layout walks every manifest reachable from index.json.
+    let catalog = afterpush::catalog::layout::LayoutCatalog::open(&layout).unwrap();
+    let images = afterpush::catalog::Catalog::list_images(&catalog, "deep")
+        .await
+        .unwrap();
+    assert_eq!(images.len(), DEPTH + 1);
+}

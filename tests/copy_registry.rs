@@ -182,3 +182,39 @@ async fn cli_copy_reads_the_registry_settings_from_the_environment() {
     let copied = LayoutRepository::open(dir.path().join("back")).unwrap();
     assert_eq!(copied.resolve("v1").await.unwrap().digest, root);
 }
+
+/// `copy` from a registry walks an index chain deeper than a recursive walk survives
+/// (it aborted with a stack overflow from about 700 levels in a debug build).
+#[tokio::test]
+async fn cli_copy_from_a_registry_walks_a_deep_index_chain() {
+    const DEPTH: usize = 1000;
+    let registry = support::TestRegistry::start();
+    let remote =
+        DistributionRepository::connect(&RegistrySettings::default(), &registry.host(), "deep")
+            .unwrap();
+    let image = sample::write_image(
+        &remote,
+        &SampleSpec::default(),
+        &"linux/amd64".parse().unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let top = support::write_index_chain(&remote, &image.manifest, DEPTH, "v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stdout, stderr) = support::afterpush_cli(
+        &[
+            "copy",
+            &registry.reference("deep:v1"),
+            &format!("oci:{}:v1", dir.path().join("copy").display()),
+        ],
+        &[],
+    );
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stdout.contains(&format!("{} manifests", DEPTH + 1)),
+        "{stdout}"
+    );
+    let copied = LayoutRepository::open(dir.path().join("copy")).unwrap();
+    assert_eq!(copied.resolve("v1").await.unwrap().digest, top.digest);
+}

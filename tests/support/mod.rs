@@ -264,3 +264,38 @@ pub fn afterpush_cli(
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
 }
+
+/// Wraps the manifest `inner` in `depth` OCI indexes, each listing only the one below,
+/// stores them in `repo` (the outermost tagged `tag`) and returns the outermost. Such a
+/// chain is legal OCI, and hostile: it is how walkers that recurse get a stack overflow.
+pub async fn write_index_chain(
+    repo: &dyn afterpush::registry::Repository,
+    inner: &afterpush::registry::BlobRef,
+    depth: usize,
+    tag: &str,
+) -> afterpush::registry::Manifest {
+    use afterpush::oci::media;
+    let mut below = inner.clone();
+    let mut outer = None;
+    for level in 1..=depth {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_INDEX,
+            "manifests": [{
+                "mediaType": below.media_type,
+                "digest": below.digest.to_string(),
+                "size": below.size,
+            }],
+        });
+        let manifest = afterpush::registry::Manifest::new(
+            media::OCI_INDEX,
+            serde_json::to_vec(&index).unwrap(),
+        );
+        repo.put_manifest(&manifest, (level == depth).then_some(tag))
+            .await
+            .unwrap();
+        below = manifest.descriptor();
+        outer = Some(manifest);
+    }
+    outer.expect("depth >= 1")
+}
