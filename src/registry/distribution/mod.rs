@@ -257,7 +257,8 @@ impl DistributionRepository {
             self.url(&format!("blobs/{digest}"))?,
             self.scopes(false),
             self.subject(format!("blob {digest}")),
-        );
+        )
+        .streaming();
         match range {
             None => Ok(req),
             Some((start, Some(end))) => req.header(RANGE, &format!("bytes={start}-{}", end - 1)),

@@ -38,6 +38,8 @@ pub enum AuthMode {
 pub const DEFAULT_MONOLITHIC_MAX: u64 = 8 * 1024 * 1024;
 /// Chunk size of chunked uploads (the memory bound of an upload).
 pub const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
+/// See [`RegistrySettings::small_response_timeout`].
+pub const DEFAULT_SMALL_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Settings of the registry client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,11 @@ pub struct RegistrySettings {
     pub retry: RetryPolicy,
     pub monolithic_max: u64,
     pub chunk_size: usize,
+    /// The longest one attempt of a request that is not a blob transfer may take, from
+    /// connecting to the last byte of the answer: manifests, tag lists, referrers, token
+    /// requests, error bodies. The read timeout alone lets a server that drips a byte
+    /// now and then hold a request forever.
+    pub small_response_timeout: std::time::Duration,
 }
 
 impl Default for RegistrySettings {
@@ -61,6 +68,7 @@ impl Default for RegistrySettings {
             retry: RetryPolicy::default(),
             monolithic_max: DEFAULT_MONOLITHIC_MAX,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            small_response_timeout: DEFAULT_SMALL_RESPONSE_TIMEOUT,
         }
     }
 }
@@ -151,10 +159,7 @@ impl RegistrySettings {
                 parse_endpoint(&format!("{scheme}://{host}"))?
             }
         };
-        if url.scheme() == "http"
-            && !self.allow_insecure_http
-            && !url.host_str().is_some_and(is_loopback)
-        {
+        if !plain_http_allowed(&url, self.allow_insecure_http) {
             return Err(invalid(
                 ENV_ENDPOINT,
                 format!(
@@ -164,6 +169,11 @@ impl RegistrySettings {
         }
         Ok(url)
     }
+}
+
+/// False for a plain-HTTP URL to a host other than loopback, unless `allow_insecure_http`.
+pub fn plain_http_allowed(url: &Url, allow_insecure_http: bool) -> bool {
+    url.scheme() != "http" || allow_insecure_http || url.host_str().is_some_and(is_loopback)
 }
 
 /// Parses an endpoint URL: http or https, no query, path ending in `/`.
