@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,20 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// The content of the `oci-layout` file.
 pub const OCI_LAYOUT_FILE_CONTENT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// `index.json` is an image index: registries refuse indexes over 4 MiB, and so do we
+/// here, on reads (a 157 MB one took 2.3 GB of memory to parse) and on writes (so that
+/// we never write one we would refuse to read). About 15,000 tags fit.
+pub const MAX_INDEX_JSON_SIZE: usize = MAX_MANIFEST_SIZE;
+
+fn index_too_large(path: &Path) -> RegistryError {
+    RegistryError::Invalid {
+        location: path.display().to_string(),
+        message: format!(
+            "over the {MAX_INDEX_JSON_SIZE}-byte limit of an image index (too many tags or referrers in one layout)"
+        ),
+    }
+}
 
 /// Chunk size of blob reads.
 const READ_CHUNK: usize = 256 * 1024;
@@ -185,9 +199,19 @@ impl LayoutRepository {
         self.root.join("index.json")
     }
 
+    /// Reads `index.json`, refusing one over [`MAX_INDEX_JSON_SIZE`] before reading it.
     fn read_index(&self) -> Result<Value> {
         let path = self.index_path();
-        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| {
+                f.take(MAX_INDEX_JSON_SIZE as u64 + 1)
+                    .read_to_end(&mut bytes)
+            })
+            .map_err(|e| io_err(&path, e))?;
+        if bytes.len() > MAX_INDEX_JSON_SIZE {
+            return Err(index_too_large(&path));
+        }
         let index: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
             location: path.display().to_string(),
             message: format!("not JSON: {e}"),
@@ -220,6 +244,9 @@ impl LayoutRepository {
 
     fn write_index(&self, index: &Value) -> Result<()> {
         let bytes = serde_json::to_vec(index).expect("JSON values serialise");
+        if bytes.len() > MAX_INDEX_JSON_SIZE {
+            return Err(index_too_large(&self.index_path()));
+        }
         write_atomically(&self.root, "index.json", &bytes)
     }
 
@@ -327,21 +354,32 @@ impl LayoutRepository {
         write_atomically(&dir, &digest.hex(), bytes)
     }
 
+    /// The referrers of each of `digests`, from one scan of `index.json`: each entry's
+    /// manifest is read once whatever the number of digests (asking one digest at a
+    /// time re-read every entry, the tagged index with its thousands of children
+    /// included, for each of them).
     fn referrers_sync(
         &self,
-        digest: &Sha256Digest,
+        digests: &[Sha256Digest],
         artifact_type: Option<&str>,
-    ) -> Result<Vec<DescriptorSummary>> {
-        let mut seen = BTreeSet::new();
-        let mut found = Vec::new();
-        for entry in self.entries()? {
-            let Some(d) = entry_digest(&entry) else {
+    ) -> Result<Vec<Vec<DescriptorSummary>>> {
+        // A digest asked for twice gets its answer twice.
+        let mut positions: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, d) in digests.iter().enumerate() {
+            positions.entry(d.to_string()).or_default().push(i);
+        }
+        let mut found: Vec<Vec<DescriptorSummary>> = vec![Vec::new(); digests.len()];
+        let mut seen: Vec<BTreeSet<Sha256Digest>> = vec![BTreeSet::new(); digests.len()];
+        let entries = self.entries()?;
+        let mut read = BTreeSet::new();
+        for entry in &entries {
+            let Some(d) = entry_digest(entry) else {
                 continue;
             };
-            if !seen.insert(d.clone()) {
+            if !read.insert(d.clone()) {
                 continue;
             }
-            let mt = entry_media_type(&entry).unwrap_or_default();
+            let mt = entry_media_type(entry).unwrap_or_default();
             if !(media::is_image_manifest(mt) || media::is_index(mt)) {
                 continue;
             }
@@ -350,8 +388,16 @@ impl LayoutRepository {
                 // A dangling or broken entry is not a referrer; resolving it reports it.
                 Err(_) => continue,
             };
-            if summary.subject.as_ref().map(|s| s.digest.as_str()) == Some(&digest.to_string()) {
-                found.push(DescriptorSummary {
+            let Some(at) = summary
+                .subject
+                .as_ref()
+                .and_then(|s| positions.get(s.digest.as_str()))
+            else {
+                continue;
+            };
+            for &i in at {
+                seen[i].insert(d.clone());
+                found[i].push(DescriptorSummary {
                     media_type: summary.effective_media_type(Some(mt)).to_string(),
                     digest: d.to_string(),
                     size: bytes.len() as u64,
@@ -361,22 +407,31 @@ impl LayoutRepository {
                 });
             }
         }
-        // The referrers tag schema: `sha256-<hex>` tags an index listing the referrers.
-        let schema_tag = format!("sha256-{}", digest.hex());
-        if let Some(entry) = self.find_entry(&Reference::Tag(schema_tag.clone()))? {
-            if let Some(d) = entry_digest(&entry) {
-                let (_, summary) = self.read_manifest_blob(&schema_tag, &d)?;
+        // The referrers tag schema: `sha256-<hex>` tags an index listing the referrers
+        // (the last entry of a tag wins, as for every tag).
+        let mut tagged: HashMap<&str, Sha256Digest> = HashMap::new();
+        for entry in &entries {
+            if let (Some(tag), Some(d)) = (entry_tag(entry), entry_digest(entry)) {
+                tagged.insert(tag, d);
+            }
+        }
+        for (i, digest) in digests.iter().enumerate() {
+            let schema_tag = format!("sha256-{}", digest.hex());
+            if let Some(d) = tagged.get(schema_tag.as_str()) {
+                let (_, summary) = self.read_manifest_blob(&schema_tag, d)?;
                 for desc in summary.manifests {
-                    if seen.insert(desc.digest.parse()?) {
-                        found.push(desc);
+                    if seen[i].insert(desc.digest.parse()?) {
+                        found[i].push(desc);
                     }
                 }
             }
         }
-        if let Some(at) = artifact_type {
-            found.retain(|d| d.artifact_type.as_deref() == Some(at));
+        for list in &mut found {
+            if let Some(at) = artifact_type {
+                list.retain(|d| d.artifact_type.as_deref() == Some(at));
+            }
+            list.sort_by(|a, b| a.digest.cmp(&b.digest));
         }
-        found.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok(found)
     }
 }
@@ -744,7 +799,18 @@ impl Repository for LayoutRepository {
         digest: &Sha256Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<DescriptorSummary>> {
-        self.referrers_sync(digest, artifact_type)
+        Ok(self
+            .referrers_sync(std::slice::from_ref(digest), artifact_type)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    async fn referrers_of_each(
+        &self,
+        digests: &[Sha256Digest],
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Vec<DescriptorSummary>>> {
+        self.referrers_sync(digests, artifact_type)
     }
 }
 
@@ -1029,6 +1095,13 @@ impl Repository for ArchiveRepository {
         artifact_type: Option<&str>,
     ) -> Result<Vec<DescriptorSummary>> {
         self.layout.referrers(digest, artifact_type).await
+    }
+    async fn referrers_of_each(
+        &self,
+        digests: &[Sha256Digest],
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Vec<DescriptorSummary>>> {
+        self.layout.referrers_of_each(digests, artifact_type).await
     }
     async fn commit(&self) -> Result<()> {
         if !self.dirty.load(Ordering::SeqCst) {

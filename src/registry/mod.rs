@@ -173,6 +173,21 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
         artifact_type: Option<&str>,
     ) -> Result<Vec<crate::oci::DescriptorSummary>>;
 
+    /// [`referrers`](Self::referrers) of each of `digests`, in their order, for callers
+    /// that ask about many manifests at once. One request per digest unless the
+    /// repository can do better (a layout answers from one scan of its `index.json`).
+    async fn referrers_of_each(
+        &self,
+        digests: &[Sha256Digest],
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Vec<crate::oci::DescriptorSummary>>> {
+        let mut all = Vec::with_capacity(digests.len());
+        for digest in digests {
+            all.push(self.referrers(digest, artifact_type).await?);
+        }
+        Ok(all)
+    }
+
     /// Stores a manifest that has a `subject` so that [`referrers`](Self::referrers)
     /// finds it: registries without the referrers API get the `sha256-<hex>` fallback
     /// tag index updated. Layouts find referrers by scanning, so storing is enough.
