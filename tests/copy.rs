@@ -337,6 +337,32 @@ async fn cli_copy_of_a_sample_to_an_archive_skopeo_reads() {
         before,
         "a failed copy changed the archive"
     );
+    // Nor a layout: a new one is not left behind, empty, and an existing one keeps
+    // exactly its files (none of the blobs the failed copy wrote).
+    let new_layout = dir.path().join("new-layout");
+    let (ok, _, stderr) = afterpush(&[
+        "copy",
+        &format!("oci:{}:demo", other_dir.display()),
+        &format!("oci:{}:other", new_layout.display()),
+    ]);
+    assert!(!ok && stderr.contains(&layer.to_string()), "{stderr}");
+    assert!(
+        !new_layout.exists(),
+        "a failed copy left {}",
+        new_layout.display()
+    );
+    let files_before = support::files_under(&layout);
+    let (ok, _, stderr) = afterpush(&[
+        "copy",
+        &format!("oci:{}:demo", other_dir.display()),
+        &format!("oci:{}:other", layout.display()),
+    ]);
+    assert!(!ok && stderr.contains(&layer.to_string()), "{stderr}");
+    assert_eq!(
+        support::files_under(&layout),
+        files_before,
+        "a failed copy left blobs"
+    );
 
     // Errors name the reference.
     let (ok, _, stderr) = afterpush(&["copy", "oci:/nonexistent/x:tag", "oci:/tmp/y"]);
@@ -411,4 +437,66 @@ async fn a_deep_index_chain_is_copied_and_no_verb_crashes_on_it() {
         .await
         .unwrap();
     assert_eq!(images.len(), DEPTH + 1);
+}
+
+/// What the CLI writes for the user (layout blobs, index.json, archives, zTOCs) gets the
+/// permissions `cp` gives a new file: 0666 less the umask. They were all 0600, the mode
+/// of a private temporary file, whatever the umask.
+#[tokio::test]
+async fn cli_outputs_take_the_permissions_of_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let repo = write_sample_layout(&source, 3).await;
+    let index = repo.get_manifest("demo").await.unwrap();
+    let child = &ManifestSummary::parse("index", &index.bytes)
+        .unwrap()
+        .manifests[0]
+        .digest;
+    let child = repo.get_manifest(child).await.unwrap();
+    let layer: Sha256Digest = ManifestSummary::parse("child", &child.bytes)
+        .unwrap()
+        .layers[0]
+        .digest
+        .parse()
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for (umask, expected) in [("022", 0o644), ("077", 0o600)] {
+        let out = dir.path().join(format!("umask-{umask}"));
+        let (layout, archive, ztoc) = (
+            out.join("layout"),
+            out.join("image.tar"),
+            out.join("layer.ztoc"),
+        );
+        std::fs::create_dir(&out).unwrap();
+        let layer_path = repo.blob_path(&layer);
+        let script = format!(
+            r#"umask {umask} && "$0" copy "oci:{src}:demo" "oci:{layout}:demo" && "$0" copy "oci:{src}:demo" "oci-archive:{archive}:demo" && "$0" ztoc create "{layer}" -o "{ztoc}""#,
+            src = source.display(),
+            layout = layout.display(),
+            archive = archive.display(),
+            layer = layer_path.display(),
+            ztoc = ztoc.display(),
+        );
+        let run = std::process::Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_afterpush")])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let written = LayoutRepository::open(&layout).unwrap();
+        for file in [
+            layout.join("index.json"),
+            layout.join("oci-layout"),
+            written.blob_path(&index.digest),
+            written.blob_path(&layer),
+            archive,
+            ztoc,
+        ] {
+            assert_eq!(mode(&file), expected, "umask {umask}: {}", file.display());
+        }
+    }
 }

@@ -894,3 +894,53 @@ async fn cli_soci_list_answers_for_every_child_of_a_wide_index() {
         );
     }
 }
+
+/// A `soci create` that fails midway (a layer of the second platform is corrupt) leaves
+/// the layout as it found it: none of the zTOCs or SOCI indexes it wrote before.
+#[tokio::test]
+async fn cli_soci_create_that_fails_leaves_no_ztoc_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("image");
+    let repo = afterpush::registry::layout::LayoutRepository::open_or_create(&layout).unwrap();
+    let spec = SampleSpec {
+        layer_sizes: vec![8 * 1024, 1536 * 1024],
+        ..SampleSpec::default()
+    };
+    let written = sample::write_multi_arch(&repo, &spec, Some("1.0"))
+        .await
+        .unwrap();
+    let sizes: Vec<u64> = written.images[0]
+        .layers
+        .iter()
+        .map(|l| l.blob.size)
+        .collect();
+    let min = min_between(&sizes).to_string();
+    let last = written.images.last().unwrap().layers.last().unwrap();
+    let path = repo.blob_path(&last.blob.digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let before = support::files_under(&layout);
+
+    let (status, _, stderr) = support::afterpush_cli(
+        &[
+            "soci",
+            "create",
+            &format!("oci:{}:1.0", layout.display()),
+            "--min-layer-size",
+            &min,
+            "--span-size",
+            "64KiB",
+            "--layer-concurrency",
+            "1",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&last.blob.digest.to_string()), "{stderr}");
+    let after = support::files_under(&layout);
+    let left: Vec<_> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+    assert!(left.is_empty(), "the failed run left {left:?}");
+    assert_eq!(after, before);
+}

@@ -133,18 +133,29 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         progress: Some(progress),
     };
-    let report = copy_image(
-        src.as_ref(),
-        dst.as_ref(),
-        &reference,
-        dst_tag.as_deref(),
-        &options,
-    )
-    .await
-    .with_context(|| format!("copying {src_ref} to {dst_ref}"))?;
-    dst.commit()
+    let copied = async {
+        let report = copy_image(
+            src.as_ref(),
+            dst.as_ref(),
+            &reference,
+            dst_tag.as_deref(),
+            &options,
+        )
         .await
-        .with_context(|| format!("writing {dst_ref}"))?;
+        .with_context(|| format!("copying {src_ref} to {dst_ref}"))?;
+        dst.commit()
+            .await
+            .with_context(|| format!("writing {dst_ref}"))?;
+        anyhow::Ok(report)
+    }
+    .await;
+    let report = match copied {
+        Ok(report) => report,
+        Err(e) => {
+            super::discard_after_failure(dst.as_ref()).await;
+            return Err(e);
+        }
+    };
     total.finish_and_clear();
     let root = report.root.expect("a finished copy has a root");
     println!(

@@ -59,6 +59,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Takes back what a failed run wrote to `repo` (see [`Repository::discard`]: blobs
+/// nothing uses, a layout the run created), logging rather than replacing the run's
+/// own error when that fails too.
+///
+/// [`Repository::discard`]: crate::registry::Repository::discard
+pub(crate) async fn discard_after_failure(repo: &dyn crate::registry::Repository) {
+    if let Err(e) = repo.discard().await {
+        tracing::warn!(repository = %repo.location(), error = %e, "cleaning up after the failed run");
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Soci(args) => soci::run(args).await,

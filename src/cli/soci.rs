@@ -113,15 +113,23 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
                 .context("the image needs a tag or digest")?;
             let tag = dst_ref.tag.clone().or(src_ref.tag.clone());
             eprintln!("copying {} to {dst}", args.image);
-            copy_image(
-                src.as_ref(),
-                dst_repo.as_ref(),
-                &reference,
-                tag.as_deref(),
-                &CopyOptions::default(),
-            )
-            .await?;
-            dst_repo.commit().await?;
+            let copied = async {
+                copy_image(
+                    src.as_ref(),
+                    dst_repo.as_ref(),
+                    &reference,
+                    tag.as_deref(),
+                    &CopyOptions::default(),
+                )
+                .await?;
+                dst_repo.commit().await?;
+                anyhow::Ok(())
+            }
+            .await;
+            if let Err(e) = copied {
+                super::discard_after_failure(dst_repo.as_ref()).await;
+                return Err(e);
+            }
             let dst_ref = ImageRef { tag, ..dst_ref };
             (dst_ref, dst_repo)
         }
@@ -143,16 +151,27 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         None => Box::new(NoZtocCache),
     };
     let progress = layer_progress();
-    let outcome = soci::create_soci(
-        target.as_ref(),
-        &reference,
-        target_ref.tag.as_deref(),
-        &settings,
-        cache.as_ref(),
-        Some(progress),
-    )
-    .await?;
-    target.commit().await?;
+    let created = async {
+        let outcome = soci::create_soci(
+            target.as_ref(),
+            &reference,
+            target_ref.tag.as_deref(),
+            &settings,
+            cache.as_ref(),
+            Some(progress),
+        )
+        .await?;
+        target.commit().await?;
+        anyhow::Ok(outcome)
+    }
+    .await;
+    let outcome = match created {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            super::discard_after_failure(target.as_ref()).await;
+            return Err(e);
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(());

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -66,6 +66,11 @@ pub struct LayoutRepository {
     location: String,
     /// Serialises read-modify-write cycles of `index.json`.
     index_lock: tokio::sync::Mutex<()>,
+    /// What [`Self::open_or_create`] made: `Some(true)` the directory, `Some(false)` the
+    /// layout in a directory that was empty. [`Repository::discard`] undoes it.
+    created: Option<bool>,
+    /// Blobs (manifests included) this value wrote that were not there before.
+    new_blobs: std::sync::Mutex<Vec<Sha256Digest>>,
 }
 
 /// One `index.json` entry, kept as JSON so that fields we do not know survive a rewrite.
@@ -147,6 +152,7 @@ impl LayoutRepository {
         if root.join("oci-layout").exists() {
             return Self::open(root);
         }
+        let created_dir = !root.exists();
         std::fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
         let non_empty = std::fs::read_dir(&root)
             .map_err(|e| io_err(&root, e))?
@@ -164,7 +170,10 @@ impl LayoutRepository {
         std::fs::create_dir_all(&blobs).map_err(|e| io_err(&blobs, e))?;
         write_atomically(&root, "index.json", &empty_index_bytes())?;
         write_atomically(&root, "oci-layout", OCI_LAYOUT_FILE_CONTENT.as_bytes())?;
-        Ok(Self::at(root))
+        Ok(Self {
+            created: Some(created_dir),
+            ..Self::at(root)
+        })
     }
 
     fn at(root: PathBuf) -> Self {
@@ -172,7 +181,34 @@ impl LayoutRepository {
             location: format!("oci:{}", root.display()),
             root,
             index_lock: tokio::sync::Mutex::new(()),
+            created: None,
+            new_blobs: Default::default(),
         }
+    }
+
+    /// Every blob `index.json` reaches: its entries, and what their manifests name,
+    /// down every index.
+    fn referenced_blobs(&self) -> Result<HashSet<Sha256Digest>> {
+        let mut referenced = HashSet::new();
+        let mut queue: Vec<Sha256Digest> =
+            self.entries()?.iter().filter_map(entry_digest).collect();
+        while let Some(d) = queue.pop() {
+            if !referenced.insert(d.clone()) {
+                continue;
+            }
+            let (_, summary) = match self.read_manifest_blob(&d.to_string(), &d) {
+                Ok(x) => x,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            for desc in summary.config.iter().chain(&summary.layers) {
+                referenced.insert(desc.digest.parse()?);
+            }
+            for desc in &summary.manifests {
+                queue.push(desc.digest.parse()?);
+            }
+        }
+        Ok(referenced)
     }
 
     /// The manifest an untagged reference (`oci:DIR`) means: the only `index.json`
@@ -351,7 +387,9 @@ impl LayoutRepository {
         }
         let dir = self.root.join("blobs").join("sha256");
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        write_atomically(&dir, &digest.hex(), bytes)
+        write_atomically(&dir, &digest.hex(), bytes)?;
+        self.new_blobs.lock().unwrap().push(digest.clone());
+        Ok(())
     }
 
     /// The referrers of each of `digests`, from one scan of `index.json`: each entry's
@@ -448,14 +486,7 @@ fn empty_index_bytes() -> Vec<u8> {
 /// Writes `dir/name` through a temporary file in `dir` and a rename.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let target = dir.join(name);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".afterpush-tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| io_err(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| io_err(tmp.path(), e))?;
-    tmp.as_file().sync_all().map_err(|e| io_err(&target, e))?;
-    tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
-    Ok(())
+    crate::files::write_atomically(&target, bytes).map_err(|e| io_err(&target, e))
 }
 
 /// A blob stream over a file (already positioned), `len` bytes long. With `verify`, the
@@ -739,10 +770,7 @@ impl Repository for LayoutRepository {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io_err(&dir, e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".afterpush-tmp-")
-            .tempfile_in(&dir)
-            .map_err(|e| io_err(&dir, e))?;
+        let tmp = crate::files::temp_file_in(&dir, "").map_err(|e| io_err(&dir, e))?;
         let std_file = tmp
             .as_file()
             .try_clone()
@@ -782,6 +810,48 @@ impl Repository for LayoutRepository {
         }
         let target = self.blob_path(digest);
         tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
+        self.new_blobs.lock().unwrap().push(digest.clone());
+        Ok(())
+    }
+
+    /// Removes the blobs this value wrote that nothing in `index.json` reaches (a
+    /// failed run's leftovers), then, when the layout is one this value created and no
+    /// entry is left, the layout itself. Only what this run made goes, and nothing
+    /// another writer could be relying on: a blob is kept once anything reaches it, and
+    /// directories are removed only when empty.
+    async fn discard(&self) -> Result<()> {
+        let _guard = self.index_lock.lock().await;
+        let new = std::mem::take(&mut *self.new_blobs.lock().unwrap());
+        if !new.is_empty() {
+            let referenced = self.referenced_blobs()?;
+            for digest in new.iter().filter(|d| !referenced.contains(*d)) {
+                let path = self.blob_path(digest);
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_err(&path, e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let Some(created_dir) = self.created else {
+            return Ok(());
+        };
+        if !self.entries()?.is_empty() {
+            return Ok(());
+        }
+        // What open_or_create wrote, innermost first; a directory someone else put a
+        // file in stays (remove_dir refuses a non-empty one).
+        let blobs = self.root.join("blobs");
+        let _ = std::fs::remove_dir(blobs.join("sha256"));
+        let _ = std::fs::remove_dir(&blobs);
+        if !blobs.exists() {
+            let _ = std::fs::remove_file(self.root.join("oci-layout"));
+            let _ = std::fs::remove_file(self.index_path());
+            if created_dir {
+                let _ = std::fs::remove_dir(&self.root);
+            }
+        }
         Ok(())
     }
 
@@ -899,11 +969,7 @@ impl ArchiveRepository {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".afterpush-tmp-")
-            .suffix(".tar")
-            .tempfile_in(parent)
-            .map_err(|e| io_err(parent, e))?;
+        let tmp = crate::files::temp_file_in(parent, ".tar").map_err(|e| io_err(parent, e))?;
         let file = tmp
             .as_file()
             .try_clone()

@@ -195,6 +195,14 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
         self.put_manifest(manifest, None).await
     }
 
+    /// Undoes what a failed run wrote where that is safe. A layout removes the blobs it
+    /// wrote that nothing reaches, and itself when it was created by this run and holds
+    /// no entry. Archives need nothing (nothing is written before
+    /// [`commit`](Self::commit)); registries keep what they got (blobs are shared).
+    async fn discard(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Makes the writes done so far visible as a whole. An `oci-archive` writes its new
     /// tarball here (atomically; nothing changes without it); directories and registries
     /// store every write immediately and do nothing.
