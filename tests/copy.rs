@@ -364,7 +364,13 @@ async fn cli_copy_of_a_sample_to_an_archive_skopeo_reads() {
         "a failed copy left blobs"
     );
 
-    // Errors name the reference.
+    // Errors name the reference, and each cause once (an error that prints its source
+    // was followed by that source again: "…: Is a directory (os error 21): Is a…").
+    let odd = dir.path().join("odd-layout");
+    std::fs::create_dir_all(odd.join("oci-layout")).unwrap();
+    let (ok, _, stderr) = afterpush(&["copy", &format!("oci:{}:x", odd.display()), "oci:/tmp/y"]);
+    assert!(!ok && stderr.contains("odd-layout"), "{stderr}");
+    assert_eq!(stderr.matches("Is a directory").count(), 1, "{stderr}");
     let (ok, _, stderr) = afterpush(&["copy", "oci:/nonexistent/x:tag", "oci:/tmp/y"]);
     assert!(!ok && stderr.contains("/nonexistent/x"), "{stderr}");
     let (ok, _, stderr) = afterpush(&["copy", "s3://bucket/x", "oci:/tmp/y"]);

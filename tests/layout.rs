@@ -317,6 +317,7 @@ async fn malformed_and_oversized_manifests_are_refused_naming_the_reference() {
         "{err:?}"
     );
     assert!(err.to_string().contains("big"), "{err}");
+    assert!(!err.to_string().contains("manifest manifest"), "{err}");
     let dangling = format!(
         r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[]}}"#,
         media::OCI_MANIFEST,

@@ -87,7 +87,7 @@ pub enum RegistryError {
     Auth { registry: String, message: String },
     #[error(transparent)]
     Oci(#[from] OciError),
-    #[error("manifest {what} is {size} bytes, over the {MAX_MANIFEST_SIZE}-byte limit")]
+    #[error("{what} is {size} bytes, over the {MAX_MANIFEST_SIZE}-byte limit")]
     ManifestTooLarge { what: String, size: usize },
     #[error("{path}: {source}")]
     Io {

@@ -242,8 +242,8 @@ pub fn files_of_layer(blob: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>
 }
 
 /// Runs the `afterpush` binary with `args` under the caller's environment without any
-/// `AFTERPUSH_REGISTRY_*` variable, plus `env`, so each test says exactly which registry
-/// settings apply; returns (exit status, stdout, stderr). A crash (a signal, as from a
+/// `AFTERPUSH_REGISTRY_*` variable or `RUST_LOG`, plus `env`, so each test says exactly
+/// which registry and log settings apply; returns (exit status, stdout, stderr). A crash (a signal, as from a
 /// stack overflow) has no exit code, unlike a clean failure (1).
 pub fn afterpush_cli(
     args: &[&str],
@@ -252,7 +252,7 @@ pub fn afterpush_cli(
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_afterpush"));
     command.args(args);
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AFTERPUSH_REGISTRY_") {
+        if name.to_string_lossy().starts_with("AFTERPUSH_REGISTRY_") || name == "RUST_LOG" {
             command.env_remove(name);
         }
     }

@@ -91,7 +91,7 @@ impl RegistrySettings {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         let mut s = Self::default();
         if let Some(e) = get(ENV_ENDPOINT) {
-            s.endpoint = Some(parse_endpoint(&e)?);
+            s.endpoint = Some(parse_base_url(&e, ENV_ENDPOINT)?);
         }
         if let Some(v) = get(ENV_INSECURE) {
             s.allow_insecure_http = match v.trim().to_ascii_lowercase().as_str() {
@@ -156,7 +156,8 @@ impl RegistrySettings {
                 } else {
                     "https"
                 };
-                parse_endpoint(&format!("{scheme}://{host}"))?
+                // The host comes from a reference, not from ENV_ENDPOINT: errors name it.
+                parse_base_url(&format!("{scheme}://{host}"), host)?
             }
         };
         if !plain_http_allowed(&url, self.allow_insecure_http) {
@@ -176,19 +177,20 @@ pub fn plain_http_allowed(url: &Url, allow_insecure_http: bool) -> bool {
     url.scheme() != "http" || allow_insecure_http || url.host_str().is_some_and(is_loopback)
 }
 
-/// Parses an endpoint URL: http or https, no query, path ending in `/`.
-fn parse_endpoint(s: &str) -> Result<Url> {
-    let mut url = Url::parse(s.trim())
-        .map_err(|e| invalid(ENV_ENDPOINT, format!("{s:?} is not a URL: {e}")))?;
+/// Parses a base URL (the endpoint setting, or one made from a reference's host): http
+/// or https, no query, path ending in `/`. Errors are located at `what`.
+fn parse_base_url(s: &str, what: &str) -> Result<Url> {
+    let mut url =
+        Url::parse(s.trim()).map_err(|e| invalid(what, format!("{s:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(invalid(
-            ENV_ENDPOINT,
+            what,
             format!("{s:?} must be an http:// or https:// URL with a host"),
         ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid(
-            ENV_ENDPOINT,
+            what,
             format!("{s:?} must not have a query or fragment"),
         ));
     }
@@ -244,6 +246,18 @@ mod tests {
         assert_eq!(
             s.base_url("127.0.0.1:5000").unwrap().as_str(),
             "http://127.0.0.1:5000/"
+        );
+    }
+
+    #[test]
+    fn a_bad_host_is_blamed_on_the_host_not_the_endpoint_setting() {
+        let err = RegistrySettings::default()
+            .base_url("127.0.0.1:99999")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("127.0.0.1:99999") && err.contains("port") && !err.contains(ENV_ENDPOINT),
+            "{err}"
         );
     }
 
