@@ -143,80 +143,128 @@ impl Copier<'_> {
     }
 
     /// Copies a manifest after everything it names; then its referrers when asked.
-    fn copy_manifest<'b>(
-        &'b mut self,
-        manifest: Manifest,
-        tag: Option<&'b str>,
-    ) -> futures::future::BoxFuture<'b, Result<()>> {
-        Box::pin(async move {
-            let what = format!("manifest {} of {}", manifest.digest, self.src.location());
-            let already = self.manifests_done.contains(&manifest.digest);
-            if !already {
-                let summary = ManifestSummary::parse(&what, &manifest.bytes)
-                    .map_err(|e| ctx(what.clone())(e.into()))?;
-                // Children first (every platform and attestation manifest of an index).
-                for child in &summary.manifests {
-                    if !is_manifest_type(&child.media_type) {
-                        // A legacy BuildKit cache index lists layer blobs, not manifests.
-                        self.copy_blob(&child.digest, child.size, &what).await?;
-                        continue;
+    ///
+    /// The walk keeps its own stack of [`Step`]s instead of recursing, so that an index
+    /// nested thousands deep (or a long referrer chain) cannot overflow the thread's
+    /// stack. Steps run in the order a depth-first recursion would run them.
+    async fn copy_manifest(&mut self, root: Manifest, root_tag: Option<&str>) -> Result<()> {
+        let mut stack = vec![Step::Manifest {
+            manifest: root,
+            tagged: root_tag.is_some(),
+        }];
+        while let Some(step) = stack.pop() {
+            match step {
+                Step::Manifest { manifest, tagged } => {
+                    let what = format!("manifest {} of {}", manifest.digest, self.src.location());
+                    let already = self.manifests_done.contains(&manifest.digest);
+                    let mut blobs = Vec::new();
+                    let mut children = Vec::new();
+                    if !already {
+                        let summary = ManifestSummary::parse(&what, &manifest.bytes)
+                            .map_err(|e| ctx(what.clone())(e.into()))?;
+                        // Children first (every platform and attestation manifest of an
+                        // index), then the blobs: config and layers, a few at a time.
+                        for child in summary.manifests {
+                            children.push(if is_manifest_type(&child.media_type) {
+                                Step::Child {
+                                    digest: child.digest,
+                                    size: child.size,
+                                    parent: what.clone(),
+                                }
+                            } else {
+                                // A legacy BuildKit cache index lists layer blobs, not
+                                // manifests.
+                                Step::Blobs {
+                                    blobs: vec![(child.digest, child.size)],
+                                    what: what.clone(),
+                                }
+                            });
+                        }
+                        blobs = summary
+                            .config
+                            .iter()
+                            .chain(&summary.layers)
+                            .filter(|d| {
+                                !(d.media_type.contains("nondistributable")
+                                    || d.media_type.contains("foreign"))
+                            })
+                            .map(|d| (d.digest.clone(), d.size))
+                            .collect();
                     }
-                    let digest: Sha256Digest = child
-                        .digest
+                    stack.push(Step::Store {
+                        manifest,
+                        tagged,
+                        already,
+                        what: what.clone(),
+                    });
+                    if !blobs.is_empty() {
+                        stack.push(Step::Blobs { blobs, what });
+                    }
+                    stack.extend(children.into_iter().rev());
+                }
+                Step::Child {
+                    digest,
+                    size,
+                    parent,
+                } => {
+                    let digest: Sha256Digest = digest
                         .parse()
-                        .map_err(|e: crate::oci::OciError| ctx(what.clone())(e.into()))?;
-                    let child_manifest = self
+                        .map_err(|e: crate::oci::OciError| ctx(parent.clone())(e.into()))?;
+                    let child = self
                         .src
                         .get_manifest(&digest.to_string())
                         .await
-                        .map_err(ctx(format!("child {digest} of {what}")))?;
-                    if child_manifest.bytes.len() as u64 != child.size {
+                        .map_err(ctx(format!("child {digest} of {parent}")))?;
+                    if child.bytes.len() as u64 != size {
                         return Err(CopyError::SizeMismatch {
-                            what: format!("child of {what}"),
+                            what: format!("child of {parent}"),
                             expected: digest,
-                            expected_size: child.size,
-                            actual_size: child_manifest.bytes.len() as u64,
+                            expected_size: size,
+                            actual_size: child.bytes.len() as u64,
                         });
                     }
-                    self.copy_manifest(child_manifest, None).await?;
-                }
-                // Then the blobs: config and layers, a few at a time.
-                let blobs: Vec<(String, u64)> = summary
-                    .config
-                    .iter()
-                    .chain(&summary.layers)
-                    .filter(|d| {
-                        !(d.media_type.contains("nondistributable")
-                            || d.media_type.contains("foreign"))
-                    })
-                    .map(|d| (d.digest.clone(), d.size))
-                    .collect();
-                self.copy_blobs(blobs, &what).await?;
-            }
-            if !already || tag.is_some() {
-                self.dst
-                    .put_manifest(&manifest, tag)
-                    .await
-                    .map_err(ctx(format!("{what} to {}", self.dst.location())))?;
-                if !already {
-                    self.report.manifests += 1;
-                    self.emit(CopyEvent::ManifestPushed {
-                        blob: manifest.descriptor(),
+                    stack.push(Step::Manifest {
+                        manifest: child,
+                        tagged: false,
                     });
                 }
-            }
-            self.manifests_done.insert(manifest.digest.clone());
-            if self.options.referrers && !already {
-                let referrers = self
-                    .src
-                    .referrers(&manifest.digest, None)
-                    .await
-                    .map_err(ctx(format!("referrers of {what}")))?;
-                for r in referrers {
-                    let digest: Sha256Digest = r
-                        .digest
+                Step::Blobs { blobs, what } => self.copy_blobs(blobs, &what).await?,
+                Step::Store {
+                    manifest,
+                    tagged,
+                    already,
+                    what,
+                } => {
+                    let tag = if tagged { root_tag } else { None };
+                    if !already || tag.is_some() {
+                        self.dst
+                            .put_manifest(&manifest, tag)
+                            .await
+                            .map_err(ctx(format!("{what} to {}", self.dst.location())))?;
+                        if !already {
+                            self.report.manifests += 1;
+                            self.emit(CopyEvent::ManifestPushed {
+                                blob: manifest.descriptor(),
+                            });
+                        }
+                    }
+                    self.manifests_done.insert(manifest.digest.clone());
+                    if self.options.referrers && !already {
+                        let referrers = self
+                            .src
+                            .referrers(&manifest.digest, None)
+                            .await
+                            .map_err(ctx(format!("referrers of {what}")))?;
+                        stack.extend(referrers.into_iter().rev().map(|r| Step::Referrer {
+                            digest: r.digest,
+                            subject: what.clone(),
+                        }));
+                    }
+                }
+                Step::Referrer { digest, subject } => {
+                    let digest: Sha256Digest = digest
                         .parse()
-                        .map_err(|e: crate::oci::OciError| ctx(what.clone())(e.into()))?;
+                        .map_err(|e: crate::oci::OciError| ctx(subject.clone())(e.into()))?;
                     if self.manifests_done.contains(&digest) {
                         continue;
                     }
@@ -224,13 +272,16 @@ impl Copier<'_> {
                         .src
                         .get_manifest(&digest.to_string())
                         .await
-                        .map_err(ctx(format!("referrer {digest} of {what}")))?;
+                        .map_err(ctx(format!("referrer {digest} of {subject}")))?;
                     self.report.referrers += 1;
-                    self.copy_manifest(m, None).await?;
+                    stack.push(Step::Manifest {
+                        manifest: m,
+                        tagged: false,
+                    });
                 }
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     async fn copy_blobs(&mut self, blobs: Vec<(String, u64)>, what: &str) -> Result<()> {
@@ -260,11 +311,33 @@ impl Copier<'_> {
         }
         Ok(())
     }
+}
 
-    async fn copy_blob(&mut self, digest: &str, size: u64, what: &str) -> Result<()> {
-        self.copy_blobs(vec![(digest.to_string(), size)], what)
-            .await
-    }
+/// One piece of work of [`Copier::copy_manifest`]'s walk.
+enum Step {
+    /// Copy this manifest: queue what it names, then [`Step::Store`] it. Only the root
+    /// is `tagged` (with the caller's tag).
+    Manifest { manifest: Manifest, tagged: bool },
+    /// Read the child manifest `digest` of `parent` (checking its size) and copy it.
+    Child {
+        digest: String,
+        size: u64,
+        parent: String,
+    },
+    /// Transfer these blobs (digest, size) that `what` names.
+    Blobs {
+        blobs: Vec<(String, u64)>,
+        what: String,
+    },
+    /// Everything the manifest names is in place: store it, then queue its referrers.
+    Store {
+        manifest: Manifest,
+        tagged: bool,
+        already: bool,
+        what: String,
+    },
+    /// Read the referrer `digest` of `subject` and copy it, unless already copied.
+    Referrer { digest: String, subject: String },
 }
 
 /// True for descriptors in an index that point at manifests (an empty media type is

@@ -12,6 +12,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod copy;
 pub mod events;
+pub mod files;
 pub mod functions;
 pub mod oci;
 pub mod registry;

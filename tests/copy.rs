@@ -2,6 +2,8 @@
 //! multi-arch OCI index and a Docker manifest list with real gzip layers.
 //! (Registry round trips are added once the distribution client is merged.)
 
+mod support;
+
 use afterpush::copy::{copy_image, CopyEvent, CopyOptions};
 use afterpush::oci::{ManifestSummary, Sha256Digest};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
@@ -91,7 +93,7 @@ async fn round_trip(spec: SampleSpec) {
     let back_ref = format!("oci:{}:v1", dir.path().join("back").display())
         .parse()
         .unwrap();
-    let back = open_repository(&back_ref, &OpenSettings::for_writing())
+    let back = open_repository(&back_ref, &OpenSettings::default().creating())
         .await
         .unwrap();
     copy_image(
@@ -250,16 +252,10 @@ async fn referrers_are_copied_when_asked() {
     assert_eq!(found[0].digest, referrer.digest.to_string());
 }
 
+/// Runs the CLI with no registry settings; returns (success, stdout, stderr).
 fn afterpush(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_afterpush"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let (status, stdout, stderr) = support::afterpush_cli(args, &[]);
+    (status.success(), stdout, stderr)
 }
 
 /// A three-platform sample image with attestations, tagged `demo`, in a new layout (what
@@ -341,10 +337,172 @@ async fn cli_copy_of_a_sample_to_an_archive_skopeo_reads() {
         before,
         "a failed copy changed the archive"
     );
+    // Nor a layout: a new one is not left behind, empty, and an existing one keeps
+    // exactly its files (none of the blobs the failed copy wrote).
+    let new_layout = dir.path().join("new-layout");
+    let (ok, _, stderr) = afterpush(&[
+        "copy",
+        &format!("oci:{}:demo", other_dir.display()),
+        &format!("oci:{}:other", new_layout.display()),
+    ]);
+    assert!(!ok && stderr.contains(&layer.to_string()), "{stderr}");
+    assert!(
+        !new_layout.exists(),
+        "a failed copy left {}",
+        new_layout.display()
+    );
+    let files_before = support::files_under(&layout);
+    let (ok, _, stderr) = afterpush(&[
+        "copy",
+        &format!("oci:{}:demo", other_dir.display()),
+        &format!("oci:{}:other", layout.display()),
+    ]);
+    assert!(!ok && stderr.contains(&layer.to_string()), "{stderr}");
+    assert_eq!(
+        support::files_under(&layout),
+        files_before,
+        "a failed copy left blobs"
+    );
 
-    // Errors name the reference.
+    // Errors name the reference, and each cause once (an error that prints its source
+    // was followed by that source again: "…: Is a directory (os error 21): Is a…").
+    let odd = dir.path().join("odd-layout");
+    std::fs::create_dir_all(odd.join("oci-layout")).unwrap();
+    let (ok, _, stderr) = afterpush(&["copy", &format!("oci:{}:x", odd.display()), "oci:/tmp/y"]);
+    assert!(!ok && stderr.contains("odd-layout"), "{stderr}");
+    assert_eq!(stderr.matches("Is a directory").count(), 1, "{stderr}");
     let (ok, _, stderr) = afterpush(&["copy", "oci:/nonexistent/x:tag", "oci:/tmp/y"]);
     assert!(!ok && stderr.contains("/nonexistent/x"), "{stderr}");
     let (ok, _, stderr) = afterpush(&["copy", "s3://bucket/x", "oci:/tmp/y"]);
     assert!(!ok && stderr.contains("s3://bucket/x"), "{stderr}");
+}
+
+/// An index chain thousands deep (legal OCI, and what a hostile source can send) is
+/// copied, and no verb that walks it crashes: each answers or fails with a message.
+/// `copy` used to recurse and overflow its stack (abort, rc 134) from about 700 levels
+/// in a debug build.
+#[tokio::test]
+async fn a_deep_index_chain_is_copied_and_no_verb_crashes_on_it() {
+    const DEPTH: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("deep");
+    let repo = LayoutRepository::open_or_create(&layout).unwrap();
+    let image = sample::write_image(
+        &repo,
+        &SampleSpec::default(),
+        &"linux/amd64".parse().unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let top = support::write_index_chain(&repo, &image.manifest, DEPTH, "deep").await;
+    repo.put_manifest(&top, Some("deep-amd64")).await.unwrap();
+
+    let copy_dir = dir.path().join("copy");
+    let (status, stdout, stderr) = support::afterpush_cli(
+        &[
+            "copy",
+            &format!("oci:{}:deep", layout.display()),
+            &format!("oci:{}:deep", copy_dir.display()),
+        ],
+        &[],
+    );
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stdout.contains(&format!("{} manifests", DEPTH + 1)),
+        "{stdout}"
+    );
+    let copied = LayoutRepository::open(&copy_dir).unwrap();
+    assert_eq!(copied.resolve("deep").await.unwrap().digest, top.digest);
+    assert_eq!(closure(&copied, "deep").await, closure(&repo, "deep").await);
+
+    // The other walkers: each exits with a code (0 or a clean failure), none by a signal.
+    let image_ref = format!("oci:{}:deep", layout.display());
+    let repo_ref = format!("oci:{}", layout.display());
+    for args in [
+        vec!["soci", "list", image_ref.as_str()],
+        vec!["soci", "create", image_ref.as_str()],
+        vec![
+            "stitch",
+            repo_ref.as_str(),
+            "--tag",
+            "deep",
+            "--mode",
+            "partial",
+        ],
+    ] {
+        let (status, _, stderr) = support::afterpush_cli(&args, &[]);
+        assert!(
+            status.code().is_some(),
+            "{args:?} crashed: {status}: {stderr}"
+        );
+    }
+    // The janitor's view of a layout walks every manifest reachable from index.json.
+    let catalog = afterpush::catalog::layout::LayoutCatalog::open(&layout).unwrap();
+    let images = afterpush::catalog::Catalog::list_images(&catalog, "deep")
+        .await
+        .unwrap();
+    assert_eq!(images.len(), DEPTH + 1);
+}
+
+/// What the CLI writes for the user (layout blobs, index.json, archives, zTOCs) gets the
+/// permissions `cp` gives a new file: 0666 less the umask. They were all 0600, the mode
+/// of a private temporary file, whatever the umask.
+#[tokio::test]
+async fn cli_outputs_take_the_permissions_of_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let repo = write_sample_layout(&source, 3).await;
+    let index = repo.get_manifest("demo").await.unwrap();
+    let child = &ManifestSummary::parse("index", &index.bytes)
+        .unwrap()
+        .manifests[0]
+        .digest;
+    let child = repo.get_manifest(child).await.unwrap();
+    let layer: Sha256Digest = ManifestSummary::parse("child", &child.bytes)
+        .unwrap()
+        .layers[0]
+        .digest
+        .parse()
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for (umask, expected) in [("022", 0o644), ("077", 0o600)] {
+        let out = dir.path().join(format!("umask-{umask}"));
+        let (layout, archive, ztoc) = (
+            out.join("layout"),
+            out.join("image.tar"),
+            out.join("layer.ztoc"),
+        );
+        std::fs::create_dir(&out).unwrap();
+        let layer_path = repo.blob_path(&layer);
+        let script = format!(
+            r#"umask {umask} && "$0" copy "oci:{src}:demo" "oci:{layout}:demo" && "$0" copy "oci:{src}:demo" "oci-archive:{archive}:demo" && "$0" ztoc create "{layer}" -o "{ztoc}""#,
+            src = source.display(),
+            layout = layout.display(),
+            archive = archive.display(),
+            layer = layer_path.display(),
+            ztoc = ztoc.display(),
+        );
+        let run = std::process::Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_afterpush")])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let written = LayoutRepository::open(&layout).unwrap();
+        for file in [
+            layout.join("index.json"),
+            layout.join("oci-layout"),
+            written.blob_path(&index.digest),
+            written.blob_path(&layer),
+            archive,
+            ztoc,
+        ] {
+            assert_eq!(mode(&file), expected, "umask {umask}: {}", file.display());
+        }
+    }
 }

@@ -317,6 +317,7 @@ async fn malformed_and_oversized_manifests_are_refused_naming_the_reference() {
         "{err:?}"
     );
     assert!(err.to_string().contains("big"), "{err}");
+    assert!(!err.to_string().contains("manifest manifest"), "{err}");
     let dangling = format!(
         r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[]}}"#,
         media::OCI_MANIFEST,
@@ -356,6 +357,42 @@ async fn malformed_and_oversized_manifests_are_refused_naming_the_reference() {
         let err = repo.get_manifest(tag).await.unwrap_err().to_string();
         assert!(err.contains(tag), "{tag}: {err}");
     }
+
+    // An index.json over the limit of an image index (valid JSON, padded: 157 MB of
+    // entries took 2.3 GB to parse) is refused before it is parsed, naming the file.
+    let index_path = repo.root().join("index.json");
+    let before = std::fs::read(&index_path).unwrap();
+    let mut padded = before[..before.len() - 1].to_vec();
+    padded.extend(format!(r#","padding":"{}"}}"#, " ".repeat(MAX_MANIFEST_SIZE)).bytes());
+    std::fs::write(&index_path, &padded).unwrap();
+    let err = repo.get_manifest("garbage").await.unwrap_err().to_string();
+    assert!(
+        err.contains(&index_path.display().to_string()) && err.contains("limit"),
+        "{err}"
+    );
+    // Nor is one written past the limit: one just under it takes no more tags, and
+    // stays as it was.
+    let filler = MAX_MANIFEST_SIZE + 1 - before.len() - r#","padding":""}"#.len();
+    let mut full = before[..before.len() - 1].to_vec();
+    full.extend(format!(r#","padding":"{}"}}"#, " ".repeat(filler)).bytes());
+    assert_eq!(full.len(), MAX_MANIFEST_SIZE);
+    std::fs::write(&index_path, &full).unwrap();
+    let tagged = repo.get_manifest("garbage").await.unwrap_err(); // readable again
+    assert!(tagged.to_string().contains("garbage"), "{tagged}");
+    let image = sample::write_image(&repo, &small_spec(), &"linux/amd64".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let manifest = repo
+        .get_manifest(&image.manifest.digest.to_string())
+        .await
+        .unwrap();
+    let err = repo
+        .put_manifest(&manifest, Some("one-too-many"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("limit"), "{err}");
+    assert_eq!(std::fs::read(&index_path).unwrap(), full);
 }
 
 fn file_bytes(p: &Path) -> Vec<u8> {
@@ -504,6 +541,24 @@ async fn tags_are_replaced_deleted_and_referrers_found() {
         .await
         .unwrap()
         .is_empty());
+    // Asked about several at once (one scan of index.json), each gets its own answer,
+    // in order, a digest asked twice included.
+    let each = repo
+        .referrers_of_each(
+            &[
+                a.manifest.digest.clone(),
+                b.manifest.digest.clone(),
+                b.manifest.digest.clone(),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let digests = |list: &[afterpush::oci::DescriptorSummary]| -> Vec<String> {
+        list.iter().map(|d| d.digest.clone()).collect()
+    };
+    let each: Vec<Vec<String>> = each.iter().map(|l| digests(l)).collect();
+    assert_eq!(each, [vec![], digests(&found), digests(&found)]);
 
     // Deleting a manifest takes its tags; deleting a layer by digest is refused.
     repo.delete_manifest(&b.manifest.digest).await.unwrap();

@@ -14,6 +14,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
+use std::time::Duration;
 use support::fault_proxy::{Fault, FaultProxy};
 use support::token_server::TokenServer;
 use support::TestRegistry;
@@ -606,9 +607,25 @@ async fn bearer_challenge_is_followed_with_basic_credentials_for_the_token() {
             token_server.realm()
         ),
     );
-    let with_creds = RegistrySettings {
+    // The realm is on another origin (port) than the registry, and the challenge came
+    // over plain HTTP: the credentials stay home...
+    let insecure_off = RegistrySettings {
         auth: AuthMode::Basic(creds.clone()),
         ..settings()
+    };
+    let app = DistributionRepository::connect(&insecure_off, &proxy.host(), "team/app").unwrap();
+    let err = app.list_tags().await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Auth { .. })
+            && err.to_string().contains(&token_server.realm())
+            && err.to_string().contains("AFTERPUSH_REGISTRY_INSECURE"),
+        "{err}"
+    );
+    assert!(token_server.requests().is_empty());
+    // ...unless the insecure setting allows a loopback realm.
+    let with_creds = RegistrySettings {
+        allow_insecure_http: true,
+        ..insecure_off
     };
     let app = DistributionRepository::connect(&with_creds, &proxy.host(), "team/app").unwrap();
     let m = push_image(&app, false, 51, Some("v1")).await;
@@ -899,4 +916,103 @@ async fn referrers_api_is_used_when_the_registry_has_it() {
         query.contains("artifactType=application%2Fother"),
         "{query}"
     );
+}
+
+/// A token realm or a manifest that streams without end, or drips a byte at a time, is
+/// cut off. Token answers are capped; every request but a blob transfer has a total
+/// deadline (`small_response_timeout`), which a drip never trips as a read timeout.
+#[tokio::test]
+async fn hostile_token_realms_and_dripped_manifests_are_cut_off() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port);
+    // The proxy is its own realm: `/token` answers come from the rules below.
+    proxy.require_authorization(
+        "Bearer good",
+        &format!(
+            r#"Bearer realm="http://{}/token",service="t""#,
+            proxy.host()
+        ),
+    );
+    let quick = RegistrySettings {
+        small_response_timeout: Duration::from_secs(1),
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::fast()
+        },
+        ..settings()
+    };
+    let app = DistributionRepository::connect(&quick, &proxy.host(), "app").unwrap();
+    let json = || vec![("Content-Type".to_string(), "application/json".to_string())];
+
+    // 64 MiB of token answer, with no Content-Length: refused at the cap.
+    proxy.add_rule(
+        Some("GET"),
+        "/token",
+        Fault::Flood {
+            status: 200,
+            headers: json(),
+            size: 64 << 20,
+        },
+        1,
+    );
+    let err = app.list_tags().await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Auth { .. }) && err.to_string().contains("limit"),
+        "{err}"
+    );
+
+    // A token dripped a byte every 300 ms (5 s for all of it): cut at the deadline.
+    let token = br#"{"token":"good"}"#.to_vec();
+    proxy.add_rule(
+        Some("GET"),
+        "/token",
+        Fault::Drip {
+            status: 200,
+            headers: json(),
+            body: token.clone(),
+            interval: Duration::from_millis(300),
+        },
+        1,
+    );
+    let err = app.list_tags().await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Auth { .. })
+            && err.to_string().contains("no complete answer within"),
+        "{err}"
+    );
+
+    // The same token sent at once is taken: the failures were the hostile answers.
+    proxy.add_rule(
+        Some("GET"),
+        "/token",
+        Fault::Respond {
+            status: 200,
+            headers: json(),
+            body: token,
+        },
+        usize::MAX,
+    );
+    let m = push_image(&app, false, 71, Some("v1")).await;
+
+    // A manifest dripped (its first 20 bytes, 6 s in all): cut at the deadline, and the
+    // error names the manifest.
+    proxy.add_rule(
+        Some("GET"),
+        "/manifests/v1",
+        Fault::Drip {
+            status: 200,
+            headers: vec![("Content-Type".to_string(), m.media_type.clone())],
+            body: m.bytes[..20].to_vec(),
+            interval: Duration::from_millis(300),
+        },
+        1,
+    );
+    let err = app.get_manifest("v1").await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Transport { .. })
+            && err.to_string().contains("no complete answer within")
+            && err.to_string().contains("app:v1"),
+        "{err}"
+    );
+    assert_eq!(app.get_manifest("v1").await.unwrap(), m);
 }

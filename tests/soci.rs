@@ -978,3 +978,150 @@ async fn cli_soci_create_push_to_list_and_info() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `soci list` on an index with thousands of children answers for each: its v2 SOCI
+/// index, its v1 one (a referrer), or none. (Each child used to cost a pass over the
+/// whole index and, in a layout, a re-read of every tagged manifest: quadratic, 23 s
+/// for 2,000 children.)
+#[tokio::test]
+async fn cli_soci_list_answers_for_every_child_of_a_wide_index() {
+    const CHILDREN: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("wide");
+    let repo = afterpush::registry::layout::LayoutRepository::open_or_create(&layout).unwrap();
+    let config = push_bytes(&repo, Bytes::from_static(b"{}")).await.unwrap();
+    let descriptor = |m: &Manifest| {
+        serde_json::json!({
+            "mediaType": m.media_type,
+            "digest": m.digest.to_string(),
+            "size": m.bytes.len(),
+        })
+    };
+    let artifact = |artifact_type: &str, n: usize, subject: Option<&Manifest>| {
+        let mut m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": media::OCI_EMPTY, "digest": config.to_string(), "size": 2},
+            "layers": [],
+            "annotations": {"n": n.to_string()},
+        });
+        if let Some(s) = subject {
+            m["subject"] = descriptor(s);
+        }
+        Manifest::new(media::OCI_MANIFEST, serde_json::to_vec(&m).unwrap())
+    };
+    let mut entries = Vec::new();
+    let mut expected = Vec::new();
+    for n in 0..CHILDREN {
+        let child = Manifest::new(
+            media::OCI_MANIFEST,
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media::OCI_MANIFEST,
+                "config": {"mediaType": media::OCI_CONFIG, "digest": config.to_string(), "size": 2},
+                "layers": [],
+                "annotations": {"n": n.to_string()},
+            }))
+            .unwrap(),
+        );
+        repo.put_manifest(&child, None).await.unwrap();
+        let mut entry = descriptor(&child);
+        entry["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
+        entries.push(entry);
+        let soci = match n % 100 {
+            0 => {
+                let v1 = artifact(media::SOCI_INDEX_V1, n, Some(&child));
+                repo.put_manifest(&v1, None).await.unwrap();
+                format!("SOCI v1 index {}", v1.digest)
+            }
+            50 => {
+                let v2 = artifact(media::SOCI_INDEX_V2, n, None);
+                repo.put_manifest(&v2, None).await.unwrap();
+                let mut soci = descriptor(&v2);
+                soci["artifactType"] = media::SOCI_INDEX_V2.into();
+                soci["annotations"] = serde_json::json!({
+                    annotation::SOCI_IMAGE_MANIFEST_DIGEST: child.digest.to_string()
+                });
+                entries.push(soci);
+                format!("SOCI v2 index {} ({} bytes)", v2.digest, v2.bytes.len())
+            }
+            _ => "no SOCI index".to_string(),
+        };
+        expected.push(format!("{} {soci}", child.digest));
+    }
+    let index = Manifest::new(
+        media::OCI_INDEX,
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_INDEX,
+            "manifests": entries,
+        }))
+        .unwrap(),
+    );
+    repo.put_manifest(&index, Some("wide")).await.unwrap();
+
+    let (status, stdout, stderr) = support::afterpush_cli(
+        &["soci", "list", &format!("oci:{}:wide", layout.display())],
+        &[],
+    );
+    assert!(status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), CHILDREN, "{stdout}");
+    for (line, want) in lines.iter().zip(&expected) {
+        assert!(
+            line.starts_with("linux/amd64") && line.ends_with(want.as_str()),
+            "{line:?} should end with {want:?}"
+        );
+    }
+}
+
+/// A `soci create` that fails midway (a layer of the second platform is corrupt) leaves
+/// the layout as it found it: none of the zTOCs or SOCI indexes it wrote before.
+#[tokio::test]
+async fn cli_soci_create_that_fails_leaves_no_ztoc_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("image");
+    let repo = afterpush::registry::layout::LayoutRepository::open_or_create(&layout).unwrap();
+    let spec = SampleSpec {
+        layer_sizes: vec![8 * 1024, 1536 * 1024],
+        ..SampleSpec::default()
+    };
+    let written = sample::write_multi_arch(&repo, &spec, Some("1.0"))
+        .await
+        .unwrap();
+    let sizes: Vec<u64> = written.images[0]
+        .layers
+        .iter()
+        .map(|l| l.blob.size)
+        .collect();
+    let min = min_between(&sizes).to_string();
+    let last = written.images.last().unwrap().layers.last().unwrap();
+    let path = repo.blob_path(&last.blob.digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let before = support::files_under(&layout);
+
+    let (status, _, stderr) = support::afterpush_cli(
+        &[
+            "soci",
+            "create",
+            &format!("oci:{}:1.0", layout.display()),
+            "--min-layer-size",
+            &min,
+            "--span-size",
+            "64KiB",
+            "--layer-concurrency",
+            "1",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&last.blob.digest.to_string()), "{stderr}");
+    let after = support::files_under(&layout);
+    let left: Vec<_> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+    assert!(left.is_empty(), "the failed run left {left:?}");
+    assert_eq!(after, before);
+}

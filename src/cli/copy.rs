@@ -95,14 +95,16 @@ fn progress_sink() -> (MultiProgress, ProgressBar, crate::copy::Progress) {
 pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
     let src_ref: ImageRef = args.src.parse()?;
     let dst_ref: ImageRef = args.dst.parse()?;
-    let (src, reference) = open_source(&src_ref)
+    // The same AFTERPUSH_REGISTRY_* settings as every other verb, for both ends.
+    let settings = OpenSettings::from_env()?;
+    let (src, reference) = open_source(&src_ref, &settings)
         .await
         .with_context(|| format!("opening {src_ref}"))?;
     let dst_tag = dst_ref.tag.clone().or_else(|| src_ref.tag.clone());
     if dst_tag.is_none() && dst_ref.digest.is_none() {
         bail!("name the destination tag: {dst_ref}:TAG (the source {src_ref} has none)");
     }
-    let dst = open_repository(&dst_ref, &OpenSettings::for_writing())
+    let dst = open_repository(&dst_ref, &settings.creating())
         .await
         .with_context(|| format!("opening {dst_ref}"))?;
     if let Some(want) = &dst_ref.digest {
@@ -131,18 +133,29 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         progress: Some(progress),
     };
-    let report = copy_image(
-        src.as_ref(),
-        dst.as_ref(),
-        &reference,
-        dst_tag.as_deref(),
-        &options,
-    )
-    .await
-    .with_context(|| format!("copying {src_ref} to {dst_ref}"))?;
-    dst.commit()
+    let copied = async {
+        let report = copy_image(
+            src.as_ref(),
+            dst.as_ref(),
+            &reference,
+            dst_tag.as_deref(),
+            &options,
+        )
         .await
-        .with_context(|| format!("writing {dst_ref}"))?;
+        .with_context(|| format!("copying {src_ref} to {dst_ref}"))?;
+        dst.commit()
+            .await
+            .with_context(|| format!("writing {dst_ref}"))?;
+        anyhow::Ok(report)
+    }
+    .await;
+    let report = match copied {
+        Ok(report) => report,
+        Err(e) => {
+            super::discard_after_failure(dst.as_ref()).await;
+            return Err(e);
+        }
+    };
     total.finish_and_clear();
     let root = report.root.expect("a finished copy has a root");
     println!(

@@ -43,9 +43,11 @@ pub enum Command {
     Invoke(invoke::InvokeArgs),
 }
 
-/// Parses the command line, runs the verb, prints errors with their causes.
+/// Parses the command line, sets up logging (stderr; `RUST_LOG`, else warnings), runs
+/// the verb, prints errors with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::events::init_cli_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,9 +55,21 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("afterpush: {err:#}");
+            // Each cause once: many errors already print their source in their message.
+            eprintln!("afterpush: {}", crate::events::cause_chain(err.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Takes back what a failed run wrote to `repo` (see [`Repository::discard`]: blobs
+/// nothing uses, a layout the run created), logging rather than replacing the run's
+/// own error when that fails too.
+///
+/// [`Repository::discard`]: crate::registry::Repository::discard
+pub(crate) async fn discard_after_failure(repo: &dyn crate::registry::Repository) {
+    if let Err(e) = repo.discard().await {
+        tracing::warn!(repository = %repo.location(), error = %e, "cleaning up after the failed run");
     }
 }
 

@@ -2,8 +2,8 @@
 //! registries, with the same settings as the `soci-indexer` Lambda.
 
 use crate::copy::{copy_image, CopyOptions};
-use crate::oci::gojson::{GoIndex, GoManifest};
-use crate::oci::{annotation, media, ManifestSummary};
+use crate::oci::gojson::{GoDescriptor, GoIndex, GoManifest};
+use crate::oci::{annotation, media, ManifestSummary, Sha256Digest};
 use crate::registry::open::{open_repository, OpenSettings};
 use crate::registry::{read_blob, ImageRef, Repository};
 use crate::soci::{
@@ -113,15 +113,23 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
                 .context("the image needs a tag or digest")?;
             let tag = dst_ref.tag.clone().or(src_ref.tag.clone());
             eprintln!("copying {} to {dst}", args.image);
-            copy_image(
-                src.as_ref(),
-                dst_repo.as_ref(),
-                &reference,
-                tag.as_deref(),
-                &CopyOptions::default(),
-            )
-            .await?;
-            dst_repo.commit().await?;
+            let copied = async {
+                copy_image(
+                    src.as_ref(),
+                    dst_repo.as_ref(),
+                    &reference,
+                    tag.as_deref(),
+                    &CopyOptions::default(),
+                )
+                .await?;
+                dst_repo.commit().await?;
+                anyhow::Ok(())
+            }
+            .await;
+            if let Err(e) = copied {
+                super::discard_after_failure(dst_repo.as_ref()).await;
+                return Err(e);
+            }
             let dst_ref = ImageRef { tag, ..dst_ref };
             (dst_ref, dst_repo)
         }
@@ -143,16 +151,27 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         None => Box::new(NoZtocCache),
     };
     let progress = layer_progress();
-    let outcome = soci::create_soci(
-        target.as_ref(),
-        &reference,
-        target_ref.tag.as_deref(),
-        &settings,
-        cache.as_ref(),
-        Some(progress),
-    )
-    .await?;
-    target.commit().await?;
+    let created = async {
+        let outcome = soci::create_soci(
+            target.as_ref(),
+            &reference,
+            target_ref.tag.as_deref(),
+            &settings,
+            cache.as_ref(),
+            Some(progress),
+        )
+        .await?;
+        target.commit().await?;
+        anyhow::Ok(outcome)
+    }
+    .await;
+    let outcome = match created {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            super::discard_after_failure(target.as_ref()).await;
+            return Err(e);
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(());
@@ -244,32 +263,46 @@ async fn list(image: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let index: GoIndex = serde_json::from_slice(&top.bytes)?;
-    for d in &index.manifests {
+    // One pass over the children, and one referrers query for all of those without a
+    // v2 SOCI index: per child, both were linear in the children (quadratic in all).
+    let v2_of: HashMap<&str, &GoDescriptor> = index
+        .manifests
+        .iter()
+        .filter_map(|s| {
+            s.annotations
+                .get(annotation::SOCI_IMAGE_MANIFEST_DIGEST)
+                .map(|image| (image.as_str(), s))
+        })
+        .collect();
+    let images: Vec<&GoDescriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| d.artifact_type.as_deref() != Some(media::SOCI_INDEX_V2))
+        .collect();
+    let without_v2 = images
+        .iter()
+        .filter(|d| !v2_of.contains_key(d.digest.as_str()))
+        .map(|d| d.digest.parse())
+        .collect::<Result<Vec<Sha256Digest>, _>>()?;
+    let mut v1_of: HashMap<String, String> = HashMap::new();
+    for (digest, referrers) in without_v2.iter().zip(
+        repo.referrers_of_each(&without_v2, Some(media::SOCI_INDEX_V1))
+            .await?,
+    ) {
+        if let Some(first) = referrers.first() {
+            v1_of.insert(digest.to_string(), first.digest.clone());
+        }
+    }
+    for d in images {
         let platform = d
             .platform
             .as_ref()
             .map(|p| p.short())
             .unwrap_or_else(|| "?".into());
-        if d.artifact_type.as_deref() == Some(media::SOCI_INDEX_V2) {
-            continue;
-        }
-        let v2 = index
-            .manifests
-            .iter()
-            .find(|s| s.annotations.get(annotation::SOCI_IMAGE_MANIFEST_DIGEST) == Some(&d.digest));
-        let line = match v2 {
-            Some(s) => format!("SOCI v2 index {} ({} bytes)", s.digest, s.size),
-            None => {
-                let digest = d.digest.parse()?;
-                match repo
-                    .referrers(&digest, Some(media::SOCI_INDEX_V1))
-                    .await?
-                    .first()
-                {
-                    Some(s) => format!("SOCI v1 index {}", s.digest),
-                    None => "no SOCI index".into(),
-                }
-            }
+        let line = match (v2_of.get(d.digest.as_str()), v1_of.get(&d.digest)) {
+            (Some(s), _) => format!("SOCI v2 index {} ({} bytes)", s.digest, s.size),
+            (None, Some(v1)) => format!("SOCI v1 index {v1}"),
+            (None, None) => "no SOCI index".into(),
         };
         println!("{platform:<16} {} {line}", d.digest);
     }

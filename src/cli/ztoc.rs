@@ -158,17 +158,8 @@ fn read_ztoc(path: &Path) -> anyhow::Result<Ztoc> {
 /// Writes through a temporary file in the same directory, then renames: readers never
 /// see a partial file, and an error leaves nothing behind.
 fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(data)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    crate::files::write_atomically(path, data)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn info(z: &Ztoc, json: bool) -> anyhow::Result<()> {

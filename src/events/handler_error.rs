@@ -24,7 +24,7 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 // The message already holds the whole cause chain, so the inner error is deliberately
 // not `Error::source()` (a field named `source` would be, to thiserror): chain printers
 // such as anyhow's `{:#}` would print it twice. `inner()` reaches it.
-#[error("{}", chain(.inner.as_ref()))]
+#[error("{}", cause_chain(.inner.as_ref()))]
 pub struct HandlerError {
     retryable: bool,
     inner: BoxError,
@@ -66,8 +66,9 @@ impl HandlerError {
     }
 }
 
-/// "outer: cause: root cause", so the one line Lambda records explains the failure.
-fn chain(error: &(dyn StdError + 'static)) -> String {
+/// "outer: cause: root cause", so the one line Lambda (or the CLI) prints explains the
+/// failure, each cause once.
+pub fn cause_chain(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
     let mut next = error.source();
     while let Some(cause) = next {

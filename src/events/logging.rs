@@ -49,13 +49,32 @@ impl LogSettings {
             .unwrap_or_else(|| "info".to_string());
         Self { format, filter }
     }
+
+    /// The CLI's: human lines on stderr, `RUST_LOG` if set, else only warnings (a
+    /// retried request, a failed clean-up): a command prints its results, not its steps.
+    pub fn for_cli(get: impl Fn(&str) -> Option<String>) -> Self {
+        Self {
+            format: LogFormat::Human,
+            filter: get("RUST_LOG")
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| "warn".to_string()),
+        }
+    }
 }
 
 /// Installs the global tracing subscriber for a function or the CLI (see
 /// [`LogSettings::from_env`]). Calling it again is harmless (the first call wins). An
 /// invalid `RUST_LOG` falls back to `info` with a warning instead of failing start-up.
 pub fn init_tracing() {
-    let settings = LogSettings::from_env(|name| std::env::var(name).ok());
+    install(LogSettings::from_env(|name| std::env::var(name).ok()));
+}
+
+/// [`init_tracing`] for the CLI (see [`LogSettings::for_cli`]), `invoke` included.
+pub fn init_cli_tracing() {
+    install(LogSettings::for_cli(|name| std::env::var(name).ok()));
+}
+
+fn install(settings: LogSettings) {
     let (filter, bad_filter) = match EnvFilter::try_new(&settings.filter) {
         Ok(f) => (f, None),
         Err(e) => (EnvFilter::new("info"), Some(e)),
@@ -105,6 +124,28 @@ mod tests {
         assert_eq!(
             settings(&[("AWS_LAMBDA_LOG_FORMAT", "Text")]).format,
             LogFormat::Human
+        );
+    }
+
+    #[test]
+    fn the_cli_logs_warnings_unless_rust_log_says_otherwise() {
+        let cli = |vars: &[(&str, &str)]| {
+            let map: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            LogSettings::for_cli(|k| map.get(k).cloned())
+        };
+        assert_eq!(
+            cli(&[("AWS_LAMBDA_FUNCTION_NAME", "x")]),
+            LogSettings {
+                format: LogFormat::Human,
+                filter: "warn".into()
+            }
+        );
+        assert_eq!(
+            cli(&[("RUST_LOG", "afterpush=debug")]).filter,
+            "afterpush=debug"
         );
     }
 

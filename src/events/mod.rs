@@ -20,8 +20,8 @@ pub use decision::{
     JanitorDecision, SkipReason,
 };
 pub use filters::{FilterError, RepositoryTagFilters};
-pub use handler_error::HandlerError;
-pub use logging::{init_tracing, LogFormat, LogSettings};
+pub use handler_error::{cause_chain, HandlerError};
+pub use logging::{init_cli_tracing, init_tracing, LogFormat, LogSettings};
 
 use crate::oci::Sha256Digest;
 use serde::{Deserialize, Serialize};

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,20 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// The content of the `oci-layout` file.
 pub const OCI_LAYOUT_FILE_CONTENT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// `index.json` is an image index: registries refuse indexes over 4 MiB, and so do we
+/// here, on reads (a 157 MB one took 2.3 GB of memory to parse) and on writes (so that
+/// we never write one we would refuse to read). About 15,000 tags fit.
+pub const MAX_INDEX_JSON_SIZE: usize = MAX_MANIFEST_SIZE;
+
+fn index_too_large(path: &Path) -> RegistryError {
+    RegistryError::Invalid {
+        location: path.display().to_string(),
+        message: format!(
+            "over the {MAX_INDEX_JSON_SIZE}-byte limit of an image index (too many tags or referrers in one layout)"
+        ),
+    }
+}
 
 /// Chunk size of blob reads.
 const READ_CHUNK: usize = 256 * 1024;
@@ -52,6 +66,11 @@ pub struct LayoutRepository {
     location: String,
     /// Serialises read-modify-write cycles of `index.json`.
     index_lock: tokio::sync::Mutex<()>,
+    /// What [`Self::open_or_create`] made: `Some(true)` the directory, `Some(false)` the
+    /// layout in a directory that was empty. [`Repository::discard`] undoes it.
+    created: Option<bool>,
+    /// Blobs (manifests included) this value wrote that were not there before.
+    new_blobs: std::sync::Mutex<Vec<Sha256Digest>>,
 }
 
 /// One `index.json` entry, kept as JSON so that fields we do not know survive a rewrite.
@@ -133,6 +152,7 @@ impl LayoutRepository {
         if root.join("oci-layout").exists() {
             return Self::open(root);
         }
+        let created_dir = !root.exists();
         std::fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
         let non_empty = std::fs::read_dir(&root)
             .map_err(|e| io_err(&root, e))?
@@ -150,7 +170,10 @@ impl LayoutRepository {
         std::fs::create_dir_all(&blobs).map_err(|e| io_err(&blobs, e))?;
         write_atomically(&root, "index.json", &empty_index_bytes())?;
         write_atomically(&root, "oci-layout", OCI_LAYOUT_FILE_CONTENT.as_bytes())?;
-        Ok(Self::at(root))
+        Ok(Self {
+            created: Some(created_dir),
+            ..Self::at(root)
+        })
     }
 
     fn at(root: PathBuf) -> Self {
@@ -158,7 +181,34 @@ impl LayoutRepository {
             location: format!("oci:{}", root.display()),
             root,
             index_lock: tokio::sync::Mutex::new(()),
+            created: None,
+            new_blobs: Default::default(),
         }
+    }
+
+    /// Every blob `index.json` reaches: its entries, and what their manifests name,
+    /// down every index.
+    fn referenced_blobs(&self) -> Result<HashSet<Sha256Digest>> {
+        let mut referenced = HashSet::new();
+        let mut queue: Vec<Sha256Digest> =
+            self.entries()?.iter().filter_map(entry_digest).collect();
+        while let Some(d) = queue.pop() {
+            if !referenced.insert(d.clone()) {
+                continue;
+            }
+            let (_, summary) = match self.read_manifest_blob(&d.to_string(), &d) {
+                Ok(x) => x,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            for desc in summary.config.iter().chain(&summary.layers) {
+                referenced.insert(desc.digest.parse()?);
+            }
+            for desc in &summary.manifests {
+                queue.push(desc.digest.parse()?);
+            }
+        }
+        Ok(referenced)
     }
 
     /// The manifest an untagged reference (`oci:DIR`) means: the only `index.json`
@@ -185,9 +235,19 @@ impl LayoutRepository {
         self.root.join("index.json")
     }
 
+    /// Reads `index.json`, refusing one over [`MAX_INDEX_JSON_SIZE`] before reading it.
     fn read_index(&self) -> Result<Value> {
         let path = self.index_path();
-        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| {
+                f.take(MAX_INDEX_JSON_SIZE as u64 + 1)
+                    .read_to_end(&mut bytes)
+            })
+            .map_err(|e| io_err(&path, e))?;
+        if bytes.len() > MAX_INDEX_JSON_SIZE {
+            return Err(index_too_large(&path));
+        }
         let index: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
             location: path.display().to_string(),
             message: format!("not JSON: {e}"),
@@ -220,6 +280,9 @@ impl LayoutRepository {
 
     fn write_index(&self, index: &Value) -> Result<()> {
         let bytes = serde_json::to_vec(index).expect("JSON values serialise");
+        if bytes.len() > MAX_INDEX_JSON_SIZE {
+            return Err(index_too_large(&self.index_path()));
+        }
         write_atomically(&self.root, "index.json", &bytes)
     }
 
@@ -324,24 +387,37 @@ impl LayoutRepository {
         }
         let dir = self.root.join("blobs").join("sha256");
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        write_atomically(&dir, &digest.hex(), bytes)
+        write_atomically(&dir, &digest.hex(), bytes)?;
+        self.new_blobs.lock().unwrap().push(digest.clone());
+        Ok(())
     }
 
+    /// The referrers of each of `digests`, from one scan of `index.json`: each entry's
+    /// manifest is read once whatever the number of digests (asking one digest at a
+    /// time re-read every entry, the tagged index with its thousands of children
+    /// included, for each of them).
     fn referrers_sync(
         &self,
-        digest: &Sha256Digest,
+        digests: &[Sha256Digest],
         artifact_type: Option<&str>,
-    ) -> Result<Vec<DescriptorSummary>> {
-        let mut seen = BTreeSet::new();
-        let mut found = Vec::new();
-        for entry in self.entries()? {
-            let Some(d) = entry_digest(&entry) else {
+    ) -> Result<Vec<Vec<DescriptorSummary>>> {
+        // A digest asked for twice gets its answer twice.
+        let mut positions: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, d) in digests.iter().enumerate() {
+            positions.entry(d.to_string()).or_default().push(i);
+        }
+        let mut found: Vec<Vec<DescriptorSummary>> = vec![Vec::new(); digests.len()];
+        let mut seen: Vec<BTreeSet<Sha256Digest>> = vec![BTreeSet::new(); digests.len()];
+        let entries = self.entries()?;
+        let mut read = BTreeSet::new();
+        for entry in &entries {
+            let Some(d) = entry_digest(entry) else {
                 continue;
             };
-            if !seen.insert(d.clone()) {
+            if !read.insert(d.clone()) {
                 continue;
             }
-            let mt = entry_media_type(&entry).unwrap_or_default();
+            let mt = entry_media_type(entry).unwrap_or_default();
             if !(media::is_image_manifest(mt) || media::is_index(mt)) {
                 continue;
             }
@@ -350,8 +426,16 @@ impl LayoutRepository {
                 // A dangling or broken entry is not a referrer; resolving it reports it.
                 Err(_) => continue,
             };
-            if summary.subject.as_ref().map(|s| s.digest.as_str()) == Some(&digest.to_string()) {
-                found.push(DescriptorSummary {
+            let Some(at) = summary
+                .subject
+                .as_ref()
+                .and_then(|s| positions.get(s.digest.as_str()))
+            else {
+                continue;
+            };
+            for &i in at {
+                seen[i].insert(d.clone());
+                found[i].push(DescriptorSummary {
                     media_type: summary.effective_media_type(Some(mt)).to_string(),
                     digest: d.to_string(),
                     size: bytes.len() as u64,
@@ -361,22 +445,31 @@ impl LayoutRepository {
                 });
             }
         }
-        // The referrers tag schema: `sha256-<hex>` tags an index listing the referrers.
-        let schema_tag = format!("sha256-{}", digest.hex());
-        if let Some(entry) = self.find_entry(&Reference::Tag(schema_tag.clone()))? {
-            if let Some(d) = entry_digest(&entry) {
-                let (_, summary) = self.read_manifest_blob(&schema_tag, &d)?;
+        // The referrers tag schema: `sha256-<hex>` tags an index listing the referrers
+        // (the last entry of a tag wins, as for every tag).
+        let mut tagged: HashMap<&str, Sha256Digest> = HashMap::new();
+        for entry in &entries {
+            if let (Some(tag), Some(d)) = (entry_tag(entry), entry_digest(entry)) {
+                tagged.insert(tag, d);
+            }
+        }
+        for (i, digest) in digests.iter().enumerate() {
+            let schema_tag = format!("sha256-{}", digest.hex());
+            if let Some(d) = tagged.get(schema_tag.as_str()) {
+                let (_, summary) = self.read_manifest_blob(&schema_tag, d)?;
                 for desc in summary.manifests {
-                    if seen.insert(desc.digest.parse()?) {
-                        found.push(desc);
+                    if seen[i].insert(desc.digest.parse()?) {
+                        found[i].push(desc);
                     }
                 }
             }
         }
-        if let Some(at) = artifact_type {
-            found.retain(|d| d.artifact_type.as_deref() == Some(at));
+        for list in &mut found {
+            if let Some(at) = artifact_type {
+                list.retain(|d| d.artifact_type.as_deref() == Some(at));
+            }
+            list.sort_by(|a, b| a.digest.cmp(&b.digest));
         }
-        found.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok(found)
     }
 }
@@ -393,14 +486,7 @@ fn empty_index_bytes() -> Vec<u8> {
 /// Writes `dir/name` through a temporary file in `dir` and a rename.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let target = dir.join(name);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".afterpush-tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| io_err(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| io_err(tmp.path(), e))?;
-    tmp.as_file().sync_all().map_err(|e| io_err(&target, e))?;
-    tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
-    Ok(())
+    crate::files::write_atomically(&target, bytes).map_err(|e| io_err(&target, e))
 }
 
 /// A blob stream over a file (already positioned), `len` bytes long. With `verify`, the
@@ -684,10 +770,7 @@ impl Repository for LayoutRepository {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io_err(&dir, e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".afterpush-tmp-")
-            .tempfile_in(&dir)
-            .map_err(|e| io_err(&dir, e))?;
+        let tmp = crate::files::temp_file_in(&dir, "").map_err(|e| io_err(&dir, e))?;
         let std_file = tmp
             .as_file()
             .try_clone()
@@ -727,6 +810,48 @@ impl Repository for LayoutRepository {
         }
         let target = self.blob_path(digest);
         tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
+        self.new_blobs.lock().unwrap().push(digest.clone());
+        Ok(())
+    }
+
+    /// Removes the blobs this value wrote that nothing in `index.json` reaches (a
+    /// failed run's leftovers), then, when the layout is one this value created and no
+    /// entry is left, the layout itself. Only what this run made goes, and nothing
+    /// another writer could be relying on: a blob is kept once anything reaches it, and
+    /// directories are removed only when empty.
+    async fn discard(&self) -> Result<()> {
+        let _guard = self.index_lock.lock().await;
+        let new = std::mem::take(&mut *self.new_blobs.lock().unwrap());
+        if !new.is_empty() {
+            let referenced = self.referenced_blobs()?;
+            for digest in new.iter().filter(|d| !referenced.contains(*d)) {
+                let path = self.blob_path(digest);
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_err(&path, e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let Some(created_dir) = self.created else {
+            return Ok(());
+        };
+        if !self.entries()?.is_empty() {
+            return Ok(());
+        }
+        // What open_or_create wrote, innermost first; a directory someone else put a
+        // file in stays (remove_dir refuses a non-empty one).
+        let blobs = self.root.join("blobs");
+        let _ = std::fs::remove_dir(blobs.join("sha256"));
+        let _ = std::fs::remove_dir(&blobs);
+        if !blobs.exists() {
+            let _ = std::fs::remove_file(self.root.join("oci-layout"));
+            let _ = std::fs::remove_file(self.index_path());
+            if created_dir {
+                let _ = std::fs::remove_dir(&self.root);
+            }
+        }
         Ok(())
     }
 
@@ -744,7 +869,18 @@ impl Repository for LayoutRepository {
         digest: &Sha256Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<DescriptorSummary>> {
-        self.referrers_sync(digest, artifact_type)
+        Ok(self
+            .referrers_sync(std::slice::from_ref(digest), artifact_type)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    async fn referrers_of_each(
+        &self,
+        digests: &[Sha256Digest],
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Vec<DescriptorSummary>>> {
+        self.referrers_sync(digests, artifact_type)
     }
 }
 
@@ -833,11 +969,7 @@ impl ArchiveRepository {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".afterpush-tmp-")
-            .suffix(".tar")
-            .tempfile_in(parent)
-            .map_err(|e| io_err(parent, e))?;
+        let tmp = crate::files::temp_file_in(parent, ".tar").map_err(|e| io_err(parent, e))?;
         let file = tmp
             .as_file()
             .try_clone()
@@ -1029,6 +1161,13 @@ impl Repository for ArchiveRepository {
         artifact_type: Option<&str>,
     ) -> Result<Vec<DescriptorSummary>> {
         self.layout.referrers(digest, artifact_type).await
+    }
+    async fn referrers_of_each(
+        &self,
+        digests: &[Sha256Digest],
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Vec<DescriptorSummary>>> {
+        self.layout.referrers_of_each(digests, artifact_type).await
     }
     async fn commit(&self) -> Result<()> {
         if !self.dirty.load(Ordering::SeqCst) {

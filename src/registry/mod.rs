@@ -87,7 +87,7 @@ pub enum RegistryError {
     Auth { registry: String, message: String },
     #[error(transparent)]
     Oci(#[from] OciError),
-    #[error("manifest {what} is {size} bytes, over the {MAX_MANIFEST_SIZE}-byte limit")]
+    #[error("{what} is {size} bytes, over the {MAX_MANIFEST_SIZE}-byte limit")]
     ManifestTooLarge { what: String, size: usize },
     #[error("{path}: {source}")]
     Io {
@@ -173,11 +173,34 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
         artifact_type: Option<&str>,
     ) -> Result<Vec<crate::oci::DescriptorSummary>>;
 
+    /// [`referrers`](Self::referrers) of each of `digests`, in their order, for callers
+    /// that ask about many manifests at once. One request per digest unless the
+    /// repository can do better (a layout answers from one scan of its `index.json`).
+    async fn referrers_of_each(
+        &self,
+        digests: &[Sha256Digest],
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Vec<crate::oci::DescriptorSummary>>> {
+        let mut all = Vec::with_capacity(digests.len());
+        for digest in digests {
+            all.push(self.referrers(digest, artifact_type).await?);
+        }
+        Ok(all)
+    }
+
     /// Stores a manifest that has a `subject` so that [`referrers`](Self::referrers)
     /// finds it: registries without the referrers API get the `sha256-<hex>` fallback
     /// tag index updated. Layouts find referrers by scanning, so storing is enough.
     async fn push_referrer(&self, manifest: &Manifest) -> Result<()> {
         self.put_manifest(manifest, None).await
+    }
+
+    /// Undoes what a failed run wrote where that is safe. A layout removes the blobs it
+    /// wrote that nothing reaches, and itself when it was created by this run and holds
+    /// no entry. Archives need nothing (nothing is written before
+    /// [`commit`](Self::commit)); registries keep what they got (blobs are shared).
+    async fn discard(&self) -> Result<()> {
+        Ok(())
     }
 
     /// Makes the writes done so far visible as a whole. An `oci-archive` writes its new

@@ -5,6 +5,10 @@ use super::layout::{ArchiveRepository, LayoutRepository};
 use super::{ImageRef, Location, RegistryError, Repository, Result};
 
 /// How to open repositories.
+///
+/// Every CLI verb takes its settings from [`OpenSettings::from_env`], the one place that
+/// reads `AFTERPUSH_REGISTRY_*`. `Default` reads nothing (library callers and tests that
+/// set the registry settings themselves).
 #[derive(Debug, Clone, Default)]
 pub struct OpenSettings {
     /// Create a layout directory (or start a new archive) when it does not exist yet.
@@ -15,14 +19,6 @@ pub struct OpenSettings {
 }
 
 impl OpenSettings {
-    /// Settings for a destination: missing layouts and archives are created.
-    pub fn for_writing() -> Self {
-        Self {
-            create: true,
-            ..Self::default()
-        }
-    }
-
     /// Registry settings from the environment (`AFTERPUSH_REGISTRY_*`).
     pub fn from_env() -> Result<Self> {
         Ok(Self {
@@ -62,13 +58,18 @@ pub async fn open_repository(r: &ImageRef, settings: &OpenSettings) -> Result<Bo
 
 /// Opens the repository of a source reference and says which manifest it means: the
 /// digest or tag given; for a layout or archive without either, its only `index.json`
-/// entry (as skopeo reads `oci:DIR`); for a registry, `latest`.
-pub async fn open_source(r: &ImageRef) -> Result<(Box<dyn Repository>, String)> {
+/// entry (as skopeo reads `oci:DIR`); for a registry, `latest`. Sources are never
+/// created, whatever `settings.create` says.
+pub async fn open_source(
+    r: &ImageRef,
+    settings: &OpenSettings,
+) -> Result<(Box<dyn Repository>, String)> {
+    let settings = OpenSettings {
+        create: false,
+        ..settings.clone()
+    };
     if let Some(reference) = r.reference() {
-        return Ok((
-            open_repository(r, &OpenSettings::default()).await?,
-            reference,
-        ));
+        return Ok((open_repository(r, &settings).await?, reference));
     }
     let sole = match &r.location {
         Location::Layout(dir) => {
@@ -82,10 +83,7 @@ pub async fn open_source(r: &ImageRef) -> Result<(Box<dyn Repository>, String)> 
             (Box::new(repo) as Box<dyn Repository>, sole)
         }
         Location::Registry { .. } => {
-            return Ok((
-                open_repository(r, &OpenSettings::default()).await?,
-                "latest".into(),
-            ))
+            return Ok((open_repository(r, &settings).await?, "latest".into()))
         }
     };
     match sole {

@@ -35,6 +35,22 @@ pub enum Fault {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
+    /// Like `Respond`, but the body goes one byte every `interval`: each read arrives in
+    /// time, the answer never does (a hostile or broken server).
+    Drip {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        interval: Duration,
+    },
+    /// Answer without forwarding: `size` bytes of `x` with no Content-Length (the body
+    /// ends when the connection closes), so that only a cap while reading stops it. Ends
+    /// early when the client hangs up.
+    Flood {
+        status: u16,
+        headers: Vec<(String, String)>,
+        size: u64,
+    },
 }
 
 /// A fault for the next `times` requests whose method matches (None = any) and whose
@@ -310,16 +326,42 @@ async fn handle(mut conn: TcpStream, upstream_port: u16, state: Arc<State>) -> s
             body,
         }) => {
             drain(&mut conn, content_length, body_start.len() as u64).await?;
-            let mut head = format!(
-                "HTTP/1.1 {status} Canned\r\nContent-Length: {}\r\n",
-                body.len()
-            );
-            for (k, v) in headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("Connection: close\r\n\r\n");
-            conn.write_all(head.as_bytes()).await?;
+            conn.write_all(&canned_head(*status, headers, Some(body.len())))
+                .await?;
             conn.write_all(body).await?;
+            return conn.shutdown().await;
+        }
+        Some(Fault::Drip {
+            status,
+            headers,
+            body,
+            interval,
+        }) => {
+            drain(&mut conn, content_length, body_start.len() as u64).await?;
+            conn.write_all(&canned_head(*status, headers, Some(body.len())))
+                .await?;
+            for byte in body {
+                conn.write_all(&[*byte]).await?;
+                conn.flush().await?;
+                tokio::time::sleep(*interval).await;
+            }
+            return conn.shutdown().await;
+        }
+        Some(Fault::Flood {
+            status,
+            headers,
+            size,
+        }) => {
+            drain(&mut conn, content_length, body_start.len() as u64).await?;
+            conn.write_all(&canned_head(*status, headers, None)).await?;
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = *size;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                // An error here is the client hanging up: the flood is over.
+                conn.write_all(&chunk[..n]).await?;
+                left -= n as u64;
+            }
             return conn.shutdown().await;
         }
         _ => {}
@@ -388,6 +430,19 @@ async fn handle(mut conn: TcpStream, upstream_port: u16, state: Arc<State>) -> s
         pending.clear();
     }
     conn.shutdown().await
+}
+
+/// The head of a canned answer, with `Content-Length` when given.
+fn canned_head(status: u16, headers: &[(String, String)], length: Option<usize>) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status} Canned\r\n");
+    if let Some(length) = length {
+        head.push_str(&format!("Content-Length: {length}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    head.into_bytes()
 }
 
 async fn drain(conn: &mut TcpStream, content_length: u64, already: u64) -> std::io::Result<()> {

@@ -272,3 +272,79 @@ pub fn files_of_layer(blob: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>
     }
     files
 }
+
+/// Runs the `afterpush` binary with `args` under the caller's environment without any
+/// `AFTERPUSH_REGISTRY_*` variable or `RUST_LOG`, plus `env`, so each test says exactly
+/// which registry and log settings apply; returns (exit status, stdout, stderr). A crash (a signal, as from a
+/// stack overflow) has no exit code, unlike a clean failure (1).
+pub fn afterpush_cli(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_afterpush"));
+    command.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AFTERPUSH_REGISTRY_") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    let out = command.output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Wraps the manifest `inner` in `depth` OCI indexes, each listing only the one below,
+/// stores them in `repo` (the outermost tagged `tag`) and returns the outermost. Such a
+/// chain is legal OCI, and hostile: it is how walkers that recurse get a stack overflow.
+pub async fn write_index_chain(
+    repo: &dyn afterpush::registry::Repository,
+    inner: &afterpush::registry::BlobRef,
+    depth: usize,
+    tag: &str,
+) -> afterpush::registry::Manifest {
+    use afterpush::oci::media;
+    let mut below = inner.clone();
+    let mut outer = None;
+    for level in 1..=depth {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_INDEX,
+            "manifests": [{
+                "mediaType": below.media_type,
+                "digest": below.digest.to_string(),
+                "size": below.size,
+            }],
+        });
+        let manifest = afterpush::registry::Manifest::new(
+            media::OCI_INDEX,
+            serde_json::to_vec(&index).unwrap(),
+        );
+        repo.put_manifest(&manifest, (level == depth).then_some(tag))
+            .await
+            .unwrap();
+        below = manifest.descriptor();
+        outer = Some(manifest);
+    }
+    outer.expect("depth >= 1")
+}
+
+/// Every file under `dir`, by path, with its bytes.
+pub fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}

@@ -3,7 +3,14 @@
 //!
 //! Tokens are cached per scope set until shortly before they expire. Secrets never show
 //! up in `Debug` output or logs.
+//!
+//! A challenge names its token realm, and any registry (or anyone between us and a
+//! registry reached over plain HTTP) can name any realm. So the realm must be http(s),
+//! plain HTTP only where registries may use it, and credentials go to a realm on another
+//! host only when the challenge came over HTTPS, or to loopback under the insecure
+//! setting (see [`check_realm`]). The token answer is read with a size cap and a deadline.
 
+use super::settings::{is_loopback, plain_http_allowed, ENV_INSECURE};
 use crate::registry::{RegistryError, Result};
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -189,6 +196,50 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
+/// Token answers are read up to this size. Tokens are JWTs of a few KiB; this leaves
+/// room for the largest seen in the wild while keeping a hostile realm that streams
+/// without end from exhausting memory.
+pub const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
+
+/// Whether a token may be requested from `realm`, in answer to a challenge received
+/// from `challenge_url`, and whether credentials may go with the request.
+///
+/// The realm must be an http(s) URL, plain HTTP only to loopback unless
+/// `allow_insecure_http` (as for registries). Credentials go to the registry's own
+/// origin; to another origin only when the challenge came over HTTPS (the registry we
+/// chose to trust named it, and no one in between could have) and the realm is HTTPS
+/// too, or, with `allow_insecure_http`, when the realm is on loopback.
+pub fn check_realm(
+    realm: &url::Url,
+    challenge_url: &url::Url,
+    allow_insecure_http: bool,
+    with_credentials: bool,
+) -> std::result::Result<(), String> {
+    if !matches!(realm.scheme(), "http" | "https") || realm.host_str().is_none() {
+        return Err(format!(
+            "token realm {realm} is not an http:// or https:// URL with a host"
+        ));
+    }
+    if !plain_http_allowed(realm, allow_insecure_http) {
+        return Err(format!(
+            "token realm {realm} is plain HTTP to a host other than loopback (allowed only with {ENV_INSECURE}=true)"
+        ));
+    }
+    if !with_credentials || realm.origin() == challenge_url.origin() {
+        return Ok(());
+    }
+    let over_https = challenge_url.scheme() == "https" && realm.scheme() == "https";
+    let local = allow_insecure_http && realm.host_str().is_some_and(is_loopback);
+    if over_https || local {
+        Ok(())
+    } else {
+        Err(format!(
+            "token realm {realm} is on another host than {}, and the challenge came over plain HTTP: credentials are not sent there (a loopback realm is allowed with {ENV_INSECURE}=true)",
+            challenge_url.origin().ascii_serialization()
+        ))
+    }
+}
+
 /// The token spec's default lifetime when `expires_in` is absent.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Tokens are dropped this long before they expire, so that none expires in flight.
@@ -207,6 +258,10 @@ pub struct Authenticator {
     /// (ECR, whose registry expects them; or after a Basic challenge was seen).
     basic_upfront: AtomicBool,
     tokens: tokio::sync::Mutex<HashMap<String, CachedToken>>,
+    /// Plain HTTP beyond loopback is allowed (for realms, as for registries).
+    allow_insecure_http: bool,
+    /// The longest a token request may take, answer included.
+    token_timeout: Duration,
 }
 
 impl fmt::Debug for Authenticator {
@@ -220,16 +275,22 @@ impl fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// `allow_insecure_http` and `token_timeout` come from the registry settings
+    /// (`allow_insecure_http`, `small_response_timeout`).
     pub fn new(
         registry: impl Into<String>,
         basic: Option<Arc<dyn CredentialSource>>,
         basic_upfront: bool,
+        allow_insecure_http: bool,
+        token_timeout: Duration,
     ) -> Self {
         Self {
             registry: registry.into(),
             basic,
             basic_upfront: AtomicBool::new(basic_upfront),
             tokens: Default::default(),
+            allow_insecure_http,
+            token_timeout,
         }
     }
 
@@ -252,13 +313,17 @@ impl Authenticator {
         Ok(None)
     }
 
-    /// Reacts to a 401's `WWW-Authenticate`. `Ok(true)` when the request should be sent
-    /// again (a token was obtained, or Basic credentials are now sent).
+    /// Reacts to a 401's `WWW-Authenticate`, received in answer to a request to
+    /// `challenge_url` that carried Basic credentials or not (`sent_basic`). `Ok(true)`
+    /// when the request should be sent again (a token was obtained, or Basic
+    /// credentials are now sent).
     pub async fn answer_challenge(
         &self,
         http: &reqwest::Client,
+        challenge_url: &url::Url,
         header: &str,
         scopes: &[String],
+        sent_basic: bool,
     ) -> Result<bool> {
         match parse_challenge(header) {
             Some(Challenge::Bearer {
@@ -278,17 +343,19 @@ impl Authenticator {
                     }
                 }
                 let token = self
-                    .fetch_token(http, &realm, service.as_deref(), &wanted)
+                    .fetch_token(http, challenge_url, &realm, service.as_deref(), &wanted)
                     .await?;
                 self.tokens.lock().await.insert(scopes.join(" "), token);
                 Ok(true)
             }
             Some(Challenge::Basic { .. }) => match &self.basic {
                 Some(source) => {
-                    let already = self.basic_upfront.swap(true, Ordering::Relaxed);
-                    // Sent and refused: fixed credentials are wrong (do not loop); a
+                    self.basic_upfront.store(true, Ordering::Relaxed);
+                    // Refused without the credentials (a request sent before the first
+                    // challenge was answered, maybe concurrently): send them. Refused
+                    // with them: fixed credentials are wrong (do not loop); a
                     // refreshable source (ECR) gets one fresh try.
-                    Ok(!already || source.invalidate().await)
+                    Ok(!sent_basic || source.invalidate().await)
                 }
                 None => Ok(false),
             },
@@ -299,6 +366,7 @@ impl Authenticator {
     async fn fetch_token(
         &self,
         http: &reqwest::Client,
+        challenge_url: &url::Url,
         realm: &str,
         service: Option<&str>,
         scopes: &[String],
@@ -309,6 +377,13 @@ impl Authenticator {
         };
         let mut url = url::Url::parse(realm)
             .map_err(|e| auth_err(format!("token realm {realm:?} is not a URL: {e}")))?;
+        check_realm(
+            &url,
+            challenge_url,
+            self.allow_insecure_http,
+            self.basic.is_some(),
+        )
+        .map_err(auth_err)?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(service) = service {
@@ -318,23 +393,44 @@ impl Authenticator {
                 q.append_pair("scope", s);
             }
         }
-        let mut request = http.get(url.clone());
+        // The deadline covers connecting, sending and reading the whole answer.
+        let mut request = http.get(url.clone()).timeout(self.token_timeout);
         if let Some(src) = &self.basic {
             request = request.header(
                 reqwest::header::AUTHORIZATION,
                 src.credentials().await?.basic_header(),
             );
         }
+        let transport_err = |e: reqwest::Error| {
+            if e.is_timeout() {
+                auth_err(format!(
+                    "token server {realm} sent no complete answer within {:?}",
+                    self.token_timeout
+                ))
+            } else {
+                auth_err(format!("token request to {realm}: {e}"))
+            }
+        };
         let started = Instant::now();
-        let response = request
-            .send()
-            .await
-            .map_err(|e| auth_err(format!("token request to {realm}: {e}")))?;
+        let mut response = request.send().await.map_err(transport_err)?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| auth_err(format!("token response from {realm}: {e}")))?;
+        let too_large = |size: u64| {
+            auth_err(format!(
+                "token server {realm} sent {size} bytes or more, over the {MAX_TOKEN_RESPONSE}-byte limit"
+            ))
+        };
+        if let Some(len) = response.content_length() {
+            if len > MAX_TOKEN_RESPONSE as u64 {
+                return Err(too_large(len));
+            }
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_err)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_TOKEN_RESPONSE {
+                return Err(too_large(body.len() as u64));
+            }
+        }
         if !status.is_success() {
             return Err(auth_err(format!(
                 "token server {realm} answered HTTP {} for scope {:?}: {}",
@@ -408,6 +504,118 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("<redacted>") && printed.contains("AWS"));
         assert_eq!(c.basic_header(), "Basic QVdTOmh1bnRlcjItdmVyeS1zZWNyZXQ=");
+    }
+
+    #[rstest::rstest]
+    // The registry's own origin: always, even over plain HTTP on loopback.
+    #[case(
+        "http://127.0.0.1:5000/token",
+        "http://127.0.0.1:5000/v2/",
+        false,
+        true,
+        true
+    )]
+    // Another host named over HTTPS, itself HTTPS: trusted as the registry is.
+    #[case(
+        "https://auth.example.com/token",
+        "https://registry.example.com/v2/",
+        false,
+        true,
+        true
+    )]
+    // Named over plain HTTP: no credentials elsewhere, not even another loopback port...
+    #[case(
+        "http://127.0.0.1:5001/token",
+        "http://127.0.0.1:5000/v2/",
+        false,
+        true,
+        false
+    )]
+    #[case(
+        "https://auth.example.com/token",
+        "http://registry.example.com/v2/",
+        true,
+        true,
+        false
+    )]
+    // ...unless loopback under the insecure setting.
+    #[case(
+        "http://127.0.0.1:5001/token",
+        "http://127.0.0.1:5000/v2/",
+        true,
+        true,
+        true
+    )]
+    #[case(
+        "http://localhost:5001/token",
+        "http://127.0.0.1:5000/v2/",
+        true,
+        true,
+        true
+    )]
+    // An HTTPS registry cannot downgrade credentials to a plain-HTTP realm elsewhere.
+    #[case(
+        "http://auth.example.com/token",
+        "https://registry.example.com/v2/",
+        false,
+        true,
+        false
+    )]
+    #[case(
+        "http://127.0.0.1:5001/token",
+        "https://registry.example.com/v2/",
+        false,
+        true,
+        false
+    )]
+    // Without credentials any http(s) realm will do, plain HTTP only where allowed.
+    #[case(
+        "http://127.0.0.1:5001/token",
+        "http://127.0.0.1:5000/v2/",
+        false,
+        false,
+        true
+    )]
+    #[case(
+        "http://auth.example.com/token",
+        "https://registry.example.com/v2/",
+        false,
+        false,
+        false
+    )]
+    #[case(
+        "http://auth.example.com/token",
+        "https://registry.example.com/v2/",
+        true,
+        false,
+        true
+    )]
+    // Never anything but http(s).
+    #[case(
+        "ftp://127.0.0.1/token",
+        "http://127.0.0.1:5000/v2/",
+        true,
+        false,
+        false
+    )]
+    #[case("file:///etc/passwd", "http://127.0.0.1:5000/v2/", true, true, false)]
+    fn realms_and_where_credentials_may_go(
+        #[case] realm: &str,
+        #[case] challenge: &str,
+        #[case] insecure: bool,
+        #[case] credentials: bool,
+        #[case] allowed: bool,
+    ) {
+        let result = check_realm(
+            &realm.parse().unwrap(),
+            &challenge.parse().unwrap(),
+            insecure,
+            credentials,
+        );
+        assert_eq!(result.is_ok(), allowed, "{result:?}");
+        if let Err(message) = result {
+            assert!(message.contains(realm), "{message}");
+        }
     }
 
     proptest! {

@@ -33,6 +33,8 @@ pub struct RegistryClient {
     pub(super) retry: RetryPolicy,
     pub(super) monolithic_max: u64,
     pub(super) chunk_size: usize,
+    /// See [`RegistrySettings::small_response_timeout`].
+    pub(super) small_response_timeout: Duration,
 }
 
 /// One request, kept re-sendable: bodies are in memory (uploads send chunks).
@@ -45,6 +47,9 @@ pub(crate) struct Req {
     /// Token scopes the request needs (`repository:NAME:pull[,push]`).
     pub scopes: Vec<String>,
     pub subject: Subject,
+    /// A blob transfer (a blob read, an upload's chunk): only the read timeout applies,
+    /// not the total deadline of every other request.
+    pub streaming: bool,
 }
 
 impl Req {
@@ -56,7 +61,13 @@ impl Req {
             body: None,
             scopes,
             subject,
+            streaming: false,
         }
+    }
+    /// Marks a blob transfer (see [`Req::streaming`](Self::streaming)).
+    pub fn streaming(mut self) -> Self {
+        self.streaming = true;
+        self
     }
     pub fn header(mut self, name: HeaderName, value: &str) -> Result<Self> {
         let v = HeaderValue::from_str(value).map_err(|_| RegistryError::Invalid {
@@ -163,10 +174,17 @@ impl RegistryClient {
             http,
             base,
             host: host.to_string(),
-            auth: Authenticator::new(host, source, upfront),
+            auth: Authenticator::new(
+                host,
+                source,
+                upfront,
+                settings.allow_insecure_http,
+                settings.small_response_timeout,
+            ),
             retry: settings.retry.clone(),
             monolithic_max: settings.monolithic_max,
             chunk_size: settings.chunk_size.max(1),
+            small_response_timeout: settings.small_response_timeout,
         })
     }
 
@@ -197,14 +215,22 @@ impl RegistryClient {
                 .http
                 .request(req.method.clone(), req.url.clone())
                 .headers(req.headers.clone());
-            if let Some(value) = self.auth.header_for(&req.scopes).await? {
+            let authorization = self.auth.header_for(&req.scopes).await?;
+            let sent_basic = authorization
+                .as_deref()
+                .is_some_and(|v| v.starts_with("Basic "));
+            if let Some(value) = authorization {
                 builder = builder.header(AUTHORIZATION, value);
             }
             if let Some(body) = &req.body {
                 builder = builder.body(body.clone());
             }
+            if !req.streaming {
+                // From connecting to the answer's last byte, read here or by the caller.
+                builder = builder.timeout(self.small_response_timeout);
+            }
             let err = match builder.send().await {
-                Err(e) => interpret_transport(req.url.as_str(), &e),
+                Err(e) => self.transport_error(req, &e),
                 Ok(response) => {
                     let status = response.status();
                     if status.is_success() {
@@ -219,7 +245,13 @@ impl RegistryClient {
                         if let Some(challenge) = challenge {
                             if self
                                 .auth
-                                .answer_challenge(&self.http, &challenge, &req.scopes)
+                                .answer_challenge(
+                                    &self.http,
+                                    &req.url,
+                                    &challenge,
+                                    &req.scopes,
+                                    sent_basic,
+                                )
                                 .await?
                             {
                                 challenge_answered = true;
@@ -229,7 +261,7 @@ impl RegistryClient {
                         }
                     }
                     let retry_after = retry_after(response.headers());
-                    let body = read_error_body(response).await;
+                    let body = read_error_body(response, self.small_response_timeout).await;
                     let err = interpret_failure(&req.subject, req.url.as_str(), status, &body);
                     if err.is_retryable() && self.retry.allows_another(attempt) {
                         let delay = retry_after
@@ -277,7 +309,7 @@ impl RegistryClient {
                 while let Some(chunk) = response
                     .chunk()
                     .await
-                    .map_err(|e| interpret_transport(req.url.as_str(), &e))?
+                    .map_err(|e| self.transport_error(req, &e))?
                 {
                     body.extend_from_slice(&chunk);
                     if body.len() > limit {
@@ -298,6 +330,26 @@ impl RegistryClient {
     }
 }
 
+impl RegistryClient {
+    /// A transport error of `req`, saying so when the total deadline ran out.
+    fn transport_error(&self, req: &Req, e: &reqwest::Error) -> RegistryError {
+        let err = interpret_transport(req.url.as_str(), e);
+        match err {
+            RegistryError::Transport { url, retryable, .. } if e.is_timeout() && !req.streaming => {
+                RegistryError::Transport {
+                    url,
+                    message: format!(
+                        "{}: no complete answer within {:?}",
+                        req.subject.what, self.small_response_timeout
+                    ),
+                    retryable,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(RETRY_AFTER)?
@@ -309,14 +361,19 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-async fn read_error_body(mut response: Response) -> Vec<u8> {
+/// Reads an error body, up to [`MAX_ERROR_BODY`] and for at most `deadline` (it is only
+/// quoted: what arrived in time is enough).
+async fn read_error_body(mut response: Response, deadline: Duration) -> Vec<u8> {
     let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= MAX_ERROR_BODY {
-            body.truncate(MAX_ERROR_BODY);
-            break;
+    let read = async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() >= MAX_ERROR_BODY {
+                break;
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(deadline, read).await;
+    body.truncate(MAX_ERROR_BODY);
     body
 }

@@ -178,7 +178,7 @@ impl DistributionRepository {
         self.parse_reference(&reference)?;
         if manifest.bytes.len() > MAX_MANIFEST_SIZE {
             return Err(RegistryError::ManifestTooLarge {
-                what: shown,
+                what: format!("manifest {shown}"),
                 size: manifest.bytes.len(),
             });
         }
@@ -257,7 +257,8 @@ impl DistributionRepository {
             self.url(&format!("blobs/{digest}"))?,
             self.scopes(false),
             self.subject(format!("blob {digest}")),
-        );
+        )
+        .streaming();
         match range {
             None => Ok(req),
             Some((start, Some(end))) => req.header(RANGE, &format!("bytes={start}-{}", end - 1)),
@@ -548,7 +549,7 @@ impl Repository for DistributionRepository {
             .client
             .execute_small(&req, MAX_MANIFEST_SIZE, |size| {
                 RegistryError::ManifestTooLarge {
-                    what: shown.clone(),
+                    what: format!("manifest {shown}"),
                     size,
                 }
             })

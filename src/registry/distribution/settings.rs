@@ -38,6 +38,8 @@ pub enum AuthMode {
 pub const DEFAULT_MONOLITHIC_MAX: u64 = 8 * 1024 * 1024;
 /// Chunk size of chunked uploads (the memory bound of an upload).
 pub const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
+/// See [`RegistrySettings::small_response_timeout`].
+pub const DEFAULT_SMALL_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Settings of the registry client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,11 @@ pub struct RegistrySettings {
     pub retry: RetryPolicy,
     pub monolithic_max: u64,
     pub chunk_size: usize,
+    /// The longest one attempt of a request that is not a blob transfer may take, from
+    /// connecting to the last byte of the answer: manifests, tag lists, referrers, token
+    /// requests, error bodies. The read timeout alone lets a server that drips a byte
+    /// now and then hold a request forever.
+    pub small_response_timeout: std::time::Duration,
 }
 
 impl Default for RegistrySettings {
@@ -61,6 +68,7 @@ impl Default for RegistrySettings {
             retry: RetryPolicy::default(),
             monolithic_max: DEFAULT_MONOLITHIC_MAX,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            small_response_timeout: DEFAULT_SMALL_RESPONSE_TIMEOUT,
         }
     }
 }
@@ -83,7 +91,7 @@ impl RegistrySettings {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         let mut s = Self::default();
         if let Some(e) = get(ENV_ENDPOINT) {
-            s.endpoint = Some(parse_endpoint(&e)?);
+            s.endpoint = Some(parse_base_url(&e, ENV_ENDPOINT)?);
         }
         if let Some(v) = get(ENV_INSECURE) {
             s.allow_insecure_http = match v.trim().to_ascii_lowercase().as_str() {
@@ -148,13 +156,11 @@ impl RegistrySettings {
                 } else {
                     "https"
                 };
-                parse_endpoint(&format!("{scheme}://{host}"))?
+                // The host comes from a reference, not from ENV_ENDPOINT: errors name it.
+                parse_base_url(&format!("{scheme}://{host}"), host)?
             }
         };
-        if url.scheme() == "http"
-            && !self.allow_insecure_http
-            && !url.host_str().is_some_and(is_loopback)
-        {
+        if !plain_http_allowed(&url, self.allow_insecure_http) {
             return Err(invalid(
                 ENV_ENDPOINT,
                 format!(
@@ -166,19 +172,25 @@ impl RegistrySettings {
     }
 }
 
-/// Parses an endpoint URL: http or https, no query, path ending in `/`.
-fn parse_endpoint(s: &str) -> Result<Url> {
-    let mut url = Url::parse(s.trim())
-        .map_err(|e| invalid(ENV_ENDPOINT, format!("{s:?} is not a URL: {e}")))?;
+/// False for a plain-HTTP URL to a host other than loopback, unless `allow_insecure_http`.
+pub fn plain_http_allowed(url: &Url, allow_insecure_http: bool) -> bool {
+    url.scheme() != "http" || allow_insecure_http || url.host_str().is_some_and(is_loopback)
+}
+
+/// Parses a base URL (the endpoint setting, or one made from a reference's host): http
+/// or https, no query, path ending in `/`. Errors are located at `what`.
+fn parse_base_url(s: &str, what: &str) -> Result<Url> {
+    let mut url =
+        Url::parse(s.trim()).map_err(|e| invalid(what, format!("{s:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(invalid(
-            ENV_ENDPOINT,
+            what,
             format!("{s:?} must be an http:// or https:// URL with a host"),
         ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid(
-            ENV_ENDPOINT,
+            what,
             format!("{s:?} must not have a query or fragment"),
         ));
     }
@@ -234,6 +246,18 @@ mod tests {
         assert_eq!(
             s.base_url("127.0.0.1:5000").unwrap().as_str(),
             "http://127.0.0.1:5000/"
+        );
+    }
+
+    #[test]
+    fn a_bad_host_is_blamed_on_the_host_not_the_endpoint_setting() {
+        let err = RegistrySettings::default()
+            .base_url("127.0.0.1:99999")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("127.0.0.1:99999") && err.contains("port") && !err.contains(ENV_ENDPOINT),
+            "{err}"
         );
     }
 

@@ -189,7 +189,8 @@ impl DistributionRepository {
             self.upload_subject(digest),
         )
         .header(CONTENT_TYPE, "application/octet-stream")?
-        .body(body);
+        .body(body)
+        .streaming();
         let response = self.client.execute(&req).await?;
         if let Some(stored) = header_digest(response.headers()) {
             if &stored != digest {
@@ -344,7 +345,8 @@ impl DistributionRepository {
         )
         .header(CONTENT_TYPE, "application/octet-stream")?
         .header(CONTENT_RANGE, &format!("{offset}-{end}"))?
-        .body(chunk);
+        .body(chunk)
+        .streaming();
         let response = self.client.execute(&req).await?;
         self.location_of(&response, digest)
     }
