@@ -18,7 +18,7 @@ mod tar;
 
 pub use error::ZtocError;
 pub use gzip::{Checkpoint, Checkpoints, WINDOW_SIZE};
-pub use restore::{extract_file, LayerReader};
+pub use restore::{extract_file, extract_file_to, LayerReader};
 pub use tar::MAX_RECORD_SIZE;
 
 use std::collections::BTreeMap;
@@ -27,6 +27,25 @@ use std::collections::BTreeMap;
 pub const ZTOC_VERSION: &str = "0.9";
 /// soci's default span size (4 MiB).
 pub const DEFAULT_SPAN_SIZE: u64 = 4 * 1024 * 1024;
+/// The smallest span size a user may ask for: below it a gzip zTOC holds a 32 KiB window
+/// per span, as big as the data it indexes.
+pub const MIN_SPAN_SIZE: u64 = 64 * 1024;
+/// The largest span size a user may ask for, and the largest [`ZtocBuilder`] accepts:
+/// restoring a file reads (and holds) whole spans.
+pub const MAX_SPAN_SIZE: u64 = 1024 * 1024 * 1024;
+
+/// Checks a span size a user asked for (`--span-size` of `ztoc create` and `soci create`,
+/// the indexer's `SPAN_SIZE`): [`MIN_SPAN_SIZE`] to [`MAX_SPAN_SIZE`].
+///
+/// # Errors
+/// [`ZtocError::SpanSize`] outside that range.
+pub fn check_span_size(span_size: u64) -> Result<u64, ZtocError> {
+    if (MIN_SPAN_SIZE..=MAX_SPAN_SIZE).contains(&span_size) {
+        Ok(span_size)
+    } else {
+        Err(ZtocError::SpanSize { span_size })
+    }
+}
 
 /// How a layer blob is compressed (the zTOC `CompressionAlgorithm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,11 +250,28 @@ pub struct ZtocBuilder {
 
 impl ZtocBuilder {
     /// A builder for a layer of the given compression.
+    ///
+    /// Any span size from 1 byte to [`MAX_SPAN_SIZE`] builds (tests use tiny spans on
+    /// tiny layers); another fails on the first `feed` with [`ZtocError::SpanSize`].
+    /// Users' settings go through [`check_span_size`] first.
     pub fn new(compression: LayerCompression, options: ZtocOptions) -> Self {
-        let options = ZtocOptions {
-            span_size: options.span_size.max(1),
-            ..options
-        };
+        if !(1..=MAX_SPAN_SIZE).contains(&options.span_size) {
+            return ZtocBuilder {
+                failed: Some(
+                    ZtocError::SpanSize {
+                        span_size: options.span_size,
+                    }
+                    .to_string(),
+                ),
+                options: ZtocOptions {
+                    span_size: 1,
+                    ..options
+                },
+                compression,
+                engine: Engine::uncompressed(),
+                tar: tar::TarIndexer::new(),
+            };
+        }
         let (engine, failed) = match compression {
             LayerCompression::Gzip => match gzip::GzipIndexer::new(options.span_size) {
                 Ok(g) => (Engine::Gzip(g), None),
