@@ -472,6 +472,37 @@ mod tests {
         assert_eq!(detect_compression(&bad), None);
     }
 
+    /// Random deflate data after a gzip header fails with what is wrong, never with
+    /// zlib-rs's "repeated call with bad state" (see `inflate::FAST_PATH_LOST_MESSAGE`),
+    /// which some of these layers produced before.
+    #[test]
+    fn random_deflate_data_names_the_cause() {
+        let (mut corrupt, mut from_fast_decoder) = (0, 0);
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..200 {
+            let mut layer = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+            while layer.len() < 4096 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                layer.extend_from_slice(&x.to_le_bytes());
+            }
+            match build_from_reader(&layer[..], ZtocOptions::default(), |_| {}) {
+                Err(ZtocError::CorruptGzip { reason, .. }) => {
+                    assert!(!reason.contains("repeated call"), "{reason}");
+                    corrupt += 1;
+                    from_fast_decoder += usize::from(reason.contains("fast decoder"));
+                }
+                Err(other) => assert!(!other.to_string().contains("repeated call"), "{other}"),
+                Ok(_) => {}
+            }
+        }
+        assert!(
+            corrupt > 0 && from_fast_decoder > 0,
+            "{corrupt} corrupt, {from_fast_decoder} from the fast decoder"
+        );
+    }
+
     #[test]
     fn xattrs_and_opaque_whiteouts_need_xattrs() {
         let entry = |name: &str, key: Option<&str>| FileMetadata {
