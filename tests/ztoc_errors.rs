@@ -654,3 +654,51 @@ fn list_and_info_escape_control_characters() {
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(info["build_tool_identifier"], "tool\x1b[31m");
 }
+
+#[test]
+fn create_holds_many_tiny_entries_compactly() {
+    use std::io::Write;
+    const ENTRIES: usize = 300_000;
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("many.tar.gz");
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&layer).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut b = tar::Builder::new(std::io::BufWriter::new(gz));
+        for i in 0..ENTRIES {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_mtime(1_700_000_000);
+            h.set_username("root").unwrap();
+            h.set_groupname("root").unwrap();
+            let name = format!("usr/share/dir{:04}/file-{i:07}.txt", i / 1000);
+            b.append_data(&mut h, name, &b"x"[..]).unwrap();
+        }
+        let buffered = b.into_inner().unwrap();
+        let gz = buffered.into_inner().map_err(|e| e.into_error()).unwrap();
+        gz.finish().unwrap().flush().unwrap();
+    }
+    let out = dir.path().join("many.ztoc");
+    let rss = afterpush_peak_rss(
+        &[
+            "ztoc".as_ref(),
+            "create".as_ref(),
+            layer.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ],
+        tempfile::tempfile().unwrap(),
+    );
+    let ztoc_size = std::fs::metadata(&out).unwrap().len();
+    let z = afterpush::ztoc::Ztoc::from_bytes(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(z.files.len(), ENTRIES);
+    // The zTOC itself is ~56 MB; holding every entry as a FileMetadata (~330 bytes each)
+    // peaked at ~165 MB, compact entries at ~100 MB.
+    assert!(
+        rss < ztoc_size + (72 << 20),
+        "{ENTRIES} entries: peak RSS {rss} bytes for a {ztoc_size}-byte zTOC"
+    );
+}

@@ -158,19 +158,18 @@ fn create(
         ProgressBar::hidden()
     };
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let z = ztoc::build_from_reader(reader, options, |n| bar.set_position(n))
+    let z = ztoc::encode_from_reader(reader, options, |n| bar.set_position(n))
         .map_err(|e| e.in_layer(layer.display().to_string()))?;
     bar.finish_and_clear();
     let summary = format!(
         "{}: {} entries, {} spans, {} bytes uncompressed",
         output.display(),
-        z.files.len(),
-        z.max_span_id + 1,
+        z.entries,
+        z.spans,
         z.uncompressed_archive_size
     );
-    let bytes = z.into_bytes();
     write_atomically(output, |out| {
-        out.write_all(&bytes)
+        out.write_all(&z.bytes)
             .with_context(|| format!("writing {}", output.display()))
     })?;
     eprintln!("{summary}");
