@@ -22,12 +22,21 @@ pub fn temp_file_in(dir: &Path, suffix: &str) -> std::io::Result<NamedTempFile> 
 
 /// Writes `path` through [`temp_file_in`] in its directory and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically_with(path, |out| out.write_all(bytes))
+}
+
+/// Like [`write_atomically`], with the content written by `write` (for output that is
+/// streamed rather than held whole); an error from `write` leaves nothing behind.
+pub fn write_atomically_with<E: From<std::io::Error>>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<(), E> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let mut tmp = temp_file_in(dir, "")?;
-    tmp.write_all(bytes)?;
+    write(tmp.as_file_mut())?;
     // On disk before the rename, so that a crash leaves the old file or the new one.
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;

@@ -224,7 +224,7 @@ fn cli_create_info_list_get_file_and_no_output_on_error() {
         "-o".as_ref(),
         out.as_os_str(),
         "--span-size".as_ref(),
-        "8192".as_ref(),
+        "65536".as_ref(),
         "--build-tool-id".as_ref(),
         "cli test".as_ref(),
     ]);
@@ -242,7 +242,7 @@ fn cli_create_info_list_get_file_and_no_output_on_error() {
     assert!(o.status.success());
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(info["entries"], 20);
-    assert_eq!(info["span_size"], 8192);
+    assert_eq!(info["span_size"], 65536);
     assert_eq!(
         info["checkpoints"].as_array().unwrap().len() as i32,
         z.max_span_id + 1
@@ -294,5 +294,411 @@ fn cli_create_info_list_get_file_and_no_output_on_error() {
         leftovers.len(),
         4,
         "no temporary files left behind: {leftovers:?}"
+    );
+}
+
+fn run_ok(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let o = afterpush(args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// `small_tar` with other bytes of the same sizes: the same TOC, other contents.
+fn small_tar_other_bytes() -> Vec<u8> {
+    let tar = small_tar();
+    let other: Vec<u8> = String::from_utf8(tar.clone())
+        .unwrap()
+        .replace("file number", "FILE NUMBER")
+        .into_bytes();
+    assert_eq!(other.len(), tar.len());
+    // Only the data changed: headers (names, sizes, checksums) stay valid.
+    let z = ztoc_util::build(&other, 64 * 1024, &[4096]).unwrap();
+    assert_eq!(z.files.len(), 20);
+    other
+}
+
+#[test]
+fn tar_ztoc_used_with_another_layer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = small_tar();
+    let layer = dir.path().join("layer.tar");
+    std::fs::write(&layer, &tar).unwrap();
+    let other = dir.path().join("other.tar");
+    std::fs::write(&other, small_tar_other_bytes()).unwrap();
+    let gzipped = dir.path().join("layer.tar.gz");
+    std::fs::write(&gzipped, gz(&tar)).unwrap();
+    let ztoc_path = dir.path().join("layer.ztoc");
+    run_ok(&[
+        "ztoc".as_ref(),
+        "create".as_ref(),
+        layer.as_os_str(),
+        "-o".as_ref(),
+        ztoc_path.as_os_str(),
+        "--span-size".as_ref(),
+        "65536".as_ref(),
+    ]);
+    let get = |layer: &std::path::Path| {
+        afterpush(&[
+            "ztoc".as_ref(),
+            "get-file".as_ref(),
+            ztoc_path.as_os_str(),
+            layer.as_os_str(),
+            "dir/file-7".as_ref(),
+        ])
+    };
+    let o = get(&layer);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, "file number 7\n".repeat(1600).into_bytes());
+    // Same size, other bytes: the span holding the file does not match.
+    let o = get(&other);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "other.tar: accepted");
+    assert!(o.stdout.is_empty(), "other.tar: printed bytes");
+    assert!(
+        stderr.contains("other.tar") && stderr.contains("span 1 ") && stderr.contains("digest"),
+        "{stderr}"
+    );
+    // The gzip of the same tar, and a truncated tar: not the size the zTOC describes.
+    let short = dir.path().join("short.tar");
+    std::fs::write(&short, &tar[..tar.len() / 2]).unwrap();
+    for (wrong, name) in [(&gzipped, "layer.tar.gz"), (&short, "short.tar")] {
+        let o = get(wrong);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name}: accepted");
+        assert!(o.stdout.is_empty(), "{name}: printed bytes");
+        assert!(
+            stderr.contains(name)
+                && stderr.contains(&format!("describes a layer of {} bytes", tar.len())),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn tar_ztoc_spans_must_fit_the_layer() {
+    let tar = small_tar();
+    let good = ztoc_util::build(&tar, 64 * 1024, &[4096]).unwrap();
+    let extract = |z: &afterpush::ztoc::Ztoc| {
+        afterpush::ztoc::extract_file(z, &tar, "dir/file-19").map_err(|e| e.to_string())
+    };
+    assert!(extract(&good).unwrap() == "file number 19\n".repeat(4000).into_bytes());
+    // From here on only the errors matter (not the bytes, should one succeed).
+    let extract = |z: &afterpush::ztoc::Ztoc| extract(z).map(|bytes| bytes.len());
+    let mut no_digests = good.clone();
+    no_digests.span_digests.clear();
+    assert!(extract(&no_digests).unwrap_err().contains("span digests"));
+    let mut bigger = good.clone();
+    bigger.compressed_archive_size += 1;
+    assert!(extract(&bigger)
+        .unwrap_err()
+        .contains("describes a layer of"));
+    let mut past_the_end = good.clone();
+    let last = past_the_end.files.len() - 1;
+    past_the_end.files[last].uncompressed_size = tar.len() as i64;
+    assert!(extract(&past_the_end).unwrap_err().contains("run past"));
+}
+
+#[test]
+fn span_size_out_of_range_is_refused_by_ztoc_and_soci_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("layer.tar");
+    std::fs::write(&layer, small_tar()).unwrap();
+    let out = dir.path().join("layer.ztoc");
+    for bad in [
+        "0",
+        "1024",
+        "2GiB",
+        "9223372036854775808",
+        "18446744073709551615",
+    ] {
+        let o = afterpush(&[
+            "ztoc".as_ref(),
+            "create".as_ref(),
+            layer.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--span-size".as_ref(),
+            bad.as_ref(),
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "ztoc create --span-size {bad} accepted"
+        );
+        assert!(
+            stderr.contains("--span-size") && stderr.contains("out of range"),
+            "{bad}: {stderr}"
+        );
+        assert!(!out.exists(), "{bad}: a zTOC was written");
+        // `soci create` refuses it before opening the image.
+        let o = afterpush(&[
+            "soci".as_ref(),
+            "create".as_ref(),
+            format!("oci:{}", dir.path().join("no-such-layout").display()).as_ref(),
+            "--span-size".as_ref(),
+            bad.as_ref(),
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && stderr.contains("out of range"),
+            "soci create --span-size {bad}: {stderr}"
+        );
+    }
+    // The range's ends and units are accepted.
+    for good in ["64KiB", "1GiB", "4194304"] {
+        run_ok(&[
+            "ztoc".as_ref(),
+            "create".as_ref(),
+            layer.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--span-size".as_ref(),
+            good.as_ref(),
+        ]);
+        let info = afterpush(&[
+            "ztoc".as_ref(),
+            "info".as_ref(),
+            out.as_os_str(),
+            "--json".as_ref(),
+        ]);
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        let expected = afterpush::soci::settings::parse_size(good).unwrap();
+        assert_eq!(info["span_size"], expected, "{good}");
+    }
+}
+
+/// Peak RSS in bytes of `afterpush args...`, measured by GNU time (`%M`, KiB).
+fn afterpush_peak_rss(args: &[&std::ffi::OsStr], stdout: std::fs::File) -> u64 {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let status = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(report.path())
+        .arg(env!("CARGO_BIN_EXE_afterpush"))
+        .args(args)
+        .stdout(stdout)
+        .status()
+        .expect("GNU time is required by this test: apt-get install -y time");
+    assert!(status.success(), "afterpush {args:?} failed");
+    let text = std::fs::read_to_string(report.path()).unwrap();
+    text.trim().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn get_file_streams_a_big_file_in_bounded_memory() {
+    use std::io::{Read, Write};
+    const SIZE: u64 = 192 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("big.tar.gz");
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&layer).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut b = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(SIZE);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "big", std::io::repeat(b'x').take(SIZE))
+            .unwrap();
+        b.into_inner().unwrap().finish().unwrap().flush().unwrap();
+    }
+    let ztoc_path = dir.path().join("big.ztoc");
+    run_ok(&[
+        "ztoc".as_ref(),
+        "create".as_ref(),
+        layer.as_os_str(),
+        "-o".as_ref(),
+        ztoc_path.as_os_str(),
+    ]);
+    let out_path = dir.path().join("big.out");
+    let rss = afterpush_peak_rss(
+        &[
+            "ztoc".as_ref(),
+            "get-file".as_ref(),
+            ztoc_path.as_os_str(),
+            layer.as_os_str(),
+            "big".as_ref(),
+        ],
+        std::fs::File::create(&out_path).unwrap(),
+    );
+    // Check the output without holding it whole either.
+    let mut got = std::fs::File::open(&out_path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = got.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().all(|&b| b == b'x'), "wrong bytes");
+        total += n as u64;
+    }
+    assert_eq!(total, SIZE);
+    assert!(
+        rss < 64 << 20,
+        "get-file of a {SIZE}-byte file peaked at {rss} bytes RSS"
+    );
+}
+
+#[test]
+fn create_and_get_file_refuse_to_write_over_their_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = small_tar();
+    let layer = dir.path().join("layer.tar");
+    std::fs::write(&layer, &tar).unwrap();
+    let link = dir.path().join("link.tar");
+    std::os::unix::fs::symlink(&layer, &link).unwrap();
+    let hard = dir.path().join("hard.tar");
+    std::fs::hard_link(&layer, &hard).unwrap();
+    let dotted = dir.path().join(".").join("layer.tar");
+    for output in [&layer, &link, &hard, &dotted] {
+        let o = afterpush(&[
+            "ztoc".as_ref(),
+            "create".as_ref(),
+            layer.as_os_str(),
+            "-o".as_ref(),
+            output.as_os_str(),
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "-o {}: accepted", output.display());
+        assert!(
+            stderr.contains("refusing to replace") && stderr.contains("layer.tar"),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read(&layer).unwrap(), tar, "the layer changed");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    }
+    // get-file: neither the zTOC nor the layer may be the output.
+    let ztoc_path = dir.path().join("layer.ztoc");
+    run_ok(&[
+        "ztoc".as_ref(),
+        "create".as_ref(),
+        link.as_os_str(),
+        "-o".as_ref(),
+        ztoc_path.as_os_str(),
+    ]);
+    let ztoc_bytes = std::fs::read(&ztoc_path).unwrap();
+    for output in [&layer, &ztoc_path] {
+        let o = afterpush(&[
+            "ztoc".as_ref(),
+            "get-file".as_ref(),
+            ztoc_path.as_os_str(),
+            layer.as_os_str(),
+            "dir/file-1".as_ref(),
+            "-o".as_ref(),
+            output.as_os_str(),
+        ]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to replace"));
+    }
+    assert_eq!(std::fs::read(&layer).unwrap(), tar);
+    assert_eq!(std::fs::read(&ztoc_path).unwrap(), ztoc_bytes);
+}
+
+#[test]
+fn list_and_info_escape_control_characters() {
+    let evil = "evil\x1b[2J\x07\r\nforged line\u{202e}txt.exe\\";
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", evil.as_bytes()), ("linkpath", b"t\x1b]0;x\x07")])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_data(&mut h, "placeholder", &b""[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("layer.tar");
+    std::fs::write(&layer, &tar).unwrap();
+    let ztoc_path = dir.path().join("layer.ztoc");
+    run_ok(&[
+        "ztoc".as_ref(),
+        "create".as_ref(),
+        layer.as_os_str(),
+        "-o".as_ref(),
+        ztoc_path.as_os_str(),
+        "--build-tool-id".as_ref(),
+        "tool\x1b[31m".as_ref(),
+    ]);
+    let z = afterpush::ztoc::Ztoc::from_bytes(&std::fs::read(&ztoc_path).unwrap()).unwrap();
+    assert_eq!(z.files[0].name, evil, "the zTOC keeps the name as it is");
+
+    let o = run_ok(&["ztoc".as_ref(), "list".as_ref(), ztoc_path.as_os_str()]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        !text.contains(['\x1b', '\x07', '\r', '\u{202e}']),
+        "raw control characters: {text:?}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one header and one entry line: {text:?}");
+    assert!(
+        lines[1].ends_with(
+            "evil\\u{1b}[2J\\u{7}\\r\\nforged line\\u{202e}txt.exe\\\\ -> t\\u{1b}]0;x\\u{7}"
+        ),
+        "{}",
+        lines[1]
+    );
+
+    let o = run_ok(&["ztoc".as_ref(), "info".as_ref(), ztoc_path.as_os_str()]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("tool\\u{1b}[31m") && !text.contains('\x1b'),
+        "{text}"
+    );
+    // JSON keeps the exact strings (escaped the JSON way).
+    let o = run_ok(&[
+        "ztoc".as_ref(),
+        "info".as_ref(),
+        ztoc_path.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["build_tool_identifier"], "tool\x1b[31m");
+}
+
+#[test]
+fn create_holds_many_tiny_entries_compactly() {
+    use std::io::Write;
+    const ENTRIES: usize = 300_000;
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("many.tar.gz");
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&layer).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut b = tar::Builder::new(std::io::BufWriter::new(gz));
+        for i in 0..ENTRIES {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_mtime(1_700_000_000);
+            h.set_username("root").unwrap();
+            h.set_groupname("root").unwrap();
+            let name = format!("usr/share/dir{:04}/file-{i:07}.txt", i / 1000);
+            b.append_data(&mut h, name, &b"x"[..]).unwrap();
+        }
+        let buffered = b.into_inner().unwrap();
+        let gz = buffered.into_inner().map_err(|e| e.into_error()).unwrap();
+        gz.finish().unwrap().flush().unwrap();
+    }
+    let out = dir.path().join("many.ztoc");
+    let rss = afterpush_peak_rss(
+        &[
+            "ztoc".as_ref(),
+            "create".as_ref(),
+            layer.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ],
+        tempfile::tempfile().unwrap(),
+    );
+    let ztoc_size = std::fs::metadata(&out).unwrap().len();
+    let z = afterpush::ztoc::Ztoc::from_bytes(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(z.files.len(), ENTRIES);
+    // The zTOC itself is ~56 MB; holding every entry as a FileMetadata (~330 bytes each)
+    // peaked at ~165 MB, compact entries at ~100 MB.
+    assert!(
+        rss < ztoc_size + (72 << 20),
+        "{ENTRIES} entries: peak RSS {rss} bytes for a {ztoc_size}-byte zTOC"
     );
 }

@@ -1,5 +1,6 @@
 //! A bounded-time fuzz harness on stable Rust (no cargo-fuzz here): random bytes and
-//! random mutations of valid layers and zTOCs, for about 10 seconds in total. Errors are
+//! random mutations of valid layers and zTOCs, each test for its own
+//! time budget (`ZTOC_FUZZ_SECONDS`, else 5 to 10 s). Errors are
 //! fine; a panic (or an infinite loop) fails the test. Reproduce a run with
 //! `ZTOC_FUZZ_SEED=<seed printed below> cargo test --test ztoc_fuzz -- --nocapture`.
 
@@ -319,4 +320,104 @@ fn fuzz_cached_ztocs_for_a_bounded_time() {
         start.elapsed()
     );
     assert!(runs > 0);
+}
+
+/// The bytes a tar-layer zTOC entry designates: `tar[offset..offset + size]` of the
+/// entry `extract_file` resolves `name` to (following hard links like it), or `None`
+/// when that is not a regular file inside the layer.
+fn designated_bytes<'a>(z: &Ztoc, tar: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut entry = z.find(name)?;
+    for _ in 0..16 {
+        if entry.file_type != "hardlink" {
+            break;
+        }
+        entry = z.find(&entry.linkname)?;
+    }
+    let start = usize::try_from(entry.uncompressed_offset).ok()?;
+    let size = usize::try_from(entry.uncompressed_size).ok()?;
+    (entry.file_type == "reg").then_some(())?;
+    tar.get(start..start.checked_add(size)?)
+}
+
+/// Tar-layer zTOCs: a mutated zTOC used with the real layer, and the real zTOC used with
+/// a mutated layer. Restoring a file gives an error or the right bytes (those the zTOC's
+/// entry designates in the real layer), never other bytes, never a panic.
+#[test]
+fn fuzz_tar_layer_ztocs_for_a_bounded_time() {
+    let seed = seed();
+    println!("ZTOC_FUZZ_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let budget = Duration::from_secs(
+        std::env::var("ZTOC_FUZZ_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    );
+    let tar = valid_tar(&mut rng);
+    let span = 4096;
+    let good = ztoc_util::build(&tar, span, &[1000]).unwrap();
+    let good_bytes = good.to_bytes();
+    let names: Vec<String> = good.files.iter().map(|f| f.name.clone()).collect();
+    let start = Instant::now();
+    let (mut runs, mut restored, mut refused) = (0u64, 0u64, 0u64);
+    while start.elapsed() < budget {
+        runs += 1;
+        if rng.random() {
+            // A mutated zTOC, aimed at the tables (the root and the span digests near
+            // the start and end, the TOC in between) as much as at anything else.
+            let mut bytes = good_bytes.clone();
+            let n = bytes.len();
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..n);
+                bytes[at] = if rng.random() {
+                    rng.random()
+                } else {
+                    bytes[at] ^ (1 << rng.random_range(0..8))
+                };
+            }
+            if rng.random_bool(0.2) {
+                mutate(&mut rng, &mut bytes);
+            }
+            let Ok(z) = Ztoc::from_bytes(&bytes) else {
+                continue;
+            };
+            use_ztoc(&z, &tar);
+            let mut asked: Vec<String> = z.files.iter().take(8).map(|f| f.name.clone()).collect();
+            asked.extend(names.iter().cloned());
+            for name in &asked {
+                match ztoc::extract_file(&z, &tar, name) {
+                    Ok(got) => {
+                        restored += 1;
+                        let want = designated_bytes(&z, &tar, name);
+                        assert!(
+                            want == Some(&got[..]),
+                            "seed {seed}: {name:?} restored {} bytes that are not the entry's",
+                            got.len()
+                        );
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+        } else {
+            // The real zTOC with a mutated layer.
+            let mut layer = tar.clone();
+            mutate(&mut rng, &mut layer);
+            for name in &names {
+                match ztoc::extract_file(&good, &layer, name) {
+                    Ok(got) => {
+                        restored += 1;
+                        let want = designated_bytes(&good, &tar, name);
+                        assert!(
+                            want == Some(&got[..]),
+                            "seed {seed}: {name:?} restored {} wrong bytes from a mutated layer",
+                            got.len()
+                        );
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+    }
+    println!("{runs} tar-layer fuzz runs: {restored} files restored, {refused} refused");
+    assert!(restored > 0 && refused > 0);
 }

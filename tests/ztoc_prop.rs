@@ -198,6 +198,11 @@ proptest! {
         // What we write reads back identically.
         let bytes = z.to_bytes();
         prop_assert_eq!(&ztoc::Ztoc::from_bytes(&bytes).unwrap(), &z);
+        // Encoding straight from the builder's compact entries gives the same bytes.
+        let encoded = ztoc_util::build_encoded(&blob, span, &chunks).unwrap();
+        prop_assert_eq!(encoded.entries, z.files.len());
+        prop_assert_eq!(encoded.uses_xattrs, z.uses_xattrs());
+        prop_assert!(encoded.bytes == bytes, "finish_encoded differs from to_bytes");
         prop_assert_eq!(z.into_bytes(), bytes);
     }
 
@@ -220,5 +225,7 @@ proptest! {
             .collect();
         prop_assert_eq!(&z.span_digests, &digests);
         ztoc_util::check_files(&z, &layer.tar, &layer.files);
+        let encoded = ztoc_util::build_encoded(&layer.tar, span, &chunks).unwrap();
+        prop_assert!(encoded.bytes == z.to_bytes(), "finish_encoded differs from to_bytes");
     }
 }

@@ -50,7 +50,7 @@ pub struct CreateArgs {
     pub index_version: IndexVersion,
     #[arg(long, value_enum, env = "SOCI_TAG_MODE", default_value = "suffix")]
     pub tag_mode: TagMode,
-    #[arg(long, env = "SPAN_SIZE", default_value = "4MiB", value_parser = parse_size_arg)]
+    #[arg(long, env = "SPAN_SIZE", default_value = "4MiB", value_parser = super::ztoc::parse_span_size_arg)]
     pub span_size: u64,
     #[arg(long, env = "MIN_LAYER_SIZE", default_value = "10MiB", value_parser = parse_size_arg)]
     pub min_layer_size: u64,

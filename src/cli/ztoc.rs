@@ -1,5 +1,6 @@
 //! `afterpush ztoc`: build, inspect and use zTOCs (mirrors `soci ztoc ...`).
 
+use super::printable::printable;
 use crate::ztoc::{self, Ztoc, ZtocOptions};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -23,8 +24,8 @@ pub enum ZtocCommand {
         /// Where to write the zTOC (written atomically; nothing on error).
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
-        /// Uncompressed bytes between checkpoints.
-        #[arg(long, default_value_t = ztoc::DEFAULT_SPAN_SIZE)]
+        /// Uncompressed bytes between checkpoints (`4MiB` also accepted), 64KiB to 1GiB.
+        #[arg(long, default_value = "4MiB", value_parser = parse_span_size_arg)]
         span_size: u64,
         /// Build tool identifier written into the zTOC.
         #[arg(long = "build-tool-id")]
@@ -55,6 +56,14 @@ pub enum ZtocCommand {
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
     },
+}
+
+/// `--span-size` of `ztoc create` and `soci create`: a size (`4MiB`, `4194304`) in the
+/// range [`ztoc::check_span_size`] accepts.
+pub(crate) fn parse_span_size_arg(s: &str) -> Result<u64, String> {
+    let size = crate::soci::settings::parse_size(s)
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 4MiB, 4194304)"))?;
+    ztoc::check_span_size(size).map_err(|e| e.to_string())
 }
 
 /// Runs a `ztoc` verb.
@@ -88,19 +97,35 @@ fn run_verb(args: ZtocArgs) -> anyhow::Result<()> {
             layer,
             path,
             output,
-        } => {
-            let z = read_ztoc(&ztoc)?;
-            let file = std::fs::File::open(&layer)
-                .with_context(|| format!("opening layer {}", layer.display()))?;
-            let data = ztoc::extract_file(&z, &file, &path)
-                .map_err(|e| e.in_layer(layer.display().to_string()))?;
-            match output {
-                Some(out) => write_atomically(&out, &data),
-                None => {
-                    std::io::stdout().lock().write_all(&data)?;
-                    Ok(())
-                }
+        } => get_file(&ztoc, &layer, &path, output.as_deref()),
+    }
+}
+
+/// Streams the file to `output` (atomically) or standard output.
+fn get_file(ztoc: &Path, layer: &Path, path: &str, output: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(output) = output {
+        refuse_output_over_input(output, &[("zTOC", ztoc), ("layer", layer)])?;
+    }
+    let z = read_ztoc(ztoc)?;
+    let file =
+        std::fs::File::open(layer).with_context(|| format!("opening layer {}", layer.display()))?;
+    let extract = |out: &mut dyn Write, destination: &str| -> anyhow::Result<()> {
+        ztoc::extract_file_to(&z, &file, path, out).map_err(|e| match e {
+            // The I/O error itself, so that `run` sees a broken pipe on standard output.
+            ztoc::ZtocError::Output { error } => {
+                anyhow::Error::from(error).context(format!("writing {destination}"))
             }
+            e => e.in_layer(layer.display().to_string()).into(),
+        })?;
+        Ok(())
+    };
+    match output {
+        Some(out) => write_atomically(out, |w| extract(w, &out.display().to_string())),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            extract(&mut stdout, "standard output")?;
+            stdout.flush().context("writing standard output")?;
+            Ok(())
         }
     }
 }
@@ -111,9 +136,7 @@ fn create(
     span_size: u64,
     build_tool_id: Option<String>,
 ) -> anyhow::Result<()> {
-    if span_size == 0 {
-        bail!("--span-size must be at least 1");
-    }
+    refuse_output_over_input(output, &[("layer", layer)])?;
     let file =
         std::fs::File::open(layer).with_context(|| format!("opening layer {}", layer.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -135,17 +158,20 @@ fn create(
         ProgressBar::hidden()
     };
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let z = ztoc::build_from_reader(reader, options, |n| bar.set_position(n))
+    let z = ztoc::encode_from_reader(reader, options, |n| bar.set_position(n))
         .map_err(|e| e.in_layer(layer.display().to_string()))?;
     bar.finish_and_clear();
     let summary = format!(
         "{}: {} entries, {} spans, {} bytes uncompressed",
         output.display(),
-        z.files.len(),
-        z.max_span_id + 1,
+        z.entries,
+        z.spans,
         z.uncompressed_archive_size
     );
-    write_atomically(output, &z.into_bytes())?;
+    write_atomically(output, |out| {
+        out.write_all(&z.bytes)
+            .with_context(|| format!("writing {}", output.display()))
+    })?;
     eprintln!("{summary}");
     Ok(())
 }
@@ -155,11 +181,53 @@ fn read_ztoc(path: &Path) -> anyhow::Result<Ztoc> {
     Ztoc::from_bytes(&bytes).with_context(|| format!("zTOC {}", path.display()))
 }
 
+/// Refuses an output that is one of the inputs, by its path, through a symlink or as a
+/// hard link: renaming the new file over it would lose the input.
+fn refuse_output_over_input(output: &Path, inputs: &[(&str, &Path)]) -> anyhow::Result<()> {
+    for (what, input) in inputs {
+        if same_file(output, input) {
+            bail!(
+                "the output {} is the {what} {}: refusing to replace it (choose another output path)",
+                output.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether both paths exist and name the same file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        matches!(
+            (std::fs::metadata(a), std::fs::metadata(b)),
+            (Ok(x), Ok(y)) if (x.dev(), x.ino()) == (y.dev(), y.ino())
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+    }
+}
+
 /// Writes through a temporary file in the same directory, then renames: readers never
 /// see a partial file, and an error leaves nothing behind.
-fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    crate::files::write_atomically(path, data)
-        .with_context(|| format!("writing {}", path.display()))
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    crate::files::write_atomically_with(path, |out| {
+        let mut out = std::io::BufWriter::new(out);
+        write(&mut out)?;
+        out.flush()?;
+        Ok::<(), anyhow::Error>(())
+    })
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 fn info(z: &Ztoc, json: bool) -> anyhow::Result<()> {
@@ -196,11 +264,11 @@ fn info(z: &Ztoc, json: bool) -> anyhow::Result<()> {
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        writeln!(out, "version:                   {}", z.version)?;
+        writeln!(out, "version:                   {}", printable(&z.version))?;
         writeln!(
             out,
             "build tool identifier:     {}",
-            z.build_tool_identifier
+            printable(&z.build_tool_identifier)
         )?;
         writeln!(
             out,
@@ -224,7 +292,7 @@ fn info(z: &Ztoc, json: bool) -> anyhow::Result<()> {
         writeln!(out, "entries:                   {}", z.files.len())?;
         writeln!(out, "uses xattrs:               {}", z.uses_xattrs())?;
         for (i, d) in z.span_digests.iter().enumerate() {
-            writeln!(out, "span {i:>5}: {d}")?;
+            writeln!(out, "span {i:>5}: {}", printable(d))?;
         }
     }
     Ok(())
@@ -238,15 +306,19 @@ fn list(z: &Ztoc) -> anyhow::Result<()> {
         "TYPE", "OFFSET", "SIZE", "MTIME"
     )?;
     for f in &z.files {
-        let mut name = f.name.clone();
+        let mut name = printable(&f.name).into_owned();
         if !f.linkname.is_empty() {
             name.push_str(" -> ");
-            name.push_str(&f.linkname);
+            name.push_str(&printable(&f.linkname));
         }
         writeln!(
             out,
             "{:<9} {:>12} {:>12} {:<26} {}",
-            f.file_type, f.uncompressed_offset, f.uncompressed_size, f.mod_time, name
+            printable(&f.file_type),
+            f.uncompressed_offset,
+            f.uncompressed_size,
+            printable(&f.mod_time),
+            name
         )?;
     }
     Ok(())

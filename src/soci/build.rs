@@ -11,7 +11,7 @@ use super::{Result, SociError};
 use crate::oci::gojson::{GoDescriptor, GoManifest};
 use crate::oci::Sha256Digest;
 use crate::registry::{push_bytes, Manifest, Repository};
-use crate::ztoc::{LayerCompression, LayerFacts, Ztoc, ZtocBuilder, ZtocOptions};
+use crate::ztoc::{EncodedZtoc, LayerCompression, LayerFacts, ZtocBuilder, ZtocOptions};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
@@ -177,8 +177,8 @@ async fn index_layer(
         None => None,
     };
     let from_cache = cached.is_some();
-    let (bytes, ztoc, bytes_read) = match cached {
-        Some((bytes, ztoc)) => (bytes, ztoc, 0),
+    let (bytes, files, uses_xattrs, bytes_read) = match cached {
+        Some((bytes, ztoc)) => (bytes, ztoc.files.len(), ztoc.uses_xattrs(), 0),
         None => {
             let options = ZtocOptions {
                 span_size: settings.span_size,
@@ -193,9 +193,9 @@ async fn index_layer(
                 progress.clone(),
             )
             .await?;
-            let bytes = Bytes::from(ztoc.to_bytes());
+            let bytes = Bytes::from(ztoc.bytes);
             cache.put(&cache_key, bytes.clone()).await;
-            (bytes, ztoc, layer.size)
+            (bytes, ztoc.entries, ztoc.uses_xattrs, layer.size)
         }
     };
     let ztoc_digest = push_bytes(repo, bytes.clone()).await?;
@@ -205,7 +205,7 @@ async fn index_layer(
             from_cache,
         });
     }
-    tracing::info!(layer = %digest, ztoc = %ztoc_digest, files = ztoc.files.len(), from_cache, "zTOC ready");
+    tracing::info!(layer = %digest, ztoc = %ztoc_digest, files, from_cache, "zTOC ready");
     Ok(LayerResult::Indexed {
         entry: ZtocEntry {
             ztoc_digest,
@@ -213,16 +213,18 @@ async fn index_layer(
             layer_digest: digest.clone(),
             layer_media_type: layer.media_type.clone(),
             span_size: settings.span_size,
-            disable_xattrs: settings.xattr_optimization && !ztoc.uses_xattrs(),
+            disable_xattrs: settings.xattr_optimization && !uses_xattrs,
         },
         from_cache,
         bytes_read,
-        files: ztoc.files.len(),
+        files,
     })
 }
 
 /// Streams a layer blob into a [`ZtocBuilder`] running on a blocking thread: download
-/// and inflate overlap, and at most a few chunks are in flight.
+/// and inflate overlap, and at most a few chunks are in flight. The zTOC comes back
+/// encoded ([`ZtocBuilder::finish_encoded`]): its entries never all exist as
+/// [`crate::ztoc::FileMetadata`].
 pub async fn stream_layer_into_builder(
     repo: &dyn Repository,
     digest: &Sha256Digest,
@@ -230,7 +232,7 @@ pub async fn stream_layer_into_builder(
     compression: LayerCompression,
     options: ZtocOptions,
     progress: Option<Progress>,
-) -> Result<Ztoc> {
+) -> Result<EncodedZtoc> {
     let mut stream = repo.get_blob(digest, None).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let worker = tokio::task::spawn_blocking(move || {
@@ -238,7 +240,7 @@ pub async fn stream_layer_into_builder(
         while let Some(chunk) = rx.blocking_recv() {
             builder.feed(&chunk)?;
         }
-        builder.finish()
+        builder.finish_encoded()
     });
     let mut read = 0u64;
     let mut stream_error = None;

@@ -133,13 +133,10 @@ impl SociSettings {
         };
         let mut s = Self::default();
         if let Some(v) = get("SPAN_SIZE") {
-            s.span_size = parse_size(&v).filter(|n| *n >= 1024).ok_or_else(|| {
-                bad(
-                    "SPAN_SIZE",
-                    &v,
-                    "expected a size of at least 1KiB, e.g. 4MiB",
-                )
-            })?;
+            let size =
+                parse_size(&v).ok_or_else(|| bad("SPAN_SIZE", &v, "expected a size, e.g. 4MiB"))?;
+            s.span_size = crate::ztoc::check_span_size(size)
+                .map_err(|e| bad("SPAN_SIZE", &v, &e.to_string()))?;
         }
         if let Some(v) = get("MIN_LAYER_SIZE") {
             s.min_layer_size = parse_size(&v)
@@ -254,6 +251,20 @@ mod tests {
             err.contains("SOCI_INDEX_VERSION") && err.contains("v3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn span_size_outside_64kib_to_1gib_is_refused() {
+        let read = |v: &str| SociSettings::from_lookup(|k| (k == "SPAN_SIZE").then(|| v.into()));
+        assert_eq!(read("64KiB").unwrap().span_size, 64 << 10);
+        assert_eq!(read("1GiB").unwrap().span_size, 1 << 30);
+        for bad in ["0", "1KiB", "65535", "1073741825", "18446744073709551615"] {
+            let err = read(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("SPAN_SIZE") && err.contains(bad) && err.contains("out of range"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -68,6 +68,17 @@ pub enum ZtocError {
         /// Our limit.
         limit: u64,
     },
+    /// A span size out of the supported range.
+    #[error(
+        "span size {span_size} is out of range: it must be from {min} (64 KiB) to {max} (1 GiB); soci's default is {default} (4 MiB)",
+        min = super::MIN_SPAN_SIZE,
+        max = super::MAX_SPAN_SIZE,
+        default = super::DEFAULT_SPAN_SIZE
+    )]
+    SpanSize {
+        /// The span size asked for.
+        span_size: u64,
+    },
     /// `feed` was called after an earlier error, or `finish` twice.
     #[error("the zTOC builder already failed: {0}")]
     Poisoned(String),
@@ -95,6 +106,14 @@ pub enum ZtocError {
         /// What differs.
         reason: String,
     },
+    /// The layer read through a zTOC is not the size the zTOC describes.
+    #[error("the layer has {actual} bytes, but the zTOC describes a layer of {expected} bytes: is it the layer the zTOC was built from?")]
+    LayerSize {
+        /// The layer's size.
+        actual: u64,
+        /// The zTOC's `compressed_archive_size`.
+        expected: i64,
+    },
     /// Reading the layer failed.
     #[error("reading layer bytes {offset}..{end}: {source}")]
     Read {
@@ -104,6 +123,13 @@ pub enum ZtocError {
         end: u64,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// Writing an extracted file's bytes failed.
+    // `error` rather than `source`: the message already includes it (see `InLayer`).
+    #[error("writing the extracted file: {error}")]
+    Output {
+        /// The I/O error.
+        error: std::io::Error,
     },
     /// Any of the above, for a named layer (digest or file name).
     // Not a `source`: the message already includes it, and error-chain printers

@@ -64,6 +64,29 @@ pub(crate) fn encode_owned(mut z: Ztoc) -> Vec<u8> {
     })
 }
 
+/// Same bytes as [`encode`] for a zTOC whose `count` entries come from `next_back`, last
+/// first (`z.files` is ignored), so that they can be released as they are encoded;
+/// `entries_size` is an upper bound of their encoded size.
+pub(crate) fn encode_entries_from_back(
+    z: &Ztoc,
+    count: usize,
+    entries_size: usize,
+    mut next_back: impl FnMut() -> Option<FileMetadata>,
+) -> Vec<u8> {
+    let capacity = z.checkpoints.len() + entries_size + z.span_digests.len() * 80 + 1024;
+    let mut b = FlatBufferBuilder::with_capacity(capacity);
+    let version = b.create_string(&z.version);
+    let tool = b.create_string(&z.build_tool_identifier);
+    let mut entries = Vec::with_capacity(count);
+    while let Some(f) = next_back() {
+        entries.push(encode_file(&mut b, &f));
+    }
+    entries.reverse();
+    finish_encoding(b, z, version, tool, &entries, |b| {
+        b.create_vector(&z.checkpoints)
+    })
+}
+
 /// Yields a byte vector's bytes (the builder takes them from the back), releasing the
 /// memory behind them as it goes.
 struct DrainBack {

@@ -34,7 +34,21 @@ pub(crate) enum Status {
 /// `z_stream` and checks it on every call: it must never move.
 pub(crate) struct Inflater {
     strm: Box<z::z_stream>,
+    /// An `inflate` call of this stream already failed (see [`FAST_PATH_LOST_MESSAGE`]).
+    failed: bool,
 }
+
+/// What zlib-rs (0.6) says when `inflate` is called in its error state. Its fast decoder
+/// (`inflate_fast`, used while at least 258 bytes of output room and 15 of input
+/// remain) records the real message ("invalid literal/length code", "invalid distance
+/// code", "invalid distance too far back") and enters the error state, but the same
+/// `inflate` call then runs the error state's handler, which overwrites that message
+/// with this one. We never call `inflate` again after an error, so on a first error this
+/// text means one of those three.
+const FAST_PATH_LOST_MESSAGE: &str = "repeated call with bad state";
+
+/// What we report instead of [`FAST_PATH_LOST_MESSAGE`] on a stream's first error.
+const FAST_PATH_ERROR: &str = "invalid deflate data: an invalid literal/length code, an invalid distance code or a distance too far back (zlib-rs's fast decoder does not say which)";
 
 // SAFETY: the stream owns its state exclusively; nothing is shared between threads.
 unsafe impl Send for Inflater {}
@@ -55,7 +69,10 @@ impl Inflater {
         if ret != z::Z_OK {
             return Err(format!("inflateInit2 failed with code {ret}"));
         }
-        Ok(Inflater { strm })
+        Ok(Inflater {
+            strm,
+            failed: false,
+        })
     }
 
     /// Resets for a new stream (the next gzip member), keeping allocations.
@@ -65,6 +82,7 @@ impl Inflater {
         if ret != z::Z_OK {
             return Err(format!("inflateReset2 failed with code {ret}"));
         }
+        self.failed = false;
         Ok(())
     }
 
@@ -113,8 +131,18 @@ impl Inflater {
             z::Z_STREAM_END => Status::StreamEnd,
             z::Z_BUF_ERROR => Status::BufError,
             z::Z_NEED_DICT => Status::Error("a preset dictionary is required".into()),
-            _ => Status::Error(self.message(ret)),
+            _ => {
+                let message = self.message(ret);
+                Status::Error(if message == FAST_PATH_LOST_MESSAGE && !self.failed {
+                    FAST_PATH_ERROR.into()
+                } else {
+                    message
+                })
+            }
         };
+        if matches!(status, Status::Error(_)) {
+            self.failed = true;
+        }
         Step {
             consumed,
             produced,
@@ -141,5 +169,42 @@ impl Drop for Inflater {
         unsafe {
             z::inflateEnd(&mut *self.strm);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random raw deflate streams, each inflated in one call with room enough for
+    /// zlib-rs's fast decoder: the first error never carries the error-state message.
+    #[test]
+    fn first_error_of_the_fast_decoder_names_the_cause() {
+        let mut out = vec![0u8; 1 << 20];
+        let (mut fast_path_errors, mut errors) = (0, 0);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200 {
+            let mut data = Vec::with_capacity(4096);
+            while data.len() < 4096 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                data.extend_from_slice(&x.to_le_bytes());
+            }
+            let mut inflater = Inflater::new(RAW).unwrap();
+            let step = inflater.inflate(&data, &mut out, z::Z_NO_FLUSH);
+            if let Status::Error(message) = step.status {
+                errors += 1;
+                assert!(!message.contains(FAST_PATH_LOST_MESSAGE), "{message}");
+                fast_path_errors += usize::from(message == FAST_PATH_ERROR);
+                // A call after the error reports the error state as it is.
+                let again = inflater.inflate(&data, &mut out, z::Z_NO_FLUSH);
+                assert_eq!(again.status, Status::Error(FAST_PATH_LOST_MESSAGE.into()));
+            }
+        }
+        assert!(
+            errors > 0 && fast_path_errors > 0,
+            "{errors} errors, {fast_path_errors} from the fast decoder"
+        );
     }
 }

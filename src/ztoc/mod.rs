@@ -10,6 +10,7 @@
 //! layers, and where we differ from soci-snapshotter on purpose).
 
 mod check;
+mod entries;
 mod error;
 mod fbs;
 mod generated;
@@ -22,7 +23,7 @@ mod tar;
 pub use check::LayerFacts;
 pub use error::ZtocError;
 pub use gzip::{Checkpoint, Checkpoints, WINDOW_SIZE};
-pub use restore::{extract_file, LayerReader};
+pub use restore::{extract_file, extract_file_to, LayerReader};
 pub use tar::MAX_RECORD_SIZE;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,25 @@ pub const ZTOC_VERSION: &str = "0.9";
 pub(crate) const TAR_ZINFO_VERSION: i32 = 2;
 /// soci's default span size (4 MiB).
 pub const DEFAULT_SPAN_SIZE: u64 = 4 * 1024 * 1024;
+/// The smallest span size a user may ask for: below it a gzip zTOC holds a 32 KiB window
+/// per span, as big as the data it indexes.
+pub const MIN_SPAN_SIZE: u64 = 64 * 1024;
+/// The largest span size a user may ask for, and the largest [`ZtocBuilder`] accepts:
+/// restoring a file reads (and holds) whole spans.
+pub const MAX_SPAN_SIZE: u64 = 1024 * 1024 * 1024;
+
+/// Checks a span size a user asked for (`--span-size` of `ztoc create` and `soci create`,
+/// the indexer's `SPAN_SIZE`): [`MIN_SPAN_SIZE`] to [`MAX_SPAN_SIZE`].
+///
+/// # Errors
+/// [`ZtocError::SpanSize`] outside that range.
+pub fn check_span_size(span_size: u64) -> Result<u64, ZtocError> {
+    if (MIN_SPAN_SIZE..=MAX_SPAN_SIZE).contains(&span_size) {
+        Ok(span_size)
+    } else {
+        Err(ZtocError::SpanSize { span_size })
+    }
+}
 
 /// How a layer blob is compressed (the zTOC `CompressionAlgorithm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,8 +180,7 @@ impl Ztoc {
     /// whiteout (`.wh..wh..opq`) entry.
     pub fn uses_xattrs(&self) -> bool {
         self.files.iter().any(|f| {
-            f.xattrs.keys().any(|k| k.starts_with("SCHILY.xattr."))
-                || f.name.trim_end_matches('/').rsplit('/').next() == Some(".wh..wh..opq")
+            f.xattrs.keys().any(|k| k.starts_with("SCHILY.xattr.")) || is_opaque_whiteout(&f.name)
         })
     }
 
@@ -198,6 +217,26 @@ impl Ztoc {
     }
 }
 
+/// Whether an entry name is an opaque whiteout (`.wh..wh..opq`).
+fn is_opaque_whiteout(name: &str) -> bool {
+    name.trim_end_matches('/').rsplit('/').next() == Some(".wh..wh..opq")
+}
+
+/// A zTOC built and encoded in one go ([`ZtocBuilder::finish_encoded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedZtoc {
+    /// The zTOC's bytes, as [`Ztoc::to_bytes`] gives them.
+    pub bytes: Vec<u8>,
+    /// TOC entries.
+    pub entries: usize,
+    /// Number of spans.
+    pub spans: usize,
+    /// Offset just after the tar end-of-archive marker.
+    pub uncompressed_archive_size: i64,
+    /// As [`Ztoc::uses_xattrs`].
+    pub uses_xattrs: bool,
+}
+
 enum Engine {
     Gzip(gzip::GzipIndexer),
     Tar {
@@ -230,11 +269,28 @@ pub struct ZtocBuilder {
 
 impl ZtocBuilder {
     /// A builder for a layer of the given compression.
+    ///
+    /// Any span size from 1 byte to [`MAX_SPAN_SIZE`] builds (tests use tiny spans on
+    /// tiny layers); another fails on the first `feed` with [`ZtocError::SpanSize`].
+    /// Users' settings go through [`check_span_size`] first.
     pub fn new(compression: LayerCompression, options: ZtocOptions) -> Self {
-        let options = ZtocOptions {
-            span_size: options.span_size.max(1),
-            ..options
-        };
+        if !(1..=MAX_SPAN_SIZE).contains(&options.span_size) {
+            return ZtocBuilder {
+                failed: Some(
+                    ZtocError::SpanSize {
+                        span_size: options.span_size,
+                    }
+                    .to_string(),
+                ),
+                options: ZtocOptions {
+                    span_size: 1,
+                    ..options
+                },
+                compression,
+                engine: Engine::uncompressed(),
+                tar: tar::TarIndexer::new(),
+            };
+        }
         let (engine, failed) = match compression {
             LayerCompression::Gzip => match gzip::GzipIndexer::new(options.span_size) {
                 Ok(g) => (Engine::Gzip(g), None),
@@ -307,7 +363,35 @@ impl ZtocBuilder {
     ///
     /// # Errors
     /// Truncated gzip, a tar without its end-of-archive marker, or an earlier error.
-    pub fn finish(mut self) -> Result<Ztoc, ZtocError> {
+    pub fn finish(self) -> Result<Ztoc, ZtocError> {
+        let (mut ztoc, entries) = self.finish_parts()?;
+        ztoc.files = entries.into_vec();
+        Ok(ztoc)
+    }
+
+    /// Ends the layer and returns its zTOC encoded, the same bytes as
+    /// `finish()?.into_bytes()` with less memory: the entries go from their compact form
+    /// straight into the encoding, never all at once as [`FileMetadata`].
+    ///
+    /// # Errors
+    /// As [`ZtocBuilder::finish`].
+    pub fn finish_encoded(self) -> Result<EncodedZtoc, ZtocError> {
+        let (ztoc, mut entries) = self.finish_parts()?;
+        let count = entries.len();
+        let uses_xattrs = entries.uses_xattrs();
+        let hint = entries.encoded_size_bound();
+        let bytes = fbs::encode_entries_from_back(&ztoc, count, hint, || entries.pop());
+        Ok(EncodedZtoc {
+            bytes,
+            entries: count,
+            spans: ztoc.span_digests.len(),
+            uncompressed_archive_size: ztoc.uncompressed_archive_size,
+            uses_xattrs,
+        })
+    }
+
+    /// The zTOC without its entries, and the entries.
+    fn finish_parts(mut self) -> Result<(Ztoc, entries::CompactEntries), ZtocError> {
         if let Some(reason) = self.failed {
             return Err(ZtocError::Poisoned(reason));
         }
@@ -333,17 +417,18 @@ impl ZtocBuilder {
             }
         };
         let uncompressed_archive_size = self.tar.finish()?;
-        Ok(Ztoc {
+        let ztoc = Ztoc {
             version: ZTOC_VERSION.to_string(),
             build_tool_identifier: self.options.build_tool_identifier,
             compressed_archive_size: compressed_size as i64,
             uncompressed_archive_size: uncompressed_archive_size as i64,
-            files: std::mem::take(&mut self.tar.files),
+            files: Vec::new(),
             compression_algorithm: self.compression,
             max_span_id,
             span_digests,
             checkpoints,
-        })
+        };
+        Ok((ztoc, std::mem::take(&mut self.tar.files)))
     }
 }
 
@@ -352,10 +437,31 @@ impl ZtocBuilder {
 /// # Errors
 /// Unknown format, I/O errors (as [`ZtocError::Read`]) and everything `feed`/`finish` report.
 pub fn build_from_reader(
+    reader: impl std::io::Read,
+    options: ZtocOptions,
+    progress: impl FnMut(u64),
+) -> Result<Ztoc, ZtocError> {
+    feed_from_reader(reader, options, progress)?.finish()
+}
+
+/// [`build_from_reader`], encoded with [`ZtocBuilder::finish_encoded`].
+///
+/// # Errors
+/// As [`build_from_reader`].
+pub fn encode_from_reader(
+    reader: impl std::io::Read,
+    options: ZtocOptions,
+    progress: impl FnMut(u64),
+) -> Result<EncodedZtoc, ZtocError> {
+    feed_from_reader(reader, options, progress)?.finish_encoded()
+}
+
+/// A builder fed the whole reader, its compression detected from the first bytes.
+fn feed_from_reader(
     mut reader: impl std::io::Read,
     options: ZtocOptions,
     mut progress: impl FnMut(u64),
-) -> Result<Ztoc, ZtocError> {
+) -> Result<ZtocBuilder, ZtocError> {
     let mut buf = vec![0u8; 1 << 20];
     let mut head = Vec::new();
     let mut offset = 0u64;
@@ -403,7 +509,7 @@ pub fn build_from_reader(
         progress(offset);
     }
     match builder {
-        Some(b) => b.finish(),
+        Some(b) => Ok(b),
         None => unreachable!("the loop only ends once a builder exists"),
     }
 }
@@ -433,6 +539,37 @@ mod tests {
         let mut bad = *h.as_bytes();
         bad[0] = b'b'; // checksum no longer matches
         assert_eq!(detect_compression(&bad), None);
+    }
+
+    /// Random deflate data after a gzip header fails with what is wrong, never with
+    /// zlib-rs's "repeated call with bad state" (see `inflate::FAST_PATH_LOST_MESSAGE`),
+    /// which some of these layers produced before.
+    #[test]
+    fn random_deflate_data_names_the_cause() {
+        let (mut corrupt, mut from_fast_decoder) = (0, 0);
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..200 {
+            let mut layer = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+            while layer.len() < 4096 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                layer.extend_from_slice(&x.to_le_bytes());
+            }
+            match build_from_reader(&layer[..], ZtocOptions::default(), |_| {}) {
+                Err(ZtocError::CorruptGzip { reason, .. }) => {
+                    assert!(!reason.contains("repeated call"), "{reason}");
+                    corrupt += 1;
+                    from_fast_decoder += usize::from(reason.contains("fast decoder"));
+                }
+                Err(other) => assert!(!other.to_string().contains("repeated call"), "{other}"),
+                Ok(_) => {}
+            }
+        }
+        assert!(
+            corrupt > 0 && from_fast_decoder > 0,
+            "{corrupt} corrupt, {from_fast_decoder} from the fast decoder"
+        );
     }
 
     #[test]

@@ -6,12 +6,17 @@ use super::gzip::Checkpoints;
 use super::inflate::{Inflater, Status, GZIP, RAW};
 use super::{LayerCompression, Ztoc, ZtocError};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 /// Random access to a layer blob (a byte slice, a file, an HTTP range fetcher).
 pub trait LayerReader {
     /// Reads exactly `len` bytes at `offset` (fewer only at the end of the blob).
     fn read_range(&self, offset: u64, len: u64) -> std::io::Result<Vec<u8>>;
+
+    /// The blob's size when known cheaply: a layer of another size is refused up front.
+    fn size(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl LayerReader for [u8] {
@@ -24,11 +29,19 @@ impl LayerReader for [u8] {
             .min(self.len());
         Ok(self[start..end].to_vec())
     }
+
+    fn size(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
 }
 
 impl LayerReader for Vec<u8> {
     fn read_range(&self, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
         self.as_slice().read_range(offset, len)
+    }
+
+    fn size(&self) -> Option<u64> {
+        self.as_slice().size()
     }
 }
 
@@ -40,19 +53,45 @@ impl LayerReader for std::fs::File {
         f.take(len).read_to_end(&mut out)?;
         Ok(out)
     }
+
+    fn size(&self) -> Option<u64> {
+        self.metadata().ok().map(|m| m.len())
+    }
 }
 
-/// The contents of the regular file `path` of the layer, read through its zTOC.
-///
-/// Hard links are followed to their target. Only the spans holding the file are read.
+/// The contents of the regular file `path` of the layer, read through its zTOC, in
+/// memory (see [`extract_file_to`] to stream a big file instead).
 ///
 /// # Errors
-/// Unknown path, a span whose digest does not match, corrupt data, I/O errors.
+/// As [`extract_file_to`].
 pub fn extract_file(
     ztoc: &Ztoc,
     layer: &dyn LayerReader,
     path: &str,
 ) -> Result<Vec<u8>, ZtocError> {
+    let mut out = Vec::new();
+    extract_file_to(ztoc, layer, path, &mut out)?;
+    Ok(out)
+}
+
+/// Writes the contents of the regular file `path` of the layer to `out`, read through
+/// its zTOC; returns its size.
+///
+/// Hard links are followed to their target. Only the spans holding the file are read,
+/// one at a time, and each is checked against its digest before any byte that comes
+/// from it is written: memory stays about one span whatever the file size, and on an
+/// error `out` holds only bytes of spans that matched.
+///
+/// # Errors
+/// Unknown path, a span whose digest does not match (or is missing), a zTOC whose
+/// spans do not fit its layer, corrupt data, I/O errors reading the layer
+/// ([`ZtocError::Read`]) or writing `out` ([`ZtocError::Output`]).
+pub fn extract_file_to(
+    ztoc: &Ztoc,
+    layer: &dyn LayerReader,
+    path: &str,
+    out: &mut dyn Write,
+) -> Result<u64, ZtocError> {
     let not_found = |reason: &str| ZtocError::NoSuchFile {
         path: path.to_string(),
         reason: reason.to_string(),
@@ -73,10 +112,19 @@ pub fn extract_file(
         u64::try_from(entry.uncompressed_offset).map_err(|_| not_found("negative offset"))?,
         u64::try_from(entry.uncompressed_size).map_err(|_| not_found("negative size"))?,
     );
-    match ztoc.compression_algorithm {
-        LayerCompression::Uncompressed => read_exact(layer, offset, size),
-        LayerCompression::Gzip => extract_gzip(ztoc, layer, offset, size),
+    if let Some(actual) = layer.size() {
+        if i64::try_from(actual) != Ok(ztoc.compressed_archive_size) {
+            return Err(ZtocError::LayerSize {
+                actual,
+                expected: ztoc.compressed_archive_size,
+            });
+        }
     }
+    match ztoc.compression_algorithm {
+        LayerCompression::Uncompressed => extract_tar(ztoc, layer, offset, size, out)?,
+        LayerCompression::Gzip => extract_gzip(ztoc, layer, offset, size, out)?,
+    }
+    Ok(size)
 }
 
 fn read_exact(layer: &dyn LayerReader, offset: u64, len: u64) -> Result<Vec<u8>, ZtocError> {
@@ -101,6 +149,95 @@ fn read_exact(layer: &dyn LayerReader, offset: u64, len: u64) -> Result<Vec<u8>,
     Ok(data)
 }
 
+/// The bytes `start..end` of span `span`, read whole and checked against the span's
+/// digest: nothing read from a layer is used before this check.
+fn verified_span(
+    ztoc: &Ztoc,
+    layer: &dyn LayerReader,
+    span: usize,
+    start: u64,
+    end: u64,
+) -> Result<Vec<u8>, ZtocError> {
+    let expected = ztoc.span_digests.get(span).ok_or_else(|| {
+        ZtocError::InvalidZtoc(format!(
+            "span {span} has no digest ({} span digests)",
+            ztoc.span_digests.len()
+        ))
+    })?;
+    let data = read_exact(layer, start, end - start)?;
+    let actual = super::spans::digest_string(Sha256::new_with_prefix(&data));
+    if &actual != expected {
+        return Err(ZtocError::Mismatch {
+            compressed_offset: start,
+            reason: format!(
+                "span {span} (bytes {start}..{end}) has digest {actual}, the zTOC says {expected}: is this the layer the zTOC was built from?"
+            ),
+        });
+    }
+    Ok(data)
+}
+
+fn write_out(out: &mut dyn Write, bytes: &[u8]) -> Result<(), ZtocError> {
+    out.write_all(bytes)
+        .map_err(|error| ZtocError::Output { error })
+}
+
+/// A plain tar layer: span `i` is bytes `i * span_size..` of the blob itself, so the
+/// file's bytes are copied out of its verified spans.
+fn extract_tar(
+    ztoc: &Ztoc,
+    layer: &dyn LayerReader,
+    offset: u64,
+    size: u64,
+    out: &mut dyn Write,
+) -> Result<(), ZtocError> {
+    let (_, span_size, zinfo_size) = ztoc.tar_zinfo()?;
+    let span_size = u64::try_from(span_size)
+        .ok()
+        .filter(|&s| s > 0)
+        .ok_or_else(|| {
+            ZtocError::InvalidZtoc(format!("tar span size {span_size} is not positive"))
+        })?;
+    let layer_size = u64::try_from(ztoc.compressed_archive_size)
+        .ok()
+        .filter(|&s| i64::try_from(s) == Ok(zinfo_size))
+        .ok_or_else(|| {
+            ZtocError::InvalidZtoc(format!(
+                "the layer size {} differs from the tar checkpoints' size {zinfo_size}",
+                ztoc.compressed_archive_size
+            ))
+        })?;
+    let spans = layer_size.div_ceil(span_size);
+    if spans != ztoc.span_digests.len() as u64 {
+        return Err(ZtocError::InvalidZtoc(format!(
+            "{} span digests for the {spans} spans of {span_size} bytes in a {layer_size}-byte layer",
+            ztoc.span_digests.len()
+        )));
+    }
+    let end = offset
+        .checked_add(size)
+        .filter(|&e| e <= layer_size)
+        .ok_or_else(|| {
+            ZtocError::InvalidZtoc(format!(
+                "the file's bytes {offset}..{} run past the {layer_size}-byte layer",
+                offset.saturating_add(size)
+            ))
+        })?;
+    if size == 0 {
+        return Ok(());
+    }
+    for span in offset / span_size..=(end - 1) / span_size {
+        let span_start = span * span_size;
+        let span_end = (span_start + span_size).min(layer_size);
+        // `span` < `spans` = the number of digests, so it fits a usize.
+        let data = verified_span(ztoc, layer, span as usize, span_start, span_end)?;
+        let from = (offset.max(span_start) - span_start) as usize;
+        let to = (end.min(span_end) - span_start) as usize;
+        write_out(out, &data[from..to])?;
+    }
+    Ok(())
+}
+
 /// The error for corrupt deflate data found at `compressed_offset`, as a `map_err` mapper.
 fn corrupt_at(compressed_offset: u64) -> impl Fn(String) -> ZtocError + Copy {
     move |reason| ZtocError::CorruptGzip {
@@ -109,13 +246,24 @@ fn corrupt_at(compressed_offset: u64) -> impl Fn(String) -> ZtocError + Copy {
     }
 }
 
+/// Output buffer of the gzip path: one `inflate` call's worth of output.
+const OUT_CHUNK: usize = 256 * 1024;
+
 fn extract_gzip(
     ztoc: &Ztoc,
     layer: &dyn LayerReader,
     offset: u64,
     size: u64,
-) -> Result<Vec<u8>, ZtocError> {
+    out: &mut dyn Write,
+) -> Result<(), ZtocError> {
     let cps = Checkpoints::parse(&ztoc.checkpoints)?;
+    if ztoc.span_digests.len() != cps.len() {
+        return Err(ZtocError::InvalidZtoc(format!(
+            "{} span digests for {} checkpoints",
+            ztoc.span_digests.len(),
+            cps.len()
+        )));
+    }
     let compressed_size = u64::try_from(ztoc.compressed_archive_size)
         .map_err(|_| ZtocError::InvalidZtoc("negative compressed size".into()))?;
     // The last checkpoint at or before the data.
@@ -128,24 +276,25 @@ fn extract_gzip(
             ))
         })?;
     let start = cps.get(first);
-    let mut out = Vec::with_capacity(size.min(1 << 20) as usize);
     if size == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let mut to_skip = offset - start.uncompressed_offset;
+    let mut written = 0u64;
+    // Skipped bytes land here too: they are never written out.
+    let mut buf = vec![0u8; OUT_CHUNK];
 
     let mut inflater = Inflater::new(RAW).map_err(corrupt_at(start.compressed_offset))?;
     let mut span = first;
     let mut raw_mode = true;
     let mut primed = start.bits == 0;
-    let mut discard = vec![0u8; super::WINDOW_SIZE];
     // Bytes to drop from the input before inflating again (a raw member's trailer).
     let mut drop_trailer = 0usize;
-    while (out.len() as u64) < size {
+    while written < size {
         if span >= cps.len() {
             return Err(ZtocError::TruncatedGzip {
                 compressed_offset: compressed_size,
-                uncompressed_offset: offset + out.len() as u64,
+                uncompressed_offset: offset + written,
             });
         }
         let (s, e) = (cps.span_start(span), cps.span_end(span, compressed_size));
@@ -154,16 +303,7 @@ fn extract_gzip(
                 "span {span} ends before it starts"
             )));
         }
-        let data = read_exact(layer, s, e - s)?;
-        if let Some(expected) = ztoc.span_digests.get(span) {
-            let actual = super::spans::digest_string(Sha256::new_with_prefix(&data));
-            if &actual != expected {
-                return Err(ZtocError::Mismatch {
-                    compressed_offset: s,
-                    reason: format!("span {span} has digest {actual}, the zTOC says {expected}"),
-                });
-            }
-        }
+        let data = verified_span(ztoc, layer, span, s, e)?;
         let mut input: &[u8] = &data;
         let corrupt_at_span = corrupt_at(s);
         if !primed {
@@ -187,7 +327,7 @@ fn extract_gzip(
             input = input.get(1..).unwrap_or_default();
         }
         let mut pos_in_blob = e - input.len() as u64;
-        while !input.is_empty() && (out.len() as u64) < size {
+        while !input.is_empty() && written < size {
             if drop_trailer > 0 {
                 let n = drop_trailer.min(input.len());
                 input = &input[n..];
@@ -198,19 +338,15 @@ fn extract_gzip(
                 }
                 continue;
             }
-            let step = if to_skip > 0 {
-                let n = to_skip.min(discard.len() as u64) as usize;
-                let st = inflater.inflate(input, &mut discard[..n], libz_rs_sys::Z_NO_FLUSH);
-                to_skip -= st.produced as u64;
-                st
+            let want = if to_skip > 0 { to_skip } else { size - written };
+            let room = &mut buf[..want.min(OUT_CHUNK as u64) as usize];
+            let step = inflater.inflate(input, room, libz_rs_sys::Z_NO_FLUSH);
+            if to_skip > 0 {
+                to_skip -= step.produced as u64;
             } else {
-                let want = (size - out.len() as u64).min(1 << 20) as usize;
-                let at = out.len();
-                out.resize(at + want, 0);
-                let st = inflater.inflate(input, &mut out[at..], libz_rs_sys::Z_NO_FLUSH);
-                out.truncate(at + st.produced);
-                st
-            };
+                write_out(out, &room[..step.produced])?;
+                written += step.produced as u64;
+            }
             input = &input[step.consumed..];
             pos_in_blob += step.consumed as u64;
             match step.status {
@@ -233,5 +369,5 @@ fn extract_gzip(
         }
         span += 1;
     }
-    Ok(out)
+    Ok(())
 }

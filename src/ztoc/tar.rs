@@ -2,6 +2,7 @@
 //! does (what soci-snapshotter uses): PAX records, GNU long names, ustar prefix,
 //! base-256 numbers. Only headers are kept; entry data is skipped as it streams by.
 
+use super::entries::CompactEntries;
 use super::{FileMetadata, ZtocError};
 use std::collections::BTreeMap;
 
@@ -45,7 +46,7 @@ pub(crate) struct TarIndexer {
     pending_pax: Option<BTreeMap<String, String>>,
     pending_long_name: Option<String>,
     pending_long_link: Option<String>,
-    pub(crate) files: Vec<FileMetadata>,
+    pub(crate) files: CompactEntries,
     end_offset: Option<u64>,
     /// Offset just after the first zero block (an archive may end right there, as Go allows).
     first_zero_end: u64,
@@ -61,7 +62,7 @@ impl TarIndexer {
             pending_pax: None,
             pending_long_name: None,
             pending_long_link: None,
-            files: Vec::new(),
+            files: CompactEntries::default(),
             end_offset: None,
             first_zero_end: 0,
         }
@@ -123,8 +124,8 @@ impl TarIndexer {
             }),
             _ => Err(ZtocError::TruncatedTar {
                 uncompressed_offset: self.offset,
-                reason: match self.files.last() {
-                    Some(f) => format!("inside an entry or header (last entry {:?})", f.name),
+                reason: match self.files.last_name() {
+                    Some(name) => format!("inside an entry or header (last entry {name:?})"),
                     None => "inside the first header".into(),
                 },
             }),

@@ -10,6 +10,19 @@ use std::io::{Read, Write};
 
 /// Builds a zTOC feeding the blob in the given chunk sizes (cycled).
 pub fn build(blob: &[u8], span: u64, chunks: &[usize]) -> Result<Ztoc, ztoc::ZtocError> {
+    fed(blob, span, chunks)?.finish()
+}
+
+/// [`build`], encoded by [`ZtocBuilder::finish_encoded`].
+pub fn build_encoded(
+    blob: &[u8],
+    span: u64,
+    chunks: &[usize],
+) -> Result<ztoc::EncodedZtoc, ztoc::ZtocError> {
+    fed(blob, span, chunks)?.finish_encoded()
+}
+
+fn fed(blob: &[u8], span: u64, chunks: &[usize]) -> Result<ZtocBuilder, ztoc::ZtocError> {
     let compression = ztoc::detect_compression(blob).unwrap_or(LayerCompression::Gzip);
     let mut b = ZtocBuilder::new(
         compression,
@@ -26,7 +39,7 @@ pub fn build(blob: &[u8], span: u64, chunks: &[usize]) -> Result<Ztoc, ztoc::Zto
         rest = &rest[n..];
         i += 1;
     }
-    b.finish()
+    Ok(b)
 }
 
 /// gzip with flate2 at `level`; split into members at `cuts` (offsets into `data`).

@@ -1,0 +1,242 @@
+//! TOC entries held compactly while a layer streams by: a layer of many tiny files has
+//! as many entries as it has 512-byte blocks, so their memory, not the layer's, bounds
+//! what a zTOC build needs.
+//!
+//! Names and link targets go into two byte arenas; the strings most entries share
+//! (entry type, owner and group names, modification times) are interned; the rare PAX
+//! records live in a side table. An entry costs about 90 bytes plus its name, where a
+//! [`FileMetadata`] costs about 330 with its five heap strings.
+
+use super::FileMetadata;
+use std::collections::{BTreeMap, HashMap};
+
+/// Strings stored once, named by their index.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Box<str>, u32>,
+    strings: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as u32;
+        self.strings.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    fn get(&self, id: u32) -> &str {
+        &self.strings[id as usize]
+    }
+}
+
+/// No PAX records (index into `CompactEntries::xattrs` otherwise).
+const NO_XATTRS: u32 = u32::MAX;
+
+/// One entry's fixed-size part.
+struct Record {
+    /// Ends of the entry's name and link name in their arenas (each starts where the
+    /// previous entry's ends).
+    name_end: usize,
+    link_end: usize,
+    uncompressed_offset: i64,
+    uncompressed_size: i64,
+    mode: i64,
+    devmajor: i64,
+    devminor: i64,
+    uid: u32,
+    gid: u32,
+    file_type: u32,
+    uname: u32,
+    gname: u32,
+    mod_time: u32,
+    xattrs: u32,
+}
+
+/// TOC entries in tar order.
+#[derive(Default)]
+pub(crate) struct CompactEntries {
+    records: Vec<Record>,
+    names: String,
+    links: String,
+    shared: Interner,
+    xattrs: Vec<BTreeMap<String, String>>,
+}
+
+impl CompactEntries {
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub(crate) fn push(&mut self, f: FileMetadata) {
+        self.names.push_str(&f.name);
+        self.links.push_str(&f.linkname);
+        let xattrs = if f.xattrs.is_empty() {
+            NO_XATTRS
+        } else {
+            self.xattrs.push(f.xattrs);
+            (self.xattrs.len() - 1) as u32
+        };
+        self.records.push(Record {
+            name_end: self.names.len(),
+            link_end: self.links.len(),
+            uncompressed_offset: f.uncompressed_offset,
+            uncompressed_size: f.uncompressed_size,
+            mode: f.mode,
+            devmajor: f.devmajor,
+            devminor: f.devminor,
+            uid: f.uid,
+            gid: f.gid,
+            file_type: self.shared.intern(&f.file_type),
+            uname: self.shared.intern(&f.uname),
+            gname: self.shared.intern(&f.gname),
+            mod_time: self.shared.intern(&f.mod_time),
+            xattrs,
+        });
+    }
+
+    /// The last entry's name.
+    pub(crate) fn last_name(&self) -> Option<&str> {
+        let n = self.records.len();
+        let last = self.records.last()?;
+        let start = if n >= 2 {
+            self.records[n - 2].name_end
+        } else {
+            0
+        };
+        Some(&self.names[start..last.name_end])
+    }
+
+    /// Removes and returns the last entry, releasing memory as the entries shrink.
+    pub(crate) fn pop(&mut self) -> Option<FileMetadata> {
+        let r = self.records.pop()?;
+        let (name_start, link_start) = self
+            .records
+            .last()
+            .map_or((0, 0), |p| (p.name_end, p.link_end));
+        let name = self.names[name_start..r.name_end].to_string();
+        let linkname = self.links[link_start..r.link_end].to_string();
+        self.names.truncate(name_start);
+        self.links.truncate(link_start);
+        let xattrs = if r.xattrs == NO_XATTRS {
+            BTreeMap::new()
+        } else {
+            // Entries with records are popped in reverse order too: theirs is the last.
+            self.xattrs.pop().unwrap_or_default()
+        };
+        if self.records.capacity() > 4096 && self.records.len() * 2 < self.records.capacity() {
+            self.records.shrink_to_fit();
+            self.names.shrink_to_fit();
+            self.links.shrink_to_fit();
+        }
+        Some(FileMetadata {
+            name,
+            file_type: self.shared.get(r.file_type).to_string(),
+            uncompressed_offset: r.uncompressed_offset,
+            uncompressed_size: r.uncompressed_size,
+            linkname,
+            mode: r.mode,
+            uid: r.uid,
+            gid: r.gid,
+            uname: self.shared.get(r.uname).to_string(),
+            gname: self.shared.get(r.gname).to_string(),
+            mod_time: self.shared.get(r.mod_time).to_string(),
+            devmajor: r.devmajor,
+            devminor: r.devminor,
+            xattrs,
+        })
+    }
+
+    /// Whether any entry needs xattrs (see [`super::Ztoc::uses_xattrs`]).
+    pub(crate) fn uses_xattrs(&self) -> bool {
+        self.xattrs
+            .iter()
+            .any(|x| x.keys().any(|k| k.starts_with("SCHILY.xattr.")))
+            || (0..self.records.len()).any(|i| {
+                let start = if i == 0 {
+                    0
+                } else {
+                    self.records[i - 1].name_end
+                };
+                super::is_opaque_whiteout(&self.names[start..self.records[i].name_end])
+            })
+    }
+
+    /// An upper bound of the entries' FlatBuffers size: per entry its slot in the TOC
+    /// vector (4), its table with every field present and padded (88), a vtable should it
+    /// not be shared (32), an empty xattrs vector (4), and per string its length prefix,
+    /// NUL and padding (8); per PAX record a table with its vtable and two strings (48).
+    /// Close to the real size, so that the encoder neither grows its buffer (a copy) nor
+    /// leaves much of it unused (which the final move to the front would touch).
+    pub(crate) fn encoded_size_bound(&self) -> usize {
+        let shared = |id: u32| self.shared.get(id).len();
+        let fixed: usize = self
+            .records
+            .iter()
+            .map(|r| shared(r.file_type) + shared(r.uname) + shared(r.gname) + shared(r.mod_time))
+            .sum();
+        let xattrs: usize = self
+            .xattrs
+            .iter()
+            .flat_map(|x| x.iter().map(|(k, v)| k.len() + v.len() + 48 + 4))
+            .sum();
+        let per_entry = 4 + 88 + 32 + 4 + 6 * 8;
+        self.names.len() + self.links.len() + fixed + xattrs + self.records.len() * per_entry
+    }
+
+    /// Every entry, in tar order.
+    pub(crate) fn into_vec(mut self) -> Vec<FileMetadata> {
+        let mut out = Vec::with_capacity(self.len());
+        while let Some(f) = self.pop() {
+            out.push(f);
+        }
+        out.reverse();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_come_back_as_they_went_in() {
+        let entry = |i: usize| FileMetadata {
+            name: format!("dir/{i}"),
+            file_type: ["reg", "dir", "symlink"][i % 3].into(),
+            uncompressed_offset: i as i64 * 512,
+            uncompressed_size: i as i64,
+            linkname: if i % 3 == 2 {
+                format!("t{i}")
+            } else {
+                String::new()
+            },
+            mode: 0o644,
+            uid: i as u32,
+            gid: 7,
+            uname: "root".into(),
+            gname: if i % 2 == 0 { "root" } else { "staff" }.into(),
+            mod_time: "2023-11-14T22:13:20Z".into(),
+            devmajor: i as i64 % 5,
+            devminor: -(i as i64),
+            xattrs: if i % 4 == 1 {
+                [("SCHILY.xattr.user.k".to_string(), format!("v{i}"))].into()
+            } else {
+                BTreeMap::new()
+            },
+        };
+        let all: Vec<FileMetadata> = (0..1000).map(entry).collect();
+        let mut compact = CompactEntries::default();
+        for f in all.clone() {
+            compact.push(f);
+        }
+        assert_eq!(compact.len(), 1000);
+        assert_eq!(compact.last_name(), Some("dir/999"));
+        assert!(compact.uses_xattrs());
+        assert_eq!(compact.shared.strings.len(), 6, "interned once each");
+        assert_eq!(compact.into_vec(), all);
+    }
+}
