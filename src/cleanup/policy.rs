@@ -2,6 +2,7 @@
 //! "raw" serde structs; [`Policy::parse`] then checks every field and names the bad one
 //! (`rules[2].when.unused_for: "14x" is not a duration`).
 
+use super::in_use::Protect;
 use crate::catalog::s3cache::S3CacheUri;
 use crate::oci::ArtifactKind;
 use chrono::Duration;
@@ -57,6 +58,21 @@ struct RawPolicy {
     rules: Vec<RawRule>,
     #[serde(default)]
     s3_caches: Vec<RawS3Cache>,
+    #[serde(default)]
+    protect: Option<RawProtect>,
+}
+
+/// `protect: {ecs: false, lambda: false, task_definition_revisions: 5}`: every field
+/// optional, everything on by default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProtect {
+    #[serde(default)]
+    ecs: Option<bool>,
+    #[serde(default)]
+    lambda: Option<bool>,
+    #[serde(default)]
+    task_definition_revisions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +244,8 @@ pub struct Policy {
     pub max_deletions: Option<usize>,
     pub rules: Vec<Rule>,
     pub s3_caches: Vec<S3CachePolicy>,
+    /// Images ECS or Lambda use are never deleted (on unless turned off by name).
+    pub protect: Protect,
 }
 
 /// Nothing younger than this is ever deleted, unless the policy says otherwise.
@@ -444,12 +462,23 @@ impl Policy {
                 },
             });
         }
+        let protect = match raw.protect {
+            None => Protect::default(),
+            Some(p) => Protect {
+                ecs: p.ecs.unwrap_or(true),
+                lambda: p.lambda.unwrap_or(true),
+                task_definition_revisions: p
+                    .task_definition_revisions
+                    .unwrap_or(super::in_use::DEFAULT_TASK_DEFINITION_REVISIONS),
+            },
+        };
         Ok(Policy {
             repositories,
             grace_period,
             max_deletions: raw.max_deletions,
             rules,
             s3_caches,
+            protect,
         })
     }
 
@@ -501,6 +530,34 @@ s3_caches:
         assert_eq!(p.s3_caches[0].uri.prefix, "buildkit/");
         assert_eq!(p.s3_caches[0].blob_grace, Duration::hours(24));
         assert!(p.is_cache_tag("cache-feature-x") && !p.is_cache_tag("latest"));
+        assert_eq!(
+            p.protect,
+            Protect::default(),
+            "in-use protection is on by default"
+        );
+    }
+
+    #[test]
+    fn in_use_protection_is_turned_off_only_by_name() {
+        let p = Policy::parse("repositories: ['*']\nprotect: {lambda: false}").unwrap();
+        assert!(p.protect.ecs && !p.protect.lambda);
+        assert_eq!(p.protect.task_definition_revisions, 5);
+        let p = Policy::parse(
+            "repositories: ['*']\nprotect: {ecs: false, task_definition_revisions: 2}",
+        )
+        .unwrap();
+        assert!(!p.protect.ecs && p.protect.lambda);
+        assert_eq!(p.protect.task_definition_revisions, 2);
+        let p = Policy::parse("repositories: ['*']\nprotect: {}").unwrap();
+        assert_eq!(p.protect, Protect::default());
+        let err = Policy::parse("repositories: ['*']\nprotect: {ecs: off-please}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ecs"), "{err}");
+        let err = Policy::parse("repositories: ['*']\nprotect: {eks: false}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("eks"), "{err}");
     }
 
     #[test]
