@@ -460,6 +460,157 @@ impl EcsApi for SdkEcs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cleanup::in_use::Target;
+
+    const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    const ARN: &str = "arn:aws:ecs:us-east-1:123456789012";
+
+    /// One item per page, so that every listing has to follow its tokens.
+    struct OnePerPage {
+        task_definitions: Vec<EcsTaskDefinition>,
+        tasks: Vec<EcsTask>,
+    }
+
+    fn one_page(items: Vec<String>, next: Option<String>) -> Page<String> {
+        let at: usize = next.map_or(0, |t| t.parse().unwrap());
+        (
+            items.get(at).cloned().into_iter().collect(),
+            (at + 1 < items.len()).then(|| (at + 1).to_string()),
+        )
+    }
+
+    #[async_trait::async_trait]
+    impl EcsApi for OnePerPage {
+        async fn list_clusters(&self, next: Option<String>) -> Result<Page<String>, InUseError> {
+            Ok(one_page(vec![format!("{ARN}:cluster/web")], next))
+        }
+        async fn list_services(
+            &self,
+            _cluster: &str,
+            next: Option<String>,
+        ) -> Result<Page<String>, InUseError> {
+            Ok(one_page(vec!["api".into()], next))
+        }
+        async fn describe_services(
+            &self,
+            _cluster: &str,
+            services: &[String],
+        ) -> Result<Vec<EcsService>, InUseError> {
+            Ok(services
+                .iter()
+                .map(|s| EcsService {
+                    name: s.clone(),
+                    task_definitions: vec![format!("{ARN}:task-definition/api:2")],
+                })
+                .collect())
+        }
+        async fn list_tasks(
+            &self,
+            _cluster: &str,
+            next: Option<String>,
+        ) -> Result<Page<String>, InUseError> {
+            Ok(one_page(
+                self.tasks.iter().map(|t| t.arn.clone()).collect(),
+                next,
+            ))
+        }
+        async fn describe_tasks(
+            &self,
+            _cluster: &str,
+            tasks: &[String],
+        ) -> Result<Vec<EcsTask>, InUseError> {
+            Ok(self
+                .tasks
+                .iter()
+                .filter(|t| tasks.contains(&t.arn))
+                .cloned()
+                .collect())
+        }
+        async fn list_task_definitions(
+            &self,
+            next: Option<String>,
+        ) -> Result<Page<String>, InUseError> {
+            Ok(one_page(
+                self.task_definitions
+                    .iter()
+                    .map(|t| t.arn.clone())
+                    .collect(),
+                next,
+            ))
+        }
+        async fn describe_task_definition(
+            &self,
+            arn: &str,
+        ) -> Result<EcsTaskDefinition, InUseError> {
+            Ok(self
+                .task_definitions
+                .iter()
+                .find(|t| t.arn == arn)
+                .unwrap()
+                .clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn follows_pages_prefers_pulled_digests_and_keeps_the_latest_revisions() {
+        let digest = crate::oci::Sha256Digest::of(b"pulled");
+        let api = OnePerPage {
+            task_definitions: (1..=3)
+                .map(|r| EcsTaskDefinition {
+                    arn: format!("{ARN}:task-definition/api:{r}"),
+                    containers: vec![("app".into(), format!("{HOST}/app:v{r}"))],
+                })
+                .collect(),
+            tasks: vec![
+                EcsTask {
+                    arn: format!("{ARN}:task/web/pulled"),
+                    task_definition: format!("{ARN}:task-definition/api:1"),
+                    containers: vec![EcsContainer {
+                        name: "app".into(),
+                        image: Some(format!("{HOST}/app:v1")),
+                        image_digest: Some(digest.to_string()),
+                    }],
+                },
+                EcsTask {
+                    arn: format!("{ARN}:task/web/pending"),
+                    task_definition: format!("{ARN}:task-definition/api:1"),
+                    containers: vec![EcsContainer {
+                        name: "app".into(),
+                        image: None,
+                        image_digest: None,
+                    }],
+                },
+            ],
+        };
+        let refs = images_in_use(&api, 2).await.unwrap();
+        let seen: Vec<(String, Target)> =
+            refs.into_iter().map(|r| (r.user, r.image.target)).collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "ecs service web/api, task def api:2".to_string(),
+                    Target::Tag("v2".into())
+                ),
+                (
+                    "ecs task web/pulled (container app)".into(),
+                    Target::Digest(digest)
+                ),
+                (
+                    "ecs task web/pending (container app)".into(),
+                    Target::Tag("v1".into())
+                ),
+                (
+                    "ecs task def api:3 (one of the 2 latest)".into(),
+                    Target::Tag("v3".into())
+                ),
+                (
+                    "ecs task def api:2 (one of the 2 latest)".into(),
+                    Target::Tag("v2".into())
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn task_definition_names() {
