@@ -17,7 +17,7 @@ use afterpush::catalog::ecs::{EcsApi, EcsContainer, EcsService, EcsTask, EcsTask
 use afterpush::catalog::lambda::{LambdaAlias, LambdaApi, LambdaFunction, LambdaImage};
 use afterpush::catalog::Catalog;
 use afterpush::cleanup::executor::execute;
-use afterpush::cleanup::in_use::{InUseError, InUseSource, Workloads};
+use afterpush::cleanup::in_use::{InUseError, Workloads};
 use afterpush::cleanup::planner::{plan_in_use, Snapshot};
 use afterpush::cleanup::policy::Policy;
 use afterpush::oci::{media, Sha256Digest};

@@ -215,7 +215,7 @@ pub async fn images_in_use<A: EcsApi + ?Sized>(
         }
     }
     for (family, mut revs) in families {
-        revs.sort_by(|a, b| b.0.cmp(&a.0));
+        revs.sort_by_key(|r| std::cmp::Reverse(r.0));
         for (rev, arn) in revs.into_iter().take(revisions) {
             let def = defs.get(&arn).await?;
             let user = format!("ecs task def {family}:{rev} (one of the {revisions} latest)");
