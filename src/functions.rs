@@ -301,7 +301,8 @@ impl CacheJanitor {
         })
     }
 
-    /// Prunes what a cache push superseded, or sweeps on schedule.
+    /// Prunes what a cache push superseded, evaluates the repository of a push that can
+    /// set off an expire rule, or sweeps on schedule; never deleting what ECS or Lambda use.
     pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
         let trigger = Trigger::from_value(payload)?;
         let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {

@@ -549,14 +549,19 @@ async fn on_push_prunes_superseded_caches_after_the_grace_period_only() {
     let expected: BTreeSet<String> = scenario.all().difference(&superseded).cloned().collect();
     assert_eq!(remaining(&ecr).await, expected);
 
-    // A push that is not a cache is ignored.
+    // A push that is not a cache can still set off a rule: `old-untagged` (the push may
+    // have moved a tag off an older image). The repository is evaluated under the whole
+    // policy at once; two hours on, nothing else is old enough to go.
     let mut other = detail.clone();
     other.image_tag = Some("build-1".into());
     other.artifact_media_type = Some(media::OCI_CONFIG.into());
     let report = on_push(&catalog, &settings.policy, &other, &opts)
         .await
         .unwrap();
-    assert_eq!(report.ignored.as_deref(), Some("not a BuildKit cache push"));
+    assert_eq!(report.ignored, None, "{}", report.to_json());
+    assert_eq!(report.trigger, "push app:build-1");
+    assert_eq!(report.planned_deletions, 0, "{}", report.to_json());
+    assert_eq!(remaining(&ecr).await, expected);
 }
 
 #[tokio::test]

@@ -312,7 +312,7 @@ fn rules_and_schedule_route_the_right_events() {
     for rule in [
         &indexer["EcrPush"],
         &stitcher["EcrArchTagPush"],
-        &janitor["EcrCachePush"],
+        &janitor["EcrPush"],
     ] {
         assert_eq!(rule["Type"].as_str(), Some("EventBridgeRule"));
         let p = &rule["Properties"]["Pattern"];
@@ -331,11 +331,33 @@ fn rules_and_schedule_route_the_right_events() {
             .get("suffix")
             .is_some()
     );
-    assert!(
-        janitor["EcrCachePush"]["Properties"]["Pattern"]["detail"]["image-tag"][0]
-            .get("prefix")
-            .is_some()
-    );
+    // The janitor hears every push but the indexer's output: the policy decides.
+    for rule in [&janitor["EcrPush"], &indexer["EcrPush"]] {
+        assert!(
+            rule["Properties"]["Pattern"]["detail"]["image-tag"][0]["anything-but"]
+                .get("suffix")
+                .is_some()
+        );
+    }
+    // And may list what ECS and Lambda use (in-use protection), read-only.
+    let policies =
+        serde_yaml_ng::to_string(&t["Resources"]["CacheJanitorFunction"]["Properties"]["Policies"])
+            .unwrap();
+    for action in [
+        "ecs:ListClusters",
+        "ecs:ListServices",
+        "ecs:DescribeServices",
+        "ecs:ListTasks",
+        "ecs:DescribeTasks",
+        "ecs:ListTaskDefinitions",
+        "ecs:DescribeTaskDefinition",
+        "lambda:ListFunctions",
+        "lambda:ListVersionsByFunction",
+        "lambda:ListAliases",
+        "lambda:GetFunction",
+    ] {
+        assert!(policies.contains(action), "janitor lacks {action}");
+    }
     assert_eq!(janitor["Sweep"]["Type"].as_str(), Some("Schedule"));
     // DRY_RUN defaults to true in the stack, whatever the code's default.
     assert_eq!(scalar_text(&t["Parameters"]["DryRun"]["Default"]), "true");

@@ -6,7 +6,10 @@
 //! logic is the same against the SDK ([`SdkEcr`]) and against the in-memory
 //! [`MemoryEcr`] the benchmark uses to count calls at 10,000 images.
 
+use super::ecs::SdkEcs;
+use super::lambda::SdkLambda;
 use super::{Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH};
+use crate::cleanup::in_use::{InUseSource, Workloads};
 use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
     Sha256Digest,
@@ -484,21 +487,34 @@ pub struct EcrCatalog<A = SdkEcr> {
     api: A,
     /// Pause before retrying a call ECR throttled past the SDK's retries.
     throttle_pause: Duration,
+    /// The workloads of the same account and region (ECS, Lambda).
+    in_use: Option<Box<dyn InUseSource>>,
 }
 
 impl EcrCatalog<SdkEcr> {
-    /// From the shared AWS config (`AWS_ENDPOINT_URL` honoured by aws-config).
+    /// From the shared AWS config (`AWS_ENDPOINT_URL` honoured by aws-config), with the
+    /// same account's ECS and Lambda as the source of images in use.
     pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
-        Self::new(SdkEcr::from_sdk_config(config))
+        Self::new(SdkEcr::from_sdk_config(config)).with_in_use(Workloads {
+            ecs: SdkEcs::from_sdk_config(config),
+            lambda: SdkLambda::from_sdk_config(config),
+        })
     }
 }
 
 impl<A: EcrApi> EcrCatalog<A> {
+    /// A catalog with no source of images in use (see [`Self::with_in_use`]).
     pub fn new(api: A) -> Self {
         Self {
             api,
             throttle_pause: Duration::from_secs(2),
+            in_use: None,
         }
+    }
+    /// The same catalog, listing images in use through `source`.
+    pub fn with_in_use(mut self, source: impl InUseSource + 'static) -> Self {
+        self.in_use = Some(Box::new(source));
+        self
     }
     pub fn api(&self) -> &A {
         &self.api
@@ -786,6 +802,10 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
             }
         }
         Ok(outcome)
+    }
+
+    fn in_use(&self) -> Option<&dyn InUseSource> {
+        self.in_use.as_deref()
     }
 }
 

@@ -170,4 +170,9 @@ impl Catalog for LayoutCatalog {
         }
         Ok(outcome)
     }
+
+    /// No ECS task or Lambda function pulls from a directory on disk.
+    fn in_use(&self) -> Option<&dyn crate::cleanup::in_use::InUseSource> {
+        Some(&crate::cleanup::in_use::NoWorkloads)
+    }
 }

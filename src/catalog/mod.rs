@@ -3,9 +3,12 @@
 //!
 //! [`Catalog`] is the port the cleanup planner and executor work against; [`ecr`] is the
 //! production adapter (DescribeImages + BatchGetImage + BatchDeleteImage) and
-//! [`s3cache`] lists and deletes the objects of an S3 BuildKit cache.
+//! [`s3cache`] lists and deletes the objects of an S3 BuildKit cache. [`ecs`] and
+//! [`lambda`] list the images the account's workloads use (see `cleanup::in_use`).
 
 pub mod ecr;
+pub mod ecs;
+pub mod lambda;
 pub mod layout;
 pub mod s3cache;
 
@@ -104,4 +107,10 @@ pub trait Catalog: Send + Sync {
         repository: &str,
         digests: &[Sha256Digest],
     ) -> Result<DeleteOutcome, CatalogError>;
+    /// What lists the images in use (ECS, Lambda) where this catalog's images can be
+    /// pulled from. `None`: nobody can tell, so a policy that protects images in use
+    /// deletes nothing.
+    fn in_use(&self) -> Option<&dyn crate::cleanup::in_use::InUseSource> {
+        None
+    }
 }

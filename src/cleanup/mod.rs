@@ -1,10 +1,16 @@
 //! The cache janitor: a [`policy`], a pure [`planner`], an [`executor`] over a
 //! [`Catalog`], the S3 cache collector [`s3gc`], and the two entry points the Lambda
-//! and the CLI share: [`on_push`] (prune what a cache push superseded) and [`sweep`]
-//! (every selected repository, every rule, every S3 cache). Both return a [`Report`].
+//! and the CLI share: [`on_push`] (prune what a cache push superseded, or evaluate the
+//! pushed repository when the push can set off an expire rule) and [`sweep`] (every
+//! selected repository, every rule, every S3 cache). Both return a [`Report`].
+//!
+//! Before any deletion both collect the images ECS and Lambda use ([`in_use`]); those
+//! are kept whatever the rules say, and a failure to list them blocks every deletion of
+//! the run.
 
 pub mod ecr_lifecycle;
 pub mod executor;
+pub mod in_use;
 pub mod planner;
 pub mod policy;
 pub mod s3gc;
@@ -16,7 +22,8 @@ use crate::events::{EcrImageAction, RepositoryTagFilters};
 use crate::oci::{media, ArtifactKind};
 use chrono::{DateTime, Utc};
 use executor::RepositoryReport;
-use planner::{plan_with_limit, Snapshot};
+use in_use::InUse;
+use planner::{plan_in_use, rules_set_off_by_push, Snapshot};
 use policy::{Pattern, Policy, Rule, RuleAction, S3CachePolicy, Select, When};
 use s3gc::S3CacheReport;
 use serde::Serialize;
@@ -38,6 +45,9 @@ pub enum JanitorError {
     },
     #[error("event is neither an ECR Image Action nor a scheduled event: {0}")]
     UnknownEvent(String),
+    /// The images in use could not be listed: the run deleted nothing.
+    #[error("nothing deleted: {reason}")]
+    Blocked { reason: String, retryable: bool },
 }
 
 impl JanitorError {
@@ -48,6 +58,7 @@ impl JanitorError {
         match self {
             JanitorError::Catalog(CatalogError::Api { .. } | CatalogError::S3 { .. })
             | JanitorError::Report { .. } => true,
+            JanitorError::Blocked { retryable, .. } => *retryable,
             JanitorError::Catalog(
                 CatalogError::BadImage { .. } | CatalogError::BadCacheObject { .. },
             )
@@ -71,6 +82,13 @@ pub struct Report {
     /// Why nothing was done, when nothing was to be done (an event that is not a cache push).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignored: Option<String>,
+    /// Why nothing was planned or deleted although there was work: the images in use
+    /// could not be listed (fail closed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
+    /// References to this account's images that ECS and Lambda hold (0 when the policy
+    /// turned the protection off).
+    pub in_use_references: usize,
     pub repositories: Vec<RepositoryReport>,
     pub s3_caches: Vec<S3CacheReport>,
     /// Repositories or caches that could not be listed: the run goes on without them.
@@ -97,6 +115,8 @@ impl Report {
             started_at,
             finished_at: started_at,
             ignored: None,
+            blocked: None,
+            in_use_references: 0,
             repositories: Vec::new(),
             s3_caches: Vec::new(),
             errors: Vec::new(),
@@ -161,6 +181,8 @@ impl Report {
             "dry_run": self.dry_run,
             "now": self.now,
             "ignored": self.ignored,
+            "blocked": self.blocked,
+            "in_use_references": self.in_use_references,
             "planned_deletions": self.planned_deletions,
             "deleted": self.deleted,
             "failed": self.failed,
@@ -170,6 +192,7 @@ impl Report {
             "repositories": self.repositories.iter().map(|r| serde_json::json!({
                 "repository": r.repository,
                 "images": r.images,
+                "kept_in_use": r.keeps.iter().filter(|d| !d.in_use.is_empty()).count(),
                 "planned": r.planned.len(),
                 "deleted": r.deleted.len(),
                 "failed": r.failed.len(),
@@ -189,6 +212,58 @@ impl Report {
     /// The report as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serialises")
+    }
+}
+
+/// Why a run deleted nothing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Blocked {
+    pub reason: String,
+    /// A later run may succeed (throttling, 5xx).
+    pub retryable: bool,
+}
+
+/// The images in use when the policy protects them; `Err` blocks the run.
+async fn images_in_use(catalog: &dyn Catalog, policy: &Policy) -> Result<InUse, Blocked> {
+    if !policy.protect.any() {
+        return Ok(InUse::default());
+    }
+    match catalog.in_use() {
+        None => Err(Blocked {
+            reason: "the policy protects images in use by ECS and Lambda, but this catalog \
+                     cannot list them; turn the protection off by name \
+                     (`protect: {ecs: false, lambda: false}`) to clean without it"
+                .into(),
+            retryable: false,
+        }),
+        Some(source) => source.collect(&policy.protect).await.map_err(|e| Blocked {
+            reason: e.to_string(),
+            retryable: e.retryable,
+        }),
+    }
+}
+
+/// Collects the images in use into `report`; `None` when the run must stop (the report
+/// then says why).
+async fn in_use_or_block(
+    catalog: &dyn Catalog,
+    policy: &Policy,
+    report: &mut Report,
+) -> Option<InUse> {
+    match images_in_use(catalog, policy).await {
+        Ok(in_use) => {
+            report.in_use_references = in_use.refs.len();
+            tracing::info!(references = in_use.refs.len(), "images in use listed");
+            Some(in_use)
+        }
+        Err(blocked) => {
+            tracing::error!(reason = %blocked.reason, "images in use unknown: nothing is deleted");
+            report
+                .errors
+                .push(format!("nothing deleted: {}", blocked.reason));
+            report.blocked = Some(blocked);
+            None
+        }
     }
 }
 
@@ -225,6 +300,7 @@ impl RunOptions {
 async fn run_repository(
     catalog: &dyn Catalog,
     policy: &Policy,
+    in_use: &InUse,
     repository: &str,
     options: &RunOptions,
     budget: &mut Option<usize>,
@@ -242,7 +318,8 @@ async fn run_repository(
         repository: repository.to_string(),
         images,
     };
-    let plan = plan_with_limit(&snapshot, policy, options.now, *budget);
+    let protected = in_use.protected(repository, &snapshot.images);
+    let plan = plan_in_use(&snapshot, policy, options.now, *budget, &protected);
     if let Some(left) = budget.as_mut() {
         *left -= plan.deletions;
     }
@@ -250,6 +327,7 @@ async fn run_repository(
         repository,
         images = snapshot.images.len(),
         deletions = plan.deletions,
+        in_use = protected.len(),
         bytes = plan.bytes_reclaimed,
         dry_run = options.dry_run,
         "planned"
@@ -270,6 +348,9 @@ pub async fn sweep(
     options: &RunOptions,
 ) -> Result<Report, JanitorError> {
     let mut report = Report::new("sweep".into(), options.dry_run, options.now);
+    let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
+        return Ok(report.finish());
+    };
     let repositories: Vec<String> = if options.repositories.is_empty() {
         let mut all = catalog.list_repositories().await?;
         all.retain(|r| {
@@ -314,6 +395,7 @@ pub async fn sweep(
         run_repository(
             catalog,
             policy,
+            &in_use,
             repository,
             options,
             &mut budget,
@@ -397,8 +479,10 @@ pub fn on_push_policy(policy: &Policy) -> Policy {
 #[tracing::instrument(skip_all, fields(repository = %event.repository_name, tag = ?event.image_tag))]
 /// On a push of a cache tag: deletes the untagged cache manifests of that repository
 /// (the ones earlier exports left behind), subject to the grace period and the policy's
-/// keep rules. On a push to a repository an ECR lifecycle policy decides for: plans the
-/// whole repository under that policy at once. Any other event is reported as ignored.
+/// keep rules. On a push to a repository an ECR lifecycle policy decides for, or any
+/// other tagged push that can set off an expire rule (see [`rules_set_off_by_push`]):
+/// evaluates the repository under the whole policy at once, rather than at the next
+/// sweep. Any other event is reported as ignored.
 pub async fn on_push(
     catalog: &dyn Catalog,
     policy: &Policy,
@@ -423,23 +507,33 @@ pub async fn on_push(
         None
     } else if tag.is_empty() {
         Some("untagged push".into())
-    } else if !(is_cache_type || policy.is_cache_tag(&tag)) {
-        Some("not a BuildKit cache push".into())
     } else {
         None
     };
+    let cache_push = is_cache_type || policy.is_cache_tag(&tag);
+    let kind = pushed_kind(event);
+    let ignored = ignored.or_else(|| {
+        (lifecycle.is_none() && !cache_push && rules_set_off_by_push(policy, &tag, kind).is_empty()).then(|| {
+            format!("not a BuildKit cache push, and no expire rule selects tag {tag:?} or untagged {kind} manifests")
+        })
+    });
     if let Some(why) = ignored {
         report.ignored = Some(why);
         return Ok(report.finish());
     }
-    let push_policy = match lifecycle {
-        Some(_) => policy.clone(),
-        None => on_push_policy(policy),
+    let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
+        return Ok(report.finish());
+    };
+    let push_policy = if cache_push && lifecycle.is_none() {
+        on_push_policy(policy)
+    } else {
+        policy.clone()
     };
     let mut budget = policy.max_deletions;
     run_repository(
         catalog,
         &push_policy,
+        &in_use,
         &event.repository_name,
         options,
         &mut budget,
@@ -447,6 +541,22 @@ pub async fn on_push(
     )
     .await;
     Ok(report.finish())
+}
+
+/// The kind of a pushed image, as far as its event tells (media types only).
+fn pushed_kind(event: &EcrImageAction) -> ArtifactKind {
+    let summary = crate::oci::ManifestSummary {
+        media_type: event.manifest_media_type.clone(),
+        config: event
+            .artifact_media_type
+            .clone()
+            .map(|media_type| crate::oci::DescriptorSummary {
+                media_type,
+                ..Default::default()
+            }),
+        ..Default::default()
+    };
+    summary.kind(event.manifest_media_type.as_deref())
 }
 
 /// What the Lambda reads from its environment.
@@ -562,6 +672,14 @@ pub async fn handle(
     tracing::info!(summary = %report.summary(), "cache-janitor report");
     if let (Some(bucket), Some(client)) = (&settings.report_bucket, s3) {
         put_report(client, bucket, &settings.report_prefix, &report).await?;
+    }
+    // The report is out; the invocation fails so that the failure is seen (and retried
+    // when a later attempt can succeed).
+    if let Some(b) = &report.blocked {
+        return Err(JanitorError::Blocked {
+            reason: b.reason.clone(),
+            retryable: b.retryable,
+        });
     }
     Ok(report)
 }
@@ -695,6 +813,48 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("bad ECR detail"));
+    }
+
+    #[tokio::test]
+    async fn a_catalog_that_cannot_list_images_in_use_deletes_nothing() {
+        use crate::catalog::ecr::{EcrCatalog, MemoryEcr};
+        let ecr = MemoryEcr::new();
+        ecr.put(
+            "app",
+            crate::catalog::ecr::ImageDetail {
+                pushed_at: Some(Utc::now() - chrono::Duration::days(30)),
+                manifest_media_type: Some(media::OCI_MANIFEST.into()),
+                artifact_media_type: Some(media::OCI_CONFIG.into()),
+                ..Default::default()
+            },
+            b"{}".to_vec(),
+        );
+        // No ECS or Lambda behind this catalog.
+        let catalog = EcrCatalog::new(ecr);
+        let expire =
+            "repositories: ['*']\nrules: [{name: old, select: {kind: image}, action: expire}]\n";
+        let options = RunOptions {
+            dry_run: false,
+            ..RunOptions::dry_run_now()
+        };
+        let report = sweep(&catalog, None, &Policy::parse(expire).unwrap(), &options)
+            .await
+            .unwrap();
+        let blocked = report.blocked.as_ref().unwrap();
+        assert!(
+            blocked.reason.contains("cannot list them"),
+            "{}",
+            blocked.reason
+        );
+        assert!(report.repositories.is_empty());
+        assert_eq!(catalog.api().len("app"), 1);
+        // Turned off by name, the run goes on.
+        let off = format!("{expire}protect: {{ecs: false, lambda: false}}");
+        let report = sweep(&catalog, None, &Policy::parse(&off).unwrap(), &options)
+            .await
+            .unwrap();
+        assert!(report.blocked.is_none());
+        assert_eq!(report.deleted, 1);
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct Decision {
     /// Deletions only: 0 for images nothing deleted depends on, else one more than the
     /// largest wave of `after` — a BatchDeleteImage call never mixes waves.
     pub wave: usize,
+    /// Who uses this image (`ecs service web/api, task def web:42`, `lambda fn resize:live`):
+    /// kept whatever the rules say.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub in_use: Vec<String>,
 }
 
 /// The plan for one repository: deletions first, in execution order, then what is kept.
@@ -159,6 +163,35 @@ fn selects(rule: &Rule, image: &ImageRecord) -> bool {
             .any(|p| image.tags.iter().any(|t| p.matches(t)))
 }
 
+/// The expire rules a push of `tag` (an image of `kind`) can set off at once: those
+/// that select an image carrying the tag (a new image pushes an older one out of
+/// `keep_latest`), and those that select untagged images of that kind (the push may have
+/// moved the tag off an older image). Their time conditions are left to the plan.
+pub fn rules_set_off_by_push(policy: &Policy, tag: &str, kind: ArtifactKind) -> Vec<String> {
+    let probe = |tags: Vec<String>| ImageRecord {
+        digest: Sha256Digest::of(tag.as_bytes()),
+        tags,
+        pushed_at: DateTime::<Utc>::MIN_UTC,
+        last_pulled_at: None,
+        manifest_media_type: String::new(),
+        artifact_media_type: None,
+        kind,
+        subject: None,
+        children: Vec::new(),
+        soci_index: None,
+        size_bytes: 0,
+    };
+    let (tagged, untagged) = (probe(vec![tag.to_string()]), probe(Vec::new()));
+    policy
+        .rules
+        .iter()
+        .filter(|r| {
+            r.action == RuleAction::Expire && (selects(r, &tagged) || selects(r, &untagged))
+        })
+        .map(|r| r.name.clone())
+        .collect()
+}
+
 /// Plans `snapshot` under `policy` at `now`, with the policy's `max_deletions`.
 pub fn plan(snapshot: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Plan {
     plan_with_limit(snapshot, policy, now, policy.max_deletions)
@@ -171,6 +204,22 @@ pub fn plan_with_limit(
     policy: &Policy,
     now: DateTime<Utc>,
     max_deletions: Option<usize>,
+) -> Plan {
+    plan_in_use(snapshot, policy, now, max_deletions, &InUseMap::new())
+}
+
+/// The images of a repository that ECS or Lambda use, each with who uses it
+/// (`cleanup::in_use::InUse::protected`).
+pub type InUseMap = BTreeMap<Sha256Digest, Vec<String>>;
+
+/// As [`plan_with_limit`], with the images in use kept whatever the rules say (and,
+/// through the safety closure, everything they need).
+pub fn plan_in_use(
+    snapshot: &Snapshot,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    max_deletions: Option<usize>,
+    in_use: &InUseMap,
 ) -> Plan {
     let images = &snapshot.images;
     let at: HashMap<&Sha256Digest, usize> = images
@@ -226,7 +275,7 @@ pub fn plan_with_limit(
         }
     }
 
-    let verdicts: Vec<Verdict> = images
+    let mut verdicts: Vec<Verdict> = images
         .iter()
         .enumerate()
         .map(|(i, im)| {
@@ -321,6 +370,19 @@ pub fn plan_with_limit(
             }
         })
         .collect();
+    for (v, im) in verdicts.iter_mut().zip(images) {
+        if let Some(users) = in_use.get(&im.digest) {
+            let rule = match v {
+                Verdict::Delete { rule, .. } => Some(format!("{rule} (overridden)")),
+                Verdict::Keep { rule, .. } => rule.clone(),
+                Verdict::Follow => None,
+            };
+            *v = Verdict::Keep {
+                rule,
+                reason: format!("in use: {}", users.join("; ")),
+            };
+        }
+    }
 
     let mut forced: HashMap<usize, String> = HashMap::new();
     let mut stopped = false;
@@ -339,7 +401,7 @@ pub fn plan_with_limit(
             _ => {
                 let mut plan = build_plan(
                     snapshot, now, &verdicts, &forced, &intended, kept, why_kept, order, &at,
-                    &parents, &referrers, stopped,
+                    &parents, &referrers, stopped, in_use,
                 );
                 plan.rules = rule_counts(
                     policy,
@@ -584,6 +646,7 @@ fn build_plan(
     parents: &[Vec<usize>],
     referrers: &[Vec<usize>],
     stopped: bool,
+    in_use: &InUseMap,
 ) -> Plan {
     let images = &snapshot.images;
     let in_order: HashSet<usize> = order.iter().copied().collect();
@@ -601,6 +664,7 @@ fn build_plan(
             reason,
             after: Vec::new(),
             wave: 0,
+            in_use: in_use.get(&im.digest).cloned().unwrap_or_default(),
         }
     };
     let mut decisions = Vec::with_capacity(images.len());
@@ -880,6 +944,61 @@ rules:
             table.contains("DELETE") && table.contains("stale-cache"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn images_in_use_are_kept_with_what_they_need_and_who_uses_them() {
+        let p = policy(ISSUE_POLICY);
+        let mut idx = img("idx", K::Index, &[], 30);
+        idx.children = vec![dg("child")];
+        let images = vec![
+            idx,
+            img("child", K::Image, &[], 30),
+            img("loose", K::Image, &[], 30),
+        ];
+        let in_use: InUseMap = [(
+            dg("idx"),
+            vec!["ecs service web/api, task def api:3".into()],
+        )]
+        .into_iter()
+        .collect();
+        let plan = plan_in_use(
+            &Snapshot {
+                repository: "app".into(),
+                images,
+            },
+            &p,
+            now(),
+            None,
+            &in_use,
+        );
+        assert_eq!(deleted(&plan), set(&["loose"]));
+        let idx = decision(&plan, "idx");
+        assert_eq!(idx.rule.as_deref(), Some("old-untagged (overridden)"));
+        assert_eq!(idx.reason, "in use: ecs service web/api, task def api:3");
+        assert_eq!(idx.in_use, ["ecs service web/api, task def api:3"]);
+        assert!(decision(&plan, "child")
+            .reason
+            .starts_with("listed by kept index"));
+        assert!(decision(&plan, "loose").in_use.is_empty());
+    }
+
+    #[test]
+    fn pushes_set_off_rules_on_their_tag_or_on_untagged_images() {
+        let p = policy(ISSUE_POLICY);
+        // A cache push: branch-caches (its tag), stale-cache and old-untagged (untagged).
+        assert_eq!(
+            rules_set_off_by_push(&p, "cache-feature", K::BuildkitCache),
+            ["stale-cache", "branch-caches", "old-untagged"]
+        );
+        assert_eq!(rules_set_off_by_push(&p, "v1", K::Image), ["old-untagged"]);
+        let releases = policy("repositories: ['*']\nrules: [{name: k, select: {tags: ['release-*']}, action: keep}, {name: r, select: {tags: ['release-*'], exclude_tags: ['release-lts']}, action: expire, when: {keep_latest: 3}}]");
+        assert_eq!(
+            rules_set_off_by_push(&releases, "release-9", K::Image),
+            ["r"]
+        );
+        assert!(rules_set_off_by_push(&releases, "release-lts", K::Image).is_empty());
+        assert!(rules_set_off_by_push(&releases, "dev", K::Image).is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! (`rules[2].when.unused_for: "14x" is not a duration`).
 
 use super::ecr_lifecycle::{lifecycle_document, LifecycleError, LifecyclePolicy};
+use super::in_use::Protect;
 use super::yaml_expansion::{expands_within_limit, expansion_limit};
 use crate::catalog::s3cache::S3CacheUri;
 use crate::oci::ArtifactKind;
@@ -70,6 +71,20 @@ struct RawPolicy {
     s3_caches: Vec<RawS3Cache>,
     #[serde(default)]
     ecr_lifecycle: Vec<RawEcrGroup>,
+    protect: Option<RawProtect>,
+}
+
+/// `protect: {ecs: false, lambda: false, task_definition_revisions: 5}`: every field
+/// optional, everything on by default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProtect {
+    #[serde(default)]
+    ecs: Option<bool>,
+    #[serde(default)]
+    lambda: Option<bool>,
+    #[serde(default)]
+    task_definition_revisions: Option<usize>,
 }
 
 /// An ECR lifecycle policy for some repositories, inside an afterpush policy.
@@ -271,6 +286,8 @@ pub struct Policy {
     /// ECR lifecycle policies for some repositories; the first group naming a
     /// repository decides there instead of the `expire` rules.
     pub ecr_lifecycle: Vec<EcrRuleGroup>,
+    /// Images ECS or Lambda use are never deleted (on unless turned off by name).
+    pub protect: Protect,
 }
 
 /// Nothing younger than this is ever deleted, unless the policy says otherwise.
@@ -379,7 +396,7 @@ impl Policy {
     }
 
     /// A policy made of one ECR lifecycle policy for `repositories`, with afterpush's
-    /// defaults (grace period, no `max_deletions`) around it.
+    /// defaults (grace period, no `max_deletions`, images in use protected) around it.
     pub fn from_lifecycle_policy(repositories: Vec<Pattern>, policy: LifecyclePolicy) -> Self {
         Policy {
             repositories: repositories.clone(),
@@ -391,6 +408,7 @@ impl Policy {
                 repositories,
                 policy,
             }],
+            protect: Protect::default(),
         }
     }
 
@@ -580,6 +598,16 @@ impl Policy {
                 policy,
             });
         }
+        let protect = match raw.protect {
+            None => Protect::default(),
+            Some(p) => Protect {
+                ecs: p.ecs.unwrap_or(true),
+                lambda: p.lambda.unwrap_or(true),
+                task_definition_revisions: p
+                    .task_definition_revisions
+                    .unwrap_or(super::in_use::DEFAULT_TASK_DEFINITION_REVISIONS),
+            },
+        };
         Ok(Policy {
             repositories,
             grace_period,
@@ -587,6 +615,7 @@ impl Policy {
             rules,
             s3_caches,
             ecr_lifecycle,
+            protect,
         })
     }
 
@@ -638,6 +667,34 @@ s3_caches:
         assert_eq!(p.s3_caches[0].uri.prefix, "buildkit/");
         assert_eq!(p.s3_caches[0].blob_grace, Duration::hours(24));
         assert!(p.is_cache_tag("cache-feature-x") && !p.is_cache_tag("latest"));
+        assert_eq!(
+            p.protect,
+            Protect::default(),
+            "in-use protection is on by default"
+        );
+    }
+
+    #[test]
+    fn in_use_protection_is_turned_off_only_by_name() {
+        let p = Policy::parse("repositories: ['*']\nprotect: {lambda: false}").unwrap();
+        assert!(p.protect.ecs && !p.protect.lambda);
+        assert_eq!(p.protect.task_definition_revisions, 5);
+        let p = Policy::parse(
+            "repositories: ['*']\nprotect: {ecs: false, task_definition_revisions: 2}",
+        )
+        .unwrap();
+        assert!(!p.protect.ecs && p.protect.lambda);
+        assert_eq!(p.protect.task_definition_revisions, 2);
+        let p = Policy::parse("repositories: ['*']\nprotect: {}").unwrap();
+        assert_eq!(p.protect, Protect::default());
+        let err = Policy::parse("repositories: ['*']\nprotect: {ecs: off-please}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ecs"), "{err}");
+        let err = Policy::parse("repositories: ['*']\nprotect: {eks: false}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("eks"), "{err}");
     }
 
     #[test]

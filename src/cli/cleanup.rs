@@ -222,6 +222,19 @@ pub fn render(report: &Report, with_kept: bool) -> String {
                 f.digest, f.code, f.message
             ));
         }
+        // Kept because ECS or Lambda uses them: always shown, with who uses each.
+        for k in r.keeps.iter().filter(|k| !k.in_use.is_empty()) {
+            out.push_str(&format!(
+                "  in use, kept {} ({}): {}\n",
+                k.digest,
+                if k.tags.is_empty() {
+                    "untagged".to_string()
+                } else {
+                    k.tags.join(",")
+                },
+                k.in_use.join("; ")
+            ));
+        }
     }
     for c in &report.s3_caches {
         for (name, why) in &c.plan.expired_manifests {
@@ -294,5 +307,8 @@ impl<C: Catalog> Catalog for ProgressCatalog<C> {
             digests.len()
         ));
         self.inner.delete_images(repository, digests).await
+    }
+    fn in_use(&self) -> Option<&dyn crate::cleanup::in_use::InUseSource> {
+        self.inner.in_use()
     }
 }

@@ -127,7 +127,8 @@ pub fn moto_python() -> PathBuf {
 }
 
 /// `moto_server` on 127.0.0.1, launched through `tests/support/moto_launcher.py`, which
-/// corrects moto's ECR image digests to sha256(manifest bytes) like real ECR.
+/// corrects moto where it differs from AWS in what the tests rely on (ECR image digests,
+/// ECS task containers, Lambda versions; see the launcher).
 pub struct TestMoto {
     child: Child,
     pub port: u16,
@@ -144,6 +145,9 @@ impl TestMoto {
         let child = Command::new(&python)
             .arg(launcher)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // Lambda resolves image URIs against moto's ECR (a missing image is an
+            // error, `ResolvedImageUri` carries the real digest), as real Lambda does.
+            .env("MOTO_LAMBDA_STUB_ECR", "false")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -164,8 +168,13 @@ impl TestMoto {
 
     /// An aws-config `SdkConfig` pointed at this moto, with static test credentials.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        Self::sdk_config_at(&self.endpoint()).await
+    }
+
+    /// The same config pointed at `endpoint` (a fault proxy in front of this moto).
+    pub async fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
+            .endpoint_url(endpoint)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_ecr::config::Credentials::new(
                 "testing",
@@ -221,6 +230,44 @@ impl TestMoto {
             "setting the times of {repository}@{digest}: {status} {}",
             response.text().await.unwrap_or_default()
         );
+    }
+
+    /// An ECS client for this moto.
+    pub async fn ecs(&self) -> aws_sdk_ecs::Client {
+        aws_sdk_ecs::Client::new(&self.sdk_config().await)
+    }
+
+    /// A Lambda client for this moto.
+    pub async fn lambda(&self) -> aws_sdk_lambda::Client {
+        aws_sdk_lambda::Client::new(&self.sdk_config().await)
+    }
+
+    /// Creates IAM role `name` (moto's Lambda requires an existing role) and returns its
+    /// ARN. One IAM query-API call by hand: the product has no use for an IAM client.
+    pub async fn iam_role(&self, name: &str) -> String {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", "CreateRole")
+            .append_pair("Version", "2010-05-08")
+            .append_pair("RoleName", name)
+            .append_pair("AssumeRolePolicyDocument", "{}")
+            .finish();
+        let response = reqwest::Client::new()
+            .post(self.endpoint())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            // moto routes by the credential scope's service; it checks no signature.
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, \
+                 SignedHeaders=host, Signature=0",
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("CreateRole");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "CreateRole {name}: {status} {text}");
+        format!("arn:aws:iam::123456789012:role/{name}")
     }
 }
 

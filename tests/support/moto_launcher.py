@@ -1,28 +1,49 @@
-"""Runs moto_server with three corrections to its ECR model.
+"""Runs moto_server with corrections to its ECR, ECS and Lambda models.
 
-1. moto 5.2 derives an ECR image digest from the layer digests of a manifest (and gives
-   image indexes a random one), so index children and referrer subjects never match
-   what a real registry reports. Real ECR uses sha256 of the manifest bytes exactly as
-   pushed; this launcher replaces `Image._create_digest` with that.
-2. moto stamps `imagePushedAt` with the second of the PutImage call and never reports
-   `lastRecordedPullTime`, so images pushed in one test all share a push second and were
-   never pulled. Real ECR keeps both per image. The launcher adds one test endpoint,
-   `POST /moto-api/afterpush/ecr-image-times` with a JSON body
+1. ECR digests. moto 5.2 derives an ECR image digest from the layer digests of a
+   manifest (and gives image indexes a random one), so index children and referrer
+   subjects never match what a real registry reports. Real ECR uses sha256 of the
+   manifest bytes exactly as pushed; `Image._create_digest` is replaced with that.
+2. ECR push and pull times. moto stamps `imagePushedAt` with the second of the PutImage
+   call and never reports `lastRecordedPullTime`, so images pushed in one test all share
+   a push second and were never pulled. Real ECR keeps both per image. The launcher adds
+   one test endpoint, `POST /moto-api/afterpush/ecr-image-times` with a JSON body
    `{"repositoryName", "imageDigest", "imagePushedAt", "lastRecordedPullTime"}` (epoch
    seconds; a null pull time means never pulled), which sets both on the stored image;
    DescribeImages then reports them as ECR would.
-3. moto's PutLifecyclePolicy validator knows the lifecycle policy schema before ECR's
-   archive storage class: it refuses `transition` actions, `targetStorageClass`,
-   `storageClass` and the `sinceImagePulled` / `sinceImageTransitioned` count types,
-   which ECR accepts. The launcher widens its allowed values to ECR's.
-The corrections are asserted by tests/moto_digest.rs.
+3. ECR lifecycle policy schema. moto's PutLifecyclePolicy validator knows the schema
+   before ECR's archive storage class: it refuses `transition` actions,
+   `targetStorageClass`, `storageClass` and the `sinceImagePulled` /
+   `sinceImageTransitioned` count types, which ECR accepts. The launcher widens its
+   allowed values to ECR's.
+   Corrections 1 to 3 are asserted by tests/moto_digest.rs.
+4. ECS task containers. moto gives a task one container (its definition's first) and
+   no `imageDigest`; real ECS reports every container, each with the digest it pulled,
+   which stays what the task runs after its tag moves. Tasks get one container per
+   container definition, and images of this moto's own ECR get the digest their tag
+   names when the task starts.
+5. Lambda image functions. `PublishVersion` shares the `Code` of `$LATEST` with the new
+   version, so updating the function's code rewrites the `ImageUri` of every published
+   version; real versions are immutable. And `Code.ResolvedImageUri` is malformed for an
+   `ImageUri` given by digest (`repo@sha256@sha256:…`); real Lambda reports
+   `repo@sha256:<digest>`. Published versions get their own copy of the code, and the
+   resolved URI is the repository plus the digest.
+6. ECR tag moves. When PutImage moves a tag of a mutable repository onto a new
+   manifest, moto deletes the image that carried it if that was its only tag; real ECR
+   keeps it, untagged (what lifecycle rules on untagged images are for). The tag is
+   taken off the older image before the push, which then keeps it.
+   Corrections 4 to 6 are asserted by tests/moto_in_use.rs.
 """
+import copy
 import hashlib
 import json
+import re
 import sys
 
 import moto
+from moto.awslambda import models as lambda_models
 from moto.ecr import models
+from moto.ecs import models as ecs_models
 
 EXPECTED_MOTO = "5.2."
 if not moto.__version__.startswith(EXPECTED_MOTO):
@@ -68,6 +89,108 @@ policy_validation.VALID_SELECTION_COUNT_TYPE_VALUES = {
 }
 
 moto_api_urls.url_paths["{0}/moto-api/afterpush/ecr-image-times"] = afterpush_set_ecr_image_times
+
+
+_put_image = models.ECRBackend.put_image
+
+
+def _put_image_keeping_untagged(
+    self, repository_name, image_manifest, image_tag, image_manifest_mediatype=None, digest=None
+):
+    repository = self.repositories.get(repository_name)
+    if (
+        repository is not None
+        and image_tag is not None
+        and repository.image_tag_mutability == "MUTABLE"
+        and not repository.image_tag_mutability_exclusion_filters
+    ):
+        for image in repository.images:
+            if image_tag in image.image_tags and image.image_manifest != image_manifest:
+                image.remove_tag(image_tag)
+                if not image.image_tags:
+                    image.image_tag = None
+    return _put_image(
+        self, repository_name, image_manifest, image_tag, image_manifest_mediatype, digest
+    )
+
+
+models.ECRBackend.put_image = _put_image_keeping_untagged
+
+ECR_IMAGE = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com/(.+)$")
+
+
+def _pulled_digest(account_id, region, image):
+    """The digest a pull of `image` gets from this moto's ECR, or None."""
+    m = ECR_IMAGE.match(image or "")
+    if not m or m.group(1) != account_id or m.group(2) != region:
+        return None
+    rest = m.group(3)
+    if "@" in rest:
+        return rest.split("@", 1)[1]
+    repo, tag = rest, "latest"
+    if ":" in rest.rsplit("/", 1)[-1]:
+        repo, tag = rest.rsplit(":", 1)
+    try:
+        found = models.ecr_backends[account_id][region].batch_get_image(
+            repository_name=repo, image_ids=[{"imageTag": tag}]
+        )["images"]
+    except Exception:
+        return None
+    return found[0].get_image_digest() if found else None
+
+
+_task_init = ecs_models.Task.__init__
+
+
+def _task_init_every_container(self, cluster, task_definition, *args, **kwargs):
+    _task_init(self, cluster, task_definition, *args, **kwargs)
+    containers = []
+    for definition in task_definition.container_definitions:
+        c = ecs_models.Container(task_definition)
+        c.name = definition.get("name")
+        c.image = definition.get("image")
+        c.cpu = definition.get("cpu", 0)
+        c.memory = definition.get("memory")
+        c.environment = definition.get("environment")
+        c.command = definition.get("command")
+        digest = _pulled_digest(self._account_id, self.region_name, c.image)
+        if digest:
+            c.image_digest = digest
+        containers.append(c)
+    self.containers = containers
+
+
+ecs_models.Task.__init__ = _task_init_every_container
+
+_publish_version = lambda_models.LambdaStorage.publish_version
+
+
+def _publish_immutable_version(self, name_or_arn, description=""):
+    fn = _publish_version(self, name_or_arn, description)
+    if fn is not None:
+        latest = self._functions[fn.function_name]["latest"]
+        if fn is not latest and fn.code is latest.code:
+            fn.code = copy.deepcopy(latest.code)
+    return fn
+
+
+lambda_models.LambdaStorage.publish_version = _publish_immutable_version
+
+_get_code = lambda_models.LambdaFunction.get_code
+
+
+def _get_code_resolved(self):
+    resp = _get_code(self)
+    uri = resp.get("Code", {}).get("ImageUri")
+    if uri:
+        repository = uri.split("@", 1)[0]
+        if ":" in repository.rsplit("/", 1)[-1]:
+            repository = repository.rsplit(":", 1)[0]
+        resp["Code"]["ResolvedImageUri"] = f"{repository}@sha256:{self.code_sha_256}"
+    return resp
+
+
+lambda_models.LambdaFunction.get_code = _get_code_resolved
 
 from moto.server import main  # noqa: E402
 

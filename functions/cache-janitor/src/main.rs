@@ -1,4 +1,5 @@
-//! Lambda `cache-janitor`: BuildKit cache cleanup after cache-tag pushes and on schedule.
+//! Lambda `cache-janitor`: ECR and BuildKit cache cleanup after pushes and on schedule,
+//! keeping every image ECS or Lambda uses.
 //!
 //! Thin by design: tracing, settings and clients are set up once per cold start, then
 //! every event goes to [`afterpush::functions::CacheJanitor::handle`], which returns a JSON

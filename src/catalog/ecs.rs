@@ -1,0 +1,628 @@
+//! The ECS images in use: what every running or pending task runs, what every service's
+//! deployments run, and the latest N ACTIVE revisions of each task-definition family
+//! (what a rollback would run).
+//!
+//! The calls go through the small [`EcsApi`] port ([`SdkEcs`] in production; the
+//! benchmark counts calls through an in-memory one), at ECS's page and batch limits:
+//! ListClusters/ListServices/ListTasks/ListTaskDefinitions 100 per page,
+//! DescribeServices 10 names, DescribeTasks 100 ARNs, DescribeTaskDefinition one at a
+//! time (each at most once per run).
+
+use crate::cleanup::in_use::{all_pages, own_registry_ref, sdk_failure, InUseError, InUseRef};
+use crate::oci::Sha256Digest;
+use std::collections::{BTreeMap, HashMap};
+
+/// ListClusters, ListServices, ListTasks and ListTaskDefinitions return at most 100 per page.
+pub const LIST_PAGE: i32 = 100;
+/// DescribeServices takes at most 10 services.
+pub const DESCRIBE_SERVICES_BATCH: usize = 10;
+/// DescribeTasks takes at most 100 tasks.
+pub const DESCRIBE_TASKS_BATCH: usize = 100;
+
+/// A page of results and the token of the next one.
+pub type Page<T> = (Vec<T>, Option<String>);
+
+/// A service: its name and the task definitions it runs (its own, and those of its
+/// PRIMARY and ACTIVE deployments: a rolling update runs both).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EcsService {
+    pub name: String,
+    pub task_definitions: Vec<String>,
+}
+
+/// A running or pending task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EcsTask {
+    pub arn: String,
+    pub task_definition: String,
+    pub containers: Vec<EcsContainer>,
+}
+
+/// A container of a task: the image it was started from and, once ECS resolved it, the
+/// digest it pulled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EcsContainer {
+    pub name: String,
+    pub image: Option<String>,
+    pub image_digest: Option<String>,
+}
+
+/// A task definition's containers: (name, image).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EcsTaskDefinition {
+    pub arn: String,
+    pub containers: Vec<(String, String)>,
+}
+
+/// The ECS calls the in-use listing makes.
+#[async_trait::async_trait]
+pub trait EcsApi: Send + Sync {
+    async fn list_clusters(&self, next: Option<String>) -> Result<Page<String>, InUseError>;
+    async fn list_services(
+        &self,
+        cluster: &str,
+        next: Option<String>,
+    ) -> Result<Page<String>, InUseError>;
+    /// At most [`DESCRIBE_SERVICES_BATCH`] services.
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> Result<Vec<EcsService>, InUseError>;
+    /// Tasks whose desired status is RUNNING: running ones and those still pending.
+    async fn list_tasks(
+        &self,
+        cluster: &str,
+        next: Option<String>,
+    ) -> Result<Page<String>, InUseError>;
+    /// At most [`DESCRIBE_TASKS_BATCH`] tasks.
+    async fn describe_tasks(
+        &self,
+        cluster: &str,
+        tasks: &[String],
+    ) -> Result<Vec<EcsTask>, InUseError>;
+    /// ACTIVE task definitions (ARNs), every family.
+    async fn list_task_definitions(&self, next: Option<String>)
+        -> Result<Page<String>, InUseError>;
+    async fn describe_task_definition(&self, arn: &str) -> Result<EcsTaskDefinition, InUseError>;
+}
+
+/// `family:revision` of a task-definition ARN (or of `family:revision` itself).
+pub fn family_revision(arn: &str) -> Option<(&str, u64)> {
+    let name = arn.rsplit_once("task-definition/").map_or(arn, |(_, n)| n);
+    let (family, rev) = name.rsplit_once(':')?;
+    Some((family, rev.parse().ok()?))
+}
+
+fn short_task_definition(arn: &str) -> String {
+    match family_revision(arn) {
+        Some((f, r)) => format!("{f}:{r}"),
+        None => arn.to_string(),
+    }
+}
+
+/// The last path segment of an ARN (`cluster/web` -> `web`, `task/web/abc` -> `abc`).
+fn last_segment(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// Task definitions described once per run.
+struct Definitions<'a, A: ?Sized> {
+    api: &'a A,
+    seen: HashMap<String, EcsTaskDefinition>,
+}
+
+impl<A: EcsApi + ?Sized> Definitions<'_, A> {
+    async fn get(&mut self, arn: &str) -> Result<&EcsTaskDefinition, InUseError> {
+        if !self.seen.contains_key(arn) {
+            let def = self.api.describe_task_definition(arn).await?;
+            self.seen.insert(arn.to_string(), def);
+        }
+        Ok(&self.seen[arn])
+    }
+}
+
+/// Every image reference ECS holds in this account and region, to its own registry.
+pub async fn images_in_use<A: EcsApi + ?Sized>(
+    api: &A,
+    revisions: usize,
+) -> Result<Vec<InUseRef>, InUseError> {
+    let mut defs = Definitions {
+        api,
+        seen: HashMap::new(),
+    };
+    let mut refs = Vec::new();
+    let clusters = all_pages(|t| api.list_clusters(t)).await?;
+    for cluster in &clusters {
+        let cluster_name = last_segment(cluster);
+        let services = all_pages(|t| api.list_services(cluster, t)).await?;
+        for batch in services.chunks(DESCRIBE_SERVICES_BATCH) {
+            for service in api.describe_services(cluster, batch).await? {
+                for td in &service.task_definitions {
+                    let def = defs.get(td).await?;
+                    let user = format!(
+                        "ecs service {cluster_name}/{}, task def {}",
+                        service.name,
+                        short_task_definition(td)
+                    );
+                    for (_, image) in &def.containers {
+                        if let Some(image) = own_registry_ref(image, &def.arn) {
+                            refs.push(InUseRef {
+                                image,
+                                user: user.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let tasks = all_pages(|t| api.list_tasks(cluster, t)).await?;
+        for batch in tasks.chunks(DESCRIBE_TASKS_BATCH) {
+            for task in api.describe_tasks(cluster, batch).await? {
+                for c in &task.containers {
+                    let user = format!(
+                        "ecs task {cluster_name}/{} (container {})",
+                        last_segment(&task.arn),
+                        c.name
+                    );
+                    // What the container pulled is what a restart on the same host
+                    // reuses; without a digest yet (pending), its task definition's image.
+                    let images: Vec<String> = match &c.image {
+                        Some(i) => vec![i.clone()],
+                        None => {
+                            let def = defs.get(&task.task_definition).await?;
+                            let named: Vec<String> = def
+                                .containers
+                                .iter()
+                                .filter(|(n, _)| *n == c.name)
+                                .map(|(_, i)| i.clone())
+                                .collect();
+                            // A container its definition does not name: every image of
+                            // the definition, rather than none.
+                            if named.is_empty() {
+                                def.containers.iter().map(|(_, i)| i.clone()).collect()
+                            } else {
+                                named
+                            }
+                        }
+                    };
+                    let digest: Option<Sha256Digest> =
+                        c.image_digest.as_deref().and_then(|d| d.parse().ok());
+                    for image in images {
+                        if let Some(r) = own_registry_ref(&image, &task.arn) {
+                            let image = match &digest {
+                                Some(d) => r.with_digest(d.clone()),
+                                None => r,
+                            };
+                            refs.push(InUseRef {
+                                image,
+                                user: user.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Rollback targets: the newest `revisions` ACTIVE revisions of every family.
+    let mut families: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for arn in all_pages(|t| api.list_task_definitions(t)).await? {
+        if let Some((family, rev)) = family_revision(&arn) {
+            families
+                .entry(family.to_string())
+                .or_default()
+                .push((rev, arn.clone()));
+        }
+    }
+    for (family, mut revs) in families {
+        revs.sort_by_key(|r| std::cmp::Reverse(r.0));
+        for (rev, arn) in revs.into_iter().take(revisions) {
+            let def = defs.get(&arn).await?;
+            let user = format!("ecs task def {family}:{rev} (one of the {revisions} latest)");
+            for (_, image) in &def.containers {
+                if let Some(image) = own_registry_ref(image, &def.arn) {
+                    refs.push(InUseRef {
+                        image,
+                        user: user.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(refs)
+}
+
+/// [`EcsApi`] over aws-sdk-ecs.
+#[derive(Clone)]
+pub struct SdkEcs {
+    client: aws_sdk_ecs::Client,
+}
+
+impl SdkEcs {
+    pub fn new(client: aws_sdk_ecs::Client) -> Self {
+        Self { client }
+    }
+
+    /// From the shared config, with more attempts for throttling (as for ECR).
+    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
+        let conf = aws_sdk_ecs::config::Builder::from(config)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
+            .build();
+        Self::new(aws_sdk_ecs::Client::from_conf(conf))
+    }
+}
+
+/// Describe* failures other than MISSING (a task or service gone since it was listed)
+/// leave something unseen: the listing fails.
+fn describe_failures(
+    operation: &'static str,
+    failures: &[aws_sdk_ecs::types::Failure],
+) -> Result<(), InUseError> {
+    match failures
+        .iter()
+        .find(|f| f.reason().is_none_or(|r| r != "MISSING"))
+    {
+        Some(f) => Err(InUseError {
+            service: "ECS",
+            operation,
+            message: format!(
+                "{}: {} {}",
+                f.arn().unwrap_or("?"),
+                f.reason().unwrap_or("unknown reason"),
+                f.detail().unwrap_or("")
+            ),
+            retryable: false,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[async_trait::async_trait]
+impl EcsApi for SdkEcs {
+    async fn list_clusters(&self, next: Option<String>) -> Result<Page<String>, InUseError> {
+        let out = self
+            .client
+            .list_clusters()
+            .max_results(LIST_PAGE)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(|e| sdk_failure("ECS", "ListClusters", e))?;
+        Ok((
+            out.cluster_arns().to_vec(),
+            out.next_token().map(str::to_string),
+        ))
+    }
+
+    async fn list_services(
+        &self,
+        cluster: &str,
+        next: Option<String>,
+    ) -> Result<Page<String>, InUseError> {
+        let out = self
+            .client
+            .list_services()
+            .cluster(cluster)
+            .max_results(LIST_PAGE)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(|e| sdk_failure("ECS", "ListServices", e))?;
+        Ok((
+            out.service_arns().to_vec(),
+            out.next_token().map(str::to_string),
+        ))
+    }
+
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        services: &[String],
+    ) -> Result<Vec<EcsService>, InUseError> {
+        let out = self
+            .client
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(services.to_vec()))
+            .send()
+            .await
+            .map_err(|e| sdk_failure("ECS", "DescribeServices", e))?;
+        describe_failures("DescribeServices", out.failures())?;
+        Ok(out
+            .services()
+            .iter()
+            .map(|s| {
+                let mut task_definitions: Vec<String> = s
+                    .task_definition()
+                    .map(str::to_string)
+                    .into_iter()
+                    .collect();
+                for d in s.deployments() {
+                    if matches!(d.status(), Some("PRIMARY" | "ACTIVE")) {
+                        if let Some(td) = d.task_definition() {
+                            if !task_definitions.iter().any(|t| t == td) {
+                                task_definitions.push(td.to_string());
+                            }
+                        }
+                    }
+                }
+                EcsService {
+                    name: s.service_name().unwrap_or_default().to_string(),
+                    task_definitions,
+                }
+            })
+            .collect())
+    }
+
+    async fn list_tasks(
+        &self,
+        cluster: &str,
+        next: Option<String>,
+    ) -> Result<Page<String>, InUseError> {
+        let out = self
+            .client
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .max_results(LIST_PAGE)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(|e| sdk_failure("ECS", "ListTasks", e))?;
+        Ok((
+            out.task_arns().to_vec(),
+            out.next_token().map(str::to_string),
+        ))
+    }
+
+    async fn describe_tasks(
+        &self,
+        cluster: &str,
+        tasks: &[String],
+    ) -> Result<Vec<EcsTask>, InUseError> {
+        let out = self
+            .client
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(tasks.to_vec()))
+            .send()
+            .await
+            .map_err(|e| sdk_failure("ECS", "DescribeTasks", e))?;
+        describe_failures("DescribeTasks", out.failures())?;
+        Ok(out
+            .tasks()
+            .iter()
+            .map(|t| EcsTask {
+                arn: t.task_arn().unwrap_or_default().to_string(),
+                task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
+                containers: t
+                    .containers()
+                    .iter()
+                    .map(|c| EcsContainer {
+                        name: c.name().unwrap_or_default().to_string(),
+                        image: c.image().map(str::to_string),
+                        image_digest: c.image_digest().map(str::to_string),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn list_task_definitions(
+        &self,
+        next: Option<String>,
+    ) -> Result<Page<String>, InUseError> {
+        let out = self
+            .client
+            .list_task_definitions()
+            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .max_results(LIST_PAGE)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(|e| sdk_failure("ECS", "ListTaskDefinitions", e))?;
+        Ok((
+            out.task_definition_arns().to_vec(),
+            out.next_token().map(str::to_string),
+        ))
+    }
+
+    async fn describe_task_definition(&self, arn: &str) -> Result<EcsTaskDefinition, InUseError> {
+        let out = self
+            .client
+            .describe_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .map_err(|e| sdk_failure("ECS", "DescribeTaskDefinition", e))?;
+        let def = out.task_definition().ok_or_else(|| InUseError {
+            service: "ECS",
+            operation: "DescribeTaskDefinition",
+            message: format!("{arn}: no task definition in the answer"),
+            retryable: false,
+        })?;
+        Ok(EcsTaskDefinition {
+            arn: def.task_definition_arn().unwrap_or(arn).to_string(),
+            containers: def
+                .container_definitions()
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        c.name().unwrap_or_default().to_string(),
+                        c.image()?.to_string(),
+                    ))
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cleanup::in_use::Target;
+
+    const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    const ARN: &str = "arn:aws:ecs:us-east-1:123456789012";
+
+    /// One item per page, so that every listing has to follow its tokens.
+    struct OnePerPage {
+        task_definitions: Vec<EcsTaskDefinition>,
+        tasks: Vec<EcsTask>,
+    }
+
+    fn one_page(items: Vec<String>, next: Option<String>) -> Page<String> {
+        let at: usize = next.map_or(0, |t| t.parse().unwrap());
+        (
+            items.get(at).cloned().into_iter().collect(),
+            (at + 1 < items.len()).then(|| (at + 1).to_string()),
+        )
+    }
+
+    #[async_trait::async_trait]
+    impl EcsApi for OnePerPage {
+        async fn list_clusters(&self, next: Option<String>) -> Result<Page<String>, InUseError> {
+            Ok(one_page(vec![format!("{ARN}:cluster/web")], next))
+        }
+        async fn list_services(
+            &self,
+            _cluster: &str,
+            next: Option<String>,
+        ) -> Result<Page<String>, InUseError> {
+            Ok(one_page(vec!["api".into()], next))
+        }
+        async fn describe_services(
+            &self,
+            _cluster: &str,
+            services: &[String],
+        ) -> Result<Vec<EcsService>, InUseError> {
+            Ok(services
+                .iter()
+                .map(|s| EcsService {
+                    name: s.clone(),
+                    task_definitions: vec![format!("{ARN}:task-definition/api:2")],
+                })
+                .collect())
+        }
+        async fn list_tasks(
+            &self,
+            _cluster: &str,
+            next: Option<String>,
+        ) -> Result<Page<String>, InUseError> {
+            Ok(one_page(
+                self.tasks.iter().map(|t| t.arn.clone()).collect(),
+                next,
+            ))
+        }
+        async fn describe_tasks(
+            &self,
+            _cluster: &str,
+            tasks: &[String],
+        ) -> Result<Vec<EcsTask>, InUseError> {
+            Ok(self
+                .tasks
+                .iter()
+                .filter(|t| tasks.contains(&t.arn))
+                .cloned()
+                .collect())
+        }
+        async fn list_task_definitions(
+            &self,
+            next: Option<String>,
+        ) -> Result<Page<String>, InUseError> {
+            Ok(one_page(
+                self.task_definitions
+                    .iter()
+                    .map(|t| t.arn.clone())
+                    .collect(),
+                next,
+            ))
+        }
+        async fn describe_task_definition(
+            &self,
+            arn: &str,
+        ) -> Result<EcsTaskDefinition, InUseError> {
+            Ok(self
+                .task_definitions
+                .iter()
+                .find(|t| t.arn == arn)
+                .unwrap()
+                .clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn follows_pages_prefers_pulled_digests_and_keeps_the_latest_revisions() {
+        let digest = crate::oci::Sha256Digest::of(b"pulled");
+        let api = OnePerPage {
+            task_definitions: (1..=3)
+                .map(|r| EcsTaskDefinition {
+                    arn: format!("{ARN}:task-definition/api:{r}"),
+                    containers: vec![("app".into(), format!("{HOST}/app:v{r}"))],
+                })
+                .collect(),
+            tasks: vec![
+                EcsTask {
+                    arn: format!("{ARN}:task/web/pulled"),
+                    task_definition: format!("{ARN}:task-definition/api:1"),
+                    containers: vec![EcsContainer {
+                        name: "app".into(),
+                        image: Some(format!("{HOST}/app:v1")),
+                        image_digest: Some(digest.to_string()),
+                    }],
+                },
+                EcsTask {
+                    arn: format!("{ARN}:task/web/pending"),
+                    task_definition: format!("{ARN}:task-definition/api:1"),
+                    containers: vec![EcsContainer {
+                        name: "app".into(),
+                        image: None,
+                        image_digest: None,
+                    }],
+                },
+            ],
+        };
+        let refs = images_in_use(&api, 2).await.unwrap();
+        let seen: Vec<(String, Target)> =
+            refs.into_iter().map(|r| (r.user, r.image.target)).collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "ecs service web/api, task def api:2".to_string(),
+                    Target::Tag("v2".into())
+                ),
+                (
+                    "ecs task web/pulled (container app)".into(),
+                    Target::Digest(digest)
+                ),
+                (
+                    "ecs task web/pending (container app)".into(),
+                    Target::Tag("v1".into())
+                ),
+                (
+                    "ecs task def api:3 (one of the 2 latest)".into(),
+                    Target::Tag("v3".into())
+                ),
+                (
+                    "ecs task def api:2 (one of the 2 latest)".into(),
+                    Target::Tag("v2".into())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn task_definition_names() {
+        assert_eq!(
+            family_revision("arn:aws:ecs:us-east-1:123456789012:task-definition/web:42"),
+            Some(("web", 42))
+        );
+        assert_eq!(family_revision("web:7"), Some(("web", 7)));
+        assert_eq!(family_revision("web"), None);
+        assert_eq!(
+            last_segment("arn:aws:ecs:us-east-1:123456789012:task/web/abc"),
+            "abc"
+        );
+    }
+}

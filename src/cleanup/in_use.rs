@@ -1,0 +1,380 @@
+//! "In use means kept": the images that ECS and Lambda run or may roll back to, collected
+//! before any deletion, and never deleted whatever the rules say.
+//!
+//! A collector ([`InUseSource`]) lists references (`<account>.dkr.ecr.<region>.amazonaws.com/repo:tag|@digest`)
+//! with who holds each ([`InUseRef`]); only references to the collecting account's own
+//! registry in its region are kept. When a repository is planned, [`InUse::protected`]
+//! resolves each reference against the repository's listing: a digest is that digest, a
+//! tag is the digest the tag names now. Listing errors are fatal to the whole run
+//! (see `cleanup::sweep`): an image in use that could not be seen must not be deleted.
+
+use crate::catalog::ImageRecord;
+use crate::oci::Sha256Digest;
+use crate::registry::ecr::parse_registry_host;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Task-definition revisions of each family kept for rollbacks, unless the policy says.
+pub const DEFAULT_TASK_DEFINITION_REVISIONS: usize = 5;
+
+/// Which workloads protect their images (the policy's `protect`). Everything is on
+/// unless the policy turns it off by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Protect {
+    /// Running and pending tasks, services' deployments, the latest task-definition revisions.
+    pub ecs: bool,
+    /// Image-packaged functions: `$LATEST`, every published version, every alias.
+    pub lambda: bool,
+    /// The latest N ACTIVE revisions of each task-definition family.
+    pub task_definition_revisions: usize,
+}
+
+impl Default for Protect {
+    fn default() -> Self {
+        Protect {
+            ecs: true,
+            lambda: true,
+            task_definition_revisions: DEFAULT_TASK_DEFINITION_REVISIONS,
+        }
+    }
+}
+
+impl Protect {
+    pub fn any(&self) -> bool {
+        self.ecs || self.lambda
+    }
+}
+
+/// What an ECR image reference names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    Tag(String),
+    Digest(Sha256Digest),
+}
+
+/// A reference to an image in an ECR registry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct EcrImageRef {
+    pub account: String,
+    pub region: String,
+    pub repository: String,
+    pub target: Target,
+}
+
+impl EcrImageRef {
+    /// Parses `<account>.dkr.ecr.<region>.amazonaws.com/repo[:tag][@sha256:…]` (no tag
+    /// and no digest: `latest`, as a pull would). `None` for any other registry, or a
+    /// reference that does not parse.
+    pub fn parse(uri: &str) -> Option<Self> {
+        let (host, path) = uri.split_once('/')?;
+        let registry = parse_registry_host(host)?;
+        let (name, target) = match path.split_once('@') {
+            Some((name, digest)) => {
+                // `repo:tag@digest` pulls by digest: the tag is only informative.
+                let name = match name.rsplit_once(':') {
+                    Some((n, _)) => n,
+                    None => name,
+                };
+                (name, Target::Digest(digest.parse().ok()?))
+            }
+            None => match path.rsplit_once(':') {
+                Some((name, tag)) if !tag.is_empty() && !tag.contains('/') => {
+                    (name, Target::Tag(tag.to_string()))
+                }
+                _ => (path, Target::Tag("latest".into())),
+            },
+        };
+        if name.is_empty() {
+            return None;
+        }
+        Some(EcrImageRef {
+            account: registry.account,
+            region: registry.region,
+            repository: name.to_string(),
+            target,
+        })
+    }
+
+    /// The same repository, pinned to `digest`.
+    pub fn with_digest(mut self, digest: Sha256Digest) -> Self {
+        self.target = Target::Digest(digest);
+        self
+    }
+}
+
+/// One image reference a workload holds, and who holds it (`ecs service web/api, task def web:42`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct InUseRef {
+    pub image: EcrImageRef,
+    pub user: String,
+}
+
+/// The account and region of an ARN (`arn:aws:ecs:us-east-1:123456789012:cluster/web`).
+pub fn arn_account_region(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (_arn, _partition, _service) = (parts.next()?, parts.next()?, parts.next()?);
+    let region = parts.next()?;
+    let account = parts.next()?;
+    Some((account, region))
+}
+
+/// The reference `uri` held by the resource `owner_arn`, when it names an image of the
+/// owner's own ECR registry (same account, same region); `None` for every other image
+/// (Docker Hub, another account's registry, a malformed reference).
+pub fn own_registry_ref(uri: &str, owner_arn: &str) -> Option<EcrImageRef> {
+    let image = EcrImageRef::parse(uri)?;
+    let (account, region) = arn_account_region(owner_arn)?;
+    (image.account == account && image.region == region).then_some(image)
+}
+
+/// The references of one run, with what the collection saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InUse {
+    pub refs: Vec<InUseRef>,
+}
+
+impl InUse {
+    /// The images of `repository` that are in use, each with who uses it: digests as
+    /// they are, tags resolved to what they name in `images` now. A tag no image
+    /// carries (deleted since) protects nothing: there is nothing left to pull by it.
+    pub fn protected(
+        &self,
+        repository: &str,
+        images: &[ImageRecord],
+    ) -> BTreeMap<Sha256Digest, Vec<String>> {
+        let mut by_tag: BTreeMap<&str, &Sha256Digest> = BTreeMap::new();
+        for im in images {
+            for t in &im.tags {
+                by_tag.insert(t, &im.digest);
+            }
+        }
+        let mut out: BTreeMap<Sha256Digest, Vec<String>> = BTreeMap::new();
+        for r in self
+            .refs
+            .iter()
+            .filter(|r| r.image.repository == repository)
+        {
+            let digest = match &r.image.target {
+                Target::Digest(d) => d.clone(),
+                Target::Tag(t) => match by_tag.get(t.as_str()) {
+                    Some(d) => (*d).clone(),
+                    None => continue,
+                },
+            };
+            let users = out.entry(digest).or_default();
+            if !users.contains(&r.user) {
+                users.push(r.user.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Why the images in use could not be listed: the run deletes nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("listing images in use: {service} {operation} failed: {message}")]
+pub struct InUseError {
+    /// `ECS` or `Lambda`.
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub message: String,
+    /// Throttling, 5xx, timeouts: a later run may succeed.
+    pub retryable: bool,
+}
+
+/// An AWS SDK call failure as an [`InUseError`]: throttling, 5xx, timeouts and
+/// connection failures are retryable, the rest (AccessDenied, validation) are not.
+pub fn sdk_failure<E>(
+    service: &'static str,
+    operation: &'static str,
+    err: aws_sdk_ecs::error::SdkError<E>,
+) -> InUseError
+where
+    E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+    let throttled = matches!(
+        err.code(),
+        Some(
+            "ThrottlingException"
+                | "TooManyRequestsException"
+                | "Throttling"
+                | "RequestLimitExceeded"
+        )
+    );
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(e) => e.raw().status().is_server_error(),
+        _ => false,
+    };
+    InUseError {
+        service,
+        operation,
+        message: aws_sdk_ecs::error::DisplayErrorContext(&err).to_string(),
+        retryable: throttled || transient,
+    }
+}
+
+/// Follows `next` tokens until the last page.
+pub async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, InUseError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), InUseError>>,
+{
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let (items, next) = page(token).await?;
+        out.extend(items);
+        match next {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Lists the image references of the workloads `protect` names.
+#[async_trait::async_trait]
+pub trait InUseSource: Send + Sync {
+    async fn collect(&self, protect: &Protect) -> Result<InUse, InUseError>;
+}
+
+/// A source with no workloads: an OCI image layout on disk, which no ECS task or Lambda
+/// function can pull from.
+pub struct NoWorkloads;
+
+#[async_trait::async_trait]
+impl InUseSource for NoWorkloads {
+    async fn collect(&self, _protect: &Protect) -> Result<InUse, InUseError> {
+        Ok(InUse::default())
+    }
+}
+
+/// ECS and Lambda of one account and region, through their [`crate::catalog::ecs::EcsApi`]
+/// and [`crate::catalog::lambda::LambdaApi`] ports.
+pub struct Workloads<E, L> {
+    pub ecs: E,
+    pub lambda: L,
+}
+
+#[async_trait::async_trait]
+impl<E, L> InUseSource for Workloads<E, L>
+where
+    E: crate::catalog::ecs::EcsApi,
+    L: crate::catalog::lambda::LambdaApi,
+{
+    async fn collect(&self, protect: &Protect) -> Result<InUse, InUseError> {
+        let mut refs = Vec::new();
+        if protect.ecs {
+            refs.extend(
+                crate::catalog::ecs::images_in_use(&self.ecs, protect.task_definition_revisions)
+                    .await?,
+            );
+        }
+        if protect.lambda {
+            refs.extend(crate::catalog::lambda::images_in_use(&self.lambda).await?);
+        }
+        refs.sort();
+        refs.dedup();
+        Ok(InUse { refs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::ArtifactKind;
+    use chrono::Utc;
+
+    const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+    #[test]
+    fn parses_ecr_references_and_ignores_others() {
+        let d = Sha256Digest::of(b"x");
+        let r = EcrImageRef::parse(&format!("{HOST}/team/app:v1")).unwrap();
+        assert_eq!(
+            (r.account.as_str(), r.region.as_str(), r.repository.as_str()),
+            ("123456789012", "us-east-1", "team/app")
+        );
+        assert_eq!(r.target, Target::Tag("v1".into()));
+        let r = EcrImageRef::parse(&format!("{HOST}/app:v1@{d}")).unwrap();
+        assert_eq!(
+            (r.repository.as_str(), r.target),
+            ("app", Target::Digest(d))
+        );
+        let r = EcrImageRef::parse(&format!("{HOST}/app")).unwrap();
+        assert_eq!(r.target, Target::Tag("latest".into()));
+        for other in [
+            "nginx:latest",
+            "public.ecr.aws/docker/library/nginx:1",
+            "ghcr.io/o/app:v1",
+            &format!("{HOST}/app@sha256:short"),
+            &format!("{HOST}/"),
+        ] {
+            assert_eq!(EcrImageRef::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn only_the_owners_registry_counts() {
+        let arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/web:3";
+        assert!(own_registry_ref(&format!("{HOST}/app:v1"), arn).is_some());
+        assert!(
+            own_registry_ref("210987654321.dkr.ecr.us-east-1.amazonaws.com/app:v1", arn).is_none()
+        );
+        assert!(
+            own_registry_ref("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1", arn).is_none()
+        );
+        assert!(own_registry_ref("nginx", arn).is_none());
+    }
+
+    fn image(name: &str, tags: &[&str]) -> ImageRecord {
+        ImageRecord {
+            digest: Sha256Digest::of(name.as_bytes()),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            pushed_at: Utc::now(),
+            last_pulled_at: None,
+            manifest_media_type: crate::oci::media::OCI_MANIFEST.into(),
+            artifact_media_type: None,
+            kind: ArtifactKind::Image,
+            subject: None,
+            children: Vec::new(),
+            soci_index: None,
+            size_bytes: 1,
+        }
+    }
+
+    #[test]
+    fn tags_resolve_to_what_they_name_now_digests_stay() {
+        let images = [image("new", &["v1"]), image("old", &[])];
+        let old = Sha256Digest::of(b"old");
+        let reference = |uri: &str, user: &str| InUseRef {
+            image: EcrImageRef::parse(uri).unwrap(),
+            user: user.into(),
+        };
+        let in_use = InUse {
+            refs: vec![
+                reference(
+                    &format!("{HOST}/app:v1"),
+                    "ecs service c/web, task def web:1",
+                ),
+                reference(
+                    &format!("{HOST}/app@{old}"),
+                    "ecs task c/t1 (container web)",
+                ),
+                reference(&format!("{HOST}/app:gone"), "lambda fn f"),
+                reference(&format!("{HOST}/other:v1"), "lambda fn g"),
+            ],
+        };
+        let p = in_use.protected("app", &images);
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            p[&Sha256Digest::of(b"new")],
+            ["ecs service c/web, task def web:1"]
+        );
+        assert_eq!(p[&old], ["ecs task c/t1 (container web)"]);
+    }
+}

@@ -1,0 +1,195 @@
+//! The launcher's corrections of moto's ECS, Lambda and ECR models (see
+//! tests/support/moto_launcher.py), asserted through the AWS SDK: what in-use protection
+//! reads must be what AWS answers.
+
+mod support;
+
+use afterpush::oci::{media, Sha256Digest};
+
+const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+async fn put(ecr: &aws_sdk_ecr::Client, seed: &str, tag: &str) -> Sha256Digest {
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":10}},"layers":[]}}"#,
+        media::OCI_MANIFEST,
+        media::OCI_CONFIG,
+        Sha256Digest::of(seed.as_bytes())
+    );
+    ecr.put_image()
+        .repository_name("app")
+        .image_manifest(&body)
+        .image_manifest_media_type(media::OCI_MANIFEST)
+        .image_tag(tag)
+        .send()
+        .await
+        .unwrap();
+    Sha256Digest::of(body.as_bytes())
+}
+
+#[tokio::test]
+async fn ecs_tasks_report_every_container_with_the_digest_it_pulled() {
+    let moto = support::TestMoto::start();
+    let (ecr, ecs) = (moto.ecr().await, moto.ecs().await);
+    ecr.create_repository()
+        .repository_name("app")
+        .send()
+        .await
+        .unwrap();
+    let first = put(&ecr, "one", "v1").await;
+    ecs.create_cluster()
+        .cluster_name("web")
+        .send()
+        .await
+        .unwrap();
+    let container = |name: &str, image: &str| {
+        aws_sdk_ecs::types::ContainerDefinition::builder()
+            .name(name)
+            .image(image)
+            .memory(128)
+            .build()
+    };
+    ecs.register_task_definition()
+        .family("web")
+        .container_definitions(container("app", &format!("{HOST}/app:v1")))
+        .container_definitions(container("proxy", "nginx:latest"))
+        .send()
+        .await
+        .unwrap();
+    let run = ecs
+        .run_task()
+        .cluster("web")
+        .task_definition("web")
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .send()
+        .await
+        .unwrap();
+    let task = run.tasks()[0].task_arn().unwrap().to_string();
+    // The tag moves on; the running task still runs what it pulled.
+    let second = put(&ecr, "two", "v1").await;
+    assert_ne!(first, second);
+    let described = ecs
+        .describe_tasks()
+        .cluster("web")
+        .tasks(&task)
+        .send()
+        .await
+        .unwrap();
+    let containers: Vec<(&str, Option<&str>)> = described.tasks()[0]
+        .containers()
+        .iter()
+        .map(|c| (c.name().unwrap(), c.image_digest()))
+        .collect();
+    let first = first.to_string();
+    assert_eq!(
+        containers,
+        [("app", Some(first.as_str())), ("proxy", None)],
+        "one container per definition; ECR images carry the digest pulled at start"
+    );
+}
+
+#[tokio::test]
+async fn ecr_keeps_the_image_a_moved_tag_left_untagged() {
+    let moto = support::TestMoto::start();
+    let ecr = moto.ecr().await;
+    ecr.create_repository()
+        .repository_name("app")
+        .send()
+        .await
+        .unwrap();
+    let first = put(&ecr, "one", "v1").await;
+    let second = put(&ecr, "two", "v1").await;
+    let listed = ecr
+        .describe_images()
+        .repository_name("app")
+        .send()
+        .await
+        .unwrap();
+    let mut images: Vec<(String, Vec<String>)> = listed
+        .image_details()
+        .iter()
+        .map(|d| {
+            (
+                d.image_digest().unwrap().to_string(),
+                d.image_tags().to_vec(),
+            )
+        })
+        .collect();
+    images.sort();
+    let mut expected = vec![
+        (first.to_string(), vec![]),
+        (second.to_string(), vec!["v1".to_string()]),
+    ];
+    expected.sort();
+    assert_eq!(images, expected);
+}
+
+#[tokio::test]
+async fn lambda_versions_keep_their_image_and_resolve_digests() {
+    let moto = support::TestMoto::start();
+    let (ecr, lambda) = (moto.ecr().await, moto.lambda().await);
+    ecr.create_repository()
+        .repository_name("app")
+        .send()
+        .await
+        .unwrap();
+    let first = put(&ecr, "one", "fn-1").await;
+    let second = put(&ecr, "two", "fn-2").await;
+    let role = moto.iam_role("resize").await;
+    lambda
+        .create_function()
+        .function_name("resize")
+        .role(role)
+        .package_type(aws_sdk_lambda::types::PackageType::Image)
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .image_uri(format!("{HOST}/app:fn-1"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    lambda
+        .publish_version()
+        .function_name("resize")
+        .send()
+        .await
+        .unwrap();
+    // $LATEST moves to the second image, by digest.
+    lambda
+        .update_function_code()
+        .function_name("resize")
+        .image_uri(format!("{HOST}/app@{second}"))
+        .send()
+        .await
+        .unwrap();
+    let code = |q: &'static str| {
+        let lambda = lambda.clone();
+        async move {
+            let out = lambda
+                .get_function()
+                .function_name("resize")
+                .qualifier(q)
+                .send()
+                .await
+                .unwrap();
+            let c = out.code().unwrap();
+            (
+                c.image_uri().unwrap().to_string(),
+                c.resolved_image_uri().unwrap().to_string(),
+            )
+        }
+    };
+    assert_eq!(
+        code("1").await,
+        (format!("{HOST}/app:fn-1"), format!("{HOST}/app@{first}")),
+        "a published version keeps its image"
+    );
+    assert_eq!(
+        code("$LATEST").await,
+        (
+            format!("{HOST}/app@{second}"),
+            format!("{HOST}/app@{second}")
+        ),
+        "an image given by digest resolves to that digest"
+    );
+}
