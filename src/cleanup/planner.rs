@@ -984,6 +984,37 @@ rules:
     }
 
     #[test]
+    fn images_in_use_are_kept_when_an_ecr_lifecycle_policy_would_expire_them() {
+        // An ECR document that keeps only the newest tagged image.
+        let p = policy(
+            r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#,
+        );
+        let images = vec![
+            img("new", K::Image, &["v3"], 1),
+            img("running", K::Image, &["v2"], 20),
+            img("old", K::Image, &["v1"], 30),
+        ];
+        let in_use: InUseMap = [(dg("running"), vec!["lambda fn resize:live".into()])]
+            .into_iter()
+            .collect();
+        let plan = plan_in_use(
+            &Snapshot {
+                repository: "app".into(),
+                images,
+            },
+            &p,
+            now(),
+            None,
+            &in_use,
+        );
+        assert_eq!(deleted(&plan), set(&["old"]));
+        let running = decision(&plan, "running");
+        assert_eq!(running.rule.as_deref(), Some("ecr:1 (overridden)"));
+        assert_eq!(running.reason, "in use: lambda fn resize:live");
+        assert_eq!(running.in_use, ["lambda fn resize:live"]);
+    }
+
+    #[test]
     fn pushes_set_off_rules_on_their_tag_or_on_untagged_images() {
         let p = policy(ISSUE_POLICY);
         // A cache push: branch-caches (its tag), stale-cache and old-untagged (untagged).
