@@ -1,5 +1,8 @@
 //! `afterpush copy SRC DST`: copies an image with every platform and attestation
 //! (optionally its referrers) between layouts, archives and registries.
+// These doc comments are also clap's --help text, where `[:TAG]` means "optional":
+// rustdoc must not read the brackets as intra-doc links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use crate::copy::{copy_image, CopyEvent, CopyOptions};
 use crate::registry::open::{open_repository, open_source, OpenSettings};

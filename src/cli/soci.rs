@@ -1,5 +1,8 @@
 //! `afterpush soci create|list|info`: SOCI indexes for images in layouts, archives and
 //! registries, with the same settings as the `soci-indexer` Lambda.
+// These doc comments are also clap's --help text, where `[:TAG]` means "optional":
+// rustdoc must not read the brackets as intra-doc links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use crate::copy::{copy_image, CopyOptions};
 use crate::oci::gojson::{GoDescriptor, GoIndex, GoManifest};
