@@ -69,6 +69,10 @@ async fn relayed_stack(sam: &SamLocal) -> Relayed {
     let moto = BridgeRelay::start(&sam.bridge_ip, stack.moto.port);
     stack.registry_endpoint = registry.endpoint();
     stack.aws_endpoint = moto.endpoint();
+    // The relay's address is not a loopback one: plain HTTP to it must be allowed.
+    stack
+        .extra_env
+        .push(("AFTERPUSH_REGISTRY_INSECURE", "true".into()));
     Relayed {
         stack,
         _relays: [registry, moto],

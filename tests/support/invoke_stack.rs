@@ -40,6 +40,8 @@ pub struct Stack {
     /// addresses, unless a test routes them elsewhere (e.g. through a relay).
     pub registry_endpoint: String,
     pub aws_endpoint: String,
+    /// More variables for the functions (e.g. what a relayed endpoint needs).
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 /// What one `afterpush invoke` run printed.
@@ -101,6 +103,7 @@ impl Stack {
         let stack = Stack {
             registry_endpoint: format!("http://{}", registry.host()),
             aws_endpoint: moto.endpoint(),
+            extra_env: Vec::new(),
             registry,
             moto,
             dir: tempfile::tempdir().unwrap(),
@@ -128,7 +131,7 @@ impl Stack {
     /// credentials, and the settings the cases rely on. `afterpush invoke` gets exactly
     /// this; `sam local invoke` gets it too (tests/sam_local.rs).
     pub fn function_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             (
                 "AFTERPUSH_REGISTRY_ENDPOINT",
                 self.registry_endpoint.clone(),
@@ -143,7 +146,9 @@ impl Stack {
             ("MIN_LAYER_SIZE", "0".into()),
             ("CLEANUP_POLICY", POLICY.into()),
             ("REPORT_BUCKET", REPORT_BUCKET.into()),
-        ]
+        ];
+        env.extend(self.extra_env.iter().cloned());
+        env
     }
 
     /// Runs `afterpush invoke FUNCTION --event EVENT` with only the environment given
