@@ -47,6 +47,11 @@ fn sam_local(test: &str) -> Option<SamLocal> {
     })
 }
 
+/// Seconds after which a `sam local invoke` counts as hung.
+const HANG_GUARD_SECONDS: u64 = 180;
+/// What SAM logs when the emulator in the container did not answer.
+const NO_RESPONSE: &str = "No response from invoke container";
+
 /// The template's logical id of each function.
 fn logical_id(function: &str) -> &'static str {
     match function {
@@ -98,24 +103,42 @@ fn sam_invoke(sam: &SamLocal, stack: &Stack, function: &str, event: &Path) -> In
         logical_id(function),
         event.display()
     );
-    let out = Command::new(&sam.sam)
-        .args(["local", "invoke", "--skip-pull-image", "--region"])
-        .arg(get("AWS_REGION"))
-        .arg("-t")
-        .arg(&sam.template)
-        .arg("--env-vars")
-        .arg(&env_file)
-        .arg("-e")
-        .arg(event)
-        .arg(logical_id(function))
-        .env("AWS_ACCESS_KEY_ID", get("AWS_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", get("AWS_SECRET_ACCESS_KEY"))
-        .env("AWS_REGION", get("AWS_REGION"))
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env("SAM_CLI_TELEMETRY", "0")
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", sam.sam.display()));
+    let mut attempt = 1;
+    let out = loop {
+        // `timeout`: a guard against a hung sam, not a performance assertion.
+        let out = Command::new("timeout")
+            .arg(HANG_GUARD_SECONDS.to_string())
+            .arg(&sam.sam)
+            .args(["local", "invoke", "--skip-pull-image", "--region"])
+            .arg(get("AWS_REGION"))
+            .arg("-t")
+            .arg(&sam.template)
+            .arg("--env-vars")
+            .arg(&env_file)
+            .arg("-e")
+            .arg(event)
+            .arg(logical_id(function))
+            .env("AWS_ACCESS_KEY_ID", get("AWS_ACCESS_KEY_ID"))
+            .env("AWS_SECRET_ACCESS_KEY", get("AWS_SECRET_ACCESS_KEY"))
+            .env("AWS_REGION", get("AWS_REGION"))
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("SAM_CLI_TELEMETRY", "0")
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", sam.sam.display()));
+        // SAM waits for the container's published port, which Docker's port proxy opens
+        // before the emulator inside listens, then tries the emulator for ~0.4 s. An
+        // emulator started under qemu-user can miss that window: the event never reached
+        // the function, so sending it again is safe.
+        let missed = out.stdout.trim_ascii().is_empty()
+            && (String::from_utf8_lossy(&out.stderr).contains(NO_RESPONSE)
+                || out.status.code() == Some(124));
+        if !missed || attempt == 3 {
+            break out;
+        }
+        eprintln!("{what}: the emulator was not listening yet (attempt {attempt}); again");
+        attempt += 1;
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
