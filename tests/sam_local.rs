@@ -126,10 +126,10 @@ fn sam_invoke(sam: &SamLocal, stack: &Stack, function: &str, event: &Path) -> In
             .env("SAM_CLI_TELEMETRY", "0")
             .output()
             .unwrap_or_else(|e| panic!("run {}: {e}", sam.sam.display()));
-        // SAM waits for the container's published port, which Docker's port proxy opens
-        // before the emulator inside listens, then tries the emulator for ~0.4 s. An
-        // emulator started under qemu-user can miss that window: the event never reached
-        // the function, so sending it again is safe.
+        // SAM gives the emulator ~0.4 s once the container's port accepts; should an
+        // emulator under qemu-user miss that (scripts/sam-local routes the port so it
+        // accepts only once the emulator listens), the event never reached the
+        // function, so sending it again is safe.
         let missed = out.stdout.trim_ascii().is_empty()
             && (String::from_utf8_lossy(&out.stderr).contains(NO_RESPONSE)
                 || out.status.code() == Some(124));
