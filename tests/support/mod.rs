@@ -4,7 +4,9 @@
 //! that installs it: nothing passes silently.
 #![allow(dead_code)]
 
+pub mod bridge_relay;
 pub mod fault_proxy;
+pub mod invoke_stack;
 pub mod token_server;
 
 use std::net::TcpListener;
