@@ -4,26 +4,12 @@
 
 mod support;
 
-use afterpush::oci::{media, Sha256Digest};
+use afterpush::oci::Sha256Digest;
 
 const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 
 async fn put(ecr: &aws_sdk_ecr::Client, seed: &str, tag: &str) -> Sha256Digest {
-    let body = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":10}},"layers":[]}}"#,
-        media::OCI_MANIFEST,
-        media::OCI_CONFIG,
-        Sha256Digest::of(seed.as_bytes())
-    );
-    ecr.put_image()
-        .repository_name("app")
-        .image_manifest(&body)
-        .image_manifest_media_type(media::OCI_MANIFEST)
-        .image_tag(tag)
-        .send()
-        .await
-        .unwrap();
-    Sha256Digest::of(body.as_bytes())
+    support::put_seeded_manifest(ecr, "app", seed, tag).await
 }
 
 #[tokio::test]

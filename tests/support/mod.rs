@@ -397,3 +397,35 @@ pub fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     }
     files
 }
+
+/// Puts a small OCI image manifest (config digest from `seed`, no layers) into ECR
+/// `repository` under `tag`, and returns its digest (sha256 of the bytes, as real ECR
+/// and the corrected moto compute it).
+pub async fn put_seeded_manifest(
+    ecr: &aws_sdk_ecr::Client,
+    repository: &str,
+    seed: &str,
+    tag: &str,
+) -> afterpush::oci::Sha256Digest {
+    use afterpush::oci::{media, Sha256Digest};
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":10}},"layers":[]}}"#,
+        media::OCI_MANIFEST,
+        media::OCI_CONFIG,
+        Sha256Digest::of(seed.as_bytes())
+    );
+    ecr.put_image()
+        .repository_name(repository)
+        .image_manifest(&body)
+        .image_manifest_media_type(media::OCI_MANIFEST)
+        .image_tag(tag)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PutImage {repository}:{tag}: {}",
+                aws_sdk_ecr::error::DisplayErrorContext(e)
+            )
+        });
+    Sha256Digest::of(body.as_bytes())
+}
