@@ -44,6 +44,24 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// A plain tagged image manifest for unit tests: its digest is sha256 of `name`, 1 byte.
+    #[cfg(test)]
+    pub(crate) fn named(name: &str, tags: &[&str], pushed_at: DateTime<Utc>) -> Self {
+        ImageRecord {
+            digest: Sha256Digest::of(name.as_bytes()),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            pushed_at,
+            last_pulled_at: None,
+            manifest_media_type: crate::oci::media::OCI_MANIFEST.into(),
+            artifact_media_type: None,
+            kind: ArtifactKind::Image,
+            subject: None,
+            children: Vec::new(),
+            soci_index: None,
+            size_bytes: 1,
+        }
+    }
+
     /// Every manifest this one needs to stay usable: its children and its SOCI index.
     pub fn references(&self) -> impl Iterator<Item = &Sha256Digest> {
         self.children.iter().chain(self.soci_index.iter())

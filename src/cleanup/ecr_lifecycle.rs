@@ -640,7 +640,6 @@ pub fn lifecycle_document(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::{ArtifactKind, Sha256Digest};
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
@@ -650,19 +649,7 @@ mod tests {
 
     /// Image `name`, tagged `tags`, pushed `minutes` ago.
     fn img(name: &str, tags: &[&str], minutes: i64) -> ImageRecord {
-        ImageRecord {
-            digest: Sha256Digest::of(name.as_bytes()),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            pushed_at: now() - Duration::minutes(minutes),
-            last_pulled_at: None,
-            manifest_media_type: crate::oci::media::OCI_MANIFEST.into(),
-            artifact_media_type: None,
-            kind: ArtifactKind::Image,
-            subject: None,
-            children: Vec::new(),
-            soci_index: None,
-            size_bytes: 1,
-        }
+        ImageRecord::named(name, tags, now() - Duration::minutes(minutes))
     }
 
     const DAY: i64 = 24 * 60;

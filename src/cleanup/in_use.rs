@@ -286,7 +286,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::ArtifactKind;
     use chrono::Utc;
 
     const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -332,19 +331,7 @@ mod tests {
     }
 
     fn image(name: &str, tags: &[&str]) -> ImageRecord {
-        ImageRecord {
-            digest: Sha256Digest::of(name.as_bytes()),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            pushed_at: Utc::now(),
-            last_pulled_at: None,
-            manifest_media_type: crate::oci::media::OCI_MANIFEST.into(),
-            artifact_media_type: None,
-            kind: ArtifactKind::Image,
-            subject: None,
-            children: Vec::new(),
-            soci_index: None,
-            size_bytes: 1,
-        }
+        ImageRecord::named(name, tags, Utc::now())
     }
 
     #[test]

@@ -852,17 +852,9 @@ mod tests {
     /// An image called `name` (its digest is sha256 of the name), pushed `days` ago.
     fn img(name: &str, kind: K, tags: &[&str], days: i64) -> ImageRecord {
         ImageRecord {
-            digest: dg(name),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            pushed_at: now() - Duration::days(days),
-            last_pulled_at: None,
-            manifest_media_type: crate::oci::media::OCI_MANIFEST.into(),
-            artifact_media_type: None,
             kind,
-            subject: None,
-            children: Vec::new(),
-            soci_index: None,
             size_bytes: 100,
+            ..ImageRecord::named(name, tags, now() - Duration::days(days))
         }
     }
 
