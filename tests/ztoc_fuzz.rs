@@ -10,11 +10,22 @@ use afterpush::ztoc::{self, Ztoc};
 use rand::{Rng, RngCore, SeedableRng};
 use std::time::{Duration, Instant};
 
-fn seed() -> u64 {
-    std::env::var("ZTOC_FUZZ_SEED")
+/// The run's seed and random generator (seeded from `ZTOC_FUZZ_SEED`, else at random, and the
+/// seed printed for a rerun) and its time budget (`ZTOC_FUZZ_SECONDS`, else
+/// `default_seconds`).
+fn fuzz_run(default_seconds: u64) -> (u64, rand::rngs::StdRng, Duration) {
+    let seed = std::env::var("ZTOC_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random)
+        .unwrap_or_else(rand::random);
+    println!("ZTOC_FUZZ_SEED={seed}");
+    let budget = Duration::from_secs(
+        std::env::var("ZTOC_FUZZ_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default_seconds),
+    );
+    (seed, rand::rngs::StdRng::seed_from_u64(seed), budget)
 }
 
 fn valid_tar(rng: &mut impl Rng) -> Vec<u8> {
@@ -86,15 +97,7 @@ fn use_ztoc(z: &Ztoc, layer: &[u8]) {
 
 #[test]
 fn fuzz_for_a_bounded_time() {
-    let seed = seed();
-    println!("ZTOC_FUZZ_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let budget = Duration::from_secs(
-        std::env::var("ZTOC_FUZZ_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10),
-    );
+    let (_, mut rng, budget) = fuzz_run(10);
     let start = Instant::now();
     let mut runs = 0u64;
     let tar = valid_tar(&mut rng);
@@ -268,15 +271,7 @@ fn forge_a_checked_field(rng: &mut impl Rng, z: &mut Ztoc) -> &'static str {
 /// rejection, never a panic, and nothing accepted that contradicts its layer.
 #[test]
 fn fuzz_cached_ztocs_for_a_bounded_time() {
-    let seed = seed();
-    println!("ZTOC_FUZZ_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let budget = Duration::from_secs(
-        std::env::var("ZTOC_FUZZ_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(5),
-    );
+    let (_, mut rng, budget) = fuzz_run(5);
     let tar = valid_tar(&mut rng);
     let cases = [
         CachedCase::new(ztoc_util::gzip_members(&tar, 6, &[tar.len() / 3]), 8 * 1024),
@@ -344,15 +339,7 @@ fn designated_bytes<'a>(z: &Ztoc, tar: &'a [u8], name: &str) -> Option<&'a [u8]>
 /// entry designates in the real layer), never other bytes, never a panic.
 #[test]
 fn fuzz_tar_layer_ztocs_for_a_bounded_time() {
-    let seed = seed();
-    println!("ZTOC_FUZZ_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let budget = Duration::from_secs(
-        std::env::var("ZTOC_FUZZ_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10),
-    );
+    let (seed, mut rng, budget) = fuzz_run(10);
     let tar = valid_tar(&mut rng);
     let span = 4096;
     let good = ztoc_util::build(&tar, span, &[1000]).unwrap();
