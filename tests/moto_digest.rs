@@ -8,11 +8,7 @@ mod support;
 async fn moto_ecr_digest_is_sha256_of_manifest_bytes() {
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
-    ecr.create_repository()
-        .repository_name("app")
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, "app").await;
     let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
     let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
     for (body, media_type) in [
@@ -49,11 +45,7 @@ async fn moto_ecr_reports_the_push_and_pull_times_set_by_the_launcher() {
     use chrono::{DateTime, Utc};
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
-    ecr.create_repository()
-        .repository_name("app")
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, "app").await;
     let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
     let digest = afterpush::oci::Sha256Digest::of(manifest.as_bytes()).to_string();
     ecr.put_image()
@@ -96,11 +88,7 @@ async fn moto_ecr_reports_the_push_and_pull_times_set_by_the_launcher() {
 async fn moto_ecr_accepts_the_lifecycle_policies_ecr_accepts() {
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
-    ecr.create_repository()
-        .repository_name("app")
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, "app").await;
     // AWS's "Combining archive and expire rules" example: moto's own validator refuses
     // the transition action and the archive storage class.
     let text = r#"{"rules": [

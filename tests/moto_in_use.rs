@@ -16,11 +16,7 @@ async fn put(ecr: &aws_sdk_ecr::Client, seed: &str, tag: &str) -> Sha256Digest {
 async fn ecs_tasks_report_every_container_with_the_digest_it_pulled() {
     let moto = support::TestMoto::start();
     let (ecr, ecs) = (moto.ecr().await, moto.ecs().await);
-    ecr.create_repository()
-        .repository_name("app")
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, "app").await;
     let first = put(&ecr, "one", "v1").await;
     ecs.create_cluster()
         .cluster_name("web")
@@ -77,11 +73,7 @@ async fn ecs_tasks_report_every_container_with_the_digest_it_pulled() {
 async fn ecr_keeps_the_image_a_moved_tag_left_untagged() {
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
-    ecr.create_repository()
-        .repository_name("app")
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, "app").await;
     let first = put(&ecr, "one", "v1").await;
     let second = put(&ecr, "two", "v1").await;
     let listed = ecr
@@ -113,11 +105,7 @@ async fn ecr_keeps_the_image_a_moved_tag_left_untagged() {
 async fn lambda_versions_keep_their_image_and_resolve_digests() {
     let moto = support::TestMoto::start();
     let (ecr, lambda) = (moto.ecr().await, moto.lambda().await);
-    ecr.create_repository()
-        .repository_name("app")
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, "app").await;
     let first = put(&ecr, "one", "fn-1").await;
     let second = put(&ecr, "two", "fn-2").await;
     let role = moto.iam_role("resize").await;

@@ -429,3 +429,17 @@ pub async fn put_seeded_manifest(
         });
     Sha256Digest::of(body.as_bytes())
 }
+
+/// Creates ECR repository `name` (a test setup step; panics with the SDK's error).
+pub async fn create_ecr_repository(ecr: &aws_sdk_ecr::Client, name: &str) {
+    ecr.create_repository()
+        .repository_name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "CreateRepository {name}: {}",
+                aws_sdk_ecr::error::DisplayErrorContext(e)
+            )
+        });
+}
