@@ -10,12 +10,16 @@ use std::fmt;
 /// One of the three Lambda functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Function {
+    /// The SOCI indexer (`functions/soci-indexer`): builds SOCI indexes for pushed images.
     SociIndexer,
+    /// The manifest stitcher (`functions/manifest-stitcher`): stitches per-arch tags into multi-arch indexes.
     ManifestStitcher,
+    /// The cache janitor (`functions/cache-janitor`): cleans up caches and old images.
     CacheJanitor,
 }
 
 impl Function {
+    /// The three functions, in the order the README lists them.
     pub const ALL: [Function; 3] = [
         Function::SociIndexer,
         Function::ManifestStitcher,
@@ -42,29 +46,49 @@ impl fmt::Display for Function {
 /// "unset / feature off").
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
+    /// The variable's name.
     pub name: &'static str,
+    /// Its default, as the template writes it ("" for unset / feature off).
     pub default: &'static str,
+    /// The functions that read it.
     pub functions: &'static [Function],
 }
 
 use Function::{CacheJanitor as J, ManifestStitcher as M, SociIndexer as S};
 
+/// Comma-separated `repo-glob:tag-glob` pairs; events for anything else are skipped (all functions).
 pub const REPOSITORY_TAG_FILTERS: &str = "REPOSITORY_TAG_FILTERS";
+/// `v2` (SOCI-enabled image index, default) or `v1` (index pushed as a referrer) (indexer).
 pub const SOCI_INDEX_VERSION: &str = "SOCI_INDEX_VERSION";
+/// Where the v2 index goes: `suffix` (default), `in-place` or `none` (indexer).
 pub const SOCI_TAG_MODE: &str = "SOCI_TAG_MODE";
+/// The tag suffix of v2 SOCI output, also used to recognise it (all functions).
 pub const SOCI_TAG_SUFFIX: &str = "SOCI_TAG_SUFFIX";
+/// zTOC span size in bytes, 64 KiB to 1 GiB (indexer).
 pub const SPAN_SIZE: &str = "SPAN_SIZE";
+/// Layers smaller than this many bytes get no zTOC (indexer).
 pub const MIN_LAYER_SIZE: &str = "MIN_LAYER_SIZE";
+/// How many layers are streamed and indexed at once (indexer).
 pub const LAYER_CONCURRENCY: &str = "LAYER_CONCURRENCY";
+/// Platforms of an index that get SOCI indexes, or `all` (indexer).
 pub const PLATFORMS: &str = "PLATFORMS";
+/// S3 bucket for zTOC reuse; unset for no cache (indexer).
 pub const ZTOC_CACHE_BUCKET: &str = "ZTOC_CACHE_BUCKET";
+/// Names of per-arch tags, placeholders `{tag}` `{os}` `{arch}` `{variant}` (stitcher, indexer).
 pub const ARCH_TAG_TEMPLATE: &str = "ARCH_TAG_TEMPLATE";
+/// Name of the stitched tag, placeholder `{tag}` (stitcher).
 pub const TARGET_TAG_TEMPLATE: &str = "TARGET_TAG_TEMPLATE";
+/// Platforms of the stitched index, in order (stitcher).
 pub const REQUIRED_PLATFORMS: &str = "REQUIRED_PLATFORMS";
+/// `complete` or `partial` (stitcher).
 pub const STITCH_MODE: &str = "STITCH_MODE";
+/// `true`: the indexer skips tags that `ARCH_TAG_TEMPLATE` matches.
 pub const SOCI_SKIP_ARCH_TAGS: &str = "SOCI_SKIP_ARCH_TAGS";
+/// The cleanup policy, inline YAML or JSON (janitor).
 pub const CLEANUP_POLICY: &str = "CLEANUP_POLICY";
+/// `true` (default): the janitor plans and reports, deletes nothing.
 pub const DRY_RUN: &str = "DRY_RUN";
+/// S3 bucket for the janitor's JSON reports; unset for none.
 pub const REPORT_BUCKET: &str = "REPORT_BUCKET";
 
 /// The tag suffix AWS's SOCI Index Builder uses, and our default.
@@ -169,12 +193,16 @@ pub fn setting(name: &str) -> Option<&'static Setting> {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("environment variable {name}={value:?} is invalid: {problem}")]
 pub struct SettingsError {
+    /// The variable's name.
     pub name: String,
+    /// The value it had.
     pub value: String,
+    /// Why the value cannot be used.
     pub problem: String,
 }
 
 impl SettingsError {
+    /// The error for variable `name` holding `value`.
     pub fn new(name: &str, value: &str, problem: impl Into<String>) -> Self {
         Self {
             name: name.to_string(),
@@ -187,6 +215,7 @@ impl SettingsError {
 /// Where settings come from: the process environment in production, a map in tests (so
 /// tests never mutate the process environment, which other test threads share).
 pub trait Source {
+    /// The value of variable `name`, `None` when unset.
     fn get(&self, name: &str) -> Option<String>;
 }
 

@@ -22,14 +22,19 @@ pub const DELETE_BATCH: usize = 100;
 /// One image (manifest) of a repository, with what cleanup decides on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
+    /// The manifest's digest.
     pub digest: Sha256Digest,
+    /// Its tags (empty when untagged).
     pub tags: Vec<String>,
+    /// When it was pushed (ECR's `imagePushedAt`).
     pub pushed_at: DateTime<Utc>,
     /// ECR's `lastRecordedPullTime` (approximate, refreshed about daily).
     pub last_pulled_at: Option<DateTime<Utc>>,
+    /// The manifest's media type.
     pub manifest_media_type: String,
     /// The config media type / OCI `artifactType`, when known.
     pub artifact_media_type: Option<String>,
+    /// What kind of artifact the manifest is.
     pub kind: ArtifactKind,
     /// The manifest this one refers to (OCI 1.1 `subject`, or the `sha256-<hex>.sig`
     /// tag scheme of cosign).
@@ -72,42 +77,64 @@ impl ImageRecord {
 /// registry gave (never fatal to a run).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteOutcome {
+    /// The digests deleted.
     pub deleted: Vec<Sha256Digest>,
+    /// The digests not deleted, with the reason.
     pub failed: Vec<DeleteFailure>,
 }
 
+/// One image a delete call did not delete, with the reason the registry gave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteFailure {
+    /// The image's digest.
     pub digest: Sha256Digest,
+    /// The registry's failure code (ECR's `failureCode`, or `CallFailed` when the whole call failed).
     pub code: String,
+    /// The registry's message.
     pub message: String,
 }
 
 /// Errors of a catalog call as a whole (per-image failures are in [`DeleteOutcome`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// A registry call failed (ECR, or the layout a local run cleans up).
     #[error("{operation} on repository {repository:?} failed: {message}")]
     Api {
+        /// The operation (`DescribeImages`, `BatchDeleteImage`...).
         operation: &'static str,
+        /// The repository (empty for `DescribeRepositories`).
         repository: String,
+        /// The error the call returned.
         message: String,
     },
+    /// An image's manifest cannot be read or parsed.
     #[error("repository {repository:?}: image {digest}: {message}")]
     BadImage {
+        /// The repository.
         repository: String,
+        /// The image's digest.
         digest: String,
+        /// What is wrong.
         message: String,
     },
+    /// An S3 call on a BuildKit cache failed.
     #[error("{operation} on {uri} failed: {message}")]
     S3 {
+        /// The S3 operation that failed.
         operation: &'static str,
+        /// The cache's `s3://bucket/prefix`.
         uri: String,
+        /// The error the call returned.
         message: String,
     },
+    /// An object of an S3 cache is malformed (a manifest that is not JSON, a listing entry without `LastModified`).
     #[error("S3 cache {uri}: object {key}: {message}")]
     BadCacheObject {
+        /// The cache's `s3://bucket/prefix`.
         uri: String,
+        /// The object's key.
         key: String,
+        /// What is wrong.
         message: String,
     },
 }

@@ -40,6 +40,7 @@ use std::collections::BTreeMap;
 pub struct LifecycleError {
     /// Where: `rules[2] (rulePriority 20).selection.countUnit`.
     pub at: String,
+    /// What is wrong there.
     pub message: String,
 }
 
@@ -85,18 +86,25 @@ struct RawAction {
     target_storage_class: Option<String>,
 }
 
+/// `selection.tagStatus`: which images a rule can identify by their tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TagStatus {
+    /// Images with at least one tag that satisfies the rule's tag list.
     Tagged,
+    /// Images without tags.
     Untagged,
+    /// Every image, tagged or not (only on the rule with the highest `rulePriority`).
     Any,
 }
 
+/// `selection.storageClass`: the storage class whose images a rule looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageClass {
+    /// Images in standard storage (every image the catalog lists).
     Standard,
+    /// Archived images (the catalog does not list them, so such rules identify nothing).
     Archive,
 }
 
@@ -104,11 +112,15 @@ pub enum StorageClass {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TagList {
+    /// No tag list (`tagStatus` `untagged` or `any`).
     None,
+    /// `tagPrefixList`: each prefix must start some tag of the image.
     Prefixes(Vec<String>),
+    /// `tagPatternList`: each pattern (`*` for any run of characters) must match some whole tag.
     Patterns(Vec<String>),
 }
 
+/// `selection.countType` with its `countNumber`: when an identified image is marked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "countType", content = "countNumber")]
 pub enum Count {
@@ -122,9 +134,11 @@ pub enum Count {
     SinceImageTransitioned(u32),
 }
 
+/// `action.type`: what happens to a marked image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LifecycleAction {
+    /// Delete it (afterpush deletes it unless a safety rule keeps it).
     Expire,
     /// To archive storage: evaluated and reported, never carried out by afterpush.
     Transition,
@@ -134,19 +148,27 @@ pub enum LifecycleAction {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LifecycleRule {
+    /// `rulePriority`: rules apply lowest number first; unique within a policy.
     pub rule_priority: u32,
+    /// `description`, when given and not empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// `selection.tagStatus`.
     pub tag_status: TagStatus,
+    /// `selection.tagPrefixList` or `selection.tagPatternList`.
     pub tags: TagList,
+    /// `selection.storageClass` (`standard` when omitted).
     pub storage_class: StorageClass,
+    /// `selection.countType` and `selection.countNumber`.
     pub count: Count,
+    /// `action.type`.
     pub action: LifecycleAction,
 }
 
 /// A validated lifecycle policy, rules in `rulePriority` order.
 #[derive(Debug, Clone, Serialize)]
 pub struct LifecyclePolicy {
+    /// The rules, sorted by `rulePriority`.
     pub rules: Vec<LifecycleRule>,
 }
 
@@ -492,17 +514,34 @@ pub enum Outcome {
     /// No rule identifies it.
     Unselected,
     /// Identified by `rule` (its first rule), which does not mark it.
-    Spared { rule: usize, reason: String },
+    Spared {
+        /// Index of the rule in [`LifecyclePolicy::rules`].
+        rule: usize,
+        /// Why the rule does not mark it (e.g. "one of the 5 most recently pushed").
+        reason: String,
+    },
     /// Identified and marked by `rule` for expiry.
-    Expire { rule: usize, reason: String },
+    Expire {
+        /// Index of the rule in [`LifecyclePolicy::rules`].
+        rule: usize,
+        /// Why the rule marks it (e.g. "pushed 40d ago (> 30d)").
+        reason: String,
+    },
     /// Identified and marked by `rule` for archive (never carried out).
-    Archive { rule: usize, reason: String },
+    Archive {
+        /// Index of the rule in [`LifecyclePolicy::rules`].
+        rule: usize,
+        /// Why the rule marks it.
+        reason: String,
+    },
 }
 
 /// Per rule: how many images it identified and how many it marked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleTally {
+    /// Images the rule's selection matches, including those a higher-priority rule identified first.
     pub identified: usize,
+    /// Images the rule marks for expiry or archive (only those it is the first rule for).
     pub marked: usize,
 }
 

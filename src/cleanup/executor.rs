@@ -12,19 +12,25 @@ use std::collections::{BTreeMap, HashSet};
 /// What happened in one repository.
 #[derive(Debug, Clone, Serialize)]
 pub struct RepositoryReport {
+    /// The repository's name.
     pub repository: String,
+    /// How many images the plan considered.
     pub images: usize,
+    /// True when nothing was deleted on purpose.
     pub dry_run: bool,
     /// The plan's deletions, in order, with rule and reason.
     pub planned: Vec<Decision>,
     /// Deleted for real (empty in a dry run).
     pub deleted: Vec<Sha256Digest>,
+    /// The images that could not be deleted, with ECR's failure code and message (`CallFailed` when the whole call failed).
     pub failed: Vec<DeleteFailure>,
+    /// How many images are kept.
     pub kept: usize,
     /// What is kept, with rule and reason ("why is this still here?").
     pub keeps: Vec<Decision>,
     /// Bytes of the planned deletions (dry run) or of the actual ones.
     pub bytes_reclaimed: u64,
+    /// True when the plan stopped at the policy's `max_deletions`.
     pub stopped_by_max_deletions: bool,
     /// BatchDeleteImage calls made.
     pub delete_calls: usize,

@@ -31,23 +31,41 @@ use serde::Serialize;
 /// Errors of a janitor run as a whole (per-image failures are in the [`Report`]).
 #[derive(Debug, thiserror::Error)]
 pub enum JanitorError {
+    /// A setting or option is unusable: `CLEANUP_POLICY` missing, unreadable or invalid, a repository the policy does not select.
     #[error("setting {var}: {message}")]
-    Settings { var: &'static str, message: String },
-    #[error(transparent)]
-    Policy(#[from] policy::PolicyError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error("writing the report to s3://{bucket}/{key}: {message}")]
-    Report {
-        bucket: String,
-        key: String,
+    Settings {
+        /// The variable or option at fault.
+        var: &'static str,
+        /// What is wrong with it.
         message: String,
     },
+    /// The cleanup policy does not parse or validate.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// Listing or deleting through the catalog (ECR, S3) failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The report could not be written to the report bucket.
+    #[error("writing the report to s3://{bucket}/{key}: {message}")]
+    Report {
+        /// The report bucket.
+        bucket: String,
+        /// The key the report was written to.
+        key: String,
+        /// The S3 error.
+        message: String,
+    },
+    /// The janitor's event is neither an ECR Image Action nor a scheduled event (or its detail does not parse).
     #[error("event is neither an ECR Image Action nor a scheduled event: {0}")]
     UnknownEvent(String),
     /// The images in use could not be listed: the run deleted nothing.
     #[error("nothing deleted: {reason}")]
-    Blocked { reason: String, retryable: bool },
+    Blocked {
+        /// Why the images in use could not be listed.
+        reason: String,
+        /// Whether a later run may succeed (throttling, 5xx).
+        retryable: bool,
+    },
 }
 
 impl JanitorError {
@@ -72,12 +90,17 @@ impl JanitorError {
 /// One run: what was planned, deleted, kept, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Unique per run: the start time (`YYYYMMDDTHHMMSSZ`) and 8 random hex digits.
     pub run_id: String,
     /// `sweep`, or `push REPO:TAG`.
     pub trigger: String,
+    /// True when the run deleted nothing on purpose.
     pub dry_run: bool,
+    /// The time the plan was made for: ages are measured to it.
     pub now: DateTime<Utc>,
+    /// When the run started (wall clock).
     pub started_at: DateTime<Utc>,
+    /// When the run finished (wall clock).
     pub finished_at: DateTime<Utc>,
     /// Why nothing was done, when nothing was to be done (an event that is not a cache push).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,14 +112,21 @@ pub struct Report {
     /// References to this account's images that ECS and Lambda hold (0 when the policy
     /// turned the protection off).
     pub in_use_references: usize,
+    /// One entry per repository visited.
     pub repositories: Vec<RepositoryReport>,
+    /// One entry per S3 cache visited.
     pub s3_caches: Vec<S3CacheReport>,
     /// Repositories or caches that could not be listed: the run goes on without them.
     pub errors: Vec<String>,
+    /// Deletions planned, in repositories and S3 caches together.
     pub planned_deletions: usize,
+    /// Images and S3 objects actually deleted.
     pub deleted: usize,
+    /// Deletions that failed.
     pub failed: usize,
+    /// Bytes the deletions free (planned ones in a dry run).
     pub bytes_reclaimed: u64,
+    /// True when some repository's plan stopped at the policy's maximum number of deletions.
     pub stopped_by_max_deletions: bool,
 }
 
@@ -218,6 +248,7 @@ impl Report {
 /// Why a run deleted nothing.
 #[derive(Debug, Clone, Serialize)]
 pub struct Blocked {
+    /// Why the images in use could not be listed.
     pub reason: String,
     /// A later run may succeed (throttling, 5xx).
     pub retryable: bool,
@@ -285,6 +316,7 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// Options for a dry run of every selected repository and cache, with ages measured to now.
     pub fn dry_run_now() -> Self {
         RunOptions {
             dry_run: true,
@@ -562,6 +594,7 @@ fn pushed_kind(event: &EcrImageAction) -> ArtifactKind {
 /// What the Lambda reads from its environment.
 #[derive(Debug, Clone)]
 pub struct JanitorSettings {
+    /// The cleanup policy, from `CLEANUP_POLICY` (or `AFTERPUSH_CLEANUP_POLICY_FILE`).
     pub policy: Policy,
     /// `DRY_RUN`, true unless set to false/0/no.
     pub dry_run: bool,

@@ -16,17 +16,25 @@ use std::io;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GoDescriptor {
+    /// `mediaType` of the content described.
     pub media_type: String,
+    /// `digest` of the content described (`sha256:<hex>`).
     pub digest: String,
+    /// `size` of the content described, in bytes.
     pub size: u64,
+    /// `urls` the content may also be fetched from (omitted when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
+    /// `annotations`, written with sorted keys (omitted when empty).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// `data`: the content itself, base64-encoded, when embedded (omitted when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// `platform` of an index entry (omitted when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<GoPlatform>,
+    /// `artifactType` of the manifest described (omitted when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
 }
@@ -34,16 +42,21 @@ pub struct GoDescriptor {
 /// `ocispec.Platform`, in Go field order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GoPlatform {
+    /// `architecture`, as Go's GOARCH names it (`amd64`, `arm64`...).
     pub architecture: String,
+    /// `os`, as Go's GOOS names it (`linux`, `windows`...).
     pub os: String,
+    /// `os.version` (Windows images).
     #[serde(
         rename = "os.version",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<String>,
+    /// `os.features` (Windows images).
     #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
     pub os_features: Vec<String>,
+    /// `variant` of the architecture (`v7`, `v8`...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
@@ -62,16 +75,23 @@ impl GoPlatform {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GoManifest {
+    /// `schemaVersion`: always 2.
     pub schema_version: u32,
+    /// `mediaType` (omitted when absent, as in some older manifests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// `artifactType` (OCI 1.1 artifacts; omitted when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// `config`: the image config, or an artifact's config (a SOCI index's `{}`).
     pub config: GoDescriptor,
+    /// `layers`, in order (written even when empty).
     #[serde(default)]
     pub layers: Vec<GoDescriptor>,
+    /// `subject`: the manifest this one refers to (SOCI v1 indexes, signatures).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<GoDescriptor>,
+    /// `annotations`, written with sorted keys (omitted when empty).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -80,15 +100,21 @@ pub struct GoManifest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GoIndex {
+    /// `schemaVersion`: always 2.
     pub schema_version: u32,
+    /// `mediaType` (omitted when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// `artifactType` (omitted when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// `manifests`: the platform manifests and attached artifacts, in order.
     #[serde(default)]
     pub manifests: Vec<GoDescriptor>,
+    /// `subject`: the manifest this index refers to (omitted when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<GoDescriptor>,
+    /// `annotations`, written with sorted keys (omitted when empty).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }

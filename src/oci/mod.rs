@@ -19,27 +19,47 @@ pub use oci_spec::image::Platform;
 
 /// Media types afterpush reads or writes.
 pub mod media {
+    /// OCI image manifest.
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    /// OCI image index.
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    /// OCI image config (what makes a manifest an image).
     pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// The OCI empty descriptor's media type (the `{}` blob).
     pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+    /// Uncompressed OCI layer.
     pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    /// Gzip-compressed OCI layer.
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    /// Zstd-compressed OCI layer.
     pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    /// Docker image manifest (v2 schema 2).
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    /// Docker manifest list (the Docker form of an image index).
     pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    /// Docker image config.
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    /// Gzip-compressed Docker layer.
     pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    /// Uncompressed Docker layer.
     pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    /// The config media type of a BuildKit registry cache manifest.
     pub const BUILDKIT_CACHE_CONFIG: &str = "application/vnd.buildkit.cacheconfig.v0";
+    /// SOCI index v1: the config media type of an index pushed as a referrer of the image manifest.
     pub const SOCI_INDEX_V1: &str = "application/vnd.amazon.soci.index.v1+json";
+    /// SOCI index v2: the config (and artifact) type of an index bound to the image through a re-published image index.
     pub const SOCI_INDEX_V2: &str = "application/vnd.amazon.soci.index.v2+json";
+    /// The media type of a zTOC blob in a SOCI index.
     pub const SOCI_ZTOC: &str = "application/octet-stream";
+    /// In-toto attestation layers and artifacts.
     pub const IN_TOTO: &str = "application/vnd.in-toto+json";
     /// The layer media type of cosign attestations (DSSE envelopes around in-toto).
     pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+    /// A cosign signature layer (simple signing).
     pub const COSIGN_SIGNATURE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+    /// A cosign artifact signature.
     pub const COSIGN_ARTIFACT_SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    /// Prefix of Notary (notation) signature artifact types.
     pub const NOTARY_SIGNATURE: &str = "application/vnd.cncf.notary.signature";
 
     /// Every manifest media type afterpush understands: the `Accept` list for registries
@@ -59,33 +79,52 @@ pub mod media {
 
 /// Annotations with a meaning to afterpush.
 pub mod annotation {
+    /// The tag of an entry in an OCI layout's `index.json` (or of an `oci-archive`).
     pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+    /// Set on a re-published (v2) platform manifest: the digest of its SOCI index.
     pub const SOCI_INDEX_DIGEST: &str = "com.amazon.soci.index-digest";
+    /// Set on a SOCI index's descriptor in the image index: the digest of the platform manifest it indexes.
     pub const SOCI_IMAGE_MANIFEST_DIGEST: &str = "com.amazon.soci.image-manifest-digest";
+    /// Set on a zTOC descriptor: the digest of the layer the zTOC describes.
     pub const SOCI_LAYER_DIGEST: &str = "com.amazon.soci.image-layer-digest";
+    /// Set on a zTOC descriptor: the media type of the layer the zTOC describes.
     pub const SOCI_LAYER_MEDIA_TYPE: &str = "com.amazon.soci.image-layer-mediaType";
+    /// Set on a zTOC descriptor: the span size in bytes, as a decimal string.
     pub const SOCI_SPAN_SIZE: &str = "com.amazon.soci.span-size";
+    /// The only annotation of a SOCI index: the tool that built it (`afterpush v<version>`).
     pub const SOCI_BUILD_TOOL: &str = "com.amazon.soci.build-tool-identifier";
+    /// Set to `"true"` on a zTOC descriptor whose layer has no xattrs (the xattr optimization).
     pub const SOCI_DISABLE_XATTRS: &str = "com.amazon.soci.disable-xattrs";
+    /// BuildKit's annotation on an attestation entry of an image index; its value is [`ATTESTATION_MANIFEST`].
     pub const DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+    /// BuildKit's annotation on an attestation entry: the digest of the image manifest it describes.
     pub const DOCKER_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+    /// The [`DOCKER_REFERENCE_TYPE`] value of an attestation manifest.
     pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
 }
 
 /// Errors about digests and manifest bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
+    /// A digest is not `sha256:` followed by 64 lowercase hex characters; holds the text given.
     #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex>")]
     InvalidDigest(String),
+    /// Bytes do not hash to the digest they were expected to have.
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     DigestMismatch {
+        /// What was checked (a blob, a manifest, a config...).
         what: String,
+        /// The digest the bytes should have.
         expected: Sha256Digest,
+        /// The digest they have.
         actual: Sha256Digest,
     },
+    /// Manifest bytes are not JSON of the expected shape.
     #[error("{what} is not valid manifest JSON: {source}")]
     InvalidManifest {
+        /// Which manifest (tag or digest).
         what: String,
+        /// The JSON error.
         source: serde_json::Error,
     },
 }
@@ -100,9 +139,11 @@ impl Sha256Digest {
     pub fn of(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
     }
+    /// The digest whose 32 raw bytes are `raw`.
     pub fn from_bytes(raw: [u8; 32]) -> Self {
         Self(raw)
     }
+    /// The 32 raw bytes of the digest.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -173,12 +214,15 @@ impl<'de> serde::Deserialize<'de> for Sha256Digest {
 pub struct DigestWriter(Sha256);
 
 impl DigestWriter {
+    /// An empty hash, ready for [`update`](Self::update).
     pub fn new() -> Self {
         Self::default()
     }
+    /// Adds `bytes` to the hash.
     pub fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
+    /// The digest of every byte given so far.
     pub fn finish(self) -> Sha256Digest {
         Sha256Digest(self.0.finalize().into())
     }
@@ -227,18 +271,25 @@ impl fmt::Display for ArtifactKind {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestSummary {
+    /// `mediaType`, when the manifest states it.
     #[serde(default)]
     pub media_type: Option<String>,
+    /// `artifactType` (OCI 1.1 artifacts).
     #[serde(default)]
     pub artifact_type: Option<String>,
+    /// `config` of an image manifest (absent in an index).
     #[serde(default)]
     pub config: Option<DescriptorSummary>,
+    /// `layers` of an image manifest.
     #[serde(default)]
     pub layers: Vec<DescriptorSummary>,
+    /// `manifests` of an image index.
     #[serde(default)]
     pub manifests: Vec<DescriptorSummary>,
+    /// `subject`: the manifest this one refers to (referrers: SOCI v1 indexes, signatures, attestations).
     #[serde(default)]
     pub subject: Option<DescriptorSummary>,
+    /// `annotations` of the manifest.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
 }
@@ -247,15 +298,21 @@ pub struct ManifestSummary {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DescriptorSummary {
+    /// `mediaType` of the content described.
     #[serde(default)]
     pub media_type: String,
+    /// `digest` of the content described, as written (not yet checked as a [`Sha256Digest`]).
     pub digest: String,
+    /// `size` of the content described, in bytes.
     #[serde(default)]
     pub size: u64,
+    /// `artifactType` of the manifest described (OCI 1.1).
     #[serde(default)]
     pub artifact_type: Option<String>,
+    /// `annotations` of the descriptor.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// `platform` of an index entry.
     #[serde(default)]
     pub platform: Option<Platform>,
 }

@@ -25,8 +25,11 @@ pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 /// A manifest exactly as stored, with its media type and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// The media type the registry stored it under (or its `mediaType` field).
     pub media_type: String,
+    /// The sha256 of [`bytes`](Self::bytes).
     pub digest: Sha256Digest,
+    /// The exact bytes.
     pub bytes: Bytes,
 }
 
@@ -53,8 +56,11 @@ impl Manifest {
 /// Media type, digest and size: the minimum to address content.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlobRef {
+    /// The content's media type.
     pub media_type: String,
+    /// The content's digest.
     pub digest: Sha256Digest,
+    /// The content's size in bytes.
     pub size: u64,
 }
 
@@ -66,36 +72,75 @@ pub type BlobStream = BoxStream<'static, Result<Bytes, RegistryError>>;
 /// (reference, URL, path, digest) it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// A reference (`docker://`, `oci:`, `oci-archive:`, tag or digest) does not parse.
     #[error(transparent)]
     Reference(#[from] RefError),
+    /// A tag, manifest or blob does not exist (a registry's 404, a layout without it).
     #[error("{what} not found in {location}")]
-    NotFound { what: String, location: String },
+    NotFound {
+        /// What was asked for (tag, digest, blob).
+        what: String,
+        /// The repository (see [`Repository::location`]).
+        location: String,
+    },
+    /// The registry answered with an HTTP error status.
     #[error("{url}: HTTP {status}{}: {message}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
     Http {
+        /// The request's URL.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// The OCI error code from the body (`MANIFEST_UNKNOWN`, `TAG_INVALID`...), when it sent one.
         code: Option<String>,
+        /// The error message from the body (or the status text).
         message: String,
     },
+    /// The request got no HTTP answer: connection refused or reset, timeout, a body cut off.
     #[error("{url}: {message}")]
     Transport {
+        /// The request's URL.
         url: String,
+        /// What went wrong.
         message: String,
+        /// Whether a later attempt may succeed (see [`RegistryError::is_retryable`]).
         retryable: bool,
     },
+    /// Getting credentials or a token failed (ECR's GetAuthorizationToken, a token realm), or the registry answered 401 or 403.
     #[error("authentication to {registry} failed: {message}")]
-    Auth { registry: String, message: String },
+    Auth {
+        /// The registry host.
+        registry: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// A digest does not parse or does not match, or a manifest is not valid JSON.
     #[error(transparent)]
     Oci(#[from] OciError),
+    /// A manifest is over [`MAX_MANIFEST_SIZE`].
     #[error("{what} is {size} bytes, over the {MAX_MANIFEST_SIZE}-byte limit")]
-    ManifestTooLarge { what: String, size: usize },
+    ManifestTooLarge {
+        /// Which manifest.
+        what: String,
+        /// Its size in bytes.
+        size: usize,
+    },
+    /// Reading or writing a layout's files failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// A layout or registry holds something malformed (a bad `index.json` or `oci-layout`, an unexpected answer).
     #[error("{location}: {message}")]
-    Invalid { location: String, message: String },
+    Invalid {
+        /// Where (a layout path or a URL).
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An operation (first field) that this kind of repository (second field) cannot do.
     #[error("{0} is not supported by {1}")]
     Unsupported(String, String),
 }
@@ -116,6 +161,7 @@ impl RegistryError {
     }
 }
 
+/// A result whose error defaults to [`RegistryError`].
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// One repository of a registry (or one OCI image layout, which holds one repository).

@@ -25,76 +25,129 @@ pub use template::{ArchTagTemplate, TargetTagTemplate};
 /// What can go wrong stitching. Every variant names the tag, digest or setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StitchError {
+    /// A registry request failed.
     #[error("{context}: {source}")]
     Registry {
+        /// What was being done (e.g. "reading target tag app:1.2.3").
         context: String,
+        /// The registry's error.
         #[source]
         source: Box<RegistryError>,
     },
+    /// `ARCH_TAG_TEMPLATE` or `TARGET_TAG_TEMPLATE` does not parse.
     #[error("{name}={template:?} is not a valid template: {reason}")]
     InvalidTemplate {
+        /// The setting's name.
         name: String,
+        /// The template as given.
         template: String,
+        /// Why it was refused.
         reason: String,
     },
+    /// A platform in `REQUIRED_PLATFORMS` (or a tag's platform part) does not parse as `os/arch[/variant]`.
     #[error("invalid platform {value:?}: {reason}")]
-    InvalidPlatform { value: String, reason: String },
+    InvalidPlatform {
+        /// The platform text as given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A stitcher setting has a value it cannot use (e.g. `STITCH_MODE`).
     #[error("{name}={value:?}: {reason}")]
     InvalidSetting {
+        /// The setting's name.
         name: String,
+        /// The value as given.
         value: String,
+        /// Why it was refused.
         reason: String,
     },
+    /// A per-arch tag's image (or every image of its per-arch index) is for another platform than the tag's name says.
     #[error("tag {tag} names platform {tag_platform} but its config ({manifest}) says {config_platform}")]
     PlatformMismatch {
+        /// The per-arch tag.
         tag: String,
+        /// The platform the tag's name says.
         tag_platform: String,
+        /// The image or index the tag points to (`image sha256:...` or `index sha256:...`).
         manifest: String,
+        /// The platform(s) its config(s) declare.
         config_platform: String,
     },
+    /// Two per-arch tags hold images for the same platform, so the index would list it twice.
     #[error("platform {platform} appears twice: in {first} and in {second}")]
     DuplicatePlatform {
+        /// The platform both images are for.
         platform: String,
+        /// The first tag and its digest.
         first: String,
+        /// The second tag and its digest.
         second: String,
     },
+    /// A per-arch image's config is missing, unreadable or not a valid image config.
     #[error("tag {tag} ({digest}): config {config}: {reason}")]
     InvalidConfig {
+        /// The per-arch tag.
         tag: String,
+        /// The image manifest's digest.
         digest: String,
+        /// The config's digest (`(none)` when the manifest has none).
         config: String,
+        /// What is wrong with it.
         reason: String,
     },
+    /// A per-arch tag holds an artifact (or another kind of manifest) rather than an image.
     #[error("tag {tag} ({digest}) is {what}, not an image manifest or an index of them")]
     NotAnImage {
+        /// The per-arch tag.
         tag: String,
+        /// The digest of what it holds.
         digest: String,
+        /// What it holds instead (kind and media type).
         what: String,
     },
+    /// A per-arch tag's manifest, or a digest listed in it, does not parse.
     #[error("tag {tag} ({digest}): {reason}")]
     InvalidManifest {
+        /// The per-arch tag.
         tag: String,
+        /// The manifest's digest.
         digest: String,
+        /// What is wrong with it.
         reason: String,
     },
+    /// The registry refused to move the immutable target tag to the stitched index.
     #[error("target tag {target} in {location} is immutable and already holds {existing}; the stitched index {wanted} cannot replace it ({message})")]
     ImmutableTag {
+        /// The target tag.
         target: String,
+        /// The repository (see `Repository::location`).
         location: String,
+        /// The digest the target holds now (or "another image" when unknown).
         existing: String,
+        /// The digest of the index that could not be written.
         wanted: String,
+        /// The registry's refusal, as it wrote it.
         message: String,
     },
+    /// The target tag holds a single image that is none of the per-arch images: it is not replaced by an index.
     #[error("target tag {target} in {location} holds image manifest {existing}, which is none of the per-arch images; refusing to replace a single image with an index")]
     TargetIsForeignImage {
+        /// The target tag.
         target: String,
+        /// The repository (see `Repository::location`).
         location: String,
+        /// The digest of the image the target holds.
         existing: Sha256Digest,
     },
+    /// Concurrent writers kept changing the target for every round the stitcher makes (retryable).
     #[error("target tag {target} in {location} kept changing under concurrent writers for {rounds} rounds; retry later")]
     NotConverged {
+        /// The target tag.
         target: String,
+        /// The repository (see `Repository::location`).
         location: String,
+        /// How many recompute-and-write rounds were made.
         rounds: usize,
     },
 }
@@ -111,6 +164,7 @@ impl StitchError {
     }
 }
 
+/// A result whose error defaults to [`StitchError`].
 pub type Result<T, E = StitchError> = std::result::Result<T, E>;
 
 /// `STITCH_MODE`.
@@ -163,6 +217,7 @@ impl Default for StitchSettings {
 }
 
 impl StitchSettings {
+    /// The `REQUIRED_PLATFORMS` used when the variable is unset or blank.
     pub const DEFAULT_REQUIRED_PLATFORMS: &'static str = "linux/amd64,linux/arm64";
 
     /// Reads the settings from the process environment.
@@ -215,7 +270,9 @@ impl StitchSettings {
 /// The index the stitcher wrote, would write, or found already in place.
 #[derive(Debug, Clone, Serialize)]
 pub struct StitchedIndex {
+    /// The index's media type (OCI image index or Docker manifest list).
     pub media_type: String,
+    /// The digest of the index's bytes.
     pub digest: Sha256Digest,
     /// The platforms it lists, in order (`linux/amd64`, ...).
     pub platforms: Vec<String>,
@@ -238,27 +295,40 @@ impl StitchedIndex {
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum StitchOutcome {
     /// The pushed tag is not a per-arch tag (or is our own target).
-    Ignored { tag: String, reason: String },
+    Ignored {
+        /// The pushed tag.
+        tag: String,
+        /// Why it is not stitched.
+        reason: String,
+    },
     /// `complete` mode and a required platform is missing: nothing written.
     Incomplete {
+        /// The target tag.
         target: String,
+        /// The platforms present, in index order.
         present: Vec<String>,
         /// The missing platforms with the tag each is expected under.
         missing: Vec<String>,
     },
     /// The target already is this index: nothing written.
     Unchanged {
+        /// The target tag.
         target: String,
+        /// The index the target already holds.
         index: StitchedIndex,
     },
     /// The target now is this index.
     Written {
+        /// The target tag.
         target: String,
+        /// The index written to it.
         index: StitchedIndex,
     },
     /// Dry run: the target would become this index.
     WouldWrite {
+        /// The target tag.
         target: String,
+        /// The index it would hold.
         index: StitchedIndex,
     },
 }
