@@ -19,23 +19,32 @@ use std::sync::Arc;
 /// What can go wrong copying.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
+    /// Reading from the source or writing to the destination failed.
     #[error("copying {what}: {source}")]
     Registry {
+        /// What was being copied (manifest, blob or referrer, and where to).
         what: String,
+        /// The repository's error.
         #[source]
         source: RegistryError,
     },
+    /// A child manifest of an index has another size than the index's descriptor for it gives.
     #[error(
         "{what}: the source says {expected} is {expected_size} bytes, but it is {actual_size}"
     )]
     SizeMismatch {
+        /// Which child (`child of <parent>`).
         what: String,
+        /// The child's digest.
         expected: Sha256Digest,
+        /// The size the descriptor gives, in bytes.
         expected_size: u64,
+        /// The size the source stored, in bytes.
         actual_size: u64,
     },
 }
 
+/// A result whose error defaults to [`CopyError`].
 pub type Result<T, E = CopyError> = std::result::Result<T, E>;
 
 fn ctx(what: impl Into<String>) -> impl FnOnce(RegistryError) -> CopyError {
@@ -47,17 +56,33 @@ fn ctx(what: impl Into<String>) -> impl FnOnce(RegistryError) -> CopyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CopyEvent {
     /// A blob transfer starts.
-    BlobStarted { digest: Sha256Digest, size: u64 },
+    BlobStarted {
+        /// The blob's digest.
+        digest: Sha256Digest,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// Bytes of a blob were transferred.
-    BlobBytes { digest: Sha256Digest, bytes: u64 },
+    BlobBytes {
+        /// The blob's digest.
+        digest: Sha256Digest,
+        /// The size of this chunk (not a running total).
+        bytes: u64,
+    },
     /// A blob is done (`skipped`: it was already there or was mounted).
     BlobDone {
+        /// The blob's digest.
         digest: Sha256Digest,
+        /// Its size in bytes.
         size: u64,
+        /// True when nothing was uploaded (already present, or mounted).
         skipped: bool,
     },
     /// A manifest was stored.
-    ManifestPushed { blob: BlobRef },
+    ManifestPushed {
+        /// The manifest's media type, digest and size.
+        blob: BlobRef,
+    },
 }
 
 /// Receives [`CopyEvent`]s (from several tasks at once).
@@ -74,6 +99,7 @@ pub struct CopyOptions {
     pub mount_from: Option<String>,
     /// Blobs transferred at once.
     pub concurrency: usize,
+    /// Receives progress events; `None` for none.
     pub progress: Option<Progress>,
 }
 
@@ -92,10 +118,15 @@ impl std::fmt::Debug for CopyOptions {
 pub struct CopyReport {
     /// The root manifest copied.
     pub root: Option<BlobRef>,
+    /// Manifests stored that the destination did not have yet.
     pub manifests: usize,
+    /// Blobs uploaded.
     pub blobs_copied: usize,
+    /// Blobs already in the destination, or mounted from the source repository.
     pub blobs_skipped: usize,
+    /// Bytes uploaded (skipped blobs not counted).
     pub bytes_copied: u64,
+    /// Referrers found and copied (with `referrers` set).
     pub referrers: usize,
 }
 

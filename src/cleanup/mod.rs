@@ -126,7 +126,7 @@ pub struct Report {
     pub failed: usize,
     /// Bytes the deletions free (planned ones in a dry run).
     pub bytes_reclaimed: u64,
-    /// True when some repository's plan stopped at the policy's maximum number of deletions.
+    /// True when the policy's `max_deletions` cut some repository's plan short.
     pub stopped_by_max_deletions: bool,
 }
 

@@ -14,17 +14,31 @@ use std::path::Path;
 /// Errors loading a policy; the message names the file or the field.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    /// The policy file cannot be read.
     #[error("cannot read policy file {path}: {source}")]
     Read {
+        /// The file's path.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The text is not valid YAML or JSON, or does not have the policy's shape (an unknown field, a wrong type); holds the parser's message with line and column.
     #[error("policy is not valid YAML/JSON: {0}")]
     Syntax(String),
+    /// YAML aliases would expand the policy past the limit (see `limit`); refused before deserialising.
     #[error("policy expands to more than {limit} bytes through YAML aliases (`*name` repeats the node anchored `&name`): write the repeated parts out or repeat less")]
-    AliasExpansion { limit: u64 },
+    AliasExpansion {
+        /// The limit, in bytes of expanded text: 4 × the text's length + 1 MiB.
+        limit: u64,
+    },
+    /// A field has a value the policy cannot use.
     #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
+    Invalid {
+        /// The field, e.g. `rules[2].when.unused_for`.
+        field: String,
+        /// What is wrong with its value.
+        message: String,
+    },
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> PolicyError {
@@ -192,12 +206,14 @@ impl Pattern {
             matcher,
         })
     }
+    /// True when `s` (a tag or repository name) matches the pattern.
     pub fn matches(&self, s: &str) -> bool {
         match &self.matcher {
             Matcher::Glob(g) => g.is_match(s.as_bytes()),
             Matcher::Regex(r) => r.is_match(s),
         }
     }
+    /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.source
     }
@@ -213,7 +229,9 @@ impl Serialize for Pattern {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuleAction {
+    /// The images the rule matches are kept.
     Keep,
+    /// The images the rule matches are deleted (unless a safety rule keeps them).
     Expire,
 }
 
@@ -243,17 +261,23 @@ pub struct When {
     pub keep_latest: Option<usize>,
 }
 
+/// One rule of the policy: the first rule (in order) that matches an image decides for it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rule {
+    /// The rule's name in plans and reports.
     pub name: String,
+    /// Which images it looks at.
     pub select: Select,
+    /// What it does with those that match.
     pub action: RuleAction,
+    /// Conditions that must also hold.
     pub when: When,
 }
 
 /// Garbage collection of one S3 BuildKit cache.
 #[derive(Debug, Clone, Serialize)]
 pub struct S3CachePolicy {
+    /// The cache's `s3://bucket/prefix`.
     #[serde(serialize_with = "display")]
     pub uri: S3CacheUri,
     /// Cache manifest names that never expire.
@@ -270,18 +294,25 @@ pub struct S3CachePolicy {
 /// names (afterpush's `keep` rules and safety rules still apply there).
 #[derive(Debug, Clone, Serialize)]
 pub struct EcrRuleGroup {
+    /// The repositories the group decides for (first matching group wins).
     pub repositories: Vec<Pattern>,
+    /// The validated lifecycle policy.
     pub policy: LifecyclePolicy,
 }
 
 /// A validated cleanup policy.
 #[derive(Debug, Clone, Serialize)]
 pub struct Policy {
+    /// The repositories the policy cleans up (names or patterns).
     pub repositories: Vec<Pattern>,
+    /// Images pushed more recently than this are never deleted (default [`DEFAULT_GRACE`]).
     #[serde(with = "duration")]
     pub grace_period: Duration,
+    /// At most this many image deletions per run, shared by all its repositories (`None`: no limit).
     pub max_deletions: Option<usize>,
+    /// The afterpush rules, in order: the first that matches an image decides.
     pub rules: Vec<Rule>,
+    /// The S3 BuildKit caches to garbage-collect.
     pub s3_caches: Vec<S3CachePolicy>,
     /// ECR lifecycle policies for some repositories; the first group naming a
     /// repository decides there instead of the `expire` rules.

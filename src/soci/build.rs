@@ -19,16 +19,25 @@ use std::sync::Arc;
 /// What happens, for progress bars and logs.
 #[derive(Debug, Clone)]
 pub enum ProgressEvent {
+    /// A layer's zTOC is being made (from the cache or by reading the layer).
     LayerStarted {
+        /// The layer's digest.
         layer: Sha256Digest,
+        /// The layer's size in bytes.
         size: u64,
     },
+    /// Bytes of a layer were read.
     LayerBytes {
+        /// The layer's digest.
         layer: Sha256Digest,
+        /// The size of this chunk (not a running total).
         bytes: u64,
     },
+    /// A layer's zTOC is pushed.
     LayerFinished {
+        /// The layer's digest.
         layer: Sha256Digest,
+        /// True when the zTOC came from the cache and the layer was not read.
         from_cache: bool,
     },
 }
@@ -39,20 +48,31 @@ pub type Progress = Arc<dyn Fn(ProgressEvent) + Send + Sync>;
 /// What became of one layer.
 #[derive(Debug, Clone)]
 pub struct LayerOutcome {
+    /// The layer's digest.
     pub layer: Sha256Digest,
+    /// The layer's media type.
     pub media_type: String,
+    /// The layer's size in bytes.
     pub size: u64,
+    /// Whether it got a zTOC, and why not.
     pub result: LayerResult,
 }
 
+/// What became of one layer: indexed, or skipped with a reason.
 #[derive(Debug, Clone)]
 pub enum LayerResult {
+    /// The layer has a zTOC in the repository.
     Indexed {
+        /// The zTOC's descriptor in the SOCI index.
         entry: ZtocEntry,
+        /// True when the zTOC came from the cache.
         from_cache: bool,
+        /// Layer bytes read to build it (0 when from the cache).
         bytes_read: u64,
+        /// Entries (files, directories, links) the zTOC lists.
         files: usize,
     },
+    /// No zTOC, with the reason (a media type without a zTOC format such as zstd, or under `MIN_LAYER_SIZE`).
     Skipped(String),
 }
 
@@ -62,10 +82,12 @@ pub enum LayerResult {
 pub struct BuiltIndex {
     /// `None` when no layer was indexable: nothing was pushed.
     pub manifest: Option<Manifest>,
+    /// Every layer of the image, in order.
     pub layers: Vec<LayerOutcome>,
 }
 
 impl BuiltIndex {
+    /// Layer bytes read over all layers (cache hits read none).
     pub fn bytes_read(&self) -> u64 {
         self.layers
             .iter()

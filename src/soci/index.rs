@@ -18,11 +18,17 @@ pub const CONFIG_BLOB: &[u8] = b"{}";
 /// One zTOC of an index, with the layer it describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZtocEntry {
+    /// The zTOC blob's digest.
     pub ztoc_digest: Sha256Digest,
+    /// The zTOC blob's size in bytes.
     pub ztoc_size: u64,
+    /// The digest of the layer it describes (`com.amazon.soci.image-layer-digest`).
     pub layer_digest: Sha256Digest,
+    /// The layer's media type (`com.amazon.soci.image-layer-mediaType`).
     pub layer_media_type: String,
+    /// The span size it was built with, in bytes (`com.amazon.soci.span-size`).
     pub span_size: u64,
+    /// True to annotate the descriptor `com.amazon.soci.disable-xattrs` (xattr optimization on, and the layer has no xattrs).
     pub disable_xattrs: bool,
 }
 

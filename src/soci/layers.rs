@@ -6,7 +6,9 @@ use crate::ztoc::LayerCompression;
 /// What to do with one layer of an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerDecision {
+    /// Build a zTOC for the layer, which has this compression.
     Index(LayerCompression),
+    /// No zTOC, with the reason.
     Skip(String),
 }
 

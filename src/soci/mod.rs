@@ -26,30 +26,51 @@ use crate::registry::RegistryError;
 /// layer it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum SociError {
+    /// Reading from or writing to the repository failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A layer cannot be indexed (corrupt compression or tar, a span size out of range).
     #[error("layer {layer}: {source}")]
     Layer {
+        /// The layer's digest.
         layer: Sha256Digest,
+        /// What the zTOC builder found.
         source: crate::ztoc::ZtocError,
     },
+    /// The registry sent another number of bytes for a layer than its descriptor's size.
     #[error("layer {layer}: the registry sent {actual} bytes, the manifest says {expected}")]
     LayerSize {
+        /// The layer's digest.
         layer: Sha256Digest,
+        /// The size the image manifest gives, in bytes.
         expected: u64,
+        /// The bytes the registry sent.
         actual: u64,
     },
+    /// An image, index, config or layer descriptor is malformed (a bad digest, a config without a platform, an index without platform images).
     #[error("{what}: {message}")]
-    Invalid { what: String, message: String },
-    #[error("setting {name}={value:?}: {message}")]
-    Setting {
-        name: String,
-        value: String,
+    Invalid {
+        /// What is malformed (`layer sha256:...`, `config sha256:...`).
+        what: String,
+        /// What is wrong with it.
         message: String,
     },
+    /// An indexer setting has a value it cannot use.
+    #[error("setting {name}={value:?}: {message}")]
+    Setting {
+        /// The setting's name.
+        name: String,
+        /// The value as given.
+        value: String,
+        /// Why it was refused.
+        message: String,
+    },
+    /// The zTOC builder's thread panicked or was cancelled.
     #[error("layer {layer}: the zTOC builder stopped unexpectedly: {message}")]
     Builder {
+        /// The layer being indexed.
         layer: Sha256Digest,
+        /// The join error.
         message: String,
     },
 }
@@ -61,4 +82,5 @@ impl SociError {
     }
 }
 
+/// A result whose error defaults to [`SociError`].
 pub type Result<T, E = SociError> = std::result::Result<T, E>;
