@@ -147,13 +147,18 @@ async fn finish(
 
 /// What the `soci-indexer` function needs, built once per cold start.
 pub struct SociIndexer {
+    /// The indexer's settings (`SPAN_SIZE`, `SOCI_INDEX_VERSION`...).
     pub settings: SociSettings,
+    /// `REPOSITORY_TAG_FILTERS`: which pushes get indexed.
     pub filters: RepositoryTagFilters,
+    /// Where the repositories named in events live.
     pub repositories: Repositories,
+    /// Where zTOCs are reused from (S3 with `ZTOC_CACHE_BUCKET`, else no cache).
     pub cache: Box<dyn ZtocCache>,
 }
 
 impl SociIndexer {
+    /// Settings and repositories from the environment (`AFTERPUSH_LAYOUT` or the registry settings).
     pub async fn from_env() -> Result<Self, HandlerError> {
         Self::with_repositories(Repositories::from_env()?).await
     }
@@ -211,13 +216,18 @@ impl SociIndexer {
 
 /// What the `manifest-stitcher` function needs.
 pub struct ManifestStitcher {
+    /// The stitcher's settings (templates, required platforms, mode).
     pub settings: StitchSettings,
+    /// `REPOSITORY_TAG_FILTERS`: which pushes get stitched.
     pub filters: RepositoryTagFilters,
+    /// `SOCI_TAG_SUFFIX`: pushes of the indexer's output are recognised by it and skipped.
     pub soci_tag_suffix: String,
+    /// Where the repositories named in events live.
     pub repositories: Repositories,
 }
 
 impl ManifestStitcher {
+    /// Settings and repositories from the environment (`AFTERPUSH_LAYOUT` or the registry settings).
     pub fn from_env() -> Result<Self, HandlerError> {
         Self::with_repositories(Repositories::from_env()?)
     }
@@ -258,14 +268,20 @@ impl ManifestStitcher {
 
 /// What the `cache-janitor` function needs.
 pub struct CacheJanitor {
+    /// The policy, `DRY_RUN` and report settings.
     pub settings: JanitorSettings,
+    /// `REPOSITORY_TAG_FILTERS`: which pushes the janitor acts on, and which repositories a sweep visits.
     pub filters: RepositoryTagFilters,
+    /// `SOCI_TAG_SUFFIX`: pushes of the indexer's output are recognised by it and skipped.
     pub soci_tag_suffix: String,
+    /// Lists and deletes images: ECR's API, or the OCI layout's own catalog.
     pub catalog: Box<dyn Catalog>,
+    /// S3 client for BuildKit caches and reports (`None` for a layout).
     pub s3: Option<aws_sdk_s3::Client>,
 }
 
 impl CacheJanitor {
+    /// Settings and repositories from the environment (`AFTERPUSH_LAYOUT` or the registry settings).
     pub async fn from_env() -> Result<Self, HandlerError> {
         Self::with_repositories(Repositories::from_env()?).await
     }

@@ -26,15 +26,20 @@ pub type Page<T> = (Vec<T>, Option<String>);
 /// PRIMARY and ACTIVE deployments: a rolling update runs both).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EcsService {
+    /// The service's name.
     pub name: String,
+    /// Task-definition ARNs: the service's own, then those of its PRIMARY and ACTIVE deployments.
     pub task_definitions: Vec<String>,
 }
 
 /// A running or pending task.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EcsTask {
+    /// The task's ARN.
     pub arn: String,
+    /// The ARN of the task definition it runs.
     pub task_definition: String,
+    /// Its containers.
     pub containers: Vec<EcsContainer>,
 }
 
@@ -42,22 +47,29 @@ pub struct EcsTask {
 /// digest it pulled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EcsContainer {
+    /// The container's name.
     pub name: String,
+    /// The image reference it was started from, as the task definition wrote it.
     pub image: Option<String>,
+    /// The digest ECS resolved the image to, once it did (`imageDigest`).
     pub image_digest: Option<String>,
 }
 
 /// A task definition's containers: (name, image).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EcsTaskDefinition {
+    /// The task definition's ARN.
     pub arn: String,
+    /// Each container's name and image reference.
     pub containers: Vec<(String, String)>,
 }
 
 /// The ECS calls the in-use listing makes.
 #[async_trait::async_trait]
 pub trait EcsApi: Send + Sync {
+    /// One page of cluster ARNs (ListClusters).
     async fn list_clusters(&self, next: Option<String>) -> Result<Page<String>, InUseError>;
+    /// One page of the service ARNs of `cluster` (ListServices).
     async fn list_services(
         &self,
         cluster: &str,
@@ -84,6 +96,7 @@ pub trait EcsApi: Send + Sync {
     /// ACTIVE task definitions (ARNs), every family.
     async fn list_task_definitions(&self, next: Option<String>)
         -> Result<Page<String>, InUseError>;
+    /// One task definition's containers (DescribeTaskDefinition).
     async fn describe_task_definition(&self, arn: &str) -> Result<EcsTaskDefinition, InUseError>;
 }
 
@@ -239,6 +252,7 @@ pub struct SdkEcs {
 }
 
 impl SdkEcs {
+    /// The [`EcsApi`] of an ECS client.
     pub fn new(client: aws_sdk_ecs::Client) -> Self {
         Self { client }
     }

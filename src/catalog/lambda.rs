@@ -18,7 +18,9 @@ pub type Page<T> = (Vec<T>, Option<String>);
 /// A function as ListFunctions reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LambdaFunction {
+    /// The function's name.
     pub name: String,
+    /// The function's ARN (its account and region decide which registry counts as its own).
     pub arn: String,
     /// `Image` or `Zip`.
     pub package_type: Option<String>,
@@ -27,20 +29,25 @@ pub struct LambdaFunction {
 /// An alias and the version it points at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LambdaAlias {
+    /// The alias's name.
     pub name: String,
+    /// The version it points at.
     pub version: String,
 }
 
 /// GetFunction's `Code` for an image function.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LambdaImage {
+    /// `ImageUri`: the image as the function was given it (maybe by tag).
     pub image_uri: Option<String>,
+    /// `ResolvedImageUri`: the digest the version runs, when Lambda reports it.
     pub resolved_image_uri: Option<String>,
 }
 
 /// The Lambda calls the in-use listing makes.
 #[async_trait::async_trait]
 pub trait LambdaApi: Send + Sync {
+    /// One page of the account's functions in this region (ListFunctions).
     async fn list_functions(
         &self,
         marker: Option<String>,
@@ -51,11 +58,13 @@ pub trait LambdaApi: Send + Sync {
         function: &str,
         marker: Option<String>,
     ) -> Result<Page<String>, InUseError>;
+    /// One page of the aliases of `function` (ListAliases).
     async fn list_aliases(
         &self,
         function: &str,
         marker: Option<String>,
     ) -> Result<Page<LambdaAlias>, InUseError>;
+    /// The image code of one version of `function` (GetFunction with `qualifier`).
     async fn get_function_image(
         &self,
         function: &str,
@@ -112,6 +121,7 @@ pub struct SdkLambda {
 }
 
 impl SdkLambda {
+    /// The [`LambdaApi`] of a Lambda client.
     pub fn new(client: aws_sdk_lambda::Client) -> Self {
         Self { client }
     }

@@ -40,6 +40,7 @@ impl Default for Protect {
 }
 
 impl Protect {
+    /// True when ECS or Lambda protects its images, i.e. the images in use must be listed.
     pub fn any(&self) -> bool {
         self.ecs || self.lambda
     }
@@ -49,16 +50,22 @@ impl Protect {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
+    /// A tag: protects the digest the tag names when the repository is planned.
     Tag(String),
+    /// A digest: protects that manifest.
     Digest(Sha256Digest),
 }
 
 /// A reference to an image in an ECR registry.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct EcrImageRef {
+    /// The registry's AWS account id.
     pub account: String,
+    /// The registry's region.
     pub region: String,
+    /// The repository name.
     pub repository: String,
+    /// The tag or digest it names.
     pub target: Target,
 }
 
@@ -106,7 +113,9 @@ impl EcrImageRef {
 /// One image reference a workload holds, and who holds it (`ecs service web/api, task def web:42`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct InUseRef {
+    /// The image referenced.
     pub image: EcrImageRef,
+    /// Who holds it, for plans and reports (`ecs service web/api, task def web:42`, `lambda fn resize:3`).
     pub user: String,
 }
 
@@ -131,6 +140,7 @@ pub fn own_registry_ref(uri: &str, owner_arn: &str) -> Option<EcrImageRef> {
 /// The references of one run, with what the collection saw.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct InUse {
+    /// Every reference found, to this account's registry in this region.
     pub refs: Vec<InUseRef>,
 }
 
@@ -177,7 +187,9 @@ impl InUse {
 pub struct InUseError {
     /// `ECS` or `Lambda`.
     pub service: &'static str,
+    /// The API operation that failed (`ListTasks`, `GetFunction`...).
     pub operation: &'static str,
+    /// The error the call returned.
     pub message: String,
     /// Throttling, 5xx, timeouts: a later run may succeed.
     pub retryable: bool,
@@ -239,6 +251,7 @@ where
 /// Lists the image references of the workloads `protect` names.
 #[async_trait::async_trait]
 pub trait InUseSource: Send + Sync {
+    /// Lists the references the workloads hold; `Err` when any listing fails (the run then deletes nothing).
     async fn collect(&self, protect: &Protect) -> Result<InUse, InUseError>;
 }
 
@@ -256,7 +269,9 @@ impl InUseSource for NoWorkloads {
 /// ECS and Lambda of one account and region, through their [`crate::catalog::ecs::EcsApi`]
 /// and [`crate::catalog::lambda::LambdaApi`] ports.
 pub struct Workloads<E, L> {
+    /// The ECS API port.
     pub ecs: E,
+    /// The Lambda API port.
     pub lambda: L,
 }
 

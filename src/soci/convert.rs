@@ -30,19 +30,28 @@ pub const SOURCE_DIGEST_ANNOTATION: &str = "dev.afterpush.soci.source-digest";
 /// What happened to one platform of the image.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlatformReport {
+    /// The platform, `os/arch[/variant]`.
     pub platform: String,
+    /// The digest of the platform manifest as the source stored it.
     pub manifest: String,
     /// The v2 rewritten manifest's digest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewritten_manifest: Option<String>,
+    /// The digest of the SOCI index built for it (`None` when no layer was indexable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soci_index: Option<String>,
+    /// The SOCI index manifest's size in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soci_index_size: Option<u64>,
+    /// Layers that got a zTOC.
     pub ztocs: usize,
+    /// Of those, zTOCs taken from the cache.
     pub ztocs_from_cache: usize,
+    /// Layers skipped (see [`LayerResult::Skipped`]).
     pub layers_skipped: usize,
+    /// Layer bytes read to build zTOCs.
     pub bytes_read: u64,
+    /// Every layer's outcome, in image order (not serialised).
     #[serde(skip)]
     pub layers: Vec<LayerOutcome>,
 }
@@ -50,7 +59,9 @@ pub struct PlatformReport {
 /// What `create_soci` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct SociOutcome {
+    /// The repository (see `Repository::location`).
     pub repository: String,
+    /// The digest of the image the event or command named.
     pub source: String,
     /// Set when nothing was done, with the reason.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,18 +69,25 @@ pub struct SociOutcome {
     /// The v2 index pushed (or found already there).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// The tag the v2 index was pushed under (`None` with `SOCI_TAG_MODE=none`, for v1, or when skipped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// One report per platform that was indexed (selected, and without a v1 index already).
     pub platforms: Vec<PlatformReport>,
+    /// Layer bytes read over all platforms.
     pub bytes_read: u64,
+    /// Wall-clock seconds the run took.
     pub seconds: f64,
 }
 
 /// An image as the report of `afterpush soci list` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageReport {
+    /// The platform, `os/arch[/variant]`.
     pub platform: String,
+    /// The platform manifest's digest.
     pub manifest: String,
+    /// The digest of its SOCI index, `None` when it has none.
     pub soci_index: Option<String>,
 }
 

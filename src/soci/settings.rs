@@ -27,12 +27,14 @@ pub enum TagMode {
 /// Which platforms of a multi-platform image get SOCI indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlatformSelection {
+    /// Every platform (`PLATFORMS=all`, the default, or empty).
     All,
     /// `os/arch[/variant]` entries.
     Only(Vec<String>),
 }
 
 impl PlatformSelection {
+    /// Parses `PLATFORMS`: `all` (or empty), else a comma-separated list of `os/arch[/variant]`.
     pub fn parse(value: &str) -> Self {
         let value = value.trim();
         if value.is_empty() || value.eq_ignore_ascii_case("all") {
@@ -46,6 +48,7 @@ impl PlatformSelection {
                 .collect(),
         )
     }
+    /// True when `platform` (`os/arch[/variant]`) is selected; compared as written, without normalising.
     pub fn includes(&self, platform: &str) -> bool {
         match self {
             PlatformSelection::All => true,
@@ -57,19 +60,29 @@ impl PlatformSelection {
 /// Everything the indexer can be told.
 #[derive(Debug, Clone)]
 pub struct SociSettings {
+    /// `SPAN_SIZE`: the zTOC span size in bytes (how far apart checkpoints are, see `docs/ztoc-format.md`), 64 KiB to 1 GiB.
     pub span_size: u64,
+    /// `MIN_LAYER_SIZE`: layers smaller than this many bytes get no zTOC.
     pub min_layer_size: u64,
+    /// `LAYER_CONCURRENCY`: layers streamed and indexed at once.
     pub layer_concurrency: usize,
+    /// `SOCI_INDEX_VERSION`.
     pub index_version: IndexVersion,
+    /// `SOCI_TAG_MODE`.
     pub tag_mode: TagMode,
+    /// `SOCI_TAG_SUFFIX`, default `-soci`.
     pub tag_suffix: String,
+    /// `PLATFORMS`.
     pub platforms: PlatformSelection,
+    /// The `com.amazon.soci.build-tool-identifier` annotation of every index (`afterpush v<version>`).
     pub build_tool_identifier: String,
     /// soci's `xattr` optimization: mark zTOCs of layers without xattrs or opaque
     /// whiteouts with `com.amazon.soci.disable-xattrs`, so the snapshotter skips xattr
     /// lookups. Off by default, as in `soci create`.
     pub xattr_optimization: bool,
+    /// `ZTOC_CACHE_BUCKET`: S3 bucket for zTOC reuse; `None`: no cache.
     pub ztoc_cache_bucket: Option<String>,
+    /// `AFTERPUSH_ZTOC_CACHE_PREFIX`: key prefix of zTOCs in the cache bucket, default `afterpush/ztoc/`.
     pub ztoc_cache_prefix: String,
     /// `repo-glob:tag-glob,...` for the Lambda's event filter.
     pub repository_tag_filters: String,
@@ -79,7 +92,9 @@ pub struct SociSettings {
     pub skip_arch_tags: Option<ArchTagTemplate>,
 }
 
+/// The default `SPAN_SIZE`: 4 MiB.
 pub const DEFAULT_SPAN_SIZE: u64 = 4 * 1024 * 1024;
+/// The default `MIN_LAYER_SIZE`: 10 MiB.
 pub const DEFAULT_MIN_LAYER_SIZE: u64 = 10 * 1024 * 1024;
 
 impl Default for SociSettings {
