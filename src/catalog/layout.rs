@@ -22,6 +22,7 @@ pub struct LayoutCatalog {
 }
 
 impl LayoutCatalog {
+    /// The catalog of the layout at `dir`, which answers to the directory's name as its one repository.
     pub fn open(dir: &Path) -> Result<Self, crate::registry::RegistryError> {
         let layout = LayoutRepository::open(dir)?;
         let name = dir

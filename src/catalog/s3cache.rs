@@ -11,7 +11,9 @@ pub const DELETE_OBJECTS_BATCH: usize = 1000;
 /// `s3://bucket/prefix/`, the prefix normalised to end with `/` (or be empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3CacheUri {
+    /// The bucket.
     pub bucket: String,
+    /// The key prefix of the cache, ending with `/` (or empty for the whole bucket).
     pub prefix: String,
 }
 
@@ -47,25 +49,32 @@ impl std::str::FromStr for S3CacheUri {
 pub struct CacheObject {
     /// The key relative to the cache prefix (`manifests/main`, `blobs/sha256:...`).
     pub name: String,
+    /// `LastModified`: when the object was last written.
     pub last_modified: DateTime<Utc>,
+    /// The object's size in bytes.
     pub size: u64,
 }
 
 /// A key DeleteObjects could not delete.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectFailure {
+    /// The key, relative to the cache prefix.
     pub key: String,
+    /// S3's error code (`AccessDenied`...).
     pub code: String,
+    /// S3's error message.
     pub message: String,
 }
 
 /// The objects of one S3 BuildKit cache.
 pub struct S3Cache {
     client: aws_sdk_s3::Client,
+    /// The cache this lists and deletes from.
     pub uri: S3CacheUri,
 }
 
 impl S3Cache {
+    /// The cache at `uri`, through `client`.
     pub fn new(client: aws_sdk_s3::Client, uri: S3CacheUri) -> Self {
         Self { client, uri }
     }

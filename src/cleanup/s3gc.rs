@@ -23,24 +23,32 @@ const BLOBS: &str = "blobs/";
 /// The decisions for one S3 cache.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct S3GcPlan {
+    /// The cache's `s3://bucket/prefix/`.
     pub uri: String,
     /// Expired manifests with the reason.
     pub expired_manifests: Vec<(String, String)>,
+    /// Manifests kept (names relative to the cache prefix), those written during the run included.
     pub kept_manifests: Vec<String>,
     /// Blobs to delete (names relative to the cache prefix).
     pub dead_blobs: Vec<String>,
+    /// Blobs a kept manifest references.
     pub live_blobs: usize,
     /// Unreferenced, but younger than `blob_grace`.
     pub young_blobs: usize,
+    /// Bytes of the dead blobs (expired manifests are not counted).
     pub bytes_reclaimed: u64,
 }
 
 /// What happened to one S3 cache.
 #[derive(Debug, Clone, Serialize)]
 pub struct S3CacheReport {
+    /// True when nothing was deleted on purpose.
     pub dry_run: bool,
+    /// What was decided.
     pub plan: S3GcPlan,
+    /// Objects deleted (empty in a dry run), manifests first.
     pub deleted: Vec<String>,
+    /// Objects S3 did not delete, with its reason.
     pub failed: Vec<ObjectFailure>,
 }
 

@@ -14,7 +14,9 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// An ECR registry: account and region.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcrRegistry {
+    /// The AWS account id (the registry id).
     pub account: String,
+    /// The AWS region.
     pub region: String,
 }
 
@@ -169,6 +171,7 @@ impl EcrTokenProvider {
         Self::new(&sdk, None)
     }
 
+    /// Over any [`AuthorizationTokenApi`] (tests pass their own).
     pub fn with_api(api: impl AuthorizationTokenApi + 'static) -> Self {
         Self {
             api: Box::new(api),

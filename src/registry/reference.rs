@@ -9,11 +9,20 @@ use std::str::FromStr;
 /// Why a reference could not be parsed. Always names the reference.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefError {
+    /// The reference does not follow the grammar of its transport (a missing host, a bad tag or digest...).
     #[error("invalid image reference {reference:?}: {reason}")]
-    Invalid { reference: String, reason: String },
+    Invalid {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The reference starts with a transport other than `oci:`, `oci-archive:` or `docker://`.
     #[error("unknown transport {transport:?} in {reference:?} (expected oci:, oci-archive: or docker://)")]
     UnknownTransport {
+        /// The reference as given.
         reference: String,
+        /// The transport it names.
         transport: String,
     },
 }
@@ -26,14 +35,22 @@ pub enum Location {
     /// An `oci-archive` tarball of a layout.
     Archive(PathBuf),
     /// A registry over the OCI distribution API.
-    Registry { host: String, repository: String },
+    Registry {
+        /// The registry host, with its port if any (`127.0.0.1:5000`).
+        host: String,
+        /// The repository name (`team/app`).
+        repository: String,
+    },
 }
 
 /// A parsed reference: a location and, optionally, a tag and/or digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageRef {
+    /// Where the repository lives.
     pub location: Location,
+    /// The tag, when the reference has one.
     pub tag: Option<String>,
+    /// The digest, when the reference has one (`@sha256:...`).
     pub digest: Option<crate::oci::Sha256Digest>,
 }
 

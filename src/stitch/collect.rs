@@ -18,7 +18,9 @@ use tracing::{debug, warn};
 /// The children found for a base tag, with duplicates rejected and in output order.
 #[derive(Debug, Clone, Default)]
 pub struct Collected {
+    /// The platform images, in index order (required platforms first, in their order).
     pub children: Vec<PlatformChild>,
+    /// The attached manifests (attestations, SOCI indexes) kept from per-arch indexes.
     pub attestations: Vec<AttestationChild>,
 }
 

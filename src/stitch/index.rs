@@ -18,9 +18,13 @@ use std::collections::BTreeMap;
 pub struct PlatformChild {
     /// The per-arch tag it was found under (for messages).
     pub tag: String,
+    /// The image manifest's media type (OCI or Docker).
     pub media_type: String,
+    /// The image manifest's digest.
     pub digest: Sha256Digest,
+    /// The image manifest's size in bytes.
     pub size: u64,
+    /// The platform its config declares.
     pub platform: PlatformSpec,
     /// Descriptor annotations carried over from a per-arch index (OCI output only).
     pub annotations: BTreeMap<String, String>,
@@ -32,10 +36,15 @@ pub struct PlatformChild {
 /// per-arch tag in place).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttestationChild {
+    /// The per-arch tag it was found under (for messages).
     pub tag: String,
+    /// Its manifest's media type.
     pub media_type: String,
+    /// Its manifest's digest.
     pub digest: Sha256Digest,
+    /// Its manifest's size in bytes.
     pub size: u64,
+    /// Its `artifactType`, as the source index gave it.
     pub artifact_type: Option<String>,
     /// The platform the source index gave it, unchanged (buildx attestations:
     /// `unknown/unknown`; SOCI indexes: their image's platform).

@@ -13,10 +13,15 @@ use std::fmt;
 /// that several Windows builds of one architecture have a stable order too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PlatformSpec {
+    /// `os` (GOOS: `linux`, `windows`...).
     pub os: String,
+    /// `architecture` (GOARCH: `amd64`, `arm64`...), normalised.
     pub architecture: String,
+    /// `variant` (`v7`, `v8`...), normalised (`arm` alone means `v7`; `arm64/v8` has none).
     pub variant: Option<String>,
+    /// `os.version` (Windows images).
     pub os_version: Option<String>,
+    /// `os.features` (Windows images).
     pub os_features: Vec<String>,
 }
 

@@ -110,7 +110,9 @@ fn parse_parts(name: &str, template: &str, allowed: &[&str]) -> Result<Vec<Part>
 /// when the template has no such placeholder (the name then says nothing about them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagPlatformHint {
+    /// The OS the tag's `{os}` part names (GOOS).
     pub os: Option<String>,
+    /// The architecture the tag's `{arch}` part names (GOARCH).
     pub architecture: String,
     /// `Some(None)`: the template has `{variant}` and the tag has none there.
     pub variant: Option<Option<String>>,
@@ -151,7 +153,9 @@ impl std::fmt::Display for TagPlatformHint {
 /// A per-arch tag matched against the template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchTagMatch {
+    /// The tag the per-arch tag belongs to (what `{tag}` matched): the stitched index's base.
     pub base_tag: String,
+    /// What the tag's name says about its platform.
     pub hint: TagPlatformHint,
 }
 
@@ -171,8 +175,10 @@ impl PartialEq for ArchTagTemplate {
 }
 
 impl ArchTagTemplate {
+    /// The default `ARCH_TAG_TEMPLATE`.
     pub const DEFAULT: &'static str = "{tag}-{arch}";
 
+    /// Parses an `ARCH_TAG_TEMPLATE`; an unknown placeholder, an unclosed `{` or a missing `{arch}` is an error.
     pub fn parse(template: &str) -> Result<Self, StitchError> {
         let parts = parse_parts(
             "ARCH_TAG_TEMPLATE",
@@ -194,6 +200,7 @@ impl ArchTagTemplate {
         })
     }
 
+    /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.raw
     }
@@ -269,8 +276,10 @@ pub struct TargetTagTemplate {
 }
 
 impl TargetTagTemplate {
+    /// The default `TARGET_TAG_TEMPLATE`.
     pub const DEFAULT: &'static str = "{tag}";
 
+    /// Parses a `TARGET_TAG_TEMPLATE`; any placeholder but `{tag}` is an error.
     pub fn parse(template: &str) -> Result<Self, StitchError> {
         let parts = parse_parts("TARGET_TAG_TEMPLATE", template, &["tag"])?;
         Ok(Self {
@@ -279,10 +288,12 @@ impl TargetTagTemplate {
         })
     }
 
+    /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.raw
     }
 
+    /// The target tag for `base_tag`: the template with `{tag}` replaced.
     pub fn render(&self, base_tag: &str) -> String {
         self.parts
             .iter()

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `s`; it prints as `<redacted>` from then on.
     pub fn new(s: impl Into<String>) -> Self {
         Self(s.into())
     }
@@ -43,11 +44,14 @@ impl fmt::Debug for Secret {
 /// A user name and password (for ECR: `AWS` and the decoded authorization token).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user name (sent in clear in the Basic header).
     pub username: String,
+    /// The password, never printed.
     pub password: Secret,
 }
 
 impl Credentials {
+    /// Credentials of `username` and `password`.
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             username: username.into(),
@@ -77,6 +81,7 @@ impl fmt::Debug for Credentials {
 /// (ECR's `GetAuthorizationToken`).
 #[async_trait]
 pub trait CredentialSource: Send + Sync + fmt::Debug {
+    /// The credentials to send now (a provider fetches or refreshes them as needed).
     async fn credentials(&self) -> Result<Credentials>;
     /// Forgets cached credentials the registry refused (an ECR token revoked early).
     /// `true` when the next [`Self::credentials`] may give different ones.
@@ -95,12 +100,18 @@ impl CredentialSource for Credentials {
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
+    /// `Bearer`: get a token from `realm` and send it.
     Bearer {
+        /// The token endpoint's URL.
         realm: String,
+        /// The `service` parameter to pass to the token endpoint.
         service: Option<String>,
+        /// The `scope` the challenge asks for (`repository:app:pull`), asked for with the request's own scopes.
         scope: Option<String>,
     },
+    /// `Basic`: send the user name and password.
     Basic {
+        /// The realm, when the challenge names one.
         realm: Option<String>,
     },
 }

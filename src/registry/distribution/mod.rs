@@ -101,6 +101,7 @@ impl DistributionRepository {
         &self.name
     }
 
+    /// The HTTP client this repository shares with its siblings (auth, token cache, retry policy).
     pub fn client(&self) -> &Arc<RegistryClient> {
         &self.client
     }

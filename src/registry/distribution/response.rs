@@ -11,6 +11,7 @@ use serde::Deserialize;
 /// The spec's error body.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct OciEnvelope {
+    /// The errors the body lists.
     #[serde(default)]
     pub errors: Vec<OciErrorEntry>,
 }
@@ -18,10 +19,13 @@ pub struct OciEnvelope {
 /// One entry of [`OciEnvelope`].
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct OciErrorEntry {
+    /// The error code (`MANIFEST_UNKNOWN`, `DENIED`...).
     #[serde(default)]
     pub code: String,
+    /// The message for people.
     #[serde(default)]
     pub message: String,
+    /// Extra detail, any JSON.
     #[serde(default)]
     pub detail: Option<serde_json::Value>,
 }

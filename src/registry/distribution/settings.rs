@@ -13,7 +13,9 @@ pub const ENV_ENDPOINT: &str = "AFTERPUSH_REGISTRY_ENDPOINT";
 pub const ENV_INSECURE: &str = "AFTERPUSH_REGISTRY_INSECURE";
 /// `auto` (default), `anonymous`, `basic` or `ecr`.
 pub const ENV_AUTH: &str = "AFTERPUSH_REGISTRY_AUTH";
+/// User name for Basic auth (set together with [`ENV_PASSWORD`]; with `auto`, setting both selects `basic`).
 pub const ENV_USERNAME: &str = "AFTERPUSH_REGISTRY_USERNAME";
+/// Password for Basic auth (set together with [`ENV_USERNAME`]).
 pub const ENV_PASSWORD: &str = "AFTERPUSH_REGISTRY_PASSWORD";
 /// Total attempts per request (default 5).
 pub const ENV_MAX_ATTEMPTS: &str = "AFTERPUSH_REGISTRY_MAX_ATTEMPTS";
@@ -48,9 +50,13 @@ pub struct RegistrySettings {
     pub endpoint: Option<Url>,
     /// Plain HTTP to hosts other than loopback.
     pub allow_insecure_http: bool,
+    /// Which credentials to present (`AFTERPUSH_REGISTRY_AUTH`, with the user name and password).
     pub auth: AuthMode,
+    /// How requests are retried (`AFTERPUSH_REGISTRY_MAX_ATTEMPTS` total attempts).
     pub retry: RetryPolicy,
+    /// Blobs up to this many bytes are uploaded in one PUT (default [`DEFAULT_MONOLITHIC_MAX`]).
     pub monolithic_max: u64,
+    /// Chunk size of chunked uploads, in bytes (default [`DEFAULT_CHUNK_SIZE`]).
     pub chunk_size: usize,
     /// The longest one attempt of a request that is not a blob transfer may take, from
     /// connecting to the last byte of the answer: manifests, tag lists, referrers, token
