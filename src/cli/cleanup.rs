@@ -15,12 +15,15 @@ use clap::{Args, Subcommand};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
+/// `afterpush cleanup ...`
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
+    /// `plan` or `apply`, with their options.
     #[command(subcommand)]
     pub action: CleanupAction,
 }
 
+/// The verbs of `afterpush cleanup`.
 #[derive(Debug, Subcommand)]
 pub enum CleanupAction {
     /// Show what the policy would delete, and why (deletes nothing).
@@ -29,6 +32,7 @@ pub enum CleanupAction {
     Apply(CleanupOptions),
 }
 
+/// The options `plan` and `apply` share.
 #[derive(Debug, Args)]
 pub struct CleanupOptions {
     /// The policy file (YAML or JSON): an afterpush policy, or an ECR lifecycle policy
@@ -74,6 +78,7 @@ pub fn parse_as_of(text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Ut
         .with_timezone(&Utc))
 }
 
+/// Runs `afterpush cleanup plan|apply`.
 pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
     let (opts, dry_run) = match args.action {
         CleanupAction::Plan(o) => (o, true),

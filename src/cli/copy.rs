@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
+/// `afterpush copy`: source, destination and how to copy.
 #[derive(Debug, clap::Args)]
 pub struct CopyArgs {
     /// Source: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker://HOST/REPO[:TAG|@sha256:…]
@@ -95,6 +96,7 @@ fn progress_sink() -> (MultiProgress, ProgressBar, crate::copy::Progress) {
     (multi, total, sink)
 }
 
+/// Runs `afterpush copy` with progress bars on a terminal.
 pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
     let src_ref: ImageRef = args.src.parse()?;
     let dst_ref: ImageRef = args.dst.parse()?;

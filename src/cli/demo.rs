@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// `afterpush demo`: where the layout goes and the sample seed.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Write the OCI layout to DIR (a new or empty directory) and keep it, instead of
@@ -45,7 +46,9 @@ pub struct DemoArgs {
 
 /// The repository the layout stands for, and where the events say it lives.
 pub const REPOSITORY: &str = "app";
+/// The AWS account id the demo's events name.
 pub const ACCOUNT: &str = "123456789012";
+/// The AWS region the demo's events name.
 pub const REGION: &str = "us-east-1";
 /// The version CI builds; per-arch tags are `<VERSION>-<arch>`.
 pub const VERSION: &str = "1.0";
@@ -475,6 +478,7 @@ fn demo_policy() -> anyhow::Result<Policy> {
     Ok(policy)
 }
 
+/// Runs the demo: builds sample images, replays their push events through the three handlers, and prints what each did.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let temp;
     let dir = match &args.keep {

@@ -7,13 +7,18 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
+/// The Lambda function whose handler `afterpush invoke` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FunctionName {
+    /// Builds SOCI indexes for a pushed image.
     SociIndexer,
+    /// Stitches per-arch tags into a multi-arch tag.
     ManifestStitcher,
+    /// Cleans up BuildKit caches and old images.
     CacheJanitor,
 }
 
+/// `afterpush invoke`: a function, its event, and where its repositories are.
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
     /// Which function's handler to run.
@@ -28,6 +33,7 @@ pub struct InvokeArgs {
     pub layout: Option<PathBuf>,
 }
 
+/// Runs the function's handler on the event and prints its JSON result.
 pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
     let payload: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&args.event).with_context(|| format!("reading {}", args.event.display()))?,

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 pub mod ztoc;
 
+/// The parsed command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "afterpush",
@@ -20,10 +21,12 @@ pub mod ztoc;
     about = "What every Amazon ECR team scripts after `docker push`: SOCI indexes, BuildKit cache cleanup, multi-arch stitching"
 )]
 pub struct Cli {
+    /// The verb to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The verbs of `afterpush`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// SOCI indexes: create, list, info.

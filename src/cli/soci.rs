@@ -19,12 +19,15 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// `afterpush soci ...`
 #[derive(Debug, Args)]
 pub struct SociArgs {
+    /// The `soci` verb to run.
     #[command(subcommand)]
     pub command: SociCommand,
 }
 
+/// The verbs of `afterpush soci`.
 #[derive(Debug, Subcommand)]
 pub enum SociCommand {
     /// Build SOCI indexes for an image and publish them (v2: a SOCI-enabled image index).
@@ -41,6 +44,7 @@ pub enum SociCommand {
     },
 }
 
+/// `afterpush soci create`: the image and the indexer settings (the Lambda's variables as flags).
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker://HOST/REPO[:TAG|@DIGEST].
@@ -49,17 +53,22 @@ pub struct CreateArgs {
     /// oci-archive `docker buildx build -o type=oci,dest=image.tar` wrote, into ECR).
     #[arg(long)]
     pub push_to: Option<String>,
+    /// SOCI index format: `v2` (a SOCI-enabled image index) or `v1` (a referrer of each platform manifest).
     #[arg(long, value_enum, env = "SOCI_INDEX_VERSION", default_value = "v2")]
     pub index_version: IndexVersion,
+    /// Where the v2 index is tagged: `suffix` (`<tag>-soci`), `in-place` or `none`.
     #[arg(long, value_enum, env = "SOCI_TAG_MODE", default_value = "suffix")]
     pub tag_mode: TagMode,
+    /// zTOC span size (`4MiB` or bytes), 64 KiB to 1 GiB.
     #[arg(long, env = "SPAN_SIZE", default_value = "4MiB", value_parser = super::ztoc::parse_span_size_arg)]
     pub span_size: u64,
+    /// Layers smaller than this (`10MiB` or bytes) get no zTOC.
     #[arg(long, env = "MIN_LAYER_SIZE", default_value = "10MiB", value_parser = parse_size_arg)]
     pub min_layer_size: u64,
     /// Platforms to index (`linux/amd64`), repeatable; all when absent.
     #[arg(long = "platform")]
     pub platforms: Vec<String>,
+    /// Layers indexed at once.
     #[arg(long, env = "LAYER_CONCURRENCY", default_value_t = 4)]
     pub layer_concurrency: usize,
     /// Reuse zTOCs from (and store them in) this S3 bucket.
@@ -74,6 +83,7 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
     soci::settings::parse_size(s).ok_or_else(|| format!("{s:?} is not a size (e.g. 4MiB, 4194304)"))
 }
 
+/// Runs `afterpush soci create|list|info`.
 pub async fn run(args: SociArgs) -> anyhow::Result<()> {
     match args.command {
         SociCommand::Create(a) => create(a).await,

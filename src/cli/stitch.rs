@@ -7,6 +7,7 @@ use crate::stitch::{self, StitchMode, StitchOutcome, StitchSettings};
 use anyhow::Context;
 use clap::Args;
 
+/// `afterpush stitch`: the repository, the base tag and the stitcher settings.
 #[derive(Debug, Args)]
 pub struct StitchArgs {
     /// The repository: `oci:DIR`, `oci-archive:FILE`, `docker://HOST/REPO` or
@@ -33,6 +34,7 @@ pub struct StitchArgs {
     pub dry_run: bool,
 }
 
+/// Runs `afterpush stitch` and prints the outcome.
 pub async fn run(args: StitchArgs) -> anyhow::Result<()> {
     let mode: StitchMode = args.mode.parse()?;
     let settings = StitchSettings::new(

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 /// `afterpush ztoc ...`
 #[derive(Debug, Args)]
 pub struct ZtocArgs {
+    /// The `ztoc` verb to run.
     #[command(subcommand)]
     pub command: ZtocCommand,
 }
 
+/// The verbs of `afterpush ztoc`.
 #[derive(Debug, Subcommand)]
 pub enum ZtocCommand {
     /// Build the zTOC of a layer blob (gzip or tar, detected from its bytes).
