@@ -19,7 +19,7 @@ pub enum Function {
 }
 
 impl Function {
-    /// The three functions, in the order the README lists them.
+    /// All three functions.
     pub const ALL: [Function; 3] = [
         Function::SociIndexer,
         Function::ManifestStitcher,

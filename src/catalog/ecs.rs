@@ -49,7 +49,7 @@ pub struct EcsTask {
 pub struct EcsContainer {
     /// The container's name.
     pub name: String,
-    /// The image reference it was started from, as the task definition wrote it.
+    /// The image reference it was started from, as written (maybe a tag).
     pub image: Option<String>,
     /// The digest ECS resolved the image to, once it did (`imageDigest`).
     pub image_digest: Option<String>,

@@ -31,7 +31,7 @@ use serde::Serialize;
 /// Errors of a janitor run as a whole (per-image failures are in the [`Report`]).
 #[derive(Debug, thiserror::Error)]
 pub enum JanitorError {
-    /// A setting or option is unusable: `CLEANUP_POLICY` missing, unreadable or invalid, a repository the policy does not select.
+    /// A setting or option is unusable: no policy, both `CLEANUP_POLICY` and `AFTERPUSH_CLEANUP_POLICY_FILE`, an invalid policy or `DRY_RUN`, a repository the policy does not select.
     #[error("setting {var}: {message}")]
     Settings {
         /// The variable or option at fault.
@@ -50,7 +50,7 @@ pub enum JanitorError {
     Report {
         /// The report bucket.
         bucket: String,
-        /// The key the report was written to.
+        /// The key it was to be written to.
         key: String,
         /// The S3 error.
         message: String,
@@ -90,7 +90,7 @@ impl JanitorError {
 /// One run: what was planned, deleted, kept, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Unique per run: the start time (`YYYYMMDDTHHMMSSZ`) and 8 random hex digits.
+    /// The run's id: its start time (`YYYYMMDDTHHMMSSZ`), a dash and 8 random hex digits.
     pub run_id: String,
     /// `sweep`, or `push REPO:TAG`.
     pub trigger: String,

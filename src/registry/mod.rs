@@ -25,7 +25,7 @@ pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 /// A manifest exactly as stored, with its media type and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
-    /// The media type the registry stored it under (or its `mediaType` field).
+    /// Its media type: the manifest's own `mediaType`, else what it was stored or pushed under.
     pub media_type: String,
     /// The sha256 of [`bytes`](Self::bytes).
     pub digest: Sha256Digest,
@@ -132,7 +132,7 @@ pub enum RegistryError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A layout or registry holds something malformed (a bad `index.json` or `oci-layout`, an unexpected answer).
+    /// A layout or registry holds something malformed or ambiguous (a bad `index.json` or `oci-layout`, no single image to use).
     #[error("{location}: {message}")]
     Invalid {
         /// Where (a layout path or a URL).

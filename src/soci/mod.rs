@@ -29,7 +29,7 @@ pub enum SociError {
     /// Reading from or writing to the repository failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    /// A layer cannot be indexed (corrupt compression or tar, a span size out of range).
+    /// The zTOC builder refused a layer (corrupt or truncated gzip, an invalid tar header...).
     #[error("layer {layer}: {source}")]
     Layer {
         /// The layer's digest.

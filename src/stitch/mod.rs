@@ -44,10 +44,10 @@ pub enum StitchError {
         /// Why it was refused.
         reason: String,
     },
-    /// A platform in `REQUIRED_PLATFORMS` (or a tag's platform part) does not parse as `os/arch[/variant]`.
+    /// A `REQUIRED_PLATFORMS` entry does not parse as `os/arch[/variant]`, or is listed twice.
     #[error("invalid platform {value:?}: {reason}")]
     InvalidPlatform {
-        /// The platform text as given.
+        /// The entry as given (the whole list, for a duplicate).
         value: String,
         /// Why it was refused.
         reason: String,
