@@ -12,6 +12,7 @@ use crate::catalog::layout::LayoutCatalog;
 use crate::catalog::Catalog;
 use crate::cleanup::{self, JanitorEvent, JanitorSettings};
 use crate::events::{self, Decision, HandlerError, RepositoryTagFilters, Trigger};
+use crate::metrics;
 use crate::registry::distribution::{DistributionRepository, RegistrySettings};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::{ecr, Repository};
@@ -92,6 +93,9 @@ fn ecr_image_action(
 fn skip(function: &str, decision: &Decision) -> Value {
     let value = serde_json::to_value(decision).unwrap_or(Value::Null);
     tracing::info!(function, decision = %value, "skipped");
+    if let Some(reason) = decision.skip_reason() {
+        metrics::skipped(reason.code());
+    }
     json!({ "function": function, "decision": value })
 }
 
@@ -202,7 +206,9 @@ impl SociIndexer {
             None,
         )
         .await
+        .inspect_err(|_| metrics::failed(&event.detail.repository_name))
         .map_err(|e| by_retryability(e.is_retryable(), e))?;
+        metrics::soci_outcome(&event.detail.repository_name, &outcome);
         finish(
             "soci-indexer",
             repo.as_ref(),
@@ -254,7 +260,9 @@ impl ManifestStitcher {
         let repo = self.repositories.open(&event)?;
         let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
             .await
+            .inspect_err(|_| metrics::failed(&event.detail.repository_name))
             .map_err(|e| by_retryability(e.is_retryable(), e))?;
+        metrics::stitch_outcome(&event.detail.repository_name, &outcome);
         finish(
             "manifest-stitcher",
             repo.as_ref(),
@@ -342,6 +350,7 @@ impl CacheJanitor {
         )
         .await
         .map_err(|e| by_retryability(e.is_retryable(), e))?;
+        metrics::cleanup_report(&report);
         let report = serde_json::to_value(&report).map_err(HandlerError::non_retryable)?;
         Ok(json!({ "function": "cache-janitor", "trigger": trigger.kind(), "report": report }))
     }

@@ -14,6 +14,7 @@ pub mod copy;
 pub mod events;
 pub mod files;
 pub mod functions;
+pub mod metrics;
 pub mod oci;
 pub mod registry;
 pub mod sample;

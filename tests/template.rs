@@ -415,3 +415,186 @@ fn the_created_ztoc_cache_bucket_takes_writes_only_from_the_indexer() {
         .get("Role")
         .is_none());
 }
+
+// ------------------------------------------------------------------ operations
+
+fn tagged<'a>(v: &'a Value, tag: &str) -> &'a Value {
+    match v {
+        Value::Tagged(t) if t.tag == tag => &t.value,
+        other => panic!("expected !{tag}, got {other:?}"),
+    }
+}
+
+const FUNCTIONS: [&str; 3] = [
+    "SociIndexerFunction",
+    "ManifestStitcherFunction",
+    "CacheJanitorFunction",
+];
+
+/// A burst of pushes cannot take the account's concurrency: the indexer's reserved
+/// concurrency is a parameter (default 10), and the events beyond it wait in Lambda's
+/// async queue, bounded by EventInvokeConfig, then go to the indexer's failure queue.
+#[test]
+fn the_indexer_has_a_reserved_concurrency_parameter() {
+    let t = template();
+    let parameter = &t["Parameters"]["IndexerReservedConcurrency"];
+    assert_eq!(parameter["Type"].as_str(), Some("Number"));
+    assert_eq!(scalar_text(&parameter["Default"]), "10");
+    // 0 would stop the function altogether.
+    assert_eq!(scalar_text(&parameter["MinValue"]), "1");
+    let indexer = &t["Resources"]["SociIndexerFunction"]["Properties"];
+    assert_eq!(
+        scalar_text(tagged(&indexer["ReservedConcurrentExecutions"], "Ref")),
+        "IndexerReservedConcurrency"
+    );
+    let invoke = &indexer["EventInvokeConfig"];
+    assert_eq!(scalar_text(&invoke["MaximumEventAgeInSeconds"]), "21600");
+    assert_eq!(scalar_text(&invoke["MaximumRetryAttempts"]), "2");
+    let on_failure = &invoke["DestinationConfig"]["OnFailure"];
+    assert_eq!(on_failure["Type"].as_str(), Some("SQS"));
+    assert_eq!(
+        scalar_text(tagged(&on_failure["Destination"], "GetAtt")),
+        "SociIndexerFailureQueue.Arn"
+    );
+}
+
+/// Each function has alarms on its Errors and Throttles and on its failure queue's
+/// depth, notifying `AlarmTopicArn` only when it is set.
+#[test]
+fn every_function_has_error_throttle_and_failure_queue_alarms() {
+    let t = template();
+    let parameter = &t["Parameters"]["AlarmTopicArn"];
+    assert_eq!(parameter["Type"].as_str(), Some("String"));
+    assert_eq!(scalar_text(&parameter["Default"]), "");
+    let pattern = regex::Regex::new(&scalar_text(&parameter["AllowedPattern"])).unwrap();
+    for ok in ["", "arn:aws:sns:eu-west-1:123456789012:ops-alerts"] {
+        assert!(pattern.is_match(ok), "{ok}");
+    }
+    for bad in ["ops-alerts", "arn:aws:sqs:eu-west-1:123456789012:q"] {
+        assert!(!pattern.is_match(bad), "{bad}");
+    }
+    // HasAlarmTopic: AlarmTopicArn is not empty.
+    let condition = tagged(&t["Conditions"]["HasAlarmTopic"], "Not");
+    let equals = tagged(&condition[0], "Equals");
+    assert_eq!(scalar_text(tagged(&equals[0], "Ref")), "AlarmTopicArn");
+    assert_eq!(scalar_text(&equals[1]), "");
+
+    let resources = t["Resources"].as_mapping().unwrap();
+    let alarms: Vec<&Value> = resources
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        .collect();
+    let alarm_on = |namespace: &str, metric: &str, dimension: &Value| -> &Value {
+        let found: Vec<&&Value> = alarms
+            .iter()
+            .filter(|a| {
+                let p = &a["Properties"];
+                p["Namespace"].as_str() == Some(namespace)
+                    && p["MetricName"].as_str() == Some(metric)
+                    && &p["Dimensions"][0]["Value"] == dimension
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "alarms on {namespace} {metric} {dimension:?}"
+        );
+        &found[0]["Properties"]
+    };
+    for function in FUNCTIONS {
+        let function_ref = Value::Tagged(Box::new(serde_yaml_ng::value::TaggedValue {
+            tag: serde_yaml_ng::value::Tag::new("Ref"),
+            value: Value::String(function.to_string()),
+        }));
+        let queue = function.replace("Function", "FailureQueue");
+        let queue_name = Value::Tagged(Box::new(serde_yaml_ng::value::TaggedValue {
+            tag: serde_yaml_ng::value::Tag::new("GetAtt"),
+            value: Value::String(format!("{queue}.QueueName")),
+        }));
+        // The failure queue the alarm watches is the one the function's failures go to.
+        let destination = &t["Resources"][function]["Properties"]["EventInvokeConfig"]
+            ["DestinationConfig"]["OnFailure"]["Destination"];
+        assert_eq!(
+            scalar_text(tagged(destination, "GetAtt")),
+            format!("{queue}.Arn")
+        );
+        for (namespace, metric, dimension) in [
+            ("AWS/Lambda", "Errors", &function_ref),
+            ("AWS/Lambda", "Throttles", &function_ref),
+            ("AWS/SQS", "ApproximateNumberOfMessagesVisible", &queue_name),
+        ] {
+            let alarm = alarm_on(namespace, metric, dimension);
+            assert_eq!(
+                scalar_text(&alarm["Threshold"]),
+                "1",
+                "{metric} of {function}"
+            );
+            assert_eq!(
+                alarm["ComparisonOperator"].as_str(),
+                Some("GreaterThanOrEqualToThreshold")
+            );
+            assert_eq!(alarm["TreatMissingData"].as_str(), Some("notBreaching"));
+            for actions in ["AlarmActions", "OKActions"] {
+                let branches = tagged(&alarm[actions], "If");
+                assert_eq!(branches[0].as_str(), Some("HasAlarmTopic"), "{actions}");
+                assert_eq!(scalar_text(tagged(&branches[1][0], "Ref")), "AlarmTopicArn");
+                assert_eq!(scalar_text(tagged(&branches[2], "Ref")), "AWS::NoValue");
+            }
+        }
+    }
+    assert_eq!(alarms.len(), 9, "three alarms per function");
+}
+
+/// The dashboard is valid JSON once CloudFormation substitutes it, shows every metric
+/// the functions emit (`afterpush::metrics::METRICS`) and each function's errors,
+/// throttles and duration.
+#[test]
+fn the_dashboard_shows_every_metric_and_each_functions_health() {
+    let t = template();
+    let dashboard = &t["Resources"]["Dashboard"];
+    assert_eq!(
+        dashboard["Type"].as_str(),
+        Some("AWS::CloudWatch::Dashboard")
+    );
+    let body = scalar_text(tagged(&dashboard["Properties"]["DashboardBody"], "Sub"));
+    // What !Sub substitutes: resource names and pseudo parameters, all of them defined.
+    let substitution = regex::Regex::new(r"\$\{([A-Za-z0-9:.]+)\}").unwrap();
+    for cap in substitution.captures_iter(&body) {
+        let name = cap[1].split('.').next().unwrap();
+        assert!(
+            name.starts_with("AWS::") || t["Resources"].get(name).is_some(),
+            "the dashboard substitutes an unknown {name}"
+        );
+    }
+    let substituted = substitution.replace_all(&body, "x");
+    let body: serde_json::Value = serde_json::from_str(&substituted)
+        .unwrap_or_else(|e| panic!("the dashboard body is not JSON: {e}\n{substituted}"));
+    let widgets = body["widgets"].as_array().unwrap();
+    let text = body.to_string();
+    for (name, _) in afterpush::metrics::METRICS {
+        assert!(
+            text.contains(&format!("MetricName=\\\"{name}\\\""))
+                || text.contains(&format!("\"{name}\"")),
+            "the dashboard does not show {name}"
+        );
+    }
+    assert!(text.contains(&format!("{{{},", afterpush::metrics::NAMESPACE)));
+    let series: Vec<&serde_json::Value> = widgets
+        .iter()
+        .flat_map(|w| w["properties"]["metrics"].as_array().unwrap())
+        .collect();
+    for metric in ["Errors", "Throttles", "Duration"] {
+        let functions = series
+            .iter()
+            .filter(|s| s[0] == "AWS/Lambda" && s[1] == metric && s[2] == "FunctionName")
+            .count();
+        assert_eq!(functions, 3, "{metric} of each function");
+    }
+    let queues = series
+        .iter()
+        .filter(|s| s[0] == "AWS/SQS" && s[1] == "ApproximateNumberOfMessagesVisible")
+        .count();
+    assert_eq!(queues, 3, "each failure queue");
+    // Every widget has the region it reads from (the dashboard requires it).
+    assert!(widgets.iter().all(|w| w["properties"]["region"] == "x"));
+}

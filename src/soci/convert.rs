@@ -66,6 +66,10 @@ pub struct SociOutcome {
     /// Set when nothing was done, with the reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// With `skipped`, a stable code for metrics: `own-output`, `not-an-image`,
+    /// `already-indexed` or `no-indexable-layer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_code: Option<&'static str>,
     /// The v2 index pushed (or found already there).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -206,6 +210,7 @@ pub async fn create_soci(
         repository: repo.location(),
         source: source.digest.to_string(),
         skipped: None,
+        skip_code: None,
         output: None,
         tag: None,
         platforms: vec![],
@@ -219,11 +224,13 @@ pub async fn create_soci(
     };
     if let Some(reason) = our_own_output(&summary, source_tag, settings) {
         outcome.skipped = Some(format!("{what}: {reason}"));
+        outcome.skip_code = Some("own-output");
         return finish(outcome);
     }
     let kind = summary.kind(Some(&source.media_type));
     if !matches!(kind, ArtifactKind::Image | ArtifactKind::Index) {
         outcome.skipped = Some(format!("{what} is a {kind}, not an image"));
+        outcome.skip_code = Some("not-an-image");
         return finish(outcome);
     }
 
@@ -236,6 +243,7 @@ pub async fn create_soci(
                     "{tag} already holds the SOCI-enabled index {existing} of {}",
                     source.digest
                 ));
+                outcome.skip_code = Some("already-indexed");
                 outcome.output = Some(existing.to_string());
                 outcome.tag = Some(tag.clone());
                 return finish(outcome);
@@ -287,6 +295,7 @@ pub async fn create_soci(
             "{what}: no layer to index (gzip or tar layers of at least {} bytes)",
             settings.min_layer_size
         ));
+        outcome.skip_code = Some("no-indexable-layer");
         return finish(outcome);
     }
 

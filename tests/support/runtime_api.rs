@@ -320,3 +320,80 @@ pub fn sample(name: &str) -> Vec<u8> {
     .unwrap_or_else(|| panic!("sample event {name} not found"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// The CloudWatch Embedded Metric Format documents a function wrote (its JSON lines with
+/// an `_aws` member), each checked against the format: one namespace `afterpush`, one
+/// dimension set whose every name has a string value, and a number (or, for a histogram,
+/// a list of numbers) for every metric it declares.
+pub fn emf_documents(log: &str) -> Vec<serde_json::Value> {
+    let docs: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|d| d.get("_aws").is_some())
+        .collect();
+    for doc in &docs {
+        let directive = &doc["_aws"]["CloudWatchMetrics"];
+        assert_eq!(directive.as_array().map(Vec::len), Some(1), "{doc}");
+        assert_eq!(directive[0]["Namespace"], "afterpush", "{doc}");
+        assert!(doc["_aws"]["Timestamp"].is_u64(), "{doc}");
+        let sets = directive[0]["Dimensions"].as_array().unwrap();
+        assert_eq!(sets.len(), 1, "{doc}");
+        for name in sets[0].as_array().unwrap() {
+            assert!(doc[name.as_str().unwrap()].is_string(), "{name} in {doc}");
+        }
+        for metric in directive[0]["Metrics"].as_array().unwrap() {
+            let value = &doc[metric["Name"].as_str().unwrap()];
+            let numbers = value.as_array().map_or(vec![value], |a| a.iter().collect());
+            assert!(numbers.iter().all(|n| n.is_number()), "{metric} in {doc}");
+        }
+    }
+    docs
+}
+
+/// The values of metric `name` in the documents whose dimensions are exactly
+/// `FunctionName` = `function` plus `dims` (a histogram contributes each of its values).
+pub fn metric_values(
+    docs: &[serde_json::Value],
+    function: &str,
+    name: &str,
+    dims: &[(&str, &str)],
+) -> Vec<f64> {
+    let mut wanted: Vec<(&str, &str)> = vec![("FunctionName", function)];
+    wanted.extend_from_slice(dims);
+    wanted.sort();
+    docs.iter()
+        .filter(|doc| {
+            let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+            let mut have: Vec<(&str, &str)> = directive["Dimensions"][0]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .map(|n| (n, doc[n].as_str().unwrap()))
+                .collect();
+            have.sort();
+            have == wanted
+                && directive["Metrics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["Name"] == name)
+        })
+        .flat_map(|doc| match &doc[name] {
+            serde_json::Value::Array(values) => {
+                values.iter().map(|v| v.as_f64().unwrap()).collect()
+            }
+            value => vec![value.as_f64().unwrap()],
+        })
+        .collect()
+}
+
+/// The sum of [`metric_values`], 0 when there is none.
+pub fn metric_sum(
+    docs: &[serde_json::Value],
+    function: &str,
+    name: &str,
+    dims: &[(&str, &str)],
+) -> f64 {
+    metric_values(docs, function, name, dims).iter().sum()
+}

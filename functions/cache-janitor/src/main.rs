@@ -7,22 +7,30 @@
 
 use afterpush::events::{self, HandlerError};
 use afterpush::functions::CacheJanitor;
+use afterpush::metrics::Emitter;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
-async fn handle(event: LambdaEvent<Value>, function: &CacheJanitor) -> Result<Value, HandlerError> {
+async fn handle(
+    event: LambdaEvent<Value>,
+    function: &CacheJanitor,
+    metrics: &Emitter,
+) -> Result<Value, HandlerError> {
     tracing::info!(request_id = %event.context.request_id, "event received");
-    function.handle(event.payload).await
+    let outcome = function.handle(event.payload).await;
+    metrics.flush();
+    outcome
 }
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     events::init_tracing();
+    let metrics = Emitter::install("cache-janitor")?;
     // Bad settings fail the cold start with a message naming the variable.
     let function = CacheJanitor::from_env().await.map_err(|e| {
         tracing::error!(error = %e, "invalid settings");
         e
     })?;
-    let function = &function;
-    lambda_runtime::run(service_fn(move |event| handle(event, function))).await
+    let (function, metrics) = (&function, &metrics);
+    lambda_runtime::run(service_fn(move |event| handle(event, function, metrics))).await
 }

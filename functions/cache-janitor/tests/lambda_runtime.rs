@@ -19,7 +19,9 @@ use afterpush::oci::Sha256Digest;
 use afterpush::registry::layout::LayoutRepository;
 use afterpush::registry::Repository;
 use afterpush::sample::{self, SampleSpec};
-use runtime_api::{sample as sample_event, Function, RuntimeApi, HANG_GUARD};
+use runtime_api::{
+    emf_documents, metric_sum, sample as sample_event, Function, RuntimeApi, HANG_GUARD,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -175,6 +177,17 @@ fn the_schedule_is_a_dry_run_sweep_and_logs_are_json() {
         serde_json::from_str(summary.as_str().unwrap_or_else(|| panic!("{logged}"))).unwrap();
     assert_eq!(summary["run_id"], report["run_id"]);
     assert_eq!(summary["planned_deletions"], 1, "{summary}");
+    // Metrics: one image planned in the swept repository (a layout's is named after its
+    // directory); a dry run deletes and reclaims nothing.
+    let docs = emf_documents(&log);
+    let swept = [(
+        "Repository",
+        report["repositories"][0]["repository"].as_str().unwrap(),
+    )];
+    let sum = |name| metric_sum(&docs, "cache-janitor", name, &swept);
+    assert_eq!(sum("ImagesPlanned"), 1.0, "{log}");
+    assert_eq!(sum("ImagesDeleted"), 0.0, "{log}");
+    assert_eq!(sum("BytesReclaimed"), 0.0, "{log}");
     drop(function);
     assert_eq!(tags(&caches.layout), ["cache-feature-x", "cache-main"]);
 }
@@ -194,6 +207,20 @@ fn dry_run_false_deletes_what_the_sweep_planned() {
         serde_json::json!([caches.feature.to_string()]),
         "{report}"
     );
+    // Metrics: the deleted count and the bytes the report says were reclaimed.
+    let log = function.log();
+    let docs = emf_documents(&log);
+    let swept = [(
+        "Repository",
+        report["repositories"][0]["repository"].as_str().unwrap(),
+    )];
+    let sum = |name| metric_sum(&docs, "cache-janitor", name, &swept);
+    assert_eq!(sum("ImagesPlanned"), 1.0, "{log}");
+    assert_eq!(sum("ImagesDeleted"), 1.0, "{log}");
+    assert_eq!(sum("DeletesFailed"), 0.0, "{log}");
+    let reclaimed = report["bytes_reclaimed"].as_u64().unwrap();
+    assert!(reclaimed > 0, "{report}");
+    assert_eq!(sum("BytesReclaimed"), reclaimed as f64, "{log}");
     drop(function);
     assert_eq!(tags(&caches.layout), ["cache-main"]);
 }
@@ -210,6 +237,17 @@ fn settings_reach_the_function() {
     let body = posted.json();
     assert_eq!(body["decision"]["code"], "filtered-out", "{body}");
     assert!(body.get("report").is_none(), "{body}");
+    // A push outside the filters is counted by reason, and no series names its repository.
+    let docs = emf_documents(&function.log());
+    let skipped = [("Reason", "filtered-out")];
+    assert_eq!(
+        metric_sum(&docs, "cache-janitor", "ImagesSkipped", &skipped),
+        1.0
+    );
+    assert!(
+        docs.iter().all(|d| d.get("Repository").is_none()),
+        "{docs:?}"
+    );
 }
 
 #[test]

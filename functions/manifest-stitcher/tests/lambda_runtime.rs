@@ -11,7 +11,7 @@ use afterpush::oci::Sha256Digest;
 use afterpush::registry::layout::LayoutRepository;
 use afterpush::registry::Repository;
 use afterpush::sample::{self, SampleSpec};
-use runtime_api::{sample as sample_event, Function, RuntimeApi};
+use runtime_api::{emf_documents, metric_sum, sample as sample_event, Function, RuntimeApi};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -71,6 +71,11 @@ fn the_last_arch_push_stitches_the_index_through_the_runtime_loop() {
     assert_eq!(body["function"], "manifest-stitcher", "{body}");
     assert_eq!(body["outcome"]["outcome"], "written", "{body}");
     assert_eq!(body["outcome"]["target"], "1.2.3", "{body}");
+    let docs = emf_documents(&function.log());
+    let app = [("Repository", "app")];
+    let sum = |name| metric_sum(&docs, "manifest-stitcher", name, &app);
+    assert_eq!(sum("IndexesStitched"), 1.0, "{}", function.log());
+    assert_eq!(sum("StitchWaiting"), 0.0, "{}", function.log());
     drop(function);
     let repo = LayoutRepository::open(&layout).unwrap();
     let stored = tokio::runtime::Runtime::new()
@@ -113,6 +118,11 @@ fn a_missing_platform_waits_and_settings_reach_the_function() {
         missing.contains("arm64") && missing.contains("s390x"),
         "{body}"
     );
+    let docs = emf_documents(&function.log());
+    let app = [("Repository", "app")];
+    let sum = |name| metric_sum(&docs, "manifest-stitcher", name, &app);
+    assert_eq!(sum("StitchWaiting"), 1.0, "{}", function.log());
+    assert_eq!(sum("IndexesStitched"), 0.0, "{}", function.log());
     drop(function);
     let repo = LayoutRepository::open(&layout).unwrap();
     let tags = tokio::runtime::Runtime::new()

@@ -11,7 +11,9 @@ use afterpush::oci::Sha256Digest;
 use afterpush::registry::layout::LayoutRepository;
 use afterpush::registry::Repository;
 use afterpush::sample::{self, SampleSpec};
-use runtime_api::{sample as sample_event, Function, RuntimeApi};
+use runtime_api::{
+    emf_documents, metric_sum, metric_values, sample as sample_event, Function, RuntimeApi,
+};
 use serde_json::Value;
 use std::path::Path;
 
@@ -21,10 +23,15 @@ fn indexer() -> &'static Path {
 
 /// A layout holding one small single-platform image at `tag`; returns its digest.
 fn seed_layout(dir: &Path, tag: &str) -> Sha256Digest {
+    seed_layers(dir, tag, 1)
+}
+
+/// A layout holding a single-platform image of `layers` small layers at `tag`.
+fn seed_layers(dir: &Path, tag: &str, layers: usize) -> Sha256Digest {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let repo = LayoutRepository::open_or_create(dir).unwrap();
         let spec = SampleSpec {
-            layer_sizes: vec![48 * 1024],
+            layer_sizes: vec![48 * 1024; layers],
             attestations: false,
             ..SampleSpec::default()
         };
@@ -47,7 +54,7 @@ fn event_for(name: &str, digest: &Sha256Digest) -> Vec<u8> {
 fn an_image_push_gets_a_soci_index_through_the_runtime_loop() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
-    let source = seed_layout(&layout, "1.2.3");
+    let source = seed_layers(&layout, "1.2.3", 3);
     let api = RuntimeApi::start(event_for("push-image-tag.json", &source));
     let mut function = Function::start(
         indexer(),
@@ -67,7 +74,8 @@ fn an_image_push_gets_a_soci_index_through_the_runtime_loop() {
     let outcome = &body["outcome"];
     assert_eq!(outcome["source"], source.to_string(), "{body}");
     assert_eq!(outcome["tag"], "1.2.3-soci", "{body}");
-    assert_eq!(outcome["platforms"][0]["ztocs"], 1, "{body}");
+    assert_eq!(outcome["platforms"][0]["ztocs"], 3, "{body}");
+    let log = function.log();
     drop(function);
     // The function committed the layout: the output is there for any later reader.
     let repo = LayoutRepository::open(&layout).unwrap();
@@ -78,6 +86,87 @@ fn an_image_push_gets_a_soci_index_through_the_runtime_loop() {
     let soci_index = outcome["platforms"][0]["soci_index"].as_str().unwrap();
     assert!(index.to_string().contains(soci_index), "{index}");
     assert_eq!(rt.block_on(repo.resolve("1.2.3")).unwrap().digest, source);
+
+    // Its metrics, as EMF lines: per image, with the repository of the event (`app`).
+    let docs = emf_documents(&log);
+    let app = [("Repository", "app")];
+    let sum = |name| metric_sum(&docs, "soci-indexer", name, &app);
+    assert_eq!(sum("ImagesIndexed"), 1.0, "{log}");
+    assert_eq!(sum("LayersIndexed"), 3.0, "{log}");
+    assert_eq!(sum("LayersFromCache"), 0.0, "{log}");
+    // zTOC bytes: the sizes of the zTOC layers of the SOCI index that was pushed.
+    let soci_manifest = rt.block_on(repo.get_manifest(soci_index)).unwrap();
+    let soci_manifest: Value = serde_json::from_slice(&soci_manifest.bytes).unwrap();
+    let ztoc_sizes: Vec<u64> = soci_manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ztoc_sizes.len(), 3, "{soci_manifest}");
+    assert_eq!(
+        sum("ZtocBytes"),
+        ztoc_sizes.iter().sum::<u64>() as f64,
+        "{log}"
+    );
+    // Bytes read: every byte of the three compressed layers, as the outcome says.
+    let image = rt.block_on(repo.get_manifest(&source.to_string())).unwrap();
+    let image: Value = serde_json::from_slice(&image.bytes).unwrap();
+    let layer_bytes: u64 = image["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum("BytesRead"), layer_bytes as f64, "{log}");
+    assert_eq!(outcome["bytes_read"], layer_bytes, "{body}");
+    let seconds = metric_values(&docs, "soci-indexer", "SecondsPerImage", &app);
+    assert_eq!(seconds.len(), 1, "{log}");
+    assert!(seconds[0] > 0.0, "{log}");
+    let units: Vec<(&str, &str)> = docs
+        .iter()
+        .flat_map(|d| {
+            d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+        })
+        .map(|m| (m["Name"].as_str().unwrap(), m["Unit"].as_str().unwrap()))
+        .collect();
+    for (name, unit) in [
+        ("ImagesIndexed", "Count"),
+        ("ZtocBytes", "Bytes"),
+        ("BytesRead", "Bytes"),
+        ("SecondsPerImage", "Seconds"),
+    ] {
+        assert!(units.contains(&(name, unit)), "{name} in {units:?}");
+    }
+    // Nothing was skipped or failed.
+    assert!(
+        docs.iter()
+            .all(|d| d.get("ImagesSkipped").is_none() && d.get("ImagesFailed").is_none()),
+        "{log}"
+    );
+
+    // The same event again (an async retry): the index is there, a skip by its code.
+    let api = RuntimeApi::start(event_for("push-image-tag.json", &source));
+    let mut function = Function::start(
+        indexer(),
+        "soci-indexer",
+        &api,
+        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
+    );
+    let body = function.posted(&api).json();
+    assert_eq!(body["outcome"]["skip_code"], "already-indexed", "{body}");
+    let docs = emf_documents(&function.log());
+    let skipped = [("Reason", "already-indexed")];
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "ImagesSkipped", &skipped),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "ImagesIndexed", &app),
+        0.0
+    );
 }
 
 #[test]
@@ -96,6 +185,19 @@ fn our_own_output_is_skipped_and_the_loop_stays_up() {
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     let body = posted.json();
     assert_eq!(body["decision"]["code"], "own-output", "{body}");
+    // The skip is counted by its code, never with the repository's name.
+    let docs = emf_documents(&function.log());
+    let skipped = [("Reason", "own-output")];
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "ImagesSkipped", &skipped),
+        1.0,
+        "{}",
+        function.log()
+    );
+    assert!(
+        docs.iter().all(|d| d.get("Repository").is_none()),
+        "{docs:?}"
+    );
     // After answering, the runtime polls for the next event instead of exiting.
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(
@@ -133,6 +235,18 @@ fn a_missing_image_is_an_error_naming_the_digest() {
         ["Retryable", "NonRetryable"].contains(&body["errorType"].as_str().unwrap()),
         "{body}"
     );
+    let docs = emf_documents(&function.log());
+    let app = [("Repository", "app")];
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "ImagesFailed", &app),
+        1.0,
+        "{}",
+        function.log()
+    );
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "ImagesIndexed", &app),
+        0.0
+    );
 }
 
 #[test]
@@ -151,6 +265,12 @@ fn skip_arch_tags_leaves_per_arch_tags_to_the_stitched_index() {
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     let body = posted.json();
     assert_eq!(body["decision"]["code"], "per-arch-tag", "{body}");
+    let docs = emf_documents(&function.log());
+    let skipped = [("Reason", "per-arch-tag")];
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "ImagesSkipped", &skipped),
+        1.0
+    );
     assert!(
         body["decision"]["reason"]
             .as_str()
