@@ -14,7 +14,7 @@ use crate::cleanup::planner::{decisions_table, human_bytes};
 use crate::cleanup::policy::Policy;
 use crate::cleanup::{self, JanitorSettings, RunOptions};
 use crate::events::RepositoryTagFilters;
-use crate::functions::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
+use crate::lambda::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
 use crate::oci::{is_attestation_descriptor, ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::Repository;

@@ -1,4 +1,4 @@
-//! The three Lambda handlers as library functions. The binaries in `functions/` wrap
+//! The three Lambda handlers as library structs. The binaries in `functions/` wrap
 //! them in the `lambda_runtime` loop; `afterpush invoke` and the demo call them
 //! in-process, so every path runs the same code.
 //!
@@ -7,11 +7,12 @@
 //! whether a retry can help ([`HandlerError`]): EventBridge and async invokes retry on
 //! failure, which must not happen for bad input.
 
+use super::HandlerError;
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::layout::LayoutCatalog;
 use crate::catalog::Catalog;
 use crate::cleanup::{self, JanitorEvent, JanitorSettings};
-use crate::events::{self, Decision, HandlerError, RepositoryTagFilters, Trigger};
+use crate::events::{self, Decision, RepositoryTagFilters, Trigger};
 use crate::registry::distribution::{DistributionRepository, RegistrySettings};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::{ecr, Repository};
