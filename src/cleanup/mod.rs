@@ -1,8 +1,9 @@
 //! The cache janitor: a [`policy`], a pure [`planner`], an [`executor`] over a
-//! [`Catalog`], the S3 cache collector [`s3gc`], and the two entry points the Lambda
-//! and the CLI share: [`on_push`] (prune what a cache push superseded, or evaluate the
-//! pushed repository when the push can set off an expire rule) and [`sweep`] (every
-//! selected repository, every rule, every S3 cache). Both return a [`Report`].
+//! [`Catalog`], the S3 cache collector [`s3gc`], plans as text tables ([`render`]), and
+//! the two entry points the Lambda and the CLI share: [`on_push`] (prune what a cache
+//! push superseded, or evaluate the pushed repository when the push can set off an
+//! expire rule) and [`sweep`] (every selected repository, every rule, every S3 cache).
+//! Both return a [`Report`].
 //!
 //! Before any deletion both collect the images ECS and Lambda use ([`in_use`]); those
 //! are kept whatever the rules say, and a failure to list them blocks every deletion of
@@ -13,6 +14,7 @@ pub mod executor;
 pub mod in_use;
 pub mod planner;
 pub mod policy;
+pub mod render;
 pub mod s3gc;
 mod yaml_expansion;
 

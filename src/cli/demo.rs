@@ -10,8 +10,8 @@
 //! the janitor's plan for a scheduled sweep 30 days later (in dry-run mode).
 
 use crate::catalog::layout::LayoutCatalog;
-use crate::cleanup::planner::{decisions_table, human_bytes};
 use crate::cleanup::policy::Policy;
+use crate::cleanup::render::{decisions_table, human_bytes};
 use crate::cleanup::{self, JanitorSettings, RunOptions};
 use crate::events::RepositoryTagFilters;
 use crate::lambda::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
