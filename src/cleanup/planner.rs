@@ -33,9 +33,9 @@ pub enum Action {
     Delete,
 }
 
-/// What happens to one image, and why.
+/// The plan's decision on one image: keep or delete it, the rule that decided, and why.
 #[derive(Debug, Clone, Serialize)]
-pub struct Decision {
+pub struct ImageDecision {
     pub digest: Sha256Digest,
     pub tags: Vec<String>,
     pub kind: ArtifactKind,
@@ -64,7 +64,7 @@ pub struct Decision {
 pub struct Plan {
     pub repository: String,
     pub now: DateTime<Utc>,
-    pub decisions: Vec<Decision>,
+    pub decisions: Vec<ImageDecision>,
     pub deletions: usize,
     pub bytes_reclaimed: u64,
     /// True when `max_deletions` cut the plan short.
@@ -94,10 +94,10 @@ pub struct RuleCount {
 }
 
 impl Plan {
-    pub fn deleted(&self) -> impl Iterator<Item = &Decision> {
+    pub fn deleted(&self) -> impl Iterator<Item = &ImageDecision> {
         self.decisions.iter().filter(|d| d.action == Action::Delete)
     }
-    pub fn kept(&self) -> impl Iterator<Item = &Decision> {
+    pub fn kept(&self) -> impl Iterator<Item = &ImageDecision> {
         self.decisions.iter().filter(|d| d.action == Action::Keep)
     }
 }
@@ -474,7 +474,7 @@ fn rule_counts(
     policy: &Policy,
     lifecycle: Option<(&LifecyclePolicy, &[RuleTally])>,
     images: &[ImageRecord],
-    decisions: &[Decision],
+    decisions: &[ImageDecision],
 ) -> Vec<RuleCount> {
     let tally = |name: &str| {
         let overridden = format!("{name} (overridden)");
@@ -653,7 +653,7 @@ fn build_plan(
     let in_order: HashSet<usize> = order.iter().copied().collect();
     let decision = |i: usize, action: Action, rule: Option<String>, reason: String| {
         let im = &images[i];
-        Decision {
+        ImageDecision {
             digest: im.digest.clone(),
             tags: im.tags.clone(),
             kind: im.kind,
@@ -803,7 +803,7 @@ rules:
         v
     }
 
-    fn decision<'a>(plan: &'a Plan, name: &str) -> &'a Decision {
+    fn decision<'a>(plan: &'a Plan, name: &str) -> &'a ImageDecision {
         plan.decisions
             .iter()
             .find(|d| d.digest == dg(name))

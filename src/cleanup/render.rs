@@ -1,7 +1,7 @@
 //! Plans and decisions as text for people: the aligned tables the CLI and the demo
 //! print, and [`human_bytes`]. The planner itself ([`super::planner`]) produces data only.
 
-use super::planner::{age, short, Action, Decision, Plan};
+use super::planner::{age, short, Action, ImageDecision, Plan};
 use chrono::{DateTime, Utc};
 
 /// A human-readable size (binary units).
@@ -41,7 +41,11 @@ impl Plan {
 }
 
 /// Decisions as an aligned text table (ages measured to `now`).
-pub fn decisions_table(repository: &str, now: DateTime<Utc>, decisions: &[Decision]) -> String {
+pub fn decisions_table(
+    repository: &str,
+    now: DateTime<Utc>,
+    decisions: &[ImageDecision],
+) -> String {
     let mut rows = vec![[
         "ACTION".to_string(),
         "DIGEST".into(),

@@ -12,7 +12,7 @@ use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::layout::LayoutCatalog;
 use crate::catalog::Catalog;
 use crate::cleanup::{self, JanitorEvent, JanitorSettings};
-use crate::events::{self, Decision, RepositoryTagFilters, Trigger};
+use crate::events::{self, PushDecision, RepositoryTagFilters, Trigger};
 use crate::registry::distribution::{DistributionRepository, RegistrySettings};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::{ecr, Repository};
@@ -90,7 +90,7 @@ fn ecr_image_action(
     }
 }
 
-fn skip(function: &str, decision: &Decision) -> Value {
+fn skip(function: &str, decision: &PushDecision) -> Value {
     let value = serde_json::to_value(decision).unwrap_or(Value::Null);
     tracing::info!(function, decision = %value, "skipped");
     json!({ "function": function, "decision": value })
@@ -137,7 +137,7 @@ async fn finish(
     function: &'static str,
     repo: &dyn Repository,
     detail: &events::EcrImageAction,
-    decision: &Decision,
+    decision: &PushDecision,
     outcome: &impl serde::Serialize,
 ) -> Result<Value, HandlerError> {
     repo.commit().await.map_err(HandlerError::retryable)?;
@@ -185,7 +185,7 @@ impl SociIndexer {
         let decision =
             events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix)
                 .skipping_per_arch_tags(self.settings.skip_arch_tags.as_ref());
-        let Decision::Work { tag, digest, .. } = &decision else {
+        let PushDecision::Work { tag, digest, .. } = &decision else {
             return Ok(skip("soci-indexer", &decision));
         };
         let repo = self.repositories.open(&event)?;
@@ -239,7 +239,7 @@ impl ManifestStitcher {
         let event = ecr_image_action("manifest-stitcher", payload)?;
         let decision =
             events::stitch_push_decision(&event.detail, &self.filters, &self.soci_tag_suffix);
-        let Decision::Work { tag, .. } = &decision else {
+        let PushDecision::Work { tag, .. } = &decision else {
             return Ok(skip("manifest-stitcher", &decision));
         };
         let repo = self.repositories.open(&event)?;
@@ -308,10 +308,10 @@ impl CacheJanitor {
         let trigger = Trigger::from_value(payload)?;
         let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
             events::JanitorDecision::Sweep { .. } => JanitorEvent::Scheduled,
-            events::JanitorDecision::AfterPush(decision @ Decision::Skip { .. }) => {
+            events::JanitorDecision::AfterPush(decision @ PushDecision::Skip { .. }) => {
                 return Ok(skip("cache-janitor", &decision))
             }
-            events::JanitorDecision::AfterPush(Decision::Work { .. }) => JanitorEvent::Push(
+            events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => JanitorEvent::Push(
                 trigger
                     .ecr_detail()
                     .expect("a push decision comes from an ECR event")
