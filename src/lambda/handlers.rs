@@ -307,16 +307,13 @@ impl CacheJanitor {
     pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
         let trigger = Trigger::from_value(payload)?;
         let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
-            events::JanitorDecision::Sweep { .. } => JanitorEvent::Scheduled,
             events::JanitorDecision::AfterPush(decision @ PushDecision::Skip { .. }) => {
                 return Ok(skip("cache-janitor", &decision))
             }
-            events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => JanitorEvent::Push(
-                trigger
-                    .ecr_detail()
-                    .expect("a push decision comes from an ECR event")
-                    .clone(),
-            ),
+            events::JanitorDecision::Sweep { .. }
+            | events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => {
+                JanitorEvent::from_trigger(&trigger)
+            }
         };
         let report = cleanup::handle(
             self.catalog.as_ref(),
