@@ -22,29 +22,42 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 /// The images of one repository at one moment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
+    /// The repository's name.
     pub repository: String,
+    /// Every image in it, as the catalog listed them.
     pub images: Vec<ImageRecord>,
 }
 
+/// What the plan does with an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
+    /// Left in place.
     Keep,
+    /// Deleted (in a dry run: would be).
     Delete,
 }
 
 /// The plan's decision on one image: keep or delete it, the rule that decided, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageDecision {
+    /// The image's manifest digest.
     pub digest: Sha256Digest,
+    /// Its tags (empty when untagged).
     pub tags: Vec<String>,
+    /// What the manifest is (image, index, BuildKit cache, SOCI index, ...).
     pub kind: ArtifactKind,
+    /// When it was pushed.
     pub pushed_at: DateTime<Utc>,
+    /// When it was last pulled, if the registry knows.
     pub last_pulled_at: Option<DateTime<Utc>>,
+    /// Its size as the registry reports it.
     pub size_bytes: u64,
+    /// Keep or delete.
     pub action: Action,
     /// The rule that decided, when one did.
     pub rule: Option<String>,
+    /// Why, in words (`pushed 9d ago (> 7d)`, `listed by kept index ...`).
     pub reason: String,
     /// Deletions only: images of this plan that must be deleted first (the indexes
     /// listing it, the referrers of it); the executor skips this one if any failed.
@@ -62,10 +75,15 @@ pub struct ImageDecision {
 /// The plan for one repository: deletions first, in execution order, then what is kept.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    /// The repository planned.
     pub repository: String,
+    /// The time ages are measured to.
     pub now: DateTime<Utc>,
+    /// One per image: the deletions in execution order, then the images kept.
     pub decisions: Vec<ImageDecision>,
+    /// How many of `decisions` are deletions.
     pub deletions: usize,
+    /// Bytes the deletions free.
     pub bytes_reclaimed: u64,
     /// True when `max_deletions` cut the plan short.
     pub stopped_by_max_deletions: bool,
@@ -77,7 +95,9 @@ pub struct Plan {
 /// everything, shows at a glance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleCount {
+    /// The rule's name (`ecr:<priority>` for an ECR lifecycle rule).
     pub rule: String,
+    /// An ECR lifecycle rule's description.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Images its selection picks (an ECR rule: the images it identifies, those a
@@ -94,9 +114,11 @@ pub struct RuleCount {
 }
 
 impl Plan {
+    /// The deletions, in execution order.
     pub fn deleted(&self) -> impl Iterator<Item = &ImageDecision> {
         self.decisions.iter().filter(|d| d.action == Action::Delete)
     }
+    /// The images kept.
     pub fn kept(&self) -> impl Iterator<Item = &ImageDecision> {
         self.decisions.iter().filter(|d| d.action == Action::Keep)
     }

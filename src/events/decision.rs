@@ -18,15 +18,22 @@ use std::fmt;
 pub enum PushDecision {
     /// Act on `repository:tag` (`digest` is what the tag pointed to when pushed).
     Work {
+        /// The repository pushed to.
         repository: String,
+        /// The pushed tag.
         tag: String,
+        /// The pushed manifest's digest.
         digest: Sha256Digest,
     },
     /// Do nothing, for this reason (logged).
-    Skip { reason: SkipReason },
+    Skip {
+        /// Why the event is not work.
+        reason: SkipReason,
+    },
 }
 
 impl PushDecision {
+    /// True for [`PushDecision::Work`].
     pub fn is_work(&self) -> bool {
         matches!(self, PushDecision::Work { .. })
     }

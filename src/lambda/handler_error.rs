@@ -47,6 +47,7 @@ impl HandlerError {
         }
     }
 
+    /// True when the same event may succeed on a later attempt.
     pub fn is_retryable(&self) -> bool {
         self.retryable
     }

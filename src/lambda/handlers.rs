@@ -148,13 +148,18 @@ async fn finish(
 
 /// What the `soci-indexer` function needs, built once per cold start.
 pub struct SociIndexer {
+    /// The indexer's settings, from its environment variables.
     pub settings: SociSettings,
+    /// `REPOSITORY_TAG_FILTERS`: the pushes to index.
     pub filters: RepositoryTagFilters,
+    /// Where the repositories named in events live.
     pub repositories: Repositories,
+    /// Built zTOCs kept across images and attempts (S3), or none.
     pub cache: Box<dyn ZtocCache>,
 }
 
 impl SociIndexer {
+    /// Settings and repositories from the environment.
     pub async fn from_env() -> Result<Self, HandlerError> {
         Self::with_repositories(Repositories::from_env()?).await
     }
@@ -212,13 +217,18 @@ impl SociIndexer {
 
 /// What the `manifest-stitcher` function needs.
 pub struct ManifestStitcher {
+    /// The stitcher's settings (`ARCH_TAG_TEMPLATE`, `REQUIRED_PLATFORMS`, ...).
     pub settings: StitchSettings,
+    /// `REPOSITORY_TAG_FILTERS`: the pushes to stitch.
     pub filters: RepositoryTagFilters,
+    /// `SOCI_TAG_SUFFIX`: tags ending with it are the indexer's output, skipped.
     pub soci_tag_suffix: String,
+    /// Where the repositories named in events live.
     pub repositories: Repositories,
 }
 
 impl ManifestStitcher {
+    /// Settings and repositories from the environment.
     pub fn from_env() -> Result<Self, HandlerError> {
         Self::with_repositories(Repositories::from_env()?)
     }
@@ -259,14 +269,20 @@ impl ManifestStitcher {
 
 /// What the `cache-janitor` function needs.
 pub struct CacheJanitor {
+    /// The cleanup policy, `DRY_RUN` and where reports go.
     pub settings: JanitorSettings,
+    /// `REPOSITORY_TAG_FILTERS`: the pushes to act on, and the repositories a sweep visits.
     pub filters: RepositoryTagFilters,
+    /// `SOCI_TAG_SUFFIX`: tags ending with it are the indexer's output, skipped.
     pub soci_tag_suffix: String,
+    /// What the janitor lists and deletes: ECR, or an OCI layout.
     pub catalog: Box<dyn Catalog>,
+    /// For S3 BuildKit caches and reports; `None` for a layout.
     pub s3: Option<aws_sdk_s3::Client>,
 }
 
 impl CacheJanitor {
+    /// Settings and repositories from the environment.
     pub async fn from_env() -> Result<Self, HandlerError> {
         Self::with_repositories(Repositories::from_env()?).await
     }
