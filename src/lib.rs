@@ -13,7 +13,7 @@ pub mod cli;
 pub mod copy;
 pub mod events;
 pub mod files;
-pub mod functions;
+pub mod lambda;
 pub mod metrics;
 pub mod oci;
 pub mod registry;

@@ -12,7 +12,7 @@ use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::catalog::Catalog;
 use afterpush::cleanup::policy::Policy;
 use afterpush::cleanup::{handle, on_push, sweep, JanitorEvent, JanitorSettings, RunOptions};
-use afterpush::events::RepositoryTagFilters;
+use afterpush::events::{RepositoryTagFilters, Trigger};
 use afterpush::oci::{media, Sha256Digest};
 use chrono::{Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -524,7 +524,7 @@ async fn on_push_prunes_superseded_caches_after_the_grace_period_only() {
         None,
         &settings,
         &RepositoryTagFilters::parse("").unwrap(),
-        JanitorEvent::from_json(&event).unwrap(),
+        JanitorEvent::from_trigger(&Trigger::from_value(event.clone()).unwrap()),
     )
     .await
     .unwrap();
@@ -533,7 +533,9 @@ async fn on_push_prunes_superseded_caches_after_the_grace_period_only() {
 
     // Two hours later (the Lambda would see this on a later push): exactly the
     // superseded cache manifests go; nothing else, whatever the other rules say.
-    let JanitorEvent::Push(detail) = JanitorEvent::from_json(&event).unwrap() else {
+    let JanitorEvent::Push(detail) =
+        JanitorEvent::from_trigger(&Trigger::from_value(event).unwrap())
+    else {
         panic!("not a push")
     };
     let mut opts = RunOptions {
@@ -597,7 +599,7 @@ async fn scheduled_handle_writes_a_report_object() {
         Some(&s3),
         &settings,
         &RepositoryTagFilters::parse("").unwrap(),
-        JanitorEvent::from_json(&event).unwrap(),
+        JanitorEvent::from_trigger(&Trigger::from_value(event).unwrap()),
     )
     .await
     .unwrap();
@@ -625,10 +627,12 @@ async fn scheduled_handle_writes_a_report_object() {
 }
 
 fn schedule_event() -> JanitorEvent {
-    JanitorEvent::from_json(&serde_json::json!({"version": "0", "id": "3",
+    JanitorEvent::from_trigger(
+        &Trigger::from_value(serde_json::json!({"version": "0", "id": "3",
         "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
         "time": "2026-11-23T10:00:00Z", "region": "us-east-1", "resources": [], "detail": {}}))
-    .unwrap()
+        .unwrap(),
+    )
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ mod support;
 use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::cleanup::policy::Policy;
 use afterpush::cleanup::{handle, on_push, sweep, JanitorEvent, JanitorSettings, RunOptions};
-use afterpush::events::RepositoryTagFilters;
+use afterpush::events::{RepositoryTagFilters, Trigger};
 use afterpush::oci::{media, Sha256Digest};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -338,7 +338,9 @@ async fn a_listing_failure_deletes_nothing_and_says_why() {
         _ => None,
     })
     .unwrap();
-    let push = JanitorEvent::from_json(&push_event("unused", &w.d["unused"])).unwrap();
+    let push = JanitorEvent::from_trigger(
+        &Trigger::from_value(push_event("unused", &w.d["unused"])).unwrap(),
+    );
     let err = handle(
         &catalog,
         None,
@@ -405,7 +407,8 @@ async fn a_push_that_sets_off_a_rule_is_cleaned_at_once() {
 
     // The 4th release pushes release-1 out of the 3 newest, but it is in use: kept.
     d.push(put(&ecr, "release 4", "release-4").await);
-    let event = JanitorEvent::from_json(&push_event("release-4", &d[3])).unwrap();
+    let event =
+        JanitorEvent::from_trigger(&Trigger::from_value(push_event("release-4", &d[3])).unwrap());
     let report = handle(&catalog, None, &settings, &filters, event)
         .await
         .unwrap();
@@ -424,7 +427,8 @@ async fn a_push_that_sets_off_a_rule_is_cleaned_at_once() {
     next_second().await;
     let pushed = Instant::now();
     d.push(put(&ecr, "release 5", "release-5").await);
-    let event = JanitorEvent::from_json(&push_event("release-5", &d[4])).unwrap();
+    let event =
+        JanitorEvent::from_trigger(&Trigger::from_value(push_event("release-5", &d[4])).unwrap());
     let report = handle(&catalog, None, &settings, &filters, event)
         .await
         .unwrap();
@@ -444,7 +448,8 @@ async fn a_push_that_sets_off_a_rule_is_cleaned_at_once() {
 
     // A push no expire rule can act on is ignored, and says why.
     let dev = put(&ecr, "dev", "dev-x").await;
-    let JanitorEvent::Push(detail) = JanitorEvent::from_json(&push_event("dev-x", &dev)).unwrap()
+    let JanitorEvent::Push(detail) =
+        JanitorEvent::from_trigger(&Trigger::from_value(push_event("dev-x", &dev)).unwrap())
     else {
         panic!("not a push")
     };

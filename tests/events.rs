@@ -3,7 +3,7 @@
 //! leads each function to the expected decision.
 
 use afterpush::events::{
-    janitor_decision, soci_push_decision, stitch_push_decision, Decision, JanitorDecision,
+    janitor_decision, soci_push_decision, stitch_push_decision, JanitorDecision, PushDecision,
     RepositoryTagFilters, Trigger,
 };
 use afterpush::settings::DEFAULT_SOCI_TAG_SUFFIX;
@@ -22,7 +22,7 @@ fn load(name: &str) -> (serde_json::Value, Trigger) {
     (value, trigger)
 }
 
-fn code(d: &Decision) -> &'static str {
+fn code(d: &PushDecision) -> &'static str {
     d.skip_reason().map_or("work", |r| r.code())
 }
 
@@ -124,7 +124,7 @@ fn each_function_decides_as_expected() {
                 assert_eq!(code(&s), *soci, "SOCI indexer on {name}: {s:?}");
                 let m = stitch_push_decision(detail, &filters, DEFAULT_SOCI_TAG_SUFFIX);
                 assert_eq!(code(&m), *stitch, "stitcher on {name}: {m:?}");
-                if let Decision::Work {
+                if let PushDecision::Work {
                     repository,
                     tag,
                     digest,

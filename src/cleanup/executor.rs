@@ -3,7 +3,7 @@
 //! subject), skipping any image whose predecessor failed to go. Per-image failures and
 //! failed calls are recorded, never fatal.
 
-use super::planner::{Decision, Plan, RuleCount};
+use super::planner::{ImageDecision, Plan, RuleCount};
 use crate::catalog::{Catalog, DeleteFailure, DELETE_BATCH};
 use crate::oci::Sha256Digest;
 use serde::Serialize;
@@ -19,7 +19,7 @@ pub struct RepositoryReport {
     /// True when nothing was deleted on purpose.
     pub dry_run: bool,
     /// The plan's deletions, in order, with rule and reason.
-    pub planned: Vec<Decision>,
+    pub planned: Vec<ImageDecision>,
     /// Deleted for real (empty in a dry run).
     pub deleted: Vec<Sha256Digest>,
     /// The images that could not be deleted, with ECR's failure code and message (`CallFailed` when the whole call failed).
@@ -27,7 +27,7 @@ pub struct RepositoryReport {
     /// How many images are kept.
     pub kept: usize,
     /// What is kept, with rule and reason ("why is this still here?").
-    pub keeps: Vec<Decision>,
+    pub keeps: Vec<ImageDecision>,
     /// Bytes of the planned deletions (dry run) or of the actual ones.
     pub bytes_reclaimed: u64,
     /// True when the plan stopped at the policy's `max_deletions`.
@@ -40,7 +40,7 @@ pub struct RepositoryReport {
 
 /// Executes `plan` against `catalog`; `dry_run` deletes nothing.
 pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> RepositoryReport {
-    let planned: Vec<Decision> = plan.deleted().cloned().collect();
+    let planned: Vec<ImageDecision> = plan.deleted().cloned().collect();
     let mut report = RepositoryReport {
         repository: plan.repository.clone(),
         images: plan.decisions.len(),
@@ -58,7 +58,7 @@ pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> Repos
     if dry_run {
         return report;
     }
-    let mut waves: BTreeMap<usize, Vec<&Decision>> = BTreeMap::new();
+    let mut waves: BTreeMap<usize, Vec<&ImageDecision>> = BTreeMap::new();
     for d in &report.planned {
         waves.entry(d.wave).or_default().push(d);
     }

@@ -1,8 +1,9 @@
 //! The cache janitor: a [`policy`], a pure [`planner`], an [`executor`] over a
-//! [`Catalog`], the S3 cache collector [`s3gc`], and the two entry points the Lambda
-//! and the CLI share: [`on_push`] (prune what a cache push superseded, or evaluate the
-//! pushed repository when the push can set off an expire rule) and [`sweep`] (every
-//! selected repository, every rule, every S3 cache). Both return a [`Report`].
+//! [`Catalog`], the S3 cache collector [`s3gc`], plans as text tables ([`render`]), and
+//! the two entry points the Lambda and the CLI share: [`on_push`] (prune what a cache
+//! push superseded, or evaluate the pushed repository when the push can set off an
+//! expire rule) and [`sweep`] (every selected repository, every rule, every S3 cache).
+//! Both return a [`Report`].
 //!
 //! Before any deletion both collect the images ECS and Lambda use ([`in_use`]); those
 //! are kept whatever the rules say, and a failure to list them blocks every deletion of
@@ -13,12 +14,13 @@ pub mod executor;
 pub mod in_use;
 pub mod planner;
 pub mod policy;
+pub mod render;
 pub mod s3gc;
 mod yaml_expansion;
 
 use crate::catalog::s3cache::{S3Cache, S3CacheUri};
 use crate::catalog::{Catalog, CatalogError};
-use crate::events::{EcrImageAction, RepositoryTagFilters};
+use crate::events::{EcrImageAction, RepositoryTagFilters, Trigger};
 use crate::oci::{media, ArtifactKind};
 use chrono::{DateTime, Utc};
 use executor::RepositoryReport;
@@ -55,9 +57,6 @@ pub enum JanitorError {
         /// The S3 error.
         message: String,
     },
-    /// The janitor's event is neither an ECR Image Action nor a scheduled event (or its detail does not parse).
-    #[error("event is neither an ECR Image Action nor a scheduled event: {0}")]
-    UnknownEvent(String),
     /// The images in use could not be listed: the run deleted nothing.
     #[error("nothing deleted: {reason}")]
     Blocked {
@@ -81,8 +80,7 @@ impl JanitorError {
                 CatalogError::BadImage { .. } | CatalogError::BadCacheObject { .. },
             )
             | JanitorError::Settings { .. }
-            | JanitorError::Policy(_)
-            | JanitorError::UnknownEvent(_) => false,
+            | JanitorError::Policy(_) => false,
         }
     }
 }
@@ -669,17 +667,13 @@ pub enum JanitorEvent {
 }
 
 impl JanitorEvent {
-    /// Reads an EventBridge event: `ECR Image Action` → push, `Scheduled Event` → sweep.
-    pub fn from_json(event: &serde_json::Value) -> Result<Self, JanitorError> {
-        match event.get("detail-type").and_then(|v| v.as_str()) {
-            Some(crate::events::ECR_IMAGE_ACTION) => {
-                let detail = event.get("detail").cloned().unwrap_or_default();
-                serde_json::from_value(detail)
-                    .map(JanitorEvent::Push)
-                    .map_err(|e| JanitorError::UnknownEvent(format!("bad ECR detail: {e}")))
-            }
-            Some("Scheduled Event") => Ok(JanitorEvent::Scheduled),
-            other => Err(JanitorError::UnknownEvent(format!("detail-type {other:?}"))),
+    /// The run a trigger parsed by [`Trigger::from_value`] calls for: an `ECR Image
+    /// Action` is a push, the schedule a sweep. Whether a push is work at all (filters,
+    /// the loop guard) is [`crate::events::janitor_decision`]'s call, made before this.
+    pub fn from_trigger(trigger: &Trigger) -> Self {
+        match trigger {
+            Trigger::EcrImageAction(event) => JanitorEvent::Push(event.detail.clone()),
+            Trigger::Scheduled(_) => JanitorEvent::Scheduled,
         }
     }
 }
@@ -778,7 +772,6 @@ mod tests {
             message: "unset".into()
         }
         .is_retryable());
-        assert!(!JanitorError::UnknownEvent("detail-type Foo".into()).is_retryable());
     }
 
     #[test]
@@ -824,28 +817,36 @@ mod tests {
         }
     }
 
+    /// The handler's path: `Trigger::from_value`, then `JanitorEvent::from_trigger`.
+    fn janitor_event(event: serde_json::Value) -> Result<JanitorEvent, crate::events::EventError> {
+        Trigger::from_value(event).map(|t| JanitorEvent::from_trigger(&t))
+    }
+
     #[test]
     fn events_are_told_apart_by_detail_type() {
-        let push = serde_json::json!({"detail-type": "ECR Image Action", "detail": {
-            "result": "SUCCESS", "repository-name": "app", "action-type": "PUSH", "image-tag": "cache-main"}});
+        let push = serde_json::json!({"detail-type": "ECR Image Action", "source": "aws.ecr", "detail": {
+            "result": "SUCCESS", "repository-name": "app", "action-type": "PUSH", "image-tag": "cache-main",
+            "image-digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}});
         assert!(
-            matches!(JanitorEvent::from_json(&push).unwrap(), JanitorEvent::Push(d) if d.repository_name == "app")
+            matches!(janitor_event(push).unwrap(), JanitorEvent::Push(d) if d.repository_name == "app")
         );
-        let tick = serde_json::json!({"detail-type": "Scheduled Event", "detail": {}});
+        let tick = serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
         assert!(matches!(
-            JanitorEvent::from_json(&tick).unwrap(),
+            janitor_event(tick).unwrap(),
             JanitorEvent::Scheduled
         ));
-        let other = serde_json::json!({"detail-type": "ECR Image Scan", "detail": {}});
-        assert!(JanitorEvent::from_json(&other)
+        let other =
+            serde_json::json!({"detail-type": "ECR Image Scan", "source": "aws.ecr", "detail": {}});
+        assert!(janitor_event(other)
             .unwrap_err()
             .to_string()
             .contains("ECR Image Scan"));
-        let bad = serde_json::json!({"detail-type": "ECR Image Action", "detail": {"result": 1}});
-        assert!(JanitorEvent::from_json(&bad)
+        // The event parser names the bad field.
+        let bad = serde_json::json!({"detail-type": "ECR Image Action", "source": "aws.ecr", "detail": {"result": 1}});
+        assert!(janitor_event(bad)
             .unwrap_err()
             .to_string()
-            .contains("bad ECR detail"));
+            .contains("detail.result"));
     }
 
     #[tokio::test]

@@ -22,29 +22,42 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 /// The images of one repository at one moment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
+    /// The repository's name.
     pub repository: String,
+    /// Every image in it, as the catalog listed them.
     pub images: Vec<ImageRecord>,
 }
 
+/// What the plan does with an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
+    /// Left in place.
     Keep,
+    /// Deleted (in a dry run: would be).
     Delete,
 }
 
-/// What happens to one image, and why.
+/// The plan's decision on one image: keep or delete it, the rule that decided, and why.
 #[derive(Debug, Clone, Serialize)]
-pub struct Decision {
+pub struct ImageDecision {
+    /// The image's manifest digest.
     pub digest: Sha256Digest,
+    /// Its tags (empty when untagged).
     pub tags: Vec<String>,
+    /// What the manifest is (image, index, BuildKit cache, SOCI index, ...).
     pub kind: ArtifactKind,
+    /// When it was pushed.
     pub pushed_at: DateTime<Utc>,
+    /// When it was last pulled, if the registry knows.
     pub last_pulled_at: Option<DateTime<Utc>>,
+    /// Its size as the registry reports it.
     pub size_bytes: u64,
+    /// Keep or delete.
     pub action: Action,
     /// The rule that decided, when one did.
     pub rule: Option<String>,
+    /// Why, in words (`pushed 9d ago (> 7d)`, `listed by kept index ...`).
     pub reason: String,
     /// Deletions only: images of this plan that must be deleted first (the indexes
     /// listing it, the referrers of it); the executor skips this one if any failed.
@@ -62,10 +75,15 @@ pub struct Decision {
 /// The plan for one repository: deletions first, in execution order, then what is kept.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    /// The repository planned.
     pub repository: String,
+    /// The time ages are measured to.
     pub now: DateTime<Utc>,
-    pub decisions: Vec<Decision>,
+    /// One per image: the deletions in execution order, then the images kept.
+    pub decisions: Vec<ImageDecision>,
+    /// How many of `decisions` are deletions.
     pub deletions: usize,
+    /// Bytes the deletions free.
     pub bytes_reclaimed: u64,
     /// True when `max_deletions` cut the plan short.
     pub stopped_by_max_deletions: bool,
@@ -77,7 +95,9 @@ pub struct Plan {
 /// everything, shows at a glance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleCount {
+    /// The rule's name (`ecr:<priority>` for an ECR lifecycle rule).
     pub rule: String,
+    /// An ECR lifecycle rule's description.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Images its selection picks (an ECR rule: the images it identifies, those a
@@ -94,10 +114,12 @@ pub struct RuleCount {
 }
 
 impl Plan {
-    pub fn deleted(&self) -> impl Iterator<Item = &Decision> {
+    /// The deletions, in execution order.
+    pub fn deleted(&self) -> impl Iterator<Item = &ImageDecision> {
         self.decisions.iter().filter(|d| d.action == Action::Delete)
     }
-    pub fn kept(&self) -> impl Iterator<Item = &Decision> {
+    /// The images kept.
+    pub fn kept(&self) -> impl Iterator<Item = &ImageDecision> {
         self.decisions.iter().filter(|d| d.action == Action::Keep)
     }
 }
@@ -118,7 +140,7 @@ enum Verdict {
 }
 
 /// An age for people: `30d`, `1d12h`, `2h5m`, `45m`, `12s` (seconds dropped past a minute).
-fn age(d: Duration) -> String {
+pub(super) fn age(d: Duration) -> String {
     let s = d.num_seconds().max(0);
     let (days, hours, mins) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
     match (days, hours, mins) {
@@ -474,7 +496,7 @@ fn rule_counts(
     policy: &Policy,
     lifecycle: Option<(&LifecyclePolicy, &[RuleTally])>,
     images: &[ImageRecord],
-    decisions: &[Decision],
+    decisions: &[ImageDecision],
 ) -> Vec<RuleCount> {
     let tally = |name: &str| {
         let overridden = format!("{name} (overridden)");
@@ -628,7 +650,8 @@ fn deletion_order(
     order
 }
 
-pub(crate) fn short(d: &Sha256Digest) -> String {
+/// The first 12 hex digits of a digest, as plans and tables show it.
+pub(super) fn short(d: &Sha256Digest) -> String {
     d.hex()[..12].to_string()
 }
 
@@ -652,7 +675,7 @@ fn build_plan(
     let in_order: HashSet<usize> = order.iter().copied().collect();
     let decision = |i: usize, action: Action, rule: Option<String>, reason: String| {
         let im = &images[i];
-        Decision {
+        ImageDecision {
             digest: im.digest.clone(),
             tags: im.tags.clone(),
             kind: im.kind,
@@ -740,99 +763,6 @@ fn build_plan(
     }
 }
 
-/// A human-readable size (binary units).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-impl Plan {
-    /// The plan as an aligned text table, one line per image, then a summary line.
-    pub fn to_table(&self) -> String {
-        let mut out = decisions_table(&self.repository, self.now, &self.decisions);
-        out.push_str(&format!(
-            "{}: delete {} of {} images, reclaiming {}{}\n",
-            self.repository,
-            self.deletions,
-            self.decisions.len(),
-            human_bytes(self.bytes_reclaimed),
-            if self.stopped_by_max_deletions {
-                " (stopped at max_deletions)"
-            } else {
-                ""
-            }
-        ));
-        out
-    }
-}
-
-/// Decisions as an aligned text table (ages measured to `now`).
-pub fn decisions_table(repository: &str, now: DateTime<Utc>, decisions: &[Decision]) -> String {
-    let mut rows = vec![[
-        "ACTION".to_string(),
-        "DIGEST".into(),
-        "KIND".into(),
-        "TAGS".into(),
-        "PUSHED".into(),
-        "SIZE".into(),
-        "RULE".into(),
-        "REASON".into(),
-    ]];
-    for d in decisions {
-        rows.push([
-            match d.action {
-                Action::Keep => "keep".into(),
-                Action::Delete => "DELETE".into(),
-            },
-            short(&d.digest),
-            d.kind.to_string(),
-            if d.tags.is_empty() {
-                "-".into()
-            } else {
-                d.tags.join(",")
-            },
-            format!("{} ago", age(now - d.pushed_at)),
-            human_bytes(d.size_bytes),
-            d.rule.clone().unwrap_or_else(|| "-".into()),
-            d.reason.clone(),
-        ]);
-    }
-    let mut widths = [0usize; 8];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = format!("repository {repository}\n");
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .enumerate()
-            .map(|(k, (c, w))| {
-                if k == 7 {
-                    c.clone()
-                } else {
-                    format!("{c:<w$}")
-                }
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -895,7 +825,7 @@ rules:
         v
     }
 
-    fn decision<'a>(plan: &'a Plan, name: &str) -> &'a Decision {
+    fn decision<'a>(plan: &'a Plan, name: &str) -> &'a ImageDecision {
         plan.decisions
             .iter()
             .find(|d| d.digest == dg(name))

@@ -10,11 +10,11 @@
 //! the janitor's plan for a scheduled sweep 30 days later (in dry-run mode).
 
 use crate::catalog::layout::LayoutCatalog;
-use crate::cleanup::planner::{decisions_table, human_bytes};
 use crate::cleanup::policy::Policy;
+use crate::cleanup::render::{decisions_table, human_bytes};
 use crate::cleanup::{self, JanitorSettings, RunOptions};
 use crate::events::RepositoryTagFilters;
-use crate::functions::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
+use crate::lambda::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
 use crate::oci::{is_attestation_descriptor, ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::Repository;

@@ -2,7 +2,7 @@
 //! event file (the same events `sam local invoke -e` takes), against whatever registry
 //! and AWS endpoints the environment points to, or an OCI layout with `--layout`.
 
-use crate::functions::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
+use crate::lambda::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;

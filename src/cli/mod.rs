@@ -51,7 +51,7 @@ pub enum Command {
 /// the verb, prints errors with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::events::init_cli_tracing();
+    crate::lambda::init_cli_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,7 +60,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // Each cause once: many errors already print their source in their message.
-            eprintln!("afterpush: {}", crate::events::cause_chain(err.as_ref()));
+            eprintln!("afterpush: {}", crate::lambda::cause_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -13,39 +13,48 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 use std::fmt;
 
-/// What a function should do with a push event.
+/// What a function should do with an ECR push event: work on a tag, or skip it (and why).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum PushDecision {
     /// Act on `repository:tag` (`digest` is what the tag pointed to when pushed).
     Work {
+        /// The repository pushed to.
         repository: String,
+        /// The pushed tag.
         tag: String,
+        /// The pushed manifest's digest.
         digest: Sha256Digest,
     },
     /// Do nothing, for this reason (logged).
-    Skip { reason: SkipReason },
+    Skip {
+        /// Why the event is not work.
+        reason: SkipReason,
+    },
 }
 
-impl Decision {
+impl PushDecision {
+    /// True for [`PushDecision::Work`].
     pub fn is_work(&self) -> bool {
-        matches!(self, Decision::Work { .. })
+        matches!(self, PushDecision::Work { .. })
     }
 
     /// The skip reason, if this is a skip.
     pub fn skip_reason(&self) -> Option<&SkipReason> {
         match self {
-            Decision::Skip { reason } => Some(reason),
-            Decision::Work { .. } => None,
+            PushDecision::Skip { reason } => Some(reason),
+            PushDecision::Work { .. } => None,
         }
     }
 
     /// The indexer's `SOCI_SKIP_ARCH_TAGS`: work on a tag that `template` matches becomes
     /// a [`SkipReason::PerArchTag`] skip, leaving the SOCI index to the stitched tag.
     /// `None` (the default) changes nothing.
-    pub fn skipping_per_arch_tags(self, template: Option<&ArchTagTemplate>) -> Decision {
+    pub fn skipping_per_arch_tags(self, template: Option<&ArchTagTemplate>) -> PushDecision {
         match (&self, template) {
-            (Decision::Work { tag, .. }, Some(template)) if template.match_tag(tag).is_some() => {
-                Decision::Skip {
+            (PushDecision::Work { tag, .. }, Some(template))
+                if template.match_tag(tag).is_some() =>
+            {
+                PushDecision::Skip {
                     reason: SkipReason::PerArchTag {
                         tag: tag.clone(),
                         template: template.as_str().to_string(),
@@ -59,23 +68,23 @@ impl Decision {
 
 /// `{"decision":"work","repository":..,"tag":..,"digest":..}` or
 /// `{"decision":"skip","code":"untagged","reason":"untagged push ..."}`.
-impl Serialize for Decision {
+impl Serialize for PushDecision {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Decision::Work {
+            PushDecision::Work {
                 repository,
                 tag,
                 digest,
             } => {
-                let mut st = s.serialize_struct("Decision", 4)?;
+                let mut st = s.serialize_struct("PushDecision", 4)?;
                 st.serialize_field("decision", "work")?;
                 st.serialize_field("repository", repository)?;
                 st.serialize_field("tag", tag)?;
                 st.serialize_field("digest", digest)?;
                 st.end()
             }
-            Decision::Skip { reason } => {
-                let mut st = s.serialize_struct("Decision", 3)?;
+            PushDecision::Skip { reason } => {
+                let mut st = s.serialize_struct("PushDecision", 3)?;
                 st.serialize_field("decision", "skip")?;
                 st.serialize_field("code", reason.code())?;
                 st.serialize_field("reason", &reason.to_string())?;
@@ -164,7 +173,7 @@ pub fn soci_push_decision(
     detail: &EcrImageAction,
     filters: &RepositoryTagFilters,
     soci_tag_suffix: &str,
-) -> Decision {
+) -> PushDecision {
     decide(detail, filters, soci_tag_suffix, ArtifactCheck::ImagesOnly)
 }
 
@@ -176,7 +185,7 @@ pub fn stitch_push_decision(
     detail: &EcrImageAction,
     filters: &RepositoryTagFilters,
     soci_tag_suffix: &str,
-) -> Decision {
+) -> PushDecision {
     decide(detail, filters, soci_tag_suffix, ArtifactCheck::ImagesOnly)
 }
 
@@ -187,7 +196,7 @@ pub enum JanitorDecision {
     Sweep { scheduled_at: Option<DateTime<Utc>> },
     /// A tag was pushed: prune what that push superseded (the cleanup policy decides
     /// whether the tag is a cache tag).
-    AfterPush(Decision),
+    AfterPush(PushDecision),
 }
 
 /// `{"action":"sweep","scheduled-at":..}` or `{"action":"after-push", ...decision fields}`.
@@ -244,10 +253,10 @@ fn decide(
     filters: &RepositoryTagFilters,
     soci_tag_suffix: &str,
     artifacts: ArtifactCheck,
-) -> Decision {
+) -> PushDecision {
     match checks(detail, filters, soci_tag_suffix, artifacts) {
         Ok(work) => work,
-        Err(reason) => Decision::Skip { reason },
+        Err(reason) => PushDecision::Skip { reason },
     }
 }
 
@@ -256,7 +265,7 @@ fn checks(
     filters: &RepositoryTagFilters,
     soci_tag_suffix: &str,
     artifacts: ArtifactCheck,
-) -> Result<Decision, SkipReason> {
+) -> Result<PushDecision, SkipReason> {
     if !detail.is_push() {
         return Err(SkipReason::NotAPush {
             action_type: detail.action_type.clone(),
@@ -300,7 +309,7 @@ fn checks(
     let digest = detail.digest().map_err(|e| SkipReason::NotAnImage {
         what: format!("event without a usable image digest ({e})"),
     })?;
-    Ok(Decision::Work {
+    Ok(PushDecision::Work {
         repository: detail.repository_name.clone(),
         tag: tag.to_string(),
         digest,
@@ -427,7 +436,7 @@ mod tests {
         assert_eq!(code(&own), "own-output");
     }
 
-    fn code(d: &Decision) -> &'static str {
+    fn code(d: &PushDecision) -> &'static str {
         d.skip_reason().map_or("work", SkipReason::code)
     }
 
@@ -438,7 +447,7 @@ mod tests {
         let image = push("app", "1.2.3", media::OCI_CONFIG);
         assert_eq!(
             soci_push_decision(&image, &all, "-soci"),
-            Decision::Work {
+            PushDecision::Work {
                 repository: "app".into(),
                 tag: "1.2.3".into(),
                 digest: DIGEST.parse().unwrap()
@@ -568,7 +577,7 @@ mod tests {
 
     #[test]
     fn skip_serialises_with_code_and_message() {
-        let d = Decision::Skip {
+        let d = PushDecision::Skip {
             reason: SkipReason::Untagged,
         };
         let v = serde_json::to_value(&d).unwrap();
@@ -651,7 +660,7 @@ mod tests {
         #[test]
         fn work_echoes_the_event(repository in "[a-z][a-z0-9/-]{0,20}", tag in "[A-Za-z0-9_][A-Za-z0-9_.]{0,30}") {
             let d = soci_push_decision(&push(&repository, &tag, media::OCI_CONFIG), &RepositoryTagFilters::default(), "-soci");
-            prop_assert_eq!(d, Decision::Work { repository, tag, digest: DIGEST.parse().unwrap() });
+            prop_assert_eq!(d, PushDecision::Work { repository, tag, digest: DIGEST.parse().unwrap() });
         }
     }
 }

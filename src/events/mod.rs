@@ -7,21 +7,17 @@
 //! - [`filters`] — `REPOSITORY_TAG_FILTERS`.
 //! - [`decision`] — whether a push is work for the SOCI indexer, the stitcher, the janitor
 //!   (the loop guard lives there: our own pushes are recognised and skipped).
-//! - [`HandlerError`] — the functions' error, retryable or not, as a Lambda `Diagnostic`.
-//! - [`init_tracing`] — JSON logs in Lambda, human logs elsewhere.
+//!
+//! What the functions do with these events is in [`crate::lambda`].
 
 pub mod decision;
 pub mod filters;
-mod handler_error;
-mod logging;
 
 pub use decision::{
-    is_our_soci_output, janitor_decision, soci_push_decision, stitch_push_decision, Decision,
-    JanitorDecision, SkipReason,
+    is_our_soci_output, janitor_decision, soci_push_decision, stitch_push_decision,
+    JanitorDecision, PushDecision, SkipReason,
 };
 pub use filters::{FilterError, RepositoryTagFilters};
-pub use handler_error::{cause_chain, HandlerError};
-pub use logging::{init_cli_tracing, init_tracing, LogFormat, LogSettings};
 
 use crate::oci::Sha256Digest;
 use serde::{Deserialize, Serialize};

@@ -2,11 +2,10 @@
 //! keeping every image ECS or Lambda uses.
 //!
 //! Thin by design: tracing, settings and clients are set up once per cold start, then
-//! every event goes to [`afterpush::functions::CacheJanitor::handle`], which returns a JSON
+//! every event goes to [`afterpush::lambda::CacheJanitor::handle`], which returns a JSON
 //! outcome or an error typed retryable/non-retryable for EventBridge's retries.
 
-use afterpush::events::{self, HandlerError};
-use afterpush::functions::CacheJanitor;
+use afterpush::lambda::{self, HandlerError, CacheJanitor};
 use afterpush::metrics::Emitter;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
@@ -24,7 +23,7 @@ async fn handle(
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    events::init_tracing();
+    lambda::init_tracing();
     let metrics = Emitter::install("cache-janitor")?;
     // Bad settings fail the cold start with a message naming the variable.
     let function = CacheJanitor::from_env().await.map_err(|e| {

@@ -1,11 +1,10 @@
 //! Lambda `soci-indexer`: builds SOCI indexes for every pushed image.
 //!
 //! Thin by design: tracing, settings and clients are set up once per cold start, then
-//! every event goes to [`afterpush::functions::SociIndexer::handle`], which returns a JSON
+//! every event goes to [`afterpush::lambda::SociIndexer::handle`], which returns a JSON
 //! outcome or an error typed retryable/non-retryable for EventBridge's retries.
 
-use afterpush::events::{self, HandlerError};
-use afterpush::functions::SociIndexer;
+use afterpush::lambda::{self, HandlerError, SociIndexer};
 use afterpush::metrics::Emitter;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
@@ -23,7 +22,7 @@ async fn handle(
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    events::init_tracing();
+    lambda::init_tracing();
     let metrics = Emitter::install("soci-indexer")?;
     // Bad settings fail the cold start with a message naming the variable.
     let function = SociIndexer::from_env().await.map_err(|e| {

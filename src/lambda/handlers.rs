@@ -1,4 +1,4 @@
-//! The three Lambda handlers as library functions. The binaries in `functions/` wrap
+//! The three Lambda handlers as library structs. The binaries in `functions/` wrap
 //! them in the `lambda_runtime` loop; `afterpush invoke` and the demo call them
 //! in-process, so every path runs the same code.
 //!
@@ -7,11 +7,12 @@
 //! whether a retry can help ([`HandlerError`]): EventBridge and async invokes retry on
 //! failure, which must not happen for bad input.
 
+use super::HandlerError;
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::layout::LayoutCatalog;
 use crate::catalog::Catalog;
 use crate::cleanup::{self, JanitorEvent, JanitorSettings};
-use crate::events::{self, Decision, HandlerError, RepositoryTagFilters, Trigger};
+use crate::events::{self, PushDecision, RepositoryTagFilters, Trigger};
 use crate::metrics;
 use crate::registry::distribution::{DistributionRepository, RegistrySettings};
 use crate::registry::layout::LayoutRepository;
@@ -90,7 +91,7 @@ fn ecr_image_action(
     }
 }
 
-fn skip(function: &str, decision: &Decision) -> Value {
+fn skip(function: &str, decision: &PushDecision) -> Value {
     let value = serde_json::to_value(decision).unwrap_or(Value::Null);
     tracing::info!(function, decision = %value, "skipped");
     if let Some(reason) = decision.skip_reason() {
@@ -140,7 +141,7 @@ async fn finish(
     function: &'static str,
     repo: &dyn Repository,
     detail: &events::EcrImageAction,
-    decision: &Decision,
+    decision: &PushDecision,
     outcome: &impl serde::Serialize,
 ) -> Result<Value, HandlerError> {
     repo.commit().await.map_err(HandlerError::retryable)?;
@@ -151,18 +152,18 @@ async fn finish(
 
 /// What the `soci-indexer` function needs, built once per cold start.
 pub struct SociIndexer {
-    /// The indexer's settings (`SPAN_SIZE`, `SOCI_INDEX_VERSION`...).
+    /// The indexer's settings, from its environment variables.
     pub settings: SociSettings,
-    /// `REPOSITORY_TAG_FILTERS`: which pushes get indexed.
+    /// `REPOSITORY_TAG_FILTERS`: the pushes to index.
     pub filters: RepositoryTagFilters,
     /// Where the repositories named in events live.
     pub repositories: Repositories,
-    /// Where zTOCs are reused from (S3 with `ZTOC_CACHE_BUCKET`, else no cache).
+    /// Built zTOCs kept across images and attempts (S3), or none.
     pub cache: Box<dyn ZtocCache>,
 }
 
 impl SociIndexer {
-    /// Settings and repositories from the environment (`AFTERPUSH_LAYOUT` or the registry settings).
+    /// Settings and repositories from the environment.
     pub async fn from_env() -> Result<Self, HandlerError> {
         Self::with_repositories(Repositories::from_env()?).await
     }
@@ -193,7 +194,7 @@ impl SociIndexer {
         let decision =
             events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix)
                 .skipping_per_arch_tags(self.settings.skip_arch_tags.as_ref());
-        let Decision::Work { tag, digest, .. } = &decision else {
+        let PushDecision::Work { tag, digest, .. } = &decision else {
             return Ok(skip("soci-indexer", &decision));
         };
         let repo = self.repositories.open(&event)?;
@@ -222,18 +223,18 @@ impl SociIndexer {
 
 /// What the `manifest-stitcher` function needs.
 pub struct ManifestStitcher {
-    /// The stitcher's settings (templates, required platforms, mode).
+    /// The stitcher's settings (`ARCH_TAG_TEMPLATE`, `REQUIRED_PLATFORMS`, ...).
     pub settings: StitchSettings,
-    /// `REPOSITORY_TAG_FILTERS`: which pushes get stitched.
+    /// `REPOSITORY_TAG_FILTERS`: the pushes to stitch.
     pub filters: RepositoryTagFilters,
-    /// `SOCI_TAG_SUFFIX`: pushes of the indexer's output are recognised by it and skipped.
+    /// `SOCI_TAG_SUFFIX`: tags ending with it are the indexer's output, skipped.
     pub soci_tag_suffix: String,
     /// Where the repositories named in events live.
     pub repositories: Repositories,
 }
 
 impl ManifestStitcher {
-    /// Settings and repositories from the environment (`AFTERPUSH_LAYOUT` or the registry settings).
+    /// Settings and repositories from the environment.
     pub fn from_env() -> Result<Self, HandlerError> {
         Self::with_repositories(Repositories::from_env()?)
     }
@@ -254,7 +255,7 @@ impl ManifestStitcher {
         let event = ecr_image_action("manifest-stitcher", payload)?;
         let decision =
             events::stitch_push_decision(&event.detail, &self.filters, &self.soci_tag_suffix);
-        let Decision::Work { tag, .. } = &decision else {
+        let PushDecision::Work { tag, .. } = &decision else {
             return Ok(skip("manifest-stitcher", &decision));
         };
         let repo = self.repositories.open(&event)?;
@@ -276,20 +277,20 @@ impl ManifestStitcher {
 
 /// What the `cache-janitor` function needs.
 pub struct CacheJanitor {
-    /// The policy, `DRY_RUN` and report settings.
+    /// The cleanup policy, `DRY_RUN` and where reports go.
     pub settings: JanitorSettings,
-    /// `REPOSITORY_TAG_FILTERS`: which pushes the janitor acts on, and which repositories a sweep visits.
+    /// `REPOSITORY_TAG_FILTERS`: the pushes to act on, and the repositories a sweep visits.
     pub filters: RepositoryTagFilters,
-    /// `SOCI_TAG_SUFFIX`: pushes of the indexer's output are recognised by it and skipped.
+    /// `SOCI_TAG_SUFFIX`: tags ending with it are the indexer's output, skipped.
     pub soci_tag_suffix: String,
-    /// Lists and deletes images: ECR's API, or the OCI layout's own catalog.
+    /// What the janitor lists and deletes: ECR, or an OCI layout.
     pub catalog: Box<dyn Catalog>,
-    /// S3 client for BuildKit caches and reports (`None` for a layout).
+    /// For S3 BuildKit caches and reports; `None` for a layout.
     pub s3: Option<aws_sdk_s3::Client>,
 }
 
 impl CacheJanitor {
-    /// Settings and repositories from the environment (`AFTERPUSH_LAYOUT` or the registry settings).
+    /// Settings and repositories from the environment.
     pub async fn from_env() -> Result<Self, HandlerError> {
         Self::with_repositories(Repositories::from_env()?).await
     }
@@ -330,16 +331,13 @@ impl CacheJanitor {
     pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
         let trigger = Trigger::from_value(payload)?;
         let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
-            events::JanitorDecision::Sweep { .. } => JanitorEvent::Scheduled,
-            events::JanitorDecision::AfterPush(decision @ Decision::Skip { .. }) => {
+            events::JanitorDecision::AfterPush(decision @ PushDecision::Skip { .. }) => {
                 return Ok(skip("cache-janitor", &decision))
             }
-            events::JanitorDecision::AfterPush(Decision::Work { .. }) => JanitorEvent::Push(
-                trigger
-                    .ecr_detail()
-                    .expect("a push decision comes from an ECR event")
-                    .clone(),
-            ),
+            events::JanitorDecision::Sweep { .. }
+            | events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => {
+                JanitorEvent::from_trigger(&trigger)
+            }
         };
         let report = cleanup::handle(
             self.catalog.as_ref(),

@@ -6,13 +6,16 @@ use tracing_subscriber::EnvFilter;
 /// Output format of the log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// One JSON object per line on stdout (Lambda, CloudWatch Logs Insights).
     Json,
+    /// Plain text lines on stderr (terminals, the CLI).
     Human,
 }
 
 /// What [`init_tracing`] sets up, derived from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
+    /// JSON or human-readable lines.
     pub format: LogFormat,
     /// An `EnvFilter` directive string.
     pub filter: String,

@@ -47,6 +47,7 @@ impl HandlerError {
         }
     }
 
+    /// True when the same event may succeed on a later attempt.
     pub fn is_retryable(&self) -> bool {
         self.retryable
     }
@@ -84,8 +85,8 @@ pub fn cause_chain(error: &(dyn StdError + 'static)) -> String {
 }
 
 /// A malformed or unsupported event never becomes valid by retrying.
-impl From<super::EventError> for HandlerError {
-    fn from(error: super::EventError) -> Self {
+impl From<crate::events::EventError> for HandlerError {
+    fn from(error: crate::events::EventError) -> Self {
         Self::non_retryable(error)
     }
 }
@@ -97,8 +98,8 @@ impl From<crate::settings::SettingsError> for HandlerError {
     }
 }
 
-impl From<super::FilterError> for HandlerError {
-    fn from(error: super::FilterError) -> Self {
+impl From<crate::events::FilterError> for HandlerError {
+    fn from(error: crate::events::FilterError) -> Self {
         Self::non_retryable(error)
     }
 }

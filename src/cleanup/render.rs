@@ -1,0 +1,102 @@
+//! Plans and decisions as text for people: the aligned tables the CLI and the demo
+//! print, and [`human_bytes`]. The planner itself ([`super::planner`]) produces data only.
+
+use super::planner::{age, short, Action, ImageDecision, Plan};
+use chrono::{DateTime, Utc};
+
+/// A human-readable size (binary units).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl Plan {
+    /// The plan as an aligned text table, one line per image, then a summary line.
+    pub fn to_table(&self) -> String {
+        let mut out = decisions_table(&self.repository, self.now, &self.decisions);
+        out.push_str(&format!(
+            "{}: delete {} of {} images, reclaiming {}{}\n",
+            self.repository,
+            self.deletions,
+            self.decisions.len(),
+            human_bytes(self.bytes_reclaimed),
+            if self.stopped_by_max_deletions {
+                " (stopped at max_deletions)"
+            } else {
+                ""
+            }
+        ));
+        out
+    }
+}
+
+/// Decisions as an aligned text table (ages measured to `now`).
+pub fn decisions_table(
+    repository: &str,
+    now: DateTime<Utc>,
+    decisions: &[ImageDecision],
+) -> String {
+    let mut rows = vec![[
+        "ACTION".to_string(),
+        "DIGEST".into(),
+        "KIND".into(),
+        "TAGS".into(),
+        "PUSHED".into(),
+        "SIZE".into(),
+        "RULE".into(),
+        "REASON".into(),
+    ]];
+    for d in decisions {
+        rows.push([
+            match d.action {
+                Action::Keep => "keep".into(),
+                Action::Delete => "DELETE".into(),
+            },
+            short(&d.digest),
+            d.kind.to_string(),
+            if d.tags.is_empty() {
+                "-".into()
+            } else {
+                d.tags.join(",")
+            },
+            format!("{} ago", age(now - d.pushed_at)),
+            human_bytes(d.size_bytes),
+            d.rule.clone().unwrap_or_else(|| "-".into()),
+            d.reason.clone(),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = format!("repository {repository}\n");
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(k, (c, w))| {
+                if k == 7 {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

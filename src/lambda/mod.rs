@@ -1,0 +1,17 @@
+//! What every Lambda function shares, whatever event it takes.
+//!
+//! - [`handlers`] — the three handlers as library structs ([`SociIndexer`],
+//!   [`ManifestStitcher`], [`CacheJanitor`]); the binaries in `functions/` wrap them in the
+//!   `lambda_runtime` loop, and `afterpush invoke` and the demo call them in-process.
+//! - [`HandlerError`] — a handler's error, retryable or not, as a Lambda `Diagnostic`;
+//!   [`cause_chain`] prints any error with its causes on one line (the CLI uses it too).
+//! - [`init_tracing`] — JSON logs in Lambda, human logs elsewhere; [`init_cli_tracing`]
+//!   for the CLI.
+
+mod handler_error;
+pub mod handlers;
+mod logging;
+
+pub use handler_error::{cause_chain, HandlerError};
+pub use handlers::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT};
+pub use logging::{init_cli_tracing, init_tracing, LogFormat, LogSettings};
