@@ -12,7 +12,7 @@ use crate::catalog::layout::LayoutCatalog;
 use crate::catalog::Catalog;
 use crate::cleanup::{self, JanitorEvent, JanitorSettings};
 use crate::events::{self, Decision, HandlerError, RepositoryTagFilters, Trigger};
-use crate::registry::distribution::{DistributionRepository, RegistrySettings};
+use crate::registry::distribution::{RegistryClients, RegistrySettings};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::{ecr, Repository};
 use crate::settings::{self, ProcessEnv};
@@ -20,6 +20,7 @@ use crate::soci::{self, NoZtocCache, S3ZtocCache, SociSettings, ZtocCache};
 use crate::stitch::{self, StitchSettings};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// `AFTERPUSH_LAYOUT`: an OCI image layout directory that stands for every repository
 /// named in events (local runs and the demo, no registry and no cloud).
@@ -29,8 +30,9 @@ pub const ENV_LAYOUT: &str = "AFTERPUSH_LAYOUT";
 #[derive(Debug, Clone)]
 pub enum Repositories {
     /// The account's ECR registry (`<account>.dkr.ecr.<region>.amazonaws.com`, from the
-    /// event), or wherever `AFTERPUSH_REGISTRY_ENDPOINT` sends registry traffic.
-    Registry(RegistrySettings),
+    /// event), or wherever `AFTERPUSH_REGISTRY_ENDPOINT` sends registry traffic. The
+    /// clients (connections, ECR token) are kept from one event to the next.
+    Registry(Arc<RegistryClients>),
     /// One OCI image layout for every repository.
     Layout(PathBuf),
 }
@@ -40,9 +42,12 @@ impl Repositories {
     pub fn from_env() -> Result<Self, HandlerError> {
         match std::env::var(ENV_LAYOUT) {
             Ok(dir) if !dir.is_empty() => Ok(Repositories::Layout(dir.into())),
-            _ => Ok(Repositories::Registry(
-                RegistrySettings::from_env().map_err(HandlerError::non_retryable)?,
-            )),
+            _ => Ok(Repositories::Registry(Arc::new(
+                RegistryClients::new(
+                    RegistrySettings::from_env().map_err(HandlerError::non_retryable)?,
+                )
+                .map_err(HandlerError::non_retryable)?,
+            ))),
         }
     }
 
@@ -56,7 +61,7 @@ impl Repositories {
             Repositories::Layout(dir) => Ok(Box::new(
                 LayoutRepository::open(dir).map_err(HandlerError::non_retryable)?,
             )),
-            Repositories::Registry(settings) => {
+            Repositories::Registry(clients) => {
                 let (Some(account), Some(region)) =
                     (event.account.as_deref(), event.region.as_deref())
                 else {
@@ -66,7 +71,8 @@ impl Repositories {
                 };
                 let host = ecr::registry_host(account, region);
                 Ok(Box::new(
-                    DistributionRepository::connect(settings, &host, name)
+                    clients
+                        .repository(&host, name)
                         .map_err(HandlerError::non_retryable)?,
                 ))
             }
