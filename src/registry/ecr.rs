@@ -2,11 +2,11 @@
 //! region, and the Basic credentials `GetAuthorizationToken` hands out (cached until
 //! shortly before they expire).
 
+use crate::deadline::{system_clock, Clock};
 use crate::registry::distribution::auth::{CredentialSource, Credentials};
 use crate::registry::{RegistryError, Result};
 use async_trait::async_trait;
 use base64::Engine as _;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// A token is used until this long before it expires (ECR tokens live 12 hours).
@@ -137,9 +137,6 @@ impl AuthorizationTokenApi for SdkTokenApi {
     }
 }
 
-/// What time it is, for token expiry: the system clock, or a settable one in tests.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
 /// Basic credentials for an ECR registry, from `GetAuthorizationToken`, cached until
 /// [`REFRESH_MARGIN`] before expiry. One provider lives as long as its registry client
 /// (for a Lambda function, its execution environment), so one token serves every event
@@ -184,7 +181,7 @@ impl EcrTokenProvider {
     }
 
     pub fn with_api(api: impl AuthorizationTokenApi + 'static) -> Self {
-        Self::with_api_and_clock(api, Arc::new(SystemTime::now))
+        Self::with_api_and_clock(api, system_clock())
     }
 
     /// With the time taken from `clock` (tests of the expiry logic).
@@ -248,7 +245,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn hosts_round_trip_and_others_are_rejected() {

@@ -6,13 +6,14 @@
 //! outcome or an error typed retryable/non-retryable for EventBridge's retries.
 
 use afterpush::events::{self, HandlerError};
-use afterpush::functions::CacheJanitor;
+use afterpush::functions::{CacheJanitor, Invocation};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
 async fn handle(event: LambdaEvent<Value>, function: &CacheJanitor) -> Result<Value, HandlerError> {
     tracing::info!(request_id = %event.context.request_id, "event received");
-    function.handle(event.payload).await
+    let invocation = Invocation::with_deadline_ms(event.context.deadline);
+    function.handle(event.payload, &invocation).await
 }
 
 #[tokio::main]

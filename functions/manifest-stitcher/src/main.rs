@@ -5,7 +5,7 @@
 //! outcome or an error typed retryable/non-retryable for EventBridge's retries.
 
 use afterpush::events::{self, HandlerError};
-use afterpush::functions::ManifestStitcher;
+use afterpush::functions::{Invocation, ManifestStitcher};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
@@ -14,7 +14,8 @@ async fn handle(
     function: &ManifestStitcher,
 ) -> Result<Value, HandlerError> {
     tracing::info!(request_id = %event.context.request_id, "event received");
-    function.handle(event.payload).await
+    let invocation = Invocation::with_deadline_ms(event.context.deadline);
+    function.handle(event.payload, &invocation).await
 }
 
 #[tokio::main]

@@ -260,3 +260,37 @@ fn fifty_events_to_a_warm_function_fetch_one_ecr_token_and_reuse_connections() {
         "{connections} connections for {EVENTS} events"
     );
 }
+
+/// The deadline the Runtime API hands out reaches the indexer: with none left, no layer
+/// is started, and the error is retryable and names the image and the layer left.
+#[test]
+fn an_event_with_no_time_left_leaves_every_layer_for_the_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let source = seed_layout(&layout, "1.2.3");
+    let api = RuntimeApi::start_many(
+        vec![event_for("push-image-tag.json", &source)],
+        std::time::Duration::ZERO,
+    );
+    let mut function = Function::start(
+        indexer(),
+        "soci-indexer",
+        &api,
+        &[
+            ("AFTERPUSH_LAYOUT", layout.to_str().unwrap()),
+            ("MIN_LAYER_SIZE", "0"),
+        ],
+    );
+    let posted = function.posted(&api);
+    assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
+    let body = posted.json();
+    assert_eq!(body["errorType"], "Retryable", "{body}");
+    let message = body["errorMessage"].as_str().unwrap();
+    assert!(message.contains("invocation deadline"), "{body}");
+    assert!(message.contains(&source.to_string()), "{body}");
+    drop(function);
+    // Nothing was published.
+    let repo = LayoutRepository::open(&layout).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(rt.block_on(repo.resolve("1.2.3-soci")).is_err());
+}
