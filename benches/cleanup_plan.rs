@@ -544,7 +544,7 @@ async fn run(n: usize) -> Run {
         "an image in use is planned for deletion"
     );
     let t = Instant::now();
-    let report = execute(&catalog, &p, false).await;
+    let report = execute(&catalog, &p, false, None).await;
     let apply_ms = t.elapsed().as_secs_f64() * 1e3;
     assert!(report.failed.is_empty(), "{:?}", report.failed.first());
     let counts = &catalog.api().counts;

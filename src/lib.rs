@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod cleanup;
 pub mod cli;
 pub mod copy;
+pub mod deadline;
 pub mod events;
 pub mod files;
 pub mod lambda;

@@ -1,6 +1,7 @@
 //! The moto launcher's corrections: ECR image digests are sha256 of the manifest bytes
-//! as pushed (moto's own `_create_digest` hashes the joined layer digests), and an
-//! image's push and last pull times can be set as real ECR would report them.
+//! as pushed (moto's own `_create_digest` hashes the joined layer digests), an image's
+//! push and last pull times can be set as real ECR would report them, and authorization
+//! tokens expire 12 hours after issue (moto's say 2015-01-01).
 
 mod support;
 
@@ -118,4 +119,34 @@ async fn moto_ecr_accepts_the_lifecycle_policies_ecr_accepts() {
         .send()
         .await
         .is_err());
+}
+
+#[tokio::test]
+async fn moto_ecr_authorization_tokens_expire_twelve_hours_after_issue() {
+    use std::time::{Duration, SystemTime};
+    let moto = support::TestMoto::start();
+    let before = SystemTime::now();
+    let out = moto
+        .ecr()
+        .await
+        .get_authorization_token()
+        .send()
+        .await
+        .unwrap();
+    let after = SystemTime::now();
+    let data = &out.authorization_data()[0];
+    let expires = SystemTime::try_from(*data.expires_at().unwrap()).unwrap();
+    let twelve_hours = Duration::from_secs(12 * 3600);
+    // moto serialises whole seconds: allow the one it may cut off.
+    assert!(
+        expires + Duration::from_secs(1) >= before + twelve_hours
+            && expires <= after + twelve_hours,
+        "expiresAt {expires:?}, asked between {before:?} and {after:?}"
+    );
+    // The token itself is moto's, unchanged.
+    assert_eq!(
+        afterpush::registry::ecr::decode_authorization_token(data.authorization_token().unwrap())
+            .unwrap(),
+        afterpush::registry::distribution::Credentials::new("AWS", "123456789012-auth-token")
+    );
 }

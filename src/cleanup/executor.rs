@@ -1,10 +1,12 @@
 //! Carries out a [`Plan`]: nothing in a dry run; otherwise BatchDeleteImage calls of at
 //! most 100 digests, wave by wave (an index before its entries, a referrer before its
 //! subject), skipping any image whose predecessor failed to go. Per-image failures and
-//! failed calls are recorded, never fatal.
+//! failed calls are recorded, never fatal. Under a deadline no call starts after it: the
+//! images not yet attempted are reported as left, for the next run to plan again.
 
 use super::planner::{ImageDecision, Plan, RuleCount};
 use crate::catalog::{Catalog, DeleteFailure, DELETE_BATCH};
+use crate::deadline::Deadline;
 use crate::oci::Sha256Digest;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -32,14 +34,26 @@ pub struct RepositoryReport {
     pub bytes_reclaimed: u64,
     /// True when the plan stopped at the policy's `max_deletions`.
     pub stopped_by_max_deletions: bool,
+    /// The invocation's deadline came before every planned deletion was attempted (or,
+    /// with nothing planned, before the repository was looked at).
+    pub stopped_by_deadline: bool,
+    /// Planned deletions not attempted because of the deadline; the next run plans
+    /// them again.
+    pub left: Vec<Sha256Digest>,
     /// BatchDeleteImage calls made.
     pub delete_calls: usize,
     /// Per rule: images matched and expired (from the plan).
     pub rules: Vec<RuleCount>,
 }
 
-/// Executes `plan` against `catalog`; `dry_run` deletes nothing.
-pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> RepositoryReport {
+/// Executes `plan` against `catalog`; `dry_run` deletes nothing. With a `deadline`, no
+/// delete call starts once it has passed.
+pub async fn execute(
+    catalog: &dyn Catalog,
+    plan: &Plan,
+    dry_run: bool,
+    deadline: Option<&Deadline>,
+) -> RepositoryReport {
     let planned: Vec<ImageDecision> = plan.deleted().cloned().collect();
     let mut report = RepositoryReport {
         repository: plan.repository.clone(),
@@ -49,6 +63,8 @@ pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> Repos
         keeps: plan.kept().cloned().collect(),
         bytes_reclaimed: if dry_run { plan.bytes_reclaimed } else { 0 },
         stopped_by_max_deletions: plan.stopped_by_max_deletions,
+        stopped_by_deadline: false,
+        left: Vec::new(),
         planned,
         deleted: Vec::new(),
         failed: Vec::new(),
@@ -67,7 +83,12 @@ pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> Repos
     let mut failed = Vec::new();
     let mut calls = 0;
     let mut bytes = 0;
+    let mut left = Vec::new();
     for (_, wave) in waves {
+        if !left.is_empty() {
+            left.extend(wave.iter().map(|d| d.digest.clone()));
+            continue;
+        }
         let mut ready = Vec::new();
         for d in wave {
             if let Some(blocker) = d.after.iter().find(|a| not_deleted.contains(*a)) {
@@ -84,6 +105,10 @@ pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> Repos
         }
         for batch in ready.chunks(DELETE_BATCH) {
             let digests: Vec<Sha256Digest> = batch.iter().map(|d| d.digest.clone()).collect();
+            if !left.is_empty() || deadline.is_some_and(Deadline::has_passed) {
+                left.extend(digests);
+                continue;
+            }
             calls += 1;
             match catalog.delete_images(&plan.repository, &digests).await {
                 Ok(outcome) => {
@@ -115,6 +140,11 @@ pub async fn execute(catalog: &dyn Catalog, plan: &Plan, dry_run: bool) -> Repos
             }
         }
     }
+    if !left.is_empty() {
+        tracing::warn!(repository = %plan.repository, left = left.len(), "deadline near: deletions left for the next run");
+        report.stopped_by_deadline = true;
+    }
+    report.left = left;
     report.deleted = deleted;
     report.failed = failed;
     report.delete_calls = calls;
@@ -239,11 +269,11 @@ mod tests {
         );
         assert_eq!(p.deletions, 4);
 
-        let dry = execute(&catalog, &p, true).await;
+        let dry = execute(&catalog, &p, true, None).await;
         assert!(dry.deleted.is_empty() && dry.delete_calls == 0);
         assert_eq!(catalog.api().inner.inner.len("app"), 4);
 
-        let report = execute(&catalog, &p, false).await;
+        let report = execute(&catalog, &p, false, None).await;
         let mut deleted = report.deleted.clone();
         deleted.sort();
         let mut expected = vec![indexes[1].clone(), children[1].clone()];

@@ -20,6 +20,7 @@ mod yaml_expansion;
 
 use crate::catalog::s3cache::{S3Cache, S3CacheUri};
 use crate::catalog::{Catalog, CatalogError};
+use crate::deadline::Deadline;
 use crate::events::{EcrImageAction, RepositoryTagFilters, Trigger};
 use crate::oci::{media, ArtifactKind};
 use chrono::{DateTime, Utc};
@@ -126,6 +127,11 @@ pub struct Report {
     pub bytes_reclaimed: u64,
     /// True when the policy's `max_deletions` cut some repository's plan short.
     pub stopped_by_max_deletions: bool,
+    /// The invocation's deadline stopped the run: see each repository's `left`, and
+    /// `s3_caches_left`. The next run plans again and continues.
+    pub stopped_by_deadline: bool,
+    /// S3 caches not visited because of the deadline.
+    pub s3_caches_left: Vec<String>,
 }
 
 impl Report {
@@ -153,6 +159,8 @@ impl Report {
             failed: 0,
             bytes_reclaimed: 0,
             stopped_by_max_deletions: false,
+            stopped_by_deadline: false,
+            s3_caches_left: Vec::new(),
         }
     }
 
@@ -197,6 +205,8 @@ impl Report {
                 .sum::<u64>();
         self.stopped_by_max_deletions =
             self.repositories.iter().any(|r| r.stopped_by_max_deletions);
+        self.stopped_by_deadline = !self.s3_caches_left.is_empty()
+            || self.repositories.iter().any(|r| r.stopped_by_deadline);
         self
     }
 
@@ -216,6 +226,7 @@ impl Report {
             "failed": self.failed,
             "bytes_reclaimed": self.bytes_reclaimed,
             "stopped_by_max_deletions": self.stopped_by_max_deletions,
+            "stopped_by_deadline": self.stopped_by_deadline,
             "errors": self.errors,
             "repositories": self.repositories.iter().map(|r| serde_json::json!({
                 "repository": r.repository,
@@ -225,6 +236,7 @@ impl Report {
                 "deleted": r.deleted.len(),
                 "failed": r.failed.len(),
                 "bytes_reclaimed": r.bytes_reclaimed,
+                "left": r.left.len(),
             })).collect::<Vec<_>>(),
             "s3_caches": self.s3_caches.iter().map(|c| serde_json::json!({
                 "uri": c.plan.uri,
@@ -311,6 +323,9 @@ pub struct RunOptions {
     /// `REPOSITORY_TAG_FILTERS`, repository part), so the scheduled janitor stays within
     /// the repositories its pushes are filtered to; `None`: the policy alone decides.
     pub repository_filter: Option<RepositoryTagFilters>,
+    /// No repository is started and no delete issued once this has passed (a Lambda
+    /// invocation's deadline less the margin); `None`: no deadline (the CLI).
+    pub deadline: Option<Deadline>,
 }
 
 impl RunOptions {
@@ -322,7 +337,12 @@ impl RunOptions {
             repositories: Vec::new(),
             s3_caches: Vec::new(),
             repository_filter: None,
+            deadline: None,
         }
+    }
+
+    fn deadline_has_passed(&self) -> bool {
+        self.deadline.as_ref().is_some_and(Deadline::has_passed)
     }
 }
 
@@ -364,7 +384,7 @@ async fn run_repository(
     );
     report
         .repositories
-        .push(executor::execute(catalog, &plan, options.dry_run).await);
+        .push(executor::execute(catalog, &plan, options.dry_run, options.deadline.as_ref()).await);
 }
 
 #[tracing::instrument(skip_all, fields(dry_run = options.dry_run, now = %options.now))]
@@ -405,7 +425,8 @@ pub async fn sweep(
     };
     let mut budget = policy.max_deletions;
     for repository in &repositories {
-        if budget == Some(0) {
+        let out_of_time = options.deadline_has_passed();
+        if budget == Some(0) || out_of_time {
             report.repositories.push(RepositoryReport {
                 repository: repository.clone(),
                 images: 0,
@@ -416,7 +437,9 @@ pub async fn sweep(
                 kept: 0,
                 keeps: Vec::new(),
                 bytes_reclaimed: 0,
-                stopped_by_max_deletions: true,
+                stopped_by_max_deletions: !out_of_time,
+                stopped_by_deadline: out_of_time,
+                left: Vec::new(),
                 delete_calls: 0,
                 rules: Vec::new(),
             });
@@ -463,6 +486,10 @@ pub async fn sweep(
                 .push("S3 caches configured but no S3 client given".into()),
             Some(client) => {
                 for c in caches {
+                    if options.deadline_has_passed() {
+                        report.s3_caches_left.push(c.uri.to_string());
+                        continue;
+                    }
                     let cache = S3Cache::new(client.clone(), c.uri.clone());
                     match s3gc::collect(&cache, &c, options.now, options.dry_run).await {
                         Ok(r) => report.s3_caches.push(r),
@@ -679,7 +706,7 @@ impl JanitorEvent {
 }
 
 /// The Lambda's handler body: runs the event, logs the report as JSON, and stores it
-/// in `REPORT_BUCKET` when set.
+/// in `REPORT_BUCKET` when set. No deadline; see [`handle_within`].
 pub async fn handle(
     catalog: &dyn Catalog,
     s3: Option<&aws_sdk_s3::Client>,
@@ -687,9 +714,24 @@ pub async fn handle(
     repository_filter: &RepositoryTagFilters,
     event: JanitorEvent,
 ) -> Result<Report, JanitorError> {
+    handle_within(catalog, s3, settings, repository_filter, event, None).await
+}
+
+/// [`handle`] under an invocation's `deadline`: no repository or S3 cache is started and
+/// no delete issued once it has passed; the report (stored all the same) says what was
+/// left (`stopped_by_deadline`, each repository's `left`), and the next run plans again.
+pub async fn handle_within(
+    catalog: &dyn Catalog,
+    s3: Option<&aws_sdk_s3::Client>,
+    settings: &JanitorSettings,
+    repository_filter: &RepositoryTagFilters,
+    event: JanitorEvent,
+    deadline: Option<Deadline>,
+) -> Result<Report, JanitorError> {
     let options = RunOptions {
         dry_run: settings.dry_run,
         repository_filter: Some(repository_filter.clone()),
+        deadline,
         ..RunOptions::dry_run_now()
     };
     let report = match &event {
@@ -697,6 +739,9 @@ pub async fn handle(
         JanitorEvent::Scheduled => sweep(catalog, s3, &settings.policy, &options).await?,
     };
     tracing::info!(summary = %report.summary(), "cache-janitor report");
+    if report.stopped_by_deadline {
+        tracing::warn!("the invocation deadline stopped the run; the next run continues");
+    }
     if let (Some(bucket), Some(client)) = (&settings.report_bucket, s3) {
         put_report(client, bucket, &settings.report_prefix, &report).await?;
     }

@@ -115,6 +115,8 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         s3_caches,
         // The CLI's scope is the policy and --repository.
         repository_filter: None,
+        // The CLI has no deadline.
+        deadline: None,
     };
     let report = if std::io::stderr().is_terminal() {
         let progress = ProgressCatalog::new(catalog);

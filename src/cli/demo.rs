@@ -14,7 +14,7 @@ use crate::cleanup::policy::Policy;
 use crate::cleanup::render::{decisions_table, human_bytes};
 use crate::cleanup::{self, JanitorSettings, RunOptions};
 use crate::events::RepositoryTagFilters;
-use crate::lambda::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
+use crate::lambda::{CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer};
 use crate::oci::{is_attestation_descriptor, ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::Repository;
@@ -416,9 +416,21 @@ impl Replay<'_> {
             for function in FUNCTIONS {
                 ui.busy(format!("{function}: {label}"));
                 let result = match function {
-                    "soci-indexer" => self.indexer.handle(event.clone()).await,
-                    "manifest-stitcher" => self.stitcher.handle(event.clone()).await,
-                    _ => self.janitor.handle(event.clone()).await,
+                    "soci-indexer" => {
+                        self.indexer
+                            .handle(event.clone(), &Invocation::default())
+                            .await
+                    }
+                    "manifest-stitcher" => {
+                        self.stitcher
+                            .handle(event.clone(), &Invocation::default())
+                            .await
+                    }
+                    _ => {
+                        self.janitor
+                            .handle(event.clone(), &Invocation::default())
+                            .await
+                    }
                 };
                 let line = match &result {
                     Ok(v) => match function {
@@ -508,6 +520,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         filters: filters.clone(),
         repositories: Repositories::Layout(dir.clone()),
         cache: Box::new(MemoryZtocCache::default()),
+        // The demo runs without a deadline (`Invocation::default()`).
+        deadline_margin: crate::deadline::DEFAULT_DEADLINE_MARGIN,
     };
     let stitcher = ManifestStitcher {
         settings: StitchSettings::default(),
@@ -530,6 +544,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .with_name(REPOSITORY),
         ),
         s3: None,
+        deadline_margin: crate::deadline::DEFAULT_DEADLINE_MARGIN,
     };
 
     ui.line("afterpush demo: the three functions on one OCI layout (no cloud, no servers)");
@@ -641,7 +656,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     ui.line("\nThe janitor's schedule (EventBridge rate rule), now:");
     ui.busy("cache-janitor: scheduled sweep");
-    let line = match janitor.handle(scheduled_event()).await {
+    let line = match janitor
+        .handle(scheduled_event(), &Invocation::default())
+        .await
+    {
         Ok(v) => describe_janitor(&v),
         Err(e) => {
             failures.push(format!("cache-janitor on the schedule: {e}"));
@@ -712,6 +730,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         repositories: Vec::new(),
         s3_caches: Vec::new(),
         repository_filter: Some(janitor.filters.clone()),
+        deadline: None,
     };
     let report = cleanup::sweep(janitor.catalog.as_ref(), None, policy, &options).await?;
     // The report carries every decision, deletions first: the whole plan, with reasons.

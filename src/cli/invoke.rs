@@ -2,7 +2,7 @@
 //! event file (the same events `sam local invoke -e` takes), against whatever registry
 //! and AWS endpoints the environment points to, or an OCI layout with `--layout`.
 
-use crate::lambda::{CacheJanitor, ManifestStitcher, Repositories, SociIndexer};
+use crate::lambda::{CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -43,22 +43,24 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
         Some(dir) => Repositories::Layout(dir),
         None => Repositories::from_env()?,
     };
+    // The CLI has no deadline: work runs to its end.
+    let no_deadline = Invocation::default();
     let result = match args.function {
         FunctionName::SociIndexer => {
             SociIndexer::with_repositories(repositories)
                 .await?
-                .handle(payload)
+                .handle(payload, &no_deadline)
                 .await
         }
         FunctionName::ManifestStitcher => {
             ManifestStitcher::with_repositories(repositories)?
-                .handle(payload)
+                .handle(payload, &no_deadline)
                 .await
         }
         FunctionName::CacheJanitor => {
             CacheJanitor::with_repositories(repositories)
                 .await?
-                .handle(payload)
+                .handle(payload, &no_deadline)
                 .await
         }
     };

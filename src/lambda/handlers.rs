@@ -6,33 +6,67 @@
 //! repository the event names, call the library, and return a JSON outcome. Errors say
 //! whether a retry can help ([`HandlerError`]): EventBridge and async invokes retry on
 //! failure, which must not happen for bad input.
+//!
+//! An [`Invocation`] carries Lambda's deadline: the indexer starts no layer it cannot
+//! finish before it and the janitor issues no delete after it, each
+//! `AFTERPUSH_DEADLINE_MARGIN` early (see [`crate::deadline`]).
 
 use super::HandlerError;
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::layout::LayoutCatalog;
 use crate::catalog::Catalog;
 use crate::cleanup::{self, JanitorEvent, JanitorSettings};
+use crate::deadline::{self, Deadline};
 use crate::events::{self, PushDecision, RepositoryTagFilters, Trigger};
 use crate::metrics;
-use crate::registry::distribution::{DistributionRepository, RegistrySettings};
+use crate::registry::distribution::{RegistryClients, RegistrySettings};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::{ecr, Repository};
 use crate::settings::{self, ProcessEnv};
-use crate::soci::{self, NoZtocCache, S3ZtocCache, SociSettings, ZtocCache};
+use crate::soci::{self, LayerTimeBudget, NoZtocCache, S3ZtocCache, SociSettings, ZtocCache};
 use crate::stitch::{self, StitchSettings};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 /// `AFTERPUSH_LAYOUT`: an OCI image layout directory that stands for every repository
 /// named in events (local runs and the demo, no registry and no cloud).
 pub const ENV_LAYOUT: &str = "AFTERPUSH_LAYOUT";
 
+/// What the Lambda runtime tells a handler about one invocation.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// When Lambda ends the invocation; `None` (the CLI, the demo): no deadline.
+    pub deadline: Option<SystemTime>,
+}
+
+impl Invocation {
+    /// From the runtime's deadline, in milliseconds since the epoch (`Context::deadline`).
+    pub fn with_deadline_ms(deadline_ms: u64) -> Self {
+        Self {
+            deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms)),
+        }
+    }
+
+    /// The time to stop starting work: the deadline minus `margin`.
+    fn stop(&self, margin: Duration) -> Option<Deadline> {
+        self.deadline.map(|d| Deadline::new(d, margin))
+    }
+}
+
+/// `AFTERPUSH_DEADLINE_MARGIN`, read at cold start; a bad value fails it, named.
+fn deadline_margin() -> Result<Duration, HandlerError> {
+    deadline::margin_from_env().map_err(HandlerError::non_retryable)
+}
+
 /// Where the repositories named in events live.
 #[derive(Debug, Clone)]
 pub enum Repositories {
     /// The account's ECR registry (`<account>.dkr.ecr.<region>.amazonaws.com`, from the
-    /// event), or wherever `AFTERPUSH_REGISTRY_ENDPOINT` sends registry traffic.
-    Registry(RegistrySettings),
+    /// event), or wherever `AFTERPUSH_REGISTRY_ENDPOINT` sends registry traffic. The
+    /// clients (connections, ECR token) are kept from one event to the next.
+    Registry(Arc<RegistryClients>),
     /// One OCI image layout for every repository.
     Layout(PathBuf),
 }
@@ -42,9 +76,12 @@ impl Repositories {
     pub fn from_env() -> Result<Self, HandlerError> {
         match std::env::var(ENV_LAYOUT) {
             Ok(dir) if !dir.is_empty() => Ok(Repositories::Layout(dir.into())),
-            _ => Ok(Repositories::Registry(
-                RegistrySettings::from_env().map_err(HandlerError::non_retryable)?,
-            )),
+            _ => Ok(Repositories::Registry(Arc::new(
+                RegistryClients::new(
+                    RegistrySettings::from_env().map_err(HandlerError::non_retryable)?,
+                )
+                .map_err(HandlerError::non_retryable)?,
+            ))),
         }
     }
 
@@ -58,7 +95,7 @@ impl Repositories {
             Repositories::Layout(dir) => Ok(Box::new(
                 LayoutRepository::open(dir).map_err(HandlerError::non_retryable)?,
             )),
-            Repositories::Registry(settings) => {
+            Repositories::Registry(clients) => {
                 let (Some(account), Some(region)) =
                     (event.account.as_deref(), event.region.as_deref())
                 else {
@@ -68,7 +105,8 @@ impl Repositories {
                 };
                 let host = ecr::registry_host(account, region);
                 Ok(Box::new(
-                    DistributionRepository::connect(settings, &host, name)
+                    clients
+                        .repository(&host, name)
                         .map_err(HandlerError::non_retryable)?,
                 ))
             }
@@ -160,6 +198,8 @@ pub struct SociIndexer {
     pub repositories: Repositories,
     /// Built zTOCs kept across images and attempts (S3), or none.
     pub cache: Box<dyn ZtocCache>,
+    /// How long before the invocation deadline no layer is started any more.
+    pub deadline_margin: Duration,
 }
 
 impl SociIndexer {
@@ -185,11 +225,17 @@ impl SociIndexer {
             filters,
             repositories,
             cache,
+            deadline_margin: deadline_margin()?,
         })
     }
 
-    /// Builds SOCI indexes for a pushed image.
-    pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
+    /// Builds SOCI indexes for a pushed image, starting no layer it has no time for
+    /// (then the error is retryable and the finished zTOCs are in the cache).
+    pub async fn handle(
+        &self,
+        payload: Value,
+        invocation: &Invocation,
+    ) -> Result<Value, HandlerError> {
         let event = ecr_image_action("soci-indexer", payload)?;
         let decision =
             events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix)
@@ -198,13 +244,17 @@ impl SociIndexer {
             return Ok(skip("soci-indexer", &decision));
         };
         let repo = self.repositories.open(&event)?;
-        let outcome = soci::create_soci(
+        let budget = invocation
+            .stop(self.deadline_margin)
+            .map(|d| LayerTimeBudget::new(d, self.settings.layer_throughput));
+        let outcome = soci::create_soci_within(
             repo.as_ref(),
             &digest.to_string(),
             Some(tag),
             &self.settings,
             self.cache.as_ref(),
             None,
+            budget.as_ref(),
         )
         .await
         .inspect_err(|_| metrics::failed(&event.detail.repository_name))
@@ -250,8 +300,14 @@ impl ManifestStitcher {
         })
     }
 
-    /// Stitches the per-arch tags of the pushed tag's base tag.
-    pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
+    /// Stitches the per-arch tags of the pushed tag's base tag. The deadline is not
+    /// consulted: the work is a few small requests, each bounded by the registry
+    /// client's own deadline, and writing the stitched tag is its single last step.
+    pub async fn handle(
+        &self,
+        payload: Value,
+        _invocation: &Invocation,
+    ) -> Result<Value, HandlerError> {
         let event = ecr_image_action("manifest-stitcher", payload)?;
         let decision =
             events::stitch_push_decision(&event.detail, &self.filters, &self.soci_tag_suffix);
@@ -287,6 +343,8 @@ pub struct CacheJanitor {
     pub catalog: Box<dyn Catalog>,
     /// For S3 BuildKit caches and reports; `None` for a layout.
     pub s3: Option<aws_sdk_s3::Client>,
+    /// How long before the invocation deadline no delete is issued any more.
+    pub deadline_margin: Duration,
 }
 
 impl CacheJanitor {
@@ -323,12 +381,19 @@ impl CacheJanitor {
             soci_tag_suffix,
             catalog,
             s3,
+            deadline_margin: deadline_margin()?,
         })
     }
 
     /// Prunes what a cache push superseded, evaluates the repository of a push that can
     /// set off an expire rule, or sweeps on schedule; never deleting what ECS or Lambda use.
-    pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
+    /// Deletes stop a margin before the deadline; the report says what was left, and the
+    /// next run plans again from what is there.
+    pub async fn handle(
+        &self,
+        payload: Value,
+        invocation: &Invocation,
+    ) -> Result<Value, HandlerError> {
         let trigger = Trigger::from_value(payload)?;
         let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
             events::JanitorDecision::AfterPush(decision @ PushDecision::Skip { .. }) => {
@@ -339,12 +404,13 @@ impl CacheJanitor {
                 JanitorEvent::from_trigger(&trigger)
             }
         };
-        let report = cleanup::handle(
+        let report = cleanup::handle_within(
             self.catalog.as_ref(),
             self.s3.as_ref(),
             &self.settings,
             &self.filters,
             event,
+            invocation.stop(self.deadline_margin),
         )
         .await
         .map_err(|e| by_retryability(e.is_retryable(), e))?;

@@ -2,6 +2,7 @@
 //! region, and the Basic credentials `GetAuthorizationToken` hands out (cached until
 //! shortly before they expire).
 
+use crate::deadline::{system_clock, Clock};
 use crate::registry::distribution::auth::{CredentialSource, Credentials};
 use crate::registry::{RegistryError, Result};
 use async_trait::async_trait;
@@ -139,11 +140,21 @@ impl AuthorizationTokenApi for SdkTokenApi {
 }
 
 /// Basic credentials for an ECR registry, from `GetAuthorizationToken`, cached until
-/// [`REFRESH_MARGIN`] before expiry.
-#[derive(Debug)]
+/// [`REFRESH_MARGIN`] before expiry. One provider lives as long as its registry client
+/// (for a Lambda function, its execution environment), so one token serves every event
+/// of its 12 hours.
 pub struct EcrTokenProvider {
     api: Box<dyn AuthorizationTokenApi>,
     cache: tokio::sync::Mutex<Option<(Credentials, SystemTime)>>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for EcrTokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EcrTokenProvider")
+            .field("api", &self.api)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EcrTokenProvider {
@@ -173,9 +184,15 @@ impl EcrTokenProvider {
 
     /// Over any [`AuthorizationTokenApi`] (tests pass their own).
     pub fn with_api(api: impl AuthorizationTokenApi + 'static) -> Self {
+        Self::with_api_and_clock(api, system_clock())
+    }
+
+    /// With the time taken from `clock` (tests of the expiry logic).
+    pub fn with_api_and_clock(api: impl AuthorizationTokenApi + 'static, clock: Clock) -> Self {
         Self {
             api: Box::new(api),
             cache: Default::default(),
+            clock,
         }
     }
 }
@@ -184,26 +201,41 @@ impl EcrTokenProvider {
 impl CredentialSource for EcrTokenProvider {
     async fn credentials(&self) -> Result<Credentials> {
         let mut cache = self.cache.lock().await;
-        let now = SystemTime::now();
         if let Some((creds, until)) = cache.as_ref() {
-            if *until > now {
+            if *until > (self.clock)() {
                 return Ok(creds.clone());
             }
         }
-        let (token, expires) = self.api.authorization_token().await?;
-        let creds = decode_authorization_token(&token)?;
-        // ECR always sends an expiry; without one, assume the documented 12 hours.
-        let expires = expires.unwrap_or(now + Duration::from_secs(12 * 3600));
-        *cache = match reuse_until(expires, now) {
-            Some(until) => Some((creds.clone(), until)),
-            None => {
+        *cache = None;
+        // A token that is expired on arrival (a wrong clock here or there) gets one more
+        // fetch; the second is used as it is, so a registry that refuses it ends the
+        // attempt with its 401 instead of a fetch loop.
+        for attempt in 1..=2 {
+            let (token, expires) = self.api.authorization_token().await?;
+            let creds = decode_authorization_token(&token)?;
+            let now = (self.clock)();
+            // ECR always sends an expiry; without one, assume the documented 12 hours.
+            let expires = expires.unwrap_or(now + Duration::from_secs(12 * 3600));
+            if let Some(until) = reuse_until(expires, now) {
+                *cache = Some((creds.clone(), until));
+                return Ok(creds);
+            }
+            if expires > now {
                 tracing::warn!(
                     "ECR authorization token expires too soon to be cached; fetching a new one per use"
                 );
-                None
+                return Ok(creds);
             }
-        };
-        Ok(creds)
+            tracing::warn!(
+                attempt,
+                expires_at = ?expires,
+                "GetAuthorizationToken returned a token that has already expired"
+            );
+            if attempt == 2 {
+                return Ok(creds);
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
     }
 
     async fn invalidate(&self) -> bool {
@@ -216,7 +248,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn hosts_round_trip_and_others_are_rejected() {
@@ -314,6 +346,87 @@ mod tests {
             Credentials::new("AWS", "pw1")
         );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Tokens that expire at a fixed time, counted; the time is the test's clock.
+    #[derive(Debug)]
+    struct ExpiringAt {
+        calls: Arc<AtomicUsize>,
+        expires_at: Arc<Mutex<SystemTime>>,
+    }
+
+    #[async_trait]
+    impl AuthorizationTokenApi for ExpiringAt {
+        async fn authorization_token(&self) -> Result<(String, Option<SystemTime>)> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("AWS:pw{n}"));
+            Ok((token, Some(*self.expires_at.lock().unwrap())))
+        }
+    }
+
+    #[tokio::test]
+    async fn expiry_follows_the_injected_clock() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let now = Arc::new(Mutex::new(start));
+        let clock: Clock = {
+            let now = now.clone();
+            Arc::new(move || *now.lock().unwrap())
+        };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let expires_at = Arc::new(Mutex::new(start + Duration::from_secs(12 * 3600)));
+        let provider = EcrTokenProvider::with_api_and_clock(
+            ExpiringAt {
+                calls: calls.clone(),
+                expires_at: expires_at.clone(),
+            },
+            clock,
+        );
+        let set = |t: SystemTime| *now.lock().unwrap() = t;
+        let calls_now = || calls.load(Ordering::SeqCst);
+
+        assert_eq!(
+            provider.credentials().await.unwrap().password.expose(),
+            "pw0"
+        );
+        // Reused up to the margin before expiry...
+        set(start + Duration::from_secs(12 * 3600) - REFRESH_MARGIN - Duration::from_secs(1));
+        assert_eq!(
+            provider.credentials().await.unwrap().password.expose(),
+            "pw0"
+        );
+        assert_eq!(calls_now(), 1);
+        // ...and replaced from there on.
+        set(start + Duration::from_secs(12 * 3600) - REFRESH_MARGIN);
+        *expires_at.lock().unwrap() = start + Duration::from_secs(24 * 3600);
+        assert_eq!(
+            provider.credentials().await.unwrap().password.expose(),
+            "pw1"
+        );
+        assert_eq!(calls_now(), 2);
+
+        // A token already expired on arrival: one more fetch, then it is used as it is
+        // (not cached), and no further fetch happens for this request.
+        set(start + Duration::from_secs(30 * 3600));
+        assert_eq!(
+            provider.credentials().await.unwrap().password.expose(),
+            "pw3"
+        );
+        assert_eq!(calls_now(), 4);
+        assert!(
+            !provider.invalidate().await,
+            "an expired token is not cached"
+        );
+        // A fresh one on the retry is cached as usual.
+        *expires_at.lock().unwrap() = start + Duration::from_secs(42 * 3600);
+        assert_eq!(
+            provider.credentials().await.unwrap().password.expose(),
+            "pw4"
+        );
+        assert_eq!(
+            provider.credentials().await.unwrap().password.expose(),
+            "pw4"
+        );
+        assert_eq!(calls_now(), 5);
     }
 
     proptest! {

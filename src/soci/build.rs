@@ -7,6 +7,7 @@ use super::cache::{reusable_ztoc, CachedLayer, ZtocCache};
 use super::index::{soci_index_manifest, ZtocEntry, CONFIG_BLOB};
 use super::layers::{decide, LayerDecision};
 use super::settings::{IndexVersion, SociSettings};
+use super::time_budget::LayerTimeBudget;
 use super::{Result, SociError};
 use crate::oci::gojson::{GoDescriptor, GoManifest};
 use crate::oci::Sha256Digest;
@@ -104,6 +105,12 @@ impl BuiltIndex {
 
 /// Builds (or fetches from the cache) the zTOC of every indexable layer of `image`,
 /// pushes them and the `{}` config to `repo`, and returns the SOCI index manifest.
+///
+/// Under a `budget`, a layer that is not in the cache is started only when the budget
+/// admits it; when any is left, the others still finish (and go to the cache) and the
+/// result is [`SociError::OutOfTime`] naming the layers left (its `image` is filled in
+/// by the caller, which knows which image this is).
+#[allow(clippy::too_many_arguments)]
 pub async fn build_index_for_manifest(
     repo: &dyn Repository,
     image: &GoManifest,
@@ -112,7 +119,10 @@ pub async fn build_index_for_manifest(
     settings: &SociSettings,
     cache: &dyn ZtocCache,
     progress: Option<Progress>,
+    budget: Option<&LayerTimeBudget>,
 ) -> Result<BuiltIndex> {
+    let left = std::sync::Mutex::new(Vec::new());
+    let left = &left;
     let work = image.layers.iter().map(|layer| {
         let progress = progress.clone();
         async move {
@@ -123,8 +133,26 @@ pub async fn build_index_for_manifest(
             let result = match decide(&layer.media_type, layer.size, settings.min_layer_size) {
                 LayerDecision::Skip(reason) => LayerResult::Skipped(reason),
                 LayerDecision::Index(compression) => {
-                    index_layer(repo, &digest, layer, compression, settings, cache, progress)
-                        .await?
+                    match index_layer(
+                        repo,
+                        &digest,
+                        layer,
+                        compression,
+                        settings,
+                        cache,
+                        progress,
+                        budget,
+                    )
+                    .await?
+                    {
+                        Some(result) => result,
+                        None => {
+                            left.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(digest.clone());
+                            LayerResult::Skipped("left for the retry: out of time".into())
+                        }
+                    }
                 }
             };
             Ok::<_, SociError>(LayerOutcome {
@@ -141,6 +169,13 @@ pub async fn build_index_for_manifest(
         .buffered(settings.layer_concurrency.max(1))
         .try_collect()
         .await?;
+    let left = std::mem::take(&mut *left.lock().unwrap_or_else(|e| e.into_inner()));
+    if !left.is_empty() {
+        return Err(SociError::OutOfTime {
+            image: String::new(),
+            left,
+        });
+    }
     let entries: Vec<ZtocEntry> = layers
         .iter()
         .filter_map(|l| {
@@ -165,6 +200,9 @@ pub async fn build_index_for_manifest(
     })
 }
 
+/// The layer's zTOC, from the cache or built; `None` when it is not cached and the
+/// `budget` has no time for it (nothing was started).
+#[allow(clippy::too_many_arguments)]
 async fn index_layer(
     repo: &dyn Repository,
     digest: &Sha256Digest,
@@ -173,7 +211,8 @@ async fn index_layer(
     settings: &SociSettings,
     cache: &dyn ZtocCache,
     progress: Option<Progress>,
-) -> Result<LayerResult> {
+    budget: Option<&LayerTimeBudget>,
+) -> Result<Option<LayerResult>> {
     if let Some(p) = &progress {
         p(ProgressEvent::LayerStarted {
             layer: digest.clone(),
@@ -202,6 +241,19 @@ async fn index_layer(
     let (bytes, files, uses_xattrs, bytes_read) = match cached {
         Some((bytes, ztoc)) => (bytes, ztoc.files.len(), ztoc.uses_xattrs(), 0),
         None => {
+            if let Some(budget) = budget {
+                if !budget.admits(layer.size) {
+                    tracing::warn!(
+                        layer = %digest,
+                        size = layer.size,
+                        estimate = ?budget.estimate(layer.size),
+                        remaining = ?budget.deadline().remaining(),
+                        "not enough time left for this layer; leaving it for the retry"
+                    );
+                    return Ok(None);
+                }
+            }
+            let started = budget.map(|b| b.now());
             let options = ZtocOptions {
                 span_size: settings.span_size,
                 build_tool_identifier: settings.build_tool_identifier.clone(),
@@ -215,7 +267,12 @@ async fn index_layer(
                 progress.clone(),
             )
             .await?;
+            if let (Some(budget), Some(started)) = (budget, started) {
+                budget.record(layer.size, started);
+            }
             let bytes = Bytes::from(ztoc.bytes);
+            // In the cache as soon as it is built: a run stopped by its deadline (or
+            // failing on another layer) leaves it for the retry.
             cache.put(&cache_key, bytes.clone()).await;
             (bytes, ztoc.entries, ztoc.uses_xattrs, layer.size)
         }
@@ -228,7 +285,7 @@ async fn index_layer(
         });
     }
     tracing::info!(layer = %digest, ztoc = %ztoc_digest, files, from_cache, "zTOC ready");
-    Ok(LayerResult::Indexed {
+    Ok(Some(LayerResult::Indexed {
         entry: ZtocEntry {
             ztoc_digest,
             ztoc_size: bytes.len() as u64,
@@ -240,7 +297,7 @@ async fn index_layer(
         from_cache,
         bytes_read,
         files,
-    })
+    }))
 }
 
 /// Streams a layer blob into a [`ZtocBuilder`] running on a blocking thread: download

@@ -13,6 +13,7 @@
 use super::build::{build_index_for_manifest, BuiltIndex, LayerOutcome, LayerResult, Progress};
 use super::cache::ZtocCache;
 use super::settings::{IndexVersion, SociSettings, TagMode};
+use super::time_budget::LayerTimeBudget;
 use super::{Result, SociError};
 use crate::oci::gojson::{to_go_json, GoDescriptor, GoIndex, GoManifest, GoPlatform};
 use crate::oci::{
@@ -201,6 +202,21 @@ pub async fn create_soci(
     cache: &dyn ZtocCache,
     progress: Option<Progress>,
 ) -> Result<SociOutcome> {
+    create_soci_within(repo, reference, source_tag, settings, cache, progress, None).await
+}
+
+/// [`create_soci`] under an invocation's deadline: layers the `budget` has no time for
+/// are not started, and the result is then [`SociError::OutOfTime`] (retryable), naming
+/// the image and the layers left, with every finished zTOC in `cache`.
+pub async fn create_soci_within(
+    repo: &dyn Repository,
+    reference: &str,
+    source_tag: Option<&str>,
+    settings: &SociSettings,
+    cache: &dyn ZtocCache,
+    progress: Option<Progress>,
+    budget: Option<&LayerTimeBudget>,
+) -> Result<SociOutcome> {
     let started = Instant::now();
     let source = repo.get_manifest(reference).await?;
     let what = format!("{}@{}", repo.location(), source.digest);
@@ -282,8 +298,16 @@ pub async fn create_soci(
             settings,
             cache,
             progress.clone(),
+            budget,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            SociError::OutOfTime { left, .. } => SociError::OutOfTime {
+                image: format!("{what} platform {short} manifest {}", image.stored.digest),
+                left,
+            },
+            other => other,
+        })?;
         built.push((i, index));
     }
 

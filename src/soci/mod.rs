@@ -11,13 +11,15 @@ pub mod convert;
 pub mod index;
 pub mod layers;
 pub mod settings;
+pub mod time_budget;
 
 pub use build::{BuiltIndex, Progress, ProgressEvent};
 pub use cache::{
     max_cached_ztoc_size, reusable_ztoc, CachedLayer, NoZtocCache, S3ZtocCache, ZtocCache,
 };
-pub use convert::{create_soci, ImageReport, PlatformReport, SociOutcome};
+pub use convert::{create_soci, create_soci_within, ImageReport, PlatformReport, SociOutcome};
 pub use settings::{IndexVersion, PlatformSelection, SociSettings, TagMode};
+pub use time_budget::LayerTimeBudget;
 
 use crate::oci::Sha256Digest;
 use crate::registry::RegistryError;
@@ -65,6 +67,20 @@ pub enum SociError {
         /// Why it was refused.
         message: String,
     },
+    /// The invocation's deadline leaves no time to index the remaining layers: they were
+    /// not started, and a retry resumes from the zTOCs already in the cache.
+    #[error(
+        "{image}: not enough time left before the invocation deadline to index layer(s) {}; \
+         they were not started, the zTOCs finished so far are in the cache, and a retry \
+         resumes from there",
+        left.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    OutOfTime {
+        /// The image and platform manifest whose layers are left.
+        image: String,
+        /// The layers not started.
+        left: Vec<Sha256Digest>,
+    },
     /// The zTOC builder's thread panicked or was cancelled.
     #[error("layer {layer}: the zTOC builder stopped unexpectedly: {message}")]
     Builder {
@@ -76,9 +92,11 @@ pub enum SociError {
 }
 
 impl SociError {
-    /// True when a later attempt may succeed (registry throttling, 5xx, resets).
+    /// True when a later attempt may succeed (registry throttling, 5xx, resets, an
+    /// invocation that ran out of time).
     pub fn is_retryable(&self) -> bool {
         matches!(self, SociError::Registry(e) if e.is_retryable())
+            || matches!(self, SociError::OutOfTime { .. })
     }
 }
 

@@ -90,12 +90,19 @@ pub struct SociSettings {
     /// index when set (`SOCI_SKIP_ARCH_TAGS=true`): teams that deploy only the stitched
     /// tag then pay for one SOCI index per image instead of two.
     pub skip_arch_tags: Option<ArchTagTemplate>,
+    /// Bytes per second a layer is assumed to index at before this invocation has
+    /// measured one (`AFTERPUSH_LAYER_THROUGHPUT`, a size per second): low, so that the
+    /// first layers of a run near its deadline are not started on hope.
+    pub layer_throughput: u64,
 }
 
 /// The default `SPAN_SIZE`: 4 MiB.
 pub const DEFAULT_SPAN_SIZE: u64 = 4 * 1024 * 1024;
 /// The default `MIN_LAYER_SIZE`: 10 MiB.
 pub const DEFAULT_MIN_LAYER_SIZE: u64 = 10 * 1024 * 1024;
+/// Well under what a Lambda function reads from ECR in the same region, so that the
+/// estimate errs on the side of leaving a layer for the retry.
+pub const DEFAULT_LAYER_THROUGHPUT: u64 = 20 * 1024 * 1024;
 
 impl Default for SociSettings {
     fn default() -> Self {
@@ -113,6 +120,7 @@ impl Default for SociSettings {
             ztoc_cache_prefix: "afterpush/ztoc/".into(),
             repository_tag_filters: "*:*".into(),
             skip_arch_tags: None,
+            layer_throughput: DEFAULT_LAYER_THROUGHPUT,
         }
     }
 }
@@ -206,6 +214,15 @@ impl SociSettings {
         if let Some(v) = get("AFTERPUSH_SOCI_XATTR_OPTIMIZATION") {
             s.xattr_optimization =
                 matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = get("AFTERPUSH_LAYER_THROUGHPUT") {
+            s.layer_throughput = parse_size(&v).filter(|n| *n > 0).ok_or_else(|| {
+                bad(
+                    "AFTERPUSH_LAYER_THROUGHPUT",
+                    &v,
+                    "expected a size per second, e.g. 20MiB",
+                )
+            })?;
         }
         s.ztoc_cache_bucket = get("ZTOC_CACHE_BUCKET").filter(|v| !v.trim().is_empty());
         if let Some(v) = get("AFTERPUSH_ZTOC_CACHE_PREFIX") {

@@ -7,16 +7,20 @@
 //! to this machine; the relay listens there and copies bytes both ways to the server's
 //! 127.0.0.1 port, so the servers keep their loopback-only addresses and nothing leaves
 //! the machine.
+//!
+//! It also counts the connections it relays: on 127.0.0.1 in front of the registry it
+//! shows whether a client reuses its connections (functions/*/tests/lambda_runtime.rs).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub struct BridgeRelay {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl BridgeRelay {
@@ -28,12 +32,15 @@ impl BridgeRelay {
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(client) = client else { continue };
+                counted.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
                     continue;
                 };
@@ -42,7 +49,16 @@ impl BridgeRelay {
                 std::thread::spawn(move || pipe(server2, client2));
             }
         });
-        BridgeRelay { addr, stop }
+        BridgeRelay {
+            addr,
+            stop,
+            connections,
+        }
+    }
+
+    /// How many connections clients opened to the relay so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// `http://IP:PORT` of the relay.

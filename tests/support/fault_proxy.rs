@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 proxy on 127.0.0.1 in front of the real registry that misbehaves on
 //! purpose: answers 500s or resets connections for chosen requests, flips a byte of a
 //! response body, demands an `Authorization` header (answering 401 with a challenge
-//! otherwise), and records every request it sees.
+//! otherwise), and records every request it sees. In front of moto, with no fault set,
+//! it counts AWS API calls by their `X-Amz-Target` (moto keeps no call log).
 //!
 //! Why a proxy and not the registry itself: docker-registry cannot be told to fail, and
 //! its token auth needs TLS certificates. Everything the proxy forwards is served by the
@@ -69,6 +70,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub authorization: Option<String>,
+    /// The `X-Amz-Target` header (`Service.Operation` of AWS JSON APIs), if any.
+    pub amz_target: Option<String>,
     /// The fault applied, if any.
     pub fault: Option<String>,
 }
@@ -166,6 +169,17 @@ impl FaultProxy {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests called `operation` (the end of their `X-Amz-Target`, e.g.
+    /// `GetAuthorizationToken`).
+    pub fn calls_to(&self, operation: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|s| {
+                s.amz_target.as_deref().and_then(|t| t.rsplit('.').next()) == Some(operation)
+            })
+            .count()
     }
 
     /// How many requests got a fault.
@@ -304,6 +318,7 @@ async fn handle(mut conn: TcpStream, upstream_port: u16, state: Arc<State>) -> s
         method: method.clone(),
         path: path.clone(),
         authorization: authorization.clone(),
+        amz_target: header(&lines, "x-amz-target").map(str::to_string),
         fault: fault.as_ref().map(|f| format!("{f:?}")),
     });
 

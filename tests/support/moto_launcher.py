@@ -33,8 +33,13 @@
    keeps it, untagged (what lifecycle rules on untagged images are for). The tag is
    taken off the older image before the push, which then keeps it.
    Corrections 4 to 6 are asserted by tests/moto_in_use.rs.
+7. ECR authorization token expiry. moto's GetAuthorizationToken reports every token
+   as expiring on 2015-01-01, so a client that caches tokens until shortly before
+   `expiresAt` (as it should) can never reuse one. Real ECR tokens are valid for 12
+   hours from issue; the launcher reports that. Asserted by tests/moto_digest.rs.
 """
 import copy
+import datetime
 import hashlib
 import json
 import re
@@ -43,6 +48,7 @@ import sys
 import moto
 from moto.awslambda import models as lambda_models
 from moto.ecr import models
+from moto.ecr import responses as ecr_responses
 from moto.ecs import models as ecs_models
 
 EXPECTED_MOTO = "5.2."
@@ -191,6 +197,20 @@ def _get_code_resolved(self):
 
 
 lambda_models.LambdaFunction.get_code = _get_code_resolved
+
+_get_authorization_token = ecr_responses.ECRResponse.get_authorization_token
+ECR_TOKEN_LIFETIME = datetime.timedelta(hours=12)
+
+
+def _get_authorization_token_valid_12h(self):
+    result = _get_authorization_token(self)
+    expires_at = datetime.datetime.now(datetime.timezone.utc) + ECR_TOKEN_LIFETIME
+    for data in result.result["authorizationData"]:
+        data["expiresAt"] = expires_at
+    return result
+
+
+ecr_responses.ECRResponse.get_authorization_token = _get_authorization_token_valid_12h
 
 from moto.server import main  # noqa: E402
 

@@ -4,12 +4,12 @@
 //! No local server of AWS's implements this API without Docker, and cargo-lambda's
 //! emulator builds the function itself (a second build of the same code), so this one
 //! speaks the documented protocol: `GET /2018-06-01/runtime/invocation/next` hands out
-//! one event with the `Lambda-Runtime-*` headers; `POST .../{id}/response` and
-//! `.../{id}/error` are recorded and answered `202`; later polls are held open until the
-//! test kills the process. Used by `functions/*/tests/lambda_runtime.rs` through `#[path]`.
+//! the next event with the `Lambda-Runtime-*` headers; `POST .../{id}/response` and
+//! `.../{id}/error` are recorded and answered `202`; polls after the last event are held
+//! open until the test kills the process. Used by `functions/*/tests/lambda_runtime.rs` through `#[path]`.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -43,32 +43,65 @@ impl Posted {
     }
 }
 
-/// The local Runtime API: serves `event` once, then holds further `next` polls open.
+/// The deadline every event gets unless the test sets another: Lambda's longest timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The local Runtime API: serves its events in order, then holds further `next` polls
+/// open.
 pub struct RuntimeApi {
     pub addr: String,
     pub posted: mpsc::Receiver<Posted>,
+    /// The request id of the first event (the only one for [`RuntimeApi::start`]).
     pub request_id: String,
+    /// The request ids of all events, in order.
+    pub request_ids: Vec<String>,
+}
+
+/// An event waiting for a `next` poll.
+struct Pending {
+    request_id: String,
+    body: Vec<u8>,
+    /// `Lambda-Runtime-Deadline-Ms` is this long after the poll.
+    timeout: Duration,
 }
 
 impl RuntimeApi {
+    /// Serves `event` once, with the default deadline.
     pub fn start(event: Vec<u8>) -> Self {
+        Self::start_many(vec![event], DEFAULT_TIMEOUT)
+    }
+
+    /// Serves `events` in order, each with a deadline `timeout` after it is handed out
+    /// (a zero or short one is how tests run out of time without waiting).
+    pub fn start_many(events: Vec<Vec<u8>>, timeout: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let request_id = format!("req-{}", std::process::id());
+        let request_ids: Vec<String> = (0..events.len())
+            .map(|n| format!("req-{}-{n}", std::process::id()))
+            .collect();
         let (tx, rx) = mpsc::channel();
-        let pending = Arc::new(Mutex::new(Some(event)));
-        let id = request_id.clone();
+        let pending: VecDeque<Pending> = events
+            .into_iter()
+            .zip(&request_ids)
+            .map(|(body, id)| Pending {
+                request_id: id.clone(),
+                body,
+                timeout,
+            })
+            .collect();
+        let pending = Arc::new(Mutex::new(pending));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (tx, pending, id) = (tx.clone(), pending.clone(), id.clone());
-                std::thread::spawn(move || serve(stream, &pending, &id, &tx));
+                let (tx, pending) = (tx.clone(), pending.clone());
+                std::thread::spawn(move || serve(stream, &pending, &tx));
             }
         });
         Self {
             addr,
             posted: rx,
-            request_id,
+            request_id: request_ids.first().cloned().unwrap_or_default(),
+            request_ids,
         }
     }
 }
@@ -137,30 +170,24 @@ fn respond(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], bod
     let _ = stream.flush();
 }
 
-fn serve(
-    stream: TcpStream,
-    pending: &Mutex<Option<Vec<u8>>>,
-    request_id: &str,
-    tx: &mpsc::Sender<Posted>,
-) {
+fn serve(stream: TcpStream, pending: &Mutex<VecDeque<Pending>>, tx: &mpsc::Sender<Posted>) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     while let Some(req) = read_request(&mut reader) {
         let invocation = "/2018-06-01/runtime/invocation/";
         if req.method == "GET" && req.path == "/2018-06-01/runtime/invocation/next" {
-            let Some(event) = pending.lock().unwrap().take() else {
-                // One event per test: later polls wait until the test kills the process.
+            let Some(event) = pending.lock().unwrap().pop_front() else {
+                // Polls after the last event wait until the test kills the process.
                 std::thread::sleep(HANG_GUARD * 2);
                 return;
             };
-            let deadline =
-                SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(900);
+            let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + event.timeout;
             respond(
                 &mut writer,
                 "200 OK",
                 &[
                     ("Content-Type", "application/json".into()),
-                    ("Lambda-Runtime-Aws-Request-Id", request_id.into()),
+                    ("Lambda-Runtime-Aws-Request-Id", event.request_id.clone()),
                     (
                         "Lambda-Runtime-Deadline-Ms",
                         deadline.as_millis().to_string(),
@@ -174,7 +201,7 @@ fn serve(
                         "Root=1-00000000-000000000000000000000000;Sampled=0".into(),
                     ),
                 ],
-                &event,
+                &event.body,
             );
         } else if let Some(rest) = req
             .path

@@ -5,7 +5,7 @@
 //! every event goes to [`afterpush::lambda::CacheJanitor::handle`], which returns a JSON
 //! outcome or an error typed retryable/non-retryable for EventBridge's retries.
 
-use afterpush::lambda::{self, HandlerError, CacheJanitor};
+use afterpush::lambda::{self, HandlerError, Invocation, CacheJanitor};
 use afterpush::metrics::Emitter;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
@@ -16,7 +16,8 @@ async fn handle(
     metrics: &Emitter,
 ) -> Result<Value, HandlerError> {
     tracing::info!(request_id = %event.context.request_id, "event received");
-    let outcome = function.handle(event.payload).await;
+    let invocation = Invocation::with_deadline_ms(event.context.deadline);
+    let outcome = function.handle(event.payload, &invocation).await;
     metrics.flush();
     outcome
 }

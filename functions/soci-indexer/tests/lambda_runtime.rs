@@ -1,11 +1,17 @@
 //! Drives the real `soci-indexer` binary through the Lambda Runtime API (the local
 //! endpoint of `tests/support/runtime_api.rs`), so the real `lambda_runtime` loop runs,
-//! against an OCI image layout (`AFTERPUSH_LAYOUT`) seeded with a sample image: no
-//! registry and no cloud needed. The package-local placement is explained in
-//! `functions/cache-janitor/tests/lambda_runtime.rs`.
+//! against an OCI image layout (`AFTERPUSH_LAYOUT`) seeded with a sample image, and, for
+//! a warm function's many events, against the real registry and moto. The package-local
+//! placement is explained in `functions/cache-janitor/tests/lambda_runtime.rs`.
 
+#[path = "../../../tests/support/bridge_relay.rs"]
+mod bridge_relay;
+#[path = "../../../tests/support/fault_proxy.rs"]
+mod fault_proxy;
 #[path = "../../../tests/support/runtime_api.rs"]
 mod runtime_api;
+#[path = "../../../tests/support/servers.rs"]
+mod servers;
 
 use afterpush::oci::Sha256Digest;
 use afterpush::registry::layout::LayoutRepository;
@@ -289,4 +295,122 @@ fn skip_arch_tags_leaves_per_arch_tags_to_the_stitched_index() {
     let body = function.posted(&api).json();
     assert_eq!(body["decision"]["decision"], "work", "{body}");
     assert_eq!(body["outcome"]["tag"], "1.2.3-soci", "{body}");
+}
+
+/// One warm function, 50 pushes of 50 images: the registry client, its connections and
+/// the ECR authorization token outlive each event. `GetAuthorizationToken` calls are
+/// counted at a proxy in front of moto (whose launcher gives tokens ECR's 12-hour
+/// lifetime), connections at a relay in front of the real registry.
+#[test]
+fn fifty_events_to_a_warm_function_fetch_one_ecr_token_and_reuse_connections() {
+    const EVENTS: usize = 50;
+    let registry = servers::TestRegistry::start();
+    let moto = servers::TestMoto::start();
+    let aws = fault_proxy::FaultProxy::start(moto.port);
+    let relay = bridge_relay::BridgeRelay::start("127.0.0.1", registry.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let digests: Vec<Sha256Digest> = rt.block_on(async {
+        let repo = afterpush::registry::distribution::DistributionRepository::connect(
+            &Default::default(),
+            &registry.host(),
+            "app",
+        )
+        .unwrap();
+        let mut digests = vec![];
+        for i in 0..EVENTS {
+            let spec = SampleSpec {
+                seed: i as u64,
+                layer_sizes: vec![16 * 1024],
+                attestations: false,
+                ..SampleSpec::default()
+            };
+            let tag = format!("1.0.{i}");
+            let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some(&tag))
+                .await
+                .unwrap();
+            digests.push(image.manifest.digest);
+        }
+        digests
+    });
+    let events = digests
+        .iter()
+        .enumerate()
+        .map(|(i, digest)| {
+            let mut event: Value =
+                serde_json::from_slice(&sample_event("push-image-tag.json")).unwrap();
+            event["detail"]["image-digest"] = digest.to_string().into();
+            event["detail"]["image-tag"] = format!("1.0.{i}").into();
+            serde_json::to_vec(&event).unwrap()
+        })
+        .collect();
+    let api = RuntimeApi::start_many(events, runtime_api::DEFAULT_TIMEOUT);
+    let (registry_endpoint, aws_endpoint) = (relay.endpoint(), format!("http://{}", aws.host()));
+    let mut function = Function::start(
+        indexer(),
+        "soci-indexer",
+        &api,
+        &[
+            // The events name account 123456789012 in us-east-1: an ECR host, so the
+            // function authenticates with ECR tokens (from moto) as in production.
+            ("AFTERPUSH_REGISTRY_ENDPOINT", &registry_endpoint),
+            ("AWS_ENDPOINT_URL", &aws_endpoint),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("MIN_LAYER_SIZE", "0"),
+        ],
+    );
+    for (i, digest) in digests.iter().enumerate() {
+        let posted = function.posted(&api);
+        assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
+        assert_eq!(posted.request_id, api.request_ids[i]);
+        let body = posted.json();
+        assert_eq!(body["outcome"]["source"], digest.to_string(), "{body}");
+        assert_eq!(body["outcome"]["tag"], format!("1.0.{i}-soci"), "{body}");
+        assert_eq!(body["outcome"]["platforms"][0]["ztocs"], 1, "{body}");
+    }
+    let tokens = aws.calls_to("GetAuthorizationToken");
+    let connections = relay.connections();
+    println!("{EVENTS} events: {tokens} GetAuthorizationToken call(s), {connections} registry connection(s)");
+    assert_eq!(tokens, 1, "{:#?}", aws.seen());
+    // Each event sends several registry requests; one connection per event or more
+    // would mean the pool is rebuilt per event.
+    assert!(
+        connections < EVENTS / 5,
+        "{connections} connections for {EVENTS} events"
+    );
+}
+
+/// The deadline the Runtime API hands out reaches the indexer: with none left, no layer
+/// is started, and the error is retryable and names the image and the layer left.
+#[test]
+fn an_event_with_no_time_left_leaves_every_layer_for_the_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let source = seed_layout(&layout, "1.2.3");
+    let api = RuntimeApi::start_many(
+        vec![event_for("push-image-tag.json", &source)],
+        std::time::Duration::ZERO,
+    );
+    let mut function = Function::start(
+        indexer(),
+        "soci-indexer",
+        &api,
+        &[
+            ("AFTERPUSH_LAYOUT", layout.to_str().unwrap()),
+            ("MIN_LAYER_SIZE", "0"),
+        ],
+    );
+    let posted = function.posted(&api);
+    assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
+    let body = posted.json();
+    assert_eq!(body["errorType"], "Retryable", "{body}");
+    let message = body["errorMessage"].as_str().unwrap();
+    assert!(message.contains("invocation deadline"), "{body}");
+    assert!(message.contains(&source.to_string()), "{body}");
+    drop(function);
+    // Nothing was published.
+    let repo = LayoutRepository::open(&layout).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(rt.block_on(repo.resolve("1.2.3-soci")).is_err());
 }

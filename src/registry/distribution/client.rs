@@ -114,32 +114,53 @@ impl CredentialSource for LazyEcr {
     }
 }
 
-impl RegistryClient {
-    /// A client for `host` (as references name it) under `settings`. Credentials follow
-    /// `settings.auth`; see [`Self::with_credentials`] to supply a source directly.
-    pub fn new(settings: &RegistrySettings, host: &str) -> Result<Self> {
-        let ecr = parse_registry_host(host);
-        let (source, upfront): (Option<Arc<dyn CredentialSource>>, bool) = match &settings.auth {
-            AuthMode::Anonymous => (None, false),
-            AuthMode::Basic(c) => (Some(Arc::new(c.clone())), false),
-            AuthMode::Ecr => (
+/// The HTTP client (connection pool) registry clients send through: one per process is
+/// enough, whatever the number of hosts (its settings do not depend on the host).
+pub(super) fn http_client() -> std::result::Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .user_agent(concat!("afterpush/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        // Between two reads of a response; a stalled transfer is retried or fails.
+        .read_timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+/// Where `host`'s Basic credentials come from under `settings.auth`, and whether they
+/// are sent up front.
+fn credential_source(
+    settings: &RegistrySettings,
+    host: &str,
+) -> (Option<Arc<dyn CredentialSource>>, bool) {
+    let ecr = parse_registry_host(host);
+    match &settings.auth {
+        AuthMode::Anonymous => (None, false),
+        AuthMode::Basic(c) => (Some(Arc::new(c.clone())), false),
+        AuthMode::Ecr => (
+            Some(Arc::new(LazyEcr {
+                registry: ecr,
+                provider: Default::default(),
+            })),
+            true,
+        ),
+        AuthMode::Auto => match ecr {
+            Some(r) => (
                 Some(Arc::new(LazyEcr {
-                    registry: ecr,
+                    registry: Some(r),
                     provider: Default::default(),
                 })),
                 true,
             ),
-            AuthMode::Auto => match ecr {
-                Some(r) => (
-                    Some(Arc::new(LazyEcr {
-                        registry: Some(r),
-                        provider: Default::default(),
-                    })),
-                    true,
-                ),
-                None => (None, false),
-            },
-        };
+            None => (None, false),
+        },
+    }
+}
+
+impl RegistryClient {
+    /// A client for `host` (as references name it) under `settings`. Credentials follow
+    /// `settings.auth`; see [`Self::with_credentials`] to supply a source directly.
+    pub fn new(settings: &RegistrySettings, host: &str) -> Result<Self> {
+        let (source, upfront) = credential_source(settings, host);
         Self::build(settings, host, source, upfront)
     }
 
@@ -159,17 +180,32 @@ impl RegistryClient {
         source: Option<Arc<dyn CredentialSource>>,
         upfront: bool,
     ) -> Result<Self> {
+        let http = http_client().map_err(|message| RegistryError::Invalid {
+            location: host.to_string(),
+            message,
+        })?;
+        Self::build_sharing(settings, host, source, upfront, http)
+    }
+
+    /// Like [`Self::new`], sending through `http` (a pool shared with other hosts'
+    /// clients; see [`http_client`]).
+    pub(super) fn new_sharing(
+        settings: &RegistrySettings,
+        host: &str,
+        http: reqwest::Client,
+    ) -> Result<Self> {
+        let (source, upfront) = credential_source(settings, host);
+        Self::build_sharing(settings, host, source, upfront, http)
+    }
+
+    fn build_sharing(
+        settings: &RegistrySettings,
+        host: &str,
+        source: Option<Arc<dyn CredentialSource>>,
+        upfront: bool,
+        http: reqwest::Client,
+    ) -> Result<Self> {
         let base = settings.base_url(host)?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("afterpush/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            // Between two reads of a response; a stalled transfer is retried or fails.
-            .read_timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| RegistryError::Invalid {
-                location: host.to_string(),
-                message: format!("cannot build an HTTP client: {e}"),
-            })?;
         Ok(Self {
             http,
             base,

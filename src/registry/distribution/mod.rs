@@ -1,12 +1,14 @@
 //! The OCI distribution API over HTTP(S): ECR's registry endpoint and every other
 //! registry (tests: Debian's docker-registry).
 //!
-//! Split by concern: [`client`] sends requests (auth, retries), [`response`] interprets
-//! failures, [`auth`] holds credentials and tokens, [`retry`] the backoff, [`upload`]
-//! blob pushes, [`referrers`] the referrers API and its tag-schema fallback.
+//! Split by concern: [`client`] sends requests (auth, retries), [`clients`] keeps one
+//! client per host for the life of a process, [`response`] interprets failures, [`auth`]
+//! holds credentials and tokens, [`retry`] the backoff, [`upload`] blob pushes,
+//! [`referrers`] the referrers API and its tag-schema fallback.
 
 pub mod auth;
 pub mod client;
+pub mod clients;
 pub mod referrers;
 pub mod response;
 pub mod retry;
@@ -15,6 +17,7 @@ pub mod upload;
 
 pub use auth::{CredentialSource, Credentials, Secret};
 pub use client::RegistryClient;
+pub use clients::RegistryClients;
 pub use response::OciEnvelope;
 pub use retry::RetryPolicy;
 pub use settings::{AuthMode, RegistrySettings};
