@@ -7,9 +7,13 @@
 //! in-memory [`MemoryEcr`] (in `fakes.rs`) the benchmark uses to count calls at 10,000
 //! images.
 
+// Test doubles: built for the crate's own unit tests and, with the `test-util` feature,
+// for the integration tests and benchmarks; never in the product.
+#[cfg(any(test, feature = "test-util"))]
 mod fakes;
 mod sdk;
 
+#[cfg(any(test, feature = "test-util"))]
 pub use fakes::{CallCounts, CountingEcr, MemoryEcr};
 pub use sdk::SdkEcr;
 
