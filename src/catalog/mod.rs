@@ -6,6 +6,7 @@
 //! [`s3cache`] lists and deletes the objects of an S3 BuildKit cache. [`ecs`] and
 //! [`lambda`] list the images the account's workloads use (see `cleanup::in_use`).
 
+pub mod aws_error;
 pub mod ecr;
 pub mod ecs;
 pub mod lambda;
@@ -13,6 +14,7 @@ pub mod layout;
 pub mod s3cache;
 
 use crate::oci::{ArtifactKind, Sha256Digest};
+pub use aws_error::ApiErrorKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +93,8 @@ pub enum CatalogError {
         operation: &'static str,
         repository: String,
         message: String,
+        /// What the call failed with; decides whether a later run may succeed.
+        kind: ApiErrorKind,
     },
     #[error("repository {repository:?}: image {digest}: {message}")]
     BadImage {
@@ -103,6 +107,8 @@ pub enum CatalogError {
         operation: &'static str,
         uri: String,
         message: String,
+        /// What the call failed with; decides whether a later run may succeed.
+        kind: ApiErrorKind,
     },
     #[error("S3 cache {uri}: object {key}: {message}")]
     BadCacheObject {
@@ -110,6 +116,18 @@ pub enum CatalogError {
         key: String,
         message: String,
     },
+}
+
+impl CatalogError {
+    /// True when a later run may succeed: a call that was throttled, met a server error
+    /// or timed out. Access denied, not found, invalid requests and malformed images or
+    /// cache objects do not heal by themselves.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CatalogError::Api { kind, .. } | CatalogError::S3 { kind, .. } => kind.is_retryable(),
+            CatalogError::BadImage { .. } | CatalogError::BadCacheObject { .. } => false,
+        }
+    }
 }
 
 /// The images of a registry, as cleanup sees them.

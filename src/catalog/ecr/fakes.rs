@@ -2,7 +2,7 @@
 //! real ECR's paging and batch limits, and [`CountingEcr`], which counts the calls made
 //! through any [`EcrApi`].
 
-use super::{EcrApi, EcrApiError, FetchedManifest, ImageDetail, ImageFailure};
+use super::{ApiErrorKind, EcrApi, EcrApiError, FetchedManifest, ImageDetail, ImageFailure};
 use super::{DESCRIBE_PAGE, GET_BATCH};
 use crate::catalog::DELETE_BATCH;
 use crate::oci::Sha256Digest;
@@ -123,7 +123,7 @@ fn limit_error(what: &str, n: usize, max: usize) -> Result<(), EcrApiError> {
     if n > max {
         Err(EcrApiError {
             message: format!("{what}: {n} image ids, at most {max} allowed"),
-            throttled: false,
+            kind: ApiErrorKind::Invalid,
         })
     } else {
         Ok(())
@@ -146,7 +146,7 @@ impl EcrApi for MemoryEcr {
         let repos = self.repos.lock().unwrap();
         let images = repos.get(repository).ok_or_else(|| EcrApiError {
             message: format!("RepositoryNotFoundException: {repository}"),
-            throttled: false,
+            kind: ApiErrorKind::NotFound,
         })?;
         let start: usize = next_token.map_or(0, |t| t.parse().unwrap_or(0));
         let end = (start + DESCRIBE_PAGE as usize).min(images.len());

@@ -17,7 +17,9 @@ mod sdk;
 pub use fakes::{CallCounts, CountingEcr, MemoryEcr};
 pub use sdk::SdkEcr;
 
-use super::{Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH};
+use super::{
+    ApiErrorKind, Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH,
+};
 use crate::cleanup::in_use::InUseSource;
 use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
@@ -25,7 +27,6 @@ use crate::oci::{
 };
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// DescribeImages returns at most 1000 images per page.
 pub const DESCRIBE_PAGE: i32 = 1000;
@@ -61,13 +62,15 @@ pub struct ImageFailure {
     pub message: String,
 }
 
-/// A failed ECR call; `throttled` when ECR said `ThrottlingException` even after the
-/// SDK's own retries.
+/// A failed ECR call, after the SDK's own retries (the only retry layer: the catalog
+/// does not call again).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct EcrApiError {
+    /// The SDK's error with its context.
     pub message: String,
-    pub throttled: bool,
+    /// What the call failed with (throttled, not found, ...).
+    pub kind: ApiErrorKind,
 }
 
 /// The four ECR calls cleanup makes.
@@ -97,8 +100,6 @@ pub trait EcrApi: Send + Sync {
 /// The production [`Catalog`] over ECR.
 pub struct EcrCatalog<A = SdkEcr> {
     api: A,
-    /// Pause before retrying a call ECR throttled past the SDK's retries.
-    throttle_pause: Duration,
     /// The workloads of the same account and region (ECS, Lambda).
     in_use: Option<Box<dyn InUseSource>>,
 }
@@ -106,11 +107,7 @@ pub struct EcrCatalog<A = SdkEcr> {
 impl<A: EcrApi> EcrCatalog<A> {
     /// A catalog with no source of images in use (see [`Self::with_in_use`]).
     pub fn new(api: A) -> Self {
-        Self {
-            api,
-            throttle_pause: Duration::from_secs(2),
-            in_use: None,
-        }
+        Self { api, in_use: None }
     }
     /// The same catalog, listing images in use through `source`.
     pub fn with_in_use(mut self, source: impl InUseSource + 'static) -> Self {
@@ -119,32 +116,6 @@ impl<A: EcrApi> EcrCatalog<A> {
     }
     pub fn api(&self) -> &A {
         &self.api
-    }
-    /// The first pause before retrying a throttled call (doubles each time).
-    pub fn with_throttle_pause(mut self, pause: Duration) -> Self {
-        self.throttle_pause = pause;
-        self
-    }
-
-    /// Runs `call` again (3 more times, growing pauses) while ECR answers
-    /// `ThrottlingException`; the SDK's retry config has already backed off by then.
-    async fn throttled<T, F, Fut>(&self, mut call: F) -> Result<T, EcrApiError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, EcrApiError>>,
-    {
-        let mut pause = self.throttle_pause;
-        for _ in 0..3 {
-            match call().await {
-                Err(e) if e.throttled => {
-                    tracing::warn!(error = %e, ?pause, "ECR throttled the call; pausing");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                other => return other,
-            }
-        }
-        call().await
     }
 }
 
@@ -307,12 +278,14 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
         let mut token = None;
         loop {
             let (page, next) = self
-                .throttled(|| self.api.describe_repositories(token.clone()))
+                .api
+                .describe_repositories(token.clone())
                 .await
                 .map_err(|e| CatalogError::Api {
                     operation: "DescribeRepositories",
                     repository: String::new(),
                     message: e.message,
+                    kind: e.kind,
                 })?;
             names.extend(page);
             match next {
@@ -328,13 +301,15 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
                 operation,
                 repository: repository.to_string(),
                 message: e.message,
+                kind: e.kind,
             }
         };
         let mut details = Vec::new();
         let mut token = None;
         loop {
             let (page, next) = self
-                .throttled(|| self.api.describe_images(repository, token.clone()))
+                .api
+                .describe_images(repository, token.clone())
                 .await
                 .map_err(api_error("DescribeImages"))?;
             details.extend(page);
@@ -351,7 +326,8 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
         let mut manifests = HashMap::new();
         for batch in wanted.chunks(GET_BATCH) {
             let (found, failed) = self
-                .throttled(|| self.api.batch_get_image(repository, batch))
+                .api
+                .batch_get_image(repository, batch)
                 .await
                 .map_err(api_error("BatchGetImage"))?;
             for f in failed {
@@ -382,12 +358,14 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
         let mut outcome = DeleteOutcome::default();
         for batch in ids.chunks(DELETE_BATCH) {
             let (deleted, failed) = self
-                .throttled(|| self.api.batch_delete_image(repository, batch))
+                .api
+                .batch_delete_image(repository, batch)
                 .await
                 .map_err(|e| CatalogError::Api {
                     operation: "BatchDeleteImage",
                     repository: repository.to_string(),
                     message: e.message,
+                    kind: e.kind,
                 })?;
             for d in deleted {
                 outcome
@@ -450,10 +428,13 @@ mod tests {
     struct Throttling {
         inner: CountingEcr<MemoryEcr>,
         left: AtomicUsize,
+        /// Every call made, throttled or not.
+        calls: AtomicUsize,
     }
 
     impl Throttling {
         fn check(&self) -> Result<(), EcrApiError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             if self
                 .left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -461,7 +442,7 @@ mod tests {
             {
                 return Err(EcrApiError {
                     message: "ThrottlingException: Rate exceeded".into(),
-                    throttled: true,
+                    kind: ApiErrorKind::Throttled,
                 });
             }
             Ok(())
@@ -503,8 +484,59 @@ mod tests {
         }
     }
 
+    /// One retry layer: a call the SDK gave up on (throttled past its attempts) is not
+    /// made again by the catalog; the error keeps its kind, so the run is retryable.
     #[tokio::test]
-    async fn lists_with_few_calls_resolves_edges_and_retries_throttling() {
+    async fn a_throttled_call_is_not_repeated_and_stays_retryable() {
+        let ecr = MemoryEcr::new();
+        ecr.put(
+            "app",
+            detail(&["v1"], media::OCI_MANIFEST, Some(media::OCI_CONFIG)),
+            manifest("img", media::OCI_CONFIG, ""),
+        );
+        let api = Throttling {
+            inner: CountingEcr::new(ecr),
+            left: AtomicUsize::new(1),
+            calls: AtomicUsize::new(0),
+        };
+        let catalog = EcrCatalog::new(api);
+        let err = catalog.list_images("app").await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CatalogError::Api {
+                    operation: "DescribeImages",
+                    kind: ApiErrorKind::Throttled,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_retryable());
+        assert_eq!(catalog.api().calls.load(Ordering::SeqCst), 1);
+        // The next run gets through.
+        assert_eq!(catalog.list_images("app").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_missing_repository_is_not_retryable() {
+        let catalog = EcrCatalog::new(MemoryEcr::new());
+        let err = catalog.list_images("nope").await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CatalogError::Api {
+                    kind: ApiErrorKind::NotFound,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn lists_with_few_calls_and_resolves_edges() {
         let ecr = MemoryEcr::new();
         // 2,500 caches: 3 DescribeImages pages, and no manifest needs fetching.
         for i in 0..2_500 {
@@ -562,16 +594,11 @@ mod tests {
         dsse_detail.subject = Some(img_d.to_string());
         ecr.put("app", dsse_detail, dsse);
 
-        let api = Throttling {
-            inner: CountingEcr::new(ecr),
-            left: AtomicUsize::new(2),
-        };
-        let catalog = EcrCatalog::new(api).with_throttle_pause(Duration::from_millis(1));
+        let catalog = EcrCatalog::new(CountingEcr::new(ecr));
         let images = catalog.list_images("app").await.unwrap();
         assert_eq!(images.len(), 2_506);
-        let counts = &catalog.api().inner.counts;
-        // 3 pages + one BatchGetImage (the index and the tag-scheme signature); the two
-        // throttled calls never reached the API.
+        let counts = &catalog.api().counts;
+        // 3 pages + one BatchGetImage (the index and the tag-scheme signature).
         assert_eq!(counts.describe_images.load(Ordering::Relaxed), 3);
         assert_eq!(counts.batch_get_image.load(Ordering::Relaxed), 1);
         let by = |d: &Sha256Digest| images.iter().find(|i| &i.digest == d).unwrap();
@@ -598,7 +625,7 @@ mod tests {
         let out = catalog.delete_images("app", &doomed).await.unwrap();
         assert_eq!(out.deleted.len(), 250);
         assert_eq!(counts.batch_delete_image.load(Ordering::Relaxed), 3);
-        assert_eq!(catalog.api().inner.inner.len("app"), 2_506 - 250);
+        assert_eq!(catalog.api().inner.len("app"), 2_506 - 250);
     }
 
     #[test]

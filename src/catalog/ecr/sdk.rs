@@ -4,6 +4,7 @@ use super::DESCRIBE_PAGE;
 use super::{EcrApi, EcrApiError, EcrCatalog, FetchedManifest, ImageDetail, ImageFailure};
 use crate::catalog::ecs::SdkEcs;
 use crate::catalog::lambda::SdkLambda;
+use crate::catalog::ApiErrorKind;
 use crate::cleanup::in_use::Workloads;
 use crate::oci::media;
 use chrono::{DateTime, Utc};
@@ -15,12 +16,17 @@ pub struct SdkEcr {
 }
 
 impl SdkEcr {
+    /// An adapter over a client as it is built (its retry config is the only retry
+    /// layer of the calls: the catalog does not call again).
     pub fn new(client: aws_sdk_ecr::Client) -> Self {
         Self { client }
     }
 
     /// A client from the shared config with the standard retry mode and more attempts:
     /// BatchDeleteImage and DescribeImages are throttled under sweeps of many repositories.
+    /// The SDK's retry is the one retry layer of these calls: it backs off with jitter,
+    /// classifies throttling, transient codes and 5xx, and shares one retry quota per
+    /// client, which a loop of ours around it would multiply (4 x 8 attempts before).
     pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
         let conf = aws_sdk_ecr::config::Builder::from(config)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
@@ -61,16 +67,16 @@ fn smithy_time(t: &aws_sdk_ecr::primitives::DateTime) -> Option<DateTime<Utc>> {
 
 fn sdk_error<E>(err: aws_sdk_ecr::error::SdkError<E>) -> EcrApiError
 where
-    E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: aws_sdk_ecr::error::ProvideErrorMetadata
+        + aws_config::retry::ProvideErrorKind
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
 {
-    use aws_sdk_ecr::error::ProvideErrorMetadata;
-    let throttled = matches!(
-        err.code(),
-        Some("ThrottlingException" | "TooManyRequestsException")
-    );
     EcrApiError {
+        kind: ApiErrorKind::of_sdk_error(&err),
         message: aws_sdk_ecr::error::DisplayErrorContext(&err).to_string(),
-        throttled,
     }
 }
 
