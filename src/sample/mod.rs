@@ -32,19 +32,27 @@ pub use multi_arch::{write_attestation, write_multi_arch, SampleIndex};
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
     #[error(transparent)]
+    /// Reading or writing the repository failed.
     Registry(#[from] RegistryError),
     #[error("generating layer {layer} for {platform}: {source}")]
+    /// Generating a layer's tar stream failed.
     Layer {
+        /// The platform the layer is for.
         platform: String,
+        /// The layer's position in the image.
         layer: usize,
+        /// The I/O error.
         source: std::io::Error,
     },
     #[error("invalid platform {0:?}: expected OS/ARCH or OS/ARCH/VARIANT")]
+    /// A platform string that is not `OS/ARCH[/VARIANT]`.
     Platform(String),
     #[error("{0}")]
+    /// A spec that cannot be generated (e.g. no platform for a multi-arch image).
     Spec(String),
 }
 
+/// What the sample writers return.
 pub type Result<T, E = SampleError> = std::result::Result<T, E>;
 
 /// Manifest media types to write.
@@ -61,6 +69,7 @@ pub enum ManifestFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LayerCompression {
     #[default]
+    /// gzip-compressed tar.
     Gzip,
     /// Plain, uncompressed tar.
     None,
@@ -69,8 +78,11 @@ pub enum LayerCompression {
 /// A platform: `linux/amd64`, `linux/arm64`, `linux/arm/v7`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SamplePlatform {
+    /// `os`, e.g. `linux`.
     pub os: String,
+    /// `architecture`, e.g. `arm64`.
     pub architecture: String,
+    /// `variant`, e.g. `v7`.
     pub variant: Option<String>,
 }
 
@@ -125,12 +137,15 @@ impl SamplePlatform {
 pub struct SampleSpec {
     /// Changes every digest; the same seed always gives the same bytes.
     pub seed: u64,
+    /// The platforms of a multi-arch sample (one image each).
     pub platforms: Vec<SamplePlatform>,
     /// Uncompressed file-content bytes of each layer (the tar adds headers). Every
     /// platform gets one layer per entry. The text compresses about 3.2x with gzip:
     /// 40 MiB of content gives a ~12.3 MiB layer (over SOCI's 10 MiB default minimum).
     pub layer_sizes: Vec<u64>,
+    /// Layer compression.
     pub compression: LayerCompression,
+    /// OCI or Docker media types.
     pub format: ManifestFormat,
     /// Adds a buildx-style attestation manifest per platform to the index (OCI only:
     /// buildx switches to OCI media types whenever it attaches attestations).
@@ -179,24 +194,33 @@ impl SampleSpec {
 /// A layer as written: its descriptor and the digest of its uncompressed tar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleLayer {
+    /// The compressed (or plain) layer blob as pushed.
     pub blob: BlobRef,
+    /// The digest of the uncompressed tar (the config's `diff_id`).
     pub diff_id: Sha256Digest,
 }
 
 /// A single-platform image as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleImage {
+    /// The image's platform.
     pub platform: SamplePlatform,
+    /// The image manifest.
     pub manifest: BlobRef,
+    /// The image config blob.
     pub config: BlobRef,
+    /// The layers, in manifest order.
     pub layers: Vec<SampleLayer>,
 }
 
 /// A BuildKit registry cache manifest as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleCache {
+    /// The cache manifest.
     pub manifest: BlobRef,
+    /// The cache config blob (`application/vnd.buildkit.cacheconfig.v0`).
     pub config: BlobRef,
+    /// The cache layers, in manifest order.
     pub layers: Vec<SampleLayer>,
 }
 

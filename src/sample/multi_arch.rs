@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 /// A multi-arch image as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleIndex {
+    /// The image index (or Docker manifest list).
     pub index: BlobRef,
+    /// The platform images, in `spec.platforms` order.
     pub images: Vec<SampleImage>,
     /// Attestation manifests, in the order of `images`.
     pub attestations: Vec<BlobRef>,

@@ -13,9 +13,13 @@ use std::sync::Mutex;
 /// Counts the calls made through an [`EcrApi`] (benchmark and tests).
 #[derive(Default)]
 pub struct CallCounts {
+    /// DescribeRepositories calls.
     pub describe_repositories: AtomicUsize,
+    /// DescribeImages calls.
     pub describe_images: AtomicUsize,
+    /// BatchGetImage calls.
     pub batch_get_image: AtomicUsize,
+    /// BatchDeleteImage calls.
     pub batch_delete_image: AtomicUsize,
 }
 
@@ -24,6 +28,7 @@ impl CallCounts {
     pub fn listing(&self) -> usize {
         self.describe_images.load(Ordering::Relaxed) + self.batch_get_image.load(Ordering::Relaxed)
     }
+    /// BatchDeleteImage calls: what deleting cost.
     pub fn deletes(&self) -> usize {
         self.batch_delete_image.load(Ordering::Relaxed)
     }
@@ -31,11 +36,14 @@ impl CallCounts {
 
 /// An [`EcrApi`] wrapper that counts calls.
 pub struct CountingEcr<A> {
+    /// The wrapped port.
     pub inner: A,
+    /// The calls made through it so far.
     pub counts: CallCounts,
 }
 
 impl<A> CountingEcr<A> {
+    /// Wraps `inner`, with every count at zero.
     pub fn new(inner: A) -> Self {
         Self {
             inner,
@@ -94,6 +102,7 @@ pub struct MemoryEcr {
 }
 
 impl MemoryEcr {
+    /// An ECR with no repository.
     pub fn new() -> Self {
         Self::default()
     }
@@ -107,6 +116,7 @@ impl MemoryEcr {
             .or_default()
             .push((detail, bytes));
     }
+    /// How many images `repository` holds.
     pub fn len(&self, repository: &str) -> usize {
         self.repos
             .lock()
@@ -114,6 +124,7 @@ impl MemoryEcr {
             .get(repository)
             .map_or(0, Vec::len)
     }
+    /// True when `repository` holds no image (or does not exist).
     pub fn is_empty(&self, repository: &str) -> bool {
         self.len(repository) == 0
     }

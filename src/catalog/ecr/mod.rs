@@ -36,29 +36,43 @@ pub const GET_BATCH: usize = 100;
 /// One `ImageDetail` of DescribeImages, reduced to what cleanup reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageDetail {
+    /// `imageDigest`.
     pub digest: String,
+    /// `imageTags`.
     pub tags: Vec<String>,
+    /// `imagePushedAt`.
     pub pushed_at: Option<DateTime<Utc>>,
+    /// `lastRecordedPullTime` (approximate, refreshed about daily).
     pub last_pulled_at: Option<DateTime<Utc>>,
+    /// `imageManifestMediaType`.
     pub manifest_media_type: Option<String>,
+    /// `artifactMediaType` (the config media type or OCI `artifactType`).
     pub artifact_media_type: Option<String>,
+    /// `subjectManifestDigest`: the manifest this one refers to, when ECR reports it.
     pub subject: Option<String>,
+    /// `imageSizeInBytes`.
     pub size_bytes: u64,
 }
 
 /// A manifest as BatchGetImage returns it: the exact stored bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedManifest {
+    /// `imageId.imageDigest`.
     pub digest: String,
+    /// `imageManifest`, byte for byte.
     pub bytes: Vec<u8>,
+    /// `imageManifestMediaType`.
     pub media_type: Option<String>,
 }
 
 /// A per-image failure of a batch call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFailure {
+    /// The image digest the failure is about.
     pub digest: String,
+    /// `failureCode` (e.g. `ImageNotFound`).
     pub code: String,
+    /// `failureReason`.
     pub message: String,
 }
 
@@ -76,20 +90,24 @@ pub struct EcrApiError {
 /// The four ECR calls cleanup makes.
 #[async_trait::async_trait]
 pub trait EcrApi: Send + Sync {
+    /// DescribeRepositories: one page of repository names and the next token.
     async fn describe_repositories(
         &self,
         next_token: Option<String>,
     ) -> Result<(Vec<String>, Option<String>), EcrApiError>;
+    /// DescribeImages: one page (up to [`DESCRIBE_PAGE`]) of images and the next token.
     async fn describe_images(
         &self,
         repository: &str,
         next_token: Option<String>,
     ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError>;
+    /// BatchGetImage: the manifests of up to [`GET_BATCH`] digests, and per-image failures.
     async fn batch_get_image(
         &self,
         repository: &str,
         digests: &[String],
     ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError>;
+    /// BatchDeleteImage: the digests deleted (up to [`DELETE_BATCH`] asked) and per-image failures.
     async fn batch_delete_image(
         &self,
         repository: &str,
@@ -114,6 +132,7 @@ impl<A: EcrApi> EcrCatalog<A> {
         self.in_use = Some(Box::new(source));
         self
     }
+    /// The ECR port this catalog calls (tests read a fake's counts through it).
     pub fn api(&self) -> &A {
         &self.api
     }
