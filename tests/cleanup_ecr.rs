@@ -8,14 +8,17 @@
 
 mod support;
 
-use afterpush::catalog::ecr::EcrCatalog;
-use afterpush::catalog::Catalog;
+use afterpush::catalog::ecr::{EcrCatalog, SdkEcr};
+use afterpush::catalog::{ApiErrorKind, Catalog, CatalogError};
 use afterpush::cleanup::policy::Policy;
-use afterpush::cleanup::{handle, on_push, sweep, JanitorEvent, JanitorSettings, RunOptions};
+use afterpush::cleanup::{
+    handle, on_push, sweep, JanitorError, JanitorEvent, JanitorSettings, RunOptions,
+};
 use afterpush::events::{RepositoryTagFilters, Trigger};
 use afterpush::oci::{media, Sha256Digest};
 use chrono::{Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
+use support::fault_proxy::{Fault, FaultProxy};
 
 const REPO: &str = "app";
 
@@ -686,4 +689,95 @@ fn sample_policies_parse() {
         n += 1;
     }
     assert!(n >= 2);
+}
+
+/// moto's real answer for a repository that does not exist (RepositoryNotFoundException)
+/// is a not-found error, which no later run can fix.
+#[tokio::test]
+async fn a_missing_repository_is_not_found_and_not_retryable() {
+    let moto = support::TestMoto::start();
+    let catalog = EcrCatalog::from_sdk_config(&moto.sdk_config().await);
+    let err = catalog.list_images("no-such-repository").await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            CatalogError::Api {
+                operation: "DescribeImages",
+                kind: ApiErrorKind::NotFound,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("RepositoryNotFoundException"),
+        "{err}"
+    );
+    assert!(!JanitorError::from(err).is_retryable());
+}
+
+/// One retry layer: a failing ECR call is retried by the SDK (its configured attempts)
+/// and not again by the catalog, and the error keeps the kind the SDK gave it.
+/// moto cannot throttle, fail with a 5xx or deny access, so a fault proxy in front of
+/// it answers in its place; everything else is moto's.
+#[tokio::test]
+async fn ecr_errors_keep_their_kind_and_only_the_sdk_retries() {
+    let moto = support::TestMoto::start();
+    support::create_ecr_repository(&moto.ecr().await, REPO).await;
+    let proxy = FaultProxy::start(moto.port);
+    let config = support::TestMoto::sdk_config_at(&format!("http://{}", proxy.host())).await;
+    let attempts = 3;
+    let client = aws_sdk_ecr::Client::from_conf(
+        aws_sdk_ecr::config::Builder::from(&config)
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(attempts)
+                    .with_initial_backoff(std::time::Duration::from_millis(1)),
+            )
+            .build(),
+    );
+    let catalog = EcrCatalog::new(SdkEcr::new(client));
+    // An awsJson1.1 error response, as ECR sends it.
+    let ecr_error = |status: u16, code: &str| Fault::Respond {
+        status,
+        headers: vec![
+            ("Content-Type".into(), "application/x-amz-json-1.1".into()),
+            ("x-amzn-ErrorType".into(), code.into()),
+        ],
+        body: format!(r#"{{"__type":"{code}","message":"injected by the test"}}"#).into_bytes(),
+    };
+    for (fault, kind, requests) in [
+        (
+            ecr_error(400, "ThrottlingException"),
+            ApiErrorKind::Throttled,
+            attempts,
+        ),
+        (Fault::Status(503), ApiErrorKind::Transient, attempts),
+        (
+            ecr_error(400, "AccessDeniedException"),
+            ApiErrorKind::AccessDenied,
+            1,
+        ),
+    ] {
+        proxy.clear_rules();
+        let before = proxy.faults_applied();
+        proxy.add_rule(Some("POST"), "/", fault, usize::MAX);
+        let err = catalog.list_images(REPO).await.unwrap_err();
+        assert!(
+            matches!(&err, CatalogError::Api { operation: "DescribeImages", kind: k, .. } if *k == kind),
+            "{kind}: {err:?}"
+        );
+        assert_eq!(
+            JanitorError::from(err).is_retryable(),
+            kind.is_retryable(),
+            "{kind}"
+        );
+        assert_eq!(
+            proxy.faults_applied() - before,
+            requests as usize,
+            "{kind}: requests that reached the proxy"
+        );
+    }
+    proxy.clear_rules();
+    assert!(catalog.list_images(REPO).await.unwrap().is_empty());
 }

@@ -3,7 +3,7 @@
 //! repository, named after its directory. A layout records no push or pull times: a
 //! manifest's push time is its blob file's modification time.
 
-use super::{Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord};
+use super::{ApiErrorKind, Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord};
 use crate::oci::{ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::Repository;
@@ -59,12 +59,33 @@ impl LayoutCatalog {
         &self.name
     }
 
-    fn api(&self, operation: &'static str, e: impl std::fmt::Display) -> CatalogError {
+    fn api(
+        &self,
+        operation: &'static str,
+        kind: ApiErrorKind,
+        e: impl std::fmt::Display,
+    ) -> CatalogError {
         CatalogError::Api {
             operation,
             repository: self.name.clone(),
             message: e.to_string(),
+            kind,
         }
+    }
+
+    /// A local layout's error: missing content stays missing, and nothing else here is
+    /// a call that a later run would see succeed.
+    fn layout_error(
+        &self,
+        operation: &'static str,
+        e: crate::registry::RegistryError,
+    ) -> CatalogError {
+        let kind = if e.is_not_found() {
+            ApiErrorKind::NotFound
+        } else {
+            ApiErrorKind::Other
+        };
+        self.api(operation, kind, e)
     }
 }
 
@@ -83,7 +104,7 @@ impl Catalog for LayoutCatalog {
         for (digest, tag) in self
             .layout
             .index_entries()
-            .map_err(|e| self.api("read index.json", e))?
+            .map_err(|e| self.layout_error("read index.json", e))?
         {
             tags.entry(digest.clone()).or_default().extend(tag);
             queue.push_back(digest);
@@ -98,7 +119,7 @@ impl Catalog for LayoutCatalog {
                 .layout
                 .get_manifest(&digest.to_string())
                 .await
-                .map_err(|e| self.api("read manifest", e))?;
+                .map_err(|e| self.layout_error("read manifest", e))?;
             let summary =
                 ManifestSummary::parse(&digest.to_string(), &manifest.bytes).map_err(|e| {
                     CatalogError::BadImage {
@@ -116,7 +137,7 @@ impl Catalog for LayoutCatalog {
             let pushed_at: DateTime<Utc> = std::fs::metadata(self.layout.blob_path(&digest))
                 .and_then(|m| m.modified())
                 .map(DateTime::<Utc>::from)
-                .map_err(|e| self.api("stat manifest blob", e))?;
+                .map_err(|e| self.api("stat manifest blob", ApiErrorKind::Other, e))?;
             let size_bytes = manifest.bytes.len() as u64
                 + summary.config.as_ref().map_or(0, |c| c.size)
                 + summary.layers.iter().map(|l| l.size).sum::<u64>();

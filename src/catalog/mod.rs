@@ -6,6 +6,7 @@
 //! [`s3cache`] lists and deletes the objects of an S3 BuildKit cache. [`ecs`] and
 //! [`lambda`] list the images the account's workloads use (see `cleanup::in_use`).
 
+pub mod aws_error;
 pub mod ecr;
 pub mod ecs;
 pub mod lambda;
@@ -13,6 +14,7 @@ pub mod layout;
 pub mod s3cache;
 
 use crate::oci::{ArtifactKind, Sha256Digest};
+pub use aws_error::ApiErrorKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +108,8 @@ pub enum CatalogError {
         repository: String,
         /// The error the call returned.
         message: String,
+        /// What the call failed with; decides whether a later run may succeed.
+        kind: ApiErrorKind,
     },
     /// An image's manifest cannot be read or parsed.
     #[error("repository {repository:?}: image {digest}: {message}")]
@@ -126,6 +130,8 @@ pub enum CatalogError {
         uri: String,
         /// The error the call returned.
         message: String,
+        /// What the call failed with; decides whether a later run may succeed.
+        kind: ApiErrorKind,
     },
     /// An object of an S3 cache is malformed (a manifest that is not JSON, a listing entry without `LastModified`).
     #[error("S3 cache {uri}: object {key}: {message}")]
@@ -137,6 +143,18 @@ pub enum CatalogError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl CatalogError {
+    /// True when a later run may succeed: a call that was throttled, met a server error
+    /// or timed out. Access denied, not found, invalid requests and malformed images or
+    /// cache objects do not heal by themselves.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CatalogError::Api { kind, .. } | CatalogError::S3 { kind, .. } => kind.is_retryable(),
+            CatalogError::BadImage { .. } | CatalogError::BadCacheObject { .. } => false,
+        }
+    }
 }
 
 /// The images of a registry, as cleanup sees them.

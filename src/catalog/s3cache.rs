@@ -2,7 +2,7 @@
 //! `P/manifests/<name>`, blobs at `P/blobs/sha256:<hex>`. Lists, reads and deletes
 //! objects; the mark-and-sweep decisions live in `cleanup::s3gc`.
 
-use super::CatalogError;
+use super::{ApiErrorKind, CatalogError};
 use chrono::{DateTime, Utc};
 
 /// S3 DeleteObjects takes at most 1000 keys.
@@ -80,11 +80,39 @@ impl S3Cache {
     }
 
     fn error(&self, operation: &'static str, err: impl std::fmt::Display) -> CatalogError {
+        self.error_of_kind(operation, ApiErrorKind::Other, err)
+    }
+
+    fn error_of_kind(
+        &self,
+        operation: &'static str,
+        kind: ApiErrorKind,
+        err: impl std::fmt::Display,
+    ) -> CatalogError {
         CatalogError::S3 {
             operation,
             uri: self.uri.to_string(),
             message: err.to_string(),
+            kind,
         }
+    }
+
+    /// A failed S3 call, with the kind the SDK error says.
+    fn sdk_error<E>(
+        &self,
+        operation: &'static str,
+        err: aws_sdk_s3::error::SdkError<E>,
+    ) -> CatalogError
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata
+            + aws_config::retry::ProvideErrorKind
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        let kind = ApiErrorKind::of_sdk_error(&err);
+        self.error_of_kind(operation, kind, aws_sdk_s3::error::DisplayErrorContext(err))
     }
 
     /// Every object under `prefix` + `sub` (e.g. `manifests/`), following continuations.
@@ -101,9 +129,7 @@ impl S3Cache {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(|e| {
-                    self.error("ListObjectsV2", aws_sdk_s3::error::DisplayErrorContext(e))
-                })?;
+                .map_err(|e| self.sdk_error("ListObjectsV2", e))?;
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
                 let modified = o
@@ -137,7 +163,7 @@ impl S3Cache {
             .key(&key)
             .send()
             .await
-            .map_err(|e| self.error("GetObject", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| self.sdk_error("GetObject", e))?;
         let body = out
             .body
             .collect()
@@ -181,9 +207,7 @@ impl S3Cache {
                 .delete(delete)
                 .send()
                 .await
-                .map_err(|e| {
-                    self.error("DeleteObjects", aws_sdk_s3::error::DisplayErrorContext(e))
-                })?;
+                .map_err(|e| self.sdk_error("DeleteObjects", e))?;
             let strip = |k: &str| k.strip_prefix(&self.uri.prefix).unwrap_or(k).to_string();
             deleted.extend(out.deleted().iter().filter_map(|d| d.key().map(strip)));
             failed.extend(out.errors().iter().map(|e| ObjectFailure {

@@ -8,7 +8,7 @@
 //! tag is the digest the tag names now. Listing errors are fatal to the whole run
 //! (see `cleanup::sweep`): an image in use that could not be seen must not be deleted.
 
-use crate::catalog::ImageRecord;
+use crate::catalog::{ApiErrorKind, ImageRecord};
 use crate::oci::Sha256Digest;
 use crate::registry::ecr::parse_registry_host;
 use serde::Serialize;
@@ -196,37 +196,26 @@ pub struct InUseError {
 }
 
 /// An AWS SDK call failure as an [`InUseError`]: throttling, 5xx, timeouts and
-/// connection failures are retryable, the rest (AccessDenied, validation) are not.
+/// connection failures are retryable, the rest (access denied, not found, validation)
+/// are not (see [`ApiErrorKind::of_sdk_error`]).
 pub fn sdk_failure<E>(
     service: &'static str,
     operation: &'static str,
     err: aws_sdk_ecs::error::SdkError<E>,
 ) -> InUseError
 where
-    E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: aws_sdk_ecs::error::ProvideErrorMetadata
+        + aws_config::retry::ProvideErrorKind
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
 {
-    use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-    let throttled = matches!(
-        err.code(),
-        Some(
-            "ThrottlingException"
-                | "TooManyRequestsException"
-                | "Throttling"
-                | "RequestLimitExceeded"
-        )
-    );
-    let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(e) => e.raw().status().is_server_error(),
-        _ => false,
-    };
     InUseError {
         service,
         operation,
+        retryable: ApiErrorKind::of_sdk_error(&err).is_retryable(),
         message: aws_sdk_ecs::error::DisplayErrorContext(&err).to_string(),
-        retryable: throttled || transient,
     }
 }
 

@@ -19,7 +19,7 @@ pub mod s3gc;
 mod yaml_expansion;
 
 use crate::catalog::s3cache::{S3Cache, S3CacheUri};
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{ApiErrorKind, Catalog, CatalogError};
 use crate::deadline::Deadline;
 use crate::events::{EcrImageAction, RepositoryTagFilters, Trigger};
 use crate::oci::{media, ArtifactKind};
@@ -57,6 +57,8 @@ pub enum JanitorError {
         key: String,
         /// The S3 error.
         message: String,
+        /// What the PutObject call failed with.
+        kind: ApiErrorKind,
     },
     /// The images in use could not be listed: the run deleted nothing.
     #[error("nothing deleted: {reason}")]
@@ -69,19 +71,16 @@ pub enum JanitorError {
 }
 
 impl JanitorError {
-    /// True when a later run may succeed: API and S3 call failures (throttling, 5xx,
-    /// timeouts — the message does not always say which, so they all count). Bad
-    /// settings, policies, events and malformed images or cache objects do not heal.
+    /// True when a later run may succeed: API and S3 calls that were throttled, met a
+    /// server error or timed out (by the kind the SDK error gave, see
+    /// [`ApiErrorKind`]). Access denied, not found, invalid requests, bad settings,
+    /// policies, events and malformed images or cache objects do not heal.
     pub fn is_retryable(&self) -> bool {
         match self {
-            JanitorError::Catalog(CatalogError::Api { .. } | CatalogError::S3 { .. })
-            | JanitorError::Report { .. } => true,
+            JanitorError::Catalog(e) => e.is_retryable(),
+            JanitorError::Report { kind, .. } => kind.is_retryable(),
             JanitorError::Blocked { retryable, .. } => *retryable,
-            JanitorError::Catalog(
-                CatalogError::BadImage { .. } | CatalogError::BadCacheObject { .. },
-            )
-            | JanitorError::Settings { .. }
-            | JanitorError::Policy(_) => false,
+            JanitorError::Settings { .. } | JanitorError::Policy(_) => false,
         }
     }
 }
@@ -779,6 +778,7 @@ pub async fn put_report(
         .map_err(|e| JanitorError::Report {
             bucket: bucket.to_string(),
             key: key.clone(),
+            kind: ApiErrorKind::of_sdk_error(&e),
             message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
         })?;
     Ok(key)
@@ -804,8 +804,22 @@ mod tests {
             operation: "DescribeImages",
             repository: "app".into(),
             message: "Rate exceeded".into(),
+            kind: ApiErrorKind::Throttled,
         };
         assert!(JanitorError::Catalog(api).is_retryable());
+        for kind in [
+            ApiErrorKind::AccessDenied,
+            ApiErrorKind::NotFound,
+            ApiErrorKind::Invalid,
+        ] {
+            let api = CatalogError::Api {
+                operation: "DescribeImages",
+                repository: "app".into(),
+                message: format!("{kind}"),
+                kind,
+            };
+            assert!(!JanitorError::Catalog(api).is_retryable(), "{kind}");
+        }
         let bad = CatalogError::BadImage {
             repository: "app".into(),
             digest: "sha256:x".into(),

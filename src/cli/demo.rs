@@ -679,7 +679,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .iter()
                 .filter(|d| !is_attestation_descriptor(d))
                 .filter_map(|d| d.platform.as_ref())
-                .map(|p| format!("{}/{}", p.os(), p.architecture()))
+                .map(|p| format!("{}/{}", p.os, p.architecture))
                 .collect();
             ui.line(format!(
                 "  {REPOSITORY}:{VERSION}  {}  {}  platforms {}",

@@ -4,8 +4,8 @@
 //! sha256 of those bytes). They are read through [`ManifestSummary`] and
 //! [`DescriptorSummary`], lenient serde views that keep only the fields afterpush
 //! classifies by, or, where the SOCI indexer rewrites them, through the Go-ordered
-//! structs of [`gojson`], which also write the SOCI output. Of `oci-spec` only
-//! [`Platform`] is used, for the `platform` of a descriptor.
+//! structs of [`gojson`], which also write the SOCI output; a descriptor's `platform` is
+//! read as [`gojson::GoPlatform`] in both.
 
 pub mod gojson;
 
@@ -14,8 +14,6 @@ use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-
-pub use oci_spec::image::Platform;
 
 /// Media types afterpush reads or writes.
 pub mod media {
@@ -314,7 +312,7 @@ pub struct DescriptorSummary {
     pub annotations: BTreeMap<String, String>,
     /// `platform` of an index entry.
     #[serde(default)]
-    pub platform: Option<Platform>,
+    pub platform: Option<gojson::GoPlatform>,
 }
 
 impl ManifestSummary {
@@ -415,9 +413,9 @@ pub fn is_attestation_descriptor(d: &DescriptorSummary) -> bool {
         .get(annotation::DOCKER_REFERENCE_TYPE)
         .map(String::as_str)
         == Some(annotation::ATTESTATION_MANIFEST)
-        || d.platform.as_ref().is_some_and(|p| {
-            p.os().to_string() == "unknown" && p.architecture().to_string() == "unknown"
-        })
+        || d.platform
+            .as_ref()
+            .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
 }
 
 #[cfg(test)]

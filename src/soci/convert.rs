@@ -408,10 +408,7 @@ async fn platform_images(
             continue;
         }
         let platform = match &child.platform {
-            Some(_) => serde_json::from_value::<GoPlatform>(
-                serde_json::to_value(&child.platform).unwrap_or_default(),
-            )
-            .map_err(|e| invalid(format!("{what} child {}", child.digest), e))?,
+            Some(p) => p.clone(),
             None => platform_from_config(repo, &parsed).await?,
         };
         images.push(PlatformImage {

@@ -280,11 +280,11 @@ fn push_attached(
         artifact_type: d.artifact_type.clone(),
         // As found: these are not platforms of the stitched image, so not normalised.
         platform: d.platform.as_ref().map(|p| PlatformSpec {
-            os: p.os().to_string(),
-            architecture: p.architecture().to_string(),
-            variant: p.variant().clone(),
-            os_version: p.os_version().clone(),
-            os_features: p.os_features().clone().unwrap_or_default(),
+            os: p.os.clone(),
+            architecture: p.architecture.clone(),
+            variant: p.variant.clone(),
+            os_version: p.os_version.clone(),
+            os_features: p.os_features.clone(),
         }),
         annotations: d.annotations.clone(),
         attests,

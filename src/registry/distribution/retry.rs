@@ -25,7 +25,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Tiny delays, for tests that inject failures.
+    /// Tiny delays, for tests that inject failures (`test-util` feature: not in the product).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn fast() -> Self {
         Self {
             max_attempts: 5,

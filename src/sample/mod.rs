@@ -1,6 +1,11 @@
 //! Sample images with real layers, for the demo and the tests: deterministic (the same
 //! spec always gives the same digests), written to any [`Repository`].
 //!
+//! This file is product code because `afterpush demo` (`cli/demo.rs`) writes its
+//! single-platform images ([`write_image`]) and BuildKit caches ([`write_buildkit_cache`])
+//! with it. The multi-arch samples only tests and benchmarks use are in `multi_arch.rs`,
+//! built with the `test-util` feature.
+//!
 //! Layers are real tar streams — directories, files with content, a symlink, an xattr
 //! and sub-second mtimes (PAX records) — gzip-compressed or left as plain tar. Large
 //! layers are generated and compressed as a stream into a temporary file, then pushed
@@ -10,7 +15,7 @@
 //! types: `oci-spec` keeps annotations in a `HashMap`, whose random iteration order
 //! would make the bytes, and so the digests, differ between runs.
 
-use crate::oci::{annotation, media, DigestWriter, Sha256Digest};
+use crate::oci::{media, DigestWriter, Sha256Digest};
 use crate::registry::{push_bytes, BlobRef, Manifest, RegistryError, Repository};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -18,23 +23,36 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::str::FromStr;
 
+#[cfg(feature = "test-util")]
+mod multi_arch;
+#[cfg(feature = "test-util")]
+pub use multi_arch::{write_attestation, write_multi_arch, SampleIndex};
+
 /// What can go wrong generating a sample.
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
     #[error(transparent)]
+    /// Reading or writing the repository failed.
     Registry(#[from] RegistryError),
     #[error("generating layer {layer} for {platform}: {source}")]
+    /// Generating a layer's tar stream failed.
     Layer {
+        /// The platform the layer is for.
         platform: String,
+        /// The layer's position in the image.
         layer: usize,
+        /// The I/O error.
         source: std::io::Error,
     },
     #[error("invalid platform {0:?}: expected OS/ARCH or OS/ARCH/VARIANT")]
+    /// A platform string that is not `OS/ARCH[/VARIANT]`.
     Platform(String),
     #[error("{0}")]
+    /// A spec that cannot be generated (e.g. no platform for a multi-arch image).
     Spec(String),
 }
 
+/// What the sample writers return.
 pub type Result<T, E = SampleError> = std::result::Result<T, E>;
 
 /// Manifest media types to write.
@@ -51,6 +69,7 @@ pub enum ManifestFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LayerCompression {
     #[default]
+    /// gzip-compressed tar.
     Gzip,
     /// Plain, uncompressed tar.
     None,
@@ -59,8 +78,11 @@ pub enum LayerCompression {
 /// A platform: `linux/amd64`, `linux/arm64`, `linux/arm/v7`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SamplePlatform {
+    /// `os`, e.g. `linux`.
     pub os: String,
+    /// `architecture`, e.g. `arm64`.
     pub architecture: String,
+    /// `variant`, e.g. `v7`.
     pub variant: Option<String>,
 }
 
@@ -100,13 +122,6 @@ impl fmt::Display for SamplePlatform {
 }
 
 impl SamplePlatform {
-    fn to_json(&self) -> Value {
-        let mut p = json!({ "architecture": self.architecture, "os": self.os });
-        if let Some(v) = &self.variant {
-            p["variant"] = json!(v);
-        }
-        p
-    }
     /// The tag suffix convention: `amd64`, `arm64`, `armv7`.
     pub fn arch_suffix(&self) -> String {
         format!(
@@ -122,12 +137,15 @@ impl SamplePlatform {
 pub struct SampleSpec {
     /// Changes every digest; the same seed always gives the same bytes.
     pub seed: u64,
+    /// The platforms of a multi-arch sample (one image each).
     pub platforms: Vec<SamplePlatform>,
     /// Uncompressed file-content bytes of each layer (the tar adds headers). Every
     /// platform gets one layer per entry. The text compresses about 3.2x with gzip:
     /// 40 MiB of content gives a ~12.3 MiB layer (over SOCI's 10 MiB default minimum).
     pub layer_sizes: Vec<u64>,
+    /// Layer compression.
     pub compression: LayerCompression,
+    /// OCI or Docker media types.
     pub format: ManifestFormat,
     /// Adds a buildx-style attestation manifest per platform to the index (OCI only:
     /// buildx switches to OCI media types whenever it attaches attestations).
@@ -157,12 +175,6 @@ impl SampleSpec {
             ManifestFormat::Docker => media::DOCKER_MANIFEST,
         }
     }
-    fn index_type(&self) -> &'static str {
-        match self.format {
-            ManifestFormat::Oci => media::OCI_INDEX,
-            ManifestFormat::Docker => media::DOCKER_LIST,
-        }
-    }
     fn config_type(&self) -> &'static str {
         match self.format {
             ManifestFormat::Oci => media::OCI_CONFIG,
@@ -182,33 +194,33 @@ impl SampleSpec {
 /// A layer as written: its descriptor and the digest of its uncompressed tar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleLayer {
+    /// The compressed (or plain) layer blob as pushed.
     pub blob: BlobRef,
+    /// The digest of the uncompressed tar (the config's `diff_id`).
     pub diff_id: Sha256Digest,
 }
 
 /// A single-platform image as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleImage {
+    /// The image's platform.
     pub platform: SamplePlatform,
+    /// The image manifest.
     pub manifest: BlobRef,
+    /// The image config blob.
     pub config: BlobRef,
+    /// The layers, in manifest order.
     pub layers: Vec<SampleLayer>,
-}
-
-/// A multi-arch image as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SampleIndex {
-    pub index: BlobRef,
-    pub images: Vec<SampleImage>,
-    /// Attestation manifests, in the order of `images`.
-    pub attestations: Vec<BlobRef>,
 }
 
 /// A BuildKit registry cache manifest as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleCache {
+    /// The cache manifest.
     pub manifest: BlobRef,
+    /// The cache config blob (`application/vnd.buildkit.cacheconfig.v0`).
     pub config: BlobRef,
+    /// The cache layers, in manifest order.
     pub layers: Vec<SampleLayer>,
 }
 
@@ -580,92 +592,6 @@ pub async fn write_image(
         manifest,
         config,
         layers,
-    })
-}
-
-/// Writes a buildx-style attestation manifest (SLSA provenance, in-toto) for an image.
-pub async fn write_attestation(repo: &dyn Repository, image: &SampleImage) -> Result<BlobRef> {
-    let statement = json!({
-        "_type": "https://in-toto.io/Statement/v0.1",
-        "predicateType": "https://slsa.dev/provenance/v0.2",
-        "subject": [{
-            "name": format!("pkg:docker/afterpush-sample@latest?platform={}", image.platform.to_string().replace('/', "%2F")),
-            "digest": { "sha256": image.manifest.digest.hex() },
-        }],
-        "predicate": {
-            "builder": { "id": "" },
-            "buildType": "https://mobyproject.org/buildkit@v1",
-            "metadata": { "buildInvocationID": format!("afterpush-sample-{}", image.manifest.digest.hex()) },
-        },
-    });
-    let layer = push_json(repo, media::IN_TOTO, &statement).await?;
-    let config = json!({
-        "architecture": "unknown",
-        "os": "unknown",
-        "config": {},
-        "rootfs": { "type": "layers", "diff_ids": [layer.digest.to_string()] },
-    });
-    let config = push_json(repo, media::OCI_CONFIG, &config).await?;
-    let mut layer_desc = descriptor_json(&layer);
-    layer_desc["annotations"] =
-        json!({ "in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2" });
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": media::OCI_MANIFEST,
-        "config": descriptor_json(&config),
-        "layers": [layer_desc],
-    });
-    put_json_manifest(repo, media::OCI_MANIFEST, &manifest, None).await
-}
-
-/// Writes every platform image (untagged), their attestations when asked, and the index
-/// (or Docker manifest list) over them, tagged when `tag` is set.
-pub async fn write_multi_arch(
-    repo: &dyn Repository,
-    spec: &SampleSpec,
-    tag: Option<&str>,
-) -> Result<SampleIndex> {
-    if spec.platforms.is_empty() {
-        return Err(SampleError::Spec(
-            "a multi-arch sample needs at least one platform".into(),
-        ));
-    }
-    let mut images = Vec::new();
-    for p in &spec.platforms {
-        images.push(write_image(repo, spec, p, None).await?);
-    }
-    let mut entries: Vec<Value> = images
-        .iter()
-        .map(|img| {
-            let mut d = descriptor_json(&img.manifest);
-            d["platform"] = img.platform.to_json();
-            d
-        })
-        .collect();
-    let mut attestations = Vec::new();
-    if spec.attestations && spec.format == ManifestFormat::Oci {
-        for img in &images {
-            let att = write_attestation(repo, img).await?;
-            let mut d = descriptor_json(&att);
-            d["annotations"] = json!({
-                annotation::DOCKER_REFERENCE_DIGEST: img.manifest.digest.to_string(),
-                annotation::DOCKER_REFERENCE_TYPE: annotation::ATTESTATION_MANIFEST,
-            });
-            d["platform"] = json!({ "architecture": "unknown", "os": "unknown" });
-            entries.push(d);
-            attestations.push(att);
-        }
-    }
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": spec.index_type(),
-        "manifests": entries,
-    });
-    let index = put_json_manifest(repo, spec.index_type(), &index, tag).await?;
-    Ok(SampleIndex {
-        index,
-        images,
-        attestations,
     })
 }
 

@@ -3,22 +3,30 @@
 //! whose kind or references DescribeImages cannot tell, BatchDeleteImage (≤ 100 ids).
 //!
 //! The ECR calls go through the small [`EcrApi`] port so that the listing and batching
-//! logic is the same against the SDK ([`SdkEcr`]) and against the in-memory
-//! [`MemoryEcr`] the benchmark uses to count calls at 10,000 images.
+//! logic here is the same against the SDK ([`SdkEcr`], in `sdk.rs`) and against the
+//! in-memory [`MemoryEcr`] (in `fakes.rs`) the benchmark uses to count calls at 10,000
+//! images.
 
-use super::ecs::SdkEcs;
-use super::lambda::SdkLambda;
-use super::{Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH};
-use crate::cleanup::in_use::{InUseSource, Workloads};
+// Test doubles: built for the crate's own unit tests and, with the `test-util` feature,
+// for the integration tests and benchmarks; never in the product.
+#[cfg(any(test, feature = "test-util"))]
+mod fakes;
+mod sdk;
+
+#[cfg(any(test, feature = "test-util"))]
+pub use fakes::{CallCounts, CountingEcr, MemoryEcr};
+pub use sdk::SdkEcr;
+
+use super::{
+    ApiErrorKind, Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH,
+};
+use crate::cleanup::in_use::InUseSource;
 use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
     Sha256Digest,
 };
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::collections::HashMap;
 
 /// DescribeImages returns at most 1000 images per page.
 pub const DESCRIBE_PAGE: i32 = 1000;
@@ -28,58 +36,78 @@ pub const GET_BATCH: usize = 100;
 /// One `ImageDetail` of DescribeImages, reduced to what cleanup reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageDetail {
+    /// `imageDigest`.
     pub digest: String,
+    /// `imageTags`.
     pub tags: Vec<String>,
+    /// `imagePushedAt`.
     pub pushed_at: Option<DateTime<Utc>>,
+    /// `lastRecordedPullTime` (approximate, refreshed about daily).
     pub last_pulled_at: Option<DateTime<Utc>>,
+    /// `imageManifestMediaType`.
     pub manifest_media_type: Option<String>,
+    /// `artifactMediaType` (the config media type or OCI `artifactType`).
     pub artifact_media_type: Option<String>,
+    /// `subjectManifestDigest`: the manifest this one refers to, when ECR reports it.
     pub subject: Option<String>,
+    /// `imageSizeInBytes`.
     pub size_bytes: u64,
 }
 
 /// A manifest as BatchGetImage returns it: the exact stored bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedManifest {
+    /// `imageId.imageDigest`.
     pub digest: String,
+    /// `imageManifest`, byte for byte.
     pub bytes: Vec<u8>,
+    /// `imageManifestMediaType`.
     pub media_type: Option<String>,
 }
 
 /// A per-image failure of a batch call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFailure {
+    /// The image digest the failure is about.
     pub digest: String,
+    /// `failureCode` (e.g. `ImageNotFound`).
     pub code: String,
+    /// `failureReason`.
     pub message: String,
 }
 
-/// A failed ECR call; `throttled` when ECR said `ThrottlingException` even after the
-/// SDK's own retries.
+/// A failed ECR call, after the SDK's own retries (the only retry layer: the catalog
+/// does not call again).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct EcrApiError {
+    /// The SDK's error with its context.
     pub message: String,
-    pub throttled: bool,
+    /// What the call failed with (throttled, not found, ...).
+    pub kind: ApiErrorKind,
 }
 
 /// The four ECR calls cleanup makes.
 #[async_trait::async_trait]
 pub trait EcrApi: Send + Sync {
+    /// DescribeRepositories: one page of repository names and the next token.
     async fn describe_repositories(
         &self,
         next_token: Option<String>,
     ) -> Result<(Vec<String>, Option<String>), EcrApiError>;
+    /// DescribeImages: one page (up to [`DESCRIBE_PAGE`]) of images and the next token.
     async fn describe_images(
         &self,
         repository: &str,
         next_token: Option<String>,
     ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError>;
+    /// BatchGetImage: the manifests of up to [`GET_BATCH`] digests, and per-image failures.
     async fn batch_get_image(
         &self,
         repository: &str,
         digests: &[String],
     ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError>;
+    /// BatchDeleteImage: the digests deleted (up to [`DELETE_BATCH`] asked) and per-image failures.
     async fn batch_delete_image(
         &self,
         repository: &str,
@@ -87,463 +115,26 @@ pub trait EcrApi: Send + Sync {
     ) -> Result<(Vec<String>, Vec<ImageFailure>), EcrApiError>;
 }
 
-/// [`EcrApi`] over aws-sdk-ecr.
-#[derive(Clone)]
-pub struct SdkEcr {
-    client: aws_sdk_ecr::Client,
-}
-
-impl SdkEcr {
-    pub fn new(client: aws_sdk_ecr::Client) -> Self {
-        Self { client }
-    }
-
-    /// A client from the shared config with the standard retry mode and more attempts:
-    /// BatchDeleteImage and DescribeImages are throttled under sweeps of many repositories.
-    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
-        let conf = aws_sdk_ecr::config::Builder::from(config)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
-            .build();
-        Self::new(aws_sdk_ecr::Client::from_conf(conf))
-    }
-}
-
-impl SdkEcr {
-    /// GetLifecyclePolicy: the repository's lifecycle policy text (`lifecyclePolicyText`),
-    /// `None` when it has none.
-    pub async fn lifecycle_policy_text(
-        &self,
-        repository: &str,
-    ) -> Result<Option<String>, EcrApiError> {
-        match self
-            .client
-            .get_lifecycle_policy()
-            .repository_name(repository)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out.lifecycle_policy_text().map(str::to_string)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_lifecycle_policy_not_found_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-}
-
-fn smithy_time(t: &aws_sdk_ecr::primitives::DateTime) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
-}
-
-fn sdk_error<E>(err: aws_sdk_ecr::error::SdkError<E>) -> EcrApiError
-where
-    E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    use aws_sdk_ecr::error::ProvideErrorMetadata;
-    let throttled = matches!(
-        err.code(),
-        Some("ThrottlingException" | "TooManyRequestsException")
-    );
-    EcrApiError {
-        message: aws_sdk_ecr::error::DisplayErrorContext(&err).to_string(),
-        throttled,
-    }
-}
-
-fn sdk_failures(failures: &[aws_sdk_ecr::types::ImageFailure]) -> Vec<ImageFailure> {
-    failures
-        .iter()
-        .map(|f| ImageFailure {
-            digest: f
-                .image_id()
-                .and_then(|i| i.image_digest())
-                .unwrap_or_default()
-                .to_string(),
-            code: f
-                .failure_code()
-                .map(|c| c.as_str().to_string())
-                .unwrap_or_default(),
-            message: f.failure_reason().unwrap_or_default().to_string(),
-        })
-        .collect()
-}
-
-fn image_ids(digests: &[String]) -> Vec<aws_sdk_ecr::types::ImageIdentifier> {
-    digests
-        .iter()
-        .map(|d| {
-            aws_sdk_ecr::types::ImageIdentifier::builder()
-                .image_digest(d)
-                .build()
-        })
-        .collect()
-}
-
-#[async_trait::async_trait]
-impl EcrApi for SdkEcr {
-    async fn describe_repositories(
-        &self,
-        next_token: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), EcrApiError> {
-        let out = self
-            .client
-            .describe_repositories()
-            .max_results(DESCRIBE_PAGE)
-            .set_next_token(next_token)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        let names = out
-            .repositories()
-            .iter()
-            .filter_map(|r| r.repository_name().map(str::to_string))
-            .collect();
-        Ok((names, out.next_token().map(str::to_string)))
-    }
-
-    async fn describe_images(
-        &self,
-        repository: &str,
-        next_token: Option<String>,
-    ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError> {
-        let out = self
-            .client
-            .describe_images()
-            .repository_name(repository)
-            .max_results(DESCRIBE_PAGE)
-            .set_next_token(next_token)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        let details = out
-            .image_details()
-            .iter()
-            .map(|d| ImageDetail {
-                digest: d.image_digest().unwrap_or_default().to_string(),
-                tags: d.image_tags().to_vec(),
-                pushed_at: d.image_pushed_at().and_then(smithy_time),
-                last_pulled_at: d.last_recorded_pull_time().and_then(smithy_time),
-                manifest_media_type: d.image_manifest_media_type().map(str::to_string),
-                artifact_media_type: d.artifact_media_type().map(str::to_string),
-                subject: d.subject_manifest_digest().map(str::to_string),
-                size_bytes: d.image_size_in_bytes().unwrap_or(0).max(0) as u64,
-            })
-            .collect();
-        Ok((details, out.next_token().map(str::to_string)))
-    }
-
-    async fn batch_get_image(
-        &self,
-        repository: &str,
-        digests: &[String],
-    ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError> {
-        let mut call = self
-            .client
-            .batch_get_image()
-            .repository_name(repository)
-            .set_image_ids(Some(image_ids(digests)));
-        // Without every type ECR may convert a manifest (changing its digest) or refuse it.
-        for mt in media::MANIFEST_TYPES {
-            call = call.accepted_media_types(mt);
-        }
-        let out = call.send().await.map_err(sdk_error)?;
-        let manifests = out
-            .images()
-            .iter()
-            .filter_map(|img| {
-                Some(FetchedManifest {
-                    digest: img.image_id()?.image_digest()?.to_string(),
-                    bytes: img.image_manifest()?.as_bytes().to_vec(),
-                    media_type: img.image_manifest_media_type().map(str::to_string),
-                })
-            })
-            .collect();
-        Ok((manifests, sdk_failures(out.failures())))
-    }
-
-    async fn batch_delete_image(
-        &self,
-        repository: &str,
-        digests: &[String],
-    ) -> Result<(Vec<String>, Vec<ImageFailure>), EcrApiError> {
-        let out = self
-            .client
-            .batch_delete_image()
-            .repository_name(repository)
-            .set_image_ids(Some(image_ids(digests)))
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        let deleted = out
-            .image_ids()
-            .iter()
-            .filter_map(|i| i.image_digest().map(str::to_string))
-            .collect();
-        Ok((deleted, sdk_failures(out.failures())))
-    }
-}
-
-/// Counts the calls made through an [`EcrApi`] (benchmark and tests).
-#[derive(Default)]
-pub struct CallCounts {
-    pub describe_repositories: AtomicUsize,
-    pub describe_images: AtomicUsize,
-    pub batch_get_image: AtomicUsize,
-    pub batch_delete_image: AtomicUsize,
-}
-
-impl CallCounts {
-    /// DescribeImages + BatchGetImage calls: what listing a repository cost.
-    pub fn listing(&self) -> usize {
-        self.describe_images.load(Ordering::Relaxed) + self.batch_get_image.load(Ordering::Relaxed)
-    }
-    pub fn deletes(&self) -> usize {
-        self.batch_delete_image.load(Ordering::Relaxed)
-    }
-}
-
-/// An [`EcrApi`] wrapper that counts calls.
-pub struct CountingEcr<A> {
-    pub inner: A,
-    pub counts: CallCounts,
-}
-
-impl<A> CountingEcr<A> {
-    pub fn new(inner: A) -> Self {
-        Self {
-            inner,
-            counts: CallCounts::default(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl<A: EcrApi> EcrApi for CountingEcr<A> {
-    async fn describe_repositories(
-        &self,
-        next_token: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), EcrApiError> {
-        self.counts
-            .describe_repositories
-            .fetch_add(1, Ordering::Relaxed);
-        self.inner.describe_repositories(next_token).await
-    }
-    async fn describe_images(
-        &self,
-        repository: &str,
-        next_token: Option<String>,
-    ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError> {
-        self.counts.describe_images.fetch_add(1, Ordering::Relaxed);
-        self.inner.describe_images(repository, next_token).await
-    }
-    async fn batch_get_image(
-        &self,
-        repository: &str,
-        digests: &[String],
-    ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError> {
-        self.counts.batch_get_image.fetch_add(1, Ordering::Relaxed);
-        self.inner.batch_get_image(repository, digests).await
-    }
-    async fn batch_delete_image(
-        &self,
-        repository: &str,
-        digests: &[String],
-    ) -> Result<(Vec<String>, Vec<ImageFailure>), EcrApiError> {
-        self.counts
-            .batch_delete_image
-            .fetch_add(1, Ordering::Relaxed);
-        self.inner.batch_delete_image(repository, digests).await
-    }
-}
-
-/// A DescribeImages detail and the manifest bytes.
-type StoredImage = (ImageDetail, Vec<u8>);
-
-/// An in-memory ECR with real ECR's paging and limits, which moto lacks (moto returns
-/// one page and no `artifactMediaType`): the benchmark counts calls against it.
-#[derive(Default)]
-pub struct MemoryEcr {
-    repos: Mutex<BTreeMap<String, Vec<StoredImage>>>,
-}
-
-impl MemoryEcr {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Stores a manifest; its digest is sha256 of `bytes`.
-    pub fn put(&self, repository: &str, mut detail: ImageDetail, bytes: Vec<u8>) {
-        detail.digest = Sha256Digest::of(&bytes).to_string();
-        self.repos
-            .lock()
-            .unwrap()
-            .entry(repository.to_string())
-            .or_default()
-            .push((detail, bytes));
-    }
-    pub fn len(&self, repository: &str) -> usize {
-        self.repos
-            .lock()
-            .unwrap()
-            .get(repository)
-            .map_or(0, Vec::len)
-    }
-    pub fn is_empty(&self, repository: &str) -> bool {
-        self.len(repository) == 0
-    }
-}
-
-fn limit_error(what: &str, n: usize, max: usize) -> Result<(), EcrApiError> {
-    if n > max {
-        Err(EcrApiError {
-            message: format!("{what}: {n} image ids, at most {max} allowed"),
-            throttled: false,
-        })
-    } else {
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl EcrApi for MemoryEcr {
-    async fn describe_repositories(
-        &self,
-        _next_token: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), EcrApiError> {
-        Ok((self.repos.lock().unwrap().keys().cloned().collect(), None))
-    }
-    async fn describe_images(
-        &self,
-        repository: &str,
-        next_token: Option<String>,
-    ) -> Result<(Vec<ImageDetail>, Option<String>), EcrApiError> {
-        let repos = self.repos.lock().unwrap();
-        let images = repos.get(repository).ok_or_else(|| EcrApiError {
-            message: format!("RepositoryNotFoundException: {repository}"),
-            throttled: false,
-        })?;
-        let start: usize = next_token.map_or(0, |t| t.parse().unwrap_or(0));
-        let end = (start + DESCRIBE_PAGE as usize).min(images.len());
-        let page = images[start..end].iter().map(|(d, _)| d.clone()).collect();
-        Ok((page, (end < images.len()).then(|| end.to_string())))
-    }
-    async fn batch_get_image(
-        &self,
-        repository: &str,
-        digests: &[String],
-    ) -> Result<(Vec<FetchedManifest>, Vec<ImageFailure>), EcrApiError> {
-        limit_error("BatchGetImage", digests.len(), GET_BATCH)?;
-        let repos = self.repos.lock().unwrap();
-        let images = repos.get(repository).map(Vec::as_slice).unwrap_or(&[]);
-        let mut found = Vec::new();
-        let mut failed = Vec::new();
-        for d in digests {
-            match images.iter().find(|(i, _)| &i.digest == d) {
-                Some((i, bytes)) => found.push(FetchedManifest {
-                    digest: d.clone(),
-                    bytes: bytes.clone(),
-                    media_type: i.manifest_media_type.clone(),
-                }),
-                None => failed.push(ImageFailure {
-                    digest: d.clone(),
-                    code: "ImageNotFound".into(),
-                    message: "Requested image not found".into(),
-                }),
-            }
-        }
-        Ok((found, failed))
-    }
-    async fn batch_delete_image(
-        &self,
-        repository: &str,
-        digests: &[String],
-    ) -> Result<(Vec<String>, Vec<ImageFailure>), EcrApiError> {
-        limit_error("BatchDeleteImage", digests.len(), DELETE_BATCH)?;
-        let mut repos = self.repos.lock().unwrap();
-        let images = repos.entry(repository.to_string()).or_default();
-        let mut deleted = Vec::new();
-        let mut failed = Vec::new();
-        for d in digests {
-            match images.iter().position(|(i, _)| &i.digest == d) {
-                Some(at) => {
-                    images.remove(at);
-                    deleted.push(d.clone());
-                }
-                None => failed.push(ImageFailure {
-                    digest: d.clone(),
-                    code: "ImageNotFound".into(),
-                    message: "Requested image not found".into(),
-                }),
-            }
-        }
-        Ok((deleted, failed))
-    }
-}
-
 /// The production [`Catalog`] over ECR.
 pub struct EcrCatalog<A = SdkEcr> {
     api: A,
-    /// Pause before retrying a call ECR throttled past the SDK's retries.
-    throttle_pause: Duration,
     /// The workloads of the same account and region (ECS, Lambda).
     in_use: Option<Box<dyn InUseSource>>,
-}
-
-impl EcrCatalog<SdkEcr> {
-    /// From the shared AWS config (`AWS_ENDPOINT_URL` honoured by aws-config), with the
-    /// same account's ECS and Lambda as the source of images in use.
-    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
-        Self::new(SdkEcr::from_sdk_config(config)).with_in_use(Workloads {
-            ecs: SdkEcs::from_sdk_config(config),
-            lambda: SdkLambda::from_sdk_config(config),
-        })
-    }
 }
 
 impl<A: EcrApi> EcrCatalog<A> {
     /// A catalog with no source of images in use (see [`Self::with_in_use`]).
     pub fn new(api: A) -> Self {
-        Self {
-            api,
-            throttle_pause: Duration::from_secs(2),
-            in_use: None,
-        }
+        Self { api, in_use: None }
     }
     /// The same catalog, listing images in use through `source`.
     pub fn with_in_use(mut self, source: impl InUseSource + 'static) -> Self {
         self.in_use = Some(Box::new(source));
         self
     }
+    /// The ECR port this catalog calls (tests read a fake's counts through it).
     pub fn api(&self) -> &A {
         &self.api
-    }
-    /// The first pause before retrying a throttled call (doubles each time).
-    pub fn with_throttle_pause(mut self, pause: Duration) -> Self {
-        self.throttle_pause = pause;
-        self
-    }
-
-    /// Runs `call` again (3 more times, growing pauses) while ECR answers
-    /// `ThrottlingException`; the SDK's retry config has already backed off by then.
-    async fn throttled<T, F, Fut>(&self, mut call: F) -> Result<T, EcrApiError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, EcrApiError>>,
-    {
-        let mut pause = self.throttle_pause;
-        for _ in 0..3 {
-            match call().await {
-                Err(e) if e.throttled => {
-                    tracing::warn!(error = %e, ?pause, "ECR throttled the call; pausing");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                other => return other,
-            }
-        }
-        call().await
     }
 }
 
@@ -706,12 +297,14 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
         let mut token = None;
         loop {
             let (page, next) = self
-                .throttled(|| self.api.describe_repositories(token.clone()))
+                .api
+                .describe_repositories(token.clone())
                 .await
                 .map_err(|e| CatalogError::Api {
                     operation: "DescribeRepositories",
                     repository: String::new(),
                     message: e.message,
+                    kind: e.kind,
                 })?;
             names.extend(page);
             match next {
@@ -727,13 +320,15 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
                 operation,
                 repository: repository.to_string(),
                 message: e.message,
+                kind: e.kind,
             }
         };
         let mut details = Vec::new();
         let mut token = None;
         loop {
             let (page, next) = self
-                .throttled(|| self.api.describe_images(repository, token.clone()))
+                .api
+                .describe_images(repository, token.clone())
                 .await
                 .map_err(api_error("DescribeImages"))?;
             details.extend(page);
@@ -750,7 +345,8 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
         let mut manifests = HashMap::new();
         for batch in wanted.chunks(GET_BATCH) {
             let (found, failed) = self
-                .throttled(|| self.api.batch_get_image(repository, batch))
+                .api
+                .batch_get_image(repository, batch)
                 .await
                 .map_err(api_error("BatchGetImage"))?;
             for f in failed {
@@ -781,12 +377,14 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
         let mut outcome = DeleteOutcome::default();
         for batch in ids.chunks(DELETE_BATCH) {
             let (deleted, failed) = self
-                .throttled(|| self.api.batch_delete_image(repository, batch))
+                .api
+                .batch_delete_image(repository, batch)
                 .await
                 .map_err(|e| CatalogError::Api {
                     operation: "BatchDeleteImage",
                     repository: repository.to_string(),
                     message: e.message,
+                    kind: e.kind,
                 })?;
             for d in deleted {
                 outcome
@@ -812,6 +410,7 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn manifest(seed: &str, config: &str, extra: &str) -> Vec<u8> {
         format!(
@@ -848,10 +447,13 @@ mod tests {
     struct Throttling {
         inner: CountingEcr<MemoryEcr>,
         left: AtomicUsize,
+        /// Every call made, throttled or not.
+        calls: AtomicUsize,
     }
 
     impl Throttling {
         fn check(&self) -> Result<(), EcrApiError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             if self
                 .left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -859,7 +461,7 @@ mod tests {
             {
                 return Err(EcrApiError {
                     message: "ThrottlingException: Rate exceeded".into(),
-                    throttled: true,
+                    kind: ApiErrorKind::Throttled,
                 });
             }
             Ok(())
@@ -901,8 +503,59 @@ mod tests {
         }
     }
 
+    /// One retry layer: a call the SDK gave up on (throttled past its attempts) is not
+    /// made again by the catalog; the error keeps its kind, so the run is retryable.
     #[tokio::test]
-    async fn lists_with_few_calls_resolves_edges_and_retries_throttling() {
+    async fn a_throttled_call_is_not_repeated_and_stays_retryable() {
+        let ecr = MemoryEcr::new();
+        ecr.put(
+            "app",
+            detail(&["v1"], media::OCI_MANIFEST, Some(media::OCI_CONFIG)),
+            manifest("img", media::OCI_CONFIG, ""),
+        );
+        let api = Throttling {
+            inner: CountingEcr::new(ecr),
+            left: AtomicUsize::new(1),
+            calls: AtomicUsize::new(0),
+        };
+        let catalog = EcrCatalog::new(api);
+        let err = catalog.list_images("app").await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CatalogError::Api {
+                    operation: "DescribeImages",
+                    kind: ApiErrorKind::Throttled,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_retryable());
+        assert_eq!(catalog.api().calls.load(Ordering::SeqCst), 1);
+        // The next run gets through.
+        assert_eq!(catalog.list_images("app").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_missing_repository_is_not_retryable() {
+        let catalog = EcrCatalog::new(MemoryEcr::new());
+        let err = catalog.list_images("nope").await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CatalogError::Api {
+                    kind: ApiErrorKind::NotFound,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn lists_with_few_calls_and_resolves_edges() {
         let ecr = MemoryEcr::new();
         // 2,500 caches: 3 DescribeImages pages, and no manifest needs fetching.
         for i in 0..2_500 {
@@ -960,16 +613,11 @@ mod tests {
         dsse_detail.subject = Some(img_d.to_string());
         ecr.put("app", dsse_detail, dsse);
 
-        let api = Throttling {
-            inner: CountingEcr::new(ecr),
-            left: AtomicUsize::new(2),
-        };
-        let catalog = EcrCatalog::new(api).with_throttle_pause(Duration::from_millis(1));
+        let catalog = EcrCatalog::new(CountingEcr::new(ecr));
         let images = catalog.list_images("app").await.unwrap();
         assert_eq!(images.len(), 2_506);
-        let counts = &catalog.api().inner.counts;
-        // 3 pages + one BatchGetImage (the index and the tag-scheme signature); the two
-        // throttled calls never reached the API.
+        let counts = &catalog.api().counts;
+        // 3 pages + one BatchGetImage (the index and the tag-scheme signature).
         assert_eq!(counts.describe_images.load(Ordering::Relaxed), 3);
         assert_eq!(counts.batch_get_image.load(Ordering::Relaxed), 1);
         let by = |d: &Sha256Digest| images.iter().find(|i| &i.digest == d).unwrap();
@@ -996,7 +644,7 @@ mod tests {
         let out = catalog.delete_images("app", &doomed).await.unwrap();
         assert_eq!(out.deleted.len(), 250);
         assert_eq!(counts.batch_delete_image.load(Ordering::Relaxed), 3);
-        assert_eq!(catalog.api().inner.inner.len("app"), 2_506 - 250);
+        assert_eq!(catalog.api().inner.len("app"), 2_506 - 250);
     }
 
     #[test]
