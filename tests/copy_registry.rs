@@ -125,8 +125,9 @@ async fn images_round_trip_byte_identical_through_registry_layout_and_archive() 
 }
 
 /// `copy` reads the same `AFTERPUSH_REGISTRY_*` settings as every other verb, at both
-/// ends: the endpoint override, Basic credentials and the number of attempts. (It used
-/// to open registries with the built-in defaults, ignoring all three.)
+/// ends: the endpoint override, Basic credentials and the number of attempts. Each is
+/// checked by its effect, so a verb that opened registries with the built-in defaults
+/// fails here.
 #[tokio::test]
 async fn cli_copy_reads_the_registry_settings_from_the_environment() {
     let registry = support::TestRegistry::start();

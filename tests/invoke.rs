@@ -306,8 +306,8 @@ async fn the_layout_flag_stands_for_every_repository_the_event_names() {
     assert_eq!(report["trigger"], "push app:cache-main", "{out}");
     assert_eq!(report["repositories"][0]["repository"], "app", "{out}");
     let images = report["repositories"][0]["images"].as_u64().unwrap();
-    // At least the image, the SOCI-enabled index and the cache (it saw 0 when the layout
-    // answered only to its directory name).
+    // At least the image, the SOCI-enabled index and the cache: the layout answers for
+    // the event's repository `app`, whatever its directory is called.
     assert!(
         images >= 3,
         "the janitor saw {images} images in the layout: {out}"

@@ -980,9 +980,9 @@ async fn cli_soci_create_push_to_list_and_info() {
 }
 
 /// `soci list` on an index with thousands of children answers for each: its v2 SOCI
-/// index, its v1 one (a referrer), or none. (Each child used to cost a pass over the
-/// whole index and, in a layout, a re-read of every tagged manifest: quadratic, 23 s
-/// for 2,000 children.)
+/// index, its v1 one (a referrer), or none. Thousands, because an answer per child
+/// that costs a pass over the whole index (or, in a layout, a re-read of every tagged
+/// manifest) is quadratic, which only a wide index makes show.
 #[tokio::test]
 async fn cli_soci_list_answers_for_every_child_of_a_wide_index() {
     const CHILDREN: usize = 2000;
