@@ -6,6 +6,7 @@
 
 pub mod bridge_relay;
 pub mod fault_proxy;
+pub mod http_server;
 pub mod invoke_stack;
 pub mod token_server;
 
