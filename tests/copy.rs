@@ -293,20 +293,12 @@ async fn cli_copy_of_a_sample_to_an_archive_skopeo_reads() {
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("7 manifests"), "{stdout}");
-    let raw = std::process::Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            &format!("oci-archive:{}:demo", tar.display()),
-        ])
-        .output()
-        .expect("skopeo is not installed; install it with: apt-get install -y skopeo");
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    assert_eq!(Sha256Digest::of(&raw.stdout), index.digest);
+    let raw = support::skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}:demo", tar.display()),
+    ]);
+    assert_eq!(Sha256Digest::of(&raw), index.digest);
 
     // A copy that fails midway (a layer of the source is gone) leaves the existing
     // archive exactly as it was.
@@ -485,15 +477,11 @@ async fn cli_outputs_take_the_permissions_of_the_umask() {
             layer = layer_path.display(),
             ztoc = ztoc.display(),
         );
-        let run = std::process::Command::new("sh")
-            .args(["-c", &script, env!("CARGO_BIN_EXE_afterpush")])
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        support::stdout_of(std::process::Command::new("sh").args([
+            "-c",
+            &script,
+            env!("CARGO_BIN_EXE_afterpush"),
+        ]));
         let written = LayoutRepository::open(&layout).unwrap();
         for file in [
             layout.join("index.json"),

@@ -104,22 +104,14 @@ async fn images_round_trip_byte_identical_through_registry_layout_and_archive() 
         );
     }
     // skopeo, an independent client, reads the OCI image back from the registry.
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &registry.reference("roundtrip:oci"),
-        ])
-        .output()
-        .expect("skopeo (apt-get install skopeo)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let raw = support::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &registry.reference("roundtrip:oci"),
+    ]);
     assert_eq!(
-        afterpush::oci::Sha256Digest::of(&out.stdout),
+        afterpush::oci::Sha256Digest::of(&raw),
         source.resolve("oci").await.unwrap().digest
     );
 }

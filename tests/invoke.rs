@@ -150,12 +150,7 @@ async fn run_case(stack: &Stack, file: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_event_runs_through_afterpush_invoke() {
     let stack = Stack::start().await;
-    let mut files: Vec<String> = std::fs::read_dir(events_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    files.sort();
+    let files = sample_event_files();
     assert!(files.len() >= 7, "{files:?}");
     for file in &files {
         eprintln!("case {file}");

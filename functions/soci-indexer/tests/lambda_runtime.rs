@@ -19,6 +19,16 @@ fn indexer() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_soci-indexer"))
 }
 
+/// The indexer polling `api`, working on the OCI image layout at `layout`.
+fn start_on_layout(api: &RuntimeApi, layout: &Path) -> Function {
+    Function::start(
+        indexer(),
+        "soci-indexer",
+        api,
+        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
+    )
+}
+
 /// A layout holding one small single-platform image at `tag`; returns its digest.
 fn seed_layout(dir: &Path, tag: &str) -> Sha256Digest {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -86,12 +96,7 @@ fn our_own_output_is_skipped_and_the_loop_stays_up() {
     let layout = dir.path().join("layout");
     seed_layout(&layout, "1.2.3");
     let api = RuntimeApi::start(sample_event("push-soci-suffix-tag.json"));
-    let mut function = Function::start(
-        indexer(),
-        "soci-indexer",
-        &api,
-        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
-    );
+    let mut function = start_on_layout(&api, &layout);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     let body = posted.json();
@@ -112,12 +117,7 @@ fn a_missing_image_is_an_error_naming_the_digest() {
     seed_layout(&layout, "1.2.3");
     let absent = Sha256Digest::of(b"never pushed");
     let api = RuntimeApi::start(event_for("push-image-tag.json", &absent));
-    let mut function = Function::start(
-        indexer(),
-        "soci-indexer",
-        &api,
-        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
-    );
+    let mut function = start_on_layout(&api, &layout);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
     assert_eq!(posted.request_id, api.request_id);
