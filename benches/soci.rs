@@ -20,14 +20,7 @@ use std::io::{BufRead, Read};
 use std::time::Instant;
 
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
+    support::peak_rss::peak_rss_kib() as f64 / 1024.0
 }
 
 fn repo(host: &str) -> DistributionRepository {
@@ -172,16 +165,10 @@ fn main() {
     );
 
     let run = |phase: &str| -> (f64, f64) {
-        let out = std::process::Command::new(&args[0])
-            .args(["--phase", phase, &host])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{phase}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = String::from_utf8(out.stdout).unwrap();
+        let line = String::from_utf8(support::stdout_of(
+            std::process::Command::new(&args[0]).args(["--phase", phase, &host]),
+        ))
+        .unwrap();
         let f: Vec<&str> = line
             .trim()
             .rsplit('\n')

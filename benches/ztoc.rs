@@ -5,6 +5,10 @@
 //! `cargo bench --bench ztoc` (set `ZTOC_BENCH_LAYER=path.tar.gz` to reuse a layer,
 //! `ZTOC_BENCH_RUNS` for the number of alternating runs, 5 by default).
 
+#[path = "../tests/support/peak_rss.rs"]
+mod peak_rss;
+
+use peak_rss::peak_rss_kib;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,15 +34,6 @@ fn phase_sha(layer: &Path) {
     let secs = start.elapsed().as_secs_f64();
     eprintln!("{d:x}");
     println!("RESULT {secs} {} 0 0 {}", peak_rss_kib(), cpu_secs() - cpu0);
-}
-
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Child: plain zlib-rs inflate (flate2, zlib-rs backend) of the whole layer.

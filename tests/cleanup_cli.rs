@@ -5,18 +5,17 @@ mod support;
 
 use afterpush::oci::{media, Sha256Digest};
 use std::collections::BTreeSet;
-use std::process::Command;
 
 fn cli(moto: &support::TestMoto, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_afterpush"))
+    moto.afterpush_command()
         .args(args)
-        .env("AWS_ENDPOINT_URL", moto.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
         .output()
         .expect("run afterpush")
+}
+
+/// `cli`, failing the test with the CLI's stderr unless it succeeds; returns its stdout.
+fn cli_ok(moto: &support::TestMoto, args: &[&str]) -> Vec<u8> {
+    support::stdout_of(moto.afterpush_command().args(args))
 }
 
 async fn put(ecr: &aws_sdk_ecr::Client, seed: &str, config: &str, tag: Option<&str>) -> String {
@@ -25,36 +24,18 @@ async fn put(ecr: &aws_sdk_ecr::Client, seed: &str, config: &str, tag: Option<&s
         media::OCI_MANIFEST,
         Sha256Digest::of(seed.as_bytes())
     );
-    let digest = Sha256Digest::of(body.as_bytes()).to_string();
-    ecr.put_image()
-        .repository_name("app")
-        .image_manifest(body)
-        .image_manifest_media_type(media::OCI_MANIFEST)
-        .image_digest(&digest)
-        .set_image_tag(tag.map(str::to_string))
-        .send()
+    support::put_ecr_manifest(ecr, "app", &body, media::OCI_MANIFEST, tag)
         .await
-        .unwrap();
-    digest
+        .to_string()
 }
 
 #[tokio::test]
 async fn plan_then_apply_as_of_next_month() {
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
-    ecr.create_repository()
-        .repository_name("app")
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, "app").await;
     // The policy's S3 cache exists and is empty.
-    moto.s3()
-        .await
-        .create_bucket()
-        .bucket("buildkit-cache")
-        .send()
-        .await
-        .unwrap();
+    support::create_s3_bucket(&moto.s3().await, "buildkit-cache").await;
     let mut stale = BTreeSet::new();
     for i in 0..3 {
         stale.insert(
@@ -81,7 +62,7 @@ async fn plan_then_apply_as_of_next_month() {
     );
 
     // Plan now: the grace period protects everything.
-    let out = cli(
+    let stdout = cli_ok(
         &moto,
         &[
             "cleanup",
@@ -93,16 +74,11 @@ async fn plan_then_apply_as_of_next_month() {
             "--json",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(report["planned_deletions"], 0);
 
     // Plan as of next month: the three stale caches, nothing deleted.
-    let out = cli(
+    let stdout = cli_ok(
         &moto,
         &[
             "cleanup",
@@ -116,12 +92,7 @@ async fn plan_then_apply_as_of_next_month() {
             "--json",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     let planned: BTreeSet<String> = report["repositories"][0]["planned"]
         .as_array()
         .unwrap()
@@ -133,7 +104,7 @@ async fn plan_then_apply_as_of_next_month() {
     assert_eq!(report["dry_run"], true);
 
     // The table with the kept images and why.
-    let out = cli(
+    let stdout = cli_ok(
         &moto,
         &[
             "cleanup",
@@ -147,12 +118,7 @@ async fn plan_then_apply_as_of_next_month() {
             "--all",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = String::from_utf8(stdout).unwrap();
     assert!(
         text.contains("keep-main-cache") && text.contains("no rule matched"),
         "{text}"
@@ -160,7 +126,7 @@ async fn plan_then_apply_as_of_next_month() {
     assert!(text.contains("app: would delete 3 of 5 images"), "{text}");
 
     // Apply, with the table output.
-    let out = cli(
+    let stdout = cli_ok(
         &moto,
         &[
             "cleanup",
@@ -173,26 +139,12 @@ async fn plan_then_apply_as_of_next_month() {
             "+30d",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = String::from_utf8(stdout).unwrap();
     assert!(
         text.contains("stale-cache") && text.contains("app: deleted 3 of 5 images"),
         "{text}"
     );
-    let left: BTreeSet<String> = ecr
-        .describe_images()
-        .repository_name("app")
-        .send()
-        .await
-        .unwrap()
-        .image_details()
-        .iter()
-        .map(|d| d.image_digest().unwrap().to_string())
-        .collect();
+    let left = support::ecr_image_digests(&ecr, "app").await;
     assert_eq!(left, BTreeSet::from([main, image]));
 }
 

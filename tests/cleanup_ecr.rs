@@ -72,32 +72,13 @@ async fn put(
     media_type: &str,
     tag: Option<&str>,
 ) -> Sha256Digest {
-    let digest = Sha256Digest::of(body.as_bytes());
-    ecr.put_image()
-        .repository_name(REPO)
-        .image_manifest(body)
-        .image_manifest_media_type(media_type)
-        .image_digest(digest.to_string())
-        .set_image_tag(tag.map(str::to_string))
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PutImage {tag:?}: {}",
-                aws_sdk_ecr::error::DisplayErrorContext(e)
-            )
-        });
-    digest
+    support::put_ecr_manifest(ecr, REPO, body, media_type, tag).await
 }
 
 /// Pushes the scenario. Roles say what each manifest is and what the policy
 /// must do with it at +30 days.
 async fn push_scenario(ecr: &aws_sdk_ecr::Client) -> Scenario {
-    ecr.create_repository()
-        .repository_name(REPO)
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(ecr, REPO).await;
     let mut pushed = Vec::new();
     // Registry caches: 30 exports of main and 20 of each of 5 branches; every export
     // but the last of a ref is superseded (pushed untagged: what ECR leaves behind).
@@ -330,16 +311,7 @@ fn add(pushed: &mut Vec<Pushed>, digest: Sha256Digest, role: &'static str) {
 }
 
 async fn remaining(ecr: &aws_sdk_ecr::Client) -> BTreeSet<String> {
-    let out = ecr
-        .describe_images()
-        .repository_name(REPO)
-        .send()
-        .await
-        .unwrap();
-    out.image_details()
-        .iter()
-        .map(|d| d.image_digest().unwrap().to_string())
-        .collect()
+    support::ecr_image_digests(ecr, REPO).await
 }
 
 /// Every index left lists only manifests that are still there; every referrer left
@@ -575,7 +547,7 @@ async fn scheduled_handle_writes_a_report_object() {
     let ecr = moto.ecr().await;
     let scenario = push_scenario(&ecr).await;
     let s3 = moto.s3().await;
-    s3.create_bucket().bucket("reports").send().await.unwrap();
+    support::create_s3_bucket(&s3, "reports").await;
     let catalog = EcrCatalog::from_sdk_config(&moto.sdk_config().await);
     let policy_text = std::fs::read_to_string(format!(
         "{}/infra/policies/ci-caches.yaml",
@@ -643,11 +615,7 @@ async fn the_scheduled_sweep_stays_within_repository_tag_filters() {
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
     for name in ["app", "svc-a", "svc-b", "unrelated"] {
-        ecr.create_repository()
-            .repository_name(name)
-            .send()
-            .await
-            .unwrap();
+        support::create_ecr_repository(&ecr, name).await;
     }
     let catalog = EcrCatalog::from_sdk_config(&moto.sdk_config().await);
     let settings = JanitorSettings::from_lookup(|k| {

@@ -328,11 +328,7 @@ impl Seeded {
 async fn seed(moto: &support::TestMoto, example: &Example, t: DateTime<Utc>) -> Seeded {
     let ecr = moto.ecr().await;
     let repository = format!("lp-{}", example.name);
-    ecr.create_repository()
-        .repository_name(&repository)
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, &repository).await;
     let mut digests = Vec::new();
     for im in &example.images {
         let body = format!(
@@ -348,20 +344,7 @@ async fn seed(moto: &support::TestMoto, example: &Example, t: DateTime<Utc>) -> 
             im.tags.iter().map(|t| Some(*t)).collect()
         };
         for tag in tags {
-            ecr.put_image()
-                .repository_name(&repository)
-                .image_manifest(&body)
-                .image_manifest_media_type(media::OCI_MANIFEST)
-                .image_digest(&digest)
-                .set_image_tag(tag.map(str::to_string))
-                .send()
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "PutImage {tag:?}: {}",
-                        aws_sdk_ecr::error::DisplayErrorContext(e)
-                    )
-                });
+            support::put_ecr_manifest(&ecr, &repository, &body, media::OCI_MANIFEST, tag).await;
         }
         moto.set_ecr_image_times(
             &repository,
@@ -379,13 +362,9 @@ async fn seed(moto: &support::TestMoto, example: &Example, t: DateTime<Utc>) -> 
 }
 
 fn cli(moto: &support::TestMoto, args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_afterpush"))
+    let out = moto
+        .afterpush_command()
         .args(args)
-        .env("AWS_ENDPOINT_URL", moto.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
         .output()
         .expect("run afterpush");
     assert!(
@@ -541,10 +520,7 @@ async fn every_worked_example_plans_the_documented_expirations_on_a_push_event()
         let out = Command::new(env!("CARGO_BIN_EXE_afterpush"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AWS_ENDPOINT_URL", moto.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
+            .envs(support::TestMoto::aws_env(&moto.endpoint()))
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("CLEANUP_POLICY", &example.policy)
             .args(["invoke", "cache-janitor", "--event"])
@@ -582,17 +558,7 @@ async fn plan_prints_per_rule_counts_and_from_ecr_names_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.json");
     std::fs::write(&file, &example.policy).unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_afterpush"))
-            .args(args)
-            .env("AWS_ENDPOINT_URL", moto.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("AWS_PROFILE")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| moto.afterpush_command().args(args).output().unwrap();
     let t_text = t.to_rfc3339();
     let out = run(&[
         "cleanup",
@@ -649,26 +615,14 @@ async fn apply_keeps_what_the_safety_rules_protect_and_deletes_the_rest() {
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
     let repository = "lp-safety";
-    ecr.create_repository()
-        .repository_name(repository)
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, repository).await;
     let t = as_of();
     let put = |body: String, media_type: &'static str, tag: Option<&'static str>| {
         let ecr = ecr.clone();
         async move {
-            let digest = Sha256Digest::of(body.as_bytes()).to_string();
-            ecr.put_image()
-                .repository_name(repository)
-                .image_manifest(body)
-                .image_manifest_media_type(media_type)
-                .image_digest(&digest)
-                .set_image_tag(tag.map(str::to_string))
-                .send()
+            support::put_ecr_manifest(&ecr, repository, &body, media_type, tag)
                 .await
-                .unwrap();
-            digest
+                .to_string()
         }
     };
     let manifest = |seed: &str| {
@@ -770,16 +724,7 @@ async fn apply_keeps_what_the_safety_rules_protect_and_deletes_the_rest() {
         serde_json::json!({"rule": "ecr:1", "description": "Rule 1", "matched": 7,
             "expired": 3, "kept_by_safety": 3})
     );
-    let left: BTreeSet<String> = ecr
-        .describe_images()
-        .repository_name(repository)
-        .send()
-        .await
-        .unwrap()
-        .image_details()
-        .iter()
-        .map(|d| d.image_digest().unwrap().to_string())
-        .collect();
+    let left = support::ecr_image_digests(&ecr, repository).await;
     let expected: BTreeSet<String> = ages
         .iter()
         .map(|(d, _)| d.clone())

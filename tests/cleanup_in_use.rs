@@ -14,6 +14,7 @@ use afterpush::events::{RepositoryTagFilters, Trigger};
 use afterpush::oci::{media, Sha256Digest};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
+use support::{create_image_function, register_task_definition};
 
 const REPO: &str = "app";
 const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -23,70 +24,17 @@ async fn put(ecr: &aws_sdk_ecr::Client, seed: &str, tag: &str) -> Sha256Digest {
 }
 
 async fn remaining(ecr: &aws_sdk_ecr::Client) -> BTreeSet<Sha256Digest> {
-    ecr.describe_images()
-        .repository_name(REPO)
-        .send()
+    support::ecr_image_digests(ecr, REPO)
         .await
-        .unwrap()
-        .image_details()
         .iter()
-        .map(|d| d.image_digest().unwrap().parse().unwrap())
+        .map(|d| d.parse().unwrap())
         .collect()
 }
 
-fn container(name: &str, image: &str) -> aws_sdk_ecs::types::ContainerDefinition {
-    aws_sdk_ecs::types::ContainerDefinition::builder()
-        .name(name)
-        .image(image)
-        .memory(128)
-        .build()
-}
-
-async fn register(ecs: &aws_sdk_ecs::Client, family: &str, images: &[&str]) {
-    let mut call = ecs.register_task_definition().family(family);
-    for (i, image) in images.iter().enumerate() {
-        call = call.container_definitions(container(&format!("c{i}"), image));
-    }
-    call.send().await.unwrap();
-}
-
+/// Task ids are what the janitor names a task by: the last part of its ARN.
 async fn run_task(ecs: &aws_sdk_ecs::Client, task_definition: &str) -> String {
-    let out = ecs
-        .run_task()
-        .cluster("web")
-        .task_definition(task_definition)
-        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
-        .send()
-        .await
-        .unwrap();
-    out.tasks()[0]
-        .task_arn()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-async fn image_function(lambda: &aws_sdk_lambda::Client, role: &str, name: &str, image: &str) {
-    lambda
-        .create_function()
-        .function_name(name)
-        .role(role)
-        .package_type(aws_sdk_lambda::types::PackageType::Image)
-        .code(
-            aws_sdk_lambda::types::FunctionCode::builder()
-                .image_uri(image)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "CreateFunction {name}: {}",
-                aws_sdk_lambda::error::DisplayErrorContext(e)
-            )
-        });
+    let arn = support::run_fargate_task(ecs, "web", task_definition).await;
+    arn.rsplit('/').next().unwrap().to_string()
 }
 
 /// Every image of kind `image` expires at once: only in-use protection keeps anything.
@@ -106,21 +54,14 @@ struct Workloads {
 
 async fn workloads(moto: &support::TestMoto) -> Workloads {
     let (ecr, ecs, lambda) = (moto.ecr().await, moto.ecs().await, moto.lambda().await);
-    ecr.create_repository()
-        .repository_name(REPO)
-        .send()
-        .await
-        .unwrap();
-    ecs.create_cluster()
-        .cluster_name("web")
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, REPO).await;
+    support::create_ecs_cluster(&ecs, "web").await;
     let mut d = BTreeMap::new();
 
     // A service on a tagged image; its task started before the tag moved.
     d.insert("api-old", put(&ecr, "api 1", "api").await);
-    register(&ecs, "api", &[&format!("{HOST}/app:api"), "nginx:1.27"]).await;
+    let api = format!("{HOST}/app:api");
+    register_task_definition(&ecs, "api", &[("c0", &api), ("c1", "nginx:1.27")]).await;
     ecs.create_service()
         .cluster("web")
         .service_name("api")
@@ -135,7 +76,8 @@ async fn workloads(moto: &support::TestMoto) -> Workloads {
     // A task pinned by digest, whose definition was deregistered since: only the
     // running task holds its image.
     d.insert("pinned", put(&ecr, "batch", "batch").await);
-    register(&ecs, "batch", &[&format!("{HOST}/app@{}", d["pinned"])]).await;
+    let pinned = format!("{HOST}/app@{}", d["pinned"]);
+    register_task_definition(&ecs, "batch", &[("c0", &pinned)]).await;
     let pinned_task = run_task(&ecs, "batch:1").await;
     ecs.deregister_task_definition()
         .task_definition("batch:1")
@@ -147,20 +89,16 @@ async fn workloads(moto: &support::TestMoto) -> Workloads {
     for r in 1..=7 {
         let name: &'static str = Box::leak(format!("rev{r}").into_boxed_str());
         d.insert(name, put(&ecr, name, &format!("worker-{r}")).await);
-        register(&ecs, "worker", &[&format!("{HOST}/app:worker-{r}")]).await;
+        let worker = format!("{HOST}/app:worker-{r}");
+        register_task_definition(&ecs, "worker", &[("c0", &worker)]).await;
     }
 
     // A function: version 1 on the first image with alias `live`; $LATEST moved on.
     let role = moto.iam_role("resize").await;
     d.insert("fn-old", put(&ecr, "fn 1", "fn-1").await);
     d.insert("fn-new", put(&ecr, "fn 2", "fn-2").await);
-    image_function(&lambda, &role, "resize", &format!("{HOST}/app:fn-1")).await;
-    lambda
-        .publish_version()
-        .function_name("resize")
-        .send()
-        .await
-        .unwrap();
+    create_image_function(&lambda, &role, "resize", &format!("{HOST}/app:fn-1")).await;
+    support::publish_function_version(&lambda, "resize").await;
     lambda
         .create_alias()
         .function_name("resize")
@@ -169,20 +107,14 @@ async fn workloads(moto: &support::TestMoto) -> Workloads {
         .send()
         .await
         .unwrap();
-    lambda
-        .update_function_code()
-        .function_name("resize")
-        .image_uri(format!("{HOST}/app:fn-2"))
-        .send()
-        .await
-        .unwrap();
+    support::update_function_image(&lambda, "resize", &format!("{HOST}/app:fn-2")).await;
 
     // Another account's repository of the same name, and an image nobody uses.
     d.insert("foreign", put(&ecr, "foreign", "x-1").await);
-    register(
+    register_task_definition(
         &ecs,
         "foreign",
-        &["210987654321.dkr.ecr.us-east-1.amazonaws.com/app:x-1"],
+        &[("c0", "210987654321.dkr.ecr.us-east-1.amazonaws.com/app:x-1")],
     )
     .await;
     d.insert("unused", put(&ecr, "unused", "unused").await);
@@ -376,11 +308,7 @@ fn push_event(tag: &str, digest: &Sha256Digest) -> serde_json::Value {
 async fn a_push_that_sets_off_a_rule_is_cleaned_at_once() {
     let moto = support::TestMoto::start();
     let (ecr, lambda) = (moto.ecr().await, moto.lambda().await);
-    ecr.create_repository()
-        .repository_name(REPO)
-        .send()
-        .await
-        .unwrap();
+    support::create_ecr_repository(&ecr, REPO).await;
     let settings = JanitorSettings::from_lookup(|k| match k {
         "CLEANUP_POLICY" => Some(
             r#"{"repositories": ["app"], "grace_period": "0s", "rules": [
@@ -403,7 +331,7 @@ async fn a_push_that_sets_off_a_rule_is_cleaned_at_once() {
     }
     // release-1 runs in a Lambda function.
     let role = moto.iam_role("api").await;
-    image_function(&lambda, &role, "api", &format!("{HOST}/app:release-1")).await;
+    create_image_function(&lambda, &role, "api", &format!("{HOST}/app:release-1")).await;
 
     // The 4th release pushes release-1 out of the 3 newest, but it is in use: kept.
     d.push(put(&ecr, "release 4", "release-4").await);

@@ -41,7 +41,7 @@ async fn objects(s3: &aws_sdk_s3::Client) -> BTreeSet<String> {
 async fn s3_cache_loses_exactly_the_dead_blobs() {
     let moto = support::TestMoto::start();
     let s3 = moto.s3().await;
-    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+    support::create_s3_bucket(&s3, BUCKET).await;
     let put = |key: String, body: String| {
         let s3 = s3.clone();
         async move {

@@ -293,20 +293,12 @@ async fn cli_copy_of_a_sample_to_an_archive_skopeo_reads() {
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("7 manifests"), "{stdout}");
-    let raw = std::process::Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            &format!("oci-archive:{}:demo", tar.display()),
-        ])
-        .output()
-        .expect("skopeo is not installed; install it with: apt-get install -y skopeo");
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    assert_eq!(Sha256Digest::of(&raw.stdout), index.digest);
+    let raw = support::skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}:demo", tar.display()),
+    ]);
+    assert_eq!(Sha256Digest::of(&raw), index.digest);
 
     // A copy that fails midway (a layer of the source is gone) leaves the existing
     // archive exactly as it was.
@@ -364,8 +356,9 @@ async fn cli_copy_of_a_sample_to_an_archive_skopeo_reads() {
         "a failed copy left blobs"
     );
 
-    // Errors name the reference, and each cause once (an error that prints its source
-    // was followed by that source again: "…: Is a directory (os error 21): Is a…").
+    // Errors name the reference, and each cause once: an error whose message already
+    // includes its source is not followed by that source again ("…: Is a directory (os
+    // error 21): Is a…").
     let odd = dir.path().join("odd-layout");
     std::fs::create_dir_all(odd.join("oci-layout")).unwrap();
     let (ok, _, stderr) = afterpush(&["copy", &format!("oci:{}:x", odd.display()), "oci:/tmp/y"]);
@@ -379,8 +372,8 @@ async fn cli_copy_of_a_sample_to_an_archive_skopeo_reads() {
 
 /// An index chain thousands deep (legal OCI, and what a hostile source can send) is
 /// copied, and no verb that walks it crashes: each answers or fails with a message.
-/// `copy` used to recurse and overflow its stack (abort, rc 134) from about 700 levels
-/// in a debug build.
+/// Thousands, because a walk that recurses overflows its stack (abort, rc 134) from
+/// about 700 levels in a debug build.
 #[tokio::test]
 async fn a_deep_index_chain_is_copied_and_no_verb_crashes_on_it() {
     const DEPTH: usize = 3000;
@@ -446,8 +439,8 @@ async fn a_deep_index_chain_is_copied_and_no_verb_crashes_on_it() {
 }
 
 /// What the CLI writes for the user (layout blobs, index.json, archives, zTOCs) gets the
-/// permissions `cp` gives a new file: 0666 less the umask. They were all 0600, the mode
-/// of a private temporary file, whatever the umask.
+/// permissions `cp` gives a new file: 0666 less the umask, not the 0600 of the private
+/// temporary file each is written as before it is renamed into place.
 #[tokio::test]
 async fn cli_outputs_take_the_permissions_of_the_umask() {
     use std::os::unix::fs::PermissionsExt;
@@ -484,15 +477,11 @@ async fn cli_outputs_take_the_permissions_of_the_umask() {
             layer = layer_path.display(),
             ztoc = ztoc.display(),
         );
-        let run = std::process::Command::new("sh")
-            .args(["-c", &script, env!("CARGO_BIN_EXE_afterpush")])
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        support::stdout_of(std::process::Command::new("sh").args([
+            "-c",
+            &script,
+            env!("CARGO_BIN_EXE_afterpush"),
+        ]));
         let written = LayoutRepository::open(&layout).unwrap();
         for file in [
             layout.join("index.json"),

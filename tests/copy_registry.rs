@@ -104,29 +104,22 @@ async fn images_round_trip_byte_identical_through_registry_layout_and_archive() 
         );
     }
     // skopeo, an independent client, reads the OCI image back from the registry.
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &registry.reference("roundtrip:oci"),
-        ])
-        .output()
-        .expect("skopeo (apt-get install skopeo)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let raw = support::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &registry.reference("roundtrip:oci"),
+    ]);
     assert_eq!(
-        afterpush::oci::Sha256Digest::of(&out.stdout),
+        afterpush::oci::Sha256Digest::of(&raw),
         source.resolve("oci").await.unwrap().digest
     );
 }
 
 /// `copy` reads the same `AFTERPUSH_REGISTRY_*` settings as every other verb, at both
-/// ends: the endpoint override, Basic credentials and the number of attempts. (It used
-/// to open registries with the built-in defaults, ignoring all three.)
+/// ends: the endpoint override, Basic credentials and the number of attempts. Each is
+/// checked by its effect, so a verb that opened registries with the built-in defaults
+/// fails here.
 #[tokio::test]
 async fn cli_copy_reads_the_registry_settings_from_the_environment() {
     let registry = support::TestRegistry::start();

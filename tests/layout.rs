@@ -1,6 +1,8 @@
 //! OCI image layout and oci-archive repositories, cross-checked with skopeo (an
 //! independent client) and GNU tar.
 
+mod support;
+
 use afterpush::oci::{media, ManifestSummary, Sha256Digest};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
 use afterpush::registry::open::{open_repository, OpenSettings};
@@ -8,25 +10,13 @@ use afterpush::registry::{read_blob, Manifest, RegistryError, Repository, MAX_MA
 use afterpush::sample::{self, LayerCompression, ManifestFormat, SampleSpec};
 use std::path::Path;
 use std::process::Command;
+use support::{skopeo, stdout_of};
 
 fn small_spec() -> SampleSpec {
     SampleSpec {
         layer_sizes: vec![3000, 70_000],
         ..SampleSpec::default()
     }
-}
-
-fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("skopeo is not installed; install it with: apt-get install -y skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 #[tokio::test]
@@ -131,17 +121,12 @@ async fn gnu_tar_reads_sample_layers_with_symlink_xattr_and_subsecond_mtimes() {
     .await
     .unwrap();
     let layer = repo.blob_path(&img.layers[0].blob.digest);
-    let out = Command::new("tar")
-        .args(["--xattrs", "--xattrs-include=*", "--full-time", "-tvzf"])
-        .arg(&layer)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listing = String::from_utf8(out.stdout).unwrap();
+    let listing = String::from_utf8(stdout_of(
+        Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "--full-time", "-tvzf"])
+            .arg(&layer),
+    ))
+    .unwrap();
     assert!(
         listing.contains("usr/share/sample/latest -> data-0.txt"),
         "{listing}"

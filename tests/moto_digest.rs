@@ -5,12 +5,15 @@
 
 mod support;
 
+/// An OCI image manifest with an empty config and no layers.
+const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+
 #[tokio::test]
 async fn moto_ecr_digest_is_sha256_of_manifest_bytes() {
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
     support::create_ecr_repository(&ecr, "app").await;
-    let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+    let manifest = MANIFEST;
     let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
     for (body, media_type) in [
         (manifest, "application/vnd.oci.image.manifest.v1+json"),
@@ -47,7 +50,7 @@ async fn moto_ecr_reports_the_push_and_pull_times_set_by_the_launcher() {
     let moto = support::TestMoto::start();
     let ecr = moto.ecr().await;
     support::create_ecr_repository(&ecr, "app").await;
-    let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+    let manifest = MANIFEST;
     let digest = afterpush::oci::Sha256Digest::of(manifest.as_bytes()).to_string();
     ecr.put_image()
         .repository_name("app")

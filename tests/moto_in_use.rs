@@ -18,34 +18,11 @@ async fn ecs_tasks_report_every_container_with_the_digest_it_pulled() {
     let (ecr, ecs) = (moto.ecr().await, moto.ecs().await);
     support::create_ecr_repository(&ecr, "app").await;
     let first = put(&ecr, "one", "v1").await;
-    ecs.create_cluster()
-        .cluster_name("web")
-        .send()
-        .await
-        .unwrap();
-    let container = |name: &str, image: &str| {
-        aws_sdk_ecs::types::ContainerDefinition::builder()
-            .name(name)
-            .image(image)
-            .memory(128)
-            .build()
-    };
-    ecs.register_task_definition()
-        .family("web")
-        .container_definitions(container("app", &format!("{HOST}/app:v1")))
-        .container_definitions(container("proxy", "nginx:latest"))
-        .send()
-        .await
-        .unwrap();
-    let run = ecs
-        .run_task()
-        .cluster("web")
-        .task_definition("web")
-        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
-        .send()
-        .await
-        .unwrap();
-    let task = run.tasks()[0].task_arn().unwrap().to_string();
+    support::create_ecs_cluster(&ecs, "web").await;
+    let app = format!("{HOST}/app:v1");
+    support::register_task_definition(&ecs, "web", &[("app", &app), ("proxy", "nginx:latest")])
+        .await;
+    let task = support::run_fargate_task(&ecs, "web", "web").await;
     // The tag moves on; the running task still runs what it pulled.
     let second = put(&ecr, "two", "v1").await;
     assert_ne!(first, second);
@@ -109,33 +86,10 @@ async fn lambda_versions_keep_their_image_and_resolve_digests() {
     let first = put(&ecr, "one", "fn-1").await;
     let second = put(&ecr, "two", "fn-2").await;
     let role = moto.iam_role("resize").await;
-    lambda
-        .create_function()
-        .function_name("resize")
-        .role(role)
-        .package_type(aws_sdk_lambda::types::PackageType::Image)
-        .code(
-            aws_sdk_lambda::types::FunctionCode::builder()
-                .image_uri(format!("{HOST}/app:fn-1"))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    lambda
-        .publish_version()
-        .function_name("resize")
-        .send()
-        .await
-        .unwrap();
+    support::create_image_function(&lambda, &role, "resize", &format!("{HOST}/app:fn-1")).await;
+    support::publish_function_version(&lambda, "resize").await;
     // $LATEST moves to the second image, by digest.
-    lambda
-        .update_function_code()
-        .function_name("resize")
-        .image_uri(format!("{HOST}/app@{second}"))
-        .send()
-        .await
-        .unwrap();
+    support::update_function_image(&lambda, "resize", &format!("{HOST}/app@{second}")).await;
     let code = |q: &'static str| {
         let lambda = lambda.clone();
         async move {

@@ -13,16 +13,9 @@ use futures::StreamExt;
 const SIZE: u64 = 200 * 1024 * 1024;
 const PIECE: usize = 256 * 1024;
 
-/// Peak resident set size of this process, in bytes (`VmHWM` of /proc/self/status).
+/// Peak resident set size of this process, in bytes.
 fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    support::peak_rss::peak_rss_kib() * 1024
 }
 
 /// The same pseudo-random bytes on every call, generated piece by piece, never whole.
@@ -31,16 +24,8 @@ fn generated(seed: u64) -> BlobStream {
     futures::stream::iter(0..pieces)
         .map(move |i| {
             let len = (SIZE - i * PIECE as u64).min(PIECE as u64) as usize;
-            let mut x = seed ^ (i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
-            let mut out = Vec::with_capacity(len + 8);
-            while out.len() < len {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-            out.truncate(len);
-            Ok(Bytes::from(out))
+            let piece_seed = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            Ok(Bytes::from(support::pseudo_random(len, piece_seed)))
         })
         .boxed()
 }

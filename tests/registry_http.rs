@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::fault_proxy::{Fault, FaultProxy};
 use support::token_server::TokenServer;
-use support::TestRegistry;
+use support::{pseudo_random, TestRegistry};
 
 fn settings() -> RegistrySettings {
     RegistrySettings {
@@ -28,20 +28,6 @@ fn settings() -> RegistrySettings {
 
 fn repo(host: &str, name: &str) -> DistributionRepository {
     DistributionRepository::connect(&settings(), host, name).unwrap()
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so blobs are not trivially compressible.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A stream of `bytes` cut into uneven pieces (callers must not assume chunk sizes).
@@ -159,17 +145,13 @@ async fn manifests_and_blobs_round_trip_byte_identical() {
         );
     }
     // An independent client sees the same bytes.
-    let skopeo = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{}/team/app:docker", registry.host()))
-        .output()
-        .expect("skopeo is installed (sudo apt-get install -y skopeo)");
-    assert!(
-        skopeo.status.success(),
-        "{}",
-        String::from_utf8_lossy(&skopeo.stderr)
-    );
-    assert_eq!(skopeo.stdout, docker_list.bytes.to_vec());
+    let raw = support::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/team/app:docker", registry.host()),
+    ]);
+    assert_eq!(raw, docker_list.bytes.to_vec());
 
     // Blobs come back byte-identical.
     let layer = pseudo_random(20_000, 3);

@@ -406,12 +406,7 @@ async fn every_sample_event_parses_in_the_container() {
         return;
     };
     let (a, b) = (relayed_stack(&sam).await, relayed_stack(&sam).await);
-    let mut files: Vec<String> = std::fs::read_dir(events_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    files.sort();
+    let files = sample_event_files();
     assert!(files.len() >= 7, "{files:?}");
     // The janitor reads every kind of event the template routes (pushes, deletes,
     // failures, the schedule) and needs nothing seeded to answer: each event, as SAM

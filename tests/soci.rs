@@ -11,7 +11,7 @@ use afterpush::registry::distribution::{DistributionRepository, RegistrySettings
 use afterpush::registry::{
     push_bytes, read_blob, BlobRef, BlobStream, Manifest, Repository, Result as RegResult,
 };
-use afterpush::sample::{self, LayerCompression, ManifestFormat, SampleSpec};
+use afterpush::sample::{self, LayerCompression, ManifestFormat, SampleImage, SampleSpec};
 use afterpush::soci::{create_soci, IndexVersion, NoZtocCache, S3ZtocCache, SociSettings, TagMode};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -118,7 +118,8 @@ impl<R: Repository> Repository for Recording<R> {
 
 /// A minimum layer size between the smallest and the largest layer of the sample, so
 /// the image has layers over and under it whatever the compression ratio.
-fn min_between(layers: &[u64]) -> u64 {
+fn min_between(image: &SampleImage) -> u64 {
+    let layers: Vec<u64> = image.layers.iter().map(|l| l.blob.size).collect();
     let (lo, hi) = (*layers.iter().min().unwrap(), *layers.iter().max().unwrap());
     assert!(hi > lo * 2, "sample layers too close in size: {layers:?}");
     (lo + hi) / 2
@@ -185,12 +186,7 @@ async fn multi_arch_image_gets_a_soci_v2_index_per_platform() {
     let sample = sample::write_multi_arch(&repo, &spec, Some("1.0"))
         .await
         .unwrap();
-    let layer_sizes: Vec<u64> = sample.images[0]
-        .layers
-        .iter()
-        .map(|l| l.blob.size)
-        .collect();
-    let settings = settings(min_between(&layer_sizes));
+    let settings = settings(min_between(&sample.images[0]));
 
     let outcome = create_soci(&repo, "1.0", Some("1.0"), &settings, &NoZtocCache, None)
         .await
@@ -335,10 +331,9 @@ async fn docker_tar_image_in_place_and_small_images() {
     let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some("2.0"))
         .await
         .unwrap();
-    let sizes: Vec<u64> = image.layers.iter().map(|l| l.blob.size).collect();
     let settings = SociSettings {
         tag_mode: TagMode::InPlace,
-        ..settings(min_between(&sizes))
+        ..settings(min_between(&image))
     };
     let outcome = create_soci(&repo, "2.0", Some("2.0"), &settings, &NoZtocCache, None)
         .await
@@ -453,11 +448,7 @@ async fn a_corrupt_layer_fails_the_image_naming_the_layer_and_moves_no_tag() {
 /// The zTOC cache the indexer uses in Lambda, on an empty bucket of moto's S3.
 async fn ztoc_cache(moto: &support::TestMoto) -> (aws_sdk_s3::Client, S3ZtocCache) {
     let s3 = moto.s3().await;
-    s3.create_bucket()
-        .bucket("ztoc-cache")
-        .send()
-        .await
-        .unwrap();
+    support::create_s3_bucket(&s3, "ztoc-cache").await;
     let cache = S3ZtocCache::new(s3.clone(), "ztoc-cache", "afterpush/ztoc/");
     (s3, cache)
 }
@@ -478,8 +469,7 @@ async fn ztocs_are_reused_from_the_s3_cache() {
     let first = sample::write_image(&repo, &spec, &spec.platforms[0], Some("a"))
         .await
         .unwrap();
-    let sizes: Vec<u64> = first.layers.iter().map(|l| l.blob.size).collect();
-    let settings = settings(min_between(&sizes));
+    let settings = settings(min_between(&first));
     let big = first
         .layers
         .iter()
@@ -568,8 +558,7 @@ async fn forged_cache_entries_are_rebuilt_and_never_published() {
     let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some("a"))
         .await
         .unwrap();
-    let sizes: Vec<u64> = image.layers.iter().map(|l| l.blob.size).collect();
-    let settings = settings(min_between(&sizes));
+    let settings = settings(min_between(&image));
     let mut indexed: Vec<(Sha256Digest, u64)> = image
         .layers
         .iter()
@@ -725,10 +714,9 @@ async fn soci_v1_indexes_are_found_through_referrers() {
     let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some("x"))
         .await
         .unwrap();
-    let sizes: Vec<u64> = image.layers.iter().map(|l| l.blob.size).collect();
     let settings = SociSettings {
         index_version: IndexVersion::V1,
-        ..settings(min_between(&sizes))
+        ..settings(min_between(&image))
     };
     let o = create_soci(&repo, "x", Some("x"), &settings, &NoZtocCache, None)
         .await
@@ -773,8 +761,7 @@ async fn registry_errors_mid_upload_are_retried_or_fail_cleanly() {
     let image = sample::write_image(&repo, &spec, &spec.platforms[0], Some("t"))
         .await
         .unwrap();
-    let sizes: Vec<u64> = image.layers.iter().map(|l| l.blob.size).collect();
-    let settings = settings(min_between(&sizes));
+    let settings = settings(min_between(&image));
 
     // Transient: a reset while the zTOC uploads, a 503 on a manifest put.
     proxy.add_rule(Some("PUT"), "/blobs/uploads/", Fault::Reset, 1);
@@ -895,25 +882,14 @@ async fn cli_soci_create_push_to_list_and_info() {
         .await
         .unwrap();
     archive.commit().await.unwrap();
-    let sizes: Vec<u64> = written.images[0]
-        .layers
-        .iter()
-        .map(|l| l.blob.size)
-        .collect();
-    let min = min_between(&sizes).to_string();
+    let min = min_between(&written.images[0]).to_string();
 
     let afterpush = env!("CARGO_BIN_EXE_afterpush");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(afterpush)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8(support::stdout_of(
+            std::process::Command::new(afterpush).args(args),
+        ))
+        .unwrap()
     };
     let target = registry.reference("app:1.0");
     let out = run(&[
@@ -980,9 +956,9 @@ async fn cli_soci_create_push_to_list_and_info() {
 }
 
 /// `soci list` on an index with thousands of children answers for each: its v2 SOCI
-/// index, its v1 one (a referrer), or none. (Each child used to cost a pass over the
-/// whole index and, in a layout, a re-read of every tagged manifest: quadratic, 23 s
-/// for 2,000 children.)
+/// index, its v1 one (a referrer), or none. Thousands, because an answer per child
+/// that costs a pass over the whole index (or, in a layout, a re-read of every tagged
+/// manifest) is quadratic, which only a wide index makes show.
 #[tokio::test]
 async fn cli_soci_list_answers_for_every_child_of_a_wide_index() {
     const CHILDREN: usize = 2000;
@@ -1090,12 +1066,7 @@ async fn cli_soci_create_that_fails_leaves_no_ztoc_behind() {
     let written = sample::write_multi_arch(&repo, &spec, Some("1.0"))
         .await
         .unwrap();
-    let sizes: Vec<u64> = written.images[0]
-        .layers
-        .iter()
-        .map(|l| l.blob.size)
-        .collect();
-    let min = min_between(&sizes).to_string();
+    let min = min_between(&written.images[0]).to_string();
     let last = written.images.last().unwrap().layers.last().unwrap();
     let path = repo.blob_path(&last.blob.digest);
     let mut bytes = std::fs::read(&path).unwrap();

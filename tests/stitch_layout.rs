@@ -7,7 +7,6 @@ use afterpush::oci::{media, Sha256Digest};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
 use afterpush::registry::Repository;
 use afterpush::sample::{self, ManifestFormat, SampleSpec};
-use std::process::Command;
 use support::afterpush_stitch_cli as afterpush;
 
 fn spec(seed: u64) -> SampleSpec {
@@ -43,25 +42,17 @@ async fn stitches_inside_an_oci_layout() {
     assert_eq!(stdout.trim().as_bytes(), &stored.bytes[..]);
 
     // skopeo picks the arm64 child of our index out of the layout.
-    let out = Command::new("skopeo")
-        .args([
-            "--override-arch",
-            "arm64",
-            "--override-os",
-            "linux",
-            "inspect",
-            "--config",
-            "--raw",
-        ])
-        .arg(format!("oci:{}:1.0", layout.display()))
-        .output()
-        .expect("skopeo is not installed; install it with: apt-get install -y skopeo");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(Sha256Digest::of(&out.stdout), configs[0]);
+    let config = support::skopeo(&[
+        "--override-arch",
+        "arm64",
+        "--override-os",
+        "linux",
+        "inspect",
+        "--config",
+        "--raw",
+        &format!("oci:{}:1.0", layout.display()),
+    ]);
+    assert_eq!(Sha256Digest::of(&config), configs[0]);
 
     // Running again writes nothing.
     let (ok, stdout_again, stderr) = afterpush(&["stitch", &reference, "--tag", "1.0"]);

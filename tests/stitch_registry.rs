@@ -128,19 +128,8 @@ async fn docker_children_give_a_docker_list_that_skopeo_reads() {
     // skopeo (an independent client) reads the same bytes, and resolves the list per
     // platform to the right child (the architecture it reports comes from that child's
     // config).
-    let skopeo = |args: &[&str]| {
-        let out = std::process::Command::new("skopeo")
-            .args(args)
-            .arg(reg.reference("app:1.0"))
-            .output()
-            .expect("skopeo is not installed; install it with: apt-get install -y skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let reference = reg.reference("app:1.0");
+    let skopeo = |args: &[&str]| support::skopeo(&[args, &[reference.as_str()]].concat());
     assert_eq!(
         skopeo(&["inspect", "--tls-verify=false", "--raw"]),
         stored.bytes.to_vec()

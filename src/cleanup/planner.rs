@@ -792,15 +792,9 @@ mod tests {
         Policy::parse(yaml).unwrap()
     }
 
-    const ISSUE_POLICY: &str = r#"
-repositories: ["*"]
-grace_period: 1h
-rules:
-  - {name: keep-main-cache, select: {tags: ["cache-main"]}, action: keep}
-  - {name: stale-cache, select: {kind: buildkit-cache, untagged: true}, action: expire}
-  - {name: branch-caches, select: {kind: buildkit-cache, tags: ["cache-*"]}, action: expire, when: {unused_for: 14d}}
-  - {name: old-untagged, select: {untagged: true}, action: expire, when: {older_than: 7d}}
-"#;
+    /// The policy of issue 7 as shipped. Its repository globs, S3 cache and deletion cap
+    /// do not bear on these plans: one repository (`app`), far fewer than 500 images.
+    const ISSUE_POLICY: &str = include_str!("../../infra/policies/ci-caches.yaml");
 
     fn run(images: Vec<ImageRecord>, p: &Policy) -> Plan {
         plan(

@@ -669,18 +669,8 @@ impl Policy {
 mod tests {
     use super::*;
 
-    const ISSUE_EXAMPLE: &str = r#"
-repositories: ["app", "svc-*"]
-grace_period: 1h
-max_deletions: 500
-rules:
-  - {name: keep-main-cache, select: {tags: ["cache-main"]}, action: keep}
-  - {name: stale-cache, select: {kind: buildkit-cache, untagged: true}, action: expire}
-  - {name: branch-caches, select: {kind: buildkit-cache, tags: ["cache-*"]}, action: expire, when: {unused_for: 14d}}
-  - {name: old-untagged, select: {untagged: true}, action: expire, when: {older_than: 7d}}
-s3_caches:
-  - {uri: "s3://bucket/buildkit/", keep: ["main"], expire_unused_for: 14d, blob_grace: 24h}
-"#;
+    /// The policy of issue 7, as shipped.
+    const ISSUE_EXAMPLE: &str = include_str!("../../infra/policies/ci-caches.yaml");
 
     #[test]
     fn parses_the_issue_example() {
@@ -694,8 +684,8 @@ s3_caches:
         assert_eq!(p.rules[1].select.tagged, Some(false));
         assert_eq!(p.rules[2].when.unused_for, Some(Duration::days(14)));
         assert_eq!(p.rules[3].when.older_than, Some(Duration::days(7)));
-        assert_eq!(p.s3_caches[0].uri.bucket, "bucket");
-        assert_eq!(p.s3_caches[0].uri.prefix, "buildkit/");
+        assert_eq!(p.s3_caches[0].uri.bucket, "buildkit-cache");
+        assert_eq!(p.s3_caches[0].uri.prefix, "app/");
         assert_eq!(p.s3_caches[0].blob_grace, Duration::hours(24));
         assert!(p.is_cache_tag("cache-feature-x") && !p.is_cache_tag("latest"));
         assert_eq!(
@@ -759,7 +749,7 @@ s3_caches:
                 r#"grace_period: "soon" is not a duration"#,
             ),
             (
-                ISSUE_EXAMPLE.replace("s3://bucket/buildkit/", "bucket/buildkit/"),
+                ISSUE_EXAMPLE.replace("s3://buildkit-cache/app/", "buildkit-cache/app/"),
                 "s3_caches[0].uri:",
             ),
             (

@@ -10,10 +10,11 @@
 //! which keeps it simple and bounded.
 #![allow(dead_code)]
 
+use super::http_server::{head_lines, header, read_head, request_line, respond_json, ServerThread};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// What to do to a matching request.
 #[derive(Debug, Clone)]
@@ -92,52 +93,24 @@ struct State {
 pub struct FaultProxy {
     pub port: u16,
     state: Arc<State>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
-
-const MAX_HEAD: usize = 64 * 1024;
 
 impl FaultProxy {
     /// Proxies 127.0.0.1:<new port> to 127.0.0.1:`upstream_port`.
     pub fn start(upstream_port: u16) -> Self {
         let state = Arc::new(State::default());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread_state = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(listener).unwrap();
-                let accept = async {
-                    loop {
-                        let Ok((conn, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let st = thread_state.clone();
-                        tokio::spawn(async move {
-                            let _ = handle(conn, upstream_port, st).await;
-                        });
-                    }
-                };
-                tokio::select! {
-                    _ = accept => {}
-                    _ = rx => {}
-                }
-            });
-            rt.shutdown_timeout(Duration::from_secs(1));
+        let server = ServerThread::start(move |conn| {
+            let st = thread_state.clone();
+            async move {
+                let _ = handle(conn, upstream_port, st).await;
+            }
         });
         Self {
-            port,
+            port: server.port,
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -188,51 +161,6 @@ impl FaultProxy {
     }
 }
 
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Reads up to the end of an HTTP head; returns (head, bytes read past it).
-async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut tmp = [0u8; 8192];
-    loop {
-        if let Some(pos) = find(&buf, b"\r\n\r\n") {
-            let rest = buf.split_off(pos + 4);
-            return Ok((buf, rest));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(std::io::Error::other("head too large"));
-        }
-        let n = r.read(&mut tmp).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "eof in head",
-            ));
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn header<'a>(lines: &'a [String], name: &str) -> Option<&'a str> {
-    lines.iter().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 /// The head with `Connection: close` instead of any connection header.
 fn rewrite_head(lines: &[String]) -> Vec<u8> {
     let mut out = String::new();
@@ -250,14 +178,6 @@ fn rewrite_head(lines: &[String]) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn head_lines(head: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(head)
-        .split("\r\n")
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 async fn reset(conn: TcpStream) {
     // SO_LINGER 0 makes close send RST (a "connection reset" for the client). The
     // deprecation is about linger > 0 blocking on drop; zero never blocks.
@@ -272,22 +192,13 @@ async fn respond(
     extra: &str,
     body: &str,
 ) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await?;
-    conn.write_all(body.as_bytes()).await?;
-    conn.shutdown().await
+    respond_json(conn, &format!("{status} Injected"), extra, body).await
 }
 
 async fn handle(mut conn: TcpStream, upstream_port: u16, state: Arc<State>) -> std::io::Result<()> {
     let (head, mut body_start) = read_head(&mut conn).await?;
     let lines = head_lines(&head);
-    let request_line = lines.first().cloned().unwrap_or_default();
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
+    let (method, path) = request_line(&lines);
     if header(&lines, "transfer-encoding").is_some() {
         return respond(&mut conn, 501, "", r#"{"errors":[{"code":"UNSUPPORTED","message":"fault proxy: chunked request bodies unsupported"}]}"#).await;
     }

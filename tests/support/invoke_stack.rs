@@ -31,6 +31,17 @@ pub fn events_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/events")
 }
 
+/// The names of the sample events (`infra/events/*.json`), sorted.
+pub fn sample_event_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(events_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// The registry, moto, and a scratch directory for event copies.
 pub struct Stack {
     pub registry: TestRegistry,
@@ -108,15 +119,7 @@ impl Stack {
             moto,
             dir: tempfile::tempdir().unwrap(),
         };
-        stack
-            .moto
-            .s3()
-            .await
-            .create_bucket()
-            .bucket(REPORT_BUCKET)
-            .send()
-            .await
-            .unwrap();
+        super::create_s3_bucket(&stack.moto.s3().await, REPORT_BUCKET).await;
         stack
     }
 
@@ -137,16 +140,13 @@ impl Stack {
                 self.registry_endpoint.clone(),
             ),
             ("AFTERPUSH_REGISTRY_AUTH", "anonymous".into()),
-            ("AWS_ENDPOINT_URL", self.aws_endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
             // The sample layers are small; index them all.
             ("MIN_LAYER_SIZE", "0".into()),
             ("CLEANUP_POLICY", POLICY.into()),
             ("REPORT_BUCKET", REPORT_BUCKET.into()),
         ];
+        env.extend(TestMoto::aws_env(&self.aws_endpoint));
         env.extend(self.extra_env.iter().cloned());
         env
     }
@@ -211,20 +211,8 @@ impl Stack {
             .send()
             .await;
         for (m, tag) in manifests {
-            ecr.put_image()
-                .repository_name(repository)
-                .image_manifest(String::from_utf8(m.bytes.to_vec()).unwrap())
-                .image_manifest_media_type(&m.media_type)
-                .image_digest(m.digest.to_string())
-                .set_image_tag(tag.clone())
-                .send()
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "PutImage {repository}: {}",
-                        aws_sdk_ecr::error::DisplayErrorContext(e)
-                    )
-                });
+            let body = std::str::from_utf8(&m.bytes).unwrap();
+            super::put_ecr_manifest(&ecr, repository, body, &m.media_type, tag.as_deref()).await;
         }
     }
 

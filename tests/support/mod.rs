@@ -5,13 +5,65 @@
 
 pub mod bridge_relay;
 pub mod fault_proxy;
+pub mod http_server;
 pub mod invoke_stack;
+pub mod moto_setup;
+pub mod peak_rss;
 pub mod servers;
 pub mod token_server;
 
+pub use moto_setup::*;
 pub use servers::*;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Deterministic pseudo-random bytes (xorshift), so blobs are not trivially compressible.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Runs `command` and returns its stdout; fails the test with the command's stderr when
+/// it cannot start or exits unsuccessfully.
+pub fn stdout_of(command: &mut Command) -> Vec<u8> {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs `skopeo` (the independent OCI client the tests read our output back with) with
+/// `args`; returns its stdout, or fails the test with its stderr.
+pub fn skopeo(args: &[&str]) -> Vec<u8> {
+    let bin = find_binary("skopeo", "sudo apt-get install -y skopeo");
+    stdout_of(Command::new(bin).args(args))
+}
+
+impl TestMoto {
+    /// The `afterpush` CLI, its AWS clients pointed at this moto (`aws_env`) and no
+    /// `AWS_PROFILE` of the caller's in the way.
+    pub fn afterpush_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_afterpush"));
+        command
+            .envs(Self::aws_env(&self.endpoint()))
+            .env_remove("AWS_PROFILE");
+        command
+    }
+}
 
 /// Runs `afterpush stitch …` (the args include the verb) without the stitcher's settings
 /// the caller's environment may carry, so the CLI's own defaults apply; returns
@@ -129,50 +181,4 @@ pub fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     files
-}
-
-/// Puts a small OCI image manifest (config digest from `seed`, no layers) into ECR
-/// `repository` under `tag`, and returns its digest (sha256 of the bytes, as real ECR
-/// and the corrected moto compute it).
-pub async fn put_seeded_manifest(
-    ecr: &aws_sdk_ecr::Client,
-    repository: &str,
-    seed: &str,
-    tag: &str,
-) -> afterpush::oci::Sha256Digest {
-    use afterpush::oci::{media, Sha256Digest};
-    let body = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":10}},"layers":[]}}"#,
-        media::OCI_MANIFEST,
-        media::OCI_CONFIG,
-        Sha256Digest::of(seed.as_bytes())
-    );
-    ecr.put_image()
-        .repository_name(repository)
-        .image_manifest(&body)
-        .image_manifest_media_type(media::OCI_MANIFEST)
-        .image_tag(tag)
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PutImage {repository}:{tag}: {}",
-                aws_sdk_ecr::error::DisplayErrorContext(e)
-            )
-        });
-    Sha256Digest::of(body.as_bytes())
-}
-
-/// Creates ECR repository `name` (a test setup step; panics with the SDK's error).
-pub async fn create_ecr_repository(ecr: &aws_sdk_ecr::Client, name: &str) {
-    ecr.create_repository()
-        .repository_name(name)
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "CreateRepository {name}: {}",
-                aws_sdk_ecr::error::DisplayErrorContext(e)
-            )
-        });
 }

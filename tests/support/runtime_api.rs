@@ -1,12 +1,12 @@
 //! A local Lambda Runtime API endpoint for driving a function binary through the real
 //! `lambda_runtime` loop (polling, context headers, response and error posting).
 //!
-//! No local server of AWS's implements this API without Docker, and cargo-lambda's
-//! emulator builds the function itself (a second build of the same code), so this one
-//! speaks the documented protocol: `GET /2018-06-01/runtime/invocation/next` hands out
-//! the next event with the `Lambda-Runtime-*` headers; `POST .../{id}/response` and
-//! `.../{id}/error` are recorded and answered `202`; polls after the last event are held
-//! open until the test kills the process. Used by `functions/*/tests/lambda_runtime.rs` through `#[path]`.
+//! It is written here so that the tests run the very binary cargo built for them, with no
+//! Docker and no second build of the function. It speaks the documented protocol:
+//! `GET /2018-06-01/runtime/invocation/next` hands out one event with the
+//! `Lambda-Runtime-*` headers; `POST .../{id}/response` and `.../{id}/error` are recorded
+//! and answered `202`; later polls are held open until the test kills the process. Used
+//! by `functions/*/tests/lambda_runtime.rs` through `#[path]`.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};

@@ -53,7 +53,9 @@ fn wait_until_serving(name: &str, port: u16, child: &mut Child, log: &Path) {
     );
 }
 
-fn find_binary(name: &str, install: &str) -> PathBuf {
+/// The path of `name` on PATH (or /usr/bin, /usr/sbin); fails the test with the command
+/// that installs it.
+pub fn find_binary(name: &str, install: &str) -> PathBuf {
     for dir in std::env::var("PATH")
         .unwrap_or_default()
         .split(':')
@@ -176,6 +178,17 @@ impl TestMoto {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment that points a process's AWS SDK clients at `endpoint` (this moto,
+    /// or a relay to it) with the test credentials.
+    pub fn aws_env(endpoint: &str) -> [(&'static str, String); 4] {
+        [
+            ("AWS_ENDPOINT_URL", endpoint.to_string()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+        ]
     }
 
     /// An aws-config `SdkConfig` pointed at this moto, with static test credentials.

@@ -6,10 +6,8 @@
 //! `Authorization`); the fault proxy in front of the real registry demands that token.
 #![allow(dead_code)]
 
+use super::http_server::{head_lines, header, read_head, request_line, respond_json, ServerThread};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// One token request as received.
 #[derive(Debug, Clone)]
@@ -23,86 +21,49 @@ pub struct TokenServer {
     pub port: u16,
     pub token: String,
     requests: Arc<Mutex<Vec<TokenRequest>>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl TokenServer {
     /// Serves `{"token": TOKEN, "expires_in": 300}`; when `require_basic` is set, only
     /// to requests carrying exactly that `Authorization` value (else 401).
     pub fn start(token: &str, require_basic: Option<String>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind token server");
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let requests: Arc<Mutex<Vec<TokenRequest>>> = Default::default();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let recorded = requests.clone();
         let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(listener).unwrap();
-                let serve = async {
-                    loop {
-                        let Ok((mut conn, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let mut head = Vec::new();
-                        let mut buf = [0u8; 4096];
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                            match conn.read(&mut buf).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        let text = String::from_utf8_lossy(&head).to_string();
-                        let target = text
-                            .split_whitespace()
-                            .nth(1)
-                            .unwrap_or("")
-                            .to_string();
-                        let authorization = text.split("\r\n").find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.trim()
-                                .eq_ignore_ascii_case("authorization")
-                                .then(|| v.trim().to_string())
-                        });
-                        let allowed = require_basic
-                            .as_ref()
-                            .is_none_or(|want| authorization.as_deref() == Some(want.as_str()));
-                        recorded.lock().unwrap().push(TokenRequest {
-                            target,
-                            authorization,
-                        });
-                        let (status, payload) = if allowed {
-                            ("200 OK", body.clone())
-                        } else {
-                            ("401 Unauthorized", r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#.to_string())
-                        };
-                        let response = format!(
-                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-                            payload.len()
-                        );
-                        let _ = conn.write_all(response.as_bytes()).await;
-                        let _ = conn.shutdown().await;
-                    }
+        let server = ServerThread::start(move |mut conn| {
+            let (recorded, body, require_basic) =
+                (recorded.clone(), body.clone(), require_basic.clone());
+            async move {
+                let Ok((head, _)) = read_head(&mut conn).await else {
+                    return;
                 };
-                tokio::select! {
-                    _ = serve => {}
-                    _ = rx => {}
-                }
-            });
-            rt.shutdown_timeout(Duration::from_secs(1));
+                let lines = head_lines(&head);
+                let (_, target) = request_line(&lines);
+                let authorization = header(&lines, "authorization").map(str::to_string);
+                let allowed = require_basic
+                    .as_ref()
+                    .is_none_or(|want| authorization.as_deref() == Some(want.as_str()));
+                recorded.lock().unwrap().push(TokenRequest {
+                    target,
+                    authorization,
+                });
+                let (status, payload) = if allowed {
+                    ("200 OK", body.as_str())
+                } else {
+                    (
+                        "401 Unauthorized",
+                        r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#,
+                    )
+                };
+                let _ = respond_json(&mut conn, status, "", payload).await;
+            }
         });
         Self {
-            port,
+            port: server.port,
             token: token.to_string(),
             requests,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -113,16 +74,5 @@ impl TokenServer {
 
     pub fn requests(&self) -> Vec<TokenRequest> {
         self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

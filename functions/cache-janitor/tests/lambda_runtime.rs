@@ -4,13 +4,10 @@
 //! work, on an OCI image layout (`AFTERPUSH_LAYOUT`) seeded with BuildKit cache manifests,
 //! under a cleanup policy given in `CLEANUP_POLICY`; `DRY_RUN` is left at its default.
 //!
-//! Why this test lives in the function's package: only there does cargo build the binary
-//! and hand its path over (`CARGO_BIN_EXE_cache-janitor`), with the same feature set as
-//! the test. A test in the root package would have to build the binary itself: a nested
-//! `cargo build -p cache-janitor` selects other packages and features, so it rebuilds the
-//! shared dependencies (the AWS SDK crates) in the same target directory, and the outer
-//! build then rebuilds them back. Running a prebuilt `target/debug/cache-janitor` instead
-//! could test a stale binary.
+//! The test lives in the function's package because only there does cargo build the
+//! binary for the test run and hand over its path (`CARGO_BIN_EXE_cache-janitor`): the
+//! binary under test is always the one built from the code under test, with the same
+//! dependencies and features as the test itself.
 
 #[path = "../../../tests/support/runtime_api.rs"]
 mod runtime_api;

@@ -8,6 +8,8 @@
 mod bridge_relay;
 #[path = "../../../tests/support/fault_proxy.rs"]
 mod fault_proxy;
+#[path = "../../../tests/support/http_server.rs"]
+mod http_server;
 #[path = "../../../tests/support/runtime_api.rs"]
 mod runtime_api;
 #[path = "../../../tests/support/servers.rs"]
@@ -25,6 +27,16 @@ use std::path::Path;
 
 fn indexer() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_soci-indexer"))
+}
+
+/// The indexer polling `api`, working on the OCI image layout at `layout`.
+fn start_on_layout(api: &RuntimeApi, layout: &Path) -> Function {
+    Function::start(
+        indexer(),
+        "soci-indexer",
+        api,
+        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
+    )
 }
 
 /// A layout holding one small single-platform image at `tag`; returns its digest.
@@ -181,12 +193,7 @@ fn our_own_output_is_skipped_and_the_loop_stays_up() {
     let layout = dir.path().join("layout");
     seed_layout(&layout, "1.2.3");
     let api = RuntimeApi::start(sample_event("push-soci-suffix-tag.json"));
-    let mut function = Function::start(
-        indexer(),
-        "soci-indexer",
-        &api,
-        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
-    );
+    let mut function = start_on_layout(&api, &layout);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     let body = posted.json();
@@ -220,12 +227,7 @@ fn a_missing_image_is_an_error_naming_the_digest() {
     seed_layout(&layout, "1.2.3");
     let absent = Sha256Digest::of(b"never pushed");
     let api = RuntimeApi::start(event_for("push-image-tag.json", &absent));
-    let mut function = Function::start(
-        indexer(),
-        "soci-indexer",
-        &api,
-        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
-    );
+    let mut function = start_on_layout(&api, &layout);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
     assert_eq!(posted.request_id, api.request_id);
