@@ -193,7 +193,7 @@ async fn index_layer(
                 progress.clone(),
             )
             .await?;
-            let bytes = Bytes::from(ztoc.bytes);
+            let bytes = ztoc.bytes;
             cache.put(&cache_key, bytes.clone()).await;
             (bytes, ztoc.entries, ztoc.uses_xattrs, layer.size)
         }

@@ -185,6 +185,16 @@ impl GzipIndexer {
         self.total_out
     }
 
+    /// Checkpoints emitted so far.
+    pub(crate) fn checkpoints(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Bytes the checkpoints blob holds (its capacity: what the allocator gave it).
+    pub(crate) fn blob_bytes(&self) -> usize {
+        self.blob.capacity()
+    }
+
     /// Inflates `input`, handing every uncompressed byte to `sink` in order.
     pub(crate) fn feed(
         &mut self,
