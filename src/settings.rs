@@ -56,6 +56,7 @@ pub const SOCI_TAG_SUFFIX: &str = "SOCI_TAG_SUFFIX";
 pub const SPAN_SIZE: &str = "SPAN_SIZE";
 pub const MIN_LAYER_SIZE: &str = "MIN_LAYER_SIZE";
 pub const LAYER_CONCURRENCY: &str = "LAYER_CONCURRENCY";
+pub const MEMORY_BUDGET: &str = "MEMORY_BUDGET";
 pub const PLATFORMS: &str = "PLATFORMS";
 pub const ZTOC_CACHE_BUCKET: &str = "ZTOC_CACHE_BUCKET";
 pub const ARCH_TAG_TEMPLATE: &str = "ARCH_TAG_TEMPLATE";
@@ -106,6 +107,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: LAYER_CONCURRENCY,
         default: "4",
+        functions: &[S],
+    },
+    // Empty: the function's memory less the process's headroom (src/soci/memory.rs).
+    Setting {
+        name: MEMORY_BUDGET,
+        default: "",
         functions: &[S],
     },
     Setting {

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod convert;
 pub mod index;
 pub mod layers;
+pub mod memory;
 pub mod settings;
 
 pub use build::{BuiltIndex, Progress, ProgressEvent};
@@ -47,6 +48,17 @@ pub enum SociError {
         value: String,
         message: String,
     },
+    #[error(
+        "layer {layer}: its zTOC build needs at least {} of memory, more than the whole memory budget of {} (MEMORY_BUDGET, by default the function's memory less {} MiB)",
+        mib(*needed),
+        mib(*budget),
+        memory::PROCESS_HEADROOM >> 20
+    )]
+    MemoryBudget {
+        layer: Sha256Digest,
+        needed: u64,
+        budget: u64,
+    },
     #[error("layer {layer}: the zTOC builder stopped unexpectedly: {message}")]
     Builder {
         layer: Sha256Digest,
@@ -59,6 +71,11 @@ impl SociError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, SociError::Registry(e) if e.is_retryable())
     }
+}
+
+/// `12.3 MiB`.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 pub type Result<T, E = SociError> = std::result::Result<T, E>;

@@ -302,6 +302,12 @@ impl GzipIndexer {
     }
 
     fn add_checkpoint(&mut self, bits: u8) {
+        // Grow by an eighth rather than double: the capacity is what the memory budget
+        // counts, and a doubled buffer would count up to twice the checkpoints.
+        if self.blob.capacity() - self.blob.len() < CHECKPOINT_SIZE {
+            self.blob
+                .reserve_exact(CHECKPOINT_SIZE.max(self.blob.len() / 8));
+        }
         self.blob
             .extend_from_slice(&(self.total_in as i64).to_le_bytes());
         self.blob

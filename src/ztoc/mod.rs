@@ -9,6 +9,7 @@
 //! Format: `docs/ztoc-format.md` (FlatBuffers layout, TOC entries, gzip checkpoints, tar
 //! layers, and where we differ from soci-snapshotter on purpose).
 
+mod allocator;
 mod check;
 mod entries;
 mod error;
@@ -285,6 +286,7 @@ impl ZtocBuilder {
     /// tiny layers); another fails on the first `feed` with [`ZtocError::SpanSize`].
     /// Users' settings go through [`check_span_size`] first.
     pub fn new(compression: LayerCompression, options: ZtocOptions) -> Self {
+        allocator::return_large_blocks_when_freed();
         if !(1..=MAX_SPAN_SIZE).contains(&options.span_size) {
             return ZtocBuilder {
                 failed: Some(
