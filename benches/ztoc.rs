@@ -60,7 +60,8 @@ fn phase_inflate(layer: &Path) {
     );
 }
 
-/// Child: the zTOC build, streaming the layer in 1 MiB chunks.
+/// Child: the zTOC build, streaming the layer in 1 MiB chunks, encoded as the CLI and the
+/// indexer encode it ([`afterpush::ztoc::ZtocBuilder::finish_encoded`]).
 fn phase_ztoc(layer: &Path) {
     use afterpush::ztoc::{LayerCompression, ZtocBuilder, ZtocOptions};
     let mut file = std::fs::File::open(layer).unwrap();
@@ -75,13 +76,10 @@ fn phase_ztoc(layer: &Path) {
         }
         b.feed(&buf[..n]).unwrap();
     }
-    let z = b.finish().unwrap();
-    let (uncompressed, entries, spans) = (
-        z.uncompressed_archive_size,
-        z.files.len(),
-        z.max_span_id + 1,
-    );
-    let bytes = z.into_bytes();
+    // As `afterpush ztoc create` and the indexer finish it.
+    let z = b.finish_encoded().unwrap();
+    let (uncompressed, entries, spans) = (z.uncompressed_archive_size, z.entries, z.spans);
+    let bytes = z.bytes;
     let secs = start.elapsed().as_secs_f64();
     println!(
         "RESULT {secs} {} {uncompressed} {} {} {entries} {spans}",

@@ -70,6 +70,9 @@ pub const SPAN_SIZE: &str = "SPAN_SIZE";
 pub const MIN_LAYER_SIZE: &str = "MIN_LAYER_SIZE";
 /// How many layers are streamed and indexed at once (indexer).
 pub const LAYER_CONCURRENCY: &str = "LAYER_CONCURRENCY";
+/// Bytes of memory the indexer's zTOC builds may take together, e.g. `1536MiB`; by
+/// default in Lambda the function's memory less a headroom (indexer).
+pub const MEMORY_BUDGET: &str = "MEMORY_BUDGET";
 /// Platforms of an index that get SOCI indexes, or `all` (indexer).
 pub const PLATFORMS: &str = "PLATFORMS";
 /// S3 bucket for zTOC reuse; unset for no cache (indexer).
@@ -130,6 +133,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: LAYER_CONCURRENCY,
         default: "4",
+        functions: &[S],
+    },
+    // Empty: the function's memory less the process's headroom (src/soci/memory.rs).
+    Setting {
+        name: MEMORY_BUDGET,
+        default: "",
         functions: &[S],
     },
     Setting {

@@ -6,6 +6,7 @@
 use super::cache::{reusable_ztoc, CachedLayer, ZtocCache};
 use super::index::{soci_index_manifest, ZtocEntry, CONFIG_BLOB};
 use super::layers::{decide, LayerDecision};
+use super::memory::{initial_estimate, MemoryBudget, Reservation, IN_FLIGHT_CHUNKS};
 use super::settings::{IndexVersion, SociSettings};
 use super::time_budget::LayerTimeBudget;
 use super::{Result, SociError};
@@ -13,6 +14,9 @@ use crate::oci::gojson::{GoDescriptor, GoManifest};
 use crate::oci::Sha256Digest;
 use crate::registry::{push_bytes, Manifest, Repository};
 use crate::ztoc::{EncodedZtoc, LayerCompression, LayerFacts, ZtocBuilder, ZtocOptions};
+
+/// Checking a cached zTOC decodes it: its entries then take a few times its size.
+const CACHED_ZTOC_DECODE_FACTOR: u64 = 4;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
@@ -123,8 +127,14 @@ pub async fn build_index_for_manifest(
 ) -> Result<BuiltIndex> {
     let left = std::sync::Mutex::new(Vec::new());
     let left = &left;
+    // One memory budget for the image's layers: an invocation indexes one image manifest
+    // at a time, so this bounds the function's zTOC memory.
+    let memory = settings
+        .memory_budget
+        .map(|b| Arc::new(MemoryBudget::new(b)));
     let work = image.layers.iter().map(|layer| {
         let progress = progress.clone();
+        let memory = memory.clone();
         async move {
             let digest: Sha256Digest = layer.digest.parse().map_err(|e| SociError::Invalid {
                 what: format!("layer {}", layer.digest),
@@ -141,6 +151,7 @@ pub async fn build_index_for_manifest(
                         settings,
                         cache,
                         progress,
+                        memory.as_ref(),
                         budget,
                     )
                     .await?
@@ -200,8 +211,12 @@ pub async fn build_index_for_manifest(
     })
 }
 
-/// The layer's zTOC, from the cache or built; `None` when it is not cached and the
+/// The layer's zTOC, from the cache or built; `None` when it is not cached and the time
 /// `budget` has no time for it (nothing was started).
+///
+/// Within the `memory` budget, if there is one: reserves the layer's estimated need, and
+/// starts it again with what it learnt it needs when it outgrew its reservation while
+/// other layers held the rest of the budget (see `memory.rs`).
 #[allow(clippy::too_many_arguments)]
 async fn index_layer(
     repo: &dyn Repository,
@@ -211,6 +226,7 @@ async fn index_layer(
     settings: &SociSettings,
     cache: &dyn ZtocCache,
     progress: Option<Progress>,
+    memory: Option<&Arc<MemoryBudget>>,
     budget: Option<&LayerTimeBudget>,
 ) -> Result<Option<LayerResult>> {
     if let Some(p) = &progress {
@@ -219,6 +235,90 @@ async fn index_layer(
             size: layer.size,
         });
     }
+    let mut need = initial_estimate(layer.size);
+    loop {
+        let reservation = match memory {
+            Some(b) => Some(b.reserve(need).await),
+            None => None,
+        };
+        let attempt = index_layer_once(
+            repo,
+            digest,
+            layer,
+            compression,
+            settings,
+            cache,
+            progress.clone(),
+            reservation,
+            budget,
+        )
+        .await?;
+        let (needed, read) = match attempt {
+            LayerBuild::Done(result) => return Ok(result),
+            LayerBuild::Outgrew { needed, read } => (needed, read),
+        };
+        let total = memory.map_or(u64::MAX, |b| b.total());
+        if needed > total {
+            return Err(SociError::MemoryBudget {
+                layer: digest.clone(),
+                needed,
+                budget: total,
+            });
+        }
+        // Next time reserve what the layer is heading for: what it needed so far, scaled
+        // to its whole size, and at least a quarter more than it needed (the reservation
+        // is capped at the budget, where it can no longer be outgrown but by failing).
+        let projected = u128::from(needed) * u128::from(layer.size) / u128::from(read.max(1));
+        need = u64::try_from(projected)
+            .unwrap_or(u64::MAX)
+            .max(needed.saturating_add(needed / 4));
+        tracing::info!(
+            layer = %digest,
+            needed,
+            read,
+            next_reservation = need.min(total),
+            budget = total,
+            "the layer outgrew its memory reservation while other layers held the rest of the budget; it starts again once the budget has room"
+        );
+    }
+}
+
+/// How one attempt at a layer ended.
+enum LayerBuild<T> {
+    Done(T),
+    /// It needed `needed` bytes after `read` bytes of the layer, more than its
+    /// reservation could grow to now.
+    Outgrew {
+        needed: u64,
+        read: u64,
+    },
+}
+
+/// Grows a reservation to what a layer needs now (with a quarter to spare, so that it
+/// grows rarely); false when the budget has no room for the need itself, now or ever.
+fn grow_reservation(reservation: &mut Reservation, needed: u64) -> bool {
+    if needed <= reservation.bytes() {
+        return true;
+    }
+    if needed > reservation.budget() {
+        return false;
+    }
+    let spare = needed.saturating_add(reservation.bytes() / 4);
+    reservation.try_grow_to(spare.min(reservation.budget())) || reservation.try_grow_to(needed)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn index_layer_once(
+    repo: &dyn Repository,
+    digest: &Sha256Digest,
+    layer: &GoDescriptor,
+    compression: LayerCompression,
+    settings: &SociSettings,
+    cache: &dyn ZtocCache,
+    progress: Option<Progress>,
+    mut reservation: Option<Reservation>,
+    budget: Option<&LayerTimeBudget>,
+) -> Result<LayerBuild<Option<LayerResult>>> {
     let cache_key = CachedLayer {
         digest,
         facts: LayerFacts {
@@ -228,13 +328,21 @@ async fn index_layer(
         },
     };
     let cached = match cache.get(&cache_key).await {
-        Some(bytes) => match reusable_ztoc(&bytes, &cache_key) {
-            Ok(ztoc) => Some((bytes, ztoc)),
-            Err(err) => {
-                tracing::warn!(layer = %digest, error = %err, "cached zTOC rejected; rebuilding it from the layer");
-                None
+        Some(bytes) => {
+            let needed = IN_FLIGHT_CHUNKS + CACHED_ZTOC_DECODE_FACTOR * bytes.len() as u64;
+            if let Some(r) = reservation.as_mut() {
+                if !grow_reservation(r, needed) {
+                    return Ok(LayerBuild::Outgrew { needed, read: 0 });
+                }
             }
-        },
+            match reusable_ztoc(&bytes, &cache_key) {
+                Ok(ztoc) => Some((bytes, ztoc)),
+                Err(err) => {
+                    tracing::warn!(layer = %digest, error = %err, "cached zTOC rejected; rebuilding it from the layer");
+                    None
+                }
+            }
+        }
         None => None,
     };
     let from_cache = cached.is_some();
@@ -250,7 +358,7 @@ async fn index_layer(
                         remaining = ?budget.deadline().remaining(),
                         "not enough time left for this layer; leaving it for the retry"
                     );
-                    return Ok(None);
+                    return Ok(LayerBuild::Done(None));
                 }
             }
             let started = budget.map(|b| b.now());
@@ -258,25 +366,38 @@ async fn index_layer(
                 span_size: settings.span_size,
                 build_tool_identifier: settings.build_tool_identifier.clone(),
             };
-            let ztoc = stream_layer_into_builder(
+            let built = stream_layer_into_builder(
                 repo,
                 digest,
                 layer.size,
                 compression,
                 options,
                 progress.clone(),
+                reservation.take(),
             )
             .await?;
             if let (Some(budget), Some(started)) = (budget, started) {
                 budget.record(layer.size, started);
             }
-            let bytes = Bytes::from(ztoc.bytes);
+            let (ztoc, kept) = match built {
+                LayerBuild::Done(done) => done,
+                LayerBuild::Outgrew { needed, read } => {
+                    return Ok(LayerBuild::Outgrew { needed, read })
+                }
+            };
+            reservation = kept;
+            let bytes = ztoc.bytes;
             // In the cache as soon as it is built: a run stopped by its deadline (or
             // failing on another layer) leaves it for the retry.
             cache.put(&cache_key, bytes.clone()).await;
             (bytes, ztoc.entries, ztoc.uses_xattrs, layer.size)
         }
     };
+    // From here on the layer holds only its zTOC: the rest goes back to the budget.
+    let ztoc_size = bytes.len() as u64;
+    if let Some(r) = reservation.as_mut() {
+        r.shrink_to(ztoc_size);
+    }
     let ztoc_digest = push_bytes(repo, bytes.clone()).await?;
     if let Some(p) = &progress {
         p(ProgressEvent::LayerFinished {
@@ -285,10 +406,12 @@ async fn index_layer(
         });
     }
     tracing::info!(layer = %digest, ztoc = %ztoc_digest, files, from_cache, "zTOC ready");
-    Ok(Some(LayerResult::Indexed {
+    // The zTOC is pushed: its memory goes back to the budget.
+    drop((bytes, reservation));
+    Ok(LayerBuild::Done(Some(LayerResult::Indexed {
         entry: ZtocEntry {
             ztoc_digest,
-            ztoc_size: bytes.len() as u64,
+            ztoc_size,
             layer_digest: digest.clone(),
             layer_media_type: layer.media_type.clone(),
             span_size: settings.span_size,
@@ -297,29 +420,44 @@ async fn index_layer(
         from_cache,
         bytes_read,
         files,
-    }))
+    })))
 }
 
 /// Streams a layer blob into a [`ZtocBuilder`] running on a blocking thread: download
 /// and inflate overlap, and at most a few chunks are in flight. The zTOC comes back
 /// encoded ([`ZtocBuilder::finish_encoded`]): its entries never all exist as
 /// [`crate::ztoc::FileMetadata`].
-pub async fn stream_layer_into_builder(
+///
+/// With a `reservation`, the build grows it to what it needs as the layer comes in
+/// ([`ZtocBuilder::memory_needed`]), and stops with [`LayerBuild::Outgrew`] when the
+/// budget has no room for that now; the reservation comes back with the zTOC.
+async fn stream_layer_into_builder(
     repo: &dyn Repository,
     digest: &Sha256Digest,
     expected_size: u64,
     compression: LayerCompression,
     options: ZtocOptions,
     progress: Option<Progress>,
-) -> Result<EncodedZtoc> {
+    reservation: Option<Reservation>,
+) -> Result<LayerBuild<(EncodedZtoc, Option<Reservation>)>> {
     let mut stream = repo.get_blob(digest, None).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let worker = tokio::task::spawn_blocking(move || {
+        let mut reservation = reservation;
         let mut builder = ZtocBuilder::new(compression, options);
+        let mut fed = 0u64;
         while let Some(chunk) = rx.blocking_recv() {
             builder.feed(&chunk)?;
+            fed += chunk.len() as u64;
+            if let Some(r) = reservation.as_mut() {
+                let needed = builder.memory_needed() + IN_FLIGHT_CHUNKS;
+                if !grow_reservation(r, needed) {
+                    return Ok(LayerBuild::Outgrew { needed, read: fed });
+                }
+            }
         }
-        builder.finish_encoded()
+        let ztoc = builder.finish_encoded()?;
+        Ok(LayerBuild::Done((ztoc, reservation)))
     });
     let mut read = 0u64;
     let mut stream_error = None;
@@ -334,7 +472,7 @@ pub async fn stream_layer_into_builder(
                     });
                 }
                 if tx.send(chunk).await.is_err() {
-                    break; // the builder stopped on an error, reported below
+                    break; // the builder stopped (an error, or memory), reported below
                 }
             }
             Err(err) => {
@@ -343,16 +481,19 @@ pub async fn stream_layer_into_builder(
             }
         }
     }
-    drop(tx);
+    drop((tx, stream));
     let built = worker.await.map_err(|e| SociError::Builder {
         layer: digest.clone(),
         message: e.to_string(),
     })?;
+    if let Ok(LayerBuild::Outgrew { needed, read }) = built {
+        return Ok(LayerBuild::Outgrew { needed, read });
+    }
     // A broken download also makes the builder see a truncated layer: report the cause.
     if let Some(err) = stream_error {
         return Err(err.into());
     }
-    let ztoc = built.map_err(|source| SociError::Layer {
+    let built = built.map_err(|source| SociError::Layer {
         layer: digest.clone(),
         source,
     })?;
@@ -363,5 +504,5 @@ pub async fn stream_layer_into_builder(
             actual: read,
         });
     }
-    Ok(ztoc)
+    Ok(built)
 }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod convert;
 pub mod index;
 pub mod layers;
+pub mod memory;
 pub mod settings;
 pub mod time_budget;
 
@@ -81,6 +82,21 @@ pub enum SociError {
         /// The layers not started.
         left: Vec<Sha256Digest>,
     },
+    /// A layer's zTOC build alone needs more memory than the whole `MEMORY_BUDGET`.
+    #[error(
+        "layer {layer}: its zTOC build needs at least {} of memory, more than the whole memory budget of {} (MEMORY_BUDGET, by default the function's memory less {} MiB)",
+        mib(*needed),
+        mib(*budget),
+        memory::PROCESS_HEADROOM >> 20
+    )]
+    MemoryBudget {
+        /// The layer that cannot be indexed.
+        layer: Sha256Digest,
+        /// Bytes its build needs at least.
+        needed: u64,
+        /// The whole budget, in bytes.
+        budget: u64,
+    },
     /// The zTOC builder's thread panicked or was cancelled.
     #[error("layer {layer}: the zTOC builder stopped unexpectedly: {message}")]
     Builder {
@@ -98,6 +114,11 @@ impl SociError {
         matches!(self, SociError::Registry(e) if e.is_retryable())
             || matches!(self, SociError::OutOfTime { .. })
     }
+}
+
+/// `12.3 MiB`.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 /// A result whose error defaults to [`SociError`].

@@ -94,6 +94,10 @@ pub struct SociSettings {
     /// measured one (`AFTERPUSH_LAYER_THROUGHPUT`, a size per second): low, so that the
     /// first layers of a run near its deadline are not started on hope.
     pub layer_throughput: u64,
+    /// Bytes of memory the zTOC builds of one image may take together (`MEMORY_BUDGET`;
+    /// in Lambda by default the function's memory less [`super::memory::PROCESS_HEADROOM`]).
+    /// `None`: no limit but `layer_concurrency` (the CLI's default).
+    pub memory_budget: Option<u64>,
 }
 
 /// The default `SPAN_SIZE`: 4 MiB.
@@ -121,6 +125,7 @@ impl Default for SociSettings {
             repository_tag_filters: "*:*".into(),
             skip_arch_tags: None,
             layer_throughput: DEFAULT_LAYER_THROUGHPUT,
+            memory_budget: None,
         }
     }
 }
@@ -231,6 +236,15 @@ impl SociSettings {
         if let Some(v) = get("REPOSITORY_TAG_FILTERS") {
             s.repository_tag_filters = v;
         }
+        s.memory_budget = match get("MEMORY_BUDGET").filter(|v| !v.trim().is_empty()) {
+            Some(v) => Some(
+                parse_size(&v)
+                    .filter(|b| *b > 0)
+                    .ok_or_else(|| bad("MEMORY_BUDGET", &v, "expected a size, e.g. 512MiB"))?,
+            ),
+            None => get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+                .and_then(|mb| super::memory::budget_from_function_memory(&mb)),
+        };
         if let Some(v) = get("SOCI_SKIP_ARCH_TAGS") {
             let skip = crate::settings::parse_bool("SOCI_SKIP_ARCH_TAGS", &v)
                 .map_err(|e| bad("SOCI_SKIP_ARCH_TAGS", &v, &e.problem))?;
@@ -283,6 +297,39 @@ mod tests {
             err.contains("SOCI_INDEX_VERSION") && err.contains("v3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn memory_budget_is_set_or_derived_from_the_function_memory() {
+        let read = |pairs: &[(&str, &str)]| {
+            let env: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            SociSettings::from_lookup(|k| env.get(k).cloned())
+        };
+        assert_eq!(read(&[]).unwrap().memory_budget, None);
+        assert_eq!(
+            read(&[("MEMORY_BUDGET", "512MiB")]).unwrap().memory_budget,
+            Some(512 << 20)
+        );
+        let lambda = ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048");
+        assert_eq!(
+            read(&[lambda, ("MEMORY_BUDGET", "")])
+                .unwrap()
+                .memory_budget,
+            Some((2048 << 20) - crate::soci::memory::PROCESS_HEADROOM)
+        );
+        assert_eq!(
+            read(&[lambda, ("MEMORY_BUDGET", "1GiB")])
+                .unwrap()
+                .memory_budget,
+            Some(1 << 30)
+        );
+        for bad in ["0", "lots", "-1MiB"] {
+            let err = read(&[("MEMORY_BUDGET", bad)]).unwrap_err().to_string();
+            assert!(err.contains("MEMORY_BUDGET") && err.contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -64,6 +64,37 @@ pub(crate) struct CompactEntries {
     links: String,
     shared: Interner,
     xattrs: Vec<BTreeMap<String, String>>,
+    /// Bytes of the PAX records' keys and values (their share of `heap_bytes`).
+    xattr_bytes: usize,
+    /// [`CompactEntries::encoded_size_bound`], kept up to date as entries come and go.
+    encoded_bound: usize,
+}
+
+/// Per entry in [`CompactEntries::encoded_size_bound`]: its slot in the TOC vector (4),
+/// its table with every field present and padded (88), a vtable should it not be shared
+/// (32), an empty xattrs vector (4), and per string its length prefix, NUL and padding (8).
+const ENCODED_PER_ENTRY: usize = 4 + 88 + 32 + 4 + 6 * 8;
+/// Per PAX record: a table with its vtable and two strings (48), and its vector slot (4).
+const ENCODED_PER_XATTR: usize = 48 + 4;
+/// Heap bytes of a PAX record beside its key and value: two `String`s and a B-tree slot.
+const HEAP_PER_XATTR: usize = 64;
+
+/// An entry's share of [`CompactEntries::encoded_size_bound`].
+fn encoded_bound_of(f: &FileMetadata) -> usize {
+    let xattrs: usize = f
+        .xattrs
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + ENCODED_PER_XATTR)
+        .sum();
+    let strings = f.name.len() + f.linkname.len() + f.file_type.len() + f.uname.len();
+    strings + f.gname.len() + f.mod_time.len() + xattrs + ENCODED_PER_ENTRY
+}
+
+/// Heap bytes a PAX record map takes, roughly.
+fn xattr_heap_bytes(x: &BTreeMap<String, String>) -> usize {
+    x.iter()
+        .map(|(k, v)| k.len() + v.len() + HEAP_PER_XATTR)
+        .sum()
 }
 
 impl CompactEntries {
@@ -72,11 +103,13 @@ impl CompactEntries {
     }
 
     pub(crate) fn push(&mut self, f: FileMetadata) {
+        self.encoded_bound += encoded_bound_of(&f);
         self.names.push_str(&f.name);
         self.links.push_str(&f.linkname);
         let xattrs = if f.xattrs.is_empty() {
             NO_XATTRS
         } else {
+            self.xattr_bytes += xattr_heap_bytes(&f.xattrs);
             self.xattrs.push(f.xattrs);
             (self.xattrs.len() - 1) as u32
         };
@@ -132,7 +165,7 @@ impl CompactEntries {
             self.names.shrink_to_fit();
             self.links.shrink_to_fit();
         }
-        Some(FileMetadata {
+        let f = FileMetadata {
             name,
             file_type: self.shared.get(r.file_type).to_string(),
             uncompressed_offset: r.uncompressed_offset,
@@ -147,7 +180,10 @@ impl CompactEntries {
             devmajor: r.devmajor,
             devminor: r.devminor,
             xattrs,
-        })
+        };
+        self.encoded_bound -= encoded_bound_of(&f);
+        self.xattr_bytes -= xattr_heap_bytes(&f.xattrs);
+        Some(f)
     }
 
     /// Whether any entry needs xattrs (see [`super::Ztoc::uses_xattrs`]).
@@ -165,26 +201,21 @@ impl CompactEntries {
             })
     }
 
-    /// An upper bound of the entries' FlatBuffers size: per entry its slot in the TOC
-    /// vector (4), its table with every field present and padded (88), a vtable should it
-    /// not be shared (32), an empty xattrs vector (4), and per string its length prefix,
-    /// NUL and padding (8); per PAX record a table with its vtable and two strings (48).
-    /// Close to the real size, so that the encoder neither grows its buffer (a copy) nor
-    /// leaves much of it unused (which the final move to the front would touch).
+    /// An upper bound of the entries' FlatBuffers size (see [`ENCODED_PER_ENTRY`] and
+    /// [`ENCODED_PER_XATTR`]). Close to the real size, so that the encoder neither grows
+    /// its buffer (a copy) nor reserves much more than it writes.
     pub(crate) fn encoded_size_bound(&self) -> usize {
-        let shared = |id: u32| self.shared.get(id).len();
-        let fixed: usize = self
-            .records
-            .iter()
-            .map(|r| shared(r.file_type) + shared(r.uname) + shared(r.gname) + shared(r.mod_time))
-            .sum();
-        let xattrs: usize = self
-            .xattrs
-            .iter()
-            .flat_map(|x| x.iter().map(|(k, v)| k.len() + v.len() + 48 + 4))
-            .sum();
-        let per_entry = 4 + 88 + 32 + 4 + 6 * 8;
-        self.names.len() + self.links.len() + fixed + xattrs + self.records.len() * per_entry
+        self.encoded_bound
+    }
+
+    /// The heap bytes the entries hold (capacities, so an upper bound of their share of
+    /// the process's memory; the few interned strings are left out).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.records.capacity() * std::mem::size_of::<Record>()
+            + self.names.capacity()
+            + self.links.capacity()
+            + self.xattrs.capacity() * std::mem::size_of::<BTreeMap<String, String>>()
+            + self.xattr_bytes
     }
 
     /// Every entry, in tar order.
@@ -237,6 +268,13 @@ mod tests {
         assert_eq!(compact.last_name(), Some("dir/999"));
         assert!(compact.uses_xattrs());
         assert_eq!(compact.shared.strings.len(), 6, "interned once each");
+        let bound: usize = all.iter().map(encoded_bound_of).sum();
+        assert_eq!(compact.encoded_size_bound(), bound);
+        assert!(compact.heap_bytes() > compact.names.len() + 1000 * 80);
         assert_eq!(compact.into_vec(), all);
+        let mut emptied = CompactEntries::default();
+        all.iter().cloned().for_each(|f| emptied.push(f));
+        while emptied.pop().is_some() {}
+        assert_eq!((emptied.encoded_size_bound(), emptied.xattr_bytes), (0, 0));
     }
 }

@@ -10,7 +10,7 @@
 
 use super::generated::{zinfo, ztoc as fb};
 use super::{FileMetadata, LayerCompression, Ztoc, ZtocError, TAR_ZINFO_VERSION};
-use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
+use flatbuffers::{FlatBufferBuilder, Push, PushAlignment, VerifierOptions, WIPOffset};
 
 /// A builder sized up front (generously): growing it would copy the checkpoints.
 fn builder_for(z: &Ztoc) -> FlatBufferBuilder<'static> {
@@ -55,24 +55,27 @@ pub(crate) fn encode_owned(mut z: Ztoc) -> Vec<u8> {
         }
     }
     entries.reverse();
-    let checkpoints = DrainBack {
-        bytes: std::mem::take(&mut z.checkpoints),
-        front: 0,
-    };
+    let checkpoints = std::mem::take(&mut z.checkpoints);
     finish_encoding(b, &z, version, tool, &entries, move |b| {
-        b.create_vector_from_iter(checkpoints)
+        move_bytes_vector(b, checkpoints)
     })
 }
 
 /// Same bytes as [`encode`] for a zTOC whose `count` entries come from `next_back`, last
 /// first (`z.files` is ignored), so that they can be released as they are encoded;
-/// `entries_size` is an upper bound of their encoded size.
+/// `entries_size` is an upper bound of their encoded size. The checkpoints move from
+/// `z.checkpoints` into the buffer piece by piece, each piece released once copied, so
+/// they exist once, not twice, whatever their size.
+///
+/// Returns the builder's whole buffer and where the zTOC starts in it: the front of the
+/// buffer, which the size bound reserved but the encoding did not use, is never written
+/// (so never resident), and moving the zTOC there would touch it.
 pub(crate) fn encode_entries_from_back(
-    z: &Ztoc,
+    mut z: Ztoc,
     count: usize,
     entries_size: usize,
     mut next_back: impl FnMut() -> Option<FileMetadata>,
-) -> Vec<u8> {
+) -> (Vec<u8>, usize) {
     let capacity = z.checkpoints.len() + entries_size + z.span_digests.len() * 80 + 1024;
     let mut b = FlatBufferBuilder::with_capacity(capacity);
     let version = b.create_string(&z.version);
@@ -82,55 +85,85 @@ pub(crate) fn encode_entries_from_back(
         entries.push(encode_file(&mut b, &f));
     }
     entries.reverse();
-    finish_encoding(b, z, version, tool, &entries, |b| {
-        b.create_vector(&z.checkpoints)
-    })
+    let checkpoints = std::mem::take(&mut z.checkpoints);
+    let b = build_after_entries(b, &z, version, tool, &entries, move |b| {
+        move_bytes_vector(b, checkpoints)
+    });
+    b.collapse()
 }
 
-/// Yields a byte vector's bytes (the builder takes them from the back), releasing the
-/// memory behind them as it goes.
-struct DrainBack {
-    bytes: Vec<u8>,
-    front: usize,
-}
+/// Bytes the checkpoints are copied in at a time (and so at most held twice).
+const PIECE: usize = 64 * 1024;
 
-impl Iterator for DrainBack {
-    type Item = u8;
-    fn next(&mut self) -> Option<u8> {
-        let b = *self.bytes.get(self.front)?;
-        self.front += 1;
-        Some(b)
+/// A [`PIECE`]-byte run of a byte vector, pushed in one copy.
+struct Piece<'a>(&'a [u8]);
+
+impl Push for Piece<'_> {
+    type Output = u8;
+
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        dst[..PIECE].copy_from_slice(self.0);
     }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.bytes.len() - self.front;
-        (n, Some(n))
+
+    fn size() -> usize {
+        PIECE
+    }
+
+    fn alignment() -> PushAlignment {
+        PushAlignment::new(1)
     }
 }
 
-impl ExactSizeIterator for DrainBack {}
-
-impl DoubleEndedIterator for DrainBack {
-    fn next_back(&mut self) -> Option<u8> {
-        if self.bytes.len() <= self.front {
-            return None;
+/// The same vector as `b.create_vector(&bytes)`, built from the back of `bytes` while
+/// `bytes` shrinks: at no point are both copies whole.
+fn move_bytes_vector<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    mut bytes: Vec<u8>,
+) -> WIPOffset<flatbuffers::Vector<'a, u8>> {
+    let len = bytes.len();
+    // `start_vector` pads for `len` bytes as `create_vector` does; pieces of alignment 1
+    // then add no padding of their own.
+    b.start_vector::<u8>(len);
+    let head = len % PIECE;
+    while bytes.len() > head {
+        let at = bytes.len() - PIECE;
+        b.push(Piece(&bytes[at..]));
+        bytes.truncate(at);
+        if bytes.capacity() - bytes.len() >= 1 << 20 {
+            bytes.shrink_to_fit();
         }
-        let b = self.bytes.pop();
-        if self.bytes.capacity() - self.bytes.len() >= 1 << 20 {
-            self.bytes.shrink_to_fit();
-        }
-        b
     }
+    for &byte in bytes.iter().rev() {
+        b.push(byte);
+    }
+    b.end_vector::<u8>(len)
 }
 
-/// Everything after the TOC entries, in soci's push order.
+/// Everything after the TOC entries, in soci's push order; the buffer moved to the front.
 fn finish_encoding<'a>(
-    mut b: FlatBufferBuilder<'a>,
+    b: FlatBufferBuilder<'a>,
     z: &Ztoc,
     version: WIPOffset<&'a str>,
     tool: WIPOffset<&'a str>,
     entries: &[WIPOffset<fb::FileMetadata<'a>>],
     checkpoints: impl FnOnce(&mut FlatBufferBuilder<'a>) -> WIPOffset<flatbuffers::Vector<'a, u8>>,
 ) -> Vec<u8> {
+    let b = build_after_entries(b, z, version, tool, entries, checkpoints);
+    // Hand over the builder's buffer rather than copying it.
+    let (mut buf, head) = b.collapse();
+    buf.drain(..head);
+    buf
+}
+
+/// Everything after the TOC entries, in soci's push order; returns the finished builder.
+fn build_after_entries<'a>(
+    mut b: FlatBufferBuilder<'a>,
+    z: &Ztoc,
+    version: WIPOffset<&'a str>,
+    tool: WIPOffset<&'a str>,
+    entries: &[WIPOffset<fb::FileMetadata<'a>>],
+    checkpoints: impl FnOnce(&mut FlatBufferBuilder<'a>) -> WIPOffset<flatbuffers::Vector<'a, u8>>,
+) -> FlatBufferBuilder<'a> {
     let metadata = b.create_vector(entries);
     let mut toc = fb::TOCBuilder::new(&mut b);
     toc.add_metadata(metadata);
@@ -158,10 +191,7 @@ fn finish_encoding<'a>(
     root.add_compression_info(compression_info);
     let root = root.finish();
     fb::finish_ztoc_buffer(&mut b, root);
-    // Hand over the builder's buffer rather than copying it.
-    let (mut buf, head) = b.collapse();
-    buf.drain(..head);
-    buf
+    b
 }
 
 fn encode_file<'a>(
@@ -421,6 +451,21 @@ mod tests {
         assert!(fb::root_as_ztoc(bytes).is_ok());
         let err = decode(bytes).unwrap_err().to_string();
         assert!(err.contains("fails FlatBuffers verification"), "{err}");
+    }
+
+    /// The checkpoints moved in pieces from the back encode as one copy does, for sizes
+    /// around the piece size (the vector's padding and length word included).
+    #[test]
+    fn moved_checkpoints_encode_as_copied_ones() {
+        for len in [0, 1, 3, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 5] {
+            let mut z = sample();
+            z.checkpoints = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let expected = encode(&z);
+            assert_eq!(encode_owned(z.clone()), expected, "{len} bytes");
+            let mut back = z.files.clone();
+            let (buffer, start) = encode_entries_from_back(z, back.len(), 1024, || back.pop());
+            assert_eq!(&buffer[start..], &expected[..], "{len} bytes");
+        }
     }
 
     #[test]

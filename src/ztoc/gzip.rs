@@ -185,6 +185,16 @@ impl GzipIndexer {
         self.total_out
     }
 
+    /// Checkpoints emitted so far.
+    pub(crate) fn checkpoints(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Bytes the checkpoints blob holds (its capacity: what the allocator gave it).
+    pub(crate) fn blob_bytes(&self) -> usize {
+        self.blob.capacity()
+    }
+
     /// Inflates `input`, handing every uncompressed byte to `sink` in order.
     pub(crate) fn feed(
         &mut self,
@@ -292,6 +302,12 @@ impl GzipIndexer {
     }
 
     fn add_checkpoint(&mut self, bits: u8) {
+        // Grow by an eighth rather than double: the capacity is what the memory budget
+        // counts, and a doubled buffer would count up to twice the checkpoints.
+        if self.blob.capacity() - self.blob.len() < CHECKPOINT_SIZE {
+            self.blob
+                .reserve_exact(CHECKPOINT_SIZE.max(self.blob.len() / 8));
+        }
         self.blob
             .extend_from_slice(&(self.total_in as i64).to_le_bytes());
         self.blob

@@ -9,6 +9,7 @@
 //! Format: `docs/ztoc-format.md` (FlatBuffers layout, TOC entries, gzip checkpoints, tar
 //! layers, and where we differ from soci-snapshotter on purpose).
 
+mod allocator;
 mod check;
 mod entries;
 mod error;
@@ -26,6 +27,7 @@ pub use gzip::{Checkpoint, Checkpoints, WINDOW_SIZE};
 pub use restore::{extract_file, extract_file_to, LayerReader};
 pub use tar::MAX_RECORD_SIZE;
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 
 /// The zTOC format version soci writes and reads.
@@ -53,6 +55,15 @@ pub fn check_span_size(span_size: u64) -> Result<u64, ZtocError> {
         Err(ZtocError::SpanSize { span_size })
     }
 }
+
+/// The memory a zTOC build needs whatever the layer: the 1 MiB output ring, zlib's state,
+/// the span-hashing queue (about 1.5 MiB) and the reader's buffer (see
+/// [`ZtocBuilder::memory_needed`]).
+pub const BUILD_WORKING_SET: u64 = 4 << 20;
+
+/// Memory per span digest: the `sha256:<hex>` string held while building, and again in
+/// the encoded zTOC (with its length prefix and vector slot).
+const MEMORY_PER_SPAN: u64 = 96 + 80;
 
 /// How a layer blob is compressed (the zTOC `CompressionAlgorithm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,8 +236,9 @@ fn is_opaque_whiteout(name: &str) -> bool {
 /// A zTOC built and encoded in one go ([`ZtocBuilder::finish_encoded`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedZtoc {
-    /// The zTOC's bytes, as [`Ztoc::to_bytes`] gives them.
-    pub bytes: Vec<u8>,
+    /// The zTOC's bytes, as [`Ztoc::to_bytes`] gives them: a view into the encoder's
+    /// buffer, whose unused front was never written and so takes no memory.
+    pub bytes: Bytes,
     /// TOC entries.
     pub entries: usize,
     /// Number of spans.
@@ -274,6 +286,7 @@ impl ZtocBuilder {
     /// tiny layers); another fails on the first `feed` with [`ZtocError::SpanSize`].
     /// Users' settings go through [`check_span_size`] first.
     pub fn new(compression: LayerCompression, options: ZtocOptions) -> Self {
+        allocator::return_large_blocks_when_freed();
         if !(1..=MAX_SPAN_SIZE).contains(&options.span_size) {
             return ZtocBuilder {
                 failed: Some(
@@ -315,6 +328,26 @@ impl ZtocBuilder {
             Engine::Gzip(g) => g.total_out(),
             Engine::Tar { size, .. } => *size,
         }
+    }
+
+    /// The memory, in bytes, this build needs to finish if the layer ended here: the
+    /// working set ([`BUILD_WORKING_SET`]), the checkpoints and TOC entries it holds, and
+    /// an upper bound of the encoded entries, which the zTOC gains while the held entries
+    /// are released ([`ZtocBuilder::finish_encoded`]; the checkpoints move into it rather
+    /// than being copied). It only grows as the layer streams in, and it bounds the
+    /// encoded zTOC's size too. The indexer admits layers by it (`src/soci/memory.rs`).
+    pub fn memory_needed(&self) -> u64 {
+        let (checkpoints, spans) = match &self.engine {
+            Engine::Gzip(g) => (g.blob_bytes(), g.checkpoints()),
+            Engine::Tar {
+                size, span_filled, ..
+            } => (
+                0,
+                (*size / self.options.span_size) as usize + usize::from(*span_filled > 0),
+            ),
+        };
+        let entries = self.tar.files.heap_bytes() + self.tar.files.encoded_size_bound();
+        BUILD_WORKING_SET + (checkpoints + entries) as u64 + spans as u64 * MEMORY_PER_SPAN
     }
 
     /// Feeds the next chunk of the layer blob.
@@ -380,12 +413,14 @@ impl ZtocBuilder {
         let count = entries.len();
         let uses_xattrs = entries.uses_xattrs();
         let hint = entries.encoded_size_bound();
-        let bytes = fbs::encode_entries_from_back(&ztoc, count, hint, || entries.pop());
+        let (spans, uncompressed_archive_size) =
+            (ztoc.span_digests.len(), ztoc.uncompressed_archive_size);
+        let (buffer, start) = fbs::encode_entries_from_back(ztoc, count, hint, || entries.pop());
         Ok(EncodedZtoc {
-            bytes,
+            bytes: Bytes::from(buffer).slice(start..),
             entries: count,
-            spans: ztoc.span_digests.len(),
-            uncompressed_archive_size: ztoc.uncompressed_archive_size,
+            spans,
+            uncompressed_archive_size,
             uses_xattrs,
         })
     }
