@@ -7,6 +7,8 @@
 //! The Lambda functions in `functions/` and the `afterpush` CLI are thin shells over
 //! this library.
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 pub mod cleanup;
 pub mod cli;

@@ -98,21 +98,46 @@ impl Serialize for PushDecision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
     /// `action-type` is not PUSH (DELETE, UPDATE_STORAGE_CLASS, ...).
-    NotAPush { action_type: String },
+    NotAPush {
+        /// The event's `action-type`.
+        action_type: String,
+    },
     /// `result` is not SUCCESS.
-    NotSuccessful { result: String },
+    NotSuccessful {
+        /// The event's `result` (`FAILURE`).
+        result: String,
+    },
     /// No tag: a child of an index (the index's own push event follows) or a push by digest.
     Untagged,
     /// `REPOSITORY_TAG_FILTERS` does not select this pair.
-    FilteredOut { repository: String, tag: String },
+    FilteredOut {
+        /// The pushed repository.
+        repository: String,
+        /// The pushed tag.
+        tag: String,
+    },
     /// Something afterpush itself pushed (the loop guard).
-    OwnOutput { why: String },
+    OwnOutput {
+        /// How it was recognised (a tag suffix, an artifact type, an annotation).
+        why: String,
+    },
     /// Not a runnable image: a BuildKit cache, an attestation, a signature, ...
-    NotAnImage { what: String },
+    NotAnImage {
+        /// What it is instead, from its media or artifact type.
+        what: String,
+    },
     /// A cosign-style `sha256-<hex>[.sig|.att|.sbom]` tag or a referrers fallback tag.
-    ReferrerTag { tag: String },
+    ReferrerTag {
+        /// The pushed tag.
+        tag: String,
+    },
     /// A per-arch tag, left to the stitched index (`SOCI_SKIP_ARCH_TAGS`).
-    PerArchTag { tag: String, template: String },
+    PerArchTag {
+        /// The pushed tag.
+        tag: String,
+        /// The `ARCH_TAG_TEMPLATE` it matches.
+        template: String,
+    },
 }
 
 impl SkipReason {
@@ -193,7 +218,10 @@ pub fn stitch_push_decision(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JanitorDecision {
     /// Scheduled: sweep every selected repository with every rule.
-    Sweep { scheduled_at: Option<DateTime<Utc>> },
+    Sweep {
+        /// The schedule's `time`, when the event carries one.
+        scheduled_at: Option<DateTime<Utc>>,
+    },
     /// A tag was pushed: prune what that push superseded (the cleanup policy decides
     /// whether the tag is a cache tag).
     AfterPush(PushDecision),

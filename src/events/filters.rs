@@ -17,7 +17,9 @@ use std::str::FromStr;
 pub struct FilterError {
     /// 1-based position of the entry in the comma-separated list.
     pub position: usize,
+    /// The entry as written.
     pub entry: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 

@@ -37,12 +37,15 @@ pub const ACTION_PUSH: &str = "PUSH";
 pub const RESULT_SUCCESS: &str = "SUCCESS";
 
 /// The `detail` of an `ECR Image Action` event (kebab-case fields, as ECR sends them).
+/// The `detail` of an ECR "ECR Image Action" event (kebab-case fields, as ECR sends them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct EcrImageAction {
     /// `SUCCESS` or `FAILURE`.
     pub result: String,
+    /// The repository, without the registry host.
     pub repository_name: String,
+    /// The pushed manifest's digest (`sha256:...`), as ECR reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
     /// `PUSH`, `DELETE`, `UPDATE_STORAGE_CLASS`, ...
@@ -50,6 +53,7 @@ pub struct EcrImageAction {
     /// Empty (or absent) for untagged pushes such as the children of an index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_tag: Option<String>,
+    /// The pushed manifest's media type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_media_type: Option<String>,
     /// The config media type (artifact type) of the pushed manifest.
@@ -63,10 +67,12 @@ impl EcrImageAction {
         self.image_tag.as_deref().filter(|t| !t.is_empty())
     }
 
+    /// True for a `PUSH` action.
     pub fn is_push(&self) -> bool {
         self.action_type == ACTION_PUSH
     }
 
+    /// True when the action succeeded (`SUCCESS`).
     pub fn is_success(&self) -> bool {
         self.result == RESULT_SUCCESS
     }
@@ -111,36 +117,55 @@ pub type ScheduledEvent = aws_lambda_events::eventbridge::EventBridgeEvent<serde
 /// Why a payload is not a trigger afterpush understands.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
+    /// The payload does not parse as JSON.
     #[error("the event is not valid JSON: {0}")]
     NotJson(#[source] serde_json::Error),
+    /// The payload is not an EventBridge envelope.
     #[error(
         "the payload is not an EventBridge event: field {field:?} is missing or not a string \
          (afterpush functions take ECR \"ECR Image Action\" and \"Scheduled Event\" events)"
     )]
-    NotEventBridge { field: &'static str },
+    NotEventBridge {
+        /// The envelope field that is missing or not a string.
+        field: &'static str,
+    },
+    /// An EventBridge event of a source or detail-type afterpush does not handle.
     #[error(
         "unsupported event: source {event_source:?}, detail-type {detail_type:?} (afterpush handles \
          source \"aws.ecr\" with detail-type \"ECR Image Action\", and source \"aws.events\" \
          with detail-type \"Scheduled Event\")"
     )]
     Unsupported {
+        /// The event's `source`.
         event_source: String,
+        /// The event's `detail-type`.
         detail_type: String,
     },
     /// `path` names the offending field (`detail.repository-name`), `.` for the whole event.
     #[error("malformed {detail_type:?} event: field {path}: {error}")]
     Malformed {
+        /// The event's `detail-type`.
         detail_type: String,
+        /// The offending field's path.
         path: String,
+        /// What serde found wrong there.
         #[source]
         error: serde_json::Error,
     },
+    /// A field the function needs is absent or empty.
     #[error("malformed event: {field} is missing")]
-    MissingField { field: &'static str },
+    MissingField {
+        /// The field's path (`detail.image-digest`).
+        field: &'static str,
+    },
+    /// A field has a value the function cannot use.
     #[error("malformed event: {field} = {value:?}: {problem}")]
     InvalidField {
+        /// The field's path.
         field: &'static str,
+        /// The value as sent.
         value: String,
+        /// Why it was refused.
         problem: String,
     },
 }
@@ -148,7 +173,9 @@ pub enum EventError {
 /// Everything that can invoke an afterpush function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
+    /// An ECR push (or other image action), from EventBridge.
     EcrImageAction(EcrImageActionEvent),
+    /// An EventBridge schedule (the janitor's sweep).
     Scheduled(ScheduledEvent),
 }
 

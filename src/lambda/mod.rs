@@ -13,5 +13,7 @@ pub mod handlers;
 mod logging;
 
 pub use handler_error::{cause_chain, HandlerError};
-pub use handlers::{CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT};
+pub use handlers::{
+    CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT,
+};
 pub use logging::{init_cli_tracing, init_tracing, LogFormat, LogSettings};

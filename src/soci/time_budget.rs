@@ -19,6 +19,8 @@ pub struct LayerTimeBudget {
 }
 
 impl LayerTimeBudget {
+    /// A budget up to `deadline`, assuming `default_throughput` bytes per second until a
+    /// layer has been measured.
     pub fn new(deadline: Deadline, default_throughput: u64) -> Self {
         Self {
             deadline,

@@ -5,7 +5,7 @@
 //! every event goes to [`afterpush::lambda::CacheJanitor::handle`], which returns a JSON
 //! outcome or an error typed retryable/non-retryable for EventBridge's retries.
 
-use afterpush::lambda::{self, HandlerError, Invocation, CacheJanitor};
+use afterpush::lambda::{self, CacheJanitor, HandlerError, Invocation};
 use afterpush::metrics::Emitter;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;

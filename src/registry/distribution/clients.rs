@@ -19,6 +19,8 @@ pub struct RegistryClients {
 }
 
 impl RegistryClients {
+    /// No clients yet: they are made per host on first use, with `settings`, all sharing
+    /// one HTTP connection pool made here.
     pub fn new(settings: RegistrySettings) -> Result<Self> {
         let http = http_client().map_err(|message| RegistryError::Invalid {
             location: "registry clients".into(),
