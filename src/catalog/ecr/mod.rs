@@ -4,7 +4,7 @@
 //!
 //! The ECR calls go through the small [`EcrApi`] port so that the listing and batching
 //! logic here is the same against the SDK ([`SdkEcr`], in `sdk.rs`) and against the
-//! in-memory [`MemoryEcr`] (in `fakes.rs`) the benchmark uses to count calls at 10,000
+//! in-memory `MemoryEcr` (in `fakes.rs`) the benchmark uses to count calls at 10,000
 //! images.
 
 // Test doubles: built for the crate's own unit tests and, with the `test-util` feature,
