@@ -6,7 +6,8 @@
 //! speaks the documented protocol: `GET /2018-06-01/runtime/invocation/next` hands out
 //! one event with the `Lambda-Runtime-*` headers; `POST .../{id}/response` and
 //! `.../{id}/error` are recorded and answered `202`; later polls are held open until the
-//! test kills the process. Used by `functions/*/tests/lambda_runtime.rs` through `#[path]`.
+//! test kills the process. Used by `functions/*/tests/lambda_runtime.rs` and
+//! `benches/cold_start.rs` through `#[path]`.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Guard against a hung binary; not a performance assertion.
 pub const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -47,33 +48,50 @@ impl Posted {
 pub struct RuntimeApi {
     pub addr: String,
     pub posted: mpsc::Receiver<Posted>,
+    /// When each `GET .../invocation/next` arrived (read as its request line came in).
+    pub next_polls: mpsc::Receiver<Instant>,
     pub request_id: String,
 }
 
 impl RuntimeApi {
     pub fn start(event: Vec<u8>) -> Self {
+        Self::serving(Some(event))
+    }
+
+    /// An endpoint with no event: every `next` poll is held open (the cold-start bench
+    /// only needs to see the first one).
+    pub fn without_events() -> Self {
+        Self::serving(None)
+    }
+
+    fn serving(event: Option<Vec<u8>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let request_id = format!("req-{}", std::process::id());
         let (tx, rx) = mpsc::channel();
-        let pending = Arc::new(Mutex::new(Some(event)));
+        let (polls_tx, polls_rx) = mpsc::channel();
+        let pending = Arc::new(Mutex::new(event));
         let id = request_id.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (tx, pending, id) = (tx.clone(), pending.clone(), id.clone());
-                std::thread::spawn(move || serve(stream, &pending, &id, &tx));
+                let (tx, polls_tx, pending, id) =
+                    (tx.clone(), polls_tx.clone(), pending.clone(), id.clone());
+                std::thread::spawn(move || serve(stream, &pending, &id, &tx, &polls_tx));
             }
         });
         Self {
             addr,
             posted: rx,
+            next_polls: polls_rx,
             request_id,
         }
     }
 }
 
 struct Request {
+    /// When the request line was read.
+    arrived: Instant,
     method: String,
     path: String,
     headers: BTreeMap<String, String>,
@@ -85,6 +103,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     if reader.read_line(&mut line).ok()? == 0 {
         return None;
     }
+    let arrived = Instant::now();
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
     let mut headers = BTreeMap::new();
@@ -119,6 +138,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         }
     }
     Some(Request {
+        arrived,
         method,
         path,
         headers,
@@ -142,12 +162,14 @@ fn serve(
     pending: &Mutex<Option<Vec<u8>>>,
     request_id: &str,
     tx: &mpsc::Sender<Posted>,
+    next_polls: &mpsc::Sender<Instant>,
 ) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     while let Some(req) = read_request(&mut reader) {
         let invocation = "/2018-06-01/runtime/invocation/";
         if req.method == "GET" && req.path == "/2018-06-01/runtime/invocation/next" {
+            let _ = next_polls.send(req.arrived);
             let Some(event) = pending.lock().unwrap().take() else {
                 // One event per test: later polls wait until the test kills the process.
                 std::thread::sleep(HANG_GUARD * 2);
@@ -210,6 +232,8 @@ fn serve(
 /// The function process; killed on drop.
 pub struct Function {
     pub child: Child,
+    /// Taken just before the process was spawned.
+    pub spawned: Instant,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -246,10 +270,12 @@ impl Function {
             cmd.env(k, v);
         }
         let program = format!("{:?}", cmd.get_program());
+        let spawned = Instant::now();
         Self {
             child: cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("start {program} (for {}): {e}", binary.display())),
+            spawned,
             log,
             _dir: dir,
         }
