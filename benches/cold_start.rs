@@ -69,6 +69,13 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     }
 }
 
+/// Fastest and slowest run, in ms.
+fn range_ms(samples: &[Duration]) -> (f64, f64) {
+    let min = samples.iter().min().copied().unwrap_or_default();
+    let max = samples.iter().max().copied().unwrap_or_default();
+    (ms(min), ms(max))
+}
+
 fn build_dir(var: &str) -> PathBuf {
     let dir = std::env::var_os(var).unwrap_or_else(|| {
         eprintln!("{var} is not set: run scripts/cold-start-bench, which builds both sets");
@@ -145,10 +152,7 @@ fn main() {
         let size = |build| std::fs::metadata(binary(build, name)).unwrap().len();
         let (size_before, size_after) = (size(0), size(1));
         let [before, after] = samples[f].clone();
-        let (range_before, range_after) = (
-            (ms(*before.iter().min().unwrap()), ms(*before.iter().max().unwrap())),
-            (ms(*after.iter().min().unwrap()), ms(*after.iter().max().unwrap())),
-        );
+        let (range_before, range_after) = (range_ms(&before), range_ms(&after));
         let (t_before, t_after) = (median(before), median(after));
         println!(
             "{:<18} {:>8.2} MiB {:>8.2} MiB {:>7.2}   {:>8.2} ms {:>8.2} ms {:>7.2}   (ranges {:.1}-{:.1} / {:.1}-{:.1} ms)",
