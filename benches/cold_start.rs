@@ -18,28 +18,32 @@
 mod runtime_api;
 
 use runtime_api::{Function, RuntimeApi, HANG_GUARD};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const FUNCTIONS: [&str; 3] = ["soci-indexer", "manifest-stitcher", "cache-janitor"];
 
 /// What Lambda adds to `runtime_api::Function`'s environment: the execution role's
-/// credentials. Nothing calls AWS before `next` (the SDK signs and connects lazily); the
-/// endpoint is a closed local port so that a call that did would fail the run here (the
-/// function exits instead of polling) rather than leave the machine.
-const LAMBDA_ENV: [(&str, &str); 6] = [
-    ("AWS_ACCESS_KEY_ID", "AKIACOLDSTARTBENCH00"),
-    ("AWS_SECRET_ACCESS_KEY", "cold-start-bench-secret"),
-    ("AWS_SESSION_TOKEN", "cold-start-bench-token"),
-    ("AWS_DEFAULT_REGION", "us-east-1"),
-    ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
+/// credentials. The AWS endpoint is `aws_endpoint`, a local listener nobody answers: the
+/// bench fails if any function connects to it before `next`, and no call leaves the
+/// machine.
+fn lambda_env(aws_endpoint: &str) -> [(&'static str, String); 6] {
+    [
+        ("AWS_ACCESS_KEY_ID", "AKIACOLDSTARTBENCH00".into()),
+        ("AWS_SECRET_ACCESS_KEY", "cold-start-bench-secret".into()),
+        ("AWS_SESSION_TOKEN", "cold-start-bench-token".into()),
+        ("AWS_DEFAULT_REGION", "us-east-1".into()),
+        ("AWS_ENDPOINT_URL", aws_endpoint.into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
 
 /// Exec to first `next` of one run of `binary`.
-fn time_to_next(binary: &Path, name: &str) -> Duration {
+fn time_to_next(binary: &Path, name: &str, env: &[(&str, String)]) -> Duration {
     let api = RuntimeApi::without_events();
-    let mut function = Function::start(binary, name, &api, &LAMBDA_ENV);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut function = Function::start(binary, name, &api, &env);
     let polled = api.next_polls.recv_timeout(HANG_GUARD).unwrap_or_else(|_| {
         let status = function.child.try_wait().ok().flatten();
         panic!(
@@ -123,9 +127,13 @@ fn main() {
         path
     };
 
+    let aws = TcpListener::bind("127.0.0.1:0").unwrap();
+    aws.set_nonblocking(true).unwrap();
+    let env = lambda_env(&format!("http://{}", aws.local_addr().unwrap()));
+
     for name in FUNCTIONS {
         for build in 0..2 {
-            time_to_next(&binary(build, name), name);
+            time_to_next(&binary(build, name), name, &env);
         }
     }
     // samples[function][build]
@@ -134,9 +142,13 @@ fn main() {
         for (f, name) in FUNCTIONS.iter().enumerate() {
             let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
             for build in order {
-                samples[f][build].push(time_to_next(&binary(build, name), name));
+                samples[f][build].push(time_to_next(&binary(build, name), name, &env));
             }
         }
+    }
+
+    if let Ok((_, from)) = aws.accept() {
+        panic!("a function connected to the AWS endpoint during its cold start (from {from})");
     }
 
     println!(
