@@ -10,7 +10,7 @@
 //!
 //! Each run starts the binary against the local Runtime API of
 //! `tests/support/runtime_api.rs` with the environment Lambda gives a function (the
-//! template's settings are the code's defaults: none need setting) and kills it at its
+//! template's settings are the code's defaults, but for the janitor's policy) and kills it at its
 //! first `next`. Before and after runs alternate, so load from other processes falls on
 //! both alike; one unmeasured run per binary first puts it in the page cache.
 
@@ -39,10 +39,20 @@ fn lambda_env(aws_endpoint: &str) -> [(&'static str, String); 6] {
     ]
 }
 
+/// The janitor's one setting without a code default: template.yaml's `CleanupPolicy`
+/// default (the other settings' template defaults are the code's).
+const TEMPLATE_CLEANUP_POLICY: &str = r#"{"repositories": ["*"], "grace_period": "1h", "max_deletions": 500, "rules": [
+{"name": "keep-main-cache", "select": {"tags": ["cache-main"]}, "action": "keep"},
+{"name": "stale-cache", "select": {"kind": "buildkit-cache", "untagged": true}, "action": "expire"},
+{"name": "branch-caches", "select": {"kind": "buildkit-cache", "tags": ["cache-*"]}, "action": "expire", "when": {"unused_for": "14d"}}]}"#;
+
 /// Exec to first `next` of one run of `binary`.
 fn time_to_next(binary: &Path, name: &str, env: &[(&str, String)]) -> Duration {
     let api = RuntimeApi::without_events();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if name == "cache-janitor" {
+        env.push(("CLEANUP_POLICY", TEMPLATE_CLEANUP_POLICY));
+    }
     let mut function = Function::start(binary, name, &api, &env);
     let polled = api.next_polls.recv_timeout(HANG_GUARD).unwrap_or_else(|_| {
         let status = function.child.try_wait().ok().flatten();
