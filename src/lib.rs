@@ -11,6 +11,7 @@
 
 pub mod catalog;
 pub mod cleanup;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod copy;
 pub mod deadline;

@@ -5,7 +5,8 @@ use super::{Result, SociError};
 use crate::stitch::ArchTagTemplate;
 
 /// Which SOCI index format to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum IndexVersion {
     /// Found through the referrers API (`subject`); ignored by soci-snapshotter >= 0.10 by default.
     V1,
@@ -14,7 +15,8 @@ pub enum IndexVersion {
 }
 
 /// Where the v2 output index is tagged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum TagMode {
     /// `<tag><suffix>` (`<tag>-soci`), like AWS's SOCI Index Builder; `<tag>` is left alone.
     Suffix,

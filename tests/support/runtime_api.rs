@@ -3,10 +3,11 @@
 //!
 //! It is written here so that the tests run the very binary cargo built for them, with no
 //! Docker and no second build of the function. It speaks the documented protocol:
-//! `GET /2018-06-01/runtime/invocation/next` hands out one event with the
+//! `GET /2018-06-01/runtime/invocation/next` hands out the next event with the
 //! `Lambda-Runtime-*` headers; `POST .../{id}/response` and `.../{id}/error` are recorded
-//! and answered `202`; later polls are held open until the test kills the process. Used
-//! by `functions/*/tests/lambda_runtime.rs` through `#[path]`.
+//! and answered `202`; polls after the last event are held open until the test kills the
+//! process. Used by `functions/*/tests/lambda_runtime.rs` and `benches/cold_start.rs`
+//! through `#[path]`.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Guard against a hung binary; not a performance assertion.
 pub const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -51,6 +52,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(900);
 pub struct RuntimeApi {
     pub addr: String,
     pub posted: mpsc::Receiver<Posted>,
+    /// When each `GET .../invocation/next` arrived (read as its request line came in).
+    pub next_polls: mpsc::Receiver<Instant>,
     /// The request id of the first event (the only one for [`RuntimeApi::start`]).
     pub request_id: String,
     /// The request ids of all events, in order.
@@ -71,6 +74,12 @@ impl RuntimeApi {
         Self::start_many(vec![event], DEFAULT_TIMEOUT)
     }
 
+    /// An endpoint with no event: every `next` poll is held open (the cold-start bench
+    /// only needs to see the first one).
+    pub fn without_events() -> Self {
+        Self::start_many(Vec::new(), DEFAULT_TIMEOUT)
+    }
+
     /// Serves `events` in order, each with a deadline `timeout` after it is handed out
     /// (a zero or short one is how tests run out of time without waiting).
     pub fn start_many(events: Vec<Vec<u8>>, timeout: Duration) -> Self {
@@ -80,6 +89,7 @@ impl RuntimeApi {
             .map(|n| format!("req-{}-{n}", std::process::id()))
             .collect();
         let (tx, rx) = mpsc::channel();
+        let (polls_tx, polls_rx) = mpsc::channel();
         let pending: VecDeque<Pending> = events
             .into_iter()
             .zip(&request_ids)
@@ -93,13 +103,14 @@ impl RuntimeApi {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (tx, pending) = (tx.clone(), pending.clone());
-                std::thread::spawn(move || serve(stream, &pending, &tx));
+                let (tx, polls_tx, pending) = (tx.clone(), polls_tx.clone(), pending.clone());
+                std::thread::spawn(move || serve(stream, &pending, &tx, &polls_tx));
             }
         });
         Self {
             addr,
             posted: rx,
+            next_polls: polls_rx,
             request_id: request_ids.first().cloned().unwrap_or_default(),
             request_ids,
         }
@@ -107,6 +118,8 @@ impl RuntimeApi {
 }
 
 struct Request {
+    /// When the request line was read.
+    arrived: Instant,
     method: String,
     path: String,
     headers: BTreeMap<String, String>,
@@ -118,6 +131,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     if reader.read_line(&mut line).ok()? == 0 {
         return None;
     }
+    let arrived = Instant::now();
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
     let mut headers = BTreeMap::new();
@@ -152,6 +166,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         }
     }
     Some(Request {
+        arrived,
         method,
         path,
         headers,
@@ -170,12 +185,18 @@ fn respond(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], bod
     let _ = stream.flush();
 }
 
-fn serve(stream: TcpStream, pending: &Mutex<VecDeque<Pending>>, tx: &mpsc::Sender<Posted>) {
+fn serve(
+    stream: TcpStream,
+    pending: &Mutex<VecDeque<Pending>>,
+    tx: &mpsc::Sender<Posted>,
+    next_polls: &mpsc::Sender<Instant>,
+) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     while let Some(req) = read_request(&mut reader) {
         let invocation = "/2018-06-01/runtime/invocation/";
         if req.method == "GET" && req.path == "/2018-06-01/runtime/invocation/next" {
+            let _ = next_polls.send(req.arrived);
             let Some(event) = pending.lock().unwrap().pop_front() else {
                 // Polls after the last event wait until the test kills the process.
                 std::thread::sleep(HANG_GUARD * 2);
@@ -237,6 +258,8 @@ fn serve(stream: TcpStream, pending: &Mutex<VecDeque<Pending>>, tx: &mpsc::Sende
 /// The function process; killed on drop.
 pub struct Function {
     pub child: Child,
+    /// Taken just before the process was spawned.
+    pub spawned: Instant,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -273,10 +296,12 @@ impl Function {
             cmd.env(k, v);
         }
         let program = format!("{:?}", cmd.get_program());
+        let spawned = Instant::now();
         Self {
             child: cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("start {program} (for {}): {e}", binary.display())),
+            spawned,
             log,
             _dir: dir,
         }
