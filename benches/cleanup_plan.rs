@@ -12,6 +12,7 @@
 //! Run: `cargo bench --bench cleanup_plan` (or `cargo test --bench cleanup_plan` for a
 //! quick debug run).
 
+use afterpush::catalog::ecr::seeded_manifest as manifest;
 use afterpush::catalog::ecr::{CountingEcr, EcrCatalog, ImageDetail, MemoryEcr};
 use afterpush::catalog::ecs::{EcsApi, EcsContainer, EcsService, EcsTask, EcsTaskDefinition};
 use afterpush::catalog::lambda::{LambdaAlias, LambdaApi, LambdaFunction, LambdaImage};
@@ -344,15 +345,6 @@ fn policy() -> Policy {
         max_deletions: None,
         ..Policy::parse(POLICY).unwrap()
     }
-}
-
-fn manifest(seed: &str, config: &str, extra: &str) -> Vec<u8> {
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{config}","digest":"{}","size":2}},"layers":[]{extra}}}"#,
-        media::OCI_MANIFEST,
-        Sha256Digest::of(seed.as_bytes())
-    )
-    .into_bytes()
 }
 
 /// A repository of `n` images with the mix of a busy CI repository (scaled from 10,000):

@@ -156,8 +156,8 @@ pub async fn execute(
 mod tests {
     use super::*;
     use crate::catalog::ecr::{
-        CountingEcr, EcrApi, EcrApiError, EcrCatalog, FetchedManifest, ImageDetail, ImageFailure,
-        MemoryEcr,
+        seeded_manifest, CountingEcr, EcrApi, EcrApiError, EcrCatalog, FetchedManifest,
+        ImageDetail, ImageFailure, MemoryEcr,
     };
     use crate::cleanup::planner::{plan, Snapshot};
     use crate::cleanup::policy::Policy;
@@ -212,13 +212,7 @@ mod tests {
     }
 
     fn manifest(seed: &str) -> Vec<u8> {
-        format!(
-            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[]}}"#,
-            media::OCI_MANIFEST,
-            media::OCI_CONFIG,
-            Sha256Digest::of(seed.as_bytes())
-        )
-        .into_bytes()
+        seeded_manifest(seed, media::OCI_CONFIG, "")
     }
 
     #[tokio::test]

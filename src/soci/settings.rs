@@ -269,6 +269,15 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// Settings read from exactly these variables.
+    fn read(pairs: &[(&str, &str)]) -> Result<SociSettings, SociError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SociSettings::from_lookup(|k| env.get(k).cloned())
+    }
+
     #[test]
     fn parses_sizes() {
         assert_eq!(parse_size("4194304"), Some(4194304));
@@ -303,13 +312,6 @@ mod tests {
 
     #[test]
     fn memory_budget_is_set_or_derived_from_the_function_memory() {
-        let read = |pairs: &[(&str, &str)]| {
-            let env: HashMap<String, String> = pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            SociSettings::from_lookup(|k| env.get(k).cloned())
-        };
         assert_eq!(read(&[]).unwrap().memory_budget, None);
         assert_eq!(
             read(&[("MEMORY_BUDGET", "512MiB")]).unwrap().memory_budget,
@@ -350,13 +352,6 @@ mod tests {
 
     #[test]
     fn skip_arch_tags_uses_the_stitchers_template() {
-        let read = |pairs: &[(&str, &str)]| {
-            let env: HashMap<String, String> = pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            SociSettings::from_lookup(|k| env.get(k).cloned())
-        };
         assert!(read(&[]).unwrap().skip_arch_tags.is_none());
         assert!(read(&[("SOCI_SKIP_ARCH_TAGS", "false")])
             .unwrap()

@@ -5,10 +5,22 @@
 use super::{ApiErrorKind, EcrApi, EcrApiError, FetchedManifest, ImageDetail, ImageFailure};
 use super::{DESCRIBE_PAGE, GET_BATCH};
 use crate::catalog::DELETE_BATCH;
-use crate::oci::Sha256Digest;
+use crate::oci::{media, Sha256Digest};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+/// A small OCI image manifest whose config digest comes from `seed` (so each seed gives
+/// another manifest digest) with config media type `config`, no layers, and `extra`
+/// appended inside the top-level object (e.g. `,"subject":{...}`).
+pub fn seeded_manifest(seed: &str, config: &str, extra: &str) -> Vec<u8> {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{config}","digest":"{}","size":2}},"layers":[]{extra}}}"#,
+        media::OCI_MANIFEST,
+        Sha256Digest::of(seed.as_bytes())
+    )
+    .into_bytes()
+}
 
 /// Counts the calls made through an [`EcrApi`] (benchmark and tests).
 #[derive(Default)]

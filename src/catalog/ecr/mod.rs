@@ -14,7 +14,7 @@ mod fakes;
 mod sdk;
 
 #[cfg(any(test, feature = "test-util"))]
-pub use fakes::{CallCounts, CountingEcr, MemoryEcr};
+pub use fakes::{seeded_manifest, CallCounts, CountingEcr, MemoryEcr};
 pub use sdk::SdkEcr;
 
 use super::{
@@ -412,14 +412,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn manifest(seed: &str, config: &str, extra: &str) -> Vec<u8> {
-        format!(
-            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{config}","digest":"{}","size":2}},"layers":[]{extra}}}"#,
-            media::OCI_MANIFEST,
-            Sha256Digest::of(seed.as_bytes())
-        )
-        .into_bytes()
-    }
+    use fakes::seeded_manifest as manifest;
 
     fn manifest_with_layer(seed: &str, layer: &str, subject: &Sha256Digest) -> Vec<u8> {
         format!(
