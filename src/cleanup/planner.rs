@@ -878,16 +878,7 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        let plan = plan_in_use(
-            &Snapshot {
-                repository: "app".into(),
-                images,
-            },
-            &p,
-            now(),
-            None,
-            &in_use,
-        );
+        let plan = plan_app_in_use(images, &p, &in_use);
         assert_eq!(deleted(&plan), set(&["loose"]));
         let idx = decision(&plan, "idx");
         assert_eq!(idx.rule.as_deref(), Some("old-untagged (overridden)"));
@@ -897,6 +888,20 @@ mod tests {
             .reason
             .starts_with("listed by kept index"));
         assert!(decision(&plan, "loose").in_use.is_empty());
+    }
+
+    /// Plans repository `app` at `now()` with no deletion cap, given what is in use.
+    fn plan_app_in_use(images: Vec<ImageRecord>, p: &Policy, in_use: &InUseMap) -> Plan {
+        plan_in_use(
+            &Snapshot {
+                repository: "app".into(),
+                images,
+            },
+            p,
+            now(),
+            None,
+            in_use,
+        )
     }
 
     #[test]
@@ -913,16 +918,7 @@ mod tests {
         let in_use: InUseMap = [(dg("running"), vec!["lambda fn resize:live".into()])]
             .into_iter()
             .collect();
-        let plan = plan_in_use(
-            &Snapshot {
-                repository: "app".into(),
-                images,
-            },
-            &p,
-            now(),
-            None,
-            &in_use,
-        );
+        let plan = plan_app_in_use(images, &p, &in_use);
         assert_eq!(deleted(&plan), set(&["old"]));
         let running = decision(&plan, "running");
         assert_eq!(running.rule.as_deref(), Some("ecr:1 (overridden)"));
