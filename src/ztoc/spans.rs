@@ -4,12 +4,15 @@
 //! ~1.6 GB/s, zlib-rs inflates ~150 MB/s of compressed input here), so a worker thread
 //! does it while the caller inflates: on two cores the zTOC build then takes about as long
 //! as the inflate alone. The bytes travel in batches of [`BATCH`] through a channel of
-//! [`QUEUE`] batches, which bounds the memory whatever the layer size. Where no thread can
-//! be started, the hashing happens inline, with the same results.
+//! [`QUEUE`] batches, which bounds the memory whatever the layer size. The worker hands
+//! each emptied batch back for reuse: a batch is above glibc's mmap threshold, which the
+//! zTOC build pins (`allocator.rs`), so a fresh batch per message would cost an `mmap`,
+//! its page faults and an `munmap` every 256 KiB of the layer. Where no thread can be
+//! started, the hashing happens inline, with the same results.
 
 use super::ZtocError;
 use sha2::{Digest, Sha256};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 /// Bytes per message to the worker: large enough that channel overhead is noise.
@@ -67,6 +70,10 @@ enum Mode {
         worker: JoinHandle<Vec<String>>,
         /// Bytes not sent yet (less than a batch).
         batch: Vec<u8>,
+        /// Emptied batches the worker handed back.
+        recycled: Receiver<Vec<u8>>,
+        /// Batches allocated so far (the rest were reused).
+        batches_made: usize,
     },
 }
 
@@ -80,13 +87,21 @@ pub(crate) struct SpanDigester {
 impl SpanDigester {
     pub(crate) fn new() -> Self {
         let (sender, receiver) = sync_channel::<Message>(QUEUE);
+        // Unbounded, yet never more than QUEUE + 2 batches exist: a new one is made only
+        // when none has come back.
+        let (give_back, recycled) = channel::<Vec<u8>>();
         let worker = std::thread::Builder::new()
             .name("ztoc-span-sha256".into())
             .spawn(move || {
                 let mut spans = Spans::default();
                 for message in receiver {
                     match message {
-                        Message::Bytes(b) => spans.update(&b),
+                        Message::Bytes(mut b) => {
+                            spans.update(&b);
+                            b.clear();
+                            // The builder may be gone already (it failed): drop the batch.
+                            let _ = give_back.send(b);
+                        }
                         Message::StartSpan(first_byte) => spans.start(first_byte),
                     }
                 }
@@ -97,6 +112,8 @@ impl SpanDigester {
                 sender,
                 worker,
                 batch: Vec::with_capacity(BATCH),
+                recycled,
+                batches_made: 1,
             },
             Err(_) => Mode::Inline(Spans::default()),
         };
@@ -158,9 +175,19 @@ impl SpanDigester {
     }
 
     fn flush(&mut self) {
-        if let Mode::Worker { batch, .. } = &mut self.mode {
+        if let Mode::Worker {
+            batch,
+            recycled,
+            batches_made,
+            ..
+        } = &mut self.mode
+        {
             if !batch.is_empty() {
-                let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+                let next = recycled.try_recv().unwrap_or_else(|_| {
+                    *batches_made += 1;
+                    Vec::with_capacity(BATCH)
+                });
+                let full = std::mem::replace(batch, next);
                 self.send(Message::Bytes(full));
             }
         }
@@ -209,6 +236,31 @@ mod tests {
             span_open: false,
         };
         assert_eq!(run(inline), expected);
+    }
+
+    /// Whatever the worker's pace, a batch is allocated only when none has come back: at
+    /// most one per message the channel holds, one in the worker's hands, the one being
+    /// sent and the one replacing it.
+    #[test]
+    fn batches_are_reused() {
+        let mut d = SpanDigester::new();
+        d.start_span(None);
+        let chunk = vec![7u8; BATCH];
+        for _ in 0..64 {
+            d.update(&chunk);
+        }
+        let Mode::Worker { batches_made, .. } = &d.mode else {
+            panic!("no worker thread");
+        };
+        assert!(
+            *batches_made <= QUEUE + 3,
+            "{batches_made} batches for 64 sends"
+        );
+        let mut h = Sha256::new();
+        for _ in 0..64 {
+            h.update(&chunk);
+        }
+        assert_eq!(d.finish().unwrap(), vec![digest_string(h)]);
     }
 
     #[test]
