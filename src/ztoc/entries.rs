@@ -33,6 +33,9 @@ impl Interner {
     }
 }
 
+/// Arenas smaller than this keep their popped space: shrinking them saves nothing.
+const RELEASE_MIN: usize = 256 * 1024;
+
 /// No PAX records (index into `CompactEntries::xattrs` otherwise).
 const NO_XATTRS: u32 = u32::MAX;
 
@@ -160,11 +163,7 @@ impl CompactEntries {
             // Entries with records are popped in reverse order too: theirs is the last.
             self.xattrs.pop().unwrap_or_default()
         };
-        if self.records.capacity() > 4096 && self.records.len() * 2 < self.records.capacity() {
-            self.records.shrink_to_fit();
-            self.names.shrink_to_fit();
-            self.links.shrink_to_fit();
-        }
+        self.release_popped();
         let f = FileMetadata {
             name,
             file_type: self.shared.get(r.file_type).to_string(),
@@ -184,6 +183,31 @@ impl CompactEntries {
         self.encoded_bound -= encoded_bound_of(&f);
         self.xattr_bytes -= xattr_heap_bytes(&f.xattrs);
         Some(f)
+    }
+
+    /// Gives back the memory of popped entries once they are an eighth of what is held.
+    ///
+    /// The encoder pops entries while its output grows, so what the two hold together
+    /// peaks at whichever is larger, the entries or their encoding, not at their sum as
+    /// it did when the memory came back only once half the entries were gone. glibc
+    /// shrinks a block this large in place (`mremap`); an allocator that copies instead
+    /// copies at most eight times the entries' size in all.
+    fn release_popped(&mut self) {
+        fn shrink_vec<T>(v: &mut Vec<T>) {
+            let held = v.capacity() * std::mem::size_of::<T>();
+            if held >= RELEASE_MIN && (v.capacity() - v.len()) * 8 >= v.capacity() {
+                v.shrink_to_fit();
+            }
+        }
+        fn shrink_string(s: &mut String) {
+            if s.capacity() >= RELEASE_MIN && (s.capacity() - s.len()) * 8 >= s.capacity() {
+                s.shrink_to_fit();
+            }
+        }
+        shrink_vec(&mut self.records);
+        shrink_vec(&mut self.xattrs);
+        shrink_string(&mut self.names);
+        shrink_string(&mut self.links);
     }
 
     /// Whether any entry needs xattrs (see [`super::Ztoc::uses_xattrs`]).

@@ -331,11 +331,15 @@ impl ZtocBuilder {
     }
 
     /// The memory, in bytes, this build needs to finish if the layer ended here: the
-    /// working set ([`BUILD_WORKING_SET`]), the checkpoints and TOC entries it holds, and
-    /// an upper bound of the encoded entries, which the zTOC gains while the held entries
-    /// are released ([`ZtocBuilder::finish_encoded`]; the checkpoints move into it rather
-    /// than being copied). It only grows as the layer streams in, and it bounds the
-    /// encoded zTOC's size too. The indexer admits layers by it (`src/soci/memory.rs`).
+    /// working set ([`BUILD_WORKING_SET`]), the checkpoints it holds, and the larger of
+    /// the TOC entries it holds and an upper bound of their encoding
+    /// ([`ZtocBuilder::finish_encoded`] releases entries as it encodes them; the
+    /// checkpoints move into the zTOC rather than being copied). While the encoding
+    /// grows, popped entries wait to be released until they are an eighth of those held,
+    /// so the entries and the first eighth of the encoding can meet: hence the
+    /// `encoded / 8` beside the held entries. It only grows as the layer streams in, and
+    /// it bounds the encoded zTOC's size too. The indexer admits layers by it
+    /// (`src/soci/memory.rs`).
     pub fn memory_needed(&self) -> u64 {
         let (checkpoints, spans) = match &self.engine {
             Engine::Gzip(g) => (g.blob_bytes(), g.checkpoints()),
@@ -346,7 +350,8 @@ impl ZtocBuilder {
                 (*size / self.options.span_size) as usize + usize::from(*span_filled > 0),
             ),
         };
-        let entries = self.tar.files.heap_bytes() + self.tar.files.encoded_size_bound();
+        let encoded = self.tar.files.encoded_size_bound();
+        let entries = (self.tar.files.heap_bytes() + encoded / 8).max(encoded);
         BUILD_WORKING_SET + (checkpoints + entries) as u64 + spans as u64 * MEMORY_PER_SPAN
     }
 
