@@ -78,6 +78,11 @@ pub mod names {
     pub const S3_OBJECTS_SWEPT: &str = "S3ObjectsSwept";
     /// Runs that deleted nothing because the images in use could not be listed (janitor).
     pub const RUNS_BLOCKED: &str = "RunsBlocked";
+    /// Janitor runs that ended in an error (janitor).
+    pub const RUNS_FAILED: &str = "RunsFailed";
+    /// Events a function could not act on: not a trigger it knows, or not one it takes
+    /// (every function; no repository, since the event may not name one).
+    pub const EVENTS_REJECTED: &str = "EventsRejected";
 }
 use names::*;
 
@@ -101,6 +106,8 @@ pub const METRICS: &[(&str, Unit)] = &[
     (BYTES_RECLAIMED, Unit::Bytes),
     (S3_OBJECTS_SWEPT, Unit::Count),
     (RUNS_BLOCKED, Unit::Count),
+    (RUNS_FAILED, Unit::Count),
+    (EVENTS_REJECTED, Unit::Count),
 ];
 
 fn per_repository(name: &'static str, repository: &str, value: u64) {
@@ -112,9 +119,20 @@ pub fn skipped(reason_code: &'static str) {
     counter!(IMAGES_SKIPPED, DIM_REASON => reason_code).increment(1);
 }
 
-/// Indexing or stitching an image of `repository` failed.
+/// Indexing or stitching an image of `repository` failed: the repository could not be
+/// opened, the work failed, or its result could not be committed.
 pub fn failed(repository: &str) {
     per_repository(IMAGES_FAILED, repository, 1);
+}
+
+/// An event the function could not act on.
+pub fn rejected() {
+    counter!(EVENTS_REJECTED).increment(1);
+}
+
+/// A janitor run that ended in an error.
+pub fn run_failed() {
+    counter!(RUNS_FAILED).increment(1);
 }
 
 /// What the indexer did with an image of `repository`.

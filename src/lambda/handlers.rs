@@ -85,8 +85,17 @@ impl Repositories {
         }
     }
 
-    /// Opens the repository an ECR event is about.
+    /// Opens the repository an ECR event is about; a failure counts as a failed image of
+    /// that repository.
     pub fn open(
+        &self,
+        event: &events::EcrImageActionEvent,
+    ) -> Result<Box<dyn Repository>, HandlerError> {
+        self.open_repository(event)
+            .inspect_err(|_| metrics::failed(&event.detail.repository_name))
+    }
+
+    fn open_repository(
         &self,
         event: &events::EcrImageActionEvent,
     ) -> Result<Box<dyn Repository>, HandlerError> {
@@ -114,18 +123,28 @@ impl Repositories {
     }
 }
 
+/// The trigger an event is, counted as rejected when it is none.
+fn trigger(payload: Value) -> Result<Trigger, HandlerError> {
+    Trigger::from_value(payload)
+        .inspect_err(|_| metrics::rejected())
+        .map_err(HandlerError::from)
+}
+
 /// The ECR Image Action event a push-driven function takes; any other trigger (the
-/// schedule) is a non-retryable error naming the function.
+/// schedule) is a non-retryable error naming the function, counted as rejected.
 fn ecr_image_action(
     function: &str,
     payload: Value,
 ) -> Result<events::EcrImageActionEvent, HandlerError> {
-    match Trigger::from_value(payload)? {
+    match trigger(payload)? {
         Trigger::EcrImageAction(event) => Ok(event),
-        other => Err(HandlerError::non_retryable(format!(
-            "{function} takes ECR Image Action events, not {}",
-            other.kind()
-        ))),
+        other => {
+            metrics::rejected();
+            Err(HandlerError::non_retryable(format!(
+                "{function} takes ECR Image Action events, not {}",
+                other.kind()
+            )))
+        }
     }
 }
 
@@ -174,15 +193,21 @@ fn by_retryability<E: std::error::Error + Send + Sync + 'static>(
 }
 
 /// Makes the repository's writes visible (an archive commits here), logs the outcome and
-/// wraps it with the decision that led to it.
-async fn finish(
+/// wraps it with the decision that led to it. Only then is the outcome counted
+/// (`record`): an image whose index never became visible is a failed one.
+async fn finish<O: serde::Serialize>(
     function: &'static str,
     repo: &dyn Repository,
     detail: &events::EcrImageAction,
     decision: &PushDecision,
-    outcome: &impl serde::Serialize,
+    outcome: &O,
+    record: impl FnOnce(&str, &O),
 ) -> Result<Value, HandlerError> {
-    repo.commit().await.map_err(HandlerError::retryable)?;
+    if let Err(e) = repo.commit().await {
+        metrics::failed(&detail.repository_name);
+        return Err(HandlerError::retryable(e));
+    }
+    record(&detail.repository_name, outcome);
     let outcome = serde_json::to_value(outcome).map_err(HandlerError::non_retryable)?;
     tracing::info!(function, image = %detail.label(), outcome = %outcome, "done");
     Ok(json!({ "function": function, "decision": decision, "outcome": outcome }))
@@ -259,13 +284,13 @@ impl SociIndexer {
         .await
         .inspect_err(|_| metrics::failed(&event.detail.repository_name))
         .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        metrics::soci_outcome(&event.detail.repository_name, &outcome);
         finish(
             "soci-indexer",
             repo.as_ref(),
             &event.detail,
             &decision,
             &outcome,
+            metrics::soci_outcome,
         )
         .await
     }
@@ -319,13 +344,13 @@ impl ManifestStitcher {
             .await
             .inspect_err(|_| metrics::failed(&event.detail.repository_name))
             .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        metrics::stitch_outcome(&event.detail.repository_name, &outcome);
         finish(
             "manifest-stitcher",
             repo.as_ref(),
             &event.detail,
             &decision,
             &outcome,
+            metrics::stitch_outcome,
         )
         .await
     }
@@ -394,7 +419,7 @@ impl CacheJanitor {
         payload: Value,
         invocation: &Invocation,
     ) -> Result<Value, HandlerError> {
-        let trigger = Trigger::from_value(payload)?;
+        let trigger = trigger(payload)?;
         let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
             events::JanitorDecision::AfterPush(decision @ PushDecision::Skip { .. }) => {
                 return Ok(skip("cache-janitor", &decision))
@@ -413,6 +438,7 @@ impl CacheJanitor {
             invocation.stop(self.deadline_margin),
         )
         .await
+        .inspect_err(|_| metrics::run_failed())
         .map_err(|e| by_retryability(e.is_retryable(), e))?;
         metrics::cleanup_report(&report);
         let report = serde_json::to_value(&report).map_err(HandlerError::non_retryable)?;

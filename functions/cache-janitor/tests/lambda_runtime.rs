@@ -265,6 +265,14 @@ fn a_foreign_event_is_a_non_retryable_error() {
         message.contains("aws.s3") && message.contains("Object Created"),
         "{message}"
     );
+    let docs = emf_documents(&function.log());
+    assert_eq!(
+        metric_sum(&docs, "cache-janitor", "EventsRejected", &[]),
+        1.0,
+        "{}",
+        function.log()
+    );
+    assert_eq!(metric_sum(&docs, "cache-janitor", "RunsFailed", &[]), 0.0);
 }
 
 /// Waits for the process to exit (bad settings end the cold start) and returns its log.

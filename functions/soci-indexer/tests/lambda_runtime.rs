@@ -257,6 +257,60 @@ fn a_missing_image_is_an_error_naming_the_digest() {
     );
 }
 
+/// An event that is no trigger the indexer knows is rejected before any repository is
+/// touched: counted as `EventsRejected`, with no repository dimension.
+#[test]
+fn a_malformed_event_is_rejected_and_counted() {
+    let mut event: Value = serde_json::from_slice(&sample_event("push-image-tag.json")).unwrap();
+    event["detail"]
+        .as_object_mut()
+        .unwrap()
+        .remove("repository-name");
+    let dir = tempfile::tempdir().unwrap();
+    let api = RuntimeApi::start(serde_json::to_vec(&event).unwrap());
+    let mut function = start_on_layout(&api, dir.path());
+    let posted = function.posted(&api);
+    assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
+    let body = posted.json();
+    assert_eq!(body["errorType"], "NonRetryable", "{body}");
+    let docs = emf_documents(&function.log());
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "EventsRejected", &[]),
+        1.0,
+        "{}",
+        function.log()
+    );
+    assert!(
+        docs.iter().all(|d| d.get("Repository").is_none()),
+        "{docs:?}"
+    );
+}
+
+/// A repository that cannot be opened fails the image of the repository the event
+/// names, and is counted as such.
+#[test]
+fn a_repository_that_cannot_be_opened_is_a_failed_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("no-such-layout");
+    let digest = Sha256Digest::of(b"some image");
+    let api = RuntimeApi::start(event_for("push-image-tag.json", &digest));
+    let mut function = start_on_layout(&api, &absent);
+    let posted = function.posted(&api);
+    assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
+    let docs = emf_documents(&function.log());
+    let app = [("Repository", "app")];
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "ImagesFailed", &app),
+        1.0,
+        "{}",
+        function.log()
+    );
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "EventsRejected", &[]),
+        0.0
+    );
+}
+
 #[test]
 fn skip_arch_tags_leaves_per_arch_tags_to_the_stitched_index() {
     let dir = tempfile::tempdir().unwrap();
