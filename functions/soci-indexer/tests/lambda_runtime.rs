@@ -61,6 +61,11 @@ fn seed_layers(dir: &Path, tag: &str, layers: usize) -> Sha256Digest {
     })
 }
 
+/// The sum of the indexer's metric `name` with exactly `dims` in `function`'s output.
+fn indexer_metric(function: &Function, name: &str, dims: &[(&str, &str)]) -> f64 {
+    metric_sum(&emf_documents(&function.log()), "soci-indexer", name, dims)
+}
+
 /// `infra/events/<name>` with its `image-digest` replaced.
 fn event_for(name: &str, digest: &Sha256Digest) -> Vec<u8> {
     let mut event: Value = serde_json::from_slice(&sample_event(name)).unwrap();
@@ -243,18 +248,10 @@ fn a_missing_image_is_an_error_naming_the_digest() {
         ["Retryable", "NonRetryable"].contains(&body["errorType"].as_str().unwrap()),
         "{body}"
     );
-    let docs = emf_documents(&function.log());
     let app = [("Repository", "app")];
-    assert_eq!(
-        metric_sum(&docs, "soci-indexer", "ImagesFailed", &app),
-        1.0,
-        "{}",
-        function.log()
-    );
-    assert_eq!(
-        metric_sum(&docs, "soci-indexer", "ImagesIndexed", &app),
-        0.0
-    );
+    let failed = indexer_metric(&function, "ImagesFailed", &app);
+    assert_eq!(failed, 1.0, "{}", function.log());
+    assert_eq!(indexer_metric(&function, "ImagesIndexed", &app), 0.0);
 }
 
 /// An event that is no trigger the indexer knows is rejected before any repository is
@@ -273,13 +270,9 @@ fn a_malformed_event_is_rejected_and_counted() {
     assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
     let body = posted.json();
     assert_eq!(body["errorType"], "NonRetryable", "{body}");
+    let rejected = indexer_metric(&function, "EventsRejected", &[]);
+    assert_eq!(rejected, 1.0, "{}", function.log());
     let docs = emf_documents(&function.log());
-    assert_eq!(
-        metric_sum(&docs, "soci-indexer", "EventsRejected", &[]),
-        1.0,
-        "{}",
-        function.log()
-    );
     assert!(
         docs.iter().all(|d| d.get("Repository").is_none()),
         "{docs:?}"
@@ -297,18 +290,10 @@ fn a_repository_that_cannot_be_opened_is_a_failed_image() {
     let mut function = start_on_layout(&api, &absent);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
-    let docs = emf_documents(&function.log());
     let app = [("Repository", "app")];
-    assert_eq!(
-        metric_sum(&docs, "soci-indexer", "ImagesFailed", &app),
-        1.0,
-        "{}",
-        function.log()
-    );
-    assert_eq!(
-        metric_sum(&docs, "soci-indexer", "EventsRejected", &[]),
-        0.0
-    );
+    let failed = indexer_metric(&function, "ImagesFailed", &app);
+    assert_eq!(failed, 1.0, "{}", function.log());
+    assert_eq!(indexer_metric(&function, "EventsRejected", &[]), 0.0);
 }
 
 #[test]
