@@ -193,14 +193,17 @@ impl CompactEntries {
     /// shrinks a block this large in place (`mremap`); an allocator that copies instead
     /// copies at most eight times the entries' size in all.
     fn release_popped(&mut self) {
+        /// Whether an arena of `capacity` slots of `size` bytes, `len` in use, should shrink.
+        fn worth_shrinking(capacity: usize, len: usize, size: usize) -> bool {
+            capacity * size >= RELEASE_MIN && (capacity - len) * 8 >= capacity
+        }
         fn shrink_vec<T>(v: &mut Vec<T>) {
-            let held = v.capacity() * std::mem::size_of::<T>();
-            if held >= RELEASE_MIN && (v.capacity() - v.len()) * 8 >= v.capacity() {
+            if worth_shrinking(v.capacity(), v.len(), std::mem::size_of::<T>()) {
                 v.shrink_to_fit();
             }
         }
         fn shrink_string(s: &mut String) {
-            if s.capacity() >= RELEASE_MIN && (s.capacity() - s.len()) * 8 >= s.capacity() {
+            if worth_shrinking(s.capacity(), s.len(), 1) {
                 s.shrink_to_fit();
             }
         }

@@ -87,8 +87,9 @@ pub(crate) struct SpanDigester {
 impl SpanDigester {
     pub(crate) fn new() -> Self {
         let (sender, receiver) = sync_channel::<Message>(QUEUE);
-        // Unbounded, yet never more than QUEUE + 2 batches exist: a new one is made only
-        // when none has come back.
+        // Unbounded, yet never more than QUEUE + 3 batches exist: a new one is made only
+        // when none has come back, so every other batch is in the channel (QUEUE at
+        // most), in the worker's hands or the full one being sent.
         let (give_back, recycled) = channel::<Vec<u8>>();
         let worker = std::thread::Builder::new()
             .name("ztoc-span-sha256".into())
