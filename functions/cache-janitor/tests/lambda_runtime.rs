@@ -176,12 +176,7 @@ fn the_schedule_is_a_dry_run_sweep_and_logs_are_json() {
     assert_eq!(summary["planned_deletions"], 1, "{summary}");
     // Metrics: one image planned in the swept repository (a layout's is named after its
     // directory); a dry run deletes and reclaims nothing.
-    let docs = emf_documents(&log);
-    let swept = [(
-        "Repository",
-        report["repositories"][0]["repository"].as_str().unwrap(),
-    )];
-    let sum = |name| metric_sum(&docs, "cache-janitor", name, &swept);
+    let sum = |name| swept_repository_metric(&log, report, name);
     assert_eq!(sum("ImagesPlanned"), 1.0, "{log}");
     assert_eq!(sum("ImagesDeleted"), 0.0, "{log}");
     assert_eq!(sum("BytesReclaimed"), 0.0, "{log}");
@@ -206,12 +201,7 @@ fn dry_run_false_deletes_what_the_sweep_planned() {
     );
     // Metrics: the deleted count and the bytes the report says were reclaimed.
     let log = function.log();
-    let docs = emf_documents(&log);
-    let swept = [(
-        "Repository",
-        report["repositories"][0]["repository"].as_str().unwrap(),
-    )];
-    let sum = |name| metric_sum(&docs, "cache-janitor", name, &swept);
+    let sum = |name| swept_repository_metric(&log, report, name);
     assert_eq!(sum("ImagesPlanned"), 1.0, "{log}");
     assert_eq!(sum("ImagesDeleted"), 1.0, "{log}");
     assert_eq!(sum("DeletesFailed"), 0.0, "{log}");
@@ -273,6 +263,13 @@ fn a_foreign_event_is_a_non_retryable_error() {
         function.log()
     );
     assert_eq!(metric_sum(&docs, "cache-janitor", "RunsFailed", &[]), 0.0);
+}
+
+/// The janitor's metric `name` for the first repository of its `report`, from its `log`.
+fn swept_repository_metric(log: &str, report: &Value, name: &str) -> f64 {
+    let repository = report["repositories"][0]["repository"].as_str().unwrap();
+    let docs = emf_documents(log);
+    metric_sum(&docs, "cache-janitor", name, &[("Repository", repository)])
 }
 
 /// Waits for the process to exit (bad settings end the cold start) and returns its log.

@@ -39,6 +39,19 @@ fn start_on_layout(api: &RuntimeApi, layout: &Path) -> Function {
     )
 }
 
+/// [`start_on_layout`] with `MIN_LAYER_SIZE=0`, so the sample's small layers are indexed.
+fn start_indexing_every_layer(api: &RuntimeApi, layout: &Path) -> Function {
+    Function::start(
+        indexer(),
+        "soci-indexer",
+        api,
+        &[
+            ("AFTERPUSH_LAYOUT", layout.to_str().unwrap()),
+            ("MIN_LAYER_SIZE", "0"),
+        ],
+    )
+}
+
 /// A layout holding one small single-platform image at `tag`; returns its digest.
 fn seed_layout(dir: &Path, tag: &str) -> Sha256Digest {
     seed_layers(dir, tag, 1)
@@ -79,15 +92,7 @@ fn an_image_push_gets_a_soci_index_through_the_runtime_loop() {
     let layout = dir.path().join("layout");
     let source = seed_layers(&layout, "1.2.3", 3);
     let api = RuntimeApi::start(event_for("push-image-tag.json", &source));
-    let mut function = Function::start(
-        indexer(),
-        "soci-indexer",
-        &api,
-        &[
-            ("AFTERPUSH_LAYOUT", layout.to_str().unwrap()),
-            ("MIN_LAYER_SIZE", "0"),
-        ],
-    );
+    let mut function = start_indexing_every_layer(&api, &layout);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     assert_eq!(posted.request_id, api.request_id);
@@ -433,15 +438,7 @@ fn an_event_with_no_time_left_leaves_every_layer_for_the_retry() {
         vec![event_for("push-image-tag.json", &source)],
         std::time::Duration::ZERO,
     );
-    let mut function = Function::start(
-        indexer(),
-        "soci-indexer",
-        &api,
-        &[
-            ("AFTERPUSH_LAYOUT", layout.to_str().unwrap()),
-            ("MIN_LAYER_SIZE", "0"),
-        ],
-    );
+    let mut function = start_indexing_every_layer(&api, &layout);
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
     let body = posted.json();
