@@ -276,10 +276,14 @@ async fn images_in_use(catalog: &dyn Catalog, policy: &Policy) -> Result<InUse, 
                 .into(),
             retryable: false,
         }),
-        Some(source) => source.collect(&policy.protect).await.map_err(|e| Blocked {
-            reason: e.to_string(),
-            retryable: e.retryable,
-        }),
+        Some(source) => source
+            .collect(&policy.protect)
+            .await
+            .map(|refs| InUse { refs })
+            .map_err(|e| Blocked {
+                reason: e.to_string(),
+                retryable: e.retryable,
+            }),
     }
 }
 
