@@ -17,6 +17,7 @@ pub mod copy;
 pub mod deadline;
 pub mod events;
 pub mod files;
+pub mod filters;
 pub mod lambda;
 pub mod metrics;
 pub mod oci;
