@@ -5,6 +5,7 @@
 //! Every implementation returns the exact bytes it stored and verifies the digest of
 //! what it reads: a manifest always, a blob on full reads.
 
+pub mod copy;
 pub mod distribution;
 pub mod ecr;
 pub mod layout;
