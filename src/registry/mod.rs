@@ -11,6 +11,7 @@ pub mod ecr;
 pub mod layout;
 pub mod open;
 pub mod reference;
+pub mod verified_stream;
 
 use crate::oci::{OciError, Sha256Digest};
 use async_trait::async_trait;
