@@ -4,9 +4,9 @@
 // rustdoc must not read the brackets as intra-doc links.
 #![allow(rustdoc::broken_intra_doc_links)]
 
-use crate::copy::{copy_image, CopyOptions};
 use crate::oci::gojson::{GoDescriptor, GoIndex, GoManifest};
 use crate::oci::{annotation, media, ManifestSummary, Sha256Digest};
+use crate::registry::copy::{copy_image, CopyOptions};
 use crate::registry::open::{open_repository, OpenSettings};
 use crate::registry::{read_blob, ImageRef, Repository};
 use crate::soci::{
