@@ -262,11 +262,13 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: CONSUMER_ACCOUNTS,
         default: "",
+        kind: Kind::List,
         functions: &[J],
     },
     Setting {
         name: IN_USE_READER_ROLE,
         default: "afterpush-in-use-reader",
+        kind: Kind::Text,
         functions: &[J],
     },
 ];
