@@ -18,6 +18,7 @@ pub mod deadline;
 pub mod events;
 pub mod files;
 pub mod filters;
+pub mod format;
 pub mod glob;
 pub mod lambda;
 pub mod metrics;

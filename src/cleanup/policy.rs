@@ -322,20 +322,9 @@ fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S:
     s.collect_str(v)
 }
 
-/// Formats a duration the way the policy writes them (`14d`, `1h`, `90s`).
-pub fn format_duration(d: Duration) -> String {
-    let secs = d.num_seconds();
-    for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if secs != 0 && secs % n == 0 {
-            return format!("{}{unit}", secs / n);
-        }
-    }
-    format!("{secs}s")
-}
-
 mod duration {
     pub fn serialize<S: serde::Serializer>(d: &chrono::Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_duration(*d))
+        s.serialize_str(&crate::format::duration(*d))
     }
 }
 mod opt_duration {
@@ -344,7 +333,7 @@ mod opt_duration {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_str(&super::format_duration(*d)),
+            Some(d) => s.serialize_str(&crate::format::duration(*d)),
             None => s.serialize_none(),
         }
     }
