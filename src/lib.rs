@@ -28,4 +28,5 @@ pub mod sample;
 pub mod settings;
 pub mod soci;
 pub mod stitch;
+pub mod strict_json;
 pub mod ztoc;
