@@ -20,6 +20,7 @@ pub use sdk::SdkEcr;
 use super::{
     ApiErrorKind, Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH,
 };
+use crate::catalog::paginate::Paging;
 use crate::catalog::workloads::InUseSource;
 use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
@@ -118,6 +119,8 @@ pub trait EcrApi: Send + Sync {
 /// The production [`Catalog`] over ECR.
 pub struct EcrCatalog<A = SdkEcr> {
     api: A,
+    /// The page cap and deadline of the listings.
+    paging: Paging,
     /// The workloads of the same account and region (ECS, Lambda).
     in_use: Option<Box<dyn InUseSource>>,
 }
@@ -125,7 +128,16 @@ pub struct EcrCatalog<A = SdkEcr> {
 impl<A: EcrApi> EcrCatalog<A> {
     /// A catalog with no source of images in use (see [`Self::with_in_use`]).
     pub fn new(api: A) -> Self {
-        Self { api, in_use: None }
+        Self {
+            api,
+            paging: Paging::default(),
+            in_use: None,
+        }
+    }
+    /// The same catalog, its listings under `paging`.
+    pub fn with_paging(mut self, paging: Paging) -> Self {
+        self.paging = paging;
+        self
     }
     /// The same catalog, listing images in use through `source`.
     pub fn with_in_use(mut self, source: impl InUseSource + 'static) -> Self {
@@ -293,25 +305,19 @@ pub fn resolve_images(
 #[async_trait::async_trait]
 impl<A: EcrApi> Catalog for EcrCatalog<A> {
     async fn list_repositories(&self) -> Result<Vec<String>, CatalogError> {
-        let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            let (page, next) = self
-                .api
-                .describe_repositories(token.clone())
-                .await
-                .map_err(|e| CatalogError::Api {
-                    operation: "DescribeRepositories",
-                    repository: String::new(),
-                    message: e.message,
-                    kind: e.kind,
-                })?;
-            names.extend(page);
-            match next {
-                Some(t) => token = Some(t),
-                None => return Ok(names),
-            }
-        }
+        self.paging
+            .all("ECR", "DescribeRepositories", |token| async {
+                self.api
+                    .describe_repositories(token)
+                    .await
+                    .map_err(|e| CatalogError::Api {
+                        operation: "DescribeRepositories",
+                        repository: String::new(),
+                        message: e.message,
+                        kind: e.kind,
+                    })
+            })
+            .await
     }
 
     async fn list_images(&self, repository: &str) -> Result<Vec<ImageRecord>, CatalogError> {
@@ -323,20 +329,16 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
                 kind: e.kind,
             }
         };
-        let mut details = Vec::new();
-        let mut token = None;
-        loop {
-            let (page, next) = self
-                .api
-                .describe_images(repository, token.clone())
-                .await
-                .map_err(api_error("DescribeImages"))?;
-            details.extend(page);
-            match next {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
+        let mut details = self
+            .paging
+            .all("ECR", "DescribeImages", |token| async {
+                self.api
+                    .describe_images(repository, token)
+                    .await
+                    .map_err(api_error("DescribeImages"))
+            })
+            .await
+            .map_err(|e| e.in_repository(repository))?;
         let wanted: Vec<String> = details
             .iter()
             .filter(|d| needs_manifest(d))
@@ -345,10 +347,15 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
         let mut manifests = HashMap::new();
         for batch in wanted.chunks(GET_BATCH) {
             let (found, failed) = self
-                .api
-                .batch_get_image(repository, batch)
+                .paging
+                .call("ECR", "BatchGetImage", 0, async {
+                    self.api
+                        .batch_get_image(repository, batch)
+                        .await
+                        .map_err(api_error("BatchGetImage"))
+                })
                 .await
-                .map_err(api_error("BatchGetImage"))?;
+                .map_err(|e| e.in_repository(repository))?;
             for f in failed {
                 // An image deleted between the two calls is simply gone; anything else
                 // would leave its kind or children unknown, so the run stops here.
@@ -404,6 +411,10 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
 
     fn in_use(&self) -> Option<&dyn InUseSource> {
         self.in_use.as_deref()
+    }
+
+    fn set_deadline(&self, deadline: Option<crate::deadline::Deadline>) {
+        self.paging.set_deadline(deadline);
     }
 }
 
