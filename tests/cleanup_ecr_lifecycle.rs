@@ -716,7 +716,8 @@ async fn apply_keeps_what_the_safety_rules_protect_and_deletes_the_rest() {
         (&young, "within the grace period"),
     ] {
         let k = kept(digest);
-        assert_eq!(k["rule"], "ecr:1 (overridden)", "{k}");
+        assert_eq!(k["rule"], "ecr:1", "{k}");
+        assert_eq!(k["overridden"], true, "{k}");
         assert!(k["reason"].as_str().unwrap().contains(why), "{k}");
     }
     assert_eq!(
