@@ -220,7 +220,7 @@ pub fn resolve_images(
             .and_then(|m| m.media_type.clone())
             .or(d.manifest_media_type.clone());
         let manifest_media_type = summary.effective_media_type(stored.as_deref()).to_string();
-        let mut kind = summary.kind(stored.as_deref());
+        let kind = summary.kind(stored.as_deref());
         let mut children = Vec::new();
         if media::is_index(&manifest_media_type) && kind != ArtifactKind::BuildkitCache {
             for m in &summary.manifests {
@@ -252,21 +252,15 @@ pub fn resolve_images(
                 None => None,
             },
         };
-        if subject.is_none() {
-            if let Some((tag, s)) = d
-                .tags
-                .iter()
-                .find_map(|t| cosign_tag_subject(t).map(|s| (t, s)))
-            {
-                subject = Some(s);
-                if kind == ArtifactKind::Image || kind == ArtifactKind::Other {
-                    kind = if tag.ends_with(".sig") {
-                        ArtifactKind::Signature
-                    } else {
-                        ArtifactKind::Attestation
-                    };
-                }
-            }
+        // A referrer is what its own manifest says is a signature or attestation; a tag
+        // in cosign's scheme only names the subject of such a manifest. An image (or
+        // anything else) tagged `sha256-<hex>.sig` stays what it is, with no subject.
+        let referrer_kind = matches!(kind, ArtifactKind::Signature | ArtifactKind::Attestation);
+        if !referrer_kind && kind == ArtifactKind::Image {
+            subject = None;
+        }
+        if subject.is_none() && referrer_kind {
+            subject = d.tags.iter().find_map(|t| cosign_tag_subject(t));
         }
         let soci_index = match summary.annotations.get(annotation::SOCI_INDEX_DIGEST) {
             Some(s) => Some(parse_digest(repository, "soci index-digest", s)?),
@@ -601,7 +595,18 @@ mod tests {
             att,
         );
         ecr.put("app", detail(&["v1"], media::OCI_INDEX, None), index);
-        let sig = manifest("sig", media::OCI_CONFIG, "");
+        // cosign's tag-scheme signature: its layer says it is one, its tag names the subject.
+        let sig = String::from_utf8(manifest("sig", media::OCI_CONFIG, ""))
+            .unwrap()
+            .replace(
+                r#""layers":[]"#,
+                &format!(
+                    r#""layers":[{{"mediaType":"{}","digest":"{}","size":3}}]"#,
+                    media::COSIGN_SIGNATURE,
+                    Sha256Digest::of(b"sig layer")
+                ),
+            )
+            .into_bytes();
         let sig_d = Sha256Digest::of(&sig);
         let sig_tag = format!("sha256-{}.sig", img_d.hex());
         ecr.put(
@@ -649,6 +654,22 @@ mod tests {
         assert_eq!(out.deleted.len(), 250);
         assert_eq!(counts.batch_delete_image.load(Ordering::Relaxed), 3);
         assert_eq!(catalog.api().inner.len("app"), 2_506 - 250);
+    }
+
+    /// An ordinary image tagged in cosign's scheme is still an image, with no subject.
+    #[tokio::test]
+    async fn a_cosign_style_tag_alone_makes_no_signature() {
+        let ecr = MemoryEcr::new();
+        let subject = Sha256Digest::of(b"Y");
+        let tag = format!("sha256-{}.sig", subject.hex());
+        ecr.put(
+            "app",
+            detail(&["v1", &tag], media::OCI_MANIFEST, Some(media::OCI_CONFIG)),
+            manifest("X", media::OCI_CONFIG, ""),
+        );
+        let images = EcrCatalog::new(ecr).list_images("app").await.unwrap();
+        assert_eq!(images[0].kind, ArtifactKind::Image);
+        assert_eq!(images[0].subject, None);
     }
 
     #[test]
