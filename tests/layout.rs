@@ -6,7 +6,9 @@ mod support;
 use afterpush::oci::{media, ManifestSummary, Sha256Digest};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
 use afterpush::registry::open::{open_repository, OpenSettings};
-use afterpush::registry::{read_blob, Manifest, RegistryError, Repository, MAX_MANIFEST_SIZE};
+use afterpush::registry::{
+    read_blob_as_stored, Manifest, RegistryError, Repository, MAX_MANIFEST_SIZE,
+};
 use afterpush::sample::{self, LayerCompression, ManifestFormat, SampleSpec};
 use std::path::Path;
 use std::process::Command;
@@ -56,7 +58,9 @@ async fn skopeo_reads_what_we_wrote() {
             .unwrap();
         assert_eq!(child.digest, img.manifest.digest);
         for layer in &img.layers {
-            let bytes = read_blob(&theirs, &layer.blob.digest).await.unwrap();
+            let bytes = read_blob_as_stored(&theirs, &layer.blob.digest)
+                .await
+                .unwrap();
             assert_eq!(bytes.len() as u64, layer.blob.size);
         }
     }
@@ -103,7 +107,9 @@ async fn we_read_what_skopeo_wrote_and_skopeo_reads_our_archive() {
         written.images.len() + written.attestations.len()
     );
     for img in &written.images {
-        let config = read_blob(&theirs, &img.config.digest).await.unwrap();
+        let config = read_blob_as_stored(&theirs, &img.config.digest)
+            .await
+            .unwrap();
         assert_eq!(Sha256Digest::of(&config), img.config.digest);
     }
 }
@@ -146,8 +152,12 @@ async fn gnu_tar_reads_sample_layers_with_symlink_xattr_and_subsecond_mtimes() {
             .any(|l| l.starts_with("-rw-r--r--*") && l.ends_with("etc/afterpush-sample")),
         "{listing}"
     );
-    let config: serde_json::Value =
-        serde_json::from_slice(&read_blob(&repo, &img.config.digest).await.unwrap()).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(
+        &read_blob_as_stored(&repo, &img.config.digest)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(config["architecture"], "arm");
     assert_eq!(config["variant"], "v7");
     assert_eq!(
@@ -216,7 +226,10 @@ async fn tampered_blob_is_detected_naming_the_digest() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
-    let err = read_blob(&repo, layer).await.unwrap_err().to_string();
+    let err = read_blob_as_stored(&repo, layer)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&layer.to_string()), "{err}");
     assert!(err.contains("mismatch"), "{err}");
     // A range read does not verify (it cannot), but returns the bytes asked for.
