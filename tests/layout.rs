@@ -641,3 +641,51 @@ async fn a_bad_blob_push_leaves_nothing_behind() {
     assert!(blobs.is_empty(), "left behind: {blobs:?}");
     assert_eq!(repo.blob_size(&claimed).await.unwrap(), None);
 }
+
+/// Issue 21, item 20: a layout's file I/O runs on blocking threads, not on the runtime's.
+/// `index.json` is made a FIFO whose writer is a task of the same single-threaded
+/// runtime. Reading `index.json` on the runtime's only thread blocks it in open(2), so
+/// the writer task never runs and nothing moves again; read on a blocking thread, the
+/// writer runs and the tag list comes back. (The wait below only detects that deadlock;
+/// nothing here measures how long anything takes.)
+#[test]
+fn layout_file_io_leaves_a_single_threaded_runtime_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("layout");
+    let repo = LayoutRepository::open_or_create(&root).unwrap();
+    let index = root.join("index.json");
+    let empty_index = std::fs::read(&index).unwrap();
+    std::fs::remove_file(&index).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&index)
+        .status()
+        .unwrap()
+        .success());
+
+    let (done, finished) = std::sync::mpsc::channel();
+    let (fifo, contents) = (index.clone(), empty_index.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tags = rt.block_on(async move {
+            // Polled only when the runtime's thread is free to poll it.
+            let writer = tokio::spawn(async move {
+                tokio::fs::write(&fifo, &contents).await.unwrap();
+            });
+            let tags = repo.list_tags().await;
+            writer.await.unwrap();
+            tags
+        });
+        let _ = done.send(tags.map_err(|e| e.to_string()));
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(tags) => assert_eq!(tags.unwrap(), Vec::<String>::new()),
+        Err(_) => {
+            // Release the blocked reader before failing.
+            std::fs::write(&index, &empty_index).unwrap();
+            panic!("the layout read index.json on the runtime's thread: the runtime is stuck");
+        }
+    }
+}
