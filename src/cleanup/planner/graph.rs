@@ -2,9 +2,9 @@
 //! indexes), who refers to whom (subjects), the kept set closed over it, and the order
 //! deletions must follow.
 
-use crate::format::short_digest;
 use super::verdict::Verdict;
 use crate::catalog::ImageRecord;
+use crate::format::short_digest;
 use crate::oci::Sha256Digest;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};

@@ -325,4 +325,3 @@ fn rule_counts(
     }
     counts
 }
-

@@ -4,9 +4,9 @@
 use super::graph::Graph;
 use super::InUseMap;
 use crate::catalog::ImageRecord;
-use crate::format::age;
 use crate::cleanup::ecr_lifecycle::{LifecyclePolicy, Outcome};
 use crate::cleanup::policy::{Policy, Rule, RuleAction};
+use crate::format::age;
 use chrono::{DateTime, Duration, Utc};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashSet};
