@@ -13,7 +13,6 @@ pub mod catalog;
 pub mod cleanup;
 #[cfg(feature = "cli")]
 pub mod cli;
-pub mod copy;
 pub mod deadline;
 pub mod events;
 pub mod files;

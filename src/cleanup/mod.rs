@@ -278,10 +278,14 @@ async fn images_in_use(catalog: &dyn Catalog, policy: &Policy) -> Result<InUse, 
                 .into(),
             retryable: false,
         }),
-        Some(source) => source.collect(&policy.protect).await.map_err(|e| Blocked {
-            reason: e.to_string(),
-            retryable: e.retryable,
-        }),
+        Some(source) => source
+            .collect(&policy.protect)
+            .await
+            .map(|refs| InUse { refs })
+            .map_err(|e| Blocked {
+                reason: e.to_string(),
+                retryable: e.retryable,
+            }),
     }
 }
 
@@ -399,6 +403,7 @@ pub async fn sweep(
     options: &RunOptions,
 ) -> Result<Report, JanitorError> {
     let mut report = Report::new("sweep".into(), options.dry_run, options.now);
+    catalog.set_deadline(options.deadline.clone());
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };
@@ -579,6 +584,7 @@ pub async fn on_push(
         report.ignored = Some(why);
         return Ok(report.finish());
     }
+    catalog.set_deadline(options.deadline.clone());
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };

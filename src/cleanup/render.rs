@@ -56,9 +56,8 @@ pub fn decisions_table(
             },
             format!("{} ago", age(now - d.pushed_at)),
             bytes(d.size_bytes),
-            d.rule
-                .as_deref()
-                .map_or_else(|| "-".into(), |r| printable(r).into_owned()),
+            d.rule_label()
+                .map_or_else(|| "-".into(), |r| printable(&r).into_owned()),
             printable(&d.reason).into_owned(),
         ]);
     }

@@ -4,9 +4,9 @@
 // rustdoc must not read the brackets as intra-doc links.
 #![allow(rustdoc::broken_intra_doc_links)]
 
-use crate::copy::{copy_image, CopyOptions};
 use crate::oci::gojson::{GoDescriptor, GoIndex, GoManifest};
 use crate::oci::{annotation, media, ManifestSummary, Sha256Digest};
+use crate::registry::copy::{copy_image, CopyOptions};
 use crate::registry::open::{open_repository, OpenSettings};
 use crate::registry::{read_blob, ImageRef, Repository};
 use crate::soci::{
@@ -363,7 +363,8 @@ async fn info(index: &str) -> anyhow::Result<()> {
             .unwrap_or("?")
     );
     for z in &manifest.layers {
-        let bytes = read_blob(repo.as_ref(), &z.digest.parse()?).await?;
+        // The zTOC is read whole: at most the size the SOCI index declares for it.
+        let bytes = read_blob(repo.as_ref(), &z.digest.parse()?, z.size, z.size).await?;
         let ztoc =
             crate::ztoc::Ztoc::from_bytes(&bytes).with_context(|| format!("zTOC {}", z.digest))?;
         println!(
