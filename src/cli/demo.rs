@@ -12,9 +12,11 @@
 use crate::catalog::layout::LayoutCatalog;
 use crate::cleanup::policy::Policy;
 use crate::cleanup::render::{decisions_table, human_bytes};
-use crate::cleanup::{self, JanitorSettings, RunOptions};
+use crate::cleanup::{self, RunOptions};
 use crate::events::RepositoryTagFilters;
-use crate::lambda::{CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer};
+use crate::lambda::{
+    CacheJanitor, Invocation, JanitorSettings, ManifestStitcher, Repositories, SociIndexer,
+};
 use crate::oci::{is_attestation_descriptor, ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::Repository;

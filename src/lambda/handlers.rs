@@ -12,10 +12,6 @@
 //! `AFTERPUSH_DEADLINE_MARGIN` early (see [`crate::deadline`]).
 
 use super::HandlerError;
-use crate::catalog::ecr::EcrCatalog;
-use crate::catalog::layout::LayoutCatalog;
-use crate::catalog::Catalog;
-use crate::cleanup::{self, JanitorEvent, JanitorSettings};
 use crate::deadline::{self, Deadline};
 use crate::events::{self, PushDecision, RepositoryTagFilters, Trigger};
 use crate::metrics;
@@ -50,13 +46,13 @@ impl Invocation {
     }
 
     /// The time to stop starting work: the deadline minus `margin`.
-    fn stop(&self, margin: Duration) -> Option<Deadline> {
+    pub(super) fn stop(&self, margin: Duration) -> Option<Deadline> {
         self.deadline.map(|d| Deadline::new(d, margin))
     }
 }
 
 /// `AFTERPUSH_DEADLINE_MARGIN`, read at cold start; a bad value fails it, named.
-fn deadline_margin() -> Result<Duration, HandlerError> {
+pub(super) fn deadline_margin() -> Result<Duration, HandlerError> {
     deadline::margin_from_env().map_err(HandlerError::non_retryable)
 }
 
@@ -124,7 +120,7 @@ impl Repositories {
 }
 
 /// The trigger an event is, counted as rejected when it is none.
-fn trigger(payload: Value) -> Result<Trigger, HandlerError> {
+pub(super) fn trigger(payload: Value) -> Result<Trigger, HandlerError> {
     Trigger::from_value(payload)
         .inspect_err(|_| metrics::rejected())
         .map_err(HandlerError::from)
@@ -148,7 +144,7 @@ fn ecr_image_action(
     }
 }
 
-fn skip(function: &str, decision: &PushDecision) -> Value {
+pub(super) fn skip(function: &str, decision: &PushDecision) -> Value {
     let value = serde_json::to_value(decision).unwrap_or(Value::Null);
     tracing::info!(function, decision = %value, "skipped");
     if let Some(reason) = decision.skip_reason() {
@@ -157,7 +153,7 @@ fn skip(function: &str, decision: &PushDecision) -> Value {
     json!({ "function": function, "decision": value })
 }
 
-fn push_filters() -> Result<(RepositoryTagFilters, String), HandlerError> {
+pub(super) fn push_filters() -> Result<(RepositoryTagFilters, String), HandlerError> {
     let env = ProcessEnv;
     Ok((
         settings::value_or_default(&env, settings::REPOSITORY_TAG_FILTERS).parse()?,
@@ -165,13 +161,13 @@ fn push_filters() -> Result<(RepositoryTagFilters, String), HandlerError> {
     ))
 }
 
-async fn aws_config() -> aws_config::SdkConfig {
+pub(super) async fn aws_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
 /// S3 clients use path-style addressing: it works with every endpoint (moto included)
 /// and with bucket names that contain dots.
-fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+pub(super) fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(true)
@@ -181,7 +177,7 @@ fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 
 /// A library error as a handler error, retryable when the library says a later
 /// attempt can succeed (throttling, 5xx, resets).
-fn by_retryability<E: std::error::Error + Send + Sync + 'static>(
+pub(super) fn by_retryability<E: std::error::Error + Send + Sync + 'static>(
     retryable: bool,
     e: E,
 ) -> HandlerError {
@@ -353,95 +349,5 @@ impl ManifestStitcher {
             metrics::stitch_outcome,
         )
         .await
-    }
-}
-
-/// What the `cache-janitor` function needs.
-pub struct CacheJanitor {
-    /// The cleanup policy, `DRY_RUN` and where reports go.
-    pub settings: JanitorSettings,
-    /// `REPOSITORY_TAG_FILTERS`: the pushes to act on, and the repositories a sweep visits.
-    pub filters: RepositoryTagFilters,
-    /// `SOCI_TAG_SUFFIX`: tags ending with it are the indexer's output, skipped.
-    pub soci_tag_suffix: String,
-    /// What the janitor lists and deletes: ECR, or an OCI layout.
-    pub catalog: Box<dyn Catalog>,
-    /// For S3 BuildKit caches and reports; `None` for a layout.
-    pub s3: Option<aws_sdk_s3::Client>,
-    /// How long before the invocation deadline no delete is issued any more.
-    pub deadline_margin: Duration,
-}
-
-impl CacheJanitor {
-    /// Settings and repositories from the environment.
-    pub async fn from_env() -> Result<Self, HandlerError> {
-        Self::with_repositories(Repositories::from_env()?).await
-    }
-
-    /// Settings from the environment; an OCI layout is cleaned through its own catalog,
-    /// a registry through ECR's API.
-    pub async fn with_repositories(repositories: Repositories) -> Result<Self, HandlerError> {
-        let (filters, soci_tag_suffix) = push_filters()?;
-        let settings = JanitorSettings::from_env().map_err(HandlerError::non_retryable)?;
-        let (catalog, s3): (Box<dyn Catalog>, _) = match repositories {
-            Repositories::Layout(dir) => (
-                Box::new(
-                    LayoutCatalog::open(&dir)
-                        .map_err(HandlerError::non_retryable)?
-                        .for_every_repository(),
-                ),
-                None,
-            ),
-            Repositories::Registry(_) => {
-                let sdk = aws_config().await;
-                (
-                    Box::new(EcrCatalog::from_sdk_config(&sdk)),
-                    Some(s3_client(&sdk)),
-                )
-            }
-        };
-        Ok(Self {
-            settings,
-            filters,
-            soci_tag_suffix,
-            catalog,
-            s3,
-            deadline_margin: deadline_margin()?,
-        })
-    }
-
-    /// Prunes what a cache push superseded, evaluates the repository of a push that can
-    /// set off an expire rule, or sweeps on schedule; never deleting what ECS or Lambda use.
-    /// Deletes stop a margin before the deadline; the report says what was left, and the
-    /// next run plans again from what is there.
-    pub async fn handle(
-        &self,
-        payload: Value,
-        invocation: &Invocation,
-    ) -> Result<Value, HandlerError> {
-        let trigger = trigger(payload)?;
-        let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
-            events::JanitorDecision::AfterPush(decision @ PushDecision::Skip { .. }) => {
-                return Ok(skip("cache-janitor", &decision))
-            }
-            events::JanitorDecision::Sweep { .. }
-            | events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => {
-                JanitorEvent::from_trigger(&trigger)
-            }
-        };
-        let report = cleanup::handle_within(
-            self.catalog.as_ref(),
-            self.s3.as_ref(),
-            &self.settings,
-            &self.filters,
-            event,
-            invocation.stop(self.deadline_margin),
-        )
-        .await
-        .inspect_err(|_| metrics::run_failed())
-        .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        metrics::cleanup_report(&report);
-        let report = serde_json::to_value(&report).map_err(HandlerError::non_retryable)?;
-        Ok(json!({ "function": "cache-janitor", "trigger": trigger.kind(), "report": report }))
     }
 }

@@ -1,6 +1,6 @@
 //! What every Lambda function shares, whatever event it takes.
 //!
-//! - [`handlers`] — the three handlers as library structs ([`SociIndexer`],
+//! - [`handlers`] and [`janitor`] — the three handlers as library structs ([`SociIndexer`],
 //!   [`ManifestStitcher`], [`CacheJanitor`]); the binaries in `functions/` wrap them in the
 //!   `lambda_runtime` loop, and `afterpush invoke` and the demo call them in-process.
 //! - [`HandlerError`] — a handler's error, retryable or not, as a Lambda `Diagnostic`;
@@ -10,10 +10,10 @@
 
 mod handler_error;
 pub mod handlers;
+pub mod janitor;
 mod logging;
 
 pub use handler_error::{cause_chain, HandlerError};
-pub use handlers::{
-    CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT,
-};
+pub use handlers::{Invocation, ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT};
+pub use janitor::{CacheJanitor, JanitorEvent, JanitorSettings};
 pub use logging::{init_cli_tracing, init_tracing, LogFormat, LogSettings};
