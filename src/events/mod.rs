@@ -14,8 +14,8 @@ pub mod decision;
 pub mod filters;
 
 pub use decision::{
-    is_our_soci_output, janitor_decision, soci_push_decision, stitch_push_decision,
-    JanitorDecision, PushDecision, SkipReason,
+    janitor_decision, soci_push_decision, stitch_push_decision, JanitorDecision, PushDecision,
+    SkipReason,
 };
 pub use filters::{FilterError, RepositoryTagFilters};
 

@@ -9,6 +9,7 @@
 
 mod collect;
 pub mod index;
+mod per_arch;
 pub mod platform;
 pub mod template;
 
@@ -19,6 +20,7 @@ use std::str::FromStr;
 use tracing::{info, warn};
 
 pub use collect::Collected;
+pub use per_arch::PerArchTag;
 pub use platform::PlatformSpec;
 pub use template::{ArchTagTemplate, TargetTagTemplate};
 
