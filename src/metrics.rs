@@ -115,8 +115,8 @@ fn per_repository(name: &'static str, repository: &str, value: u64) {
 }
 
 /// An event or image skipped, with its code (from a fixed set: never free text).
-pub fn skipped(reason_code: &'static str) {
-    counter!(IMAGES_SKIPPED, DIM_REASON => reason_code).increment(1);
+pub fn skipped(reason_code: &str) {
+    counter!(IMAGES_SKIPPED, DIM_REASON => reason_code.to_string()).increment(1);
 }
 
 /// Indexing or stitching an image of `repository` failed: the repository could not be
@@ -137,7 +137,7 @@ pub fn run_failed() {
 
 /// What the indexer did with an image of `repository`.
 pub fn soci_outcome(repository: &str, outcome: &SociOutcome) {
-    if let Some(code) = outcome.skip_code {
+    if let Some(code) = &outcome.skip_code {
         return skipped(code);
     }
     let layers = outcome.platforms.iter().flat_map(|p| &p.layers);
@@ -337,7 +337,7 @@ mod tests {
             repository: "r".into(),
             source: "sha256:00".into(),
             skipped: skip_code.map(|c| format!("because {c}")),
-            skip_code,
+            skip_code: skip_code.map(Into::into),
             output: None,
             tag: None,
             platforms: vec![PlatformReport {

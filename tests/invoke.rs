@@ -11,6 +11,7 @@
 
 mod support;
 
+use afterpush::lambda::{IndexerOutput, JanitorOutput};
 use afterpush::oci::Sha256Digest;
 use afterpush::registry::Repository;
 use afterpush::sample::{self, ManifestFormat, SampleSpec};
@@ -276,36 +277,42 @@ async fn the_layout_flag_stands_for_every_repository_the_event_names() {
         path
     };
 
-    let out = invoke_on_layout(
+    let out: IndexerOutput = invoke_on_layout(
         "soci-indexer",
         &layout,
         &rewrite("push-image-tag.json", &image.manifest.digest),
     )
-    .json();
-    assert_eq!(out["outcome"]["tag"], "1.2.3-soci", "{out}");
+    .output();
+    let outcome = out.outcome.expect("the indexer worked on the push");
+    assert_eq!(outcome.tag.as_deref(), Some("1.2.3-soci"), "{outcome:?}");
     let repo = LayoutRepository::open(&layout).unwrap();
     assert_eq!(
-        out["outcome"]["output"],
-        repo.resolve("1.2.3-soci").await.unwrap().digest.to_string(),
-        "{out}"
+        outcome.output,
+        Some(repo.resolve("1.2.3-soci").await.unwrap().digest.to_string()),
     );
 
     // The janitor sees the layout's images under the event's repository name.
-    let out = invoke_on_layout(
+    let out: JanitorOutput = invoke_on_layout(
         "cache-janitor",
         &layout,
         &rewrite("push-cache-main.json", &cache.manifest.digest),
     )
-    .json();
-    let report = &out["report"];
-    assert_eq!(report["trigger"], "push app:cache-main", "{out}");
-    assert_eq!(report["repositories"][0]["repository"], "app", "{out}");
-    let images = report["repositories"][0]["images"].as_u64().unwrap();
+    .output();
+    let report = out.report.expect("the janitor ran on the push");
+    assert_eq!(
+        report.trigger,
+        "push app:cache-main",
+        "{}",
+        report.to_json()
+    );
+    assert_eq!(report.repositories[0].repository, "app");
+    let images = report.repositories[0].images;
     // At least the image, the SOCI-enabled index and the cache: the layout answers for
     // the event's repository `app`, whatever its directory is called.
     assert!(
         images >= 3,
-        "the janitor saw {images} images in the layout: {out}"
+        "the janitor saw {images} images in the layout: {}",
+        report.to_json()
     );
     let mut tags = repo.list_tags().await.unwrap();
     tags.sort();

@@ -4,10 +4,10 @@
 use super::executor::RepositoryReport;
 use super::s3gc::S3CacheReport;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One run: what was planned, deleted, kept, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The run's id: its start time (`YYYYMMDDTHHMMSSZ`), a dash and 8 random hex digits.
     pub run_id: String,
@@ -176,7 +176,7 @@ impl Report {
 }
 
 /// Why a run deleted nothing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Blocked {
     /// Why the images in use could not be listed.
     pub reason: String,

@@ -2,21 +2,14 @@
 //! event file (the same events `sam local invoke -e` takes), against whatever registry
 //! and AWS endpoints the environment points to, or an OCI layout with `--layout`.
 
-use crate::lambda::{CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer};
+use crate::lambda::{
+    CacheJanitor, FunctionName, HandlerError, Invocation, ManifestStitcher, Repositories,
+    SociIndexer,
+};
 use anyhow::Context;
+use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
-
-/// The Lambda function whose handler `afterpush invoke` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FunctionName {
-    /// Builds SOCI indexes for a pushed image.
-    SociIndexer,
-    /// Stitches per-arch tags into a multi-arch tag.
-    ManifestStitcher,
-    /// Cleans up BuildKit caches and old images.
-    CacheJanitor,
-}
 
 /// `afterpush invoke`: a function, its event, and where its repositories are.
 #[derive(Debug, Args)]
@@ -45,30 +38,49 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
     };
     // The CLI has no deadline: work runs to its end.
     let no_deadline = Invocation::default();
-    let result = match args.function {
-        FunctionName::SociIndexer => {
+    match args.function {
+        FunctionName::SociIndexer => print(
             SociIndexer::with_repositories(repositories)
                 .await?
                 .handle(payload, &no_deadline)
-                .await
-        }
-        FunctionName::ManifestStitcher => {
+                .await,
+        ),
+        FunctionName::ManifestStitcher => print(
             ManifestStitcher::with_repositories(repositories)?
                 .handle(payload, &no_deadline)
-                .await
-        }
-        FunctionName::CacheJanitor => {
+                .await,
+        ),
+        FunctionName::CacheJanitor => print(
             CacheJanitor::with_repositories(repositories)
                 .await?
                 .handle(payload, &no_deadline)
-                .await
-        }
-    };
+                .await,
+        ),
+    }
+}
+
+/// Prints a handler's output as pretty JSON, or fails with its error and error type.
+fn print<O: serde::Serialize>(result: Result<O, HandlerError>) -> anyhow::Result<()> {
     match result {
-        Ok(outcome) => {
-            println!("{}", serde_json::to_string_pretty(&outcome)?);
+        Ok(output) => {
+            println!("{}", serde_json::to_string_pretty(&output)?);
             Ok(())
         }
         Err(e) => Err(anyhow::anyhow!("{} ({})", e, e.error_type())),
+    }
+}
+
+/// `afterpush invoke <FUNCTION>`: the functions by their binary names.
+impl ValueEnum for FunctionName {
+    fn value_variants<'a>() -> &'a [Self] {
+        &FunctionName::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.binary()).help(match self {
+            FunctionName::SociIndexer => "Builds SOCI indexes for a pushed image",
+            FunctionName::ManifestStitcher => "Stitches per-arch tags into a multi-arch tag",
+            FunctionName::CacheJanitor => "Cleans up BuildKit caches and old images",
+        }))
     }
 }

@@ -11,6 +11,8 @@
 //! finish before it and the janitor issues no delete after it, each
 //! `AFTERPUSH_DEADLINE_MARGIN` early (see [`crate::deadline`]).
 
+use super::outputs::{DecisionRecord, FunctionName, IndexerOutput, PushOutput, StitcherOutput};
+use super::serve::Function;
 use super::HandlerError;
 use crate::deadline::{self, Deadline};
 use crate::events::{self, PushDecision, RepositoryTagFilters, Trigger};
@@ -21,7 +23,7 @@ use crate::registry::{ecr, Repository};
 use crate::settings::{self, ProcessEnv};
 use crate::soci::{self, LayerTimeBudget, NoZtocCache, S3ZtocCache, SociSettings, ZtocCache};
 use crate::stitch::{self, StitchSettings};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -129,7 +131,7 @@ pub(super) fn trigger(payload: Value) -> Result<Trigger, HandlerError> {
 /// The ECR Image Action event a push-driven function takes; any other trigger (the
 /// schedule) is a non-retryable error naming the function, counted as rejected.
 fn ecr_image_action(
-    function: &str,
+    function: FunctionName,
     payload: Value,
 ) -> Result<events::EcrImageActionEvent, HandlerError> {
     match trigger(payload)? {
@@ -144,13 +146,23 @@ fn ecr_image_action(
     }
 }
 
-pub(super) fn skip(function: &str, decision: &PushDecision) -> Value {
-    let value = serde_json::to_value(decision).unwrap_or(Value::Null);
-    tracing::info!(function, decision = %value, "skipped");
+/// Logs and counts a skip; what the handler reports for it.
+pub(super) fn skip(function: FunctionName, decision: &PushDecision) -> DecisionRecord {
+    let record = DecisionRecord::from(decision);
+    tracing::info!(%function, decision = ?record, "skipped");
     if let Some(reason) = decision.skip_reason() {
         metrics::skipped(reason.code());
     }
-    json!({ "function": function, "decision": value })
+    record
+}
+
+/// A push-driven function's skip.
+fn skipped<O>(function: FunctionName, decision: &PushDecision) -> PushOutput<O> {
+    PushOutput {
+        function,
+        decision: skip(function, decision),
+        outcome: None,
+    }
 }
 
 pub(super) fn push_filters() -> Result<(RepositoryTagFilters, String), HandlerError> {
@@ -192,21 +204,25 @@ pub(super) fn by_retryability<E: std::error::Error + Send + Sync + 'static>(
 /// wraps it with the decision that led to it. Only then is the outcome counted
 /// (`record`): an image whose index never became visible is a failed one.
 async fn finish<O: serde::Serialize>(
-    function: &'static str,
+    function: FunctionName,
     repo: &dyn Repository,
     detail: &events::EcrImageAction,
     decision: &PushDecision,
-    outcome: &O,
+    outcome: O,
     record: impl FnOnce(&str, &O),
-) -> Result<Value, HandlerError> {
+) -> Result<PushOutput<O>, HandlerError> {
     if let Err(e) = repo.commit().await {
         metrics::failed(&detail.repository_name);
         return Err(HandlerError::retryable(e));
     }
-    record(&detail.repository_name, outcome);
-    let outcome = serde_json::to_value(outcome).map_err(HandlerError::non_retryable)?;
-    tracing::info!(function, image = %detail.label(), outcome = %outcome, "done");
-    Ok(json!({ "function": function, "decision": decision, "outcome": outcome }))
+    record(&detail.repository_name, &outcome);
+    let logged = serde_json::to_string(&outcome).map_err(HandlerError::non_retryable)?;
+    tracing::info!(%function, image = %detail.label(), outcome = %logged, "done");
+    Ok(PushOutput {
+        function,
+        decision: decision.into(),
+        outcome: Some(outcome),
+    })
 }
 
 /// What the `soci-indexer` function needs, built once per cold start.
@@ -256,13 +272,13 @@ impl SociIndexer {
         &self,
         payload: Value,
         invocation: &Invocation,
-    ) -> Result<Value, HandlerError> {
-        let event = ecr_image_action("soci-indexer", payload)?;
+    ) -> Result<IndexerOutput, HandlerError> {
+        let event = ecr_image_action(FunctionName::SociIndexer, payload)?;
         let decision =
             events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix)
                 .skipping_per_arch_tags(self.settings.skip_arch_tags.as_ref());
         let PushDecision::Work { tag, digest, .. } = &decision else {
-            return Ok(skip("soci-indexer", &decision));
+            return Ok(skipped(FunctionName::SociIndexer, &decision));
         };
         let repo = self.repositories.open(&event)?;
         let budget = invocation
@@ -281,11 +297,11 @@ impl SociIndexer {
         .inspect_err(|_| metrics::failed(&event.detail.repository_name))
         .map_err(|e| by_retryability(e.is_retryable(), e))?;
         finish(
-            "soci-indexer",
+            FunctionName::SociIndexer,
             repo.as_ref(),
             &event.detail,
             &decision,
-            &outcome,
+            outcome,
             metrics::soci_outcome,
         )
         .await
@@ -328,12 +344,12 @@ impl ManifestStitcher {
         &self,
         payload: Value,
         _invocation: &Invocation,
-    ) -> Result<Value, HandlerError> {
-        let event = ecr_image_action("manifest-stitcher", payload)?;
+    ) -> Result<StitcherOutput, HandlerError> {
+        let event = ecr_image_action(FunctionName::ManifestStitcher, payload)?;
         let decision =
             events::stitch_push_decision(&event.detail, &self.filters, &self.soci_tag_suffix);
         let PushDecision::Work { tag, .. } = &decision else {
-            return Ok(skip("manifest-stitcher", &decision));
+            return Ok(skipped(FunctionName::ManifestStitcher, &decision));
         };
         let repo = self.repositories.open(&event)?;
         let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
@@ -341,13 +357,47 @@ impl ManifestStitcher {
             .inspect_err(|_| metrics::failed(&event.detail.repository_name))
             .map_err(|e| by_retryability(e.is_retryable(), e))?;
         finish(
-            "manifest-stitcher",
+            FunctionName::ManifestStitcher,
             repo.as_ref(),
             &event.detail,
             &decision,
-            &outcome,
+            outcome,
             metrics::stitch_outcome,
         )
         .await
+    }
+}
+
+impl Function for SociIndexer {
+    const NAME: FunctionName = FunctionName::SociIndexer;
+    type Output = IndexerOutput;
+
+    async fn from_env() -> Result<Self, HandlerError> {
+        SociIndexer::from_env().await
+    }
+
+    async fn handle(
+        &self,
+        payload: Value,
+        invocation: &Invocation,
+    ) -> Result<IndexerOutput, HandlerError> {
+        SociIndexer::handle(self, payload, invocation).await
+    }
+}
+
+impl Function for ManifestStitcher {
+    const NAME: FunctionName = FunctionName::ManifestStitcher;
+    type Output = StitcherOutput;
+
+    async fn from_env() -> Result<Self, HandlerError> {
+        ManifestStitcher::from_env()
+    }
+
+    async fn handle(
+        &self,
+        payload: Value,
+        invocation: &Invocation,
+    ) -> Result<StitcherOutput, HandlerError> {
+        ManifestStitcher::handle(self, payload, invocation).await
     }
 }

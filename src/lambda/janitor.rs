@@ -5,6 +5,8 @@
 use super::handlers::{
     aws_config, by_retryability, deadline_margin, push_filters, s3_client, skip, trigger,
 };
+use super::outputs::{FunctionName, JanitorOutput};
+use super::serve::Function;
 use super::{HandlerError, Invocation, Repositories};
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::layout::LayoutCatalog;
@@ -14,7 +16,7 @@ use crate::cleanup::{on_push, sweep, JanitorError, PushedImage, Report, RunOptio
 use crate::deadline::Deadline;
 use crate::events::{self, PushDecision, RepositoryTagFilters, Trigger};
 use crate::metrics;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 /// What the `cache-janitor` function needs.
@@ -79,11 +81,16 @@ impl CacheJanitor {
         &self,
         payload: Value,
         invocation: &Invocation,
-    ) -> Result<Value, HandlerError> {
+    ) -> Result<JanitorOutput, HandlerError> {
         let trigger = trigger(payload)?;
         let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
             events::JanitorDecision::AfterPush(decision @ PushDecision::Skip { .. }) => {
-                return Ok(skip("cache-janitor", &decision))
+                return Ok(JanitorOutput {
+                    function: FunctionName::CacheJanitor,
+                    decision: Some(skip(FunctionName::CacheJanitor, &decision)),
+                    trigger: None,
+                    report: None,
+                })
             }
             events::JanitorDecision::Sweep { .. }
             | events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => {
@@ -102,8 +109,29 @@ impl CacheJanitor {
         .inspect_err(|_| metrics::run_failed())
         .map_err(|e| by_retryability(e.is_retryable(), e))?;
         metrics::cleanup_report(&report);
-        let report = serde_json::to_value(&report).map_err(HandlerError::non_retryable)?;
-        Ok(json!({ "function": "cache-janitor", "trigger": trigger.kind(), "report": report }))
+        Ok(JanitorOutput {
+            function: FunctionName::CacheJanitor,
+            decision: None,
+            trigger: Some(trigger.kind().to_string()),
+            report: Some(report),
+        })
+    }
+}
+
+impl Function for CacheJanitor {
+    const NAME: FunctionName = FunctionName::CacheJanitor;
+    type Output = JanitorOutput;
+
+    async fn from_env() -> Result<Self, HandlerError> {
+        CacheJanitor::from_env().await
+    }
+
+    async fn handle(
+        &self,
+        payload: Value,
+        invocation: &Invocation,
+    ) -> Result<JanitorOutput, HandlerError> {
+        CacheJanitor::handle(self, payload, invocation).await
     }
 }
 

@@ -12,8 +12,14 @@ mod handler_error;
 pub mod handlers;
 pub mod janitor;
 mod logging;
+pub mod outputs;
+mod serve;
 
 pub use handler_error::{cause_chain, HandlerError};
 pub use handlers::{Invocation, ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT};
 pub use janitor::{CacheJanitor, JanitorEvent, JanitorSettings};
 pub use logging::{init_cli_tracing, init_tracing, LogFormat, LogSettings};
+pub use outputs::{
+    DecisionRecord, FunctionName, IndexerOutput, JanitorOutput, PushOutput, StitcherOutput,
+};
+pub use serve::{serve, Function};
