@@ -13,8 +13,8 @@
 
 use super::outputs::{DecisionRecord, FunctionName, IndexerOutput, PushOutput, StitcherOutput};
 use super::serve::Function;
-use super::HandlerError;
-use crate::deadline::{self, Deadline};
+use super::{HandlerError, Invocation};
+use crate::deadline;
 use crate::events::{self, PushDecision, RepositoryTagFilters, Trigger};
 use crate::metrics;
 use crate::registry::distribution::{RegistryClients, RegistrySettings};
@@ -26,32 +26,11 @@ use crate::stitch::{self, StitchSettings};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// `AFTERPUSH_LAYOUT`: an OCI image layout directory that stands for every repository
 /// named in events (local runs and the demo, no registry and no cloud).
 pub const ENV_LAYOUT: &str = "AFTERPUSH_LAYOUT";
-
-/// What the Lambda runtime tells a handler about one invocation.
-#[derive(Debug, Clone, Default)]
-pub struct Invocation {
-    /// When Lambda ends the invocation; `None` (the CLI, the demo): no deadline.
-    pub deadline: Option<SystemTime>,
-}
-
-impl Invocation {
-    /// From the runtime's deadline, in milliseconds since the epoch (`Context::deadline`).
-    pub fn with_deadline_ms(deadline_ms: u64) -> Self {
-        Self {
-            deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms)),
-        }
-    }
-
-    /// The time to stop starting work: the deadline minus `margin`.
-    pub(super) fn stop(&self, margin: Duration) -> Option<Deadline> {
-        self.deadline.map(|d| Deadline::new(d, margin))
-    }
-}
 
 /// `AFTERPUSH_DEADLINE_MARGIN`, read at cold start; a bad value fails it, named.
 pub(super) fn deadline_margin() -> Result<Duration, HandlerError> {
@@ -133,8 +112,11 @@ pub(super) fn trigger(payload: Value) -> Result<Trigger, HandlerError> {
 fn ecr_image_action(
     function: FunctionName,
     payload: Value,
+    invocation: &Invocation,
 ) -> Result<events::EcrImageActionEvent, HandlerError> {
-    match trigger(payload)? {
+    let trigger = trigger(payload)?;
+    invocation.check_origin(&trigger)?;
+    match trigger {
         Trigger::EcrImageAction(event) => Ok(event),
         other => {
             metrics::rejected();
@@ -273,7 +255,7 @@ impl SociIndexer {
         payload: Value,
         invocation: &Invocation,
     ) -> Result<IndexerOutput, HandlerError> {
-        let event = ecr_image_action(FunctionName::SociIndexer, payload)?;
+        let event = ecr_image_action(FunctionName::SociIndexer, payload, invocation)?;
         let decision =
             events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix)
                 .skipping_per_arch_tags(self.settings.skip_arch_tags.as_ref());
@@ -343,9 +325,9 @@ impl ManifestStitcher {
     pub async fn handle(
         &self,
         payload: Value,
-        _invocation: &Invocation,
+        invocation: &Invocation,
     ) -> Result<StitcherOutput, HandlerError> {
-        let event = ecr_image_action(FunctionName::ManifestStitcher, payload)?;
+        let event = ecr_image_action(FunctionName::ManifestStitcher, payload, invocation)?;
         let decision =
             events::stitch_push_decision(&event.detail, &self.filters, &self.soci_tag_suffix);
         let PushDecision::Work { tag, .. } = &decision else {
@@ -399,5 +381,61 @@ impl Function for ManifestStitcher {
         invocation: &Invocation,
     ) -> Result<StitcherOutput, HandlerError> {
         ManifestStitcher::handle(self, payload, invocation).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lambda::Home;
+
+    fn push_from(account: &str, region: &str) -> Value {
+        serde_json::json!({"detail-type": "ECR Image Action", "source": "aws.ecr",
+            "account": account, "region": region, "detail": {
+            "result": "SUCCESS", "repository-name": "app", "action-type": "PUSH",
+            "image-tag": "1.2-arm64", "manifest-media-type": crate::oci::media::OCI_MANIFEST,
+            "artifact-media-type": crate::oci::media::OCI_CONFIG,
+            "image-digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}})
+    }
+
+    #[tokio::test]
+    async fn the_indexer_and_stitcher_refuse_events_for_another_account_or_region() {
+        let home = Invocation {
+            home: Some(Home {
+                account: "123456789012".into(),
+                region: "us-east-1".into(),
+            }),
+            ..Invocation::default()
+        };
+        // A layout that does not exist: acting on the event at all would fail otherwise.
+        let nowhere = Repositories::Layout("/nonexistent/afterpush-layout".into());
+        let indexer = SociIndexer {
+            settings: SociSettings::default(),
+            filters: RepositoryTagFilters::default(),
+            repositories: nowhere.clone(),
+            cache: Box::new(NoZtocCache),
+            deadline_margin: Duration::from_secs(30),
+        };
+        let stitcher = ManifestStitcher {
+            settings: StitchSettings::default(),
+            filters: RepositoryTagFilters::default(),
+            soci_tag_suffix: "-soci".into(),
+            repositories: nowhere,
+        };
+        for (account, region) in [("999999999999", "eu-west-1"), ("999999999999", "us-east-1")] {
+            let event = push_from(account, region);
+            let errors = [
+                indexer.handle(event.clone(), &home).await.unwrap_err(),
+                stitcher.handle(event, &home).await.unwrap_err(),
+            ];
+            for err in errors {
+                assert!(!err.is_retryable(), "{err}");
+                assert!(
+                    err.to_string()
+                        .contains(&format!("for account {account} in {region}")),
+                    "{err}"
+                );
+            }
+        }
     }
 }

@@ -83,6 +83,7 @@ impl CacheJanitor {
         invocation: &Invocation,
     ) -> Result<JanitorOutput, HandlerError> {
         let trigger = trigger(payload)?;
+        invocation.check_origin(&trigger)?;
         let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
             events::JanitorDecision::AfterPush(decision @ PushDecision::Skip { .. }) => {
                 return Ok(JanitorOutput {
@@ -396,5 +397,75 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("detail.result"));
+    }
+
+    fn home() -> Invocation {
+        Invocation {
+            home: Some(super::super::Home {
+                account: "123456789012".into(),
+                region: "us-east-1".into(),
+            }),
+            ..Invocation::default()
+        }
+    }
+
+    fn schedule(account: &str, region: &str) -> serde_json::Value {
+        serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events",
+            "account": account, "region": region, "detail": {}})
+    }
+
+    #[tokio::test]
+    async fn an_event_for_another_account_or_region_is_refused_and_deletes_nothing() {
+        use crate::catalog::ecr::{EcrCatalog, ImageDetail, MemoryEcr};
+        use crate::oci::media;
+        let ecr = MemoryEcr::new();
+        ecr.put(
+            "app",
+            ImageDetail {
+                pushed_at: Some(chrono::Utc::now() - chrono::Duration::days(30)),
+                manifest_media_type: Some(media::OCI_MANIFEST.into()),
+                artifact_media_type: Some(media::OCI_CONFIG.into()),
+                ..Default::default()
+            },
+            b"{}".to_vec(),
+        );
+        let policy = "repositories: ['*']\nrules: [{name: old, select: {kind: image}, action: expire}]\nprotect: {ecs: false, lambda: false}\n";
+        let janitor = CacheJanitor {
+            settings: JanitorSettings {
+                policy: Policy::parse(policy).unwrap(),
+                dry_run: false,
+                report_bucket: None,
+                report_prefix: "cache-janitor/".into(),
+            },
+            filters: RepositoryTagFilters::default(),
+            soci_tag_suffix: "-soci".into(),
+            catalog: Box::new(EcrCatalog::new(ecr)),
+            s3: None,
+            deadline_margin: Duration::from_secs(30),
+        };
+        for (account, region) in [
+            ("999999999999", "eu-west-1"),
+            ("999999999999", "us-east-1"),
+            ("123456789012", "eu-west-1"),
+        ] {
+            let err = janitor
+                .handle(schedule(account, region), &home())
+                .await
+                .unwrap_err();
+            assert!(
+                !err.is_retryable()
+                    && err.to_string().contains(account)
+                    && err.to_string().contains(region),
+                "{err}"
+            );
+            assert_eq!(janitor.catalog.list_images("app").await.unwrap().len(), 1);
+        }
+        // Its own account and region: the same sweep deletes the image.
+        let out = janitor
+            .handle(schedule("123456789012", "us-east-1"), &home())
+            .await
+            .unwrap();
+        assert_eq!(out.report.unwrap().deleted, 1);
+        assert!(janitor.catalog.list_images("app").await.unwrap().is_empty());
     }
 }

@@ -10,13 +10,15 @@
 
 mod handler_error;
 pub mod handlers;
+mod invocation;
 pub mod janitor;
 mod logging;
 pub mod outputs;
 mod serve;
 
 pub use handler_error::{cause_chain, HandlerError};
-pub use handlers::{Invocation, ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT};
+pub use handlers::{ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT};
+pub use invocation::{Home, Invocation};
 pub use janitor::{CacheJanitor, JanitorEvent, JanitorSettings};
 pub use logging::{init_cli_tracing, init_tracing, LogFormat, LogSettings};
 pub use outputs::{

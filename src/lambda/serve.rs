@@ -38,7 +38,7 @@ pub async fn serve<F: Function>() -> Result<(), lambda_runtime::Error> {
     let (function, metrics) = (&function, &metrics);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         tracing::info!(request_id = %event.context.request_id, "event received");
-        let invocation = Invocation::with_deadline_ms(event.context.deadline);
+        let invocation = Invocation::from_context(&event.context);
         // Boxed: the handlers' futures are deep enough to exceed the compiler's query
         // depth limit when nested inline in the runtime's.
         let outcome = Box::pin(function.handle(event.payload, &invocation)).await;
