@@ -249,6 +249,47 @@ fn invoke_on_layout(function: &str, layout: &Path, event: &Path) -> Invocation {
     }
 }
 
+#[test]
+fn an_event_larger_than_a_lambda_payload_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("huge.json");
+    // Sparse: 100 MB that take no disk.
+    std::fs::File::create(&event)
+        .unwrap()
+        .set_len(100 * 1024 * 1024)
+        .unwrap();
+    let out = invoke_on_layout("soci-indexer", dir.path(), &event);
+    assert!(!out.success, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("larger than 6291456 bytes"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("own-output.json");
+    let mut payload = read_event("push-image-tag.json");
+    payload["detail"]["image-tag"] = "1.2.3-soci".into();
+    std::fs::write(&event, payload.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_afterpush"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .args(["invoke", "soci-indexer", "--layout"])
+        .arg(dir.path())
+        .arg("--event")
+        .arg(&event)
+        .output()
+        .expect("run afterpush");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("skipped"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
 #[tokio::test]
 async fn the_layout_flag_stands_for_every_repository_the_event_names() {
     use afterpush::registry::layout::LayoutRepository;

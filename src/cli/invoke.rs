@@ -9,7 +9,8 @@ use crate::lambda::{
 use anyhow::Context;
 use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// `afterpush invoke`: a function, its event, and where its repositories are.
 #[derive(Debug, Args)]
@@ -28,10 +29,8 @@ pub struct InvokeArgs {
 
 /// Runs the function's handler on the event and prints its JSON result.
 pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
-    let payload: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&args.event).with_context(|| format!("reading {}", args.event.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", args.event.display()))?;
+    let payload: serde_json::Value = serde_json::from_slice(&read_event(&args.event)?)
+        .with_context(|| format!("{} is not JSON", args.event.display()))?;
     let repositories = match args.layout {
         Some(dir) => Repositories::Layout(dir),
         None => Repositories::from_env()?,
@@ -57,6 +56,26 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
                 .await,
         ),
     }
+}
+
+/// The largest event Lambda passes to a function: the 6 MB (6,291,456 bytes) payload
+/// quota of synchronous invocations (asynchronous ones allow less).
+pub const MAX_EVENT_BYTES: u64 = 6 * 1024 * 1024;
+
+/// Reads an event file of at most [`MAX_EVENT_BYTES`], without reading further.
+fn read_event(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_EVENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > MAX_EVENT_BYTES {
+        anyhow::bail!(
+            "{} is larger than {MAX_EVENT_BYTES} bytes, Lambda's largest invocation payload",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }
 
 /// Prints a handler's output as pretty JSON, or fails with its error and error type.
