@@ -11,7 +11,7 @@ mod support;
 
 use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::deadline::{Clock, Deadline};
-use afterpush::events::RepositoryTagFilters;
+use afterpush::filters::RepositoryTagFilters;
 use afterpush::lambda::janitor::{self, JanitorEvent, JanitorSettings};
 use afterpush::registry::distribution::{DistributionRepository, RegistrySettings};
 use afterpush::registry::Repository;

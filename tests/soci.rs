@@ -9,7 +9,7 @@ use afterpush::oci::gojson::{GoIndex, GoManifest};
 use afterpush::oci::{annotation, media, Sha256Digest};
 use afterpush::registry::distribution::{DistributionRepository, RegistrySettings, RetryPolicy};
 use afterpush::registry::{
-    push_bytes, read_blob, BlobRef, BlobStream, Manifest, Repository, Result as RegResult,
+    push_bytes, read_blob_as_stored, BlobRef, BlobStream, Manifest, Repository, Result as RegResult,
 };
 use afterpush::sample::{self, LayerCompression, ManifestFormat, SampleImage, SampleSpec};
 use afterpush::soci::{create_soci, IndexVersion, NoZtocCache, S3ZtocCache, SociSettings, TagMode};
@@ -143,7 +143,7 @@ async fn check_soci_index_restores_layers(
     let index: GoManifest = serde_json::from_slice(&m.bytes).unwrap();
     assert_eq!(index.config.media_type, media::SOCI_INDEX_V2);
     assert_eq!(
-        read_blob(repo, &index.config.digest.parse().unwrap())
+        read_blob_as_stored(repo, &index.config.digest.parse().unwrap())
             .await
             .unwrap()
             .as_ref(),
@@ -160,8 +160,13 @@ async fn check_soci_index_restores_layers(
         let layer_digest: Sha256Digest = z.annotations[annotation::SOCI_LAYER_DIGEST]
             .parse()
             .unwrap();
-        let layer = read_blob(repo, &layer_digest).await.unwrap().to_vec();
-        let ztoc_bytes = read_blob(repo, &z.digest.parse().unwrap()).await.unwrap();
+        let layer = read_blob_as_stored(repo, &layer_digest)
+            .await
+            .unwrap()
+            .to_vec();
+        let ztoc_bytes = read_blob_as_stored(repo, &z.digest.parse().unwrap())
+            .await
+            .unwrap();
         let ztoc = afterpush::ztoc::Ztoc::from_bytes(&ztoc_bytes).unwrap();
         assert_eq!(ztoc.compressed_archive_size, layer.len() as i64);
         let files = support::files_of_layer(&layer);
@@ -486,7 +491,7 @@ async fn ztocs_are_reused_from_the_s3_cache() {
     // Another image with the same base layer (same bytes, another tag and config).
     let other = connect(&registry.host(), "other");
     let other = Recording::new(other);
-    afterpush::copy::copy_image(&repo, &other, "a", Some("b"), &Default::default())
+    afterpush::registry::copy::copy_image(&repo, &other, "a", Some("b"), &Default::default())
         .await
         .unwrap();
     let reads_before = other.reads_of(&big);
@@ -510,7 +515,7 @@ async fn ztocs_are_reused_from_the_s3_cache() {
         .await
         .unwrap();
     let third = Recording::new(connect(&registry.host(), "third"));
-    afterpush::copy::copy_image(&repo, &third, "a", Some("c"), &Default::default())
+    afterpush::registry::copy::copy_image(&repo, &third, "a", Some("c"), &Default::default())
         .await
         .unwrap();
     let reads_before = third.reads_of(&big);
@@ -665,7 +670,7 @@ async fn forged_cache_entries_are_rebuilt_and_never_published() {
             .await
             .unwrap();
         let dest = Recording::new(connect(&registry.host(), &format!("forged{i}")));
-        afterpush::copy::copy_image(&repo, &dest, "a", Some("a"), &Default::default())
+        afterpush::registry::copy::copy_image(&repo, &dest, "a", Some("a"), &Default::default())
             .await
             .unwrap();
         let reads_before = dest.reads_of(&target);

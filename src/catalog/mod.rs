@@ -4,14 +4,21 @@
 //! [`Catalog`] is the port the cleanup planner and executor work against; [`ecr`] is the
 //! production adapter (DescribeImages + BatchGetImage + BatchDeleteImage) and
 //! [`s3cache`] lists and deletes the objects of an S3 BuildKit cache. [`ecs`] and
-//! [`lambda`] list the images the account's workloads use (see `cleanup::in_use`).
+//! [`lambda`] list the images the account's workloads use, through the [`workloads`] port.
 
+pub mod aws_clients;
 pub mod aws_error;
 pub mod ecr;
 pub mod ecs;
 pub mod lambda;
 pub mod layout;
+// Test doubles: for the crate's unit tests and, with `test-util`, the integration tests
+// and benchmarks; never in the product.
+#[cfg(any(test, feature = "test-util"))]
+pub mod memory_workloads;
+pub mod paginate;
 pub mod s3cache;
+pub mod workloads;
 
 use crate::oci::{ArtifactKind, Sha256Digest};
 pub use aws_error::ApiErrorKind;
@@ -121,6 +128,15 @@ pub enum CatalogError {
         /// What is wrong.
         message: String,
     },
+    /// A listing stopped before its last page: a token the service had already returned,
+    /// more pages than the cap, or the invocation deadline.
+    #[error("{}{error}", if repository.is_empty() { String::new() } else { format!("repository {repository:?}: ") })]
+    Paging {
+        /// The repository or S3 cache listed (empty for DescribeRepositories).
+        repository: String,
+        /// Why the listing stopped.
+        error: paginate::PagingError,
+    },
     /// An S3 call on a BuildKit cache failed.
     #[error("{operation} on {uri} failed: {message}")]
     S3 {
@@ -152,7 +168,30 @@ impl CatalogError {
     pub fn is_retryable(&self) -> bool {
         match self {
             CatalogError::Api { kind, .. } | CatalogError::S3 { kind, .. } => kind.is_retryable(),
+            CatalogError::Paging { error, .. } => error.is_retryable(),
             CatalogError::BadImage { .. } | CatalogError::BadCacheObject { .. } => false,
+        }
+    }
+}
+
+impl From<paginate::PagingError> for CatalogError {
+    fn from(error: paginate::PagingError) -> Self {
+        CatalogError::Paging {
+            repository: String::new(),
+            error,
+        }
+    }
+}
+
+impl CatalogError {
+    /// The same error, naming `repository` when it is a stopped listing.
+    pub fn in_repository(self, repository: &str) -> Self {
+        match self {
+            CatalogError::Paging { error, .. } => CatalogError::Paging {
+                repository: repository.to_string(),
+                error,
+            },
+            other => other,
         }
     }
 }
@@ -173,7 +212,10 @@ pub trait Catalog: Send + Sync {
     /// What lists the images in use (ECS, Lambda) where this catalog's images can be
     /// pulled from. `None`: nobody can tell, so a policy that protects images in use
     /// deletes nothing.
-    fn in_use(&self) -> Option<&dyn crate::cleanup::in_use::InUseSource> {
+    fn in_use(&self) -> Option<&dyn workloads::InUseSource> {
         None
     }
+    /// Sets the deadline of the invocation in progress: every listing from here on
+    /// (the images in use included) stops with an error when it comes. `None` clears it.
+    fn set_deadline(&self, _deadline: Option<crate::deadline::Deadline>) {}
 }

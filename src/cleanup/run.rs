@@ -15,7 +15,7 @@ use super::{Blocked, JanitorError, Report};
 use crate::catalog::s3cache::{S3Cache, S3CacheUri};
 use crate::catalog::Catalog;
 use crate::deadline::Deadline;
-use crate::events::RepositoryTagFilters;
+use crate::filters::RepositoryTagFilters;
 use crate::oci::{media, ArtifactKind};
 use chrono::{DateTime, Utc};
 
@@ -32,10 +32,14 @@ async fn images_in_use(catalog: &dyn Catalog, policy: &Policy) -> Result<InUse, 
                 .into(),
             retryable: false,
         }),
-        Some(source) => source.collect(&policy.protect).await.map_err(|e| Blocked {
-            reason: e.to_string(),
-            retryable: e.retryable,
-        }),
+        Some(source) => source
+            .collect(&policy.protect)
+            .await
+            .map(|refs| InUse { refs })
+            .map_err(|e| Blocked {
+                reason: e.to_string(),
+                retryable: e.retryable,
+            }),
     }
 }
 
@@ -153,6 +157,7 @@ pub async fn sweep(
     options: &RunOptions,
 ) -> Result<Report, JanitorError> {
     let mut report = Report::new("sweep".into(), options.dry_run, options.now);
+    catalog.set_deadline(options.deadline.clone());
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };
@@ -346,6 +351,7 @@ pub async fn on_push(
         report.ignored = Some(why);
         return Ok(report.finish());
     }
+    catalog.set_deadline(options.deadline.clone());
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };

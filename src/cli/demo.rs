@@ -11,9 +11,10 @@
 
 use crate::catalog::layout::LayoutCatalog;
 use crate::cleanup::policy::Policy;
-use crate::cleanup::render::{decisions_table, human_bytes};
+use crate::cleanup::render::decisions_table;
 use crate::cleanup::{self, RunOptions};
-use crate::events::RepositoryTagFilters;
+use crate::filters::RepositoryTagFilters;
+use crate::format;
 use crate::lambda::{
     CacheJanitor, DecisionRecord, FunctionName, IndexerOutput, Invocation, JanitorOutput,
     JanitorSettings, ManifestStitcher, PushOutput, Repositories, SociIndexer, StitcherOutput,
@@ -119,15 +120,6 @@ impl Ui {
     fn line(&self, text: impl AsRef<str>) {
         self.spinner.suspend(|| println!("{}", text.as_ref()));
     }
-}
-
-/// `sha256:` and the first 12 hex digits.
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// A push waiting for its event to be replayed.
@@ -243,18 +235,18 @@ fn describe_soci(result: &IndexerOutput) -> String {
             format!(
                 "{}: {} ({} from cache), {} below MIN_LAYER_SIZE",
                 p.platform,
-                plural(p.ztocs as u64, "zTOC", "zTOCs"),
+                format::count(p.ztocs as u64, "zTOC", "zTOCs"),
                 p.ztocs_from_cache,
-                plural(p.layers_skipped as u64, "layer", "layers"),
+                format::count(p.layers_skipped as u64, "layer", "layers"),
             )
         })
         .collect();
     format!(
         "built SOCI index v2 {} -> {REPOSITORY}:{} ({}; read {})",
-        short(outcome.output.as_deref().unwrap_or("?")),
+        format::short_digest(outcome.output.as_deref().unwrap_or("?")),
         outcome.tag.as_deref().unwrap_or("(untagged)"),
         platforms.join("; "),
-        human_bytes(outcome.bytes_read),
+        format::bytes(outcome.bytes_read),
     )
 }
 
@@ -268,7 +260,7 @@ fn describe_stitch(result: &StitcherOutput) -> String {
     let indexed = |verb: &str, target: &str, index: &StitchedIndex| {
         format!(
             "{verb} {REPOSITORY}:{target} = index {} of {}",
-            short(&index.digest.to_string()),
+            format::short_digest(&index.digest.to_string()),
             index.platforms.join(", ")
         )
     };
@@ -312,7 +304,7 @@ fn describe_janitor(result: &JanitorOutput) -> String {
                     } else {
                         d.tags.join(",")
                     };
-                    format!("{} ({tags})", short(&d.digest.to_string()))
+                    format!("{} ({tags})", format::short_digest(&d.digest.to_string()))
                 })
                 .collect();
             format!(
@@ -414,7 +406,7 @@ impl Replay<'_> {
             ui.line(format!(
                 "#{:<2} PUSH {label} {} ({kind}){}",
                 self.sequence,
-                short(&push.digest.to_string()),
+                format::short_digest(&push.digest.to_string()),
                 push.pushed_by
                     .map(|f| format!(", pushed by {f}"))
                     .unwrap_or_default()
@@ -560,9 +552,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ));
     ui.line(format!(
         "  indexer     MIN_LAYER_SIZE={} for the demo (the default is {}), SPAN_SIZE={}, SOCI index v2, tag suffix {}",
-        human_bytes(DEMO_MIN_LAYER_SIZE),
-        human_bytes(crate::soci::settings::DEFAULT_MIN_LAYER_SIZE),
-        human_bytes(soci_settings.span_size),
+        format::bytes(DEMO_MIN_LAYER_SIZE),
+        format::bytes(crate::soci::settings::DEFAULT_MIN_LAYER_SIZE),
+        format::bytes(soci_settings.span_size),
         soci_settings.tag_suffix
     ));
     ui.line(format!(
@@ -617,11 +609,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let layers: Vec<String> = image
             .layers
             .iter()
-            .map(|l| human_bytes(l.blob.size))
+            .map(|l| format::bytes(l.blob.size))
             .collect();
         ui.line(format!(
             "\nCI pushes {REPOSITORY}:{tag}  {}  image {platform}, layers {}",
-            short(&image.manifest.digest.to_string()),
+            format::short_digest(&image.manifest.digest.to_string()),
             layers.join(" + ")
         ));
         replay.run(&repo, &ui, image.manifest.digest, tag).await?;
@@ -640,11 +632,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing sample cache {REPOSITORY}:{tag}"))?;
         ui.line(format!(
             "\nCI pushes {REPOSITORY}:{tag}  {}  BuildKit registry cache (--cache-to type=registry), layers {}",
-            short(&cache.manifest.digest.to_string()),
+            format::short_digest(&cache.manifest.digest.to_string()),
             cache
                 .layers
                 .iter()
-                .map(|l| human_bytes(l.blob.size))
+                .map(|l| format::bytes(l.blob.size))
                 .collect::<Vec<_>>()
                 .join(" + ")
         ));
@@ -717,11 +709,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ui.line(format!(
                 "    {:<12} SOCI index {}  {} B, {} ({}), {} not indexed",
                 p.platform,
-                short(soci),
+                format::short_digest(soci),
                 soci_manifest.bytes.len(),
-                plural(summary.layers.len() as u64, "zTOC", "zTOCs"),
-                human_bytes(ztoc_bytes),
-                plural(p.layers_skipped as u64, "layer", "layers"),
+                format::count(summary.layers.len() as u64, "zTOC", "zTOCs"),
+                format::bytes(ztoc_bytes),
+                format::count(p.layers_skipped as u64, "layer", "layers"),
             ));
         }
     }
@@ -761,7 +753,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         report.run_id,
         report.planned_deletions,
         report.deleted,
-        human_bytes(report.bytes_reclaimed)
+        format::bytes(report.bytes_reclaimed)
     ));
 
     ui.spinner.finish_and_clear();

@@ -15,7 +15,8 @@ use super::outputs::{DecisionRecord, FunctionName, IndexerOutput, PushOutput, St
 use super::serve::Function;
 use super::{HandlerError, Invocation};
 use crate::deadline;
-use crate::events::{self, PushDecision, RepositoryTagFilters, Trigger};
+use crate::events::{self, PushDecision, Trigger};
+use crate::filters::RepositoryTagFilters;
 use crate::metrics;
 use crate::registry::distribution::{RegistryClients, RegistrySettings};
 use crate::registry::layout::LayoutRepository;

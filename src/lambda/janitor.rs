@@ -14,7 +14,8 @@ use crate::catalog::{ApiErrorKind, Catalog};
 use crate::cleanup::policy::Policy;
 use crate::cleanup::{on_push, sweep, JanitorError, PushedImage, Report, RunOptions};
 use crate::deadline::Deadline;
-use crate::events::{self, PushDecision, RepositoryTagFilters, Trigger};
+use crate::events::{self, PushDecision, Trigger};
+use crate::filters::RepositoryTagFilters;
 use crate::metrics;
 use serde_json::Value;
 use std::time::Duration;
@@ -58,7 +59,10 @@ impl CacheJanitor {
             Repositories::Registry(_) => {
                 let sdk = aws_config().await;
                 (
-                    Box::new(EcrCatalog::from_sdk_config(&sdk)),
+                    Box::new(
+                        EcrCatalog::from_sdk_config_and_env(&sdk)
+                            .map_err(HandlerError::non_retryable)?,
+                    ),
                     Some(s3_client(&sdk)),
                 )
             }
@@ -141,7 +145,7 @@ impl Function for CacheJanitor {
 pub struct JanitorSettings {
     /// The cleanup policy, from `CLEANUP_POLICY` (or `AFTERPUSH_CLEANUP_POLICY_FILE`).
     pub policy: Policy,
-    /// `DRY_RUN`, true unless set to false/0/no.
+    /// `DRY_RUN`, true unless set to false/0/no/off.
     pub dry_run: bool,
     /// `REPORT_BUCKET`: a JSON report object per run goes there.
     pub report_bucket: Option<String>,
@@ -183,15 +187,13 @@ impl JanitorSettings {
                 })
             }
         };
-        let dry_run = match get("DRY_RUN").map(|v| v.trim().to_ascii_lowercase()) {
+        let dry_run = match get("DRY_RUN").filter(|v| !v.trim().is_empty()) {
             None => true,
-            Some(v) if v.is_empty() || ["true", "1", "yes"].contains(&v.as_str()) => true,
-            Some(v) if ["false", "0", "no"].contains(&v.as_str()) => false,
             Some(v) => {
-                return Err(JanitorError::Settings {
+                crate::settings::parse_bool("DRY_RUN", &v).map_err(|e| JanitorError::Settings {
                     var: "DRY_RUN",
-                    message: format!("{v:?} is not true or false"),
-                })
+                    message: format!("{v:?}: {}", e.problem),
+                })?
             }
         };
         Ok(JanitorSettings {
@@ -348,7 +350,11 @@ mod tests {
             ),
             (
                 vec![("CLEANUP_POLICY", POLICY), ("DRY_RUN", "maybe")],
-                "setting DRY_RUN: \"maybe\" is not true or false",
+                "setting DRY_RUN: \"maybe\": expected true or false",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("DRY_RUN", "ture")],
+                "setting DRY_RUN: \"ture\": expected true or false",
             ),
             (
                 vec![("AFTERPUSH_CLEANUP_POLICY_FILE", "/nonexistent/policy.yaml")],

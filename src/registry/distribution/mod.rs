@@ -9,10 +9,13 @@
 pub mod auth;
 pub mod client;
 pub mod clients;
+pub mod pages;
+pub mod redirect;
 pub mod referrers;
 pub mod response;
 pub mod retry;
 pub mod settings;
+mod stall;
 pub mod upload;
 
 pub use auth::{CredentialSource, Credentials, Secret};
@@ -22,8 +25,9 @@ pub use response::OciEnvelope;
 pub use retry::RetryPolicy;
 pub use settings::{AuthMode, RegistrySettings};
 
-use crate::oci::{media, DescriptorSummary, DigestWriter, ManifestSummary, OciError, Sha256Digest};
+use crate::oci::{media, DescriptorSummary, ManifestSummary, OciError, Sha256Digest};
 use crate::registry::reference::{is_valid_repository, is_valid_tag};
+use crate::registry::verified_stream::VerifiedStream;
 use crate::registry::{
     BlobRef, BlobStream, ImageRef, Location, Manifest, RefError, RegistryError, Repository, Result,
     MAX_MANIFEST_SIZE,
@@ -31,6 +35,7 @@ use crate::registry::{
 use async_trait::async_trait;
 use client::Req;
 use futures::{StreamExt, TryStreamExt};
+use pages::Pages;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::{Method, StatusCode};
 use response::Subject;
@@ -233,7 +238,9 @@ impl DistributionRepository {
                 let response = self.client.execute(&req).await?;
                 let body = self.body_stream(&req, response);
                 let resumable = resuming(self.clone(), digest.clone(), body, 0, None);
-                Ok(verify_stream(resumable, digest.clone(), what))
+                Ok(VerifiedStream::new(resumable, what)
+                    .digest(digest.clone())
+                    .boxed())
             }
             Some(r) => {
                 let req = self.blob_req(digest, Some((r.start, Some(r.end))))?;
@@ -243,7 +250,9 @@ impl DistributionRepository {
                     let body = self.body_stream(&req, response);
                     let resumable =
                         resuming(self.clone(), digest.clone(), body, r.start, Some(r.end));
-                    Ok(limit_stream(resumable, 0, r.end - r.start, what))
+                    Ok(VerifiedStream::new(resumable, what)
+                        .sized(r.end - r.start)
+                        .boxed())
                 } else {
                     // A registry that ignores Range sends the whole blob: cut it ourselves
                     // (not resumable: its offsets are not the range's).
@@ -270,12 +279,15 @@ impl DistributionRepository {
         }
     }
 
+    /// A blob body, failing (retryably) when it stops making progress.
     fn body_stream(&self, req: &Req, response: reqwest::Response) -> BlobStream {
         let url = req.url.to_string();
-        response
+        let for_errors = url.clone();
+        let body = response
             .bytes_stream()
-            .map_err(move |e| response::interpret_transport(&url, &e))
-            .boxed()
+            .map_err(move |e| response::interpret_transport(&for_errors, &e))
+            .boxed();
+        stall::MinProgress::new(body, url, self.client.blob_stall_timeout).boxed()
     }
 
     /// Re-opens a blob body at `from` (to `end`, or to the blob's end) after a break.
@@ -287,7 +299,8 @@ impl DistributionRepository {
     ) -> Result<BlobStream> {
         let what = format!("blob {digest} from {}", self.location());
         let req = self.blob_req(digest, Some((from, end)))?;
-        let response = self.client.execute(&req).await?;
+        // One attempt: the resuming stream is this request's retry loop.
+        let response = self.client.execute_once(&req).await?;
         if response.status() != StatusCode::PARTIAL_CONTENT {
             return Err(RegistryError::Invalid {
                 location: what,
@@ -362,19 +375,24 @@ fn resuming(
                     }
                     None => return None,
                     Some(Err(e)) => {
-                        st.failures += 1;
-                        let retry = &st.repo.client.retry;
-                        if !(e.is_retryable() && retry.allows_another(st.failures)) {
-                            st.inner = None;
-                            return Some((Err(e), st));
-                        }
-                        tracing::warn!(digest = %st.digest, at = st.pos, error = %e, "blob download broke; resuming");
-                        tokio::time::sleep(retry.delay_after(st.failures)).await;
-                        match st.repo.reopen_blob(&st.digest, st.pos, st.end).await {
-                            Ok(next) => st.inner = Some(next),
-                            Err(e) => {
+                        // Each break and each failed re-request is one attempt of the
+                        // retry policy: one budget for the whole download.
+                        let mut error = e;
+                        loop {
+                            st.failures += 1;
+                            let retry = &st.repo.client.retry;
+                            if !(error.is_retryable() && retry.allows_another(st.failures)) {
                                 st.inner = None;
-                                return Some((Err(e), st));
+                                return Some((Err(error), st));
+                            }
+                            tracing::warn!(digest = %st.digest, at = st.pos, error = %error, "blob download broke; resuming");
+                            tokio::time::sleep(retry.delay_after(st.failures)).await;
+                            match st.repo.reopen_blob(&st.digest, st.pos, st.end).await {
+                                Ok(next) => {
+                                    st.inner = Some(next);
+                                    break;
+                                }
+                                Err(e) => error = e,
                             }
                         }
                     }
@@ -393,54 +411,9 @@ fn header_digest(headers: &reqwest::header::HeaderMap) -> Option<Sha256Digest> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// Hashes a stream while passing it on; a mismatch at the end is the last item.
-fn verify_stream(inner: BlobStream, expected: Sha256Digest, what: String) -> BlobStream {
-    struct State {
-        inner: BlobStream,
-        hasher: Option<DigestWriter>,
-        expected: Sha256Digest,
-        what: String,
-    }
-    futures::stream::unfold(
-        State {
-            inner,
-            hasher: Some(DigestWriter::new()),
-            expected,
-            what,
-        },
-        |mut st| async move {
-            st.hasher.as_ref()?;
-            match st.inner.next().await {
-                Some(Ok(chunk)) => {
-                    if let Some(h) = st.hasher.as_mut() {
-                        h.update(&chunk);
-                    }
-                    Some((Ok(chunk), st))
-                }
-                Some(Err(e)) => {
-                    st.hasher = None;
-                    Some((Err(e), st))
-                }
-                None => {
-                    let actual = st.hasher.take()?.finish();
-                    if actual == st.expected {
-                        None
-                    } else {
-                        let err = OciError::DigestMismatch {
-                            what: st.what.clone(),
-                            expected: st.expected.clone(),
-                            actual,
-                        };
-                        Some((Err(err.into()), st))
-                    }
-                }
-            }
-        },
-    )
-    .boxed()
-}
-
 /// Skips `skip` bytes, then passes exactly `take` bytes; a body ending early is an error.
+/// For a registry that ignores `Range` and sends the whole blob: the range is cut out of
+/// it here (a 206 answer goes through [`VerifiedStream`] instead).
 fn limit_stream(inner: BlobStream, skip: u64, take: u64, what: String) -> BlobStream {
     struct State {
         inner: BlobStream,
@@ -662,9 +635,9 @@ impl DistributionRepository {
             tags: Option<Vec<String>>,
         }
         let mut tags = Vec::new();
-        let mut url = self.url(&format!("tags/list?n={}", page_size.max(1)))?;
-        // Bounded: a registry whose `Link` loops must not keep us here forever.
-        for _page in 0..10_000 {
+        let first = self.url(&format!("tags/list?n={}", page_size.max(1)))?;
+        let mut pages = Pages::new(format!("tag list of {}", self.location()), first);
+        while let Some(url) = pages.next_url()? {
             let req = Req::new(
                 Method::GET,
                 url.clone(),
@@ -673,15 +646,12 @@ impl DistributionRepository {
             );
             let result = self
                 .client
-                .execute_small(&req, 64 * 1024 * 1024, |size| RegistryError::Invalid {
-                    location: self.location(),
-                    message: format!("tag list page of {size} bytes is too large"),
-                })
+                .execute_small(&req, pages.byte_budget(), |size| pages.too_many_bytes(size))
                 .await;
             let (_, headers, body) = match result {
                 Ok(r) => r,
                 // A repository nothing was pushed to yet has no tags (NAME_UNKNOWN).
-                Err(e) if e.is_not_found() => break,
+                Err(e) if e.is_not_found() && pages.on_first_page() => break,
                 Err(e) => return Err(e),
             };
             let page: TagList =
@@ -689,15 +659,9 @@ impl DistributionRepository {
                     location: url.to_string(),
                     message: format!("tag list is not valid JSON: {e}"),
                 })?;
-            tags.extend(page.tags.unwrap_or_default());
-            match next_link(&headers, &url) {
-                Some(next) => url = next,
-                None => {
-                    tags.sort();
-                    tags.dedup();
-                    return Ok(tags);
-                }
-            }
+            let page = page.tags.unwrap_or_default();
+            pages.add_page(&url, &headers, body.len(), page.len())?;
+            tags.extend(page);
         }
         tags.sort();
         tags.dedup();
@@ -705,54 +669,10 @@ impl DistributionRepository {
     }
 }
 
-/// The `Link: <URL>; rel="next"` of a paginated answer, resolved against `current`.
-fn next_link(headers: &reqwest::header::HeaderMap, current: &url::Url) -> Option<url::Url> {
-    for value in headers.get_all(reqwest::header::LINK) {
-        let value = value.to_str().ok()?;
-        for part in value.split(',') {
-            let part = part.trim();
-            let (target, params) = part.split_once(';').unwrap_or((part, ""));
-            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-            let is_next = params.split(';').any(|p| {
-                matches!(
-                    p.trim().replace(' ', "").as_str(),
-                    "rel=\"next\"" | "rel=next"
-                )
-            });
-            if is_next {
-                return current.join(target).ok();
-            }
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use reqwest::header::{HeaderMap, HeaderValue, LINK};
-
-    #[test]
-    fn follows_link_headers() {
-        let base = url::Url::parse("http://r:5000/v2/app/tags/list?n=2").unwrap();
-        let mut h = HeaderMap::new();
-        h.insert(
-            LINK,
-            HeaderValue::from_static(r#"</v2/app/tags/list?last=b&n=2>; rel="next""#),
-        );
-        assert_eq!(
-            next_link(&h, &base).unwrap().as_str(),
-            "http://r:5000/v2/app/tags/list?last=b&n=2"
-        );
-        assert_eq!(next_link(&HeaderMap::new(), &base), None);
-        let mut h = HeaderMap::new();
-        h.insert(
-            LINK,
-            HeaderValue::from_static(r#"<https://other/x>; rel="prev""#),
-        );
-        assert_eq!(next_link(&h, &base), None);
-    }
 
     #[tokio::test]
     async fn limit_stream_cuts_and_reports_short_bodies() {
@@ -804,34 +724,14 @@ mod tests {
                     .await
                     .unwrap();
                 assert_eq!(out.concat(), &data[start..end]);
-                let whole: Vec<Bytes> = verify_stream(split(&data, &cuts), Sha256Digest::of(&data), "b".into())
+                let whole: Vec<Bytes> = VerifiedStream::new(split(&data, &cuts), "b")
+                    .sized(data.len() as u64)
+                    .digest(Sha256Digest::of(&data))
                     .try_collect()
                     .await
                     .unwrap();
                 assert_eq!(whole.concat(), data);
             });
         }
-    }
-
-    #[tokio::test]
-    async fn verify_stream_reports_mismatch_last() {
-        let good = Sha256Digest::of(b"abc");
-        let s = futures::stream::iter(vec![
-            Ok(Bytes::from_static(b"ab")),
-            Ok(Bytes::from_static(b"c")),
-        ])
-        .boxed();
-        let out: Vec<Bytes> = verify_stream(s, good.clone(), "blob".into())
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(out.concat(), b"abc");
-        let s = futures::stream::iter(vec![Ok(Bytes::from_static(b"abd"))]).boxed();
-        let items: Vec<Result<Bytes>> = verify_stream(s, good.clone(), "blob".into())
-            .collect()
-            .await;
-        assert_eq!(items.len(), 2);
-        let err = items[1].as_ref().unwrap_err().to_string();
-        assert!(err.contains(&good.to_string()), "{err}");
     }
 }
