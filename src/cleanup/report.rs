@@ -125,7 +125,8 @@ impl Report {
                 .sum::<u64>();
         self.stopped_by_max_deletions =
             self.repositories.iter().any(|r| r.stopped_by_max_deletions);
-        self.stopped_by_deadline = !self.s3_caches_left.is_empty()
+        self.stopped_by_deadline = self.stopped_by_deadline
+            || !self.s3_caches_left.is_empty()
             || self.repositories.iter().any(|r| r.stopped_by_deadline);
         self
     }

@@ -105,6 +105,27 @@ impl RunOptions {
     }
 }
 
+/// A repository the run did not get to (or whose listing the deadline cut short):
+/// stopped by the deadline, else by `max_deletions`.
+fn unvisited(repository: &str, dry_run: bool, out_of_time: bool) -> RepositoryReport {
+    RepositoryReport {
+        repository: repository.to_string(),
+        images: 0,
+        dry_run,
+        planned: Vec::new(),
+        deleted: Vec::new(),
+        failed: Vec::new(),
+        kept: 0,
+        keeps: Vec::new(),
+        bytes_reclaimed: 0,
+        stopped_by_max_deletions: !out_of_time,
+        stopped_by_deadline: out_of_time,
+        left: Vec::new(),
+        delete_calls: 0,
+        rules: Vec::new(),
+    }
+}
+
 /// Plans one repository and carries the plan out; `budget` is the deletions left.
 async fn run_repository(
     catalog: &dyn Catalog,
@@ -120,6 +141,11 @@ async fn run_repository(
         Err(e) => {
             tracing::error!(repository, error = %e, "cannot list images; skipping repository");
             report.errors.push(e.to_string());
+            if options.deadline_has_passed() {
+                report
+                    .repositories
+                    .push(unvisited(repository, options.dry_run, true));
+            }
             return;
         }
     };
@@ -162,7 +188,18 @@ pub async fn sweep(
         return Ok(report.finish());
     };
     let repositories: Vec<String> = if options.repositories.is_empty() {
-        let mut all = catalog.list_repositories().await?;
+        let mut all = match catalog.list_repositories().await {
+            Ok(all) => all,
+            // The listing ran into the deadline: the run stops here and says so, and
+            // its report still goes out within the margin.
+            Err(e) if options.deadline_has_passed() => {
+                tracing::warn!(error = %e, "the invocation deadline stopped the repository listing");
+                report.errors.push(e.to_string());
+                report.stopped_by_deadline = true;
+                return Ok(report.finish());
+            }
+            Err(e) => return Err(e.into()),
+        };
         all.retain(|r| {
             policy.selects_repository(r)
                 && options
@@ -187,22 +224,9 @@ pub async fn sweep(
     for repository in &repositories {
         let out_of_time = options.deadline_has_passed();
         if budget == Some(0) || out_of_time {
-            report.repositories.push(RepositoryReport {
-                repository: repository.clone(),
-                images: 0,
-                dry_run: options.dry_run,
-                planned: Vec::new(),
-                deleted: Vec::new(),
-                failed: Vec::new(),
-                kept: 0,
-                keeps: Vec::new(),
-                bytes_reclaimed: 0,
-                stopped_by_max_deletions: !out_of_time,
-                stopped_by_deadline: out_of_time,
-                left: Vec::new(),
-                delete_calls: 0,
-                rules: Vec::new(),
-            });
+            report
+                .repositories
+                .push(unvisited(repository, options.dry_run, out_of_time));
             continue;
         }
         run_repository(
@@ -256,6 +280,9 @@ pub async fn sweep(
                         Err(e) => {
                             tracing::error!(cache = %c.uri, error = %e, "S3 cache GC failed");
                             report.errors.push(e.to_string());
+                            if options.deadline_has_passed() {
+                                report.s3_caches_left.push(c.uri.to_string());
+                            }
                         }
                     }
                 }
@@ -446,5 +473,45 @@ mod tests {
         assert_eq!(names, ["k", "superseded-by-push"]);
         assert_eq!(q.grace_period, p.grace_period);
         assert_eq!(q.rules[1].select.tagged, Some(false));
+    }
+
+    #[tokio::test]
+    async fn a_sweep_the_deadline_cuts_short_reports_it_and_deletes_nothing() {
+        use crate::catalog::ecr::{EcrCatalog, ImageDetail, MemoryEcr};
+        let ecr = MemoryEcr::new();
+        ecr.put(
+            "app",
+            ImageDetail {
+                pushed_at: Some(Utc::now() - chrono::Duration::days(30)),
+                manifest_media_type: Some(media::OCI_MANIFEST.into()),
+                artifact_media_type: Some(media::OCI_CONFIG.into()),
+                ..Default::default()
+            },
+            b"{}".to_vec(),
+        );
+        let catalog = EcrCatalog::new(ecr);
+        let policy = Policy::parse(
+            "repositories: ['*']\nrules: [{name: old, select: {kind: image}, action: expire}]\nprotect: {ecs: false, lambda: false}\n",
+        )
+        .unwrap();
+        // A deadline already behind: the first listing call is cut.
+        let passed = Deadline::new(
+            std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+            std::time::Duration::ZERO,
+        );
+        let options = RunOptions {
+            dry_run: false,
+            deadline: Some(passed),
+            ..RunOptions::dry_run_now()
+        };
+        let report = sweep(&catalog, None, &policy, &options).await.unwrap();
+        assert!(report.stopped_by_deadline, "{}", report.to_json());
+        assert_eq!(report.deleted, 0);
+        assert!(
+            report.errors.iter().any(|e| e.contains("deadline")),
+            "{}",
+            report.to_json()
+        );
+        assert_eq!(catalog.api().len("app"), 1);
     }
 }
