@@ -29,7 +29,8 @@ pub struct InvokeArgs {
 
 /// Runs the function's handler on the event and prints its JSON result.
 pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
-    let payload: serde_json::Value = serde_json::from_slice(&read_event(&args.event)?)
+    // Read as the functions read it: an object with a key twice is refused.
+    let payload: serde_json::Value = crate::strict_json::from_slice(&read_event(&args.event)?)
         .with_context(|| format!("{} is not JSON", args.event.display()))?;
     let repositories = match args.layout {
         Some(dir) => Repositories::Layout(dir),

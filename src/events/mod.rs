@@ -180,7 +180,7 @@ impl Trigger {
     /// Parses a Lambda payload.
     pub fn from_slice(payload: &[u8]) -> Result<Self, EventError> {
         let value: serde_json::Value =
-            serde_json::from_slice(payload).map_err(EventError::NotJson)?;
+            crate::strict_json::from_slice(payload).map_err(EventError::NotJson)?;
         Self::from_value(value)
     }
 
