@@ -21,7 +21,8 @@ use crate::oci::{
     Sha256Digest,
 };
 use crate::registry::{read_config, Manifest, Repository};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// Our mark on a v2 output index: the digest of the image it was made from. It makes
@@ -29,7 +30,7 @@ use std::time::Instant;
 pub const SOURCE_DIGEST_ANNOTATION: &str = "dev.afterpush.soci.source-digest";
 
 /// What happened to one platform of the image.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlatformReport {
     /// The platform, `os/arch[/variant]`.
     pub platform: String,
@@ -58,7 +59,7 @@ pub struct PlatformReport {
 }
 
 /// What `create_soci` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SociOutcome {
     /// The repository (see `Repository::location`).
     pub repository: String,
@@ -70,7 +71,7 @@ pub struct SociOutcome {
     /// With `skipped`, a stable code for metrics: `own-output`, `not-an-image`,
     /// `already-indexed` or `no-indexable-layer`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub skip_code: Option<&'static str>,
+    pub skip_code: Option<Cow<'static, str>>,
     /// The v2 index pushed (or found already there).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -240,13 +241,13 @@ pub async fn create_soci_within(
     };
     if let Some(reason) = our_own_output(&summary, source_tag, settings) {
         outcome.skipped = Some(format!("{what}: {reason}"));
-        outcome.skip_code = Some("own-output");
+        outcome.skip_code = Some("own-output".into());
         return finish(outcome);
     }
     let kind = summary.kind(Some(&source.media_type));
     if !matches!(kind, ArtifactKind::Image | ArtifactKind::Index) {
         outcome.skipped = Some(format!("{what} is a {kind}, not an image"));
-        outcome.skip_code = Some("not-an-image");
+        outcome.skip_code = Some("not-an-image".into());
         return finish(outcome);
     }
 
@@ -259,7 +260,7 @@ pub async fn create_soci_within(
                     "{tag} already holds the SOCI-enabled index {existing} of {}",
                     source.digest
                 ));
-                outcome.skip_code = Some("already-indexed");
+                outcome.skip_code = Some("already-indexed".into());
                 outcome.output = Some(existing.to_string());
                 outcome.tag = Some(tag.clone());
                 return finish(outcome);
@@ -319,7 +320,7 @@ pub async fn create_soci_within(
             "{what}: no layer to index (gzip or tar layers of at least {} bytes)",
             settings.min_layer_size
         ));
-        outcome.skip_code = Some("no-indexable-layer");
+        outcome.skip_code = Some("no-indexable-layer".into());
         return finish(outcome);
     }
 
