@@ -20,6 +20,7 @@ pub mod files;
 pub mod lambda;
 pub mod metrics;
 pub mod oci;
+pub mod reconcile;
 pub mod registry;
 pub mod sample;
 pub mod settings;
