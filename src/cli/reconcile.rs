@@ -329,7 +329,7 @@ fn work_line(out: &mut String, repository: &str, work: &reconcile::Work, prefix:
 fn table_row(out: &mut String, name: &str, tags: Option<usize>, t: &reconcile::Totals, done: &str) {
     let _ = writeln!(
         out,
-        "{:<24} {:>6} {:>7} {:>8} {:>7} {:>11} {:>9.1} {:>10.6}  {done}",
+        "{:<24} {:>6} {:>7} {:>8} {:>7} {:>11} {:>9.2} {:>10.6}  {done}",
         printable(name),
         tags.map(|n| n.to_string()).unwrap_or_default(),
         t.images,
