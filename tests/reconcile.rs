@@ -473,3 +473,168 @@ async fn the_indexer_rebuilds_an_index_built_under_another_span_size() {
     assert_ne!(rebuilt.output, again.output);
     assert_eq!(spans_of(&repo, "3").await, [SPAN.to_string()]);
 }
+
+/// A lower `MIN_LAYER_SIZE` makes every index stale whose image has a layer between
+/// the two minimums (the index records no minimum: its zTOCs name the layers it
+/// covers), and an image that had nothing to index gets work.
+#[tokio::test]
+async fn a_lower_minimum_layer_size_makes_indexes_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = LayoutRepository::open_or_create(dir.path().join("app")).unwrap();
+    let amd64 = platform("linux/amd64");
+    sample::write_image(&repo, &spec(1, &[3000, 400_000]), &amd64, Some("1"))
+        .await
+        .unwrap();
+    sample::write_image(&repo, &spec(2, &[400_000]), &amd64, Some("2"))
+        .await
+        .unwrap();
+    sample::write_image(&repo, &spec(4, &[3000]), &amd64, Some("4"))
+        .await
+        .unwrap();
+    index(&repo, "1", SPAN).await;
+    index(&repo, "2", SPAN).await;
+    let origin = EventOrigin::default();
+    let before = reconcile::survey(&repo, "app", &origin, &settings(), None)
+        .await
+        .unwrap();
+    assert!(before.work.is_empty(), "{:#?}", before.work);
+
+    let lower = ReconcileSettings::new(
+        SociSettings {
+            min_layer_size: 1,
+            ..soci_settings(SPAN)
+        },
+        StitchSettings::default(),
+        RepositoryTagFilters::parse(FILTERS).unwrap(),
+    )
+    .unwrap();
+    let survey = reconcile::survey(&repo, "app", &origin, &lower, None)
+        .await
+        .unwrap();
+    // `2` has no layer under either minimum: its index is what the new one builds.
+    assert_eq!(work_of(&survey), ["index 1", "index 4"], "{survey:#?}");
+    let stale = survey.work.iter().find(|w| w.tag == "1").unwrap();
+    assert!(
+        stale.reason.contains("zTOCs for 1 layer(s)") && stale.reason.contains("select 2"),
+        "{}",
+        stale.reason
+    );
+    let report = reconcile::apply(&repo, &survey, &lower, &NoZtocCache, None, None).await;
+    assert_eq!(report.count(ItemStatus::Done), 2, "{report:#?}");
+    let after = reconcile::survey(&repo, "app", &origin, &lower, None)
+        .await
+        .unwrap();
+    assert!(after.work.is_empty(), "{:#?}", after.work);
+}
+
+/// SOCI v1: an image is indexed when each platform with a layer to index has a SOCI
+/// v1 referrer.
+#[tokio::test]
+async fn v1_means_a_referrer_per_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = LayoutRepository::open_or_create(dir.path().join("app")).unwrap();
+    sample::write_multi_arch(&repo, &spec(5, &[3000, 400_000]), Some("5"))
+        .await
+        .unwrap();
+    let v1 = ReconcileSettings::new(
+        SociSettings {
+            index_version: afterpush::soci::IndexVersion::V1,
+            ..soci_settings(SPAN)
+        },
+        StitchSettings::default(),
+        RepositoryTagFilters::default(),
+    )
+    .unwrap();
+    let origin = EventOrigin::default();
+    let survey = reconcile::survey(&repo, "app", &origin, &v1, None)
+        .await
+        .unwrap();
+    assert_eq!(work_of(&survey), ["index 5"], "{survey:#?}");
+    assert!(
+        survey.work[0]
+            .reason
+            .contains("no SOCI v1 referrer for linux/amd64, linux/arm64"),
+        "{}",
+        survey.work[0].reason
+    );
+    let report = reconcile::apply(&repo, &survey, &v1, &NoZtocCache, None, None).await;
+    assert_eq!(report.count(ItemStatus::Done), 1, "{report:#?}");
+    let after = reconcile::survey(&repo, "app", &origin, &v1, None)
+        .await
+        .unwrap();
+    assert!(after.work.is_empty(), "{:#?}", after.work);
+    assert_eq!(after.indexed, 1);
+}
+
+/// `SOCI_TAG_MODE=in-place`: the tag itself holds the SOCI-enabled index, whose source
+/// annotation names the image; a stale one is rebuilt from that source.
+#[tokio::test]
+async fn in_place_output_is_checked_and_rebuilt_from_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = LayoutRepository::open_or_create(dir.path().join("app")).unwrap();
+    let source = sample::write_image(
+        &repo,
+        &spec(2, &[3000, 400_000]),
+        &platform("linux/amd64"),
+        Some("2"),
+    )
+    .await
+    .unwrap();
+    let in_place = |span_size| {
+        ReconcileSettings::new(
+            SociSettings {
+                tag_mode: afterpush::soci::TagMode::InPlace,
+                ..soci_settings(span_size)
+            },
+            StitchSettings::default(),
+            RepositoryTagFilters::default(),
+        )
+        .unwrap()
+    };
+    let origin = EventOrigin::default();
+    let stale = in_place(STALE_SPAN);
+    let survey = reconcile::survey(&repo, "app", &origin, &stale, None)
+        .await
+        .unwrap();
+    assert_eq!(work_of(&survey), ["index 2"], "{survey:#?}");
+    reconcile::apply(&repo, &survey, &stale, &NoZtocCache, None, None).await;
+    assert_ne!(
+        repo.resolve("2").await.unwrap().digest,
+        source.manifest.digest
+    );
+    let again = reconcile::survey(&repo, "app", &origin, &stale, None)
+        .await
+        .unwrap();
+    assert!(again.work.is_empty(), "{:#?}", again.work);
+
+    let current = in_place(SPAN);
+    let survey = reconcile::survey(&repo, "app", &origin, &current, None)
+        .await
+        .unwrap();
+    assert_eq!(work_of(&survey), ["index 2"], "{survey:#?}");
+    assert_eq!(
+        survey.work[0].digest, source.manifest.digest,
+        "the event names the source image"
+    );
+    let report = reconcile::apply(&repo, &survey, &current, &NoZtocCache, None, None).await;
+    assert_eq!(report.count(ItemStatus::Done), 1, "{report:#?}");
+    let after = reconcile::survey(&repo, "app", &origin, &current, None)
+        .await
+        .unwrap();
+    assert!(after.work.is_empty(), "{:#?}", after.work);
+}
+
+#[test]
+fn tag_mode_none_is_refused_by_name() {
+    let err = ReconcileSettings::new(
+        SociSettings {
+            tag_mode: afterpush::soci::TagMode::None,
+            ..SociSettings::default()
+        },
+        StitchSettings::default(),
+        RepositoryTagFilters::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("SOCI_TAG_MODE=none"), "{err}");
+}
