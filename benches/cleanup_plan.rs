@@ -18,7 +18,7 @@ use afterpush::catalog::ecs::{EcsApi, EcsContainer, EcsService, EcsTask, EcsTask
 use afterpush::catalog::lambda::{LambdaAlias, LambdaApi, LambdaFunction, LambdaImage};
 use afterpush::catalog::Catalog;
 use afterpush::cleanup::executor::execute;
-use afterpush::cleanup::in_use::{InUseError, Workloads};
+use afterpush::cleanup::in_use::{InUse, InUseError, Workloads};
 use afterpush::cleanup::planner::{plan_in_use, Snapshot};
 use afterpush::cleanup::policy::Policy;
 use afterpush::oci::{media, Sha256Digest};
@@ -508,12 +508,13 @@ async fn run(n: usize) -> Run {
     });
     let policy = policy();
     let t = Instant::now();
-    let in_use = catalog
+    let refs = catalog
         .in_use()
         .unwrap()
         .collect(&policy.protect)
         .await
         .unwrap();
+    let in_use = InUse { refs };
     let in_use_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let images = catalog.list_images("app").await.unwrap();

@@ -8,7 +8,7 @@
 //! DescribeServices 10 names, DescribeTasks 100 ARNs, DescribeTaskDefinition one at a
 //! time (each at most once per run).
 
-use crate::cleanup::in_use::{all_pages, own_registry_ref, sdk_failure, InUseError, InUseRef};
+use crate::catalog::workloads::{all_pages, own_registry_ref, sdk_failure, InUseError, InUseRef};
 use crate::oci::Sha256Digest;
 use std::collections::{BTreeMap, HashMap};
 
@@ -474,7 +474,7 @@ impl EcsApi for SdkEcs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cleanup::in_use::Target;
+    use crate::catalog::workloads::Target;
 
     const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
     const ARN: &str = "arn:aws:ecs:us-east-1:123456789012";

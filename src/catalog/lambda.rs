@@ -6,7 +6,7 @@
 //! as written). The calls go through the [`LambdaApi`] port ([`SdkLambda`] in production);
 //! ListFunctions, ListVersionsByFunction and ListAliases return at most 50 per page.
 
-use crate::cleanup::in_use::{all_pages, own_registry_ref, sdk_failure, InUseError, InUseRef};
+use crate::catalog::workloads::{all_pages, own_registry_ref, sdk_failure, InUseError, InUseRef};
 use std::collections::BTreeMap;
 
 /// ListFunctions, ListVersionsByFunction and ListAliases return at most 50 per page.

@@ -194,7 +194,7 @@ impl Catalog for LayoutCatalog {
     }
 
     /// No ECS task or Lambda function pulls from a directory on disk.
-    fn in_use(&self) -> Option<&dyn crate::cleanup::in_use::InUseSource> {
-        Some(&crate::cleanup::in_use::NoWorkloads)
+    fn in_use(&self) -> Option<&dyn crate::catalog::workloads::InUseSource> {
+        Some(&crate::catalog::workloads::NoWorkloads)
     }
 }

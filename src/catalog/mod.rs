@@ -4,7 +4,7 @@
 //! [`Catalog`] is the port the cleanup planner and executor work against; [`ecr`] is the
 //! production adapter (DescribeImages + BatchGetImage + BatchDeleteImage) and
 //! [`s3cache`] lists and deletes the objects of an S3 BuildKit cache. [`ecs`] and
-//! [`lambda`] list the images the account's workloads use (see `cleanup::in_use`).
+//! [`lambda`] list the images the account's workloads use, through the [`workloads`] port.
 
 pub mod aws_error;
 pub mod ecr;
@@ -12,6 +12,7 @@ pub mod ecs;
 pub mod lambda;
 pub mod layout;
 pub mod s3cache;
+pub mod workloads;
 
 use crate::oci::{ArtifactKind, Sha256Digest};
 pub use aws_error::ApiErrorKind;
@@ -173,7 +174,7 @@ pub trait Catalog: Send + Sync {
     /// What lists the images in use (ECS, Lambda) where this catalog's images can be
     /// pulled from. `None`: nobody can tell, so a policy that protects images in use
     /// deletes nothing.
-    fn in_use(&self) -> Option<&dyn crate::cleanup::in_use::InUseSource> {
+    fn in_use(&self) -> Option<&dyn workloads::InUseSource> {
         None
     }
 }

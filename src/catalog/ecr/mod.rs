@@ -20,7 +20,7 @@ pub use sdk::SdkEcr;
 use super::{
     ApiErrorKind, Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH,
 };
-use crate::cleanup::in_use::InUseSource;
+use crate::catalog::workloads::InUseSource;
 use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
     Sha256Digest,

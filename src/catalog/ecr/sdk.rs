@@ -4,8 +4,8 @@ use super::DESCRIBE_PAGE;
 use super::{EcrApi, EcrApiError, EcrCatalog, FetchedManifest, ImageDetail, ImageFailure};
 use crate::catalog::ecs::SdkEcs;
 use crate::catalog::lambda::SdkLambda;
+use crate::catalog::workloads::Workloads;
 use crate::catalog::ApiErrorKind;
-use crate::cleanup::in_use::Workloads;
 use crate::oci::media;
 use chrono::{DateTime, Utc};
 

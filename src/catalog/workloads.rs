@@ -1,0 +1,287 @@
+//! The workloads of an account (ECS, Lambda) and the images they hold: the port
+//! cleanup lists them through ([`InUseSource`]), the references it returns
+//! ([`InUseRef`], [`EcrImageRef`]), and the adapter over the ECS and Lambda ports
+//! ([`Workloads`]). Only references to the collecting account's own registry in its region
+//! are kept ([`own_registry_ref`]). What cleanup does with them (an image in use is kept)
+//! lives in `cleanup::in_use`.
+
+use crate::catalog::ApiErrorKind;
+use crate::oci::Sha256Digest;
+use crate::registry::ecr::parse_registry_host;
+use serde::Serialize;
+
+/// Task-definition revisions of each family kept for rollbacks, unless the policy says.
+pub const DEFAULT_TASK_DEFINITION_REVISIONS: usize = 5;
+
+/// Which workloads protect their images (the policy's `protect`). Everything is on
+/// unless the policy turns it off by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Protect {
+    /// Running and pending tasks, services' deployments, the latest task-definition revisions.
+    pub ecs: bool,
+    /// Image-packaged functions: `$LATEST`, every published version, every alias.
+    pub lambda: bool,
+    /// The latest N ACTIVE revisions of each task-definition family.
+    pub task_definition_revisions: usize,
+}
+
+impl Default for Protect {
+    fn default() -> Self {
+        Protect {
+            ecs: true,
+            lambda: true,
+            task_definition_revisions: DEFAULT_TASK_DEFINITION_REVISIONS,
+        }
+    }
+}
+
+impl Protect {
+    /// True when ECS or Lambda protects its images, i.e. the images in use must be listed.
+    pub fn any(&self) -> bool {
+        self.ecs || self.lambda
+    }
+}
+
+/// What an ECR image reference names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// A tag: protects the digest the tag names when the repository is planned.
+    Tag(String),
+    /// A digest: protects that manifest.
+    Digest(Sha256Digest),
+}
+
+/// A reference to an image in an ECR registry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct EcrImageRef {
+    /// The registry's AWS account id.
+    pub account: String,
+    /// The registry's region.
+    pub region: String,
+    /// The repository name.
+    pub repository: String,
+    /// The tag or digest it names.
+    pub target: Target,
+}
+
+impl EcrImageRef {
+    /// Parses `<account>.dkr.ecr.<region>.amazonaws.com/repo[:tag][@sha256:…]` (no tag
+    /// and no digest: `latest`, as a pull would). `None` for any other registry, or a
+    /// reference that does not parse.
+    pub fn parse(uri: &str) -> Option<Self> {
+        let (host, path) = uri.split_once('/')?;
+        let registry = parse_registry_host(host)?;
+        let (name, target) = match path.split_once('@') {
+            Some((name, digest)) => {
+                // `repo:tag@digest` pulls by digest: the tag is only informative.
+                let name = match name.rsplit_once(':') {
+                    Some((n, _)) => n,
+                    None => name,
+                };
+                (name, Target::Digest(digest.parse().ok()?))
+            }
+            None => match path.rsplit_once(':') {
+                Some((name, tag)) if !tag.is_empty() && !tag.contains('/') => {
+                    (name, Target::Tag(tag.to_string()))
+                }
+                _ => (path, Target::Tag("latest".into())),
+            },
+        };
+        if name.is_empty() {
+            return None;
+        }
+        Some(EcrImageRef {
+            account: registry.account,
+            region: registry.region,
+            repository: name.to_string(),
+            target,
+        })
+    }
+
+    /// The same repository, pinned to `digest`.
+    pub fn with_digest(mut self, digest: Sha256Digest) -> Self {
+        self.target = Target::Digest(digest);
+        self
+    }
+}
+
+/// One image reference a workload holds, and who holds it (`ecs service web/api, task def web:42`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct InUseRef {
+    /// The image referenced.
+    pub image: EcrImageRef,
+    /// Who holds it, for plans and reports (`ecs service web/api, task def web:42`, `lambda fn resize:3`).
+    pub user: String,
+}
+
+/// The account and region of an ARN (`arn:aws:ecs:us-east-1:123456789012:cluster/web`).
+pub fn arn_account_region(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (_arn, _partition, _service) = (parts.next()?, parts.next()?, parts.next()?);
+    let region = parts.next()?;
+    let account = parts.next()?;
+    Some((account, region))
+}
+
+/// The reference `uri` held by the resource `owner_arn`, when it names an image of the
+/// owner's own ECR registry (same account, same region); `None` for every other image
+/// (Docker Hub, another account's registry, a malformed reference).
+pub fn own_registry_ref(uri: &str, owner_arn: &str) -> Option<EcrImageRef> {
+    let image = EcrImageRef::parse(uri)?;
+    let (account, region) = arn_account_region(owner_arn)?;
+    (image.account == account && image.region == region).then_some(image)
+}
+
+/// Why the images in use could not be listed: the run deletes nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("listing images in use: {service} {operation} failed: {message}")]
+pub struct InUseError {
+    /// `ECS` or `Lambda`.
+    pub service: &'static str,
+    /// The API operation that failed (`ListTasks`, `GetFunction`...).
+    pub operation: &'static str,
+    /// The error the call returned.
+    pub message: String,
+    /// Throttling, 5xx, timeouts: a later run may succeed.
+    pub retryable: bool,
+}
+
+/// An AWS SDK call failure as an [`InUseError`]: throttling, 5xx, timeouts and
+/// connection failures are retryable, the rest (access denied, not found, validation)
+/// are not (see [`ApiErrorKind::of_sdk_error`]).
+pub fn sdk_failure<E>(
+    service: &'static str,
+    operation: &'static str,
+    err: aws_sdk_ecs::error::SdkError<E>,
+) -> InUseError
+where
+    E: aws_sdk_ecs::error::ProvideErrorMetadata
+        + aws_config::retry::ProvideErrorKind
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    InUseError {
+        service,
+        operation,
+        retryable: ApiErrorKind::of_sdk_error(&err).is_retryable(),
+        message: aws_sdk_ecs::error::DisplayErrorContext(&err).to_string(),
+    }
+}
+
+/// Follows `next` tokens until the last page.
+pub async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, InUseError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), InUseError>>,
+{
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let (items, next) = page(token).await?;
+        out.extend(items);
+        match next {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Lists the image references of the workloads `protect` names.
+#[async_trait::async_trait]
+pub trait InUseSource: Send + Sync {
+    /// Lists the references the workloads hold; `Err` when any listing fails (the run then deletes nothing).
+    async fn collect(&self, protect: &Protect) -> Result<Vec<InUseRef>, InUseError>;
+}
+
+/// A source with no workloads: an OCI image layout on disk, which no ECS task or Lambda
+/// function can pull from.
+pub struct NoWorkloads;
+
+#[async_trait::async_trait]
+impl InUseSource for NoWorkloads {
+    async fn collect(&self, _protect: &Protect) -> Result<Vec<InUseRef>, InUseError> {
+        Ok(Vec::new())
+    }
+}
+
+/// ECS and Lambda of one account and region, through their [`crate::catalog::ecs::EcsApi`]
+/// and [`crate::catalog::lambda::LambdaApi`] ports.
+pub struct Workloads<E, L> {
+    /// The ECS API port.
+    pub ecs: E,
+    /// The Lambda API port.
+    pub lambda: L,
+}
+
+#[async_trait::async_trait]
+impl<E, L> InUseSource for Workloads<E, L>
+where
+    E: crate::catalog::ecs::EcsApi,
+    L: crate::catalog::lambda::LambdaApi,
+{
+    async fn collect(&self, protect: &Protect) -> Result<Vec<InUseRef>, InUseError> {
+        let mut refs = Vec::new();
+        if protect.ecs {
+            refs.extend(
+                crate::catalog::ecs::images_in_use(&self.ecs, protect.task_definition_revisions)
+                    .await?,
+            );
+        }
+        if protect.lambda {
+            refs.extend(crate::catalog::lambda::images_in_use(&self.lambda).await?);
+        }
+        refs.sort();
+        refs.dedup();
+        Ok(refs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+    #[test]
+    fn parses_ecr_references_and_ignores_others() {
+        let d = Sha256Digest::of(b"x");
+        let r = EcrImageRef::parse(&format!("{HOST}/team/app:v1")).unwrap();
+        assert_eq!(
+            (r.account.as_str(), r.region.as_str(), r.repository.as_str()),
+            ("123456789012", "us-east-1", "team/app")
+        );
+        assert_eq!(r.target, Target::Tag("v1".into()));
+        let r = EcrImageRef::parse(&format!("{HOST}/app:v1@{d}")).unwrap();
+        assert_eq!(
+            (r.repository.as_str(), r.target),
+            ("app", Target::Digest(d))
+        );
+        let r = EcrImageRef::parse(&format!("{HOST}/app")).unwrap();
+        assert_eq!(r.target, Target::Tag("latest".into()));
+        for other in [
+            "nginx:latest",
+            "public.ecr.aws/docker/library/nginx:1",
+            "ghcr.io/o/app:v1",
+            &format!("{HOST}/app@sha256:short"),
+            &format!("{HOST}/"),
+        ] {
+            assert_eq!(EcrImageRef::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn only_the_owners_registry_counts() {
+        let arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/web:3";
+        assert!(own_registry_ref(&format!("{HOST}/app:v1"), arn).is_some());
+        assert!(
+            own_registry_ref("210987654321.dkr.ecr.us-east-1.amazonaws.com/app:v1", arn).is_none()
+        );
+        assert!(
+            own_registry_ref("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1", arn).is_none()
+        );
+        assert!(own_registry_ref("nginx", arn).is_none());
+    }
+}
