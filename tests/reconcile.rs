@@ -7,7 +7,7 @@
 
 mod support;
 
-use afterpush::events::RepositoryTagFilters;
+use afterpush::filters::RepositoryTagFilters;
 use afterpush::oci::{annotation, ManifestSummary};
 use afterpush::reconcile::{
     self, apply::ItemStatus, EventOrigin, ReconcileSettings, Survey, WorkKind,

@@ -40,7 +40,7 @@ pub struct ReconcileArgs {
     /// The indexer's memory in MiB, for the cost estimate (the template's IndexerMemorySize).
     #[arg(long, default_value_t = 2048)]
     pub memory: u64,
-    /// Indexing throughput for the estimate, bytes per second (`200MiB` or bytes);
+    /// Indexing throughput for the estimate, bytes per second (`224MB`, `200MiB` or bytes);
     /// default: the README's measured 224.1 MB/s.
     #[arg(long, value_parser = parse_throughput)]
     pub throughput: Option<u64>,
@@ -50,9 +50,11 @@ pub struct ReconcileArgs {
 }
 
 fn parse_throughput(s: &str) -> Result<u64, String> {
-    soci::settings::parse_size(s)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{s:?} is not a throughput in bytes per second (e.g. 200MiB)"))
+    match crate::settings::parse_size("--throughput", s) {
+        Ok(0) => Err("a throughput of 0 bytes per second estimates nothing".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.problem),
+    }
 }
 
 struct Target {

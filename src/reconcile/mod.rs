@@ -30,7 +30,7 @@ pub use event::{push_event, work_id, EventOrigin};
 pub use plan::{CostModel, Plan, RepositoryPlan, Totals};
 pub use survey::{survey, Survey, SurveyProgress, Work, WorkKind};
 
-use crate::events::RepositoryTagFilters;
+use crate::filters::RepositoryTagFilters;
 use crate::registry::RegistryError;
 use crate::settings::{self, ProcessEnv};
 use crate::soci::{SociError, SociSettings, TagMode};
