@@ -98,7 +98,8 @@ pub fn push_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{soci_push_decision, RepositoryTagFilters};
+    use crate::events::soci_push_decision;
+    use crate::filters::RepositoryTagFilters;
     use crate::oci::media;
 
     #[test]
