@@ -13,6 +13,7 @@
 use super::ecr_lifecycle::{LifecycleAction, LifecyclePolicy, Outcome, RuleTally};
 use super::policy::{Policy, Rule, RuleAction};
 use crate::catalog::ImageRecord;
+use crate::format::{age, short_digest};
 use crate::oci::{ArtifactKind, Sha256Digest};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -137,20 +138,6 @@ enum Verdict {
     },
     /// No rule matched a dependant: kept exactly when what it depends on is kept.
     Follow,
-}
-
-/// An age for people: `30d`, `1d12h`, `2h5m`, `45m`, `12s` (seconds dropped past a minute).
-pub(super) fn age(d: Duration) -> String {
-    let s = d.num_seconds().max(0);
-    let (days, hours, mins) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
-    match (days, hours, mins) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, m) => format!("{m}m"),
-        (0, h, 0) => format!("{h}h"),
-        (0, h, m) => format!("{h}h{m}m"),
-        (d, 0, _) => format!("{d}d"),
-        (d, h, _) => format!("{d}d{h}h"),
-    }
 }
 
 fn group_of<'a>(rule: &'a Rule, image: &ImageRecord) -> &'a str {
@@ -573,7 +560,7 @@ fn closure(
             if let Some(&j) = at.get(r) {
                 reach(
                     j,
-                    format!("listed by kept index {}", short(&im.digest)),
+                    format!("listed by kept index {}", short_digest(&im.digest)),
                     &mut kept,
                 );
             }
@@ -581,14 +568,14 @@ fn closure(
         if let Some(&j) = im.soci_index.as_ref().and_then(|s| at.get(s)) {
             reach(
                 j,
-                format!("SOCI index of kept image {}", short(&im.digest)),
+                format!("SOCI index of kept image {}", short_digest(&im.digest)),
                 &mut kept,
             );
         }
         if let Some(&j) = im.subject.as_ref().and_then(|s| at.get(s)) {
             reach(
                 j,
-                format!("subject of kept referrer {}", short(&im.digest)),
+                format!("subject of kept referrer {}", short_digest(&im.digest)),
                 &mut kept,
             );
         }
@@ -596,7 +583,7 @@ fn closure(
             if matches!(verdicts[j], Verdict::Follow) {
                 reach(
                     j,
-                    format!("referrer of kept image {}", short(&im.digest)),
+                    format!("referrer of kept image {}", short_digest(&im.digest)),
                     &mut kept,
                 );
             }
@@ -650,11 +637,6 @@ fn deletion_order(
     order
 }
 
-/// The first 12 hex digits of a digest, as plans and tables show it.
-pub(super) fn short(d: &Sha256Digest) -> String {
-    d.hex()[..12].to_string()
-}
-
 #[allow(clippy::too_many_arguments)]
 fn build_plan(
     snapshot: &Snapshot,
@@ -700,13 +682,13 @@ fn build_plan(
             _ => {
                 let gone_parents: Vec<String> = parents[i]
                     .iter()
-                    .map(|&p| short(&images[p].digest))
+                    .map(|&p| short_digest(&images[p].digest))
                     .collect();
                 let reason = match &im.subject {
                     Some(s) if at.contains_key(s) => {
-                        format!("its subject {} is deleted", short(s))
+                        format!("its subject {} is deleted", short_digest(s))
                     }
-                    Some(s) => format!("its subject {} is not in the repository", short(s)),
+                    Some(s) => format!("its subject {} is not in the repository", short_digest(s)),
                     None => format!("listed only by deleted index {}", gone_parents.join(", ")),
                 };
                 (intended.get(&i).cloned(), reason)

@@ -242,7 +242,7 @@ fn layer_progress() -> soci::Progress {
             ProgressEvent::LayerStarted { layer, size } => {
                 let bar = bars.add(ProgressBar::new(size));
                 bar.set_style(style.clone());
-                bar.set_prefix(layer.hex()[..12].to_string());
+                bar.set_prefix(crate::format::short_digest(&layer));
                 by_layer.insert(layer.to_string(), bar);
             }
             ProgressEvent::LayerBytes { layer, bytes } => {
