@@ -276,7 +276,10 @@ async fn the_cli_plans_applies_and_then_has_nothing_to_do_on_a_layout() {
     assert!(status.success(), "{stderr}");
     println!("{stdout}");
     assert!(stdout.contains("stitch app:6-amd64: no 6 tag"), "{stdout}");
-    assert!(stdout.contains("  then index  app:6 (2 layers"), "{stdout}");
+    assert!(
+        stdout.contains("  then index  app:6 (2 layers, "),
+        "{stdout}"
+    );
     assert!(stdout.contains("224.1 MB/s"), "{stdout}");
     assert!(stderr.contains("--apply does the work"), "{stderr}");
     assert_eq!(

@@ -315,7 +315,11 @@ fn work_line(out: &mut String, repository: &str, work: &reconcile::Work, prefix:
     let (what, size) = match work.kind {
         WorkKind::Index => (
             "index ",
-            format!(" ({} layers, {})", work.layers, human_bytes(work.bytes)),
+            format!(
+                " ({}, {})",
+                crate::format::count(work.layers as u64, "layer", "layers"),
+                crate::format::bytes(work.bytes)
+            ),
         ),
         WorkKind::Stitch => ("stitch", String::new()),
     };
@@ -337,18 +341,8 @@ fn table_row(out: &mut String, name: &str, tags: Option<usize>, t: &reconcile::T
         t.images,
         t.stitches,
         t.layers,
-        human_bytes(t.bytes),
+        crate::format::bytes(t.bytes),
         t.lambda_seconds,
         t.cost_usd,
     );
-}
-
-/// `12.3 MiB`.
-fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1 << 30)),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1 << 20)),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / f64::from(1 << 10)),
-        n => format!("{n} B"),
-    }
 }
