@@ -402,6 +402,7 @@ pub async fn sweep(
     options: &RunOptions,
 ) -> Result<Report, JanitorError> {
     let mut report = Report::new("sweep".into(), options.dry_run, options.now);
+    catalog.set_deadline(options.deadline.clone());
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };
@@ -582,6 +583,7 @@ pub async fn on_push(
         report.ignored = Some(why);
         return Ok(report.finish());
     }
+    catalog.set_deadline(options.deadline.clone());
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };

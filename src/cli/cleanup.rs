@@ -86,7 +86,7 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         CleanupAction::Apply(o) => (o, false),
     };
     let config = aws_config::load_from_env().await;
-    let catalog = EcrCatalog::from_sdk_config(&config);
+    let catalog = EcrCatalog::from_sdk_config_and_env(&config)?;
     let policy = match &opts.policy {
         Some(path) => Policy::load(path)?,
         None => policy_from_ecr(&catalog, &opts.repositories).await?,

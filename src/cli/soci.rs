@@ -355,7 +355,8 @@ async fn info(index: &str) -> anyhow::Result<()> {
             .unwrap_or("?")
     );
     for z in &manifest.layers {
-        let bytes = read_blob(repo.as_ref(), &z.digest.parse()?).await?;
+        // The zTOC is read whole: at most the size the SOCI index declares for it.
+        let bytes = read_blob(repo.as_ref(), &z.digest.parse()?, z.size, z.size).await?;
         let ztoc =
             crate::ztoc::Ztoc::from_bytes(&bytes).with_context(|| format!("zTOC {}", z.digest))?;
         println!(

@@ -396,7 +396,10 @@ impl CacheJanitor {
             Repositories::Registry(_) => {
                 let sdk = aws_config().await;
                 (
-                    Box::new(EcrCatalog::from_sdk_config(&sdk)),
+                    Box::new(
+                        EcrCatalog::from_sdk_config_and_env(&sdk)
+                            .map_err(HandlerError::non_retryable)?,
+                    ),
                     Some(s3_client(&sdk)),
                 )
             }
