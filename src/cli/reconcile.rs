@@ -2,7 +2,7 @@
 //! stitched tags the current settings call for, print the plan (the default, a dry
 //! run), and with `--apply` do the work in-process.
 
-use super::printable::printable;
+use crate::format::printable;
 use crate::reconcile::{
     self, apply::ItemStatus, CostModel, EventOrigin, Plan, ReconcileSettings, Survey,
     SurveyProgress, WorkKind,
