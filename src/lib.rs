@@ -22,6 +22,7 @@ pub mod glob;
 pub mod lambda;
 pub mod metrics;
 pub mod oci;
+pub mod reconcile;
 pub mod registry;
 pub mod sample;
 pub mod settings;

@@ -184,12 +184,12 @@ pub async fn platform_from_config(
     Ok(platform)
 }
 
-struct PlatformImage {
+pub(crate) struct PlatformImage {
     /// Position in the source index (None for a single-manifest image).
     position: Option<usize>,
-    stored: Manifest,
-    parsed: GoManifest,
-    platform: GoPlatform,
+    pub(crate) stored: Manifest,
+    pub(crate) parsed: GoManifest,
+    pub(crate) platform: GoPlatform,
 }
 
 /// Builds and publishes SOCI indexes for the image at `reference` (tag or digest) of
@@ -255,7 +255,7 @@ pub async fn create_soci_within(
     let out_tag = output_tag(source_tag, settings);
     if settings.index_version == IndexVersion::V2 {
         if let Some(tag) = &out_tag {
-            if let Some(existing) = existing_output(repo, tag, &source.digest).await? {
+            if let Some(existing) = existing_output(repo, tag, &source.digest, settings).await? {
                 outcome.skipped = Some(format!(
                     "{tag} already holds the SOCI-enabled index {existing} of {}",
                     source.digest
@@ -354,6 +354,7 @@ async fn existing_output(
     repo: &dyn Repository,
     tag: &str,
     source: &Sha256Digest,
+    settings: &SociSettings,
 ) -> Result<Option<Sha256Digest>> {
     let existing = match repo.get_manifest(tag).await {
         Ok(m) => m,
@@ -369,10 +370,20 @@ async fn existing_output(
         .get(SOURCE_DIGEST_ANNOTATION)
         .map(String::as_str)
         == Some(source.to_string().as_str());
-    Ok(ours.then_some(existing.digest))
+    if !ours {
+        return Ok(None);
+    }
+    // Built by an earlier run under other settings (SPAN_SIZE, MIN_LAYER_SIZE, PLATFORMS):
+    // rebuilt, so that changing a setting and replaying the events converges.
+    let differences = super::freshness::v2_differences(repo, &existing, settings).await?;
+    if !differences.is_empty() {
+        tracing::info!(%tag, index = %existing.digest, ?differences, "the SOCI-enabled index was built under other settings; rebuilding it");
+        return Ok(None);
+    }
+    Ok(Some(existing.digest))
 }
 
-async fn platform_images(
+pub(crate) async fn platform_images(
     repo: &dyn Repository,
     source: &Manifest,
     summary: &ManifestSummary,

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod cache;
 pub mod convert;
+pub mod freshness;
 pub mod index;
 pub mod layers;
 pub mod memory;
