@@ -461,7 +461,7 @@ async fn the_indexer_rebuilds_an_index_built_under_another_span_size() {
     )
     .await
     .unwrap();
-    assert_eq!(again.skip_code, Some("already-indexed"));
+    assert_eq!(again.skip_code.as_deref(), Some("already-indexed"));
     let rebuilt = create_soci(
         &repo,
         "3",

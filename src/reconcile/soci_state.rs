@@ -12,11 +12,11 @@
 //! make the survey find the same work after every run.
 
 use super::ReconcileError;
-use crate::events::is_our_soci_output;
 use crate::oci::{media, ManifestSummary, Sha256Digest};
 use crate::registry::{Manifest, Repository};
 use crate::soci::convert::{output_tag, SOURCE_DIGEST_ANNOTATION};
 use crate::soci::freshness::{expected_index, v2_differences, ExpectedIndex};
+use crate::soci::is_our_soci_output;
 use crate::soci::{IndexVersion, SociSettings, TagMode};
 
 /// The SOCI state of one tagged image.
