@@ -329,6 +329,20 @@ impl<'de> Deserialize<'de> for Trigger {
     }
 }
 
+/// A UUID-shaped id derived from `seed` alone, for the events afterpush makes up itself
+/// (the demo's replay, reconcile's work): the same seed always gives the same id.
+pub fn synthetic_event_id(seed: &str) -> String {
+    let h = crate::oci::Sha256Digest::of(seed.as_bytes()).hex();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,15 +35,7 @@ impl EventOrigin {
 /// A UUID-shaped id that depends only on the repository, tag and digest, so the same
 /// piece of work always gets the same id (a deduplication key for a queue).
 pub fn work_id(repository: &str, tag: &str, digest: &Sha256Digest) -> String {
-    let h = Sha256Digest::of(format!("{repository}:{tag}@{digest}").as_bytes()).hex();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    crate::events::synthetic_event_id(&format!("{repository}:{tag}@{digest}"))
 }
 
 /// The push event ECR raises when `manifest` is pushed to `repository` as `tag`: the

@@ -174,15 +174,7 @@ async fn push_event(
 
 /// A UUID-shaped, deterministic event id.
 fn event_id(sequence: usize, what: &str) -> String {
-    let h = Sha256Digest::of(format!("{sequence}/{what}").as_bytes()).hex();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    crate::events::synthetic_event_id(&format!("{sequence}/{what}"))
 }
 
 fn scheduled_event() -> Value {
