@@ -669,6 +669,18 @@ impl JanitorSettings {
                 })
             }
         };
+        let mut policy = policy;
+        if let Some(v) = get(crate::settings::INSPECTOR_IN_USE).filter(|v| !v.trim().is_empty()) {
+            // On here, or in the policy: either turns the Inspector source on.
+            policy.protect.inspector |= crate::settings::parse_bool(
+                crate::settings::INSPECTOR_IN_USE,
+                &v,
+            )
+            .map_err(|e| JanitorError::Settings {
+                var: crate::settings::INSPECTOR_IN_USE,
+                message: format!("{v:?}: {}", e.problem),
+            })?;
+        }
         let dry_run = match get("DRY_RUN").filter(|v| !v.trim().is_empty()) {
             None => true,
             Some(v) => {
@@ -851,6 +863,13 @@ mod tests {
         .unwrap();
         assert!(!s.dry_run);
         assert_eq!(s.report_bucket.as_deref(), Some("r"));
+        assert!(!s.policy.protect.inspector);
+        let s = settings(&[("CLEANUP_POLICY", POLICY), ("INSPECTOR_IN_USE", "true")]).unwrap();
+        assert!(s.policy.protect.inspector);
+        let err = settings(&[("CLEANUP_POLICY", POLICY), ("INSPECTOR_IN_USE", "sure")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("setting INSPECTOR_IN_USE"), "{err}");
         for (vars, expected) in [
             (
                 vec![],

@@ -100,6 +100,10 @@ struct RawProtect {
     lambda: Option<bool>,
     #[serde(default)]
     task_definition_revisions: Option<usize>,
+    #[serde(default)]
+    inspector: Option<bool>,
+    #[serde(default)]
+    inspector_window: Option<RawDuration>,
 }
 
 /// An ECR lifecycle policy for some repositories, inside an afterpush policy.
@@ -618,6 +622,13 @@ impl Policy {
                 task_definition_revisions: p
                     .task_definition_revisions
                     .unwrap_or(super::in_use::DEFAULT_TASK_DEFINITION_REVISIONS),
+                inspector: p.inspector.unwrap_or(false),
+                inspector_window: match &p.inspector_window {
+                    Some(w) => parse_duration("protect.inspector_window", w)?
+                        .to_std()
+                        .map_err(|_| invalid("protect.inspector_window", "must not be negative"))?,
+                    None => crate::catalog::inspector::DEFAULT_INSPECTOR_WINDOW,
+                },
             },
         };
         Ok(Policy {
@@ -697,6 +708,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("eks"), "{err}");
+    }
+
+    #[test]
+    fn inspector_is_opt_in_with_a_window() {
+        let p = Policy::parse("repositories: ['*']").unwrap();
+        assert!(!p.protect.inspector);
+        assert_eq!(p.protect.inspector_window.as_secs(), 30 * 24 * 3600);
+        let p = Policy::parse("repositories: ['*']\nprotect: {inspector: true, inspector_window: 14d}")
+            .unwrap();
+        assert!(p.protect.inspector && p.protect.ecs);
+        assert_eq!(p.protect.inspector_window.as_secs(), 14 * 24 * 3600);
+        let err = Policy::parse("repositories: ['*']\nprotect: {inspector: true, inspector_window: soon}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("protect.inspector_window"), "{err}");
     }
 
     #[test]
