@@ -12,6 +12,7 @@
 //! `AFTERPUSH_DEADLINE_MARGIN` early (see [`crate::deadline`]).
 
 use super::HandlerError;
+use crate::catalog::ecr::manifest_cache::{ManifestCache, S3ManifestStore, MANIFEST_PREFIX};
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::layout::LayoutCatalog;
 use crate::catalog::Catalog;
@@ -395,13 +396,17 @@ impl CacheJanitor {
             ),
             Repositories::Registry(_) => {
                 let sdk = aws_config().await;
-                (
-                    Box::new(
-                        EcrCatalog::from_sdk_config_and_env(&sdk)
-                            .map_err(HandlerError::non_retryable)?,
-                    ),
-                    Some(s3_client(&sdk)),
-                )
+                let s3 = s3_client(&sdk);
+                let mut catalog = EcrCatalog::from_sdk_config_and_env(&sdk)
+                    .map_err(HandlerError::non_retryable)?;
+                // Each manifest is read from ECR once and kept in the report bucket: a
+                // read counts as a pull, which `unused_for` rules must not see.
+                if let Some(bucket) = &settings.report_bucket {
+                    catalog = catalog.with_manifest_cache(ManifestCache::new(
+                        S3ManifestStore::new(s3.clone(), bucket, MANIFEST_PREFIX),
+                    ));
+                }
+                (Box::new(catalog), Some(s3))
             }
         };
         Ok(Self {
