@@ -61,7 +61,10 @@ async fn a_second_sweep_reads_no_manifest_from_ecr() {
             .collect::<Vec<_>>()
     };
     assert_eq!(images(&first), images(&second));
-    assert_eq!(images(&second), [("app".to_string(), 3), ("web".to_string(), 3)]);
+    assert_eq!(
+        images(&second),
+        [("app".to_string(), 3), ("web".to_string(), 3)]
+    );
 
     // Someone replaces a stored manifest: it is never used, but read again and restored.
     s3.put_object()

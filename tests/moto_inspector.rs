@@ -87,8 +87,15 @@ async fn list_coverage_and_account_status_answer_as_inspector_does() {
         Sha256Digest::of(b"c"),
     );
     let seen = Utc::now() - Duration::days(2);
-    set_coverage(&moto, &[("app", &a, 3, Some(seen)), ("app", &b, 0, None), ("web", &c, 1, None)])
-        .await;
+    set_coverage(
+        &moto,
+        &[
+            ("app", &a, 3, Some(seen)),
+            ("app", &b, 0, None),
+            ("web", &c, 1, None),
+        ],
+    )
+    .await;
     // Pages of two, filtered to one repository and to ECR images.
     let mut pages = 0;
     let mut resources = Vec::new();
@@ -122,7 +129,10 @@ async fn list_coverage_and_account_status_answer_as_inspector_does() {
     );
     assert_eq!(first.resource_type().as_str(), "AWS_ECR_CONTAINER_IMAGE");
     assert_eq!(first.account_id(), "123456789012");
-    assert_eq!(first.scan_status().unwrap().status_code().as_str(), "ACTIVE");
+    assert_eq!(
+        first.scan_status().unwrap().status_code().as_str(),
+        "ACTIVE"
+    );
     let image = first.resource_metadata().unwrap().ecr_image().unwrap();
     assert_eq!(image.tags(), ["v1"]);
     assert_eq!(image.in_use_count(), Some(3));
@@ -184,7 +194,11 @@ async fn the_janitor_keeps_what_inspector_saw_in_use_and_blocks_while_scanning_i
     // Inspector does not scan ECR here: the run deletes nothing.
     let report = sweep(&catalog, None, &policy, &options).await.unwrap();
     let blocked = report.blocked.as_ref().expect("blocked");
-    assert!(blocked.reason.contains("ECR scanning is DISABLED"), "{}", blocked.reason);
+    assert!(
+        blocked.reason.contains("ECR scanning is DISABLED"),
+        "{}",
+        blocked.reason
+    );
     assert_eq!(report.deleted, 0);
     assert_eq!(support::ecr_image_digests(&ecr, "app").await.len(), 3);
 
@@ -206,12 +220,17 @@ async fn the_janitor_keeps_what_inspector_saw_in_use_and_blocks_while_scanning_i
     assert_eq!(deleted, [stale]);
     let kept = |d: &Sha256Digest| repo.keeps.iter().find(|k| &k.digest == d).unwrap();
     assert!(
-        kept(running).in_use[0].starts_with("inspector: in use by 2 ECS tasks or EKS pods, last in use "),
+        kept(running).in_use[0]
+            .starts_with("inspector: in use by 2 ECS tasks or EKS pods, last in use "),
         "{:?}",
         kept(running).in_use
     );
     assert!(kept(running).overridden && kept(recent).overridden);
-    assert!(kept(recent).in_use[0].contains("in use by 0"), "{:?}", kept(recent).in_use);
+    assert!(
+        kept(recent).in_use[0].contains("in use by 0"),
+        "{:?}",
+        kept(recent).in_use
+    );
     let left = support::ecr_image_digests(&ecr, "app").await;
     assert_eq!(left.len(), 2);
 }

@@ -226,8 +226,8 @@ impl<A: InspectorApi> InUseSource for InspectorInUse<A> {
                 self.api.list_ecr_coverage(token)
             })
             .await?;
-        let window = chrono::Duration::from_std(protect.inspector_window)
-            .unwrap_or(chrono::Duration::MAX);
+        let window =
+            chrono::Duration::from_std(protect.inspector_window).unwrap_or(chrono::Duration::MAX);
         let since = (self.now)()
             .checked_sub_signed(window)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
@@ -408,10 +408,7 @@ mod tests {
         );
         // Four one-resource pages and the status call.
         assert_eq!(
-            source
-                .api
-                .calls
-                .load(std::sync::atomic::Ordering::Relaxed),
+            source.api.calls.load(std::sync::atomic::Ordering::Relaxed),
             5
         );
         // A shorter window lets the recent one go.
@@ -425,12 +422,13 @@ mod tests {
     #[tokio::test]
     async fn off_by_default_and_calls_nothing() {
         let source = InspectorInUse::new(MemoryInspector::default());
-        assert!(source.collect(&Protect::default()).await.unwrap().is_empty());
+        assert!(source
+            .collect(&Protect::default())
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(
-            source
-                .api
-                .calls
-                .load(std::sync::atomic::Ordering::Relaxed),
+            source.api.calls.load(std::sync::atomic::Ordering::Relaxed),
             0
         );
     }
@@ -448,10 +446,7 @@ mod tests {
                 covered: vec![image("app", "running", 1, None)],
                 ..Default::default()
             };
-            let err = InspectorInUse::new(api)
-                .collect(&on())
-                .await
-                .unwrap_err();
+            let err = InspectorInUse::new(api).collect(&on()).await.unwrap_err();
             assert!(err.to_string().contains(expected), "{err}");
             assert!(!err.retryable);
         }

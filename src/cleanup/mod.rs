@@ -672,14 +672,13 @@ impl JanitorSettings {
         let mut policy = policy;
         if let Some(v) = get(crate::settings::INSPECTOR_IN_USE).filter(|v| !v.trim().is_empty()) {
             // On here, or in the policy: either turns the Inspector source on.
-            policy.protect.inspector |= crate::settings::parse_bool(
-                crate::settings::INSPECTOR_IN_USE,
-                &v,
-            )
-            .map_err(|e| JanitorError::Settings {
-                var: crate::settings::INSPECTOR_IN_USE,
-                message: format!("{v:?}: {}", e.problem),
-            })?;
+            policy.protect.inspector |=
+                crate::settings::parse_bool(crate::settings::INSPECTOR_IN_USE, &v).map_err(
+                    |e| JanitorError::Settings {
+                        var: crate::settings::INSPECTOR_IN_USE,
+                        message: format!("{v:?}: {}", e.problem),
+                    },
+                )?;
         }
         let dry_run = match get("DRY_RUN").filter(|v| !v.trim().is_empty()) {
             None => true,

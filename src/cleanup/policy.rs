@@ -715,13 +715,16 @@ mod tests {
         let p = Policy::parse("repositories: ['*']").unwrap();
         assert!(!p.protect.inspector);
         assert_eq!(p.protect.inspector_window.as_secs(), 30 * 24 * 3600);
-        let p = Policy::parse("repositories: ['*']\nprotect: {inspector: true, inspector_window: 14d}")
-            .unwrap();
+        let p =
+            Policy::parse("repositories: ['*']\nprotect: {inspector: true, inspector_window: 14d}")
+                .unwrap();
         assert!(p.protect.inspector && p.protect.ecs);
         assert_eq!(p.protect.inspector_window.as_secs(), 14 * 24 * 3600);
-        let err = Policy::parse("repositories: ['*']\nprotect: {inspector: true, inspector_window: soon}")
-            .unwrap_err()
-            .to_string();
+        let err = Policy::parse(
+            "repositories: ['*']\nprotect: {inspector: true, inspector_window: soon}",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("protect.inspector_window"), "{err}");
     }
 

@@ -96,7 +96,10 @@ impl ManifestCache {
                         media_type,
                     })
                 } else {
-                    tracing::warn!(digest, "stored manifest does not match its digest; read again");
+                    tracing::warn!(
+                        digest,
+                        "stored manifest does not match its digest; read again"
+                    );
                     None
                 }
             }
@@ -306,6 +309,10 @@ mod tests {
         assert_eq!(gets(), 3, "the forged one is read from ECR");
         assert_eq!(first, third);
         let stored = store.objects.lock().unwrap()[&victim].0.clone();
-        assert_eq!(Sha256Digest::of(&stored).to_string(), victim, "and stored again");
+        assert_eq!(
+            Sha256Digest::of(&stored).to_string(),
+            victim,
+            "and stored again"
+        );
     }
 }
