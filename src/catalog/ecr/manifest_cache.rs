@@ -23,6 +23,9 @@ pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Lookups made at once.
 const CONCURRENT_LOOKUPS: usize = 16;
 
+/// A stored manifest: its bytes and media type.
+pub type StoredManifest = (Vec<u8>, Option<String>);
+
 /// A failed store call (logged; the manifest is then read from ECR).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("manifest store: {0}")]
@@ -35,7 +38,7 @@ pub trait ManifestStore: Send + Sync {
     async fn get(
         &self,
         digest: &Sha256Digest,
-    ) -> Result<Option<(Vec<u8>, Option<String>)>, ManifestStoreError>;
+    ) -> Result<Option<StoredManifest>, ManifestStoreError>;
     /// Stores `bytes` (of `media_type`) under `digest`.
     async fn put(
         &self,
@@ -160,7 +163,7 @@ impl ManifestStore for S3ManifestStore {
     async fn get(
         &self,
         digest: &Sha256Digest,
-    ) -> Result<Option<(Vec<u8>, Option<String>)>, ManifestStoreError> {
+    ) -> Result<Option<StoredManifest>, ManifestStoreError> {
         let key = self.key(digest);
         let out = match self
             .client
@@ -229,7 +232,7 @@ impl ManifestStore for S3ManifestStore {
 #[derive(Default)]
 pub struct MemoryManifestStore {
     /// Stored manifests by digest (`sha256:<hex>`): bytes and media type.
-    pub objects: std::sync::Mutex<HashMap<String, (Vec<u8>, Option<String>)>>,
+    pub objects: std::sync::Mutex<HashMap<String, StoredManifest>>,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -238,7 +241,7 @@ impl ManifestStore for std::sync::Arc<MemoryManifestStore> {
     async fn get(
         &self,
         digest: &Sha256Digest,
-    ) -> Result<Option<(Vec<u8>, Option<String>)>, ManifestStoreError> {
+    ) -> Result<Option<StoredManifest>, ManifestStoreError> {
         Ok(self
             .objects
             .lock()
