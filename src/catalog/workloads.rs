@@ -31,7 +31,17 @@ pub struct Protect {
     /// Images Amazon Inspector saw in use by ECS tasks or EKS pods (opt-in).
     pub inspector: bool,
     /// How far back an image Inspector saw in use stays protected.
+    #[serde(serialize_with = "as_policy_duration")]
     pub inspector_window: std::time::Duration,
+}
+
+/// A window as policies write it (`30d`).
+fn as_policy_duration<S: serde::Serializer>(
+    d: &std::time::Duration,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let d = chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX);
+    s.serialize_str(&crate::format::duration(d))
 }
 
 impl Default for Protect {

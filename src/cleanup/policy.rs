@@ -720,6 +720,8 @@ mod tests {
                 .unwrap();
         assert!(p.protect.inspector && p.protect.ecs);
         assert_eq!(p.protect.inspector_window.as_secs(), 14 * 24 * 3600);
+        let shown = serde_json::to_value(&p.protect).unwrap();
+        assert_eq!(shown["inspector_window"], "14d");
         let err = Policy::parse(
             "repositories: ['*']\nprotect: {inspector: true, inspector_window: soon}",
         )
