@@ -34,15 +34,27 @@ pub struct CoveredImage {
     pub last_in_use_at: Option<DateTime<Utc>>,
 }
 
+/// The caller's account as BatchGetAccountStatus reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountScanStatus {
+    /// The caller's account id.
+    pub account: String,
+    /// `resourceState.ecr.status` (`ENABLED`, `DISABLED`, ...).
+    pub ecr: Option<String>,
+}
+
 /// The two Inspector calls the source makes.
 #[async_trait::async_trait]
 pub trait InspectorApi: Send + Sync {
-    /// BatchGetAccountStatus for the caller's account: the status of its ECR scanning
-    /// (`resourceState.ecr.status`), `None` when the answer names no account.
-    async fn ecr_scan_status(&self) -> Result<Option<String>, InUseError>;
-    /// ListCoverage of ECR images: one page and the next token.
+    /// BatchGetAccountStatus for the caller's account; `None` when the answer names no
+    /// account.
+    async fn account_status(&self) -> Result<Option<AccountScanStatus>, InUseError>;
+    /// ListCoverage of the ECR images of `account` (a delegated administrator sees the
+    /// organisation's; the janitor cleans only its own registry): one page and the next
+    /// token.
     async fn list_ecr_coverage(
         &self,
+        account: &str,
         next_token: Option<String>,
     ) -> Result<(Vec<CoveredImage>, Option<String>), InUseError>;
 }
@@ -90,7 +102,7 @@ fn covered_image(r: &CoveredResource) -> CoveredImage {
 
 #[async_trait::async_trait]
 impl InspectorApi for SdkInspector {
-    async fn ecr_scan_status(&self) -> Result<Option<String>, InUseError> {
+    async fn account_status(&self) -> Result<Option<AccountScanStatus>, InUseError> {
         let out = self
             .client
             .batch_get_account_status()
@@ -110,28 +122,32 @@ impl InspectorApi for SdkInspector {
                 retryable: false,
             });
         }
-        Ok(out
-            .accounts()
-            .first()
-            .and_then(|a| a.resource_state())
-            .and_then(|s| s.ecr())
-            .map(|s| s.status().as_str().to_string()))
+        Ok(out.accounts().first().map(|a| AccountScanStatus {
+            account: a.account_id().to_string(),
+            ecr: a
+                .resource_state()
+                .and_then(|s| s.ecr())
+                .map(|s| s.status().as_str().to_string()),
+        }))
     }
 
     async fn list_ecr_coverage(
         &self,
+        account: &str,
         next_token: Option<String>,
     ) -> Result<(Vec<CoveredImage>, Option<String>), InUseError> {
-        let ecr_images = CoverageStringFilter::builder()
-            .comparison(CoverageStringComparison::Equals)
-            .value("AWS_ECR_CONTAINER_IMAGE")
-            .build()
-            .map_err(|e| InUseError {
-                service: "Inspector",
-                operation: "ListCoverage",
-                message: e.to_string(),
-                retryable: false,
-            })?;
+        let equals = |value: &str| {
+            CoverageStringFilter::builder()
+                .comparison(CoverageStringComparison::Equals)
+                .value(value)
+                .build()
+                .map_err(|e| InUseError {
+                    service: "Inspector",
+                    operation: "ListCoverage",
+                    message: e.to_string(),
+                    retryable: false,
+                })
+        };
         let out = self
             .client
             .list_coverage()
@@ -139,7 +155,8 @@ impl InspectorApi for SdkInspector {
             .set_next_token(next_token)
             .filter_criteria(
                 CoverageFilterCriteria::builder()
-                    .resource_type(ecr_images)
+                    .resource_type(equals("AWS_ECR_CONTAINER_IMAGE")?)
+                    .account_id(equals(account)?)
                     .build(),
             )
             .send()
@@ -207,23 +224,28 @@ impl<A: InspectorApi> InUseSource for InspectorInUse<A> {
         if !protect.inspector {
             return Ok(Vec::new());
         }
-        let status = self.api.ecr_scan_status().await?;
-        if status.as_deref() != Some("ENABLED") {
+        let status = self.api.account_status().await?;
+        let ecr = status.as_ref().and_then(|s| s.ecr.as_deref());
+        let Some(account) = status
+            .as_ref()
+            .map(|s| s.account.as_str())
+            .filter(|_| ecr == Some("ENABLED"))
+        else {
             return Err(InUseError {
                 service: "Inspector",
                 operation: "BatchGetAccountStatus",
                 message: format!(
                     "ECR scanning is {} in this account, so Inspector cannot tell which images \
                      are in use; enable it, or turn protect.inspector off",
-                    status.as_deref().unwrap_or("not reported")
+                    ecr.unwrap_or("not reported")
                 ),
                 retryable: false,
             });
-        }
+        };
         let covered = self
             .paging
             .all("Inspector", "ListCoverage", |token| {
-                self.api.list_ecr_coverage(token)
+                self.api.list_ecr_coverage(account, token)
             })
             .await?;
         let window =
@@ -237,7 +259,9 @@ impl<A: InspectorApi> InUseSource for InspectorInUse<A> {
             if c.in_use_count <= 0 && !recent {
                 continue;
             }
-            let Some(image) = ecr_image_of_resource(&c.resource_id) else {
+            let Some(image) =
+                ecr_image_of_resource(&c.resource_id).filter(|i| i.account == account)
+            else {
                 continue;
             };
             let last = c
@@ -274,7 +298,8 @@ impl<A: InUseSource, B: InUseSource> InUseSource for BothSources<A, B> {
 #[cfg(any(test, feature = "test-util"))]
 #[derive(Default)]
 pub struct MemoryInspector {
-    /// `resourceState.ecr.status` (`None`: the account is not in the answer).
+    /// `resourceState.ecr.status` of account 123456789012 (`None`: the account is not
+    /// in the answer).
     pub ecr_status: Option<String>,
     /// Refuse every call as access denied.
     pub denied: bool,
@@ -306,12 +331,16 @@ impl MemoryInspector {
 #[cfg(any(test, feature = "test-util"))]
 #[async_trait::async_trait]
 impl InspectorApi for MemoryInspector {
-    async fn ecr_scan_status(&self) -> Result<Option<String>, InUseError> {
+    async fn account_status(&self) -> Result<Option<AccountScanStatus>, InUseError> {
         self.call("BatchGetAccountStatus")?;
-        Ok(self.ecr_status.clone())
+        Ok(self.ecr_status.as_ref().map(|s| AccountScanStatus {
+            account: "123456789012".into(),
+            ecr: Some(s.clone()),
+        }))
     }
     async fn list_ecr_coverage(
         &self,
+        _account: &str,
         next_token: Option<String>,
     ) -> Result<(Vec<CoveredImage>, Option<String>), InUseError> {
         self.call("ListCoverage")?;
@@ -388,6 +417,13 @@ mod tests {
                 image("app", "recent", 0, Some("2026-11-10T00:00:00Z")),
                 image("app", "old", 0, Some("2026-10-01T00:00:00Z")),
                 image("app", "never", 0, None),
+                // Another account's image (a delegated administrator sees them all).
+                CoveredImage {
+                    resource_id: resource("app", "elsewhere")
+                        .replace("123456789012", "210987654321"),
+                    in_use_count: 5,
+                    last_in_use_at: None,
+                },
             ],
             page_size: 1,
             ..Default::default()
@@ -406,10 +442,10 @@ mod tests {
             refs[0].user,
             "inspector: in use by 3 ECS tasks or EKS pods, last in use 2026-11-30T12:00:00+00:00"
         );
-        // Four one-resource pages and the status call.
+        // Five one-resource pages and the status call.
         assert_eq!(
             source.api.calls.load(std::sync::atomic::Ordering::Relaxed),
-            5
+            6
         );
         // A shorter window lets the recent one go.
         let short = Protect {
