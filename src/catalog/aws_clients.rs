@@ -121,6 +121,16 @@ impl ClientSettings {
         )
     }
 
+    /// An Inspector client.
+    pub fn inspector(&self, sdk: &SdkConfig) -> aws_sdk_inspector2::Client {
+        aws_sdk_inspector2::Client::from_conf(
+            aws_sdk_inspector2::config::Builder::from(sdk)
+                .retry_config(self.retry_config())
+                .timeout_config(self.timeout_config())
+                .build(),
+        )
+    }
+
     /// A Lambda client.
     pub fn lambda(&self, sdk: &SdkConfig) -> aws_sdk_lambda::Client {
         aws_sdk_lambda::Client::from_conf(

@@ -10,6 +10,7 @@ pub mod aws_clients;
 pub mod aws_error;
 pub mod ecr;
 pub mod ecs;
+pub mod inspector;
 pub mod lambda;
 pub mod layout;
 // Test doubles: for the crate's unit tests and, with `test-util`, the integration tests

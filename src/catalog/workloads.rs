@@ -28,6 +28,20 @@ pub struct Protect {
     pub lambda: bool,
     /// The latest N ACTIVE revisions of each task-definition family.
     pub task_definition_revisions: usize,
+    /// Images Amazon Inspector saw in use by ECS tasks or EKS pods (opt-in).
+    pub inspector: bool,
+    /// How far back an image Inspector saw in use stays protected.
+    #[serde(serialize_with = "as_policy_duration")]
+    pub inspector_window: std::time::Duration,
+}
+
+/// A window as policies write it (`30d`).
+fn as_policy_duration<S: serde::Serializer>(
+    d: &std::time::Duration,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let d = chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX);
+    s.serialize_str(&crate::format::duration(d))
 }
 
 impl Default for Protect {
@@ -36,14 +50,16 @@ impl Default for Protect {
             ecs: true,
             lambda: true,
             task_definition_revisions: DEFAULT_TASK_DEFINITION_REVISIONS,
+            inspector: false,
+            inspector_window: crate::catalog::inspector::DEFAULT_INSPECTOR_WINDOW,
         }
     }
 }
 
 impl Protect {
-    /// True when ECS or Lambda protects its images, i.e. the images in use must be listed.
+    /// True when ECS, Lambda or Inspector protects images, i.e. the images in use must be listed.
     pub fn any(&self) -> bool {
-        self.ecs || self.lambda
+        self.ecs || self.lambda || self.inspector
     }
 }
 

@@ -8,6 +8,7 @@ use super::handlers::{
 use super::outputs::{FunctionName, JanitorOutput};
 use super::serve::Function;
 use super::{HandlerError, Invocation, Repositories};
+use crate::catalog::ecr::manifest_cache::{ManifestCache, S3ManifestStore, MANIFEST_PREFIX};
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::layout::LayoutCatalog;
 use crate::catalog::{ApiErrorKind, Catalog};
@@ -58,13 +59,17 @@ impl CacheJanitor {
             ),
             Repositories::Registry(_) => {
                 let sdk = aws_config().await;
-                (
-                    Box::new(
-                        EcrCatalog::from_sdk_config_and_env(&sdk)
-                            .map_err(HandlerError::non_retryable)?,
-                    ),
-                    Some(s3_client(&sdk)),
-                )
+                let s3 = s3_client(&sdk);
+                let mut catalog = EcrCatalog::from_sdk_config_and_env(&sdk)
+                    .map_err(HandlerError::non_retryable)?;
+                // Each manifest is read from ECR once and kept in the report bucket: a
+                // read counts as a pull, which `unused_for` rules must not see.
+                if let Some(bucket) = &settings.report_bucket {
+                    catalog = catalog.with_manifest_cache(ManifestCache::new(
+                        S3ManifestStore::new(s3.clone(), bucket, MANIFEST_PREFIX),
+                    ));
+                }
+                (Box::new(catalog), Some(s3))
             }
         };
         Ok(Self {
@@ -187,6 +192,17 @@ impl JanitorSettings {
                 })
             }
         };
+        let mut policy = policy;
+        if let Some(v) = get(crate::settings::INSPECTOR_IN_USE).filter(|v| !v.trim().is_empty()) {
+            // On here, or in the policy: either turns the Inspector source on.
+            policy.protect.inspector |=
+                crate::settings::parse_bool(crate::settings::INSPECTOR_IN_USE, &v).map_err(
+                    |e| JanitorError::Settings {
+                        var: crate::settings::INSPECTOR_IN_USE,
+                        message: format!("{v:?}: {}", e.problem),
+                    },
+                )?;
+        }
         let dry_run = match get("DRY_RUN").filter(|v| !v.trim().is_empty()) {
             None => true,
             Some(v) => {
@@ -339,6 +355,13 @@ mod tests {
         .unwrap();
         assert!(!s.dry_run);
         assert_eq!(s.report_bucket.as_deref(), Some("r"));
+        assert!(!s.policy.protect.inspector);
+        let s = settings(&[("CLEANUP_POLICY", POLICY), ("INSPECTOR_IN_USE", "true")]).unwrap();
+        assert!(s.policy.protect.inspector);
+        let err = settings(&[("CLEANUP_POLICY", POLICY), ("INSPECTOR_IN_USE", "sure")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("setting INSPECTOR_IN_USE"), "{err}");
         for (vars, expected) in [
             (
                 vec![],

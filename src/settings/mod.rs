@@ -143,6 +143,10 @@ pub const CONSUMER_ACCOUNTS: &str = "CONSUMER_ACCOUNTS";
 /// The name of the read-only role the janitor assumes in each consumer account (janitor).
 pub const IN_USE_READER_ROLE: &str = "IN_USE_READER_ROLE";
 
+/// `true`: images Amazon Inspector saw in use (ECS tasks, EKS pods) are kept, as the
+/// policy's `protect.inspector` does (janitor).
+pub const INSPECTOR_IN_USE: &str = "INSPECTOR_IN_USE";
+
 /// The tag suffix AWS's SOCI Index Builder uses, and our default.
 pub const DEFAULT_SOCI_TAG_SUFFIX: &str = "-soci";
 
@@ -269,6 +273,12 @@ pub const SETTINGS: &[Setting] = &[
         name: IN_USE_READER_ROLE,
         default: "afterpush-in-use-reader",
         kind: Kind::Text,
+        functions: &[J],
+    },
+    Setting {
+        name: INSPECTOR_IN_USE,
+        default: "false",
+        kind: Kind::Bool,
         functions: &[J],
     },
 ];

@@ -37,6 +37,22 @@
    as expiring on 2015-01-01, so a client that caches tokens until shortly before
    `expiresAt` (as it should) can never reuse one. Real ECR tokens are valid for 12
    hours from issue; the launcher reports that. Asserted by tests/moto_digest.rs.
+8. Inspector coverage. moto has no ListCoverage. The launcher serves it as the
+   Inspector API reference describes it: `POST /coverage/list` with `filterCriteria`
+   (`resourceType`, `accountId`, `ecrRepositoryName`; EQUALS or NOT_EQUALS; any other
+   criterion is refused rather than ignored), `maxResults` (1 to 200) and `nextToken`,
+   answering `coveredResources[]` with `resourceId`
+   (`arn:aws:ecr:<region>:<account>:repository/<name>/<digest>`), `resourceType`
+   `AWS_ECR_CONTAINER_IMAGE`, `accountId`, `scanType`, `scanStatus` and
+   `resourceMetadata.ecrRepository` / `.ecrImage` (`tags`, `inUseCount`, `lastInUseAt`,
+   `imagePulledAt`). The coverage is seeded through one test endpoint,
+   `POST /moto-api/afterpush/inspector-coverage` with `{"accountId", "region",
+   "images": [{"repositoryName", "imageDigest", "imageTags", "inUseCount",
+   "lastInUseAt"}]}` (times in epoch seconds), which replaces the account's coverage.
+9. Inspector account status. moto's BatchGetAccountStatus fails without `accountIds`
+   and leaves out an account that never enabled Inspector; real Inspector answers for
+   the caller's account, with every resource type `DISABLED` until enabled.
+   Corrections 8 and 9 are asserted by tests/moto_inspector.rs.
 """
 import copy
 import datetime
@@ -211,6 +227,96 @@ def _get_authorization_token_valid_12h(self):
 
 
 ecr_responses.ECRResponse.get_authorization_token = _get_authorization_token_valid_12h
+
+from moto.inspector2 import models as inspector_models  # noqa: E402
+from moto.inspector2 import responses as inspector_responses  # noqa: E402
+from moto.inspector2 import urls as inspector_urls  # noqa: E402
+
+from moto.core.exceptions import JsonRESTError  # noqa: E402
+
+
+class CoverageValidation(JsonRESTError):
+    code = 400
+
+    def __init__(self, message):
+        super().__init__("ValidationException", message)
+
+
+# (account, region) -> coveredResources, as ListCoverage answers them.
+INSPECTOR_COVERAGE = {}
+COVERAGE_FILTERS = {
+    "resourceType": lambda r: r["resourceType"],
+    "accountId": lambda r: r["accountId"],
+    "ecrRepositoryName": lambda r: r["resourceMetadata"]["ecrRepository"]["name"],
+}
+
+
+def afterpush_set_inspector_coverage(request, full_url, headers):
+    body = json.loads(request.get_data() or b"{}")
+    account = body.get("accountId", "123456789012")
+    region = body.get("region", "us-east-1")
+    resources = []
+    for image in body.get("images", []):
+        repo = image["repositoryName"]
+        ecr_image = {"tags": image.get("imageTags", []), "inUseCount": image.get("inUseCount", 0)}
+        if image.get("lastInUseAt") is not None:
+            ecr_image["lastInUseAt"] = image["lastInUseAt"]
+        if image.get("imagePulledAt") is not None:
+            ecr_image["imagePulledAt"] = image["imagePulledAt"]
+        resources.append({
+            "resourceId": f"arn:aws:ecr:{region}:{account}:repository/{repo}/{image['imageDigest']}",
+            "resourceType": "AWS_ECR_CONTAINER_IMAGE",
+            "accountId": account,
+            "scanType": "PACKAGE",
+            "scanStatus": {"statusCode": "ACTIVE", "reason": "SUCCESSFUL"},
+            "resourceMetadata": {
+                "ecrRepository": {"name": repo, "scanFrequency": "CONTINUOUS_SCAN"},
+                "ecrImage": ecr_image,
+            },
+        })
+    INSPECTOR_COVERAGE[(account, region)] = resources
+    return 200, {}, ""
+
+
+def _list_coverage(self):
+    params = json.loads(self.body or "{}")
+    resources = INSPECTOR_COVERAGE.get((self.current_account, self.region), [])
+    for name, filters in (params.get("filterCriteria") or {}).items():
+        if name not in COVERAGE_FILTERS:
+            raise CoverageValidation(f"filterCriteria.{name} is not modelled by the afterpush launcher")
+        field = COVERAGE_FILTERS[name]
+        for f in filters:
+            if f.get("comparison") == "EQUALS":
+                resources = [r for r in resources if field(r) == f["value"]]
+            elif f.get("comparison") == "NOT_EQUALS":
+                resources = [r for r in resources if field(r) != f["value"]]
+            else:
+                raise CoverageValidation(f"filterCriteria.{name}: comparison {f.get('comparison')!r}")
+    max_results = int(params.get("maxResults") or 100)
+    if not 1 <= max_results <= 200:
+        raise CoverageValidation("maxResults must be between 1 and 200")
+    token = params.get("nextToken")
+    if token is not None and not token.isdigit():
+        raise CoverageValidation("invalid nextToken")
+    start = int(token or 0)
+    end = start + max_results
+    answer = {"coveredResources": resources[start:end]}
+    if end < len(resources):
+        answer["nextToken"] = str(end)
+    return json.dumps(answer)
+
+
+def _batch_get_account_status(self, account_ids):
+    return [
+        (self.account_status.get(a) or inspector_models.AccountStatus(a)).to_batch_json()
+        for a in (account_ids or [self.account_id])
+    ]
+
+
+inspector_responses.Inspector2Response.list_coverage = _list_coverage
+inspector_models.Inspector2Backend.batch_get_account_status = _batch_get_account_status
+inspector_urls.url_paths["{0}/coverage/list$"] = inspector_responses.Inspector2Response.dispatch
+moto_api_urls.url_paths["{0}/moto-api/afterpush/inspector-coverage"] = afterpush_set_inspector_coverage
 
 from moto.server import main  # noqa: E402
 

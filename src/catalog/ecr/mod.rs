@@ -11,6 +11,7 @@
 // for the integration tests and benchmarks; never in the product.
 #[cfg(any(test, feature = "test-util"))]
 mod fakes;
+pub mod manifest_cache;
 mod sdk;
 
 #[cfg(any(test, feature = "test-util"))]
@@ -123,6 +124,8 @@ pub struct EcrCatalog<A = SdkEcr> {
     paging: Paging,
     /// The workloads of the same account and region (ECS, Lambda).
     in_use: Option<Box<dyn InUseSource>>,
+    /// Manifests already read (each is read from ECR once: a read counts as a pull).
+    manifests: Option<manifest_cache::ManifestCache>,
 }
 
 impl<A: EcrApi> EcrCatalog<A> {
@@ -132,7 +135,13 @@ impl<A: EcrApi> EcrCatalog<A> {
             api,
             paging: Paging::default(),
             in_use: None,
+            manifests: None,
         }
+    }
+    /// The same catalog, reading each manifest from ECR once and then from `cache`.
+    pub fn with_manifest_cache(mut self, cache: manifest_cache::ManifestCache) -> Self {
+        self.manifests = Some(cache);
+        self
     }
     /// The same catalog, its listings under `paging`.
     pub fn with_paging(mut self, paging: Paging) -> Self {
@@ -339,6 +348,10 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
             .map(|d| d.digest.clone())
             .collect();
         let mut manifests = HashMap::new();
+        let wanted = match &self.manifests {
+            Some(cache) => cache.lookup(wanted, &mut manifests).await,
+            None => wanted,
+        };
         for batch in wanted.chunks(GET_BATCH) {
             let (found, failed) = self
                 .paging
@@ -365,6 +378,9 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
                 gone.push(f.digest);
             }
             for m in found {
+                if let Some(cache) = &self.manifests {
+                    cache.remember(&m).await;
+                }
                 manifests.insert(m.digest.clone(), m);
             }
             // A manifest asked for and neither returned nor reported as failed: its kind

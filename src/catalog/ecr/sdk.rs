@@ -5,6 +5,7 @@ use super::{EcrApi, EcrApiError, EcrCatalog, FetchedManifest, ImageDetail, Image
 use crate::catalog::aws_clients::{ClientSettings, ClientSettingsError};
 use crate::catalog::aws_error::SdkFailure;
 use crate::catalog::ecs::SdkEcs;
+use crate::catalog::inspector::{BothSources, InspectorInUse, SdkInspector};
 use crate::catalog::lambda::SdkLambda;
 use crate::catalog::paginate::Paging;
 use crate::catalog::workloads::Workloads;
@@ -232,12 +233,15 @@ impl EcrCatalog<SdkEcr> {
         let paging = Paging::default();
         Self::new(SdkEcr::from_sdk_config(config, settings))
             .with_paging(paging.clone())
-            .with_in_use(
+            .with_in_use(BothSources(
                 Workloads::new(
                     SdkEcs::from_sdk_config(config, settings),
                     SdkLambda::from_sdk_config(config, settings),
                 )
-                .with_paging(paging),
-            )
+                .with_paging(paging.clone()),
+                // Lists nothing unless the policy turns `protect.inspector` on.
+                InspectorInUse::new(SdkInspector::from_sdk_config(config, settings))
+                    .with_paging(paging),
+            ))
     }
 }

@@ -110,6 +110,10 @@ struct RawProtect {
     lambda: Option<bool>,
     #[serde(default)]
     task_definition_revisions: Option<usize>,
+    #[serde(default)]
+    inspector: Option<bool>,
+    #[serde(default)]
+    inspector_window: Option<RawDuration>,
 }
 
 /// An ECR lifecycle policy for some repositories, inside an afterpush policy.
@@ -667,6 +671,13 @@ impl Policy {
                 task_definition_revisions: p
                     .task_definition_revisions
                     .unwrap_or(super::in_use::DEFAULT_TASK_DEFINITION_REVISIONS),
+                inspector: p.inspector.unwrap_or(false),
+                inspector_window: match &p.inspector_window {
+                    Some(w) => parse_duration("protect.inspector_window", w)?
+                        .to_std()
+                        .map_err(|_| invalid("protect.inspector_window", "must not be negative"))?,
+                    None => crate::catalog::inspector::DEFAULT_INSPECTOR_WINDOW,
+                },
             },
         };
         Ok(Policy {

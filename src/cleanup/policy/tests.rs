@@ -362,3 +362,21 @@ fn an_infinite_count_is_named_not_missing() {
     .to_string();
     assert!(!err.contains("missing") && err.contains("inf"), "{err}");
 }
+
+#[test]
+fn inspector_is_opt_in_with_a_window() {
+    let p = Policy::parse("repositories: ['*']").unwrap();
+    assert!(!p.protect.inspector);
+    assert_eq!(p.protect.inspector_window.as_secs(), 30 * 24 * 3600);
+    let p = Policy::parse("repositories: ['*']\nprotect: {inspector: true, inspector_window: 14d}")
+        .unwrap();
+    assert!(p.protect.inspector && p.protect.ecs);
+    assert_eq!(p.protect.inspector_window.as_secs(), 14 * 24 * 3600);
+    let shown = serde_json::to_value(&p.protect).unwrap();
+    assert_eq!(shown["inspector_window"], "14d");
+    let err =
+        Policy::parse("repositories: ['*']\nprotect: {inspector: true, inspector_window: soon}")
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("protect.inspector_window"), "{err}");
+}
