@@ -3,7 +3,7 @@
 //! OCI distribution API, and the written index read back (and by skopeo, an independent
 //! client).
 
-mod support;
+use crate::support;
 
 use afterpush::oci::{annotation, media, ManifestSummary, Sha256Digest};
 use afterpush::registry::distribution::settings::RegistrySettings;

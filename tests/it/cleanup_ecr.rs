@@ -6,7 +6,7 @@
 //! moto cannot set push times: ages are tested by planning at a later `now` (the CLI's
 //! `--as-of`); `lastRecordedPullTime` rules are covered by the planner's unit tests.
 
-mod support;
+use crate::support;
 
 use afterpush::catalog::ecr::{EcrCatalog, SdkEcr};
 use afterpush::catalog::{ApiErrorKind, Catalog, CatalogError};

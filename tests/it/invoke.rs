@@ -9,7 +9,7 @@
 //! asserts the outcome each must reach, and that skips and dry runs changed nothing.
 //! An event file without a case fails the test.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::Sha256Digest;
 use afterpush::registry::Repository;

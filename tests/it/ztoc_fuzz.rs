@@ -4,7 +4,7 @@
 //! fine; a panic (or an infinite loop) fails the test. Reproduce a run with
 //! `ZTOC_FUZZ_SEED=<seed printed below> cargo test --test ztoc_fuzz -- --nocapture`.
 
-mod ztoc_util;
+use crate::ztoc_util;
 
 use afterpush::ztoc::{self, Ztoc};
 use rand::{Rng, RngCore, SeedableRng};

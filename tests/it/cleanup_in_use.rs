@@ -5,7 +5,7 @@
 //! an old version, and a reference to another account's registry; then a listing
 //! failure, which deletes nothing; then pushes that set off a rule, cleaned at once.
 
-mod support;
+use crate::support;
 
 use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::cleanup::policy::Policy;

@@ -15,7 +15,7 @@
 //! The page has used `tagPrefixList` (2023) and `tagPatternList` (now) in the same
 //! examples with the same outcomes; both versions are run.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::{media, Sha256Digest};
 use chrono::{DateTime, Duration, DurationRound, Utc};

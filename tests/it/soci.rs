@@ -3,7 +3,7 @@
 //! structurally (index, rewritten manifests, annotations, tags) and functionally (every
 //! zTOC restores its layer's files). zTOC reuse is checked against moto's S3.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::gojson::{GoIndex, GoManifest};
 use afterpush::oci::{annotation, media, Sha256Digest};

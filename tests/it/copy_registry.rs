@@ -3,7 +3,7 @@
 //! layout -> registry (Debian's docker-registry) -> oci-archive -> layout, and every
 //! manifest and blob arrives byte-identical (same digests, same bytes).
 
-mod support;
+use crate::support;
 
 use afterpush::oci::ManifestSummary;
 use afterpush::registry::copy::{copy_image, CopyOptions};

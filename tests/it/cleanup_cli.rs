@@ -1,7 +1,7 @@
 //! `afterpush cleanup plan|apply` end to end against moto (AWS_ENDPOINT_URL), the way a
 //! user runs it: a policy file, `--as-of` to see what a later run will delete.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::{media, Sha256Digest};
 use std::collections::BTreeSet;
