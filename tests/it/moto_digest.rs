@@ -127,7 +127,7 @@ async fn moto_ecr_accepts_the_lifecycle_policies_ecr_accepts() {
 #[tokio::test]
 async fn moto_ecr_authorization_tokens_expire_twelve_hours_after_issue() {
     use std::time::{Duration, SystemTime};
-    let moto = support::TestMoto::start();
+    let moto = support::TestMoto::shared();
     let before = SystemTime::now();
     let out = moto
         .ecr()

@@ -10,6 +10,7 @@ pub mod invoke_stack;
 pub mod moto_setup;
 pub mod peak_rss;
 pub mod servers;
+pub mod shared;
 pub mod token_server;
 
 pub use moto_setup::*;
