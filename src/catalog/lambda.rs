@@ -113,7 +113,13 @@ pub async fn images_in_use<A: LambdaApi + ?Sized>(
             let Some(uri) = code.resolved_image_uri.or(code.image_uri) else {
                 continue;
             };
-            let Some(image) = own_registry_ref(&uri, &f.arn) else {
+            let own = own_registry_ref(&uri, &f.arn).map_err(|message| InUseError {
+                service: "Lambda",
+                operation: "image reference",
+                message,
+                retryable: false,
+            })?;
+            let Some(image) = own else {
                 continue;
             };
             let mut users = vec![if version == "$LATEST" {
