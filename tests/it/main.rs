@@ -21,6 +21,7 @@ mod ztoc_util;
 
 mod cleanup_cli;
 mod cleanup_ecr;
+mod cleanup_ecr_aws_faults;
 mod cleanup_ecr_lifecycle;
 mod cleanup_in_use;
 mod cleanup_s3;
@@ -45,5 +46,6 @@ mod template;
 mod ztoc_errors;
 mod ztoc_format;
 mod ztoc_fuzz;
+mod ztoc_memory;
 mod ztoc_prop;
 mod ztoc_tools;
