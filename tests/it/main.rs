@@ -34,6 +34,7 @@ mod invoke;
 mod layout;
 mod moto_digest;
 mod moto_in_use;
+mod reconcile;
 mod registry_bounds;
 mod registry_http;
 mod sam_local;

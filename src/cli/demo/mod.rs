@@ -12,16 +12,19 @@
 use crate::catalog::layout::LayoutCatalog;
 use crate::cleanup::policy::Policy;
 use crate::cleanup::render::decisions_table;
-use crate::cleanup::{self, JanitorSettings, RunOptions};
+use crate::cleanup::{self, RunOptions};
 use crate::filters::RepositoryTagFilters;
 use crate::format;
-use crate::lambda::{CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer};
+use crate::lambda::{
+    CacheJanitor, DecisionRecord, FunctionName, IndexerOutput, Invocation, JanitorOutput,
+    JanitorSettings, ManifestStitcher, PushOutput, Repositories, SociIndexer, StitcherOutput,
+};
 use crate::oci::{is_attestation_descriptor, ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::Repository;
 use crate::sample::{self, SamplePlatform, SampleSpec};
-use crate::soci::{CachedLayer, SociSettings, ZtocCache};
-use crate::stitch::StitchSettings;
+use crate::soci::{CachedLayer, SociOutcome, SociSettings, ZtocCache};
+use crate::stitch::{StitchOutcome, StitchSettings, StitchedIndex};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -32,6 +35,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
+
+mod lines;
+use lines::{describe, describe_janitor, pushes_of, Handled};
 
 /// `afterpush demo`: where the layout goes and the sample seed.
 #[derive(Debug, clap::Args)]
@@ -68,7 +74,7 @@ pub const CACHE_TAGS: [&str; 2] = ["cache-main", "cache-feature-x"];
 /// How far ahead the scheduled sweep is planned.
 const SWEEP_AS_OF_DAYS: i64 = 30;
 /// The policy shipped for CI caches; the demo drops its S3 cache (no cloud here).
-const DEMO_POLICY: &str = include_str!("../../infra/policies/ci-caches.yaml");
+const DEMO_POLICY: &str = include_str!("../../../infra/policies/ci-caches.yaml");
 
 /// zTOCs kept in memory for the length of the demo, standing in for the Lambda's
 /// `ZTOC_CACHE_BUCKET`: the stitched index reuses the zTOCs built for the per-arch tags.
@@ -193,169 +199,6 @@ fn scheduled_event() -> Value {
     })
 }
 
-/// `skipped (code): reason` when the handler's result is a skip decision.
-fn skip_line(result: &Value) -> Option<String> {
-    let d = &result["decision"];
-    (d["decision"] == "skip").then(|| {
-        format!(
-            "skipped ({}): {}",
-            d["code"].as_str().unwrap_or("?"),
-            d["reason"].as_str().unwrap_or("?")
-        )
-    })
-}
-
-fn text(v: &Value) -> &str {
-    v.as_str().unwrap_or("?")
-}
-
-fn describe_soci(result: &Value) -> String {
-    if let Some(line) = skip_line(result) {
-        return line;
-    }
-    let outcome = &result["outcome"];
-    if let Some(why) = outcome["skipped"].as_str() {
-        return format!("nothing to do: {why}");
-    }
-    let platforms: Vec<String> = outcome["platforms"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            format!(
-                "{}: {} ({} from cache), {} below MIN_LAYER_SIZE",
-                text(&p["platform"]),
-                format::count(p["ztocs"].as_u64().unwrap_or(0), "zTOC", "zTOCs"),
-                p["ztocs_from_cache"].as_u64().unwrap_or(0),
-                format::count(p["layers_skipped"].as_u64().unwrap_or(0), "layer", "layers"),
-            )
-        })
-        .collect();
-    format!(
-        "built SOCI index v2 {} -> {REPOSITORY}:{} ({}; read {})",
-        format::short_digest(text(&outcome["output"])),
-        outcome["tag"].as_str().unwrap_or("(untagged)"),
-        platforms.join("; "),
-        format::bytes(outcome["bytes_read"].as_u64().unwrap_or(0)),
-    )
-}
-
-fn describe_stitch(result: &Value) -> String {
-    if let Some(line) = skip_line(result) {
-        return line;
-    }
-    let o = &result["outcome"];
-    let list = |v: &Value| {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(text)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match o["outcome"].as_str() {
-        Some("ignored") => format!("ignored: {} {}", text(&o["tag"]), text(&o["reason"])),
-        Some("incomplete") => format!(
-            "waiting: {REPOSITORY}:{} still needs {} (has {})",
-            text(&o["target"]),
-            list(&o["missing"]),
-            list(&o["present"])
-        ),
-        Some(verb @ ("written" | "unchanged" | "would-write")) => format!(
-            "{} {REPOSITORY}:{} = index {} of {}",
-            if verb == "written" { "stitched" } else { verb },
-            text(&o["target"]),
-            format::short_digest(text(&o["index"]["digest"])),
-            list(&o["index"]["platforms"])
-        ),
-        _ => format!("outcome {o}"),
-    }
-}
-
-fn describe_janitor(result: &Value) -> String {
-    if let Some(line) = skip_line(result) {
-        return line;
-    }
-    let report = &result["report"];
-    if let Some(why) = report["ignored"].as_str() {
-        return format!("ignored: {why}");
-    }
-    let repositories: Vec<String> = report["repositories"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let planned: Vec<String> = r["planned"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|d| {
-                    let tags = d["tags"]
-                        .as_array()
-                        .map(|t| t.iter().map(text).collect::<Vec<_>>().join(","))
-                        .filter(|t| !t.is_empty())
-                        .unwrap_or_else(|| "untagged".into());
-                    format!("{} ({tags})", format::short_digest(text(&d["digest"])))
-                })
-                .collect();
-            format!(
-                "{}: {}, {} planned for deletion{}, {} kept",
-                text(&r["repository"]),
-                format::count(r["images"].as_u64().unwrap_or(0), "image", "images"),
-                planned.len(),
-                if planned.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", planned.join(" "))
-                },
-                r["kept"].as_u64().unwrap_or(0)
-            )
-        })
-        .collect();
-    format!(
-        "{} ({}): {}; deleted {}",
-        text(&report["trigger"]),
-        if report["dry_run"] == true {
-            "DRY_RUN"
-        } else {
-            "live"
-        },
-        repositories.join("; "),
-        report["deleted"].as_u64().unwrap_or(0)
-    )
-}
-
-/// The manifests a handler pushed, in push order, from its result.
-fn pushes_of(function: &str, result: &Value) -> Vec<(String, Option<String>)> {
-    let o = &result["outcome"];
-    let mut out = Vec::new();
-    match function {
-        // create_soci pushes the SOCI index manifests, the rewritten image manifests,
-        // then the tagged index; an idempotent skip pushes nothing.
-        "soci-indexer" if o["skipped"].is_null() => {
-            let platforms = o["platforms"].as_array().cloned().unwrap_or_default();
-            for field in ["soci_index", "rewritten_manifest"] {
-                out.extend(
-                    platforms
-                        .iter()
-                        .filter_map(|p| p[field].as_str())
-                        .map(|d| (d.to_string(), None)),
-                );
-            }
-            if let Some(index) = o["output"].as_str() {
-                out.push((index.to_string(), o["tag"].as_str().map(str::to_string)));
-            }
-        }
-        "manifest-stitcher" if o["outcome"] == "written" => {
-            if let Some(index) = o["index"]["digest"].as_str() {
-                out.push((index.to_string(), o["target"].as_str().map(str::to_string)));
-            }
-        }
-        _ => {}
-    }
-    out
-}
-
 /// The event loop: every push's event goes through the three handlers; what they push
 /// raises further events, replayed after it.
 struct Replay<'a> {
@@ -368,10 +211,8 @@ struct Replay<'a> {
     sequence: usize,
     failures: Vec<String>,
     /// The indexer's outcomes by output tag, for the summary.
-    soci_outputs: BTreeMap<String, Value>,
+    soci_outputs: BTreeMap<String, SociOutcome>,
 }
-
-const FUNCTIONS: [&str; 3] = ["soci-indexer", "manifest-stitcher", "cache-janitor"];
 
 impl Replay<'_> {
     /// Replays the event of CI's push of `digest` as `tag`, then every event the
@@ -405,52 +246,52 @@ impl Replay<'_> {
                     .map(|f| format!(", pushed by {f}"))
                     .unwrap_or_default()
             ));
-            for function in FUNCTIONS {
+            for function in FunctionName::ALL {
                 ui.busy(format!("{function}: {label}"));
+                let invocation = Invocation::default();
                 let result = match function {
-                    "soci-indexer" => {
-                        self.indexer
-                            .handle(event.clone(), &Invocation::default())
-                            .await
-                    }
-                    "manifest-stitcher" => {
-                        self.stitcher
-                            .handle(event.clone(), &Invocation::default())
-                            .await
-                    }
-                    _ => {
-                        self.janitor
-                            .handle(event.clone(), &Invocation::default())
-                            .await
-                    }
+                    FunctionName::SociIndexer => self
+                        .indexer
+                        .handle(event.clone(), &invocation)
+                        .await
+                        .map(Handled::Indexer),
+                    FunctionName::ManifestStitcher => self
+                        .stitcher
+                        .handle(event.clone(), &invocation)
+                        .await
+                        .map(Handled::Stitcher),
+                    FunctionName::CacheJanitor => self
+                        .janitor
+                        .handle(event.clone(), &invocation)
+                        .await
+                        .map(Handled::Janitor),
                 };
                 let line = match &result {
-                    Ok(v) => match function {
-                        "soci-indexer" => describe_soci(v),
-                        "manifest-stitcher" => describe_stitch(v),
-                        _ => describe_janitor(v),
-                    },
+                    Ok(handled) => describe(handled),
                     Err(e) => {
                         self.failures.push(format!("{function} on {label}: {e}"));
                         format!("FAILED ({}): {e}", e.error_type())
                     }
                 };
-                ui.line(format!("    {function:<18} {line}"));
-                let Ok(v) = result else { continue };
-                let outcome = &v["outcome"];
-                if function == "soci-indexer" && outcome["skipped"].is_null() {
-                    if let Some(tag) = outcome["tag"].as_str() {
-                        self.soci_outputs.insert(tag.to_string(), outcome.clone());
+                ui.line(format!("    {:<18} {line}", function.binary()));
+                let Ok(handled) = result else { continue };
+                if let Handled::Indexer(PushOutput {
+                    outcome: Some(outcome),
+                    ..
+                }) = &handled
+                {
+                    if let (None, Some(tag)) = (&outcome.skipped, &outcome.tag) {
+                        self.soci_outputs.insert(tag.clone(), outcome.clone());
                     }
                 }
-                for (digest, tag) in pushes_of(function, &v) {
+                for (digest, tag) in pushes_of(&handled) {
                     if self.seen.insert((digest.clone(), tag.clone())) {
                         queue.push_back(QueuedPush {
                             digest: digest.parse().with_context(|| {
                                 format!("{function} reported digest {digest:?}")
                             })?,
                             tag,
-                            pushed_by: Some(function),
+                            pushed_by: Some(function.binary()),
                         });
                     }
                 }
@@ -658,7 +499,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             format!("FAILED ({}): {e}", e.error_type())
         }
     };
-    ui.line(format!("    {:<18} {line}", "cache-janitor"));
+    ui.line(format!(
+        "    {:<18} {line}",
+        FunctionName::CacheJanitor.binary()
+    ));
 
     // 3. What the layout holds now.
     ui.busy("reading the results back from the layout");
@@ -688,10 +532,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     ui.line("\nSOCI indexes:");
     for (tag, outcome) in &soci_outputs {
-        let output = text(&outcome["output"]);
+        let output = outcome.output.as_deref().unwrap_or("?");
         ui.line(format!("  {REPOSITORY}:{tag}  {output}"));
-        for p in outcome["platforms"].as_array().into_iter().flatten() {
-            let Some(soci) = p["soci_index"].as_str() else {
+        for p in &outcome.platforms {
+            let Some(soci) = p.soci_index.as_deref() else {
                 continue;
             };
             let soci_manifest = repo.get_manifest(soci).await?;
@@ -699,12 +543,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             let ztoc_bytes: u64 = summary.layers.iter().map(|l| l.size).sum();
             ui.line(format!(
                 "    {:<12} SOCI index {}  {} B, {} ({}), {} not indexed",
-                text(&p["platform"]),
+                p.platform,
                 format::short_digest(soci),
                 soci_manifest.bytes.len(),
                 format::count(summary.layers.len() as u64, "zTOC", "zTOCs"),
                 format::bytes(ztoc_bytes),
-                format::count(p["layers_skipped"].as_u64().unwrap_or(0), "layer", "layers"),
+                format::count(p.layers_skipped as u64, "layer", "layers"),
             ));
         }
     }
@@ -768,69 +612,4 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn soci_pushes_are_children_first_then_the_tagged_index() {
-        let result = json!({
-            "outcome": {
-                "output": "sha256:cc", "tag": "1.0-soci",
-                "platforms": [
-                    {"soci_index": "sha256:a1", "rewritten_manifest": "sha256:b1"},
-                    {"soci_index": "sha256:a2", "rewritten_manifest": "sha256:b2"},
-                ],
-            }
-        });
-        let pushes = pushes_of("soci-indexer", &result);
-        let digests: Vec<&str> = pushes.iter().map(|(d, _)| d.as_str()).collect();
-        assert_eq!(
-            digests,
-            [
-                "sha256:a1",
-                "sha256:a2",
-                "sha256:b1",
-                "sha256:b2",
-                "sha256:cc"
-            ]
-        );
-        assert_eq!(pushes[4].1.as_deref(), Some("1.0-soci"));
-        assert!(pushes[..4].iter().all(|(_, t)| t.is_none()));
-        // An idempotent skip pushes nothing.
-        let skipped =
-            json!({"outcome": {"skipped": "already", "output": "sha256:cc", "tag": "1.0-soci"}});
-        assert!(pushes_of("soci-indexer", &skipped).is_empty());
-    }
-
-    #[test]
-    fn only_a_written_stitch_is_a_push() {
-        let written = json!({"outcome": {"outcome": "written", "target": "1.0", "index": {"digest": "sha256:dd"}}});
-        assert_eq!(
-            pushes_of("manifest-stitcher", &written),
-            [("sha256:dd".to_string(), Some("1.0".to_string()))]
-        );
-        let unchanged = json!({"outcome": {"outcome": "unchanged", "target": "1.0", "index": {"digest": "sha256:dd"}}});
-        assert!(pushes_of("manifest-stitcher", &unchanged).is_empty());
-        assert!(pushes_of("cache-janitor", &written).is_empty());
-    }
-
-    #[test]
-    fn the_demo_policy_parses_and_selects_the_demo_repository() {
-        let policy = demo_policy().unwrap();
-        assert!(policy.selects_repository(REPOSITORY));
-        assert!(policy.s3_caches.is_empty());
-    }
-
-    #[test]
-    fn keep_refuses_a_directory_with_content() {
-        let dir = tempfile::tempdir().unwrap();
-        prepare_keep_dir(dir.path()).unwrap();
-        prepare_keep_dir(&dir.path().join("new")).unwrap();
-        std::fs::write(dir.path().join("x"), b"x").unwrap();
-        let err = prepare_keep_dir(dir.path()).unwrap_err().to_string();
-        assert!(err.contains(&dir.path().display().to_string()), "{err}");
-    }
 }
