@@ -1,7 +1,7 @@
 //! The environment variables the Lambda functions read, in one table, and small helpers
 //! to parse them with errors that name the variable.
 //!
-//! `template.yaml` sets every variable below from a stack parameter; `tests/template.rs`
+//! `template.yaml` sets every variable below from a stack parameter; `tests/it/template.rs`
 //! checks that against [`SETTINGS`], so a setting added here without a parameter (or a
 //! parameter wired to the wrong function) fails the build.
 

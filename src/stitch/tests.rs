@@ -2,7 +2,7 @@
 //!
 //! The in-memory repository is a stand-in for pure logic only (which tags count, what
 //! gets written, when nothing is written): the same scenarios run against the real
-//! docker-registry in `tests/stitch_registry.rs`. It also injects what no local
+//! docker-registry in `tests/it/stitch_registry.rs`. It also injects what no local
 //! registry does on demand: an immutable-tag refusal shaped like ECR's.
 
 use super::*;

@@ -1,5 +1,5 @@
 //! A TCP relay from an address of this machine's Docker bridge to a test server on
-//! 127.0.0.1, for tests/sam_local.rs.
+//! 127.0.0.1, for tests/it/sam_local.rs.
 //!
 //! SAM CLI puts its Lambda containers on Docker's default bridge network (with
 //! `--docker-network host` too: it then only skips connecting them to another network),

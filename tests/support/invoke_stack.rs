@@ -1,5 +1,5 @@
-//! The stack `afterpush invoke` runs against in the tests (tests/invoke.rs,
-//! tests/sam_local.rs): the real registry and moto, the functions' environment, seeding
+//! The stack `afterpush invoke` runs against in the tests (tests/it/invoke.rs,
+//! tests/it/sam_local.rs): the real registry and moto, the functions' environment, seeding
 //! of what the sample events in `infra/events/` describe, and the assertions on each
 //! function's outcome.
 #![allow(dead_code)]
@@ -144,7 +144,7 @@ impl Stack {
 
     /// The functions' environment in these tests: the registry and AWS endpoints, test
     /// credentials, and the settings the cases rely on. `afterpush invoke` gets exactly
-    /// this; `sam local invoke` gets it too (tests/sam_local.rs).
+    /// this; `sam local invoke` gets it too (tests/it/sam_local.rs).
     pub fn function_env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![
             (

@@ -11,6 +11,7 @@ pub mod moto_fault_proxy;
 pub mod moto_setup;
 pub mod peak_rss;
 pub mod servers;
+pub mod shared;
 pub mod token_server;
 
 pub use moto_setup::*;

@@ -16,7 +16,7 @@
    `targetStorageClass`, `storageClass` and the `sinceImagePulled` /
    `sinceImageTransitioned` count types, which ECR accepts. The launcher widens its
    allowed values to ECR's.
-   Corrections 1 to 3 are asserted by tests/moto_digest.rs.
+   Corrections 1 to 3 are asserted by tests/it/moto_digest.rs.
 4. ECS task containers. moto gives a task one container (its definition's first) and
    no `imageDigest`; real ECS reports every container, each with the digest it pulled,
    which stays what the task runs after its tag moves. Tasks get one container per
@@ -32,11 +32,11 @@
    manifest, moto deletes the image that carried it if that was its only tag; real ECR
    keeps it, untagged (what lifecycle rules on untagged images are for). The tag is
    taken off the older image before the push, which then keeps it.
-   Corrections 4 to 6 are asserted by tests/moto_in_use.rs.
+   Corrections 4 to 6 are asserted by tests/it/moto_in_use.rs.
 7. ECR authorization token expiry. moto's GetAuthorizationToken reports every token
    as expiring on 2015-01-01, so a client that caches tokens until shortly before
    `expiresAt` (as it should) can never reuse one. Real ECR tokens are valid for 12
-   hours from issue; the launcher reports that. Asserted by tests/moto_digest.rs.
+   hours from issue; the launcher reports that. Asserted by tests/it/moto_digest.rs.
 8. Inspector coverage. moto has no ListCoverage. The launcher serves it as the
    Inspector API reference describes it: `POST /coverage/list` with `filterCriteria`
    (`resourceType`, `accountId`, `ecrRepositoryName`; EQUALS or NOT_EQUALS; any other
@@ -52,7 +52,7 @@
 9. Inspector account status. moto's BatchGetAccountStatus fails without `accountIds`
    and leaves out an account that never enabled Inspector; real Inspector answers for
    the caller's account, with every resource type `DISABLED` until enabled.
-   Corrections 8 and 9 are asserted by tests/moto_inspector.rs.
+   Corrections 8 and 9 are asserted by tests/it/moto_inspector.rs.
 """
 import copy
 import datetime

@@ -79,6 +79,12 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts a registry with `configure` applied to its command first (see
+    /// `support::shared`, which has the server die with the test process).
+    pub fn start_with(configure: fn(&mut Command)) -> Self {
         let bin = find_binary("docker-registry", "sudo apt-get install -y docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -92,7 +98,9 @@ impl TestRegistry {
         )
         .unwrap();
         let log = dir.path().join("registry.log");
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        configure(&mut command);
+        let child = command
             .arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
@@ -104,6 +112,11 @@ impl TestRegistry {
         let log = reg.dir.path().join("registry.err");
         wait_until_serving("docker-registry", port, &mut reg.child, &log);
         reg
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `127.0.0.1:PORT`, the registry host in references.
@@ -151,12 +164,20 @@ pub struct TestMoto {
 
 impl TestMoto {
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts moto with `configure` applied to its command first (see
+    /// `support::shared`, which has the server die with the test process).
+    pub fn start_with(configure: fn(&mut Command)) -> Self {
         let python = moto_python();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let log = dir.path().join("moto.log");
         let launcher = workspace_root().join("tests/support/moto_launcher.py");
-        let child = Command::new(&python)
+        let mut command = Command::new(&python);
+        configure(&mut command);
+        let child = command
             .arg(launcher)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             // Lambda resolves image URIs against moto's ECR (a missing image is an
@@ -174,6 +195,11 @@ impl TestMoto {
         };
         wait_until_serving("moto_server", port, &mut moto.child, &log);
         moto
+    }
+
+    /// The server's process id and its temporary directory.
+    pub fn pid_and_dir(&self) -> (u32, &Path) {
+        (self.child.id(), self._dir.path())
     }
 
     pub fn endpoint(&self) -> String {

@@ -6,7 +6,7 @@
 //! moto cannot set push times: ages are tested by planning at a later `now` (the CLI's
 //! `--as-of`); `lastRecordedPullTime` rules are covered by the planner's unit tests.
 
-mod support;
+use crate::support;
 
 use afterpush::catalog::ecr::{EcrCatalog, SdkEcr};
 use afterpush::catalog::{ApiErrorKind, Catalog, CatalogError};
@@ -663,7 +663,7 @@ fn sample_policies_parse() {
 /// is a not-found error, which no later run can fix.
 #[tokio::test]
 async fn a_missing_repository_is_not_found_and_not_retryable() {
-    let moto = support::TestMoto::start();
+    let moto = support::TestMoto::shared();
     let catalog = EcrCatalog::from_sdk_config(&moto.sdk_config().await);
     let err = catalog.list_images("no-such-repository").await.unwrap_err();
     assert!(

@@ -2,7 +2,7 @@
 //! with a fault-injecting proxy and a token server where the registry cannot misbehave
 //! or authenticate on its own (see tests/support/fault_proxy.rs and token_server.rs).
 
-mod support;
+use crate::support;
 
 use afterpush::oci::{media, OciError, Sha256Digest};
 use afterpush::registry::distribution::{

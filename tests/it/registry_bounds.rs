@@ -5,7 +5,7 @@
 //! with small loopback servers standing in for other hosts (tests/support). Nothing
 //! here sends traffic to a non-loopback address.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::gojson::GoManifest;
 use afterpush::oci::{media, Sha256Digest};

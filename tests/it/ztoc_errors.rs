@@ -1,7 +1,7 @@
 //! Bad layers: each gives an error naming what and where, never a panic; the CLI then
 //! writes no zTOC. Also the CLI's happy path (create, info, list, get-file).
 
-mod ztoc_util;
+use crate::ztoc_util;
 
 use afterpush::ztoc::ZtocError;
 use std::path::Path;

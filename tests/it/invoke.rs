@@ -9,7 +9,7 @@
 //! asserts the outcome each must reach, and that skips and dry runs changed nothing.
 //! An event file without a case fails the test.
 
-mod support;
+use crate::support;
 
 use afterpush::lambda::{IndexerOutput, JanitorOutput};
 use afterpush::oci::Sha256Digest;
@@ -144,7 +144,7 @@ async fn run_case(stack: &Stack, file: &str) {
             assert_eq!(again["outcome"]["output"], run.json()["outcome"]["output"], "{again}");
             assert!(again["outcome"]["skipped"].as_str().is_some_and(|s| s.contains("already holds")), "{again}");
         }
-        other => panic!("infra/events/{other} has no case in tests/invoke.rs: add one with its expected outcome"),
+        other => panic!("infra/events/{other} has no case in tests/it/invoke.rs: add one with its expected outcome"),
     }
 }
 

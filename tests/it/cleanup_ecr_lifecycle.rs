@@ -15,7 +15,7 @@
 //! The page has used `tagPrefixList` (2023) and `tagPatternList` (now) in the same
 //! examples with the same outcomes; both versions are run.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::{media, Sha256Digest};
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -612,7 +612,7 @@ async fn plan_prints_per_rule_counts_and_from_ecr_names_what_is_missing() {
 /// ECR rule it overrides; exactly the planned images are deleted.
 #[tokio::test]
 async fn apply_keeps_what_the_safety_rules_protect_and_deletes_the_rest() {
-    let moto = support::TestMoto::start();
+    let moto = support::TestMoto::shared();
     let ecr = moto.ecr().await;
     let repository = "lp-safety";
     support::create_ecr_repository(&ecr, repository).await;
@@ -742,7 +742,7 @@ async fn apply_keeps_what_the_safety_rules_protect_and_deletes_the_rest() {
 /// than 7 days: ECR's rules expire Y and keep X (rule 1 identifies it).
 #[tokio::test]
 async fn a_cosign_style_tag_does_not_make_an_image_a_signature() {
-    let moto = support::TestMoto::start();
+    let moto = support::TestMoto::shared();
     let ecr = moto.ecr().await;
     let repository = "lp-cosign-tag";
     support::create_ecr_repository(&ecr, repository).await;

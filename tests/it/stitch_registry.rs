@@ -3,7 +3,7 @@
 //! OCI distribution API, and the written index read back (and by skopeo, an independent
 //! client).
 
-mod support;
+use crate::support;
 
 use afterpush::oci::{annotation, media, ManifestSummary, Sha256Digest};
 use afterpush::registry::distribution::settings::RegistrySettings;
@@ -102,8 +102,8 @@ fn entry_digests(json: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn docker_children_give_a_docker_list_that_skopeo_reads() {
-    let reg = TestRegistry::start();
-    let repo = connect(&reg, "app");
+    let reg = TestRegistry::shared();
+    let repo = connect(&reg, "docker-list");
     let amd = push_arch(&repo, ManifestFormat::Docker, 1, "linux/amd64", "1.0-amd64").await;
     let arm = push_arch(&repo, ManifestFormat::Docker, 1, "linux/arm64", "1.0-arm64").await;
     let out = handle_push(&repo, "1.0-arm64", &StitchSettings::default())
@@ -128,7 +128,7 @@ async fn docker_children_give_a_docker_list_that_skopeo_reads() {
     // skopeo (an independent client) reads the same bytes, and resolves the list per
     // platform to the right child (the architecture it reports comes from that child's
     // config).
-    let reference = reg.reference("app:1.0");
+    let reference = reg.reference("docker-list:1.0");
     let skopeo = |args: &[&str]| support::skopeo(&[args, &[reference.as_str()]].concat());
     assert_eq!(
         skopeo(&["inspect", "--tls-verify=false", "--raw"]),
@@ -151,8 +151,8 @@ async fn docker_children_give_a_docker_list_that_skopeo_reads() {
 
 #[tokio::test]
 async fn oci_children_give_an_oci_index_and_mixed_children_too() {
-    let reg = TestRegistry::start();
-    let repo = connect(&reg, "app");
+    let reg = TestRegistry::shared();
+    let repo = connect(&reg, "oci-index");
     push_arch(&repo, ManifestFormat::Oci, 2, "linux/amd64", "2.0-amd64").await;
     push_arch(&repo, ManifestFormat::Oci, 2, "linux/arm64", "2.0-arm64").await;
     let out = handle_push(&repo, "2.0-amd64", &StitchSettings::default())
@@ -177,8 +177,8 @@ async fn oci_children_give_an_oci_index_and_mixed_children_too() {
 
 #[tokio::test]
 async fn arm_variants_are_read_from_configs_and_normalised() {
-    let reg = TestRegistry::start();
-    let repo = connect(&reg, "app");
+    let reg = TestRegistry::shared();
+    let repo = connect(&reg, "arm-variants");
     let s = settings(&[
         ("ARCH_TAG_TEMPLATE", "{tag}-{arch}{variant}"),
         ("REQUIRED_PLATFORMS", "linux/arm/v7,linux/arm64"),
@@ -264,7 +264,7 @@ async fn push_windows(repo: &dyn Repository, tag: &str, os_version: &str) -> Sha
 
 #[tokio::test]
 async fn a_windows_child_keeps_its_os_version() {
-    let reg = TestRegistry::start();
+    let reg = TestRegistry::shared();
     let repo = connect(&reg, "win");
     let s = settings(&[
         ("ARCH_TAG_TEMPLATE", "{tag}-{os}-{arch}"),
@@ -293,8 +293,8 @@ async fn a_windows_child_keeps_its_os_version() {
 
 #[tokio::test]
 async fn per_arch_indexes_keep_their_attestations() {
-    let reg = TestRegistry::start();
-    let repo = connect(&reg, "app");
+    let reg = TestRegistry::shared();
+    let repo = connect(&reg, "attestations");
     let mut written = Vec::new();
     for (p, tag) in [("linux/arm64", "8.0-arm64"), ("linux/amd64", "8.0-amd64")] {
         // buildx with provenance: a one-platform index plus an attestation manifest.
@@ -349,7 +349,7 @@ async fn per_arch_indexes_keep_their_attestations() {
 
 #[tokio::test]
 async fn events_in_any_order_twice_and_concurrently_end_in_one_index() {
-    let reg = TestRegistry::start();
+    let reg = TestRegistry::shared();
     let repo: Arc<DistributionRepository> = Arc::new(connect(&reg, "race"));
     let s = Arc::new(settings(&[(
         "REQUIRED_PLATFORMS",
@@ -452,8 +452,8 @@ async fn events_in_any_order_twice_and_concurrently_end_in_one_index() {
 
 #[tokio::test]
 async fn a_missing_arch_in_complete_mode_writes_nothing_and_partial_writes_what_exists() {
-    let reg = TestRegistry::start();
-    let repo = connect(&reg, "app");
+    let reg = TestRegistry::shared();
+    let repo = connect(&reg, "complete-mode");
     push_arch(&repo, ManifestFormat::Oci, 11, "linux/amd64", "11.0-amd64").await;
     let out = handle_push(&repo, "11.0-amd64", &StitchSettings::default())
         .await
@@ -496,8 +496,8 @@ async fn a_missing_arch_in_complete_mode_writes_nothing_and_partial_writes_what_
 
 #[tokio::test]
 async fn a_re_pushed_arch_updates_the_target() {
-    let reg = TestRegistry::start();
-    let repo = connect(&reg, "app");
+    let reg = TestRegistry::shared();
+    let repo = connect(&reg, "re-pushed");
     push_arch(&repo, ManifestFormat::Oci, 12, "linux/amd64", "12.0-amd64").await;
     let arm = push_arch(&repo, ManifestFormat::Oci, 12, "linux/arm64", "12.0-arm64").await;
     let first = handle_push(&repo, "12.0-arm64", &StitchSettings::default())
@@ -531,8 +531,8 @@ async fn a_re_pushed_arch_updates_the_target() {
 
 #[tokio::test]
 async fn a_tag_whose_config_disagrees_with_its_name_is_an_error() {
-    let reg = TestRegistry::start();
-    let repo = connect(&reg, "app");
+    let reg = TestRegistry::shared();
+    let repo = connect(&reg, "config-disagrees");
     push_arch(&repo, ManifestFormat::Oci, 13, "linux/amd64", "13.0-amd64").await;
     // An amd64 image pushed under the arm64 name (a CI job with the wrong --platform).
     let wrong = push_arch(&repo, ManifestFormat::Oci, 14, "linux/amd64", "13.0-arm64").await;
@@ -556,7 +556,7 @@ async fn a_tag_whose_config_disagrees_with_its_name_is_an_error() {
 
 #[tokio::test]
 async fn dry_run_and_the_cli_print_the_index() {
-    let reg = TestRegistry::start();
+    let reg = TestRegistry::shared();
     let repo = connect(&reg, "cli");
     push_arch(
         &repo,
@@ -681,8 +681,8 @@ impl Repository for GatedFirstPut {
 
 #[tokio::test]
 async fn a_writer_that_read_before_another_arch_arrived_does_not_win() {
-    let reg = TestRegistry::start();
-    let direct = connect(&reg, "race");
+    let reg = TestRegistry::shared();
+    let direct = connect(&reg, "stale-writer");
     let partial = Arc::new(settings(&[("STITCH_MODE", "partial")]));
     push_arch(
         &direct,
@@ -696,7 +696,7 @@ async fn a_writer_that_read_before_another_arch_arrived_does_not_win() {
     let (at_put_tx, at_put_rx) = tokio::sync::oneshot::channel();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel();
     let gated = Arc::new(GatedFirstPut {
-        inner: connect(&reg, "race"),
+        inner: connect(&reg, "stale-writer"),
         at_put: tokio::sync::Mutex::new(Some(at_put_tx)),
         release: tokio::sync::Mutex::new(Some(release_rx)),
     });
@@ -739,7 +739,7 @@ async fn a_writer_that_read_before_another_arch_arrived_does_not_win() {
 #[tokio::test]
 async fn the_stitched_index_gets_a_soci_index_for_every_platform() {
     use afterpush::soci::{create_soci, NoZtocCache, SociSettings};
-    let reg = TestRegistry::start();
+    let reg = TestRegistry::shared();
     let repo = connect(&reg, "e2e");
     let mut images = Vec::new();
     for (p, tag) in [("linux/amd64", "20.0-amd64"), ("linux/arm64", "20.0-arm64")] {
@@ -818,7 +818,7 @@ async fn the_stitched_index_gets_a_soci_index_for_every_platform() {
 #[tokio::test]
 async fn per_arch_tags_made_soci_enabled_in_place_still_stitch() {
     use afterpush::soci::{create_soci, NoZtocCache, SociSettings, TagMode};
-    let reg = TestRegistry::start();
+    let reg = TestRegistry::shared();
     let repo = connect(&reg, "inplace");
     let mut small = 0;
     for (p, tag) in [("linux/amd64", "21.0-amd64"), ("linux/arm64", "21.0-arm64")] {

@@ -2,9 +2,9 @@
 //! random mutations of valid layers and zTOCs, each test for its own
 //! time budget (`ZTOC_FUZZ_SECONDS`, else 5 to 10 s). Errors are
 //! fine; a panic (or an infinite loop) fails the test. Reproduce a run with
-//! `ZTOC_FUZZ_SEED=<seed printed below> cargo test --test ztoc_fuzz -- --nocapture`.
+//! `ZTOC_FUZZ_SEED=<seed printed below> cargo test --test it ztoc_fuzz:: -- --nocapture`.
 
-mod ztoc_util;
+use crate::ztoc_util;
 
 use afterpush::ztoc::{self, Ztoc};
 use rand::{Rng, RngCore, SeedableRng};

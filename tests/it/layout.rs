@@ -1,7 +1,7 @@
 //! OCI image layout and oci-archive repositories, cross-checked with skopeo (an
 //! independent client) and GNU tar.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::{media, ManifestSummary, Sha256Digest};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};

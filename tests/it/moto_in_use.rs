@@ -2,7 +2,7 @@
 //! tests/support/moto_launcher.py), asserted through the AWS SDK: what in-use protection
 //! reads must be what AWS answers.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::Sha256Digest;
 

@@ -3,7 +3,7 @@
 //! Every regular file must be restored through the zTOC, and the checkpoints must equal
 //! an independent computation (see `ztoc_util::check_gzip_ztoc`).
 
-mod ztoc_util;
+use crate::ztoc_util;
 
 use afterpush::ztoc::{self, LayerCompression};
 use proptest::prelude::*;

@@ -13,7 +13,7 @@
 //! output. Both reach their servers the same way, through relays on the Docker bridge
 //! (see tests/support/bridge_relay.rs).
 
-mod support;
+use crate::support;
 
 use afterpush::oci::Sha256Digest;
 use afterpush::registry::Repository;

@@ -1,11 +1,11 @@
 //! In use means kept: the janitor against moto's ECR, ECS and Lambda (corrected by the
-//! test launcher where moto differs from AWS, see tests/moto_in_use.rs). A policy that
+//! test launcher where moto differs from AWS, see tests/it/moto_in_use.rs). A policy that
 //! expires every image meets a service whose tag moved, a task pinned by digest,
 //! task-definition revisions inside and outside the rollback window, a Lambda alias on
 //! an old version, and a reference to another account's registry; then a listing
 //! failure, which deletes nothing; then pushes that set off a rule, cleaned at once.
 
-mod support;
+use crate::support;
 
 use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::cleanup::policy::Policy;

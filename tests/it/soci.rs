@@ -3,7 +3,7 @@
 //! structurally (index, rewritten manifests, annotations, tags) and functionally (every
 //! zTOC restores its layer's files). zTOC reuse is checked against moto's S3.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::gojson::{GoIndex, GoManifest};
 use afterpush::oci::{annotation, media, Sha256Digest};
@@ -181,8 +181,8 @@ async fn check_soci_index_restores_layers(
 
 #[tokio::test]
 async fn multi_arch_image_gets_a_soci_v2_index_per_platform() {
-    let registry = TestRegistry::start();
-    let repo = Recording::new(connect(&registry.host(), "app"));
+    let registry = TestRegistry::shared();
+    let repo = Recording::new(connect(&registry.host(), "multi-arch"));
     let spec = SampleSpec {
         layer_sizes: vec![8 * 1024, 1536 * 1024],
         attestations: true,
@@ -323,7 +323,7 @@ async fn multi_arch_image_gets_a_soci_v2_index_per_platform() {
 
 #[tokio::test]
 async fn docker_tar_image_in_place_and_small_images() {
-    let registry = TestRegistry::start();
+    let registry = TestRegistry::shared();
     let repo = connect(&registry.host(), "svc");
     let spec = SampleSpec {
         format: ManifestFormat::Docker,
@@ -417,7 +417,7 @@ async fn push_image_with_layer(repo: &dyn Repository, layer: Vec<u8>, tag: &str)
 
 #[tokio::test]
 async fn a_corrupt_layer_fails_the_image_naming_the_layer_and_moves_no_tag() {
-    let registry = TestRegistry::start();
+    let registry = TestRegistry::shared();
     let repo = connect(&registry.host(), "broken");
     // A real gzip layer, truncated in the middle: the blob itself is consistent (its
     // digest matches), its content is not a complete gzip stream.
@@ -460,7 +460,7 @@ async fn ztoc_cache(moto: &support::TestMoto) -> (aws_sdk_s3::Client, S3ZtocCach
 
 #[tokio::test]
 async fn ztocs_are_reused_from_the_s3_cache() {
-    let registry = TestRegistry::start();
+    let registry = TestRegistry::shared();
     let moto = support::TestMoto::start();
     let (s3, cache) = ztoc_cache(&moto).await;
 
@@ -550,10 +550,10 @@ async fn forged_cache_entries_are_rebuilt_and_never_published() {
     use afterpush::soci::build::LayerResult;
     use afterpush::soci::max_cached_ztoc_size;
     use afterpush::ztoc::Ztoc;
-    let registry = TestRegistry::start();
+    let registry = TestRegistry::shared();
     let moto = support::TestMoto::start();
     let (s3, cache) = ztoc_cache(&moto).await;
-    let repo = connect(&registry.host(), "base");
+    let repo = connect(&registry.host(), "forged-base");
     let spec = SampleSpec {
         layer_sizes: vec![8 * 1024, 1536 * 1024, 1024 * 1024],
         attestations: false,
@@ -708,7 +708,7 @@ async fn forged_cache_entries_are_rebuilt_and_never_published() {
 
 #[tokio::test]
 async fn soci_v1_indexes_are_found_through_referrers() {
-    let registry = TestRegistry::start();
+    let registry = TestRegistry::shared();
     let repo = connect(&registry.host(), "v1");
     let spec = SampleSpec {
         layer_sizes: vec![8 * 1024, 1536 * 1024],
@@ -754,7 +754,7 @@ async fn soci_v1_indexes_are_found_through_referrers() {
 #[tokio::test]
 async fn registry_errors_mid_upload_are_retried_or_fail_cleanly() {
     use support::fault_proxy::{Fault, FaultProxy};
-    let registry = TestRegistry::start();
+    let registry = TestRegistry::shared();
     let proxy = FaultProxy::start(registry.port);
     let repo = connect(&proxy.host(), "flaky");
     let spec = SampleSpec {
@@ -812,7 +812,7 @@ async fn registry_errors_mid_upload_are_retried_or_fail_cleanly() {
 #[tokio::test]
 async fn an_interrupted_image_resumes_from_the_ztoc_cache() {
     use support::fault_proxy::{Fault, FaultProxy};
-    let registry = TestRegistry::start();
+    let registry = TestRegistry::shared();
     let proxy = FaultProxy::start(registry.port);
     let moto = support::TestMoto::start();
     let (_, cache) = ztoc_cache(&moto).await;
@@ -873,7 +873,7 @@ async fn an_interrupted_image_resumes_from_the_ztoc_cache() {
 /// type=oci,dest=image.tar` writes) is pushed and indexed in one command, then inspected.
 #[tokio::test]
 async fn cli_soci_create_push_to_list_and_info() {
-    let registry = TestRegistry::start();
+    let registry = TestRegistry::shared();
     let dir = tempfile::tempdir().unwrap();
     let archive_path = dir.path().join("image.tar");
     let archive =

@@ -2,7 +2,7 @@
 //! age, then exactly the blobs no remaining manifest names (and older than blob_grace)
 //! go. moto cannot backdate objects, so ages are tested by collecting at a later `now`.
 
-mod support;
+use crate::support;
 
 use afterpush::catalog::s3cache::{S3Cache, S3CacheUri};
 use afterpush::cleanup::policy::Policy;

@@ -3,7 +3,7 @@
 //! tests/support/moto_launcher.py), and a janitor sweep that keeps what Inspector saw in
 //! use and deletes nothing while Inspector's ECR scanning is off.
 
-mod support;
+use crate::support;
 
 use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::cleanup::policy::Policy;

@@ -3,7 +3,7 @@
 //! layout -> registry (Debian's docker-registry) -> oci-archive -> layout, and every
 //! manifest and blob arrives byte-identical (same digests, same bytes).
 
-mod support;
+use crate::support;
 
 use afterpush::oci::ManifestSummary;
 use afterpush::registry::copy::{copy_image, CopyOptions};
@@ -39,7 +39,7 @@ async fn contents(repo: &dyn Repository, reference: &str) -> BTreeMap<String, Ve
 
 #[tokio::test]
 async fn images_round_trip_byte_identical_through_registry_layout_and_archive() {
-    let registry = support::TestRegistry::start();
+    let registry = support::TestRegistry::shared();
     let dir = tempfile::tempdir().unwrap();
     let source = LayoutRepository::open_or_create(dir.path().join("source")).unwrap();
     let oci = SampleSpec {
@@ -188,7 +188,7 @@ async fn cli_copy_reads_the_registry_settings_from_the_environment() {
 #[tokio::test]
 async fn cli_copy_from_a_registry_walks_a_deep_index_chain() {
     const DEPTH: usize = 1000;
-    let registry = support::TestRegistry::start();
+    let registry = support::TestRegistry::shared();
     let remote =
         DistributionRepository::connect(&RegistrySettings::default(), &registry.host(), "deep")
             .unwrap();

@@ -3,7 +3,7 @@
 //! makes no BatchGetImage call, and a stored object that is not what its key names is
 //! discarded and read again.
 
-mod support;
+use crate::support;
 
 use afterpush::catalog::ecr::manifest_cache::{ManifestCache, S3ManifestStore, MANIFEST_PREFIX};
 use afterpush::catalog::ecr::{CountingEcr, EcrCatalog, SdkEcr};

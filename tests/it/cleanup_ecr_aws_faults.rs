@@ -4,7 +4,7 @@
 //! BatchGetImage answer, one BatchDeleteImage of several failing. Each must end in an
 //! error that blocks deletions, or a report that counts every deletion made.
 
-mod support;
+use crate::support;
 
 use afterpush::catalog::aws_clients::ClientSettings;
 use afterpush::catalog::ecr::EcrCatalog;

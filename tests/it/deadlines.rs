@@ -7,7 +7,7 @@
 //! way; the janitor's deadline runs on a clock that moves one second per reading, so
 //! exactly which check passes does not depend on the machine's speed.
 
-mod support;
+use crate::support;
 
 use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::deadline::{Clock, Deadline};

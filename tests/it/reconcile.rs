@@ -5,7 +5,7 @@
 //! nothing, and a run that fails halfway (a fault proxy in front of the registry) must
 //! be finished by the next one, each piece of work written once.
 
-mod support;
+use crate::support;
 
 use afterpush::filters::RepositoryTagFilters;
 use afterpush::oci::{annotation, ManifestSummary};

@@ -3,7 +3,7 @@
 //! push and last pull times can be set as real ECR would report them, and authorization
 //! tokens expire 12 hours after issue (moto's say 2015-01-01).
 
-mod support;
+use crate::support;
 
 /// An OCI image manifest with an empty config and no layers.
 const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
@@ -127,7 +127,7 @@ async fn moto_ecr_accepts_the_lifecycle_policies_ecr_accepts() {
 #[tokio::test]
 async fn moto_ecr_authorization_tokens_expire_twelve_hours_after_issue() {
     use std::time::{Duration, SystemTime};
-    let moto = support::TestMoto::start();
+    let moto = support::TestMoto::shared();
     let before = SystemTime::now();
     let out = moto
         .ecr()

@@ -1,7 +1,7 @@
 //! `afterpush cleanup plan|apply` end to end against moto (AWS_ENDPOINT_URL), the way a
 //! user runs it: a policy file, `--as-of` to see what a later run will delete.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::{media, Sha256Digest};
 use std::collections::BTreeSet;
@@ -150,7 +150,7 @@ async fn plan_then_apply_as_of_next_month() {
 
 #[tokio::test]
 async fn bad_input_is_named() {
-    let moto = support::TestMoto::start();
+    let moto = support::TestMoto::shared();
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "repositories: [app]\nrules: [{name: x, action: expire, select: {kind: image}, when: {unused_for: 14x}}]").unwrap();
@@ -203,7 +203,7 @@ async fn bad_input_is_named() {
 /// The policy is refused before it is expanded, naming the cause.
 #[tokio::test]
 async fn a_policy_that_aliases_expand_to_gigabytes_is_refused() {
-    let moto = support::TestMoto::start();
+    let moto = support::TestMoto::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("aliases.yaml");
     let aliases = vec!["*big"; 3000].join(", ");
@@ -226,7 +226,7 @@ async fn a_policy_that_aliases_expand_to_gigabytes_is_refused() {
 /// long pattern is an error naming the field, not a crash.
 #[tokio::test]
 async fn a_huge_glob_is_an_error_not_a_panic() {
-    let moto = support::TestMoto::start();
+    let moto = support::TestMoto::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.yaml");
     // Just within the size a policy may have: 1 MiB less 64 bytes of `a?a?...`.

@@ -2,7 +2,7 @@
 //! tree, compressed by Debian's `gzip`, `pigz` and `pigz -i`. The zTOC must list what
 //! `tar -t` lists and restore every regular file byte for byte.
 
-mod ztoc_util;
+use crate::ztoc_util;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

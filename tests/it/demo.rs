@@ -2,7 +2,7 @@
 //! three handlers left in the layout (read back with the library, independently of the
 //! demo's own summary) and the lines the demo prints about it.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::gojson::{GoIndex, GoManifest};
 use afterpush::oci::{annotation, media, Sha256Digest};

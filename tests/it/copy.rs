@@ -2,7 +2,7 @@
 //! multi-arch OCI index and a Docker manifest list with real gzip layers.
 //! (Registry round trips are added once the distribution client is merged.)
 
-mod support;
+use crate::support;
 
 use afterpush::oci::{ManifestSummary, Sha256Digest};
 use afterpush::registry::copy::{copy_image, CopyEvent, CopyOptions};

@@ -1,7 +1,7 @@
 //! `afterpush stitch` on an OCI image layout and an oci-archive (the embedded default:
 //! no registry), with skopeo reading the result as an independent client.
 
-mod support;
+use crate::support;
 
 use afterpush::oci::{media, Sha256Digest};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
