@@ -655,14 +655,19 @@ impl Repository for LayoutRepository {
         file.sync_all().await.map_err(|e| io_err(tmp.path(), e))?;
         drop(file);
         let target = self.blob_path(digest);
+        let (new_blobs, digest) = (self.new_blobs.clone(), digest.clone());
+        // The rename and its record happen together on the blocking thread, under the
+        // index lock that discard takes too: a push whose future is dropped while the
+        // rename runs (a copy failing on another blob) is recorded before discard looks,
+        // so discard removes it instead of leaving it behind.
+        let guard = self.index_lock.clone().lock_owned().await;
         blocking(move || {
-            tmp.persist(&target)
-                .map(drop)
-                .map_err(|e| io_err(&target, e.error))
+            let _guard = guard;
+            tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
+            new_blobs.lock().unwrap().push(digest);
+            Ok(())
         })
-        .await?;
-        self.new_blobs.lock().unwrap().push(digest.clone());
-        Ok(())
+        .await
     }
 
     /// Removes the blobs this value wrote that nothing in `index.json` reaches (a
