@@ -94,6 +94,12 @@ pub const DRY_RUN: &str = "DRY_RUN";
 /// S3 bucket for the janitor's JSON reports; unset for none.
 pub const REPORT_BUCKET: &str = "REPORT_BUCKET";
 
+/// Other accounts whose ECS and Lambda workloads use the images, `account[:region,...]`
+/// entries, comma-separated; empty for none (janitor).
+pub const CONSUMER_ACCOUNTS: &str = "CONSUMER_ACCOUNTS";
+/// The name of the read-only role the janitor assumes in each consumer account (janitor).
+pub const IN_USE_READER_ROLE: &str = "IN_USE_READER_ROLE";
+
 /// The tag suffix AWS's SOCI Index Builder uses, and our default.
 pub const DEFAULT_SOCI_TAG_SUFFIX: &str = "-soci";
 

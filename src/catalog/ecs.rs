@@ -8,7 +8,7 @@
 //! DescribeServices 10 names, DescribeTasks 100 ARNs, DescribeTaskDefinition one at a
 //! time (each at most once per run).
 
-use crate::catalog::workloads::{all_pages, own_registry_ref, sdk_failure, InUseError, InUseRef};
+use crate::catalog::workloads::{all_pages, sdk_failure, InUseError, InUseRef, RegistryScope};
 use crate::oci::Sha256Digest;
 use std::collections::{BTreeMap, HashMap};
 
@@ -140,6 +140,15 @@ pub async fn images_in_use<A: EcsApi + ?Sized>(
     api: &A,
     revisions: usize,
 ) -> Result<Vec<InUseRef>, InUseError> {
+    images_in_use_of(api, revisions, RegistryScope::Own).await
+}
+
+/// Every image reference ECS holds in this account and region, to the registry `scope` names.
+pub async fn images_in_use_of<A: EcsApi + ?Sized>(
+    api: &A,
+    revisions: usize,
+    scope: RegistryScope<'_>,
+) -> Result<Vec<InUseRef>, InUseError> {
     let mut defs = Definitions {
         api,
         seen: HashMap::new(),
@@ -159,7 +168,7 @@ pub async fn images_in_use<A: EcsApi + ?Sized>(
                         short_task_definition(td)
                     );
                     for (_, image) in &def.containers {
-                        if let Some(image) = own_registry_ref(image, &def.arn) {
+                        if let Some(image) = scope.reference(image, &def.arn) {
                             refs.push(InUseRef {
                                 image,
                                 user: user.clone(),
@@ -202,7 +211,7 @@ pub async fn images_in_use<A: EcsApi + ?Sized>(
                     let digest: Option<Sha256Digest> =
                         c.image_digest.as_deref().and_then(|d| d.parse().ok());
                     for image in images {
-                        if let Some(r) = own_registry_ref(&image, &task.arn) {
+                        if let Some(r) = scope.reference(&image, &task.arn) {
                             let image = match &digest {
                                 Some(d) => r.with_digest(d.clone()),
                                 None => r,
@@ -233,7 +242,7 @@ pub async fn images_in_use<A: EcsApi + ?Sized>(
             let def = defs.get(&arn).await?;
             let user = format!("ecs task def {family}:{rev} (one of the {revisions} latest)");
             for (_, image) in &def.containers {
-                if let Some(image) = own_registry_ref(image, &def.arn) {
+                if let Some(image) = scope.reference(image, &def.arn) {
                     refs.push(InUseRef {
                         image,
                         user: user.clone(),

@@ -6,7 +6,7 @@
 //! as written). The calls go through the [`LambdaApi`] port ([`SdkLambda`] in production);
 //! ListFunctions, ListVersionsByFunction and ListAliases return at most 50 per page.
 
-use crate::catalog::workloads::{all_pages, own_registry_ref, sdk_failure, InUseError, InUseRef};
+use crate::catalog::workloads::{all_pages, sdk_failure, InUseError, InUseRef, RegistryScope};
 use std::collections::BTreeMap;
 
 /// ListFunctions, ListVersionsByFunction and ListAliases return at most 50 per page.
@@ -74,6 +74,14 @@ pub trait LambdaApi: Send + Sync {
 
 /// Every image reference an image-packaged function holds, to its own account's registry.
 pub async fn images_in_use<A: LambdaApi + ?Sized>(api: &A) -> Result<Vec<InUseRef>, InUseError> {
+    images_in_use_of(api, RegistryScope::Own).await
+}
+
+/// Every image reference an image-packaged function holds, to the registry `scope` names.
+pub async fn images_in_use_of<A: LambdaApi + ?Sized>(
+    api: &A,
+    scope: RegistryScope<'_>,
+) -> Result<Vec<InUseRef>, InUseError> {
     let mut refs = Vec::new();
     let functions = all_pages(|m| api.list_functions(m)).await?;
     for f in functions
@@ -92,7 +100,7 @@ pub async fn images_in_use<A: LambdaApi + ?Sized>(api: &A) -> Result<Vec<InUseRe
             let Some(uri) = code.resolved_image_uri.or(code.image_uri) else {
                 continue;
             };
-            let Some(image) = own_registry_ref(&uri, &f.arn) else {
+            let Some(image) = scope.reference(&uri, &f.arn) else {
                 continue;
             };
             let mut users = vec![if version == "$LATEST" {

@@ -7,10 +7,12 @@
 //! [`lambda`] list the images the account's workloads use, through the [`workloads`] port.
 
 pub mod aws_error;
+pub mod consumer_accounts;
 pub mod ecr;
 pub mod ecs;
 pub mod lambda;
 pub mod layout;
+pub mod repository_policy;
 pub mod s3cache;
 pub mod workloads;
 
@@ -175,6 +177,11 @@ pub trait Catalog: Send + Sync {
     /// pulled from. `None`: nobody can tell, so a policy that protects images in use
     /// deletes nothing.
     fn in_use(&self) -> Option<&dyn workloads::InUseSource> {
+        None
+    }
+    /// Who else may pull this catalog's images (repository and registry policies).
+    /// `None`: nobody else can (an OCI layout).
+    fn repository_policies(&self) -> Option<&dyn repository_policy::RepositoryPolicies> {
         None
     }
 }

@@ -133,6 +133,32 @@ pub fn own_registry_ref(uri: &str, owner_arn: &str) -> Option<EcrImageRef> {
     (image.account == account && image.region == region).then_some(image)
 }
 
+/// Which registry's images a listing keeps references to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryScope<'a> {
+    /// The registry of the account and region each workload runs in (the home listing).
+    Own,
+    /// One registry: a consumer account's workloads, pulling from the central registry.
+    Of {
+        /// The registry's account.
+        account: &'a str,
+        /// The registry's region.
+        region: &'a str,
+    },
+}
+
+impl RegistryScope<'_> {
+    /// The reference `uri` held by the resource `owner_arn`, when it names an image of
+    /// this scope's registry.
+    pub fn reference(&self, uri: &str, owner_arn: &str) -> Option<EcrImageRef> {
+        match self {
+            RegistryScope::Own => own_registry_ref(uri, owner_arn),
+            RegistryScope::Of { account, region } => EcrImageRef::parse(uri)
+                .filter(|r| r.account == *account && r.region == *region),
+        }
+    }
+}
+
 /// Why the images in use could not be listed: the run deletes nothing.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("listing images in use: {service} {operation} failed: {message}")]

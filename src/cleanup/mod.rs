@@ -16,6 +16,7 @@ pub mod planner;
 pub mod policy;
 pub mod render;
 pub mod s3gc;
+pub mod shared;
 mod yaml_expansion;
 
 use crate::catalog::s3cache::{S3Cache, S3CacheUri};
@@ -110,6 +111,10 @@ pub struct Report {
     /// References to this account's images that ECS and Lambda hold (0 when the policy
     /// turned the protection off).
     pub in_use_references: usize,
+    /// Repositories other principals may pull, with each consumer and whether the
+    /// janitor sees its workloads (an uncovered one keeps every image it could be running).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<shared::SharedRepository>,
     /// One entry per repository visited.
     pub repositories: Vec<RepositoryReport>,
     /// One entry per S3 cache visited.
@@ -150,6 +155,7 @@ impl Report {
             ignored: None,
             blocked: None,
             in_use_references: 0,
+            shared: Vec::new(),
             repositories: Vec::new(),
             s3_caches: Vec::new(),
             errors: Vec::new(),
@@ -220,6 +226,9 @@ impl Report {
             "ignored": self.ignored,
             "blocked": self.blocked,
             "in_use_references": self.in_use_references,
+            "uncovered_consumers": self.shared.iter().flat_map(|r| r.uncovered().map(move |c| {
+                format!("{}: {} ({})", r.repository, c.principal, c.granted_by)
+            })).collect::<Vec<_>>(),
             "planned_deletions": self.planned_deletions,
             "deleted": self.deleted,
             "failed": self.failed,
@@ -354,6 +363,7 @@ async fn run_repository(
     catalog: &dyn Catalog,
     policy: &Policy,
     in_use: &InUse,
+    registry_policy: Option<&shared::RegistryPolicy>,
     repository: &str,
     options: &RunOptions,
     budget: &mut Option<usize>,
@@ -371,7 +381,24 @@ async fn run_repository(
         repository: repository.to_string(),
         images,
     };
-    let protected = in_use.protected(repository, &snapshot.images);
+    let mut protected = in_use.protected(repository, &snapshot.images);
+    if policy.protect.any() {
+        if let Some(sharing) = shared::repository_sharing(
+            catalog,
+            registry_policy,
+            repository,
+            &policy.accept_uncovered,
+        )
+        .await
+        {
+            for c in sharing.uncovered() {
+                tracing::warn!(repository, consumer = %c.principal, granted_by = %c.granted_by,
+                    "shared with a consumer whose workloads are not listed: keeping every image it could run");
+            }
+            shared::keep_for_uncovered(&sharing, &snapshot.images, &mut protected);
+            report.shared.push(sharing);
+        }
+    }
     let plan = plan_in_use(&snapshot, policy, options.now, *budget, &protected);
     if let Some(left) = budget.as_mut() {
         *left -= plan.deletions;
@@ -403,6 +430,10 @@ pub async fn sweep(
     let mut report = Report::new("sweep".into(), options.dry_run, options.now);
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
+    };
+    let registry_policy = match policy.protect.any() {
+        true => shared::registry_policy(catalog).await,
+        false => None,
     };
     let repositories: Vec<String> = if options.repositories.is_empty() {
         let mut all = catalog.list_repositories().await?;
@@ -452,6 +483,7 @@ pub async fn sweep(
             catalog,
             policy,
             &in_use,
+            registry_policy.as_ref(),
             repository,
             options,
             &mut budget,
@@ -584,6 +616,10 @@ pub async fn on_push(
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };
+    let registry_policy = match policy.protect.any() {
+        true => shared::registry_policy(catalog).await,
+        false => None,
+    };
     let push_policy = if cache_push && lifecycle.is_none() {
         on_push_policy(policy)
     } else {
@@ -594,6 +630,7 @@ pub async fn on_push(
         catalog,
         &push_policy,
         &in_use,
+        registry_policy.as_ref(),
         &event.repository_name,
         options,
         &mut budget,
@@ -630,6 +667,9 @@ pub struct JanitorSettings {
     pub report_bucket: Option<String>,
     /// `AFTERPUSH_REPORT_PREFIX`, default `cache-janitor/`.
     pub report_prefix: String,
+    /// `CONSUMER_ACCOUNTS` and `IN_USE_READER_ROLE`: the other accounts whose ECS and
+    /// Lambda are listed, and the role assumed in each.
+    pub consumers: crate::catalog::consumer_accounts::ConsumerAccounts,
 }
 
 impl JanitorSettings {
@@ -677,7 +717,20 @@ impl JanitorSettings {
                 })
             }
         };
+        let consumers = crate::catalog::consumer_accounts::ConsumerAccounts::parse(
+            &get(crate::settings::CONSUMER_ACCOUNTS).unwrap_or_default(),
+            &get(crate::settings::IN_USE_READER_ROLE).unwrap_or_default(),
+        )
+        .map_err(|e| JanitorError::Settings {
+            var: if e.name == crate::settings::IN_USE_READER_ROLE {
+                crate::settings::IN_USE_READER_ROLE
+            } else {
+                crate::settings::CONSUMER_ACCOUNTS
+            },
+            message: e.to_string(),
+        })?;
         Ok(JanitorSettings {
+            consumers,
             policy,
             dry_run,
             report_bucket: get("REPORT_BUCKET").filter(|b| !b.is_empty()),

@@ -48,6 +48,43 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> PolicyError 
     }
 }
 
+/// `protect.accept_uncovered`: exact repository names and 12-digit account ids only, so
+/// that a risk is accepted by name and never by a pattern that grows.
+fn accept_uncovered(
+    raw: Option<RawAcceptUncovered>,
+) -> Result<super::shared::AcceptUncovered, PolicyError> {
+    let Some(raw) = raw else {
+        return Ok(Default::default());
+    };
+    for (i, r) in raw.repositories.iter().enumerate() {
+        if r.is_empty() || r.contains(['*', '?', '[', '{']) {
+            return Err(invalid(
+                format!("protect.accept_uncovered.repositories[{i}]"),
+                format!("{r:?}: name a repository exactly (no patterns)"),
+            ));
+        }
+    }
+    let mut accounts = Vec::new();
+    for (i, a) in raw.accounts.iter().enumerate() {
+        let at = format!("protect.accept_uncovered.accounts[{i}]");
+        // A bare number loses an account id's leading zeros: it must be quoted.
+        let Some(a) = a.as_str() else {
+            return Err(invalid(
+                at,
+                format!("{a:?}: write the account id as a quoted string"),
+            ));
+        };
+        if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(at, format!("{a:?} is not a 12-digit account id")));
+        }
+        accounts.push(a.to_string());
+    }
+    Ok(super::shared::AcceptUncovered {
+        repositories: raw.repositories,
+        accounts,
+    })
+}
+
 fn ecr_invalid(prefix: &str, e: LifecycleError) -> PolicyError {
     invalid(
         format!("{prefix}{}", e.at),
@@ -99,6 +136,18 @@ struct RawProtect {
     lambda: Option<bool>,
     #[serde(default)]
     task_definition_revisions: Option<usize>,
+    #[serde(default)]
+    accept_uncovered: Option<RawAcceptUncovered>,
+}
+
+/// `protect.accept_uncovered: {repositories: [app], accounts: ["333333333333"]}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcceptUncovered {
+    #[serde(default)]
+    repositories: Vec<String>,
+    #[serde(default)]
+    accounts: Vec<serde_yaml_ng::Value>,
 }
 
 /// An ECR lifecycle policy for some repositories, inside an afterpush policy.
@@ -319,6 +368,9 @@ pub struct Policy {
     pub ecr_lifecycle: Vec<EcrRuleGroup>,
     /// Images ECS or Lambda use are never deleted (on unless turned off by name).
     pub protect: Protect,
+    /// Consumers of shared repositories the janitor cannot scan, whose risk is accepted
+    /// by name (`protect.accept_uncovered`); none by default.
+    pub accept_uncovered: super::shared::AcceptUncovered,
 }
 
 /// Nothing younger than this is ever deleted, unless the policy says otherwise.
@@ -440,6 +492,7 @@ impl Policy {
                 policy,
             }],
             protect: Protect::default(),
+            accept_uncovered: Default::default(),
         }
     }
 
@@ -451,7 +504,7 @@ impl Policy {
             .map(|g| &g.policy)
     }
 
-    fn validate(raw: RawPolicy) -> Result<Self, PolicyError> {
+    fn validate(mut raw: RawPolicy) -> Result<Self, PolicyError> {
         let repositories = match raw.repositories {
             Some(list) if list.is_empty() => {
                 return Err(invalid("repositories", "empty list selects no repository"))
@@ -629,6 +682,11 @@ impl Policy {
                 policy,
             });
         }
+        let accept_uncovered = accept_uncovered(
+            raw.protect
+                .as_mut()
+                .and_then(|p| p.accept_uncovered.take()),
+        )?;
         let protect = match raw.protect {
             None => Protect::default(),
             Some(p) => Protect {
@@ -647,6 +705,7 @@ impl Policy {
             s3_caches,
             ecr_lifecycle,
             protect,
+            accept_uncovered,
         })
     }
 
@@ -716,6 +775,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("eks"), "{err}");
+    }
+
+    #[test]
+    fn uncovered_consumers_are_accepted_only_by_exact_name() {
+        let p = Policy::parse("repositories: ['*']").unwrap();
+        assert_eq!(p.accept_uncovered, Default::default());
+        let p = Policy::parse(
+            "repositories: ['*']\nprotect: {accept_uncovered: {repositories: [legacy], accounts: ['012345678901']}}",
+        )
+        .unwrap();
+        assert_eq!(p.accept_uncovered.repositories, ["legacy"]);
+        assert_eq!(p.accept_uncovered.accounts, ["012345678901"]);
+        assert!(p.protect.ecs && p.protect.lambda);
+        for (yaml, field) in [
+            ("{repositories: ['team/*']}", "accept_uncovered.repositories[0]"),
+            ("{accounts: [12345678901]}", "accept_uncovered.accounts[0]"),
+            ("{accounts: ['o-abc123']}", "accept_uncovered.accounts[0]"),
+            ("{everyone: true}", "everyone"),
+        ] {
+            let err = Policy::parse(&format!(
+                "repositories: ['*']\nprotect: {{accept_uncovered: {yaml}}}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(field), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -318,4 +318,9 @@ impl<C: Catalog> Catalog for ProgressCatalog<C> {
     fn in_use(&self) -> Option<&dyn crate::cleanup::in_use::InUseSource> {
         self.inner.in_use()
     }
+    fn repository_policies(
+        &self,
+    ) -> Option<&dyn crate::catalog::repository_policy::RepositoryPolicies> {
+        self.inner.repository_policies()
+    }
 }

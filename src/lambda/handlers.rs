@@ -395,7 +395,10 @@ impl CacheJanitor {
             Repositories::Registry(_) => {
                 let sdk = aws_config().await;
                 (
-                    Box::new(EcrCatalog::from_sdk_config(&sdk)),
+                    Box::new(EcrCatalog::from_sdk_config_with_consumers(
+                        &sdk,
+                        &settings.consumers,
+                    )),
                     Some(s3_client(&sdk)),
                 )
             }

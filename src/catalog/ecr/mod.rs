@@ -20,6 +20,7 @@ pub use sdk::SdkEcr;
 use super::{
     ApiErrorKind, Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH,
 };
+use crate::catalog::repository_policy::RepositoryPolicies;
 use crate::catalog::workloads::InUseSource;
 use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
@@ -120,16 +121,27 @@ pub struct EcrCatalog<A = SdkEcr> {
     api: A,
     /// The workloads of the same account and region (ECS, Lambda).
     in_use: Option<Box<dyn InUseSource>>,
+    /// The repository and registry policies (who else may pull).
+    policies: Option<Box<dyn RepositoryPolicies>>,
 }
 
 impl<A: EcrApi> EcrCatalog<A> {
     /// A catalog with no source of images in use (see [`Self::with_in_use`]).
     pub fn new(api: A) -> Self {
-        Self { api, in_use: None }
+        Self {
+            api,
+            in_use: None,
+            policies: None,
+        }
     }
     /// The same catalog, listing images in use through `source`.
     pub fn with_in_use(mut self, source: impl InUseSource + 'static) -> Self {
         self.in_use = Some(Box::new(source));
+        self
+    }
+    /// The same catalog, reading who else may pull through `policies`.
+    pub fn with_repository_policies(mut self, policies: impl RepositoryPolicies + 'static) -> Self {
+        self.policies = Some(Box::new(policies));
         self
     }
     /// The ECR port this catalog calls (tests read a fake's counts through it).
@@ -404,6 +416,10 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
 
     fn in_use(&self) -> Option<&dyn InUseSource> {
         self.in_use.as_deref()
+    }
+
+    fn repository_policies(&self) -> Option<&dyn RepositoryPolicies> {
+        self.policies.as_deref()
     }
 }
 

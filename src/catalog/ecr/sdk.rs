@@ -2,9 +2,6 @@
 
 use super::DESCRIBE_PAGE;
 use super::{EcrApi, EcrApiError, EcrCatalog, FetchedManifest, ImageDetail, ImageFailure};
-use crate::catalog::ecs::SdkEcs;
-use crate::catalog::lambda::SdkLambda;
-use crate::catalog::workloads::Workloads;
 use crate::catalog::ApiErrorKind;
 use crate::oci::media;
 use chrono::{DateTime, Utc};
@@ -215,11 +212,12 @@ impl EcrApi for SdkEcr {
 
 impl EcrCatalog<SdkEcr> {
     /// From the shared AWS config (`AWS_ENDPOINT_URL` honoured by aws-config), with the
-    /// same account's ECS and Lambda as the source of images in use.
+    /// same account's ECS and Lambda as the source of images in use, and no consumer
+    /// accounts (see [`Self::from_sdk_config_with_consumers`]).
     pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
-        Self::new(SdkEcr::from_sdk_config(config)).with_in_use(Workloads {
-            ecs: SdkEcs::from_sdk_config(config),
-            lambda: SdkLambda::from_sdk_config(config),
-        })
+        Self::from_sdk_config_with_consumers(
+            config,
+            &crate::catalog::consumer_accounts::ConsumerAccounts::default(),
+        )
     }
 }
