@@ -33,9 +33,9 @@ pub fn margin_from_env() -> Result<Duration, String> {
 fn margin_from(value: Option<&str>) -> Result<Duration, String> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(DEFAULT_DEADLINE_MARGIN),
-        Some(v) => humantime::parse_duration(v).map_err(|e| {
-            format!("{ENV_DEADLINE_MARGIN}={v:?}: expected a duration, e.g. 30s: {e}")
-        }),
+        Some(v) => {
+            crate::settings::parse_duration(ENV_DEADLINE_MARGIN, v).map_err(|e| e.to_string())
+        }
     }
 }
 

@@ -13,10 +13,10 @@ pub mod catalog;
 pub mod cleanup;
 #[cfg(feature = "cli")]
 pub mod cli;
-pub mod copy;
 pub mod deadline;
 pub mod events;
 pub mod files;
+pub mod filters;
 pub mod lambda;
 pub mod metrics;
 pub mod oci;

@@ -14,7 +14,8 @@ use afterpush::cleanup::policy::Policy;
 use afterpush::cleanup::{
     handle, on_push, sweep, JanitorError, JanitorEvent, JanitorSettings, RunOptions,
 };
-use afterpush::events::{RepositoryTagFilters, Trigger};
+use afterpush::events::Trigger;
+use afterpush::filters::RepositoryTagFilters;
 use afterpush::oci::{media, Sha256Digest};
 use chrono::{Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,8 +4,8 @@
 
 mod support;
 
-use afterpush::copy::{copy_image, CopyEvent, CopyOptions};
 use afterpush::oci::{ManifestSummary, Sha256Digest};
+use afterpush::registry::copy::{copy_image, CopyEvent, CopyOptions};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
 use afterpush::registry::open::{open_repository, OpenSettings};
 use afterpush::registry::{read_blob, Manifest, Repository};

@@ -5,8 +5,8 @@
 
 mod support;
 
-use afterpush::copy::{copy_image, CopyOptions};
 use afterpush::oci::ManifestSummary;
+use afterpush::registry::copy::{copy_image, CopyOptions};
 use afterpush::registry::distribution::settings::{
     ENV_ENDPOINT, ENV_MAX_ATTEMPTS, ENV_PASSWORD, ENV_USERNAME,
 };

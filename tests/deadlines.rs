@@ -12,7 +12,7 @@ mod support;
 use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::cleanup::{self, JanitorEvent, JanitorSettings};
 use afterpush::deadline::{Clock, Deadline};
-use afterpush::events::RepositoryTagFilters;
+use afterpush::filters::RepositoryTagFilters;
 use afterpush::registry::distribution::{DistributionRepository, RegistrySettings};
 use afterpush::registry::Repository;
 use afterpush::sample::{self, SampleSpec};

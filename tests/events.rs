@@ -4,8 +4,9 @@
 
 use afterpush::events::{
     janitor_decision, soci_push_decision, stitch_push_decision, JanitorDecision, PushDecision,
-    RepositoryTagFilters, Trigger,
+    Trigger,
 };
+use afterpush::filters::RepositoryTagFilters;
 use afterpush::settings::DEFAULT_SOCI_TAG_SUFFIX;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -74,7 +74,7 @@ async fn we_read_what_skopeo_wrote_and_skopeo_reads_our_archive() {
     // Our archive, read by skopeo.
     let archive_path = dir.path().join("ours.tar");
     let archive = ArchiveRepository::open(&archive_path, false).unwrap();
-    afterpush::copy::copy_image(&repo, &archive, "v1", Some("v1"), &Default::default())
+    afterpush::registry::copy::copy_image(&repo, &archive, "v1", Some("v1"), &Default::default())
         .await
         .unwrap();
     archive.commit().await.unwrap();

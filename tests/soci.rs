@@ -486,7 +486,7 @@ async fn ztocs_are_reused_from_the_s3_cache() {
     // Another image with the same base layer (same bytes, another tag and config).
     let other = connect(&registry.host(), "other");
     let other = Recording::new(other);
-    afterpush::copy::copy_image(&repo, &other, "a", Some("b"), &Default::default())
+    afterpush::registry::copy::copy_image(&repo, &other, "a", Some("b"), &Default::default())
         .await
         .unwrap();
     let reads_before = other.reads_of(&big);
@@ -510,7 +510,7 @@ async fn ztocs_are_reused_from_the_s3_cache() {
         .await
         .unwrap();
     let third = Recording::new(connect(&registry.host(), "third"));
-    afterpush::copy::copy_image(&repo, &third, "a", Some("c"), &Default::default())
+    afterpush::registry::copy::copy_image(&repo, &third, "a", Some("c"), &Default::default())
         .await
         .unwrap();
     let reads_before = third.reads_of(&big);
@@ -665,7 +665,7 @@ async fn forged_cache_entries_are_rebuilt_and_never_published() {
             .await
             .unwrap();
         let dest = Recording::new(connect(&registry.host(), &format!("forged{i}")));
-        afterpush::copy::copy_image(&repo, &dest, "a", Some("a"), &Default::default())
+        afterpush::registry::copy::copy_image(&repo, &dest, "a", Some("a"), &Default::default())
             .await
             .unwrap();
         let reads_before = dest.reads_of(&target);

@@ -463,7 +463,7 @@ fn span_size_out_of_range_is_refused_by_ztoc_and_soci_create() {
             "--json".as_ref(),
         ]);
         let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-        let expected = afterpush::soci::settings::parse_size(good).unwrap();
+        let expected = afterpush::settings::parse_size("SPAN_SIZE", good).unwrap();
         assert_eq!(info["span_size"], expected, "{good}");
     }
 }

@@ -22,7 +22,8 @@ mod yaml_expansion;
 use crate::catalog::s3cache::{S3Cache, S3CacheUri};
 use crate::catalog::{ApiErrorKind, Catalog, CatalogError};
 use crate::deadline::Deadline;
-use crate::events::{EcrImageAction, RepositoryTagFilters, Trigger};
+use crate::events::{EcrImageAction, Trigger};
+use crate::filters::RepositoryTagFilters;
 use crate::oci::{media, ArtifactKind};
 use chrono::{DateTime, Utc};
 use executor::RepositoryReport;
@@ -661,7 +662,7 @@ fn pushed_kind(event: &EcrImageAction) -> ArtifactKind {
 pub struct JanitorSettings {
     /// The cleanup policy, from `CLEANUP_POLICY` (or `AFTERPUSH_CLEANUP_POLICY_FILE`).
     pub policy: Policy,
-    /// `DRY_RUN`, true unless set to false/0/no.
+    /// `DRY_RUN`, true unless set to false/0/no/off.
     pub dry_run: bool,
     /// `REPORT_BUCKET`: a JSON report object per run goes there.
     pub report_bucket: Option<String>,
@@ -706,15 +707,13 @@ impl JanitorSettings {
                 })
             }
         };
-        let dry_run = match get("DRY_RUN").map(|v| v.trim().to_ascii_lowercase()) {
+        let dry_run = match get("DRY_RUN").filter(|v| !v.trim().is_empty()) {
             None => true,
-            Some(v) if v.is_empty() || ["true", "1", "yes"].contains(&v.as_str()) => true,
-            Some(v) if ["false", "0", "no"].contains(&v.as_str()) => false,
             Some(v) => {
-                return Err(JanitorError::Settings {
+                crate::settings::parse_bool("DRY_RUN", &v).map_err(|e| JanitorError::Settings {
                     var: "DRY_RUN",
-                    message: format!("{v:?} is not true or false"),
-                })
+                    message: format!("{v:?}: {}", e.problem),
+                })?
             }
         };
         let consumers = crate::catalog::consumer_accounts::ConsumerAccounts::parse(
@@ -914,7 +913,11 @@ mod tests {
             ),
             (
                 vec![("CLEANUP_POLICY", POLICY), ("DRY_RUN", "maybe")],
-                "setting DRY_RUN: \"maybe\" is not true or false",
+                "setting DRY_RUN: \"maybe\": expected true or false",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("DRY_RUN", "ture")],
+                "setting DRY_RUN: \"ture\": expected true or false",
             ),
             (
                 vec![("AFTERPUSH_CLEANUP_POLICY_FILE", "/nonexistent/policy.yaml")],

@@ -4,7 +4,7 @@
 // rustdoc must not read the brackets as intra-doc links.
 #![allow(rustdoc::broken_intra_doc_links)]
 
-use crate::copy::{copy_image, CopyEvent, CopyOptions};
+use crate::registry::copy::{copy_image, CopyEvent, CopyOptions};
 use crate::registry::open::{open_repository, open_source, OpenSettings};
 use crate::registry::{ImageRef, Location};
 use anyhow::{bail, Context};
@@ -32,7 +32,7 @@ pub struct CopyArgs {
 const OWN_BAR_BYTES: u64 = 1024 * 1024;
 
 /// Progress bars on a TTY; nothing otherwise.
-fn progress_sink() -> (MultiProgress, ProgressBar, crate::copy::Progress) {
+fn progress_sink() -> (MultiProgress, ProgressBar, crate::registry::copy::Progress) {
     let multi = MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {

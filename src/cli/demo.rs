@@ -13,7 +13,7 @@ use crate::catalog::layout::LayoutCatalog;
 use crate::cleanup::policy::Policy;
 use crate::cleanup::render::{decisions_table, human_bytes};
 use crate::cleanup::{self, JanitorSettings, RunOptions};
-use crate::events::RepositoryTagFilters;
+use crate::filters::RepositoryTagFilters;
 use crate::lambda::{CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer};
 use crate::oci::{is_attestation_descriptor, ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;

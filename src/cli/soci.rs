@@ -4,9 +4,9 @@
 // rustdoc must not read the brackets as intra-doc links.
 #![allow(rustdoc::broken_intra_doc_links)]
 
-use crate::copy::{copy_image, CopyOptions};
 use crate::oci::gojson::{GoDescriptor, GoIndex, GoManifest};
 use crate::oci::{annotation, media, ManifestSummary, Sha256Digest};
+use crate::registry::copy::{copy_image, CopyOptions};
 use crate::registry::open::{open_repository, OpenSettings};
 use crate::registry::{read_blob, ImageRef, Repository};
 use crate::soci::{
@@ -69,7 +69,7 @@ pub struct CreateArgs {
     #[arg(long = "platform")]
     pub platforms: Vec<String>,
     /// Layers indexed at once.
-    #[arg(long, env = "LAYER_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "LAYER_CONCURRENCY", default_value_t = 4, value_parser = parse_concurrency_arg)]
     pub layer_concurrency: usize,
     /// Reuse zTOCs from (and store them in) this S3 bucket.
     #[arg(long, env = "ZTOC_CACHE_BUCKET")]
@@ -80,7 +80,11 @@ pub struct CreateArgs {
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
-    soci::settings::parse_size(s).ok_or_else(|| format!("{s:?} is not a size (e.g. 4MiB, 4194304)"))
+    crate::settings::parse_size("MIN_LAYER_SIZE", s).map_err(|e| e.problem)
+}
+
+fn parse_concurrency_arg(s: &str) -> Result<usize, String> {
+    crate::settings::parse_count("LAYER_CONCURRENCY", s, 1..=64).map_err(|e| e.problem)
 }
 
 /// Runs `afterpush soci create|list|info`.

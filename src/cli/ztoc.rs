@@ -63,8 +63,7 @@ pub enum ZtocCommand {
 /// `--span-size` of `ztoc create` and `soci create`: a size (`4MiB`, `4194304`) in the
 /// range [`ztoc::check_span_size`] accepts.
 pub(crate) fn parse_span_size_arg(s: &str) -> Result<u64, String> {
-    let size = crate::soci::settings::parse_size(s)
-        .ok_or_else(|| format!("{s:?} is not a size (e.g. 4MiB, 4194304)"))?;
+    let size = crate::settings::parse_size("SPAN_SIZE", s).map_err(|e| e.problem)?;
     ztoc::check_span_size(size).map_err(|e| e.to_string())
 }
 

@@ -5,7 +5,8 @@
 //! what it and its siblings push and skips it: loops are impossible by construction, not
 //! by rate limits. Every skip carries a [`SkipReason`] that the handler logs.
 
-use super::{EcrImageAction, RepositoryTagFilters, ScheduledEvent, Trigger};
+use super::{EcrImageAction, ScheduledEvent, Trigger};
+use crate::filters::RepositoryTagFilters;
 use crate::oci::{annotation, media, ManifestSummary, Sha256Digest};
 use crate::stitch::ArchTagTemplate;
 use chrono::{DateTime, Utc};

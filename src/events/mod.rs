@@ -4,20 +4,17 @@
 //!
 //! - [`Trigger`] — any payload a function receives, parsed or rejected with an error that
 //!   names the source and detail-type.
-//! - [`filters`] — `REPOSITORY_TAG_FILTERS`.
 //! - [`decision`] — whether a push is work for the SOCI indexer, the stitcher, the janitor
 //!   (the loop guard lives there: our own pushes are recognised and skipped).
 //!
 //! What the functions do with these events is in [`crate::lambda`].
 
 pub mod decision;
-pub mod filters;
 
 pub use decision::{
     is_our_soci_output, janitor_decision, soci_push_decision, stitch_push_decision,
     JanitorDecision, PushDecision, SkipReason,
 };
-pub use filters::{FilterError, RepositoryTagFilters};
 
 use crate::oci::Sha256Digest;
 use serde::{Deserialize, Serialize};

@@ -98,8 +98,8 @@ impl From<crate::settings::SettingsError> for HandlerError {
     }
 }
 
-impl From<crate::events::FilterError> for HandlerError {
-    fn from(error: crate::events::FilterError) -> Self {
+impl From<crate::filters::FilterError> for HandlerError {
+    fn from(error: crate::filters::FilterError) -> Self {
         Self::non_retryable(error)
     }
 }

@@ -5,11 +5,13 @@
 //! Every implementation returns the exact bytes it stored and verifies the digest of
 //! what it reads: a manifest always, a blob on full reads.
 
+pub mod copy;
 pub mod distribution;
 pub mod ecr;
 pub mod layout;
 pub mod open;
 pub mod reference;
+pub mod verified_stream;
 
 use crate::oci::{OciError, Sha256Digest};
 use async_trait::async_trait;

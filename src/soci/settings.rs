@@ -2,6 +2,7 @@
 //! parameters), the same names as CLI flags.
 
 use super::{Result, SociError};
+use crate::settings::{parse_bool, parse_choice, parse_count, parse_size, SettingsError};
 use crate::stitch::ArchTagTemplate;
 
 /// Which SOCI index format to write.
@@ -132,22 +133,6 @@ impl Default for SociSettings {
     }
 }
 
-/// Parses `4194304`, `4MiB`, `4M`, `512KiB`, `1GiB` (binary units).
-pub fn parse_size(value: &str) -> Option<u64> {
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
 impl SociSettings {
     /// Reads the settings from the environment; unset variables keep their defaults.
     pub fn from_env() -> Result<Self> {
@@ -161,44 +146,37 @@ impl SociSettings {
             value: value.into(),
             message: message.into(),
         };
+        let refused = |e: SettingsError| SociError::Setting {
+            name: e.name,
+            value: e.value,
+            message: e.problem,
+        };
         let mut s = Self::default();
         if let Some(v) = get("SPAN_SIZE") {
-            let size =
-                parse_size(&v).ok_or_else(|| bad("SPAN_SIZE", &v, "expected a size, e.g. 4MiB"))?;
+            let size = parse_size("SPAN_SIZE", &v).map_err(refused)?;
             s.span_size = crate::ztoc::check_span_size(size)
                 .map_err(|e| bad("SPAN_SIZE", &v, &e.to_string()))?;
         }
         if let Some(v) = get("MIN_LAYER_SIZE") {
-            s.min_layer_size = parse_size(&v)
-                .ok_or_else(|| bad("MIN_LAYER_SIZE", &v, "expected a size, e.g. 10MiB"))?;
+            s.min_layer_size = parse_size("MIN_LAYER_SIZE", &v).map_err(refused)?;
         }
         if let Some(v) = get("LAYER_CONCURRENCY") {
-            s.layer_concurrency = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| (1..=64).contains(n))
-                .ok_or_else(|| bad("LAYER_CONCURRENCY", &v, "expected 1 to 64"))?;
+            s.layer_concurrency = parse_count("LAYER_CONCURRENCY", &v, 1..=64).map_err(refused)?;
         }
         if let Some(v) = get("SOCI_INDEX_VERSION") {
-            s.index_version = match v.trim().to_ascii_lowercase().as_str() {
-                "v1" => IndexVersion::V1,
-                "v2" => IndexVersion::V2,
-                _ => return Err(bad("SOCI_INDEX_VERSION", &v, "expected v1 or v2")),
-            };
+            s.index_version =
+                match parse_choice("SOCI_INDEX_VERSION", &v, &["v1", "v2"]).map_err(refused)? {
+                    "v1" => IndexVersion::V1,
+                    _ => IndexVersion::V2,
+                };
         }
         if let Some(v) = get("SOCI_TAG_MODE") {
-            s.tag_mode = match v.trim().to_ascii_lowercase().as_str() {
+            s.tag_mode = match parse_choice("SOCI_TAG_MODE", &v, &["suffix", "in-place", "none"])
+                .map_err(refused)?
+            {
                 "suffix" => TagMode::Suffix,
                 "in-place" => TagMode::InPlace,
-                "none" => TagMode::None,
-                _ => {
-                    return Err(bad(
-                        "SOCI_TAG_MODE",
-                        &v,
-                        "expected suffix, in-place or none",
-                    ))
-                }
+                _ => TagMode::None,
             };
         }
         if let Some(v) = get("SOCI_TAG_SUFFIX") {
@@ -220,16 +198,16 @@ impl SociSettings {
         }
         if let Some(v) = get("AFTERPUSH_SOCI_XATTR_OPTIMIZATION") {
             s.xattr_optimization =
-                matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes");
+                parse_bool("AFTERPUSH_SOCI_XATTR_OPTIMIZATION", &v).map_err(refused)?;
         }
         if let Some(v) = get("AFTERPUSH_LAYER_THROUGHPUT") {
-            s.layer_throughput = parse_size(&v).filter(|n| *n > 0).ok_or_else(|| {
-                bad(
-                    "AFTERPUSH_LAYER_THROUGHPUT",
-                    &v,
-                    "expected a size per second, e.g. 20MiB",
-                )
-            })?;
+            s.layer_throughput = parse_size("AFTERPUSH_LAYER_THROUGHPUT", &v)
+                .map_err(refused)
+                .and_then(|n| {
+                    (n > 0)
+                        .then_some(n)
+                        .ok_or_else(|| bad("AFTERPUSH_LAYER_THROUGHPUT", &v, "must be above 0"))
+                })?;
         }
         s.ztoc_cache_bucket = get("ZTOC_CACHE_BUCKET").filter(|v| !v.trim().is_empty());
         if let Some(v) = get("AFTERPUSH_ZTOC_CACHE_PREFIX") {
@@ -239,17 +217,15 @@ impl SociSettings {
             s.repository_tag_filters = v;
         }
         s.memory_budget = match get("MEMORY_BUDGET").filter(|v| !v.trim().is_empty()) {
-            Some(v) => Some(
-                parse_size(&v)
-                    .filter(|b| *b > 0)
-                    .ok_or_else(|| bad("MEMORY_BUDGET", &v, "expected a size, e.g. 512MiB"))?,
-            ),
+            Some(v) => match parse_size("MEMORY_BUDGET", &v).map_err(refused)? {
+                0 => return Err(bad("MEMORY_BUDGET", &v, "must be above 0, e.g. 512MiB")),
+                budget => Some(budget),
+            },
             None => get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
                 .and_then(|mb| super::memory::budget_from_function_memory(&mb)),
         };
         if let Some(v) = get("SOCI_SKIP_ARCH_TAGS") {
-            let skip = crate::settings::parse_bool("SOCI_SKIP_ARCH_TAGS", &v)
-                .map_err(|e| bad("SOCI_SKIP_ARCH_TAGS", &v, &e.problem))?;
+            let skip = parse_bool("SOCI_SKIP_ARCH_TAGS", &v).map_err(refused)?;
             if skip {
                 let template = get("ARCH_TAG_TEMPLATE")
                     .filter(|t| !t.trim().is_empty())
@@ -279,13 +255,36 @@ mod tests {
     }
 
     #[test]
-    fn parses_sizes() {
-        assert_eq!(parse_size("4194304"), Some(4194304));
-        assert_eq!(parse_size("4MiB"), Some(4194304));
-        assert_eq!(parse_size("10M"), Some(10 << 20));
-        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
-        assert_eq!(parse_size("4x"), None);
-        assert_eq!(parse_size(""), None);
+    fn a_typo_in_the_xattr_optimization_is_an_error_not_false() {
+        assert!(
+            read(&[("AFTERPUSH_SOCI_XATTR_OPTIMIZATION", "on")])
+                .unwrap()
+                .xattr_optimization
+        );
+        let err = read(&[("AFTERPUSH_SOCI_XATTR_OPTIMIZATION", "ture")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("AFTERPUSH_SOCI_XATTR_OPTIMIZATION") && err.contains("ture"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sizes_read_mb_as_decimal_and_mib_as_binary() {
+        assert_eq!(
+            read(&[("MIN_LAYER_SIZE", "10MB")]).unwrap().min_layer_size,
+            10_000_000
+        );
+        assert_eq!(
+            read(&[("MIN_LAYER_SIZE", "10MiB")]).unwrap().min_layer_size,
+            10 << 20
+        );
+        let err = read(&[("MIN_LAYER_SIZE", "10M")]).unwrap_err().to_string();
+        assert!(
+            err.contains("MIN_LAYER_SIZE") && err.contains("ambiguous"),
+            "{err}"
+        );
     }
 
     #[test]

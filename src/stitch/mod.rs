@@ -181,13 +181,17 @@ pub enum StitchMode {
 impl FromStr for StitchMode {
     type Err = StitchError;
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "complete" => Ok(StitchMode::Complete),
-            "partial" => Ok(StitchMode::Partial),
-            _ => Err(StitchError::InvalidSetting {
-                name: "STITCH_MODE".to_string(),
-                value: s.to_string(),
-                reason: "expected complete or partial".to_string(),
+        match crate::settings::parse_choice(
+            crate::settings::STITCH_MODE,
+            s,
+            &["complete", "partial"],
+        ) {
+            Ok("complete") => Ok(StitchMode::Complete),
+            Ok(_) => Ok(StitchMode::Partial),
+            Err(e) => Err(StitchError::InvalidSetting {
+                name: e.name,
+                value: e.value,
+                reason: e.problem,
             }),
         }
     }

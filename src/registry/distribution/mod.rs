@@ -22,8 +22,9 @@ pub use response::OciEnvelope;
 pub use retry::RetryPolicy;
 pub use settings::{AuthMode, RegistrySettings};
 
-use crate::oci::{media, DescriptorSummary, DigestWriter, ManifestSummary, OciError, Sha256Digest};
+use crate::oci::{media, DescriptorSummary, ManifestSummary, OciError, Sha256Digest};
 use crate::registry::reference::{is_valid_repository, is_valid_tag};
+use crate::registry::verified_stream::VerifiedStream;
 use crate::registry::{
     BlobRef, BlobStream, ImageRef, Location, Manifest, RefError, RegistryError, Repository, Result,
     MAX_MANIFEST_SIZE,
@@ -233,7 +234,9 @@ impl DistributionRepository {
                 let response = self.client.execute(&req).await?;
                 let body = self.body_stream(&req, response);
                 let resumable = resuming(self.clone(), digest.clone(), body, 0, None);
-                Ok(verify_stream(resumable, digest.clone(), what))
+                Ok(VerifiedStream::new(resumable, what)
+                    .digest(digest.clone())
+                    .boxed())
             }
             Some(r) => {
                 let req = self.blob_req(digest, Some((r.start, Some(r.end))))?;
@@ -243,7 +246,9 @@ impl DistributionRepository {
                     let body = self.body_stream(&req, response);
                     let resumable =
                         resuming(self.clone(), digest.clone(), body, r.start, Some(r.end));
-                    Ok(limit_stream(resumable, 0, r.end - r.start, what))
+                    Ok(VerifiedStream::new(resumable, what)
+                        .sized(r.end - r.start)
+                        .boxed())
                 } else {
                     // A registry that ignores Range sends the whole blob: cut it ourselves
                     // (not resumable: its offsets are not the range's).
@@ -393,54 +398,9 @@ fn header_digest(headers: &reqwest::header::HeaderMap) -> Option<Sha256Digest> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// Hashes a stream while passing it on; a mismatch at the end is the last item.
-fn verify_stream(inner: BlobStream, expected: Sha256Digest, what: String) -> BlobStream {
-    struct State {
-        inner: BlobStream,
-        hasher: Option<DigestWriter>,
-        expected: Sha256Digest,
-        what: String,
-    }
-    futures::stream::unfold(
-        State {
-            inner,
-            hasher: Some(DigestWriter::new()),
-            expected,
-            what,
-        },
-        |mut st| async move {
-            st.hasher.as_ref()?;
-            match st.inner.next().await {
-                Some(Ok(chunk)) => {
-                    if let Some(h) = st.hasher.as_mut() {
-                        h.update(&chunk);
-                    }
-                    Some((Ok(chunk), st))
-                }
-                Some(Err(e)) => {
-                    st.hasher = None;
-                    Some((Err(e), st))
-                }
-                None => {
-                    let actual = st.hasher.take()?.finish();
-                    if actual == st.expected {
-                        None
-                    } else {
-                        let err = OciError::DigestMismatch {
-                            what: st.what.clone(),
-                            expected: st.expected.clone(),
-                            actual,
-                        };
-                        Some((Err(err.into()), st))
-                    }
-                }
-            }
-        },
-    )
-    .boxed()
-}
-
 /// Skips `skip` bytes, then passes exactly `take` bytes; a body ending early is an error.
+/// For a registry that ignores `Range` and sends the whole blob: the range is cut out of
+/// it here (a 206 answer goes through [`VerifiedStream`] instead).
 fn limit_stream(inner: BlobStream, skip: u64, take: u64, what: String) -> BlobStream {
     struct State {
         inner: BlobStream,
@@ -804,34 +764,14 @@ mod tests {
                     .await
                     .unwrap();
                 assert_eq!(out.concat(), &data[start..end]);
-                let whole: Vec<Bytes> = verify_stream(split(&data, &cuts), Sha256Digest::of(&data), "b".into())
+                let whole: Vec<Bytes> = VerifiedStream::new(split(&data, &cuts), "b")
+                    .sized(data.len() as u64)
+                    .digest(Sha256Digest::of(&data))
                     .try_collect()
                     .await
                     .unwrap();
                 assert_eq!(whole.concat(), data);
             });
         }
-    }
-
-    #[tokio::test]
-    async fn verify_stream_reports_mismatch_last() {
-        let good = Sha256Digest::of(b"abc");
-        let s = futures::stream::iter(vec![
-            Ok(Bytes::from_static(b"ab")),
-            Ok(Bytes::from_static(b"c")),
-        ])
-        .boxed();
-        let out: Vec<Bytes> = verify_stream(s, good.clone(), "blob".into())
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(out.concat(), b"abc");
-        let s = futures::stream::iter(vec![Ok(Bytes::from_static(b"abd"))]).boxed();
-        let items: Vec<Result<Bytes>> = verify_stream(s, good.clone(), "blob".into())
-            .collect()
-            .await;
-        assert_eq!(items.len(), 2);
-        let err = items[1].as_ref().unwrap_err().to_string();
-        assert!(err.contains(&good.to_string()), "{err}");
     }
 }

@@ -100,16 +100,8 @@ impl RegistrySettings {
             s.endpoint = Some(parse_base_url(&e, ENV_ENDPOINT)?);
         }
         if let Some(v) = get(ENV_INSECURE) {
-            s.allow_insecure_http = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" => false,
-                other => {
-                    return Err(invalid(
-                        ENV_INSECURE,
-                        format!("{other:?} is not true/false"),
-                    ))
-                }
-            };
+            s.allow_insecure_http = crate::settings::parse_bool(ENV_INSECURE, &v)
+                .map_err(|e| invalid(ENV_INSECURE, e.to_string()))?;
         }
         let credentials = match (get(ENV_USERNAME), get(ENV_PASSWORD)) {
             (Some(u), Some(p)) => Some(Credentials::new(u, p)),
@@ -142,10 +134,10 @@ impl RegistrySettings {
             }
         };
         if let Some(v) = get(ENV_MAX_ATTEMPTS) {
-            s.retry.max_attempts =
-                v.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    invalid(ENV_MAX_ATTEMPTS, format!("{v:?} is not a count >= 1"))
-                })?;
+            s.retry.max_attempts = crate::settings::parse_positive(ENV_MAX_ATTEMPTS, &v)
+                .map_err(|e| invalid(ENV_MAX_ATTEMPTS, e.to_string()))?
+                .try_into()
+                .map_err(|_| invalid(ENV_MAX_ATTEMPTS, format!("{v:?} is too large")))?;
         }
         Ok(s)
     }

@@ -11,9 +11,8 @@
 //! `sha256-<hex>` tag schema (an index tagged with the subject's digest) are included too.
 
 use super::{file_stream, io_err, MAX_INDEX_JSON_SIZE, OCI_LAYOUT_FILE_CONTENT};
-use crate::oci::{
-    annotation, media, DescriptorSummary, DigestWriter, ManifestSummary, Sha256Digest,
-};
+use crate::oci::{annotation, media, DescriptorSummary, ManifestSummary, Sha256Digest};
+use crate::registry::verified_stream::VerifiedStream;
 use crate::registry::{
     BlobRef, BlobStream, Manifest, RegistryError, Repository, Result, MAX_MANIFEST_SIZE,
 };
@@ -666,12 +665,7 @@ impl Repository for LayoutRepository {
         }
     }
 
-    async fn push_blob(
-        &self,
-        digest: &Sha256Digest,
-        size: u64,
-        mut data: BlobStream,
-    ) -> Result<()> {
+    async fn push_blob(&self, digest: &Sha256Digest, size: u64, data: BlobStream) -> Result<()> {
         if self.blob_size(digest).await? == Some(size) {
             return Ok(());
         }
@@ -685,17 +679,12 @@ impl Repository for LayoutRepository {
             .try_clone()
             .map_err(|e| io_err(tmp.path(), e))?;
         let mut file = tokio::fs::File::from_std(std_file);
-        let mut hasher = DigestWriter::new();
-        let mut written = 0u64;
+        // Size and digest are checked as the bytes come: nothing wrong is renamed into place.
+        let mut data =
+            VerifiedStream::new(data, format!("blob {digest} pushed to {}", self.location))
+                .sized(size)
+                .digest(digest.clone());
         while let Some(chunk) = data.try_next().await? {
-            written += chunk.len() as u64;
-            if written > size {
-                return Err(RegistryError::Invalid {
-                    location: self.location.clone(),
-                    message: format!("blob {digest}: more than the announced {size} bytes"),
-                });
-            }
-            hasher.update(&chunk);
             file.write_all(&chunk)
                 .await
                 .map_err(|e| io_err(tmp.path(), e))?;
@@ -703,20 +692,6 @@ impl Repository for LayoutRepository {
         file.flush().await.map_err(|e| io_err(tmp.path(), e))?;
         file.sync_all().await.map_err(|e| io_err(tmp.path(), e))?;
         drop(file);
-        if written != size {
-            return Err(RegistryError::Invalid {
-                location: self.location.clone(),
-                message: format!("blob {digest}: announced {size} bytes, received {written}"),
-            });
-        }
-        let actual = hasher.finish();
-        if &actual != digest {
-            return Err(RegistryError::Oci(crate::oci::OciError::DigestMismatch {
-                what: format!("blob pushed to {}", self.location),
-                expected: digest.clone(),
-                actual,
-            }));
-        }
         let target = self.blob_path(digest);
         tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
         self.new_blobs.lock().unwrap().push(digest.clone());

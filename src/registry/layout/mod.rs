@@ -15,9 +15,10 @@ mod dir;
 pub use archive::{write_layout_tar, ArchiveRepository};
 pub use dir::LayoutRepository;
 
+use super::verified_stream::VerifiedStream;
 use super::{BlobStream, RegistryError, MAX_MANIFEST_SIZE};
-use crate::oci::{DigestWriter, Sha256Digest};
-use futures::StreamExt;
+use crate::oci::Sha256Digest;
+use futures::{StreamExt, TryStreamExt};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
 
@@ -39,72 +40,25 @@ fn io_err(path: &Path, source: std::io::Error) -> RegistryError {
     }
 }
 
-/// A blob stream over a file (already positioned), `len` bytes long. With `verify`, the
-/// digest and length of the whole are checked at the end and a mismatch is the last item.
+/// A blob stream over a file (already positioned), `len` bytes long: a file that ends
+/// early is an error. With `verify`, the digest of the whole is checked at the end (a
+/// mismatch is the last item), and errors name the blob as the `String` says.
 pub(crate) fn file_stream(
     file: tokio::fs::File,
     len: u64,
     verify: Option<(Sha256Digest, String)>,
     path: PathBuf,
 ) -> BlobStream {
-    struct State {
-        inner: tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>,
-        hasher: Option<DigestWriter>,
-        verify: Option<(Sha256Digest, String)>,
-        read: u64,
-        len: u64,
-        path: PathBuf,
-        done: bool,
-    }
-    let state = State {
-        inner: tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK),
-        hasher: verify.as_ref().map(|_| DigestWriter::new()),
-        verify,
-        read: 0,
-        len,
-        path,
-        done: false,
+    let what = match &verify {
+        Some((_, what)) => what.clone(),
+        None => path.display().to_string(),
     };
-    futures::stream::unfold(state, |mut s| async move {
-        if s.done {
-            return None;
-        }
-        match s.inner.next().await {
-            Some(Ok(chunk)) => {
-                if let Some(h) = s.hasher.as_mut() {
-                    h.update(&chunk);
-                }
-                s.read += chunk.len() as u64;
-                Some((Ok(chunk), s))
-            }
-            Some(Err(e)) => {
-                s.done = true;
-                let err = io_err(&s.path, e);
-                Some((Err(err), s))
-            }
-            None => {
-                s.done = true;
-                if s.read != s.len {
-                    let err = RegistryError::Invalid {
-                        location: s.path.display().to_string(),
-                        message: format!("expected {} bytes, read {}", s.len, s.read),
-                    };
-                    return Some((Err(err), s));
-                }
-                if let (Some(h), Some((expected, what))) = (s.hasher.take(), s.verify.take()) {
-                    let actual = h.finish();
-                    if actual != expected {
-                        let err = RegistryError::Oci(crate::oci::OciError::DigestMismatch {
-                            what,
-                            expected,
-                            actual,
-                        });
-                        return Some((Err(err), s));
-                    }
-                }
-                None
-            }
-        }
-    })
-    .boxed()
+    let reader = tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK)
+        .map_err(move |e| io_err(&path, e))
+        .boxed();
+    let stream = VerifiedStream::new(reader, what).sized(len);
+    match verify {
+        Some((digest, _)) => stream.digest(digest).boxed(),
+        None => stream.boxed(),
+    }
 }

@@ -7,6 +7,11 @@
 
 use std::fmt;
 
+mod parse;
+pub use parse::{
+    parse_bool, parse_choice, parse_count, parse_duration, parse_list, parse_positive, parse_size,
+};
+
 /// One of the three Lambda functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Function {
@@ -52,6 +57,44 @@ pub struct Setting {
     pub default: &'static str,
     /// The functions that read it.
     pub functions: &'static [Function],
+    /// What its value is, and so which parser reads it.
+    pub kind: Kind,
+}
+
+/// What a setting's value is: one parser per kind (see [`parse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Free text (names, templates, a policy), checked by whoever reads it.
+    Text,
+    /// [`parse_bool`].
+    Bool,
+    /// [`parse_size`].
+    Size,
+    /// [`parse_positive`].
+    Count,
+    /// [`parse_list`].
+    List,
+    /// [`parse_choice`] among these values.
+    Choice(&'static [&'static str]),
+}
+
+impl Kind {
+    /// Parses `raw` as this kind for variable `name`, keeping only whether it parses.
+    pub fn check(self, name: &str, raw: &str) -> Result<(), SettingsError> {
+        match self {
+            Kind::Text | Kind::List => Ok(()),
+            Kind::Bool => parse_bool(name, raw).map(drop),
+            Kind::Size => parse_size(name, raw).map(drop),
+            Kind::Count => parse_positive(name, raw).map(drop),
+            Kind::Choice(allowed) => parse_choice(name, raw, allowed).map(drop),
+        }
+    }
+}
+
+/// Checks `raw` with the parser of setting `name`'s kind (anything goes for a name that
+/// is not in [`SETTINGS`]).
+pub fn check(name: &str, raw: &str) -> Result<(), SettingsError> {
+    setting(name).map_or(Ok(()), |s| s.kind.check(name, raw))
 }
 
 use Function::{CacheJanitor as J, ManifestStitcher as M, SociIndexer as S};
@@ -108,93 +151,124 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: REPOSITORY_TAG_FILTERS,
         default: "*:*",
+        kind: Kind::Text,
         functions: &[S, M, J],
     },
     Setting {
         name: SOCI_INDEX_VERSION,
         default: "v2",
+        kind: Kind::Choice(&["v2", "v1"]),
         functions: &[S],
     },
     Setting {
         name: SOCI_TAG_MODE,
         default: "suffix",
+        kind: Kind::Choice(&["suffix", "in-place", "none"]),
         functions: &[S],
     },
     // The stitcher and the janitor need the suffix too: to recognise the indexer's output.
     Setting {
         name: SOCI_TAG_SUFFIX,
         default: DEFAULT_SOCI_TAG_SUFFIX,
+        kind: Kind::Text,
         functions: &[S, M, J],
     },
     Setting {
         name: SPAN_SIZE,
         default: "4194304",
+        kind: Kind::Size,
         functions: &[S],
     },
     Setting {
         name: MIN_LAYER_SIZE,
         default: "10485760",
+        kind: Kind::Size,
         functions: &[S],
     },
     Setting {
         name: LAYER_CONCURRENCY,
         default: "4",
+        kind: Kind::Count,
         functions: &[S],
     },
     // Empty: the function's memory less the process's headroom (src/soci/memory.rs).
     Setting {
         name: MEMORY_BUDGET,
         default: "",
+        kind: Kind::Size,
         functions: &[S],
     },
     Setting {
         name: PLATFORMS,
         default: "all",
+        kind: Kind::List,
         functions: &[S],
     },
     Setting {
         name: ZTOC_CACHE_BUCKET,
         default: "",
+        kind: Kind::Text,
         functions: &[S],
     },
     Setting {
         name: SOCI_SKIP_ARCH_TAGS,
         default: "false",
+        kind: Kind::Bool,
         functions: &[S],
     },
     Setting {
         name: ARCH_TAG_TEMPLATE,
         default: "{tag}-{arch}",
+        kind: Kind::Text,
         functions: &[S, M],
     },
     Setting {
         name: TARGET_TAG_TEMPLATE,
         default: "{tag}",
+        kind: Kind::Text,
         functions: &[M],
     },
     Setting {
         name: REQUIRED_PLATFORMS,
         default: "linux/amd64,linux/arm64",
+        kind: Kind::List,
         functions: &[M],
     },
     Setting {
         name: STITCH_MODE,
         default: "complete",
+        kind: Kind::Choice(&["complete", "partial"]),
         functions: &[M],
     },
     Setting {
         name: CLEANUP_POLICY,
         default: "",
+        kind: Kind::Text,
         functions: &[J],
     },
     Setting {
         name: DRY_RUN,
         default: "true",
+        kind: Kind::Bool,
         functions: &[J],
     },
     Setting {
         name: REPORT_BUCKET,
         default: "",
+        kind: Kind::Text,
+        functions: &[J],
+    },
+    // template.yaml sets these two for the cross-account in-use listing.
+    Setting {
+        name: CONSUMER_ACCOUNTS,
+        default: "",
+        kind: Kind::List,
+        functions: &[J],
+    },
+    Setting {
+        name: IN_USE_READER_ROLE,
+        default: "afterpush-in-use-reader",
+        kind: Kind::Text,
         functions: &[J],
     },
 ];
@@ -270,88 +344,6 @@ pub fn value_or_default(source: &dyn Source, name: &str) -> String {
     value(source, name).unwrap_or_else(|| setting(name).map_or("", |s| s.default).to_string())
 }
 
-/// A boolean setting: `true/false`, `1/0`, `yes/no`, `on/off` (any case).
-pub fn parse_bool(name: &str, raw: &str) -> Result<bool, SettingsError> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(SettingsError::new(
-            name,
-            raw,
-            "expected true or false (or 1/0, yes/no, on/off)",
-        )),
-    }
-}
-
-/// A byte size: a plain number of bytes, or a number with a `KiB`/`MiB`/`GiB` (binary)
-/// or `KB`/`MB`/`GB` (decimal) suffix, e.g. `4MiB`, `10485760`.
-pub fn parse_size(name: &str, raw: &str) -> Result<u64, SettingsError> {
-    let text = raw.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| {
-        SettingsError::new(
-            name,
-            raw,
-            "expected a number of bytes, e.g. 4194304 or 4MiB",
-        )
-    })?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" | "k" => 1 << 10,
-        "mib" | "m" => 1 << 20,
-        "gib" | "g" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        other => {
-            return Err(SettingsError::new(
-                name,
-                raw,
-                format!("unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"),
-            ))
-        }
-    };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| SettingsError::new(name, raw, "too large"))
-}
-
-/// A positive count (e.g. `LAYER_CONCURRENCY`).
-pub fn parse_positive(name: &str, raw: &str) -> Result<usize, SettingsError> {
-    match raw.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(SettingsError::new(name, raw, "expected a whole number ≥ 1")),
-    }
-}
-
-/// A comma-separated list, entries trimmed, empty entries dropped.
-pub fn parse_list(raw: &str) -> Vec<String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// One of `allowed` (case-sensitive, as documented in the template's AllowedValues).
-pub fn parse_choice<'a>(
-    name: &str,
-    raw: &str,
-    allowed: &[&'a str],
-) -> Result<&'a str, SettingsError> {
-    let raw_trimmed = raw.trim();
-    allowed
-        .iter()
-        .copied()
-        .find(|a| *a == raw_trimmed)
-        .ok_or_else(|| {
-            SettingsError::new(name, raw, format!("expected one of {}", allowed.join(", ")))
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,32 +371,26 @@ mod tests {
     }
 
     #[test]
-    fn parses_sizes_bools_counts_and_choices() {
-        assert_eq!(parse_size(SPAN_SIZE, "4194304"), Ok(4 << 20));
-        assert_eq!(parse_size(SPAN_SIZE, "4MiB"), Ok(4 << 20));
-        assert_eq!(parse_size(SPAN_SIZE, "10 MB"), Ok(10_000_000));
-        let err = parse_size(MIN_LAYER_SIZE, "ten").unwrap_err();
-        assert!(err.to_string().contains("MIN_LAYER_SIZE") && err.to_string().contains("ten"));
-        assert!(parse_size(SPAN_SIZE, "4PiB")
-            .unwrap_err()
-            .problem
-            .contains("PiB".to_ascii_lowercase().as_str()));
-        assert!(parse_size(SPAN_SIZE, "99999999999999999999").is_err());
-        assert!(parse_size(SPAN_SIZE, "18446744073709551615GiB").is_err());
-        assert_eq!(parse_bool(DRY_RUN, "TRUE"), Ok(true));
-        assert_eq!(parse_bool(DRY_RUN, "off"), Ok(false));
-        assert!(parse_bool(DRY_RUN, "maybe")
-            .unwrap_err()
-            .to_string()
-            .contains("DRY_RUN"));
-        assert_eq!(parse_positive(LAYER_CONCURRENCY, "8"), Ok(8));
-        assert!(parse_positive(LAYER_CONCURRENCY, "0").is_err());
-        assert_eq!(parse_list(" a, ,b ,"), vec!["a", "b"]);
-        assert_eq!(
-            parse_choice(SOCI_INDEX_VERSION, "v1", &["v2", "v1"]),
-            Ok("v1")
-        );
-        let err = parse_choice(SOCI_INDEX_VERSION, "v3", &["v2", "v1"]).unwrap_err();
-        assert!(err.to_string().contains("v2, v1"), "{err}");
+    fn every_default_parses_as_its_kind() {
+        for s in SETTINGS {
+            if !s.default.is_empty() {
+                s.kind
+                    .check(s.name, s.default)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_checked_by_their_settings_kind() {
+        let err = check(DRY_RUN, "ture").unwrap_err().to_string();
+        assert!(err.contains("DRY_RUN") && err.contains("ture"), "{err}");
+        let err = check(SPAN_SIZE, "4M").unwrap_err().to_string();
+        assert!(err.contains("SPAN_SIZE"), "{err}");
+        let err = check(SOCI_TAG_MODE, "inplace").unwrap_err().to_string();
+        assert!(err.contains("in-place"), "{err}");
+        check(LAYER_CONCURRENCY, "8").unwrap();
+        check(CLEANUP_POLICY, "anything: at all").unwrap();
+        check("NOT_A_SETTING", "x").unwrap();
     }
 }

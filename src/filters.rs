@@ -1,4 +1,5 @@
-//! `REPOSITORY_TAG_FILTERS`: which repository/tag pairs a function acts on.
+//! `REPOSITORY_TAG_FILTERS`: which repository/tag pairs a function acts on (the
+//! indexer's and stitcher's push events, the janitor's pushes and scheduled sweep).
 //!
 //! Syntax: comma-separated `repo-glob:tag-glob` entries; a pair is selected when any entry
 //! matches both its repository and its tag. Globs are `globset` globs where `*` also
