@@ -14,18 +14,19 @@
 
 use afterpush::catalog::ecr::seeded_manifest as manifest;
 use afterpush::catalog::ecr::{CountingEcr, EcrCatalog, ImageDetail, MemoryEcr};
-use afterpush::catalog::ecs::{EcsApi, EcsContainer, EcsService, EcsTask, EcsTaskDefinition};
-use afterpush::catalog::lambda::{LambdaAlias, LambdaApi, LambdaFunction, LambdaImage};
+use afterpush::catalog::ecs::{EcsContainer, EcsService, EcsTask, EcsTaskDefinition};
+use afterpush::catalog::lambda::{LambdaAlias, LambdaFunction};
+use afterpush::catalog::memory_workloads::{MemoryWorkloads, SharedWorkloads};
 use afterpush::catalog::Catalog;
 use afterpush::cleanup::executor::execute;
-use afterpush::cleanup::in_use::{InUse, InUseError, Workloads};
+use afterpush::cleanup::in_use::{InUse, Workloads};
 use afterpush::cleanup::planner::{plan_in_use, Snapshot};
 use afterpush::cleanup::policy::Policy;
 use afterpush::oci::{media, Sha256Digest};
 use chrono::{Duration, Utc};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -40,52 +41,13 @@ const VERSIONS_PER_FUNCTION: usize = 6;
 /// The rollback window the policy keeps (the default).
 const KEPT_REVISIONS: usize = 5;
 
-/// A busy account's ECS and Lambda, in memory, counting calls by operation.
-#[derive(Default)]
-struct MemoryWorkloads {
-    clusters: Vec<String>,
-    services: BTreeMap<String, Vec<EcsService>>,
-    tasks: BTreeMap<String, Vec<EcsTask>>,
-    task_definitions: BTreeMap<String, EcsTaskDefinition>,
-    functions: Vec<LambdaFunction>,
-    versions: BTreeMap<String, Vec<(String, String)>>,
-    aliases: BTreeMap<String, Vec<LambdaAlias>>,
-    calls: Mutex<BTreeMap<&'static str, usize>>,
+/// The workloads of a busy account.
+trait BusyAccount {
+    fn busy_account(tagged: &[String], pinned: &[Sha256Digest]) -> Self;
+    fn fewest_calls(&self) -> usize;
 }
 
-/// Shared between the two ports of [`Workloads`].
-#[derive(Clone)]
-struct Shared(Arc<MemoryWorkloads>);
-
-fn page<T: Clone>(items: &[T], token: Option<String>, size: usize) -> (Vec<T>, Option<String>) {
-    let start: usize = token.map_or(0, |t| t.parse().unwrap());
-    let end = (start + size).min(items.len());
-    (
-        items[start..end].to_vec(),
-        (end < items.len()).then(|| end.to_string()),
-    )
-}
-
-fn over_limit(operation: &'static str, n: usize, max: usize) -> Result<(), InUseError> {
-    if n > max {
-        return Err(InUseError {
-            service: "ECS",
-            operation,
-            message: format!("{n} ids, at most {max}"),
-            retryable: false,
-        });
-    }
-    Ok(())
-}
-
-impl MemoryWorkloads {
-    fn count(&self, operation: &'static str) {
-        *self.calls.lock().unwrap().entry(operation).or_default() += 1;
-    }
-    fn total_calls(&self) -> usize {
-        self.calls.lock().unwrap().values().sum()
-    }
-
+impl BusyAccount for MemoryWorkloads {
     /// The workloads, referring to `tagged` images by tag and `pinned` ones by digest.
     fn busy_account(tagged: &[String], pinned: &[Sha256Digest]) -> Self {
         let mut w = MemoryWorkloads::default();
@@ -213,125 +175,6 @@ impl MemoryWorkloads {
             calls += pages(versions, 50) + pages(self.aliases[&f.name].len(), 50) + versions;
         }
         calls
-    }
-}
-
-#[async_trait::async_trait]
-impl EcsApi for Shared {
-    async fn list_clusters(
-        &self,
-        next: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), InUseError> {
-        self.0.count("ListClusters");
-        Ok(page(&self.0.clusters, next, 100))
-    }
-    async fn list_services(
-        &self,
-        cluster: &str,
-        next: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), InUseError> {
-        self.0.count("ListServices");
-        let names: Vec<String> = self.0.services[cluster]
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        Ok(page(&names, next, 100))
-    }
-    async fn describe_services(
-        &self,
-        cluster: &str,
-        services: &[String],
-    ) -> Result<Vec<EcsService>, InUseError> {
-        self.0.count("DescribeServices");
-        over_limit("DescribeServices", services.len(), 10)?;
-        Ok(self.0.services[cluster]
-            .iter()
-            .filter(|s| services.contains(&s.name))
-            .cloned()
-            .collect())
-    }
-    async fn list_tasks(
-        &self,
-        cluster: &str,
-        next: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), InUseError> {
-        self.0.count("ListTasks");
-        let arns: Vec<String> = self.0.tasks[cluster]
-            .iter()
-            .map(|t| t.arn.clone())
-            .collect();
-        Ok(page(&arns, next, 100))
-    }
-    async fn describe_tasks(
-        &self,
-        cluster: &str,
-        tasks: &[String],
-    ) -> Result<Vec<EcsTask>, InUseError> {
-        self.0.count("DescribeTasks");
-        over_limit("DescribeTasks", tasks.len(), 100)?;
-        Ok(self.0.tasks[cluster]
-            .iter()
-            .filter(|t| tasks.contains(&t.arn))
-            .cloned()
-            .collect())
-    }
-    async fn list_task_definitions(
-        &self,
-        next: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), InUseError> {
-        self.0.count("ListTaskDefinitions");
-        let arns: Vec<String> = self.0.task_definitions.keys().cloned().collect();
-        Ok(page(&arns, next, 100))
-    }
-    async fn describe_task_definition(&self, arn: &str) -> Result<EcsTaskDefinition, InUseError> {
-        self.0.count("DescribeTaskDefinition");
-        Ok(self.0.task_definitions[arn].clone())
-    }
-}
-
-#[async_trait::async_trait]
-impl LambdaApi for Shared {
-    async fn list_functions(
-        &self,
-        marker: Option<String>,
-    ) -> Result<(Vec<LambdaFunction>, Option<String>), InUseError> {
-        self.0.count("ListFunctions");
-        Ok(page(&self.0.functions, marker, 50))
-    }
-    async fn list_versions(
-        &self,
-        function: &str,
-        marker: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), InUseError> {
-        self.0.count("ListVersionsByFunction");
-        let names: Vec<String> = self.0.versions[function]
-            .iter()
-            .map(|(v, _)| v.clone())
-            .collect();
-        Ok(page(&names, marker, 50))
-    }
-    async fn list_aliases(
-        &self,
-        function: &str,
-        marker: Option<String>,
-    ) -> Result<(Vec<LambdaAlias>, Option<String>), InUseError> {
-        self.0.count("ListAliases");
-        Ok(page(&self.0.aliases[function], marker, 50))
-    }
-    async fn get_function_image(
-        &self,
-        function: &str,
-        qualifier: &str,
-    ) -> Result<LambdaImage, InUseError> {
-        self.0.count("GetFunction");
-        let uri = self.0.versions[function]
-            .iter()
-            .find(|(v, _)| v == qualifier)
-            .map(|(_, u)| u.clone());
-        Ok(LambdaImage {
-            image_uri: uri.clone(),
-            resolved_image_uri: uri,
-        })
     }
 }
 
@@ -502,10 +345,10 @@ async fn run(n: usize) -> Run {
         .map(|i| format!("build-{i}"))
         .collect();
     let workloads = Arc::new(MemoryWorkloads::busy_account(&tagged, &pinned));
-    let catalog = EcrCatalog::new(CountingEcr::new(memory)).with_in_use(Workloads {
-        ecs: Shared(workloads.clone()),
-        lambda: Shared(workloads.clone()),
-    });
+    let catalog = EcrCatalog::new(CountingEcr::new(memory)).with_in_use(Workloads::new(
+        SharedWorkloads(workloads.clone()),
+        SharedWorkloads(workloads.clone()),
+    ));
     let policy = policy();
     let t = Instant::now();
     let refs = catalog

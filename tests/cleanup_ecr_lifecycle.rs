@@ -716,7 +716,8 @@ async fn apply_keeps_what_the_safety_rules_protect_and_deletes_the_rest() {
         (&young, "within the grace period"),
     ] {
         let k = kept(digest);
-        assert_eq!(k["rule"], "ecr:1 (overridden)", "{k}");
+        assert_eq!(k["rule"], "ecr:1", "{k}");
+        assert_eq!(k["overridden"], true, "{k}");
         assert!(k["reason"].as_str().unwrap().contains(why), "{k}");
     }
     assert_eq!(
@@ -732,4 +733,91 @@ async fn apply_keeps_what_the_safety_rules_protect_and_deletes_the_rest() {
         .collect();
     assert_eq!(left, expected);
     assert!(left.contains(&young_newest) && left.contains(&index));
+}
+
+/// A tag in cosign's scheme (`sha256-<hex>.sig`) on an ordinary image does not make it a
+/// signature of `<hex>`: its own manifest (config type, layers) says what it is. Y is
+/// untagged and 30 days old; X is an image tagged `v1` and `sha256-<Y>.sig`, 5 days
+/// old. Rule 1 keeps the 10 newest `v*` images, rule 2 expires untagged images older
+/// than 7 days: ECR's rules expire Y and keep X (rule 1 identifies it).
+#[tokio::test]
+async fn a_cosign_style_tag_does_not_make_an_image_a_signature() {
+    let moto = support::TestMoto::start();
+    let ecr = moto.ecr().await;
+    let repository = "lp-cosign-tag";
+    support::create_ecr_repository(&ecr, repository).await;
+    let t = as_of();
+    let manifest = |seed: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[{{"mediaType":"{}","digest":"{}","size":3}}]}}"#,
+            media::OCI_MANIFEST,
+            media::OCI_CONFIG,
+            Sha256Digest::of(format!("config {seed}").as_bytes()),
+            media::OCI_LAYER_GZIP,
+            Sha256Digest::of(format!("layer {seed}").as_bytes()),
+        )
+    };
+    let y = support::put_ecr_manifest(&ecr, repository, &manifest("Y"), media::OCI_MANIFEST, None)
+        .await;
+    let x_body = manifest("X");
+    let sig_tag = format!("sha256-{}.sig", y.hex());
+    let mut x = None;
+    for tag in ["v1", sig_tag.as_str()] {
+        x = Some(
+            support::put_ecr_manifest(&ecr, repository, &x_body, media::OCI_MANIFEST, Some(tag))
+                .await,
+        );
+    }
+    let x = x.unwrap().to_string();
+    let y = y.to_string();
+    moto.set_ecr_image_times(repository, &y, t - days(30), None)
+        .await;
+    moto.set_ecr_image_times(repository, &x, t - days(5), None)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    std::fs::write(
+        &file,
+        policy(&[
+            rule(
+                1,
+                &format!(
+                    r#"{{"tagStatus": "tagged", {}, {}}}"#,
+                    tag_list(true, &["v"]),
+                    count_more_than(10)
+                ),
+                EXPIRE,
+            ),
+            rule(
+                2,
+                &format!(r#"{{"tagStatus": "untagged", {}}}"#, since_pushed(7)),
+                EXPIRE,
+            ),
+        ]),
+    )
+    .unwrap();
+    let report = cli(
+        &moto,
+        &[
+            "cleanup",
+            "apply",
+            "--policy",
+            file.to_str().unwrap(),
+            "--repository",
+            repository,
+            "--as-of",
+            &t.to_rfc3339(),
+            "--json",
+        ],
+    );
+    let repo = &report["repositories"][0];
+    let deleted: BTreeSet<String> = repo["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deleted, BTreeSet::from([y.clone()]), "{report}");
+    let left = support::ecr_image_digests(&ecr, repository).await;
+    assert_eq!(left, BTreeSet::from([x]), "{report}");
 }

@@ -206,7 +206,10 @@ async fn images_in_use_are_kept_and_named_whatever_the_rules_say() {
         .iter()
         .find(|k| k.digest == w.d["fn-old"])
         .unwrap();
-    assert_eq!(kept.rule.as_deref(), Some("all-images (overridden)"));
+    assert_eq!(
+        (kept.rule.as_deref(), kept.overridden),
+        (Some("all-images"), true)
+    );
     assert_eq!(
         kept.reason,
         "in use: lambda fn resize:1; lambda fn resize:live"
@@ -350,7 +353,10 @@ async fn a_push_that_sets_off_a_rule_is_cleaned_at_once() {
         .find(|k| k.digest == d[0])
         .unwrap();
     assert_eq!(keep.in_use, ["lambda fn api"]);
-    assert_eq!(keep.rule.as_deref(), Some("three-releases (overridden)"));
+    assert_eq!(
+        (keep.rule.as_deref(), keep.overridden),
+        (Some("three-releases"), true)
+    );
 
     // The 5th pushes release-2 out: it goes at once, not at the next sweep.
     next_second().await;

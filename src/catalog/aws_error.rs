@@ -132,6 +132,30 @@ impl ApiErrorKind {
     }
 }
 
+/// An AWS SDK call's failure as afterpush reports it: its kind and the SDK's error with
+/// its context (the service's code and message, or the timeout or connection failure).
+/// The one conversion of every SDK crate's errors (they share [`SdkError`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdkFailure {
+    /// What the call failed with.
+    pub kind: ApiErrorKind,
+    /// The error as the SDK describes it, with its sources.
+    pub message: String,
+}
+
+impl SdkFailure {
+    /// The kind and description of `err`.
+    pub fn of<E>(err: &SdkError<E>) -> Self
+    where
+        E: ProvideErrorMetadata + ProvideErrorKind + std::error::Error + Send + Sync + 'static,
+    {
+        SdkFailure {
+            kind: ApiErrorKind::of_sdk_error(err),
+            message: aws_sdk_ecr::error::DisplayErrorContext(err).to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for ApiErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

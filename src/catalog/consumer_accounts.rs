@@ -8,14 +8,15 @@
 //! lazy credentials provider, so that a refused role fails as itself (`STS AssumeRole
 //! failed: … AccessDenied`) and not as the first ECS call's credentials error.
 
+use crate::catalog::aws_clients::{ClientSettings, ClientSettingsError};
 use crate::catalog::ecr::{EcrCatalog, SdkEcr};
 use crate::catalog::ecs::SdkEcs;
 use crate::catalog::lambda::SdkLambda;
+use crate::catalog::paginate::Paging;
 use crate::catalog::repository_policy::SdkRepositoryPolicies;
 use crate::catalog::workloads::{
     InUseError, InUseRef, InUseSource, Protect, RegistryScope, Workloads,
 };
-use crate::catalog::ApiErrorKind;
 use crate::settings::{SettingsError, CONSUMER_ACCOUNTS, IN_USE_READER_ROLE};
 
 /// The role name `infra/in-use-reader.yaml` creates unless told otherwise.
@@ -195,25 +196,29 @@ struct Registry {
 pub struct AccountsInUse {
     home: Box<dyn InUseSource>,
     config: aws_config::SdkConfig,
+    settings: ClientSettings,
+    paging: Paging,
     sts: aws_sdk_sts::Client,
     consumers: ConsumerAccounts,
 }
 
 impl AccountsInUse {
     /// Home's workloads through `home`; the consumers' through their reader roles,
-    /// assumed with the credentials of `config`.
+    /// assumed with the credentials of `config`, with clients built as `settings` says and
+    /// listings under `paging` (shared with the catalog's: the run's deadline stops them).
     pub fn new(
         config: &aws_config::SdkConfig,
+        settings: &ClientSettings,
+        paging: Paging,
         home: impl InUseSource + 'static,
         consumers: &ConsumerAccounts,
     ) -> Self {
-        let sts = aws_sdk_sts::config::Builder::from(config)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
-            .build();
         AccountsInUse {
             home: Box::new(home),
             config: config.clone(),
-            sts: aws_sdk_sts::Client::from_conf(sts),
+            settings: *settings,
+            paging,
+            sts: settings.sts(config),
             consumers: consumers.clone(),
         }
     }
@@ -227,12 +232,9 @@ impl AccountsInUse {
             + Sync
             + 'static,
     {
-        InUseError {
-            service: "STS",
-            operation,
-            retryable: ApiErrorKind::of_sdk_error(&err).is_retryable(),
-            message: format!("{what}: {}", aws_sdk_sts::error::DisplayErrorContext(&err)),
-        }
+        let mut e = InUseError::sdk("STS", operation, err);
+        e.message = format!("{what}: {}", e.message);
+        e
     }
 
     /// The registry's account (the caller's: the catalog lists its own registry).
@@ -322,8 +324,9 @@ impl AccountsInUse {
                 if protect.ecs {
                     found.extend(
                         crate::catalog::ecs::images_in_use_of(
-                            &SdkEcs::from_sdk_config(&config),
+                            &SdkEcs::from_sdk_config(&config, &self.settings),
                             protect.task_definition_revisions,
+                            &self.paging,
                             scope,
                         )
                         .await?,
@@ -332,7 +335,8 @@ impl AccountsInUse {
                 if protect.lambda {
                     found.extend(
                         crate::catalog::lambda::images_in_use_of(
-                            &SdkLambda::from_sdk_config(&config),
+                            &SdkLambda::from_sdk_config(&config, &self.settings),
+                            &self.paging,
                             scope,
                         )
                         .await?,
@@ -412,21 +416,48 @@ impl InUseSource for AccountsInUse {
 impl EcrCatalog<SdkEcr> {
     /// ECR from the shared AWS config, with the images in use listed at home and in the
     /// `consumers` accounts, and the repository and registry policies read to find
-    /// consumers the listing does not cover.
+    /// consumers the listing does not cover; clients as `settings` says. The catalog and
+    /// every workload listing share one [`Paging`].
+    pub fn with_settings_and_consumers(
+        config: &aws_config::SdkConfig,
+        settings: &ClientSettings,
+        consumers: &ConsumerAccounts,
+    ) -> Self {
+        let paging = Paging::default();
+        let home = Workloads::new(
+            SdkEcs::from_sdk_config(config, settings),
+            SdkLambda::from_sdk_config(config, settings),
+        )
+        .with_paging(paging.clone());
+        EcrCatalog::new(SdkEcr::from_sdk_config(config, settings))
+            .with_paging(paging.clone())
+            .with_in_use(AccountsInUse::new(config, settings, paging, home, consumers))
+            .with_repository_policies(SdkRepositoryPolicies::from_sdk_config(
+                config,
+                settings,
+                consumers.account_ids(),
+            ))
+    }
+
+    /// As [`Self::with_settings_and_consumers`] with the default client settings.
     pub fn from_sdk_config_with_consumers(
         config: &aws_config::SdkConfig,
         consumers: &ConsumerAccounts,
     ) -> Self {
-        let home = Workloads {
-            ecs: SdkEcs::from_sdk_config(config),
-            lambda: SdkLambda::from_sdk_config(config),
-        };
-        EcrCatalog::new(SdkEcr::from_sdk_config(config))
-            .with_in_use(AccountsInUse::new(config, home, consumers))
-            .with_repository_policies(SdkRepositoryPolicies::from_sdk_config(
-                config,
-                consumers.account_ids(),
-            ))
+        Self::with_settings_and_consumers(config, &ClientSettings::default(), consumers)
+    }
+
+    /// As [`Self::with_settings_and_consumers`] with the client settings of the
+    /// environment ([`ClientSettings::from_env`]): what the janitor uses.
+    pub fn from_sdk_config_env_and_consumers(
+        config: &aws_config::SdkConfig,
+        consumers: &ConsumerAccounts,
+    ) -> Result<Self, ClientSettingsError> {
+        Ok(Self::with_settings_and_consumers(
+            config,
+            &ClientSettings::from_env()?,
+            consumers,
+        ))
     }
 }
 

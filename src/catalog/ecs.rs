@@ -8,7 +8,9 @@
 //! DescribeServices 10 names, DescribeTasks 100 ARNs, DescribeTaskDefinition one at a
 //! time (each at most once per run).
 
-use crate::catalog::workloads::{all_pages, sdk_failure, InUseError, InUseRef, RegistryScope};
+use crate::catalog::aws_clients::ClientSettings;
+use crate::catalog::paginate::Paging;
+use crate::catalog::workloads::{InUseError, InUseRef, RegistryScope};
 use crate::oci::Sha256Digest;
 use std::collections::{BTreeMap, HashMap};
 
@@ -122,13 +124,22 @@ fn last_segment(arn: &str) -> &str {
 /// Task definitions described once per run.
 struct Definitions<'a, A: ?Sized> {
     api: &'a A,
+    paging: &'a Paging,
     seen: HashMap<String, EcsTaskDefinition>,
 }
 
 impl<A: EcsApi + ?Sized> Definitions<'_, A> {
     async fn get(&mut self, arn: &str) -> Result<&EcsTaskDefinition, InUseError> {
         if !self.seen.contains_key(arn) {
-            let def = self.api.describe_task_definition(arn).await?;
+            let def = self
+                .paging
+                .call(
+                    "ECS",
+                    "DescribeTaskDefinition",
+                    0,
+                    self.api.describe_task_definition(arn),
+                )
+                .await?;
             self.seen.insert(arn.to_string(), def);
         }
         Ok(&self.seen[arn])
@@ -139,27 +150,42 @@ impl<A: EcsApi + ?Sized> Definitions<'_, A> {
 pub async fn images_in_use<A: EcsApi + ?Sized>(
     api: &A,
     revisions: usize,
+    paging: &Paging,
 ) -> Result<Vec<InUseRef>, InUseError> {
-    images_in_use_of(api, revisions, RegistryScope::Own).await
+    images_in_use_of(api, revisions, paging, RegistryScope::Own).await
 }
 
 /// Every image reference ECS holds in this account and region, to the registry `scope` names.
 pub async fn images_in_use_of<A: EcsApi + ?Sized>(
     api: &A,
     revisions: usize,
+    paging: &Paging,
     scope: RegistryScope<'_>,
 ) -> Result<Vec<InUseRef>, InUseError> {
     let mut defs = Definitions {
         api,
+        paging,
         seen: HashMap::new(),
     };
     let mut refs = Vec::new();
-    let clusters = all_pages(|t| api.list_clusters(t)).await?;
+    let clusters = paging
+        .all("ECS", "ListClusters", |t| api.list_clusters(t))
+        .await?;
     for cluster in &clusters {
         let cluster_name = last_segment(cluster);
-        let services = all_pages(|t| api.list_services(cluster, t)).await?;
+        let services = paging
+            .all("ECS", "ListServices", |t| api.list_services(cluster, t))
+            .await?;
         for batch in services.chunks(DESCRIBE_SERVICES_BATCH) {
-            for service in api.describe_services(cluster, batch).await? {
+            for service in paging
+                .call(
+                    "ECS",
+                    "DescribeServices",
+                    0,
+                    api.describe_services(cluster, batch),
+                )
+                .await?
+            {
                 for td in &service.task_definitions {
                     let def = defs.get(td).await?;
                     let user = format!(
@@ -178,9 +204,19 @@ pub async fn images_in_use_of<A: EcsApi + ?Sized>(
                 }
             }
         }
-        let tasks = all_pages(|t| api.list_tasks(cluster, t)).await?;
+        let tasks = paging
+            .all("ECS", "ListTasks", |t| api.list_tasks(cluster, t))
+            .await?;
         for batch in tasks.chunks(DESCRIBE_TASKS_BATCH) {
-            for task in api.describe_tasks(cluster, batch).await? {
+            for task in paging
+                .call(
+                    "ECS",
+                    "DescribeTasks",
+                    0,
+                    api.describe_tasks(cluster, batch),
+                )
+                .await?
+            {
                 for c in &task.containers {
                     let user = format!(
                         "ecs task {cluster_name}/{} (container {})",
@@ -228,7 +264,12 @@ pub async fn images_in_use_of<A: EcsApi + ?Sized>(
     }
     // Rollback targets: the newest `revisions` ACTIVE revisions of every family.
     let mut families: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
-    for arn in all_pages(|t| api.list_task_definitions(t)).await? {
+    for arn in paging
+        .all("ECS", "ListTaskDefinitions", |t| {
+            api.list_task_definitions(t)
+        })
+        .await?
+    {
         if let Some((family, rev)) = family_revision(&arn) {
             families
                 .entry(family.to_string())
@@ -266,12 +307,9 @@ impl SdkEcs {
         Self { client }
     }
 
-    /// From the shared config, with more attempts for throttling (as for ECR).
-    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
-        let conf = aws_sdk_ecs::config::Builder::from(config)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
-            .build();
-        Self::new(aws_sdk_ecs::Client::from_conf(conf))
+    /// From the shared config, with the catalog's retries and timeouts.
+    pub fn from_sdk_config(config: &aws_config::SdkConfig, settings: &ClientSettings) -> Self {
+        Self::new(settings.ecs(config))
     }
 }
 
@@ -310,7 +348,7 @@ impl EcsApi for SdkEcs {
             .set_next_token(next)
             .send()
             .await
-            .map_err(|e| sdk_failure("ECS", "ListClusters", e))?;
+            .map_err(|e| InUseError::sdk("ECS", "ListClusters", e))?;
         Ok((
             out.cluster_arns().to_vec(),
             out.next_token().map(str::to_string),
@@ -330,7 +368,7 @@ impl EcsApi for SdkEcs {
             .set_next_token(next)
             .send()
             .await
-            .map_err(|e| sdk_failure("ECS", "ListServices", e))?;
+            .map_err(|e| InUseError::sdk("ECS", "ListServices", e))?;
         Ok((
             out.service_arns().to_vec(),
             out.next_token().map(str::to_string),
@@ -349,7 +387,7 @@ impl EcsApi for SdkEcs {
             .set_services(Some(services.to_vec()))
             .send()
             .await
-            .map_err(|e| sdk_failure("ECS", "DescribeServices", e))?;
+            .map_err(|e| InUseError::sdk("ECS", "DescribeServices", e))?;
         describe_failures("DescribeServices", out.failures())?;
         Ok(out
             .services()
@@ -391,7 +429,7 @@ impl EcsApi for SdkEcs {
             .set_next_token(next)
             .send()
             .await
-            .map_err(|e| sdk_failure("ECS", "ListTasks", e))?;
+            .map_err(|e| InUseError::sdk("ECS", "ListTasks", e))?;
         Ok((
             out.task_arns().to_vec(),
             out.next_token().map(str::to_string),
@@ -410,7 +448,7 @@ impl EcsApi for SdkEcs {
             .set_tasks(Some(tasks.to_vec()))
             .send()
             .await
-            .map_err(|e| sdk_failure("ECS", "DescribeTasks", e))?;
+            .map_err(|e| InUseError::sdk("ECS", "DescribeTasks", e))?;
         describe_failures("DescribeTasks", out.failures())?;
         Ok(out
             .tasks()
@@ -443,7 +481,7 @@ impl EcsApi for SdkEcs {
             .set_next_token(next)
             .send()
             .await
-            .map_err(|e| sdk_failure("ECS", "ListTaskDefinitions", e))?;
+            .map_err(|e| InUseError::sdk("ECS", "ListTaskDefinitions", e))?;
         Ok((
             out.task_definition_arns().to_vec(),
             out.next_token().map(str::to_string),
@@ -457,7 +495,7 @@ impl EcsApi for SdkEcs {
             .task_definition(arn)
             .send()
             .await
-            .map_err(|e| sdk_failure("ECS", "DescribeTaskDefinition", e))?;
+            .map_err(|e| InUseError::sdk("ECS", "DescribeTaskDefinition", e))?;
         let def = out.task_definition().ok_or_else(|| InUseError {
             service: "ECS",
             operation: "DescribeTaskDefinition",
@@ -483,108 +521,41 @@ impl EcsApi for SdkEcs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::memory_workloads::{MemoryWorkloads, SharedWorkloads};
     use crate::catalog::workloads::Target;
+    use std::sync::Arc;
 
     const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
     const ARN: &str = "arn:aws:ecs:us-east-1:123456789012";
 
-    /// One item per page, so that every listing has to follow its tokens.
-    struct OnePerPage {
-        task_definitions: Vec<EcsTaskDefinition>,
-        tasks: Vec<EcsTask>,
-    }
-
-    fn one_page(items: Vec<String>, next: Option<String>) -> Page<String> {
-        let at: usize = next.map_or(0, |t| t.parse().unwrap());
-        (
-            items.get(at).cloned().into_iter().collect(),
-            (at + 1 < items.len()).then(|| (at + 1).to_string()),
-        )
-    }
-
-    #[async_trait::async_trait]
-    impl EcsApi for OnePerPage {
-        async fn list_clusters(&self, next: Option<String>) -> Result<Page<String>, InUseError> {
-            Ok(one_page(vec![format!("{ARN}:cluster/web")], next))
-        }
-        async fn list_services(
-            &self,
-            _cluster: &str,
-            next: Option<String>,
-        ) -> Result<Page<String>, InUseError> {
-            Ok(one_page(vec!["api".into()], next))
-        }
-        async fn describe_services(
-            &self,
-            _cluster: &str,
-            services: &[String],
-        ) -> Result<Vec<EcsService>, InUseError> {
-            Ok(services
-                .iter()
-                .map(|s| EcsService {
-                    name: s.clone(),
-                    task_definitions: vec![format!("{ARN}:task-definition/api:2")],
-                })
-                .collect())
-        }
-        async fn list_tasks(
-            &self,
-            _cluster: &str,
-            next: Option<String>,
-        ) -> Result<Page<String>, InUseError> {
-            Ok(one_page(
-                self.tasks.iter().map(|t| t.arn.clone()).collect(),
-                next,
-            ))
-        }
-        async fn describe_tasks(
-            &self,
-            _cluster: &str,
-            tasks: &[String],
-        ) -> Result<Vec<EcsTask>, InUseError> {
-            Ok(self
-                .tasks
-                .iter()
-                .filter(|t| tasks.contains(&t.arn))
-                .cloned()
-                .collect())
-        }
-        async fn list_task_definitions(
-            &self,
-            next: Option<String>,
-        ) -> Result<Page<String>, InUseError> {
-            Ok(one_page(
-                self.task_definitions
-                    .iter()
-                    .map(|t| t.arn.clone())
-                    .collect(),
-                next,
-            ))
-        }
-        async fn describe_task_definition(
-            &self,
-            arn: &str,
-        ) -> Result<EcsTaskDefinition, InUseError> {
-            Ok(self
-                .task_definitions
-                .iter()
-                .find(|t| t.arn == arn)
-                .unwrap()
-                .clone())
-        }
-    }
-
     #[tokio::test]
     async fn follows_pages_prefers_pulled_digests_and_keeps_the_latest_revisions() {
         let digest = crate::oci::Sha256Digest::of(b"pulled");
-        let api = OnePerPage {
-            task_definitions: (1..=3)
-                .map(|r| EcsTaskDefinition {
-                    arn: format!("{ARN}:task-definition/api:{r}"),
+        let cluster = format!("{ARN}:cluster/web");
+        // One item per page, so that every listing has to follow its tokens.
+        let mut api = MemoryWorkloads::default();
+        api.page_size = Some(1);
+        api.clusters = vec![cluster.clone()];
+        api.services.insert(
+            cluster.clone(),
+            vec![EcsService {
+                name: "api".into(),
+                task_definitions: vec![format!("{ARN}:task-definition/api:2")],
+            }],
+        );
+        for r in 1..=3 {
+            let arn = format!("{ARN}:task-definition/api:{r}");
+            api.task_definitions.insert(
+                arn.clone(),
+                EcsTaskDefinition {
+                    arn,
                     containers: vec![("app".into(), format!("{HOST}/app:v{r}"))],
-                })
-                .collect(),
-            tasks: vec![
+                },
+            );
+        }
+        api.tasks.insert(
+            cluster,
+            vec![
                 EcsTask {
                     arn: format!("{ARN}:task/web/pulled"),
                     task_definition: format!("{ARN}:task-definition/api:1"),
@@ -604,8 +575,11 @@ mod tests {
                     }],
                 },
             ],
-        };
-        let refs = images_in_use(&api, 2).await.unwrap();
+        );
+        let api = SharedWorkloads(Arc::new(api));
+        let refs = images_in_use(&api, 2, &Paging::default()).await.unwrap();
+        // Two tasks at one a page: the second page was read.
+        assert_eq!(api.0.calls("ListTasks"), 2);
         let seen: Vec<(String, Target)> =
             refs.into_iter().map(|r| (r.user, r.image.target)).collect();
         assert_eq!(

@@ -6,7 +6,9 @@
 //! as written). The calls go through the [`LambdaApi`] port ([`SdkLambda`] in production);
 //! ListFunctions, ListVersionsByFunction and ListAliases return at most 50 per page.
 
-use crate::catalog::workloads::{all_pages, sdk_failure, InUseError, InUseRef, RegistryScope};
+use crate::catalog::aws_clients::ClientSettings;
+use crate::catalog::paginate::Paging;
+use crate::catalog::workloads::{InUseError, InUseRef, RegistryScope};
 use std::collections::BTreeMap;
 
 /// ListFunctions, ListVersionsByFunction and ListAliases return at most 50 per page.
@@ -73,28 +75,48 @@ pub trait LambdaApi: Send + Sync {
 }
 
 /// Every image reference an image-packaged function holds, to its own account's registry.
-pub async fn images_in_use<A: LambdaApi + ?Sized>(api: &A) -> Result<Vec<InUseRef>, InUseError> {
-    images_in_use_of(api, RegistryScope::Own).await
+pub async fn images_in_use<A: LambdaApi + ?Sized>(
+    api: &A,
+    paging: &Paging,
+) -> Result<Vec<InUseRef>, InUseError> {
+    images_in_use_of(api, paging, RegistryScope::Own).await
 }
 
 /// Every image reference an image-packaged function holds, to the registry `scope` names.
 pub async fn images_in_use_of<A: LambdaApi + ?Sized>(
     api: &A,
+    paging: &Paging,
     scope: RegistryScope<'_>,
 ) -> Result<Vec<InUseRef>, InUseError> {
     let mut refs = Vec::new();
-    let functions = all_pages(|m| api.list_functions(m)).await?;
+    let functions = paging
+        .all("Lambda", "ListFunctions", |m| api.list_functions(m))
+        .await?;
     for f in functions
         .iter()
         .filter(|f| f.package_type.as_deref() == Some("Image"))
     {
-        let versions = all_pages(|m| api.list_versions(&f.name, m)).await?;
+        let versions = paging
+            .all("Lambda", "ListVersionsByFunction", |m| {
+                api.list_versions(&f.name, m)
+            })
+            .await?;
         let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for a in all_pages(|m| api.list_aliases(&f.name, m)).await? {
+        for a in paging
+            .all("Lambda", "ListAliases", |m| api.list_aliases(&f.name, m))
+            .await?
+        {
             aliases.entry(a.version).or_default().push(a.name);
         }
         for version in &versions {
-            let code = api.get_function_image(&f.name, version).await?;
+            let code = paging
+                .call(
+                    "Lambda",
+                    "GetFunction",
+                    0,
+                    api.get_function_image(&f.name, version),
+                )
+                .await?;
             // The resolved digest is what the version runs; the written URI (maybe a
             // tag) only when Lambda did not report it.
             let Some(uri) = code.resolved_image_uri.or(code.image_uri) else {
@@ -134,12 +156,9 @@ impl SdkLambda {
         Self { client }
     }
 
-    /// From the shared config, with more attempts for throttling (as for ECR).
-    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
-        let conf = aws_sdk_lambda::config::Builder::from(config)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
-            .build();
-        Self::new(aws_sdk_lambda::Client::from_conf(conf))
+    /// From the shared config, with the catalog's retries and timeouts.
+    pub fn from_sdk_config(config: &aws_config::SdkConfig, settings: &ClientSettings) -> Self {
+        Self::new(settings.lambda(config))
     }
 }
 
@@ -156,7 +175,7 @@ impl LambdaApi for SdkLambda {
             .set_marker(marker)
             .send()
             .await
-            .map_err(|e| sdk_failure("Lambda", "ListFunctions", e))?;
+            .map_err(|e| InUseError::sdk("Lambda", "ListFunctions", e))?;
         Ok((
             out.functions()
                 .iter()
@@ -183,7 +202,7 @@ impl LambdaApi for SdkLambda {
             .set_marker(marker)
             .send()
             .await
-            .map_err(|e| sdk_failure("Lambda", "ListVersionsByFunction", e))?;
+            .map_err(|e| InUseError::sdk("Lambda", "ListVersionsByFunction", e))?;
         Ok((
             out.versions()
                 .iter()
@@ -206,7 +225,7 @@ impl LambdaApi for SdkLambda {
             .set_marker(marker)
             .send()
             .await
-            .map_err(|e| sdk_failure("Lambda", "ListAliases", e))?;
+            .map_err(|e| InUseError::sdk("Lambda", "ListAliases", e))?;
         Ok((
             out.aliases()
                 .iter()
@@ -233,7 +252,7 @@ impl LambdaApi for SdkLambda {
             .qualifier(qualifier)
             .send()
             .await
-            .map_err(|e| sdk_failure("Lambda", "GetFunction", e))?;
+            .map_err(|e| InUseError::sdk("Lambda", "GetFunction", e))?;
         let code = out.code();
         Ok(LambdaImage {
             image_uri: code.and_then(|c| c.image_uri()).map(str::to_string),

@@ -6,12 +6,18 @@
 //! [`s3cache`] lists and deletes the objects of an S3 BuildKit cache. [`ecs`] and
 //! [`lambda`] list the images the account's workloads use, through the [`workloads`] port.
 
+pub mod aws_clients;
 pub mod aws_error;
 pub mod consumer_accounts;
 pub mod ecr;
 pub mod ecs;
 pub mod lambda;
 pub mod layout;
+// Test doubles: for the crate's unit tests and, with `test-util`, the integration tests
+// and benchmarks; never in the product.
+#[cfg(any(test, feature = "test-util"))]
+pub mod memory_workloads;
+pub mod paginate;
 pub mod repository_policy;
 pub mod s3cache;
 pub mod workloads;
@@ -124,6 +130,15 @@ pub enum CatalogError {
         /// What is wrong.
         message: String,
     },
+    /// A listing stopped before its last page: a token the service had already returned,
+    /// more pages than the cap, or the invocation deadline.
+    #[error("{}{error}", if repository.is_empty() { String::new() } else { format!("repository {repository:?}: ") })]
+    Paging {
+        /// The repository or S3 cache listed (empty for DescribeRepositories).
+        repository: String,
+        /// Why the listing stopped.
+        error: paginate::PagingError,
+    },
     /// An S3 call on a BuildKit cache failed.
     #[error("{operation} on {uri} failed: {message}")]
     S3 {
@@ -155,7 +170,30 @@ impl CatalogError {
     pub fn is_retryable(&self) -> bool {
         match self {
             CatalogError::Api { kind, .. } | CatalogError::S3 { kind, .. } => kind.is_retryable(),
+            CatalogError::Paging { error, .. } => error.is_retryable(),
             CatalogError::BadImage { .. } | CatalogError::BadCacheObject { .. } => false,
+        }
+    }
+}
+
+impl From<paginate::PagingError> for CatalogError {
+    fn from(error: paginate::PagingError) -> Self {
+        CatalogError::Paging {
+            repository: String::new(),
+            error,
+        }
+    }
+}
+
+impl CatalogError {
+    /// The same error, naming `repository` when it is a stopped listing.
+    pub fn in_repository(self, repository: &str) -> Self {
+        match self {
+            CatalogError::Paging { error, .. } => CatalogError::Paging {
+                repository: repository.to_string(),
+                error,
+            },
+            other => other,
         }
     }
 }
@@ -184,4 +222,7 @@ pub trait Catalog: Send + Sync {
     fn repository_policies(&self) -> Option<&dyn repository_policy::RepositoryPolicies> {
         None
     }
+    /// Sets the deadline of the invocation in progress: every listing from here on
+    /// (the images in use included) stops with an error when it comes. `None` clears it.
+    fn set_deadline(&self, _deadline: Option<crate::deadline::Deadline>) {}
 }

@@ -425,13 +425,14 @@ impl SdkRepositoryPolicies {
         }
     }
 
-    /// From the shared config, with more attempts for throttling (as for the catalog).
-    pub fn from_sdk_config(config: &aws_config::SdkConfig, consumers: Vec<String>) -> Self {
-        let conf = aws_sdk_ecr::config::Builder::from(config)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
-            .build();
+    /// The client from the catalog's one client home, the region from `config`.
+    pub fn from_sdk_config(
+        config: &aws_config::SdkConfig,
+        settings: &crate::catalog::aws_clients::ClientSettings,
+        consumers: Vec<String>,
+    ) -> Self {
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();
-        Self::new(aws_sdk_ecr::Client::from_conf(conf), region, consumers)
+        Self::new(settings.ecr(config), region, consumers)
     }
 }
 
@@ -444,10 +445,11 @@ where
         + Sync
         + 'static,
 {
+    let failure = crate::catalog::aws_error::SdkFailure::of(&err);
     PolicyReadError {
         operation,
-        kind: ApiErrorKind::of_sdk_error(&err),
-        message: aws_sdk_ecr::error::DisplayErrorContext(&err).to_string(),
+        kind: failure.kind,
+        message: failure.message,
     }
 }
 

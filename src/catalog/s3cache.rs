@@ -2,6 +2,8 @@
 //! `P/manifests/<name>`, blobs at `P/blobs/sha256:<hex>`. Lists, reads and deletes
 //! objects; the mark-and-sweep decisions live in `cleanup::s3gc`.
 
+use super::aws_error::SdkFailure;
+use super::paginate::Paging;
 use super::{ApiErrorKind, CatalogError};
 use chrono::{DateTime, Utc};
 
@@ -71,12 +73,23 @@ pub struct S3Cache {
     client: aws_sdk_s3::Client,
     /// The cache this lists and deletes from.
     pub uri: S3CacheUri,
+    paging: Paging,
 }
 
 impl S3Cache {
     /// The cache at `uri`, through `client`.
     pub fn new(client: aws_sdk_s3::Client, uri: S3CacheUri) -> Self {
-        Self { client, uri }
+        Self {
+            client,
+            uri,
+            paging: Paging::default(),
+        }
+    }
+
+    /// The same cache, its listings under `paging` (page cap, deadline).
+    pub fn with_paging(mut self, paging: Paging) -> Self {
+        self.paging = paging;
+        self
     }
 
     fn error(&self, operation: &'static str, err: impl std::fmt::Display) -> CatalogError {
@@ -111,25 +124,38 @@ impl S3Cache {
             + Sync
             + 'static,
     {
-        let kind = ApiErrorKind::of_sdk_error(&err);
-        self.error_of_kind(operation, kind, aws_sdk_s3::error::DisplayErrorContext(err))
+        let failure = SdkFailure::of(&err);
+        self.error_of_kind(operation, failure.kind, failure.message)
     }
 
     /// Every object under `prefix` + `sub` (e.g. `manifests/`), following continuations.
     pub async fn list(&self, sub: &str) -> Result<Vec<CacheObject>, CatalogError> {
         let full = format!("{}{sub}", self.uri.prefix);
+        let pages = self
+            .paging
+            .all("S3", "ListObjectsV2", |token| {
+                let full = &full;
+                async move {
+                    let page = self
+                        .client
+                        .list_objects_v2()
+                        .bucket(&self.uri.bucket)
+                        .prefix(full)
+                        .set_continuation_token(token)
+                        .send()
+                        .await
+                        .map_err(|e| self.sdk_error("ListObjectsV2", e))?;
+                    let next = match page.next_continuation_token() {
+                        Some(t) if page.is_truncated() == Some(true) => Some(t.to_string()),
+                        _ => None,
+                    };
+                    Ok::<_, CatalogError>((vec![page], next))
+                }
+            })
+            .await
+            .map_err(|e| e.in_repository(&self.uri.to_string()))?;
         let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.uri.bucket)
-                .prefix(&full)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| self.sdk_error("ListObjectsV2", e))?;
+        for page in pages {
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
                 let modified = o
@@ -146,11 +172,8 @@ impl S3Cache {
                     size: o.size().unwrap_or(0).max(0) as u64,
                 });
             }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => return Ok(out),
-            }
         }
+        Ok(out)
     }
 
     /// The bytes of `prefix` + `name`.

@@ -5,9 +5,14 @@
 //! are kept ([`own_registry_ref`]). What cleanup does with them (an image in use is kept)
 //! lives in `cleanup::in_use`.
 
+use crate::catalog::aws_error::SdkFailure;
+use crate::catalog::paginate::{Paging, PagingError};
+#[cfg(doc)]
 use crate::catalog::ApiErrorKind;
 use crate::oci::Sha256Digest;
 use crate::registry::ecr::parse_registry_host;
+use aws_config::retry::ProvideErrorKind;
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use serde::Serialize;
 
 /// Task-definition revisions of each family kept for rollbacks, unless the policy says.
@@ -176,41 +181,41 @@ pub struct InUseError {
 /// An AWS SDK call failure as an [`InUseError`]: throttling, 5xx, timeouts and
 /// connection failures are retryable, the rest (access denied, not found, validation)
 /// are not (see [`ApiErrorKind::of_sdk_error`]).
-pub fn sdk_failure<E>(
-    service: &'static str,
-    operation: &'static str,
-    err: aws_sdk_ecs::error::SdkError<E>,
-) -> InUseError
-where
-    E: aws_sdk_ecs::error::ProvideErrorMetadata
-        + aws_config::retry::ProvideErrorKind
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-{
-    InUseError {
-        service,
-        operation,
-        retryable: ApiErrorKind::of_sdk_error(&err).is_retryable(),
-        message: aws_sdk_ecs::error::DisplayErrorContext(&err).to_string(),
+impl InUseError {
+    /// The failure of a call to `service` `operation` (any SDK crate).
+    pub fn sdk<E>(service: &'static str, operation: &'static str, err: SdkError<E>) -> Self
+    where
+        E: ProvideErrorMetadata + ProvideErrorKind + std::error::Error + Send + Sync + 'static,
+    {
+        let failure = SdkFailure::of(&err);
+        InUseError {
+            service,
+            operation,
+            retryable: failure.kind.is_retryable(),
+            message: failure.message,
+        }
     }
 }
 
-/// Follows `next` tokens until the last page.
-pub async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, InUseError>
-where
-    F: FnMut(Option<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), InUseError>>,
-{
-    let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let (items, next) = page(token).await?;
-        out.extend(items);
-        match next {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => return Ok(out),
+/// A listing stopped by its guard (a repeated token, the page cap, the deadline).
+impl From<PagingError> for InUseError {
+    fn from(e: PagingError) -> Self {
+        let (service, operation) = match &e {
+            PagingError::RepeatedToken {
+                service, operation, ..
+            }
+            | PagingError::TooManyPages {
+                service, operation, ..
+            }
+            | PagingError::DeadlinePassed {
+                service, operation, ..
+            } => (*service, *operation),
+        };
+        InUseError {
+            service,
+            operation,
+            retryable: e.is_retryable(),
+            message: e.to_string(),
         }
     }
 }
@@ -240,6 +245,25 @@ pub struct Workloads<E, L> {
     pub ecs: E,
     /// The Lambda API port.
     pub lambda: L,
+    /// The page cap and deadline of every listing.
+    pub paging: Paging,
+}
+
+impl<E, L> Workloads<E, L> {
+    /// ECS and Lambda through these ports, with the default page cap and no deadline.
+    pub fn new(ecs: E, lambda: L) -> Self {
+        Workloads {
+            ecs,
+            lambda,
+            paging: Paging::default(),
+        }
+    }
+
+    /// The same, with its listings under `paging` (shared with the catalog's).
+    pub fn with_paging(mut self, paging: Paging) -> Self {
+        self.paging = paging;
+        self
+    }
 }
 
 #[async_trait::async_trait]
@@ -252,12 +276,16 @@ where
         let mut refs = Vec::new();
         if protect.ecs {
             refs.extend(
-                crate::catalog::ecs::images_in_use(&self.ecs, protect.task_definition_revisions)
-                    .await?,
+                crate::catalog::ecs::images_in_use(
+                    &self.ecs,
+                    protect.task_definition_revisions,
+                    &self.paging,
+                )
+                .await?,
             );
         }
         if protect.lambda {
-            refs.extend(crate::catalog::lambda::images_in_use(&self.lambda).await?);
+            refs.extend(crate::catalog::lambda::images_in_use(&self.lambda, &self.paging).await?);
         }
         refs.sort();
         refs.dedup();

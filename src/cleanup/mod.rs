@@ -429,6 +429,7 @@ pub async fn sweep(
     options: &RunOptions,
 ) -> Result<Report, JanitorError> {
     let mut report = Report::new("sweep".into(), options.dry_run, options.now);
+    catalog.set_deadline(options.deadline.clone());
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };
@@ -614,6 +615,7 @@ pub async fn on_push(
         report.ignored = Some(why);
         return Ok(report.finish());
     }
+    catalog.set_deadline(options.deadline.clone());
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };

@@ -71,7 +71,7 @@ pub fn decisions_table(
             },
             format!("{} ago", age(now - d.pushed_at)),
             human_bytes(d.size_bytes),
-            d.rule.clone().unwrap_or_else(|| "-".into()),
+            d.rule_label().unwrap_or_else(|| "-".into()),
             d.reason.clone(),
         ]);
     }

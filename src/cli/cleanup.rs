@@ -85,7 +85,12 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         CleanupAction::Apply(o) => (o, false),
     };
     let config = aws_config::load_from_env().await;
-    let catalog = EcrCatalog::from_sdk_config(&config);
+    // The same consumer accounts as the janitor's, from the same variables.
+    let consumers = crate::catalog::consumer_accounts::ConsumerAccounts::parse(
+        &std::env::var(crate::settings::CONSUMER_ACCOUNTS).unwrap_or_default(),
+        &std::env::var(crate::settings::IN_USE_READER_ROLE).unwrap_or_default(),
+    )?;
+    let catalog = EcrCatalog::from_sdk_config_env_and_consumers(&config, &consumers)?;
     let policy = match &opts.policy {
         Some(path) => Policy::load(path)?,
         None => policy_from_ecr(&catalog, &opts.repositories).await?,

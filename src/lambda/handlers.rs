@@ -396,10 +396,10 @@ impl CacheJanitor {
             Repositories::Registry(_) => {
                 let sdk = aws_config().await;
                 (
-                    Box::new(EcrCatalog::from_sdk_config_with_consumers(
-                        &sdk,
-                        &settings.consumers,
-                    )),
+                    Box::new(
+                        EcrCatalog::from_sdk_config_env_and_consumers(&sdk, &settings.consumers)
+                            .map_err(HandlerError::non_retryable)?,
+                    ),
                     Some(s3_client(&sdk)),
                 )
             }

@@ -21,6 +21,7 @@ use super::{
     ApiErrorKind, Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH,
 };
 use crate::catalog::repository_policy::RepositoryPolicies;
+use crate::catalog::paginate::Paging;
 use crate::catalog::workloads::InUseSource;
 use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
@@ -119,6 +120,8 @@ pub trait EcrApi: Send + Sync {
 /// The production [`Catalog`] over ECR.
 pub struct EcrCatalog<A = SdkEcr> {
     api: A,
+    /// The page cap and deadline of the listings.
+    paging: Paging,
     /// The workloads of the same account and region (ECS, Lambda).
     in_use: Option<Box<dyn InUseSource>>,
     /// The repository and registry policies (who else may pull).
@@ -130,9 +133,15 @@ impl<A: EcrApi> EcrCatalog<A> {
     pub fn new(api: A) -> Self {
         Self {
             api,
+            paging: Paging::default(),
             in_use: None,
             policies: None,
         }
+    }
+    /// The same catalog, its listings under `paging`.
+    pub fn with_paging(mut self, paging: Paging) -> Self {
+        self.paging = paging;
+        self
     }
     /// The same catalog, listing images in use through `source`.
     pub fn with_in_use(mut self, source: impl InUseSource + 'static) -> Self {
@@ -220,7 +229,7 @@ pub fn resolve_images(
             .and_then(|m| m.media_type.clone())
             .or(d.manifest_media_type.clone());
         let manifest_media_type = summary.effective_media_type(stored.as_deref()).to_string();
-        let mut kind = summary.kind(stored.as_deref());
+        let kind = summary.kind(stored.as_deref());
         let mut children = Vec::new();
         if media::is_index(&manifest_media_type) && kind != ArtifactKind::BuildkitCache {
             for m in &summary.manifests {
@@ -252,21 +261,15 @@ pub fn resolve_images(
                 None => None,
             },
         };
-        if subject.is_none() {
-            if let Some((tag, s)) = d
-                .tags
-                .iter()
-                .find_map(|t| cosign_tag_subject(t).map(|s| (t, s)))
-            {
-                subject = Some(s);
-                if kind == ArtifactKind::Image || kind == ArtifactKind::Other {
-                    kind = if tag.ends_with(".sig") {
-                        ArtifactKind::Signature
-                    } else {
-                        ArtifactKind::Attestation
-                    };
-                }
-            }
+        // A referrer is what its own manifest says is a signature or attestation; a tag
+        // in cosign's scheme only names the subject of such a manifest. An image (or
+        // anything else) tagged `sha256-<hex>.sig` stays what it is, with no subject.
+        let referrer_kind = matches!(kind, ArtifactKind::Signature | ArtifactKind::Attestation);
+        if !referrer_kind && kind == ArtifactKind::Image {
+            subject = None;
+        }
+        if subject.is_none() && referrer_kind {
+            subject = d.tags.iter().find_map(|t| cosign_tag_subject(t));
         }
         let soci_index = match summary.annotations.get(annotation::SOCI_INDEX_DIGEST) {
             Some(s) => Some(parse_digest(repository, "soci index-digest", s)?),
@@ -305,25 +308,19 @@ pub fn resolve_images(
 #[async_trait::async_trait]
 impl<A: EcrApi> Catalog for EcrCatalog<A> {
     async fn list_repositories(&self) -> Result<Vec<String>, CatalogError> {
-        let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            let (page, next) = self
-                .api
-                .describe_repositories(token.clone())
-                .await
-                .map_err(|e| CatalogError::Api {
-                    operation: "DescribeRepositories",
-                    repository: String::new(),
-                    message: e.message,
-                    kind: e.kind,
-                })?;
-            names.extend(page);
-            match next {
-                Some(t) => token = Some(t),
-                None => return Ok(names),
-            }
-        }
+        self.paging
+            .all("ECR", "DescribeRepositories", |token| async {
+                self.api
+                    .describe_repositories(token)
+                    .await
+                    .map_err(|e| CatalogError::Api {
+                        operation: "DescribeRepositories",
+                        repository: String::new(),
+                        message: e.message,
+                        kind: e.kind,
+                    })
+            })
+            .await
     }
 
     async fn list_images(&self, repository: &str) -> Result<Vec<ImageRecord>, CatalogError> {
@@ -335,20 +332,16 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
                 kind: e.kind,
             }
         };
-        let mut details = Vec::new();
-        let mut token = None;
-        loop {
-            let (page, next) = self
-                .api
-                .describe_images(repository, token.clone())
-                .await
-                .map_err(api_error("DescribeImages"))?;
-            details.extend(page);
-            match next {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
+        let mut details = self
+            .paging
+            .all("ECR", "DescribeImages", |token| async {
+                self.api
+                    .describe_images(repository, token)
+                    .await
+                    .map_err(api_error("DescribeImages"))
+            })
+            .await
+            .map_err(|e| e.in_repository(repository))?;
         let wanted: Vec<String> = details
             .iter()
             .filter(|d| needs_manifest(d))
@@ -357,10 +350,15 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
         let mut manifests = HashMap::new();
         for batch in wanted.chunks(GET_BATCH) {
             let (found, failed) = self
-                .api
-                .batch_get_image(repository, batch)
+                .paging
+                .call("ECR", "BatchGetImage", 0, async {
+                    self.api
+                        .batch_get_image(repository, batch)
+                        .await
+                        .map_err(api_error("BatchGetImage"))
+                })
                 .await
-                .map_err(api_error("BatchGetImage"))?;
+                .map_err(|e| e.in_repository(repository))?;
             for f in failed {
                 // An image deleted between the two calls is simply gone; anything else
                 // would leave its kind or children unknown, so the run stops here.
@@ -420,6 +418,10 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
 
     fn repository_policies(&self) -> Option<&dyn RepositoryPolicies> {
         self.policies.as_deref()
+    }
+
+    fn set_deadline(&self, deadline: Option<crate::deadline::Deadline>) {
+        self.paging.set_deadline(deadline);
     }
 }
 
@@ -606,7 +608,18 @@ mod tests {
             att,
         );
         ecr.put("app", detail(&["v1"], media::OCI_INDEX, None), index);
-        let sig = manifest("sig", media::OCI_CONFIG, "");
+        // cosign's tag-scheme signature: its layer says it is one, its tag names the subject.
+        let sig = String::from_utf8(manifest("sig", media::OCI_CONFIG, ""))
+            .unwrap()
+            .replace(
+                r#""layers":[]"#,
+                &format!(
+                    r#""layers":[{{"mediaType":"{}","digest":"{}","size":3}}]"#,
+                    media::COSIGN_SIGNATURE,
+                    Sha256Digest::of(b"sig layer")
+                ),
+            )
+            .into_bytes();
         let sig_d = Sha256Digest::of(&sig);
         let sig_tag = format!("sha256-{}.sig", img_d.hex());
         ecr.put(
@@ -654,6 +667,22 @@ mod tests {
         assert_eq!(out.deleted.len(), 250);
         assert_eq!(counts.batch_delete_image.load(Ordering::Relaxed), 3);
         assert_eq!(catalog.api().inner.len("app"), 2_506 - 250);
+    }
+
+    /// An ordinary image tagged in cosign's scheme is still an image, with no subject.
+    #[tokio::test]
+    async fn a_cosign_style_tag_alone_makes_no_signature() {
+        let ecr = MemoryEcr::new();
+        let subject = Sha256Digest::of(b"Y");
+        let tag = format!("sha256-{}.sig", subject.hex());
+        ecr.put(
+            "app",
+            detail(&["v1", &tag], media::OCI_MANIFEST, Some(media::OCI_CONFIG)),
+            manifest("X", media::OCI_CONFIG, ""),
+        );
+        let images = EcrCatalog::new(ecr).list_images("app").await.unwrap();
+        assert_eq!(images[0].kind, ArtifactKind::Image);
+        assert_eq!(images[0].subject, None);
     }
 
     #[test]

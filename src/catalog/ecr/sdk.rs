@@ -2,7 +2,8 @@
 
 use super::DESCRIBE_PAGE;
 use super::{EcrApi, EcrApiError, EcrCatalog, FetchedManifest, ImageDetail, ImageFailure};
-use crate::catalog::ApiErrorKind;
+use crate::catalog::aws_clients::{ClientSettings, ClientSettingsError};
+use crate::catalog::aws_error::SdkFailure;
 use crate::oci::media;
 use chrono::{DateTime, Utc};
 
@@ -19,16 +20,13 @@ impl SdkEcr {
         Self { client }
     }
 
-    /// A client from the shared config with the standard retry mode and more attempts:
-    /// BatchDeleteImage and DescribeImages are throttled under sweeps of many repositories.
-    /// The SDK's retry is the one retry layer of these calls: it backs off with jitter,
-    /// classifies throttling, transient codes and 5xx, and shares one retry quota per
-    /// client, which a loop of ours around it would multiply (4 x 8 attempts before).
-    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
-        let conf = aws_sdk_ecr::config::Builder::from(config)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
-            .build();
-        Self::new(aws_sdk_ecr::Client::from_conf(conf))
+    /// A client from the shared config with the catalog's retries and timeouts
+    /// ([`ClientSettings`]): BatchDeleteImage and DescribeImages are throttled under
+    /// sweeps of many repositories, and the SDK's retry is the one retry layer of these
+    /// calls (it backs off with jitter and shares one retry quota per client, which a
+    /// loop of ours around it would multiply).
+    pub fn from_sdk_config(config: &aws_config::SdkConfig, settings: &ClientSettings) -> Self {
+        Self::new(settings.ecr(config))
     }
 }
 
@@ -71,10 +69,8 @@ where
         + Sync
         + 'static,
 {
-    EcrApiError {
-        kind: ApiErrorKind::of_sdk_error(&err),
-        message: aws_sdk_ecr::error::DisplayErrorContext(&err).to_string(),
-    }
+    let SdkFailure { kind, message } = SdkFailure::of(&err);
+    EcrApiError { kind, message }
 }
 
 fn sdk_failures(failures: &[aws_sdk_ecr::types::ImageFailure]) -> Vec<ImageFailure> {
@@ -212,11 +208,26 @@ impl EcrApi for SdkEcr {
 
 impl EcrCatalog<SdkEcr> {
     /// From the shared AWS config (`AWS_ENDPOINT_URL` honoured by aws-config), with the
-    /// same account's ECS and Lambda as the source of images in use, and no consumer
-    /// accounts (see [`Self::from_sdk_config_with_consumers`]).
+    /// same account's ECS and Lambda as the source of images in use, and the clients'
+    /// default retries and timeouts.
     pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Self {
-        Self::from_sdk_config_with_consumers(
+        Self::with_settings(config, &ClientSettings::default())
+    }
+
+    /// As [`Self::from_sdk_config`], with the clients' timeouts from the environment
+    /// ([`ClientSettings::from_env`]): what the janitor and the CLI use.
+    pub fn from_sdk_config_and_env(
+        config: &aws_config::SdkConfig,
+    ) -> Result<Self, ClientSettingsError> {
+        Ok(Self::with_settings(config, &ClientSettings::from_env()?))
+    }
+
+    /// As [`Self::from_sdk_config`], with `settings`. The catalog and its workload
+    /// listings share one [`Paging`]: the deadline a run sets stops both.
+    pub fn with_settings(config: &aws_config::SdkConfig, settings: &ClientSettings) -> Self {
+        Self::with_settings_and_consumers(
             config,
+            settings,
             &crate::catalog::consumer_accounts::ConsumerAccounts::default(),
         )
     }
