@@ -113,7 +113,9 @@ impl ConsumerAccounts {
             match account {
                 Some(a) => {
                     if !is_account_id(a) {
-                        return Err(bad(format!("{entry:?}: {a:?} is not a 12-digit account id")));
+                        return Err(bad(format!(
+                            "{entry:?}: {a:?} is not a 12-digit account id"
+                        )));
                     }
                     let at = match out.iter().position(|c| c.account == a) {
                         Some(at) => at,
@@ -223,7 +225,11 @@ impl AccountsInUse {
         }
     }
 
-    fn sts_error<E>(operation: &'static str, what: String, err: aws_sdk_sts::error::SdkError<E>) -> InUseError
+    fn sts_error<E>(
+        operation: &'static str,
+        what: String,
+        err: aws_sdk_sts::error::SdkError<E>,
+    ) -> InUseError
     where
         E: aws_sdk_sts::error::ProvideErrorMetadata
             + aws_config::retry::ProvideErrorKind
@@ -244,12 +250,9 @@ impl AccountsInUse {
             .region()
             .map(|r| r.to_string())
             .unwrap_or_default();
-        let out = self
-            .sts
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| Self::sts_error("GetCallerIdentity", "the registry's account".into(), e))?;
+        let out = self.sts.get_caller_identity().send().await.map_err(|e| {
+            Self::sts_error("GetCallerIdentity", "the registry's account".into(), e)
+        })?;
         Ok(Registry {
             account: out.account().unwrap_or_default().to_string(),
             region,
@@ -288,7 +291,9 @@ impl AccountsInUse {
             return Err(vec![InUseError {
                 service: "STS",
                 operation: "AssumeRole",
-                message: format!("account {account}: role {role_arn}: no credentials in the answer"),
+                message: format!(
+                    "account {account}: role {role_arn}: no credentials in the answer"
+                ),
                 retryable: false,
             }]);
         };
@@ -431,7 +436,9 @@ impl EcrCatalog<SdkEcr> {
         .with_paging(paging.clone());
         EcrCatalog::new(SdkEcr::from_sdk_config(config, settings))
             .with_paging(paging.clone())
-            .with_in_use(AccountsInUse::new(config, settings, paging, home, consumers))
+            .with_in_use(AccountsInUse::new(
+                config, settings, paging, home, consumers,
+            ))
             .with_repository_policies(SdkRepositoryPolicies::from_sdk_config(
                 config,
                 settings,
@@ -488,15 +495,23 @@ mod tests {
             ]
         );
         assert_eq!(c.role_name, DEFAULT_READER_ROLE);
-        assert_eq!(ConsumerAccounts::parse("", " ").unwrap(), ConsumerAccounts::default());
         assert_eq!(
-            ConsumerAccounts::parse("222222222222", "reader").unwrap().role_name,
+            ConsumerAccounts::parse("", " ").unwrap(),
+            ConsumerAccounts::default()
+        );
+        assert_eq!(
+            ConsumerAccounts::parse("222222222222", "reader")
+                .unwrap()
+                .role_name,
             "reader"
         );
         // The same account twice: one entry, regions merged.
-        let c = ConsumerAccounts::parse("222222222222:eu-west-1,222222222222:us-east-1", "")
-            .unwrap();
-        assert_eq!(c.accounts, [account("222222222222", &["eu-west-1", "us-east-1"])]);
+        let c =
+            ConsumerAccounts::parse("222222222222:eu-west-1,222222222222:us-east-1", "").unwrap();
+        assert_eq!(
+            c.accounts,
+            [account("222222222222", &["eu-west-1", "us-east-1"])]
+        );
     }
 
     #[test]
@@ -505,9 +520,19 @@ mod tests {
             ("22222222222", "", CONSUMER_ACCOUNTS, "\"22222222222\""),
             ("222222222222:mars-1", "", CONSUMER_ACCOUNTS, "mars-1"),
             ("eu-west-1", "", CONSUMER_ACCOUNTS, "must follow"),
-            ("333333333333,eu-west-1", "", CONSUMER_ACCOUNTS, "must follow"),
+            (
+                "333333333333,eu-west-1",
+                "",
+                CONSUMER_ACCOUNTS,
+                "must follow",
+            ),
             ("abc:eu-west-1", "", CONSUMER_ACCOUNTS, "12-digit"),
-            ("222222222222", "team/reader", IN_USE_READER_ROLE, "role name"),
+            (
+                "222222222222",
+                "team/reader",
+                IN_USE_READER_ROLE,
+                "role name",
+            ),
         ] {
             let err = ConsumerAccounts::parse(accounts, role).unwrap_err();
             assert_eq!(err.name, var, "{accounts} {role}");
@@ -518,10 +543,23 @@ mod tests {
 
     #[test]
     fn regions() {
-        for r in ["us-east-1", "eu-central-2", "us-gov-west-1", "cn-north-1", "ap-southeast-5"] {
+        for r in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "cn-north-1",
+            "ap-southeast-5",
+        ] {
             assert!(is_region(r), "{r}");
         }
-        for r in ["us-east", "useast1", "us-east-0", "US-EAST-1", "u-east-1", "us--1"] {
+        for r in [
+            "us-east",
+            "useast1",
+            "us-east-0",
+            "US-EAST-1",
+            "u-east-1",
+            "us--1",
+        ] {
             assert!(!is_region(r), "{r}");
         }
         assert_eq!(partition("cn-north-1"), "aws-cn");

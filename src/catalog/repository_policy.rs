@@ -67,7 +67,9 @@ fn strings(what: &str, v: &Value) -> Result<Vec<String>, PolicyParseError> {
                 other => Err(bad(format!("{what}: {other} is not a string"))),
             })
             .collect(),
-        other => Err(bad(format!("{what}: {other} is neither a string nor a list"))),
+        other => Err(bad(format!(
+            "{what}: {other} is neither a string nor a list"
+        ))),
     }
 }
 
@@ -327,8 +329,7 @@ pub fn pull_grantees(
     document: &str,
     repository_arn: Option<&str>,
 ) -> Result<Vec<Grantee>, PolicyParseError> {
-    let doc: Value =
-        serde_json::from_str(document).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let doc: Value = serde_json::from_str(document).map_err(|e| bad(format!("not JSON: {e}")))?;
     let statements = match doc.get("Statement") {
         Some(Value::Array(list)) => list.clone(),
         Some(one @ Value::Object(_)) => vec![one.clone()],
@@ -550,7 +551,13 @@ mod tests {
             {"Effect":"Deny","Principal":"*","Action":"*"},
             {"Effect":"Allow","Principal":{"AWS":"333333333333"},"NotAction":"ecr:Batch*"}]}"#;
         assert!(grantees(doc).is_empty());
-        for action in ["*", "ecr:*", "ECR:batchgetimage", "ecr:BatchGet?mage", "ecr:*Image"] {
+        for action in [
+            "*",
+            "ecr:*",
+            "ECR:batchgetimage",
+            "ecr:BatchGet?mage",
+            "ecr:*Image",
+        ] {
             let doc = format!(
                 r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"222222222222"}},"Action":"{action}"}}]}}"#
             );
@@ -644,14 +651,19 @@ mod tests {
             on(r#","Resource":["arn:aws:ecr:*:111111111111:repository/team/*"]"#),
             [acct("222222222222")]
         );
-        assert!(on(r#","Resource":"arn:aws:ecr:us-east-1:111111111111:repository/other-*""#)
-            .is_empty());
-        assert!(on(r#","NotResource":"arn:aws:ecr:us-east-1:111111111111:repository/team/*""#)
-            .is_empty());
+        assert!(
+            on(r#","Resource":"arn:aws:ecr:us-east-1:111111111111:repository/other-*""#).is_empty()
+        );
+        assert!(
+            on(r#","NotResource":"arn:aws:ecr:us-east-1:111111111111:repository/team/*""#)
+                .is_empty()
+        );
         // Replication grants (registry policy V1) are not pulls.
         let replication = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::222222222222:root"},
             "Action":["ecr:CreateRepository","ecr:ReplicateImage"],"Resource":"arn:aws:ecr:us-east-1:111111111111:repository/*"}]}"#;
-        assert!(pull_grantees(replication, Some(REPO_ARN)).unwrap().is_empty());
+        assert!(pull_grantees(replication, Some(REPO_ARN))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -670,7 +682,8 @@ mod tests {
             assert!(pull_grantees(doc, None).is_err(), "{doc}");
         }
         // Statements that grant no pull are not read further.
-        let push_only = r#"{"Statement":[{"Effect":"Allow","Principal":"odd","Action":"ecr:PutImage"}]}"#;
+        let push_only =
+            r#"{"Statement":[{"Effect":"Allow","Principal":"odd","Action":"ecr:PutImage"}]}"#;
         assert!(grantees(push_only).is_empty());
     }
 

@@ -158,8 +158,9 @@ impl RegistryScope<'_> {
     pub fn reference(&self, uri: &str, owner_arn: &str) -> Option<EcrImageRef> {
         match self {
             RegistryScope::Own => own_registry_ref(uri, owner_arn),
-            RegistryScope::Of { account, region } => EcrImageRef::parse(uri)
-                .filter(|r| r.account == *account && r.region == *region),
+            RegistryScope::Of { account, region } => {
+                EcrImageRef::parse(uri).filter(|r| r.account == *account && r.region == *region)
+            }
         }
     }
 }

@@ -682,11 +682,8 @@ impl Policy {
                 policy,
             });
         }
-        let accept_uncovered = accept_uncovered(
-            raw.protect
-                .as_mut()
-                .and_then(|p| p.accept_uncovered.take()),
-        )?;
+        let accept_uncovered =
+            accept_uncovered(raw.protect.as_mut().and_then(|p| p.accept_uncovered.take()))?;
         let protect = match raw.protect {
             None => Protect::default(),
             Some(p) => Protect {
@@ -789,7 +786,10 @@ mod tests {
         assert_eq!(p.accept_uncovered.accounts, ["012345678901"]);
         assert!(p.protect.ecs && p.protect.lambda);
         for (yaml, field) in [
-            ("{repositories: ['team/*']}", "accept_uncovered.repositories[0]"),
+            (
+                "{repositories: ['team/*']}",
+                "accept_uncovered.repositories[0]",
+            ),
             ("{accounts: [12345678901]}", "accept_uncovered.accounts[0]"),
             ("{accounts: ['o-abc123']}", "accept_uncovered.accounts[0]"),
             ("{everyone: true}", "everyone"),

@@ -122,7 +122,9 @@ fn grantees_of(
                     .into_iter()
                     .filter(|g| !matches!(g, Grantee::Account(a) if a == home))
                     .collect(),
-                Err(e) => vec![Grantee::Unknown(format!("the policy cannot be parsed: {e}"))],
+                Err(e) => vec![Grantee::Unknown(format!(
+                    "the policy cannot be parsed: {e}"
+                ))],
             }
         }
     }

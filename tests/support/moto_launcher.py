@@ -37,6 +37,17 @@
    as expiring on 2015-01-01, so a client that caches tokens until shortly before
    `expiresAt` (as it should) can never reuse one. Real ECR tokens are valid for 12
    hours from issue; the launcher reports that. Asserted by tests/moto_digest.rs.
+8. STS AssumeRole. moto hands out credentials for any role ARN, existing or not; real
+   STS refuses a role that does not exist (or does not trust the caller) with 403
+   `AccessDenied` ("... is not authorized to perform: sts:AssumeRole on resource: ...").
+   The launcher refuses, the same way, a role that the target account's IAM does not
+   hold (trust policies are not evaluated). Asserted by tests/moto_in_use.rs.
+9. Lambda images from another account's registry. moto resolves a function's `ImageUri`
+   in the function's own account and region, whatever registry the URI names, so a
+   function in a consumer account cannot be created from the central registry's image.
+   Real Lambda pulls from the registry the URI names (when its policy allows). The
+   launcher resolves the URI in the account and region of its host. Asserted by
+   tests/moto_in_use.rs.
 """
 import copy
 import datetime
@@ -198,6 +209,24 @@ def _get_code_resolved(self):
 
 lambda_models.LambdaFunction.get_code = _get_code_resolved
 
+_set_function_code = lambda_models.LambdaFunction._set_function_code
+
+
+def _set_function_code_from_named_registry(self, updated_spec):
+    m = ECR_IMAGE.match(updated_spec.get("ImageUri") or "")
+    if not m or (m.group(1), m.group(2)) == (self.account_id, self.region):
+        return _set_function_code(self, updated_spec)
+    # moto looks the image up in ecr_backends[self.account_id][self.region].
+    own = (self.account_id, self.region)
+    self.account_id, self.region = m.group(1), m.group(2)
+    try:
+        return _set_function_code(self, updated_spec)
+    finally:
+        self.account_id, self.region = own
+
+
+lambda_models.LambdaFunction._set_function_code = _set_function_code_from_named_registry
+
 _get_authorization_token = ecr_responses.ECRResponse.get_authorization_token
 ECR_TOKEN_LIFETIME = datetime.timedelta(hours=12)
 
@@ -211,6 +240,53 @@ def _get_authorization_token_valid_12h(self):
 
 
 ecr_responses.ECRResponse.get_authorization_token = _get_authorization_token_valid_12h
+
+from moto.core.exceptions import AccessDeniedError  # noqa: E402
+from moto.iam.models import iam_backends  # noqa: E402
+from moto.sts import responses as sts_responses  # noqa: E402
+from moto.utilities.utils import get_partition  # noqa: E402
+
+ROLE_ARN = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/(?:.*/)?([^/]+)$")
+_assume_role = sts_responses.TokenResponse.assume_role
+
+
+class _AssumeRoleAccessDenied(AccessDeniedError):
+    """403 AccessDenied in STS's own error document (`ErrorResponse/Error`, as the query
+    protocol clients parse it; moto's generic error nests it under `Errors`)."""
+
+    def __init__(self, caller, role_arn):
+        super().__init__(caller, f"sts:AssumeRole on resource: {role_arn}")
+        from xmltodict import unparse
+
+        self.description = unparse(
+            {
+                "ErrorResponse": {
+                    "@xmlns": "https://sts.amazonaws.com/doc/2011-06-15/",
+                    "Error": {"Type": "Sender", "Code": "AccessDenied", "Message": self.message},
+                    "RequestId": "afterpush-assume-role-denied",
+                }
+            },
+            full_document=True,
+        )
+
+
+def _assume_existing_role(self):
+    role_arn = self._get_param("RoleArn") or ""
+    m = ROLE_ARN.match(role_arn)
+    exists = False
+    if m:
+        try:
+            iam_backends[m.group(2)][m.group(1)].get_role(m.group(3))
+            exists = True
+        except Exception:
+            exists = False
+    if not exists:
+        caller = f"arn:{get_partition(self.region)}:iam::{self.get_current_account()}:root"
+        raise _AssumeRoleAccessDenied(caller, role_arn)
+    return _assume_role(self)
+
+
+sts_responses.TokenResponse.assume_role = _assume_existing_role
 
 from moto.server import main  # noqa: E402
 

@@ -20,8 +20,8 @@ pub use sdk::SdkEcr;
 use super::{
     ApiErrorKind, Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH,
 };
-use crate::catalog::repository_policy::RepositoryPolicies;
 use crate::catalog::paginate::Paging;
+use crate::catalog::repository_policy::RepositoryPolicies;
 use crate::catalog::workloads::InUseSource;
 use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
