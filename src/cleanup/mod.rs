@@ -728,7 +728,7 @@ impl JanitorSettings {
             } else {
                 crate::settings::CONSUMER_ACCOUNTS
             },
-            message: e.to_string(),
+            message: format!("{:?}: {}", e.value, e.problem),
         })?;
         Ok(JanitorSettings {
             consumers,
@@ -904,6 +904,19 @@ mod tests {
         .unwrap();
         assert!(!s.dry_run);
         assert_eq!(s.report_bucket.as_deref(), Some("r"));
+        assert!(s.consumers.accounts.is_empty());
+        let s = settings(&[
+            ("CLEANUP_POLICY", POLICY),
+            (
+                "CONSUMER_ACCOUNTS",
+                "222222222222:eu-west-1,us-east-1,333333333333",
+            ),
+            ("IN_USE_READER_ROLE", "reader"),
+        ])
+        .unwrap();
+        assert_eq!(s.consumers.account_ids(), ["222222222222", "333333333333"]);
+        assert_eq!(s.consumers.accounts[0].regions, ["eu-west-1", "us-east-1"]);
+        assert_eq!(s.consumers.role_name, "reader");
         for (vars, expected) in [
             (
                 vec![],
@@ -912,6 +925,18 @@ mod tests {
             (
                 vec![("CLEANUP_POLICY", POLICY), ("AFTERPUSH_CLEANUP_POLICY_FILE", "/x")],
                 "setting CLEANUP_POLICY: set CLEANUP_POLICY or AFTERPUSH_CLEANUP_POLICY_FILE, not both",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("CONSUMER_ACCOUNTS", "2222:eu-west-1")],
+                "setting CONSUMER_ACCOUNTS: \"2222:eu-west-1\": \"2222:eu-west-1\": \"2222\" is not a 12-digit account id",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("CONSUMER_ACCOUNTS", "eu-west-1")],
+                "setting CONSUMER_ACCOUNTS: \"eu-west-1\": \"eu-west-1\": a region must follow",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("IN_USE_READER_ROLE", "a/b")],
+                "setting IN_USE_READER_ROLE: \"a/b\": expected an IAM role name",
             ),
             (
                 vec![("CLEANUP_POLICY", POLICY), ("DRY_RUN", "maybe")],

@@ -7,6 +7,7 @@ use crate::catalog::{Catalog, CatalogError, DeleteOutcome, ImageRecord};
 use crate::cleanup::ecr_lifecycle::LifecyclePolicy;
 use crate::cleanup::policy::{EcrRuleGroup, Pattern, Policy};
 use crate::cleanup::render::{decisions_table, human_bytes};
+use crate::cleanup::shared::Coverage;
 use crate::cleanup::{sweep, Report, RunOptions};
 use crate::oci::Sha256Digest;
 use anyhow::Context as _;
@@ -245,6 +246,22 @@ pub fn render(report: &Report, with_kept: bool) -> String {
                     k.tags.join(",")
                 },
                 k.in_use.join("; ")
+            ));
+        }
+    }
+    // Who else may pull: the reason an uncovered repository keeps what it keeps.
+    for shared in &report.shared {
+        for c in &shared.consumers {
+            out.push_str(&format!(
+                "{}: may be pulled by {} ({}): {}\n",
+                shared.repository,
+                c.principal,
+                c.granted_by,
+                match c.coverage {
+                    Coverage::Covered => "its workloads are listed",
+                    Coverage::Accepted => "not listed, risk accepted by the policy",
+                    Coverage::Uncovered => "not listed: every image it could run is kept",
+                }
             ));
         }
     }
