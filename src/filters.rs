@@ -2,13 +2,13 @@
 //! indexer's and stitcher's push events, the janitor's pushes and scheduled sweep).
 //!
 //! Syntax: comma-separated `repo-glob:tag-glob` entries; a pair is selected when any entry
-//! matches both its repository and its tag. Globs are `globset` globs where `*` also
+//! matches both its repository and its tag. Globs are [`crate::glob`] globs where `*` also
 //! matches `/`, so `*` covers namespaced repositories (`team/app`) and `team/*` covers
 //! everything below `team/`. A colon cannot occur in repository names or tags, so exactly
 //! one colon per entry is required. Commas inside `{a,b}` alternations do not split
 //! entries (`app:{1,2}.*` is one entry).
 
-use globset::{GlobBuilder, GlobMatcher};
+use crate::glob::Glob;
 use std::fmt;
 use std::str::FromStr;
 
@@ -28,8 +28,8 @@ pub struct FilterError {
 struct Entry {
     repository: String,
     tag: String,
-    repository_matcher: GlobMatcher,
-    tag_matcher: GlobMatcher,
+    repository_matcher: Glob,
+    tag_matcher: Glob,
 }
 
 /// Parsed `REPOSITORY_TAG_FILTERS`. The default selects everything (`*:*`).
@@ -78,11 +78,7 @@ impl RepositoryTagFilters {
                 return Err(fail("empty tag glob (use * for every tag)".into()));
             }
             let glob = |what: &str, pattern: &str| {
-                GlobBuilder::new(pattern)
-                    .literal_separator(false)
-                    .build()
-                    .map(|g| g.compile_matcher())
-                    .map_err(|e| fail(format!("invalid {what} glob {pattern:?}: {e}")))
+                Glob::new(pattern).map_err(|e| fail(format!("invalid {what} glob: {e}")))
             };
             entries.push(Entry {
                 repository_matcher: glob("repository", repository)?,
@@ -223,6 +219,16 @@ mod tests {
         assert_eq!(err.position, position, "{err}");
         assert!(err.to_string().contains(problem), "{err}");
         assert!(err.to_string().contains("REPOSITORY_TAG_FILTERS"), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_glob_is_an_error_not_a_panic() {
+        let huge = format!("app:{}", "a?".repeat(512 * 1024));
+        let err = RepositoryTagFilters::parse(&huge).unwrap_err();
+        assert!(
+            err.to_string().contains("invalid tag glob") && err.to_string().contains("not usable"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use afterpush::oci::{ManifestSummary, Sha256Digest};
 use afterpush::registry::copy::{copy_image, CopyEvent, CopyOptions};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
 use afterpush::registry::open::{open_repository, OpenSettings};
-use afterpush::registry::{read_blob, Manifest, Repository};
+use afterpush::registry::{read_blob_as_stored, Manifest, Repository};
 use afterpush::sample::{self, ManifestFormat, SampleSpec};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ async fn closure(repo: &dyn Repository, reference: &str) -> BTreeMap<Sha256Diges
         }
         for blob in s.config.iter().chain(&s.layers) {
             let d: Sha256Digest = blob.digest.parse().unwrap();
-            let bytes = read_blob(repo, &d).await.unwrap();
+            let bytes = read_blob_as_stored(repo, &d).await.unwrap();
             assert_eq!(bytes.len() as u64, blob.size);
             out.insert(d, bytes.to_vec());
         }

@@ -12,7 +12,7 @@ use afterpush::registry::distribution::settings::{
 };
 use afterpush::registry::distribution::{Credentials, DistributionRepository, RegistrySettings};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
-use afterpush::registry::{read_blob, Repository};
+use afterpush::registry::{read_blob_as_stored, Repository};
 use afterpush::sample::{self, ManifestFormat, SampleSpec};
 use std::collections::BTreeMap;
 use support::fault_proxy::{Fault, FaultProxy};
@@ -28,7 +28,7 @@ async fn contents(repo: &dyn Repository, reference: &str) -> BTreeMap<String, Ve
             let digest = d.digest.parse().unwrap();
             out.insert(
                 d.digest.clone(),
-                read_blob(repo, &digest).await.unwrap().to_vec(),
+                read_blob_as_stored(repo, &digest).await.unwrap().to_vec(),
             );
         }
         queue.extend(summary.manifests.iter().map(|d| d.digest.clone()));

@@ -7,7 +7,7 @@ mod support;
 use afterpush::oci::gojson::{GoIndex, GoManifest};
 use afterpush::oci::{annotation, media, Sha256Digest};
 use afterpush::registry::layout::LayoutRepository;
-use afterpush::registry::{read_blob, Repository};
+use afterpush::registry::{read_blob_as_stored, Repository};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -114,8 +114,13 @@ async fn demo_leaves_a_stitched_index_soci_indexes_and_every_cache_in_the_layout
             let layer_digest: Sha256Digest = z.annotations[annotation::SOCI_LAYER_DIGEST]
                 .parse()
                 .unwrap();
-            let layer = read_blob(&repo, &layer_digest).await.unwrap().to_vec();
-            let ztoc_bytes = read_blob(&repo, &z.digest.parse().unwrap()).await.unwrap();
+            let layer = read_blob_as_stored(&repo, &layer_digest)
+                .await
+                .unwrap()
+                .to_vec();
+            let ztoc_bytes = read_blob_as_stored(&repo, &z.digest.parse().unwrap())
+                .await
+                .unwrap();
             let ztoc = afterpush::ztoc::Ztoc::from_bytes(&ztoc_bytes).unwrap();
             assert_eq!(ztoc.compressed_archive_size, layer.len() as i64);
             let files = support::files_of_layer(&layer);

@@ -6,7 +6,9 @@ mod support;
 use afterpush::oci::{media, ManifestSummary, Sha256Digest};
 use afterpush::registry::layout::{ArchiveRepository, LayoutRepository};
 use afterpush::registry::open::{open_repository, OpenSettings};
-use afterpush::registry::{read_blob, Manifest, RegistryError, Repository, MAX_MANIFEST_SIZE};
+use afterpush::registry::{
+    read_blob_as_stored, Manifest, RegistryError, Repository, MAX_MANIFEST_SIZE,
+};
 use afterpush::sample::{self, LayerCompression, ManifestFormat, SampleSpec};
 use std::path::Path;
 use std::process::Command;
@@ -56,7 +58,9 @@ async fn skopeo_reads_what_we_wrote() {
             .unwrap();
         assert_eq!(child.digest, img.manifest.digest);
         for layer in &img.layers {
-            let bytes = read_blob(&theirs, &layer.blob.digest).await.unwrap();
+            let bytes = read_blob_as_stored(&theirs, &layer.blob.digest)
+                .await
+                .unwrap();
             assert_eq!(bytes.len() as u64, layer.blob.size);
         }
     }
@@ -103,7 +107,9 @@ async fn we_read_what_skopeo_wrote_and_skopeo_reads_our_archive() {
         written.images.len() + written.attestations.len()
     );
     for img in &written.images {
-        let config = read_blob(&theirs, &img.config.digest).await.unwrap();
+        let config = read_blob_as_stored(&theirs, &img.config.digest)
+            .await
+            .unwrap();
         assert_eq!(Sha256Digest::of(&config), img.config.digest);
     }
 }
@@ -146,8 +152,12 @@ async fn gnu_tar_reads_sample_layers_with_symlink_xattr_and_subsecond_mtimes() {
             .any(|l| l.starts_with("-rw-r--r--*") && l.ends_with("etc/afterpush-sample")),
         "{listing}"
     );
-    let config: serde_json::Value =
-        serde_json::from_slice(&read_blob(&repo, &img.config.digest).await.unwrap()).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(
+        &read_blob_as_stored(&repo, &img.config.digest)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(config["architecture"], "arm");
     assert_eq!(config["variant"], "v7");
     assert_eq!(
@@ -216,7 +226,10 @@ async fn tampered_blob_is_detected_naming_the_digest() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
-    let err = read_blob(&repo, layer).await.unwrap_err().to_string();
+    let err = read_blob_as_stored(&repo, layer)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&layer.to_string()), "{err}");
     assert!(err.contains("mismatch"), "{err}");
     // A range read does not verify (it cannot), but returns the bytes asked for.
@@ -627,4 +640,52 @@ async fn a_bad_blob_push_leaves_nothing_behind() {
         .collect();
     assert!(blobs.is_empty(), "left behind: {blobs:?}");
     assert_eq!(repo.blob_size(&claimed).await.unwrap(), None);
+}
+
+/// Issue 21, item 20: a layout's file I/O runs on blocking threads, not on the runtime's.
+/// `index.json` is made a FIFO whose writer is a task of the same single-threaded
+/// runtime. Reading `index.json` on the runtime's only thread blocks it in open(2), so
+/// the writer task never runs and nothing moves again; read on a blocking thread, the
+/// writer runs and the tag list comes back. (The wait below only detects that deadlock;
+/// nothing here measures how long anything takes.)
+#[test]
+fn layout_file_io_leaves_a_single_threaded_runtime_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("layout");
+    let repo = LayoutRepository::open_or_create(&root).unwrap();
+    let index = root.join("index.json");
+    let empty_index = std::fs::read(&index).unwrap();
+    std::fs::remove_file(&index).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&index)
+        .status()
+        .unwrap()
+        .success());
+
+    let (done, finished) = std::sync::mpsc::channel();
+    let (fifo, contents) = (index.clone(), empty_index.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tags = rt.block_on(async move {
+            // Polled only when the runtime's thread is free to poll it.
+            let writer = tokio::spawn(async move {
+                tokio::fs::write(&fifo, &contents).await.unwrap();
+            });
+            let tags = repo.list_tags().await;
+            writer.await.unwrap();
+            tags
+        });
+        let _ = done.send(tags.map_err(|e| e.to_string()));
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(tags) => assert_eq!(tags.unwrap(), Vec::<String>::new()),
+        Err(_) => {
+            // Release the blocked reader before failing.
+            std::fs::write(&index, &empty_index).unwrap();
+            panic!("the layout read index.json on the runtime's thread: the runtime is stuck");
+        }
+    }
 }

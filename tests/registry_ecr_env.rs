@@ -9,7 +9,7 @@
 mod support;
 
 use afterpush::registry::distribution::{DistributionRepository, RegistrySettings};
-use afterpush::registry::{push_bytes, read_blob, Repository};
+use afterpush::registry::{push_bytes, read_blob_as_stored, Repository};
 use base64::Engine as _;
 use bytes::Bytes;
 use support::fault_proxy::FaultProxy;
@@ -46,7 +46,10 @@ async fn ecr_host_selects_ecr_auth_from_the_environment() {
     let digest = push_bytes(&repo, Bytes::from_static(b"hello ecr"))
         .await
         .unwrap();
-    assert_eq!(read_blob(&repo, &digest).await.unwrap(), &b"hello ecr"[..]);
+    assert_eq!(
+        read_blob_as_stored(&repo, &digest).await.unwrap(),
+        &b"hello ecr"[..]
+    );
     let seen = proxy.seen();
     assert!(seen.len() >= 4, "{seen:#?}");
     assert!(

@@ -9,7 +9,9 @@ use afterpush::registry::distribution::{
     AuthMode, Credentials, DistributionRepository, RegistryClient, RegistrySettings, RetryPolicy,
 };
 use afterpush::registry::ecr::EcrTokenProvider;
-use afterpush::registry::{push_bytes, read_blob, BlobStream, Manifest, RegistryError, Repository};
+use afterpush::registry::{
+    push_bytes, read_blob_as_stored, BlobStream, Manifest, RegistryError, Repository,
+};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -156,7 +158,10 @@ async fn manifests_and_blobs_round_trip_byte_identical() {
     // Blobs come back byte-identical.
     let layer = pseudo_random(20_000, 3);
     let layer_digest = Sha256Digest::of(&layer);
-    assert_eq!(read_blob(&app, &layer_digest).await.unwrap(), layer);
+    assert_eq!(
+        read_blob_as_stored(&app, &layer_digest).await.unwrap(),
+        layer
+    );
     assert_eq!(app.blob_size(&layer_digest).await.unwrap(), Some(20_000));
     assert_eq!(
         app.blob_size(&Sha256Digest::of(b"absent")).await.unwrap(),
@@ -245,7 +250,7 @@ async fn chunked_upload_mount_and_clean_failures() {
     app.push_blob(&digest, data.len() as u64, uneven_stream(data.clone()))
         .await
         .unwrap();
-    assert_eq!(read_blob(&app, &digest).await.unwrap(), data);
+    assert_eq!(read_blob_as_stored(&app, &digest).await.unwrap(), data);
     // Present already: skipped (the stream is not even read).
     let never_read: BlobStream = futures::stream::iter(vec![Err(RegistryError::Invalid {
         location: "test".into(),
@@ -485,7 +490,7 @@ async fn tampered_blobs_and_manifests_are_detected_and_named() {
     let mut stored = std::fs::read(&path).unwrap();
     stored[100] ^= 0xff;
     std::fs::write(&path, stored).unwrap();
-    let err = read_blob(&app, &layer_digest).await.unwrap_err();
+    let err = read_blob_as_stored(&app, &layer_digest).await.unwrap_err();
     assert!(err.to_string().contains(&layer_digest.to_string()), "{err}");
     // A range read is not verifiable (partial) but still served.
     let part: Vec<Bytes> = app
@@ -526,7 +531,7 @@ async fn injected_500s_and_connection_resets_are_retried() {
         .unwrap();
     let manifest = push_image(&app, false, 32, Some("v1")).await;
     assert_eq!(app.get_manifest("v1").await.unwrap(), manifest);
-    assert_eq!(read_blob(&app, &digest).await.unwrap(), data);
+    assert_eq!(read_blob_as_stored(&app, &digest).await.unwrap(), data);
     assert_eq!(app.list_tags().await.unwrap(), vec!["v1"]);
     assert_eq!(proxy.faults_applied(), 11, "{:#?}", proxy.seen());
 
@@ -563,7 +568,7 @@ async fn injected_500s_and_connection_resets_are_retried() {
     )
     .await
     .unwrap();
-    assert_eq!(read_blob(&app, &digest).await.unwrap(), data);
+    assert_eq!(read_blob_as_stored(&app, &digest).await.unwrap(), data);
     // ...and fails cleanly, leaving nothing, when it cannot.
     proxy.add_rule(Some("PATCH"), "/blobs/uploads/", Fault::DropResponse, 1);
     let data = pseudo_random(300_000, 42);
@@ -754,7 +759,7 @@ async fn downloads_broken_mid_body_resume_where_they_stopped() {
         Fault::ResetMidBody { after: 100_000 },
         2,
     );
-    assert_eq!(read_blob(&app, &digest).await.unwrap(), data);
+    assert_eq!(read_blob_as_stored(&app, &digest).await.unwrap(), data);
     let gets = || {
         proxy
             .seen()
@@ -795,7 +800,7 @@ async fn downloads_broken_mid_body_resume_where_they_stopped() {
         Fault::FlipByte { offset: 5 },
         1,
     );
-    let err = read_blob(&app, &digest).await.unwrap_err();
+    let err = read_blob_as_stored(&app, &digest).await.unwrap_err();
     assert!(
         matches!(err, RegistryError::Oci(OciError::DigestMismatch { .. })),
         "{err:?}"
@@ -808,7 +813,7 @@ async fn downloads_broken_mid_body_resume_where_they_stopped() {
         Fault::ResetMidBody { after: 1_000 },
         100,
     );
-    let err = read_blob(&app, &digest).await.unwrap_err();
+    let err = read_blob_as_stored(&app, &digest).await.unwrap_err();
     assert!(matches!(err, RegistryError::Transport { .. }), "{err:?}");
 }
 

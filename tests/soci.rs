@@ -9,7 +9,7 @@ use afterpush::oci::gojson::{GoIndex, GoManifest};
 use afterpush::oci::{annotation, media, Sha256Digest};
 use afterpush::registry::distribution::{DistributionRepository, RegistrySettings, RetryPolicy};
 use afterpush::registry::{
-    push_bytes, read_blob, BlobRef, BlobStream, Manifest, Repository, Result as RegResult,
+    push_bytes, read_blob_as_stored, BlobRef, BlobStream, Manifest, Repository, Result as RegResult,
 };
 use afterpush::sample::{self, LayerCompression, ManifestFormat, SampleImage, SampleSpec};
 use afterpush::soci::{create_soci, IndexVersion, NoZtocCache, S3ZtocCache, SociSettings, TagMode};
@@ -143,7 +143,7 @@ async fn check_soci_index_restores_layers(
     let index: GoManifest = serde_json::from_slice(&m.bytes).unwrap();
     assert_eq!(index.config.media_type, media::SOCI_INDEX_V2);
     assert_eq!(
-        read_blob(repo, &index.config.digest.parse().unwrap())
+        read_blob_as_stored(repo, &index.config.digest.parse().unwrap())
             .await
             .unwrap()
             .as_ref(),
@@ -160,8 +160,13 @@ async fn check_soci_index_restores_layers(
         let layer_digest: Sha256Digest = z.annotations[annotation::SOCI_LAYER_DIGEST]
             .parse()
             .unwrap();
-        let layer = read_blob(repo, &layer_digest).await.unwrap().to_vec();
-        let ztoc_bytes = read_blob(repo, &z.digest.parse().unwrap()).await.unwrap();
+        let layer = read_blob_as_stored(repo, &layer_digest)
+            .await
+            .unwrap()
+            .to_vec();
+        let ztoc_bytes = read_blob_as_stored(repo, &z.digest.parse().unwrap())
+            .await
+            .unwrap();
         let ztoc = afterpush::ztoc::Ztoc::from_bytes(&ztoc_bytes).unwrap();
         assert_eq!(ztoc.compressed_archive_size, layer.len() as i64);
         let files = support::files_of_layer(&layer);

@@ -29,6 +29,7 @@
 //! `storageClass: archive` identify nothing.
 
 use crate::catalog::ImageRecord;
+use crate::format::age as format_age;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
@@ -545,16 +546,6 @@ pub struct RuleTally {
     pub marked: usize,
 }
 
-/// An age in whole days and hours, for reasons.
-fn days(d: Duration) -> String {
-    let h = d.num_hours().max(0);
-    match (h / 24, h % 24) {
-        (0, h) => format!("{h}h"),
-        (d, 0) => format!("{d}d"),
-        (d, h) => format!("{d}d{h}h"),
-    }
-}
-
 impl LifecyclePolicy {
     /// ECR's verdict on each image of one repository at `now` (same order as
     /// `images`), and the tally of each rule (same order as `self.rules`).
@@ -599,9 +590,9 @@ impl LifecyclePolicy {
                     for &i in &identified {
                         let age = now - images[i].pushed_at;
                         if age > Duration::days(n.into()) {
-                            marks.insert(i, format!("pushed {} ago (> {n}d)", days(age)));
+                            marks.insert(i, format!("pushed {} ago (> {n}d)", format_age(age)));
                         } else {
-                            spared.insert(i, format!("pushed {} ago (≤ {n}d)", days(age)));
+                            spared.insert(i, format!("pushed {} ago (≤ {n}d)", format_age(age)));
                         }
                     }
                 }
@@ -616,9 +607,9 @@ impl LifecyclePolicy {
                         };
                         let age = now - since;
                         if age > Duration::days(n.into()) {
-                            marks.insert(i, format!("{what} {} ago (> {n}d)", days(age)));
+                            marks.insert(i, format!("{what} {} ago (> {n}d)", format_age(age)));
                         } else {
-                            spared.insert(i, format!("{what} {} ago (≤ {n}d)", days(age)));
+                            spared.insert(i, format!("{what} {} ago (≤ {n}d)", format_age(age)));
                         }
                     }
                 }

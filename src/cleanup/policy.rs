@@ -6,6 +6,7 @@ use super::ecr_lifecycle::{lifecycle_document, LifecycleError, LifecyclePolicy};
 use super::in_use::Protect;
 use super::yaml_expansion::{expands_within_limit, expansion_limit};
 use crate::catalog::s3cache::S3CacheUri;
+use crate::glob::Glob;
 use crate::oci::ArtifactKind;
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
@@ -212,7 +213,8 @@ struct RawS3Cache {
     blob_grace: Option<RawDuration>,
 }
 
-/// A tag or name pattern: a glob (`cache-*`, `release-?.*`) or, written `/.../`, a regex.
+/// A tag or name pattern: a glob (`cache-*`, `release-?.*`, see [`crate::glob`]) or,
+/// written `/.../`, a regex.
 #[derive(Debug, Clone)]
 pub struct Pattern {
     source: String,
@@ -221,8 +223,7 @@ pub struct Pattern {
 
 #[derive(Debug, Clone)]
 enum Matcher {
-    /// The glob's regex, matched on bytes as `globset::GlobMatcher` does.
-    Glob(regex::bytes::Regex),
+    Glob(Glob),
     Regex(regex::Regex),
 }
 
@@ -239,16 +240,7 @@ impl Pattern {
                     .map_err(|e| invalid(field, format!("{text:?} is not a valid regex: {e}")))?,
             )
         } else {
-            let glob = globset::Glob::new(text)
-                .map_err(|e| invalid(field, format!("{text:?} is not a valid glob: {e}")))?;
-            // Compiled here rather than by `compile_matcher`, which panics when the glob's
-            // regex is over the regex size limit (a 1 MiB glob is).
-            Matcher::Glob(regex::bytes::Regex::new(glob.regex()).map_err(|e| {
-                invalid(
-                    field,
-                    format!("a {}-byte glob is not usable: {e}", text.len()),
-                )
-            })?)
+            Matcher::Glob(Glob::new(text).map_err(|e| invalid(field, e))?)
         };
         Ok(Self {
             source: text.to_string(),
@@ -258,7 +250,7 @@ impl Pattern {
     /// True when `s` (a tag or repository name) matches the pattern.
     pub fn matches(&self, s: &str) -> bool {
         match &self.matcher {
-            Matcher::Glob(g) => g.is_match(s.as_bytes()),
+            Matcher::Glob(g) => g.is_match(s),
             Matcher::Regex(r) => r.is_match(s),
         }
     }
@@ -382,20 +374,9 @@ fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S:
     s.collect_str(v)
 }
 
-/// Formats a duration the way the policy writes them (`14d`, `1h`, `90s`).
-pub fn format_duration(d: Duration) -> String {
-    let secs = d.num_seconds();
-    for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if secs != 0 && secs % n == 0 {
-            return format!("{}{unit}", secs / n);
-        }
-    }
-    format!("{secs}s")
-}
-
 mod duration {
     pub fn serialize<S: serde::Serializer>(d: &chrono::Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_duration(*d))
+        s.serialize_str(&crate::format::duration(*d))
     }
 }
 mod opt_duration {
@@ -404,7 +385,7 @@ mod opt_duration {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_str(&super::format_duration(*d)),
+            Some(d) => s.serialize_str(&crate::format::duration(*d)),
             None => s.serialize_none(),
         }
     }

@@ -1,24 +1,9 @@
 //! Plans and decisions as text for people: the aligned tables the CLI and the demo
-//! print, and [`human_bytes`]. The planner itself ([`super::planner`]) produces data only.
+//! print. The planner itself ([`super::planner`]) produces data only.
 
-use super::planner::{age, short, Action, ImageDecision, Plan};
+use super::planner::{Action, ImageDecision, Plan};
+use crate::format::{age, bytes, short_digest};
 use chrono::{DateTime, Utc};
-
-/// A human-readable size (binary units).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 impl Plan {
     /// The plan as an aligned text table, one line per image, then a summary line.
@@ -29,7 +14,7 @@ impl Plan {
             self.repository,
             self.deletions,
             self.decisions.len(),
-            human_bytes(self.bytes_reclaimed),
+            bytes(self.bytes_reclaimed),
             if self.stopped_by_max_deletions {
                 " (stopped at max_deletions)"
             } else {
@@ -62,7 +47,7 @@ pub fn decisions_table(
                 Action::Keep => "keep".into(),
                 Action::Delete => "DELETE".into(),
             },
-            short(&d.digest),
+            short_digest(&d.digest),
             d.kind.to_string(),
             if d.tags.is_empty() {
                 "-".into()
@@ -70,7 +55,7 @@ pub fn decisions_table(
                 d.tags.join(",")
             },
             format!("{} ago", age(now - d.pushed_at)),
-            human_bytes(d.size_bytes),
+            bytes(d.size_bytes),
             d.rule_label().unwrap_or_else(|| "-".into()),
             d.reason.clone(),
         ]);

@@ -84,8 +84,8 @@ pub fn expire_manifests(
                 m.name.clone(),
                 format!(
                     "not written for {} (> {})",
-                    super::policy::format_duration(unused),
-                    super::policy::format_duration(limit)
+                    crate::format::duration(unused),
+                    crate::format::duration(limit)
                 ),
             )),
             _ => kept.push(m.name.clone()),

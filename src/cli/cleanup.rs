@@ -6,9 +6,10 @@ use crate::catalog::s3cache::S3CacheUri;
 use crate::catalog::{Catalog, CatalogError, DeleteOutcome, ImageRecord};
 use crate::cleanup::ecr_lifecycle::LifecyclePolicy;
 use crate::cleanup::policy::{EcrRuleGroup, Pattern, Policy};
-use crate::cleanup::render::{decisions_table, human_bytes};
+use crate::cleanup::render::decisions_table;
 use crate::cleanup::shared::Coverage;
 use crate::cleanup::{sweep, Report, RunOptions};
+use crate::format;
 use crate::oci::Sha256Digest;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -201,7 +202,7 @@ pub fn render(report: &Report, with_kept: bool) -> String {
                 r.deleted.len()
             },
             r.images,
-            human_bytes(r.bytes_reclaimed),
+            format::bytes(r.bytes_reclaimed),
             r.kept,
             if r.stopped_by_max_deletions {
                 ", stopped at max_deletions"
@@ -277,7 +278,7 @@ pub fn render(report: &Report, with_kept: bool) -> String {
             c.plan.uri,
             c.plan.expired_manifests.len(),
             c.plan.dead_blobs.len(),
-            human_bytes(c.plan.bytes_reclaimed),
+            format::bytes(c.plan.bytes_reclaimed),
             c.plan.live_blobs,
             c.plan.young_blobs
         ));
@@ -295,7 +296,7 @@ pub fn render(report: &Report, with_kept: bool) -> String {
         report.planned_deletions,
         report.deleted,
         report.failed,
-        human_bytes(report.bytes_reclaimed),
+        format::bytes(report.bytes_reclaimed),
         if report.dry_run { " (dry run)" } else { "" }
     ));
     out

@@ -11,9 +11,10 @@
 
 use crate::catalog::layout::LayoutCatalog;
 use crate::cleanup::policy::Policy;
-use crate::cleanup::render::{decisions_table, human_bytes};
+use crate::cleanup::render::decisions_table;
 use crate::cleanup::{self, JanitorSettings, RunOptions};
 use crate::filters::RepositoryTagFilters;
+use crate::format;
 use crate::lambda::{CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer};
 use crate::oci::{is_attestation_descriptor, ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;
@@ -116,15 +117,6 @@ impl Ui {
     fn line(&self, text: impl AsRef<str>) {
         self.spinner.suspend(|| println!("{}", text.as_ref()));
     }
-}
-
-/// `sha256:` and the first 12 hex digits.
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// A push waiting for its event to be replayed.
@@ -233,18 +225,18 @@ fn describe_soci(result: &Value) -> String {
             format!(
                 "{}: {} ({} from cache), {} below MIN_LAYER_SIZE",
                 text(&p["platform"]),
-                plural(p["ztocs"].as_u64().unwrap_or(0), "zTOC", "zTOCs"),
+                format::count(p["ztocs"].as_u64().unwrap_or(0), "zTOC", "zTOCs"),
                 p["ztocs_from_cache"].as_u64().unwrap_or(0),
-                plural(p["layers_skipped"].as_u64().unwrap_or(0), "layer", "layers"),
+                format::count(p["layers_skipped"].as_u64().unwrap_or(0), "layer", "layers"),
             )
         })
         .collect();
     format!(
         "built SOCI index v2 {} -> {REPOSITORY}:{} ({}; read {})",
-        short(text(&outcome["output"])),
+        format::short_digest(text(&outcome["output"])),
         outcome["tag"].as_str().unwrap_or("(untagged)"),
         platforms.join("; "),
-        human_bytes(outcome["bytes_read"].as_u64().unwrap_or(0)),
+        format::bytes(outcome["bytes_read"].as_u64().unwrap_or(0)),
     )
 }
 
@@ -273,7 +265,7 @@ fn describe_stitch(result: &Value) -> String {
             "{} {REPOSITORY}:{} = index {} of {}",
             if verb == "written" { "stitched" } else { verb },
             text(&o["target"]),
-            short(text(&o["index"]["digest"])),
+            format::short_digest(text(&o["index"]["digest"])),
             list(&o["index"]["platforms"])
         ),
         _ => format!("outcome {o}"),
@@ -303,7 +295,7 @@ fn describe_janitor(result: &Value) -> String {
                         .map(|t| t.iter().map(text).collect::<Vec<_>>().join(","))
                         .filter(|t| !t.is_empty())
                         .unwrap_or_else(|| "untagged".into());
-                    format!("{} ({tags})", short(text(&d["digest"])))
+                    format!("{} ({tags})", format::short_digest(text(&d["digest"])))
                 })
                 .collect();
             format!(
@@ -408,7 +400,7 @@ impl Replay<'_> {
             ui.line(format!(
                 "#{:<2} PUSH {label} {} ({kind}){}",
                 self.sequence,
-                short(&push.digest.to_string()),
+                format::short_digest(&push.digest.to_string()),
                 push.pushed_by
                     .map(|f| format!(", pushed by {f}"))
                     .unwrap_or_default()
@@ -555,9 +547,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ));
     ui.line(format!(
         "  indexer     MIN_LAYER_SIZE={} for the demo (the default is {}), SPAN_SIZE={}, SOCI index v2, tag suffix {}",
-        human_bytes(DEMO_MIN_LAYER_SIZE),
-        human_bytes(crate::soci::settings::DEFAULT_MIN_LAYER_SIZE),
-        human_bytes(soci_settings.span_size),
+        format::bytes(DEMO_MIN_LAYER_SIZE),
+        format::bytes(crate::soci::settings::DEFAULT_MIN_LAYER_SIZE),
+        format::bytes(soci_settings.span_size),
         soci_settings.tag_suffix
     ));
     ui.line(format!(
@@ -612,11 +604,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let layers: Vec<String> = image
             .layers
             .iter()
-            .map(|l| human_bytes(l.blob.size))
+            .map(|l| format::bytes(l.blob.size))
             .collect();
         ui.line(format!(
             "\nCI pushes {REPOSITORY}:{tag}  {}  image {platform}, layers {}",
-            short(&image.manifest.digest.to_string()),
+            format::short_digest(&image.manifest.digest.to_string()),
             layers.join(" + ")
         ));
         replay.run(&repo, &ui, image.manifest.digest, tag).await?;
@@ -635,11 +627,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing sample cache {REPOSITORY}:{tag}"))?;
         ui.line(format!(
             "\nCI pushes {REPOSITORY}:{tag}  {}  BuildKit registry cache (--cache-to type=registry), layers {}",
-            short(&cache.manifest.digest.to_string()),
+            format::short_digest(&cache.manifest.digest.to_string()),
             cache
                 .layers
                 .iter()
-                .map(|l| human_bytes(l.blob.size))
+                .map(|l| format::bytes(l.blob.size))
                 .collect::<Vec<_>>()
                 .join(" + ")
         ));
@@ -709,11 +701,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ui.line(format!(
                 "    {:<12} SOCI index {}  {} B, {} ({}), {} not indexed",
                 text(&p["platform"]),
-                short(soci),
+                format::short_digest(soci),
                 soci_manifest.bytes.len(),
-                plural(summary.layers.len() as u64, "zTOC", "zTOCs"),
-                human_bytes(ztoc_bytes),
-                plural(p["layers_skipped"].as_u64().unwrap_or(0), "layer", "layers"),
+                format::count(summary.layers.len() as u64, "zTOC", "zTOCs"),
+                format::bytes(ztoc_bytes),
+                format::count(p["layers_skipped"].as_u64().unwrap_or(0), "layer", "layers"),
             ));
         }
     }
@@ -753,7 +745,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         report.run_id,
         report.planned_deletions,
         report.deleted,
-        human_bytes(report.bytes_reclaimed)
+        format::bytes(report.bytes_reclaimed)
     ));
 
     ui.spinner.finish_and_clear();

@@ -242,7 +242,7 @@ fn layer_progress() -> soci::Progress {
             ProgressEvent::LayerStarted { layer, size } => {
                 let bar = bars.add(ProgressBar::new(size));
                 bar.set_style(style.clone());
-                bar.set_prefix(layer.hex()[..12].to_string());
+                bar.set_prefix(crate::format::short_digest(&layer));
                 by_layer.insert(layer.to_string(), bar);
             }
             ProgressEvent::LayerBytes { layer, bytes } => {
@@ -355,7 +355,8 @@ async fn info(index: &str) -> anyhow::Result<()> {
             .unwrap_or("?")
     );
     for z in &manifest.layers {
-        let bytes = read_blob(repo.as_ref(), &z.digest.parse()?).await?;
+        // The zTOC is read whole: at most the size the SOCI index declares for it.
+        let bytes = read_blob(repo.as_ref(), &z.digest.parse()?, z.size, z.size).await?;
         let ztoc =
             crate::ztoc::Ztoc::from_bytes(&bytes).with_context(|| format!("zTOC {}", z.digest))?;
         println!(

@@ -428,8 +428,7 @@ async fn transfer_blob(
         digest: digest.clone(),
         size,
     });
-    let stream = src
-        .get_blob(&digest, None)
+    let stream = crate::registry::open_blob(src, &digest, size)
         .await
         .map_err(ctx(format!("{blob_what} (reading)")))?;
     let stream: BlobStream = match options.progress.clone() {

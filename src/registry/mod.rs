@@ -126,6 +126,16 @@ pub enum RegistryError {
         /// Its size in bytes.
         size: usize,
     },
+    /// A blob to be read into memory declares more bytes than its reader allows.
+    #[error("{what} declares {size} bytes, over the {limit}-byte limit")]
+    BlobTooLarge {
+        /// Which blob (a config, a zTOC).
+        what: String,
+        /// Its declared size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// Reading or writing a layout's files failed.
     #[error("{path}: {source}")]
     Io {
@@ -268,9 +278,73 @@ pub async fn push_bytes(repo: &dyn Repository, bytes: Bytes) -> Result<Sha256Dig
     Ok(digest)
 }
 
-/// Reads a whole blob into memory (for configs and zTOCs, never layers), digest-verified.
-pub async fn read_blob(repo: &dyn Repository, digest: &Sha256Digest) -> Result<Bytes> {
+/// Config blobs are read whole into memory, so at most this many bytes. Image configs
+/// are a few KiB; long histories make some a few hundred KiB.
+pub const MAX_CONFIG_SIZE: u64 = 8 * 1024 * 1024;
+
+/// Streams a whole blob checked against its descriptor: `size` is the size it declares
+/// (a byte more is an error at once, fewer at the end) and the digest is verified at
+/// the end. The way to read a whole blob: a bare [`Repository::get_blob`] reads as much
+/// as the source sends.
+pub async fn open_blob(
+    repo: &dyn Repository,
+    digest: &Sha256Digest,
+    size: u64,
+) -> Result<BlobStream> {
+    let what = format!("blob {digest} in {}", repo.location());
+    let stream = repo.get_blob(digest, None).await?;
+    // The backends verify the digest of full reads themselves; the size is the
+    // descriptor's, which only the caller knows.
+    Ok(verified_stream::VerifiedStream::new(stream, what)
+        .sized(size)
+        .boxed())
+}
+
+/// Reads a whole blob of declared `size` into memory (configs, zTOCs; never layers),
+/// digest-verified. A blob declared over `limit` bytes is refused before reading, and
+/// one that turns out longer than declared is cut off at the first byte too many.
+pub async fn read_blob(
+    repo: &dyn Repository,
+    digest: &Sha256Digest,
+    size: u64,
+    limit: u64,
+) -> Result<Bytes> {
     use futures::TryStreamExt;
-    let chunks: Vec<Bytes> = repo.get_blob(digest, None).await?.try_collect().await?;
+    if size > limit {
+        return Err(RegistryError::BlobTooLarge {
+            what: format!("blob {digest} in {}", repo.location()),
+            size,
+            limit,
+        });
+    }
+    let chunks: Vec<Bytes> = open_blob(repo, digest, size).await?.try_collect().await?;
     Ok(Bytes::from(chunks.concat()))
+}
+
+/// Reads a config blob of declared `size`: [`read_blob`] capped at [`MAX_CONFIG_SIZE`].
+pub async fn read_config(repo: &dyn Repository, digest: &Sha256Digest, size: u64) -> Result<Bytes> {
+    read_blob(repo, digest, size, MAX_CONFIG_SIZE)
+        .await
+        .map_err(|e| match e {
+            RegistryError::BlobTooLarge { size, limit, .. } => RegistryError::BlobTooLarge {
+                what: format!("config {digest} in {}", repo.location()),
+                size,
+                limit,
+            },
+            other => other,
+        })
+}
+
+/// Reads a whole blob at the size the repository reports for it (tests, which know
+/// what they stored; `test-util` feature: not in the product).
+#[cfg(any(test, feature = "test-util"))]
+pub async fn read_blob_as_stored(repo: &dyn Repository, digest: &Sha256Digest) -> Result<Bytes> {
+    let size = repo
+        .blob_size(digest)
+        .await?
+        .ok_or_else(|| RegistryError::NotFound {
+            what: format!("blob {digest}"),
+            location: repo.location(),
+        })?;
+    read_blob(repo, digest, size, u64::MAX).await
 }

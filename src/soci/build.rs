@@ -440,7 +440,7 @@ async fn stream_layer_into_builder(
     progress: Option<Progress>,
     reservation: Option<Reservation>,
 ) -> Result<LayerBuild<(EncodedZtoc, Option<Reservation>)>> {
-    let mut stream = repo.get_blob(digest, None).await?;
+    let mut stream = crate::registry::open_blob(repo, digest, expected_size).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let worker = tokio::task::spawn_blocking(move || {
         let mut reservation = reservation;

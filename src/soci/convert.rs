@@ -20,7 +20,7 @@ use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
     Sha256Digest,
 };
-use crate::registry::{read_blob, Manifest, Repository};
+use crate::registry::{read_config, Manifest, Repository};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -167,7 +167,7 @@ pub async fn platform_from_config(
         .digest
         .parse()
         .map_err(|e| invalid(format!("config {}", manifest.config.digest), e))?;
-    let bytes = read_blob(repo, &digest).await?;
+    let bytes = read_config(repo, &digest, manifest.config.size).await?;
     let platform: GoPlatform = serde_json::from_slice(&bytes).map_err(|e| {
         invalid(
             format!("config {digest}"),

@@ -11,7 +11,7 @@ use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
     Sha256Digest,
 };
-use crate::registry::{read_blob, Manifest, RegistryError, Repository};
+use crate::registry::{read_config, Manifest, RegistryError, Repository};
 use std::collections::BTreeMap;
 use tracing::{debug, warn};
 
@@ -236,7 +236,7 @@ async fn image_child(
         .digest
         .parse()
         .map_err(|e: crate::oci::OciError| bad_config(config.digest.clone(), e.to_string()))?;
-    let bytes = read_blob(repo, &config_digest)
+    let bytes = read_config(repo, &config_digest, config.size)
         .await
         .map_err(registry_error(format!(
             "reading config {config_digest} of tag {tag}"

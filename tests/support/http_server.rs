@@ -3,6 +3,7 @@
 //!
 //! The servers run on a thread of their own with their own tokio runtime, so that a
 //! test may use them from a `#[tokio::test]` runtime or from none.
+#![allow(dead_code)]
 
 use std::future::Future;
 use std::time::Duration;
@@ -140,4 +141,83 @@ pub async fn respond_json(
     conn.write_all(head.as_bytes()).await?;
     conn.write_all(body.as_bytes()).await?;
     conn.shutdown().await
+}
+
+/// A request a [`RecordingServer`] received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub authorization: Option<String>,
+}
+
+/// A server on 127.0.0.1 that records every request (method, target, `Authorization`)
+/// and answers each with the same canned status, headers and body: a stand-in for a
+/// host a registry sends us to (a storage front end, a redirect target).
+pub struct RecordingServer {
+    pub port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+    _server: ServerThread,
+}
+
+impl RecordingServer {
+    /// Answers `status` (e.g. `201 Created`) with `extra_headers` (each line ending in
+    /// CRLF) and `body`.
+    pub fn start(status: &str, extra_headers: &str, body: &str) -> Self {
+        let requests: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>> = Default::default();
+        let recorded = requests.clone();
+        let (status, extra, body) = (
+            status.to_string(),
+            extra_headers.to_string(),
+            body.to_string(),
+        );
+        let server = ServerThread::start(move |mut conn| {
+            let (recorded, status, extra, body) = (
+                recorded.clone(),
+                status.clone(),
+                extra.clone(),
+                body.clone(),
+            );
+            async move {
+                let Ok((head, rest)) = read_head(&mut conn).await else {
+                    return;
+                };
+                let lines = head_lines(&head);
+                let (method, target) = request_line(&lines);
+                recorded.lock().unwrap().push(Recorded {
+                    method,
+                    target,
+                    authorization: header(&lines, "authorization").map(str::to_string),
+                });
+                // Read the request body so the client sees the answer, not a broken pipe.
+                let length: usize = header(&lines, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut left = length.saturating_sub(rest.len());
+                let mut buf = vec![0u8; 64 * 1024];
+                while left > 0 {
+                    match conn.read(&mut buf[..left.min(64 * 1024)]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left -= n,
+                    }
+                }
+                let _ = respond_json(&mut conn, &status, &extra, &body).await;
+            }
+        });
+        Self {
+            port: server.port,
+            requests,
+            _server: server,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
 }

@@ -3,7 +3,8 @@
 
 use super::graph::Graph;
 use super::verdict::Verdict;
-use super::{short, Action, ImageDecision, InUseMap, Plan, Snapshot};
+use super::{Action, ImageDecision, InUseMap, Plan, Snapshot};
+use crate::format::short_digest;
 use chrono::{DateTime, Utc};
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -79,13 +80,13 @@ pub(super) fn build_plan(inputs: &PlanInputs, outcome: Outcome) -> Plan {
             _ => {
                 let gone_parents: Vec<String> = parents[i]
                     .iter()
-                    .map(|&p| short(&images[p].digest))
+                    .map(|&p| short_digest(&images[p].digest))
                     .collect();
                 let reason = match &im.subject {
                     Some(s) if at.contains_key(s) => {
-                        format!("its subject {} is deleted", short(s))
+                        format!("its subject {} is deleted", short_digest(s))
                     }
-                    Some(s) => format!("its subject {} is not in the repository", short(s)),
+                    Some(s) => format!("its subject {} is not in the repository", short_digest(s)),
                     None => format!("listed only by deleted index {}", gone_parents.join(", ")),
                 };
                 (intended.get(&i).cloned(), reason)

@@ -2,9 +2,9 @@
 //! indexes), who refers to whom (subjects), the kept set closed over it, and the order
 //! deletions must follow.
 
-use super::short;
 use super::verdict::Verdict;
 use crate::catalog::ImageRecord;
+use crate::format::short_digest;
 use crate::oci::Sha256Digest;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -81,7 +81,7 @@ impl<'a> Graph<'a> {
                 if let Some(&j) = at.get(r) {
                     reach(
                         j,
-                        format!("listed by kept index {}", short(&im.digest)),
+                        format!("listed by kept index {}", short_digest(&im.digest)),
                         &mut kept,
                     );
                 }
@@ -89,14 +89,14 @@ impl<'a> Graph<'a> {
             if let Some(&j) = im.soci_index.as_ref().and_then(|s| at.get(s)) {
                 reach(
                     j,
-                    format!("SOCI index of kept image {}", short(&im.digest)),
+                    format!("SOCI index of kept image {}", short_digest(&im.digest)),
                     &mut kept,
                 );
             }
             if let Some(&j) = im.subject.as_ref().and_then(|s| at.get(s)) {
                 reach(
                     j,
-                    format!("subject of kept referrer {}", short(&im.digest)),
+                    format!("subject of kept referrer {}", short_digest(&im.digest)),
                     &mut kept,
                 );
             }
@@ -104,7 +104,7 @@ impl<'a> Graph<'a> {
                 if matches!(verdicts[j], Verdict::Follow) {
                     reach(
                         j,
-                        format!("referrer of kept image {}", short(&im.digest)),
+                        format!("referrer of kept image {}", short_digest(&im.digest)),
                         &mut kept,
                     );
                 }

@@ -25,7 +25,6 @@ use chrono::{DateTime, Utc};
 use graph::Graph;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-pub(in crate::cleanup) use verdict::age;
 use verdict::{first_verdicts, selects};
 
 /// The images of one repository at one moment.
@@ -325,9 +324,4 @@ fn rule_counts(
         }
     }
     counts
-}
-
-/// The first 12 hex digits of a digest, as plans and tables show it.
-pub(super) fn short(d: &Sha256Digest) -> String {
-    d.hex()[..12].to_string()
 }

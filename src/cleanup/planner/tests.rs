@@ -188,20 +188,6 @@ fn pushes_set_off_rules_on_their_tag_or_on_untagged_images() {
 }
 
 #[test]
-fn ages_read_like_durations() {
-    for (secs, text) in [
-        (12, "12s"),
-        (45 * 60 + 3, "45m"),
-        (2 * 3600, "2h"),
-        (2 * 3600 + 5 * 60, "2h5m"),
-        (30 * 86_400 + 1, "30d"),
-        (36 * 3600, "1d12h"),
-    ] {
-        assert_eq!(age(Duration::seconds(secs)), text);
-    }
-}
-
-#[test]
 fn unused_for_counts_from_the_last_pull() {
     let p = policy("repositories: ['*']\nrules: [{name: r, select: {kind: image}, action: expire, when: {unused_for: 10d}}]");
     let mut a = img("a", K::Image, &["a"], 30);

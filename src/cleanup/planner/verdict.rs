@@ -6,6 +6,7 @@ use super::InUseMap;
 use crate::catalog::ImageRecord;
 use crate::cleanup::ecr_lifecycle::{LifecyclePolicy, Outcome};
 use crate::cleanup::policy::{Policy, Rule, RuleAction};
+use crate::format::age;
 use chrono::{DateTime, Duration, Utc};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashSet};
@@ -25,20 +26,6 @@ pub(super) enum Verdict {
     },
     /// No rule matched a dependant: kept exactly when what it depends on is kept.
     Follow,
-}
-
-/// An age for people: `30d`, `1d12h`, `2h5m`, `45m`, `12s` (seconds dropped past a minute).
-pub(in crate::cleanup) fn age(d: Duration) -> String {
-    let s = d.num_seconds().max(0);
-    let (days, hours, mins) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
-    match (days, hours, mins) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, m) => format!("{m}m"),
-        (0, h, 0) => format!("{h}h"),
-        (0, h, m) => format!("{h}h{m}m"),
-        (d, 0, _) => format!("{d}d"),
-        (d, h, _) => format!("{d}d{h}h"),
-    }
 }
 
 pub(super) fn group_of<'a>(rule: &'a Rule, image: &ImageRecord) -> &'a str {

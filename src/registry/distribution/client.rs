@@ -35,6 +35,10 @@ pub struct RegistryClient {
     pub(super) chunk_size: usize,
     /// See [`RegistrySettings::small_response_timeout`].
     pub(super) small_response_timeout: Duration,
+    /// See [`RegistrySettings::blob_stall_timeout`].
+    pub(super) blob_stall_timeout: Duration,
+    /// See [`RegistrySettings::allow_insecure_http`] (upload locations are checked with it).
+    pub(super) allow_insecure_http: bool,
 }
 
 /// One request, kept re-sendable: bodies are in memory (uploads send chunks).
@@ -116,12 +120,16 @@ impl CredentialSource for LazyEcr {
 
 /// The HTTP client (connection pool) registry clients send through: one per process is
 /// enough, whatever the number of hosts (its settings do not depend on the host).
-pub(super) fn http_client() -> std::result::Result<reqwest::Client, String> {
+/// Redirects are followed only where [`super::redirect::check_redirect`] allows.
+pub(super) fn http_client(
+    allow_insecure_http: bool,
+) -> std::result::Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .user_agent(concat!("afterpush/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         // Between two reads of a response; a stalled transfer is retried or fails.
         .read_timeout(Duration::from_secs(120))
+        .redirect(super::redirect::policy(allow_insecure_http))
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
@@ -180,9 +188,11 @@ impl RegistryClient {
         source: Option<Arc<dyn CredentialSource>>,
         upfront: bool,
     ) -> Result<Self> {
-        let http = http_client().map_err(|message| RegistryError::Invalid {
-            location: host.to_string(),
-            message,
+        let http = http_client(settings.allow_insecure_http).map_err(|message| {
+            RegistryError::Invalid {
+                location: host.to_string(),
+                message,
+            }
         })?;
         Self::build_sharing(settings, host, source, upfront, http)
     }
@@ -221,6 +231,8 @@ impl RegistryClient {
             monolithic_max: settings.monolithic_max,
             chunk_size: settings.chunk_size.max(1),
             small_response_timeout: settings.small_response_timeout,
+            blob_stall_timeout: settings.blob_stall_timeout,
+            allow_insecure_http: settings.allow_insecure_http,
         })
     }
 
@@ -243,6 +255,70 @@ impl RegistryClient {
     /// connections are retried with backoff; a 401 with a challenge is answered once.
     /// Every failure goes through [`interpret_failure`] / [`interpret_transport`].
     pub(crate) async fn execute(&self, req: &Req) -> Result<Response> {
+        self.run(req, |response| async move { Ok(response) }).await
+    }
+
+    /// Like [`Self::execute`], then reads the whole body (at most `limit` bytes, else
+    /// `too_large(size)`). A connection broken while reading counts as a failed attempt
+    /// of the same retry loop: one budget of attempts per request, not one per layer.
+    pub(crate) async fn execute_small(
+        &self,
+        req: &Req,
+        limit: usize,
+        too_large: impl Fn(usize) -> RegistryError,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        let too_large = &too_large;
+        self.run(req, |mut response| async move {
+            let status = response.status();
+            let headers = response.headers().clone();
+            if let Some(len) = response.content_length() {
+                if len > limit as u64 {
+                    return Err(too_large(len as usize));
+                }
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| self.transport_error(req, &e))?
+            {
+                body.extend_from_slice(&chunk);
+                if body.len() > limit {
+                    return Err(too_large(body.len()));
+                }
+            }
+            Ok((status, headers, Bytes::from(body)))
+        })
+        .await
+    }
+
+    /// Sends `req` only once (no retry): for callers that are themselves the retry loop
+    /// of what they do (a blob download resuming after a break).
+    pub(crate) async fn execute_once(&self, req: &Req) -> Result<Response> {
+        self.attempts(req, 1, |response| async move { Ok(response) })
+            .await
+    }
+
+    async fn run<T, F, Fut>(&self, req: &Req, finish: F) -> Result<T>
+    where
+        F: FnMut(Response) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.attempts(req, self.retry.max_attempts, finish).await
+    }
+
+    /// The one retry loop: at most `max_attempts` sends of `req`, each answered 2xx
+    /// response handed to `finish` (which may read the body; its retryable failures are
+    /// retried like the send's).
+    async fn attempts<T, F, Fut>(&self, req: &Req, max_attempts: u32, mut finish: F) -> Result<T>
+    where
+        F: FnMut(Response) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let policy = RetryPolicy {
+            max_attempts,
+            ..self.retry.clone()
+        };
         let mut attempt: u32 = 0;
         let mut challenge_answered = false;
         loop {
@@ -256,7 +332,9 @@ impl RegistryClient {
                 .as_deref()
                 .is_some_and(|v| v.starts_with("Basic "));
             if let Some(value) = authorization {
-                builder = builder.header(AUTHORIZATION, value);
+                if same_origin(&req.url, &self.base) {
+                    builder = builder.header(AUTHORIZATION, value);
+                }
             }
             if let Some(body) = &req.body {
                 builder = builder.body(body.clone());
@@ -265,53 +343,53 @@ impl RegistryClient {
                 // From connecting to the answer's last byte, read here or by the caller.
                 builder = builder.timeout(self.small_response_timeout);
             }
+            let mut retry_after_header = None;
             let err = match builder.send().await {
                 Err(e) => self.transport_error(req, &e),
                 Ok(response) => {
                     let status = response.status();
                     if status.is_success() {
-                        return Ok(response);
-                    }
-                    if status == StatusCode::UNAUTHORIZED && !challenge_answered {
-                        let challenge = response
-                            .headers()
-                            .get(WWW_AUTHENTICATE)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                        if let Some(challenge) = challenge {
-                            if self
-                                .auth
-                                .answer_challenge(
-                                    &self.http,
-                                    &req.url,
-                                    &challenge,
-                                    &req.scopes,
-                                    sent_basic,
-                                )
-                                .await?
-                            {
-                                challenge_answered = true;
-                                attempt -= 1;
-                                continue;
+                        match finish(response).await {
+                            Ok(done) => return Ok(done),
+                            Err(e) => e,
+                        }
+                    } else {
+                        if status == StatusCode::UNAUTHORIZED
+                            && !challenge_answered
+                            && same_origin(response.url(), &self.base)
+                        {
+                            let challenge = response
+                                .headers()
+                                .get(WWW_AUTHENTICATE)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            if let Some(challenge) = challenge {
+                                if self
+                                    .auth
+                                    .answer_challenge(
+                                        &self.http,
+                                        &req.url,
+                                        &challenge,
+                                        &req.scopes,
+                                        sent_basic,
+                                    )
+                                    .await?
+                                {
+                                    challenge_answered = true;
+                                    attempt -= 1;
+                                    continue;
+                                }
                             }
                         }
+                        retry_after_header = retry_after(response.headers());
+                        self.failure(req, response).await
                     }
-                    let retry_after = retry_after(response.headers());
-                    let body = read_error_body(response, self.small_response_timeout).await;
-                    let err = interpret_failure(&req.subject, req.url.as_str(), status, &body);
-                    if err.is_retryable() && self.retry.allows_another(attempt) {
-                        let delay = retry_after
-                            .map(|d| d.min(self.retry.max_delay))
-                            .unwrap_or_else(|| self.retry.delay_after(attempt));
-                        tracing::warn!(method = %req.method, url = %req.url, attempt, ?delay, error = %err, "retrying");
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    return Err(err);
                 }
             };
-            if err.is_retryable() && self.retry.allows_another(attempt) {
-                let delay = self.retry.delay_after(attempt);
+            if err.is_retryable() && policy.allows_another(attempt) {
+                let delay = retry_after_header
+                    .map(|d| d.min(self.retry.max_delay))
+                    .unwrap_or_else(|| self.retry.delay_after(attempt));
                 tracing::warn!(method = %req.method, url = %req.url, attempt, ?delay, error = %err, "retrying");
                 tokio::time::sleep(delay).await;
                 continue;
@@ -320,49 +398,26 @@ impl RegistryClient {
         }
     }
 
-    /// Like [`Self::execute`], then reads the whole body (at most `limit` bytes, else
-    /// `too_large(size)`). A connection broken while reading is retried like one broken
-    /// while sending.
-    pub(crate) async fn execute_small(
-        &self,
-        req: &Req,
-        limit: usize,
-        too_large: impl Fn(usize) -> RegistryError,
-    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let mut response = self.execute(req).await?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            if let Some(len) = response.content_length() {
-                if len > limit as u64 {
-                    return Err(too_large(len as usize));
+    /// The error of a non-2xx answer. An answer that came from a redirect target is
+    /// not the registry's: its body is neither read nor quoted (it may be anything, a
+    /// metadata service's credentials included), only its status and origin are named.
+    async fn failure(&self, req: &Req, response: Response) -> RegistryError {
+        let status = response.status();
+        if response.url() != &req.url {
+            let target = response.url().origin().ascii_serialization();
+            drop(response);
+            let mut err = interpret_failure(&req.subject, req.url.as_str(), status, b"");
+            let note = format!(" (answered by redirect target {target}; body not shown)");
+            match &mut err {
+                RegistryError::Http { message, .. } | RegistryError::Auth { message, .. } => {
+                    message.push_str(&note)
                 }
+                _ => {}
             }
-            let mut body = Vec::new();
-            let read: Result<()> = async {
-                while let Some(chunk) = response
-                    .chunk()
-                    .await
-                    .map_err(|e| self.transport_error(req, &e))?
-                {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > limit {
-                        return Err(too_large(body.len()));
-                    }
-                }
-                Ok(())
-            }
-            .await;
-            match read {
-                Ok(()) => return Ok((status, headers, Bytes::from(body))),
-                Err(e) if e.is_retryable() && self.retry.allows_another(attempt) => {
-                    tokio::time::sleep(self.retry.delay_after(attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
+            return err;
         }
+        let body = read_error_body(response, self.small_response_timeout).await;
+        interpret_failure(&req.subject, req.url.as_str(), status, &body)
     }
 }
 
@@ -384,6 +439,11 @@ impl RegistryClient {
             other => other,
         }
     }
+}
+
+/// Same scheme, host and port: credentials go only to the registry's own origin.
+pub(super) fn same_origin(a: &Url, b: &Url) -> bool {
+    a.origin() == b.origin()
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {

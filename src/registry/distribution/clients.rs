@@ -22,9 +22,11 @@ impl RegistryClients {
     /// No clients yet: they are made per host on first use, with `settings`, all sharing
     /// one HTTP connection pool made here.
     pub fn new(settings: RegistrySettings) -> Result<Self> {
-        let http = http_client().map_err(|message| RegistryError::Invalid {
-            location: "registry clients".into(),
-            message,
+        let http = http_client(settings.allow_insecure_http).map_err(|message| {
+            RegistryError::Invalid {
+                location: "registry clients".into(),
+                message,
+            }
         })?;
         Ok(Self {
             settings,

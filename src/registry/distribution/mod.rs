@@ -9,10 +9,13 @@
 pub mod auth;
 pub mod client;
 pub mod clients;
+pub mod pages;
+pub mod redirect;
 pub mod referrers;
 pub mod response;
 pub mod retry;
 pub mod settings;
+mod stall;
 pub mod upload;
 
 pub use auth::{CredentialSource, Credentials, Secret};
@@ -32,6 +35,7 @@ use crate::registry::{
 use async_trait::async_trait;
 use client::Req;
 use futures::{StreamExt, TryStreamExt};
+use pages::Pages;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::{Method, StatusCode};
 use response::Subject;
@@ -275,12 +279,15 @@ impl DistributionRepository {
         }
     }
 
+    /// A blob body, failing (retryably) when it stops making progress.
     fn body_stream(&self, req: &Req, response: reqwest::Response) -> BlobStream {
         let url = req.url.to_string();
-        response
+        let for_errors = url.clone();
+        let body = response
             .bytes_stream()
-            .map_err(move |e| response::interpret_transport(&url, &e))
-            .boxed()
+            .map_err(move |e| response::interpret_transport(&for_errors, &e))
+            .boxed();
+        stall::MinProgress::new(body, url, self.client.blob_stall_timeout).boxed()
     }
 
     /// Re-opens a blob body at `from` (to `end`, or to the blob's end) after a break.
@@ -292,7 +299,8 @@ impl DistributionRepository {
     ) -> Result<BlobStream> {
         let what = format!("blob {digest} from {}", self.location());
         let req = self.blob_req(digest, Some((from, end)))?;
-        let response = self.client.execute(&req).await?;
+        // One attempt: the resuming stream is this request's retry loop.
+        let response = self.client.execute_once(&req).await?;
         if response.status() != StatusCode::PARTIAL_CONTENT {
             return Err(RegistryError::Invalid {
                 location: what,
@@ -367,19 +375,24 @@ fn resuming(
                     }
                     None => return None,
                     Some(Err(e)) => {
-                        st.failures += 1;
-                        let retry = &st.repo.client.retry;
-                        if !(e.is_retryable() && retry.allows_another(st.failures)) {
-                            st.inner = None;
-                            return Some((Err(e), st));
-                        }
-                        tracing::warn!(digest = %st.digest, at = st.pos, error = %e, "blob download broke; resuming");
-                        tokio::time::sleep(retry.delay_after(st.failures)).await;
-                        match st.repo.reopen_blob(&st.digest, st.pos, st.end).await {
-                            Ok(next) => st.inner = Some(next),
-                            Err(e) => {
+                        // Each break and each failed re-request is one attempt of the
+                        // retry policy: one budget for the whole download.
+                        let mut error = e;
+                        loop {
+                            st.failures += 1;
+                            let retry = &st.repo.client.retry;
+                            if !(error.is_retryable() && retry.allows_another(st.failures)) {
                                 st.inner = None;
-                                return Some((Err(e), st));
+                                return Some((Err(error), st));
+                            }
+                            tracing::warn!(digest = %st.digest, at = st.pos, error = %error, "blob download broke; resuming");
+                            tokio::time::sleep(retry.delay_after(st.failures)).await;
+                            match st.repo.reopen_blob(&st.digest, st.pos, st.end).await {
+                                Ok(next) => {
+                                    st.inner = Some(next);
+                                    break;
+                                }
+                                Err(e) => error = e,
                             }
                         }
                     }
@@ -622,9 +635,9 @@ impl DistributionRepository {
             tags: Option<Vec<String>>,
         }
         let mut tags = Vec::new();
-        let mut url = self.url(&format!("tags/list?n={}", page_size.max(1)))?;
-        // Bounded: a registry whose `Link` loops must not keep us here forever.
-        for _page in 0..10_000 {
+        let first = self.url(&format!("tags/list?n={}", page_size.max(1)))?;
+        let mut pages = Pages::new(format!("tag list of {}", self.location()), first);
+        while let Some(url) = pages.next_url()? {
             let req = Req::new(
                 Method::GET,
                 url.clone(),
@@ -633,15 +646,12 @@ impl DistributionRepository {
             );
             let result = self
                 .client
-                .execute_small(&req, 64 * 1024 * 1024, |size| RegistryError::Invalid {
-                    location: self.location(),
-                    message: format!("tag list page of {size} bytes is too large"),
-                })
+                .execute_small(&req, pages.byte_budget(), |size| pages.too_many_bytes(size))
                 .await;
             let (_, headers, body) = match result {
                 Ok(r) => r,
                 // A repository nothing was pushed to yet has no tags (NAME_UNKNOWN).
-                Err(e) if e.is_not_found() => break,
+                Err(e) if e.is_not_found() && pages.on_first_page() => break,
                 Err(e) => return Err(e),
             };
             let page: TagList =
@@ -649,15 +659,9 @@ impl DistributionRepository {
                     location: url.to_string(),
                     message: format!("tag list is not valid JSON: {e}"),
                 })?;
-            tags.extend(page.tags.unwrap_or_default());
-            match next_link(&headers, &url) {
-                Some(next) => url = next,
-                None => {
-                    tags.sort();
-                    tags.dedup();
-                    return Ok(tags);
-                }
-            }
+            let page = page.tags.unwrap_or_default();
+            pages.add_page(&url, &headers, body.len(), page.len())?;
+            tags.extend(page);
         }
         tags.sort();
         tags.dedup();
@@ -665,54 +669,10 @@ impl DistributionRepository {
     }
 }
 
-/// The `Link: <URL>; rel="next"` of a paginated answer, resolved against `current`.
-fn next_link(headers: &reqwest::header::HeaderMap, current: &url::Url) -> Option<url::Url> {
-    for value in headers.get_all(reqwest::header::LINK) {
-        let value = value.to_str().ok()?;
-        for part in value.split(',') {
-            let part = part.trim();
-            let (target, params) = part.split_once(';').unwrap_or((part, ""));
-            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-            let is_next = params.split(';').any(|p| {
-                matches!(
-                    p.trim().replace(' ', "").as_str(),
-                    "rel=\"next\"" | "rel=next"
-                )
-            });
-            if is_next {
-                return current.join(target).ok();
-            }
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use reqwest::header::{HeaderMap, HeaderValue, LINK};
-
-    #[test]
-    fn follows_link_headers() {
-        let base = url::Url::parse("http://r:5000/v2/app/tags/list?n=2").unwrap();
-        let mut h = HeaderMap::new();
-        h.insert(
-            LINK,
-            HeaderValue::from_static(r#"</v2/app/tags/list?last=b&n=2>; rel="next""#),
-        );
-        assert_eq!(
-            next_link(&h, &base).unwrap().as_str(),
-            "http://r:5000/v2/app/tags/list?last=b&n=2"
-        );
-        assert_eq!(next_link(&HeaderMap::new(), &base), None);
-        let mut h = HeaderMap::new();
-        h.insert(
-            LINK,
-            HeaderValue::from_static(r#"<https://other/x>; rel="prev""#),
-        );
-        assert_eq!(next_link(&h, &base), None);
-    }
 
     #[tokio::test]
     async fn limit_stream_cuts_and_reports_short_bodies() {

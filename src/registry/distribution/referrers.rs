@@ -4,6 +4,7 @@
 //! has no API, ECR has it.
 
 use super::client::Req;
+use super::pages::Pages;
 use super::response::Subject;
 use super::DistributionRepository;
 use crate::oci::{media, DescriptorSummary, ManifestSummary, Sha256Digest};
@@ -34,41 +35,57 @@ impl DistributionRepository {
             .collect())
     }
 
-    /// `None` when the registry has no referrers API (it answers 404).
+    /// `None` when the registry has no referrers API (it answers 404). Pages linked
+    /// with `Link: rel="next"` are followed, within the bounds of [`Pages`].
     async fn referrers_api(
         &self,
         digest: &Sha256Digest,
         artifact_type: Option<&str>,
     ) -> Result<Option<Vec<DescriptorSummary>>> {
-        let mut url = self.url(&format!("referrers/{digest}"))?;
+        let mut first = self.url(&format!("referrers/{digest}"))?;
         if let Some(t) = artifact_type {
-            url.query_pairs_mut().append_pair("artifactType", t);
+            first.query_pairs_mut().append_pair("artifactType", t);
         }
-        let req = Req::new(
-            Method::GET,
-            url,
-            vec![super::auth::repository_scope(self.name(), false)],
-            Subject {
-                what: format!("referrers of {digest}"),
-                location: self.location(),
-            },
-        )
-        .header(ACCEPT, media::OCI_INDEX)?;
         let what = format!("referrers index of {digest} in {}", self.location());
-        let result = self
-            .client
-            .execute_small(&req, crate::registry::MAX_MANIFEST_SIZE, |size| {
-                RegistryError::ManifestTooLarge {
-                    what: what.clone(),
-                    size,
-                }
-            })
-            .await;
-        match result {
-            Ok((_, _, body)) => Ok(Some(ManifestSummary::parse(&what, &body)?.manifests)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
+        let mut pages = Pages::new(what.clone(), first);
+        let mut all = Vec::new();
+        while let Some(url) = pages.next_url()? {
+            let req = Req::new(
+                Method::GET,
+                url.clone(),
+                vec![super::auth::repository_scope(self.name(), false)],
+                Subject {
+                    what: format!("referrers of {digest}"),
+                    location: self.location(),
+                },
+            )
+            .header(ACCEPT, media::OCI_INDEX)?;
+            // Each page is an index: at most a manifest's size, and within the budget
+            // of the whole list.
+            let limit = crate::registry::MAX_MANIFEST_SIZE.min(pages.byte_budget());
+            let result = self
+                .client
+                .execute_small(&req, limit, |size| {
+                    if size > crate::registry::MAX_MANIFEST_SIZE {
+                        RegistryError::ManifestTooLarge {
+                            what: what.clone(),
+                            size,
+                        }
+                    } else {
+                        pages.too_many_bytes(size)
+                    }
+                })
+                .await;
+            let (headers, body) = match result {
+                Ok((_, headers, body)) => (headers, body),
+                Err(e) if e.is_not_found() && pages.on_first_page() => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let page = ManifestSummary::parse(&what, &body)?.manifests;
+            pages.add_page(&url, &headers, body.len(), page.len())?;
+            all.extend(page);
         }
+        Ok(Some(all))
     }
 
     /// The referrers tag schema index, `None` when the tag does not exist.

@@ -19,6 +19,9 @@ pub const ENV_USERNAME: &str = "AFTERPUSH_REGISTRY_USERNAME";
 pub const ENV_PASSWORD: &str = "AFTERPUSH_REGISTRY_PASSWORD";
 /// Total attempts per request (default 5).
 pub const ENV_MAX_ATTEMPTS: &str = "AFTERPUSH_REGISTRY_MAX_ATTEMPTS";
+/// A blob body must bring 64 KiB within this long (a duration, `60s`; default
+/// [`DEFAULT_BLOB_STALL_TIMEOUT`]), or it is broken off and resumed.
+pub const ENV_BLOB_STALL_TIMEOUT: &str = "AFTERPUSH_REGISTRY_BLOB_STALL_TIMEOUT";
 
 /// Which credentials to present.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -43,6 +46,9 @@ pub const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
 /// See [`RegistrySettings::small_response_timeout`].
 pub const DEFAULT_SMALL_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// See [`RegistrySettings::blob_stall_timeout`].
+pub const DEFAULT_BLOB_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Settings of the registry client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrySettings {
@@ -63,6 +69,10 @@ pub struct RegistrySettings {
     /// requests, error bodies. The read timeout alone lets a server that drips a byte
     /// now and then hold a request forever.
     pub small_response_timeout: std::time::Duration,
+    /// Every window this long of a blob body (download) must bring at least 64 KiB, else
+    /// the body is broken off and resumed: a server dripping bytes cannot hold a
+    /// transfer forever ([`ENV_BLOB_STALL_TIMEOUT`]).
+    pub blob_stall_timeout: std::time::Duration,
 }
 
 impl Default for RegistrySettings {
@@ -75,6 +85,7 @@ impl Default for RegistrySettings {
             monolithic_max: DEFAULT_MONOLITHIC_MAX,
             chunk_size: DEFAULT_CHUNK_SIZE,
             small_response_timeout: DEFAULT_SMALL_RESPONSE_TIMEOUT,
+            blob_stall_timeout: DEFAULT_BLOB_STALL_TIMEOUT,
         }
     }
 }
@@ -138,6 +149,17 @@ impl RegistrySettings {
                 .map_err(|e| invalid(ENV_MAX_ATTEMPTS, e.to_string()))?
                 .try_into()
                 .map_err(|_| invalid(ENV_MAX_ATTEMPTS, format!("{v:?} is too large")))?;
+        }
+        if let Some(v) = get(ENV_BLOB_STALL_TIMEOUT) {
+            s.blob_stall_timeout = humantime::parse_duration(v.trim())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    invalid(
+                        ENV_BLOB_STALL_TIMEOUT,
+                        format!("{v:?} is not a positive duration, e.g. 60s"),
+                    )
+                })?;
         }
         Ok(s)
     }
@@ -305,6 +327,8 @@ mod tests {
             vec![(ENV_USERNAME, "u")],
             vec![(ENV_INSECURE, "maybe")],
             vec![(ENV_MAX_ATTEMPTS, "0")],
+            vec![(ENV_BLOB_STALL_TIMEOUT, "0s")],
+            vec![(ENV_BLOB_STALL_TIMEOUT, "soon")],
             vec![(ENV_ENDPOINT, "ftp://x")],
             vec![(ENV_ENDPOINT, "not a url")],
         ] {

@@ -3,8 +3,11 @@
 //! in memory, never the whole blob. The digest and size of what was streamed are checked
 //! before the final PUT, so a wrong stream never becomes a blob.
 //!
+//! Credentials: an upload `Location` on another origin than the registry's is followed
+//! without them (and only where a redirect could go; see `redirect.rs`).
+//!
 //! Failures: each request is retried by the client (a chunk is in memory, so a PATCH can
-//! be re-sent). When the session itself is lost (the registry saw part of a chunk and
+//! be re-sent), and only there. When the session itself is lost (the registry saw part of a chunk and
 //! invalidated it), the upload restarts from the beginning only if the source can be
 //! opened again; otherwise it fails cleanly, cancelling the session so nothing is left.
 
@@ -35,8 +38,11 @@ struct AttemptFailure {
 }
 
 impl From<RegistryError> for AttemptFailure {
+    /// Only a lost session calls for a new one: a retryable failure (429, 5xx, a
+    /// reset) was already retried by the client, and retrying it again here would
+    /// multiply the attempts.
     fn from(error: RegistryError) -> Self {
-        let restartable = error.is_retryable() || session_lost(&error);
+        let restartable = session_lost(&error);
         Self { error, restartable }
     }
 }
@@ -155,13 +161,28 @@ impl DistributionRepository {
                 location: response.url().to_string(),
                 message: format!("upload of blob {digest}: response has no Location header"),
             })?;
-        response
+        let url = response
             .url()
             .join(loc)
             .map_err(|e| RegistryError::Invalid {
                 location: response.url().to_string(),
                 message: format!("upload of blob {digest}: bad Location {loc:?}: {e}"),
-            })
+            })?;
+        // A session on another origin (a storage front end) is followed, without
+        // credentials (the client sends them to the registry's own origin only), and
+        // only where a redirect could go.
+        if !super::client::same_origin(&url, &self.client.base) {
+            super::redirect::check_redirect(
+                &url,
+                &self.client.base,
+                self.client.allow_insecure_http,
+            )
+            .map_err(|message| RegistryError::Invalid {
+                location: response.url().to_string(),
+                message: format!("upload of blob {digest}: Location: {message}"),
+            })?;
+        }
+        Ok(url)
     }
 
     /// Best-effort `DELETE` of an upload session so no partial upload lingers.
@@ -244,7 +265,13 @@ impl DistributionRepository {
                 Err(e) if session_lost(&e) && self.client.retry.allows_another(attempt) => {
                     tracing::warn!(%digest, error = %e, "upload session lost; starting a new one");
                 }
-                Err(e) => return Err(e.into()),
+                // This loop was the restart layer of a monolithic upload: no other.
+                Err(error) => {
+                    return Err(AttemptFailure {
+                        error,
+                        restartable: false,
+                    })
+                }
             }
         }
     }

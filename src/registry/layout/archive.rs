@@ -88,28 +88,28 @@ impl ArchiveRepository {
     fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::SeqCst);
     }
+}
 
-    fn write_archive(&self) -> Result<()> {
-        let parent = self
-            .archive
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = crate::files::temp_file_in(parent, ".tar").map_err(|e| io_err(parent, e))?;
-        let file = tmp
-            .as_file()
-            .try_clone()
-            .map_err(|e| io_err(tmp.path(), e))?;
-        let writer = std::io::BufWriter::with_capacity(1 << 20, file);
-        let writer = write_layout_tar(self.layout.root(), writer)?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| io_err(tmp.path(), e.into_error()))?;
-        file.sync_all().map_err(|e| io_err(tmp.path(), e))?;
-        tmp.persist(&self.archive)
-            .map_err(|e| io_err(&self.archive, e.error))?;
-        Ok(())
-    }
+/// Writes the layout at `root` as the tarball `archive`: a temporary file next to it,
+/// renamed over it once complete.
+fn write_archive(root: &Path, archive: &Path) -> Result<()> {
+    let parent = archive
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = crate::files::temp_file_in(parent, ".tar").map_err(|e| io_err(parent, e))?;
+    let file = tmp
+        .as_file()
+        .try_clone()
+        .map_err(|e| io_err(tmp.path(), e))?;
+    let writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let writer = write_layout_tar(root, writer)?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| io_err(tmp.path(), e.into_error()))?;
+    file.sync_all().map_err(|e| io_err(tmp.path(), e))?;
+    tmp.persist(archive).map_err(|e| io_err(archive, e.error))?;
+    Ok(())
 }
 
 /// Paths allowed in a layout archive: the layout files and the blob tree.
@@ -300,8 +300,9 @@ impl Repository for ArchiveRepository {
             return Ok(());
         }
         let _guard = self.layout.index_lock.lock().await;
-        // Synchronous file I/O: an archive is written once, at the end of the work.
-        self.write_archive()?;
+        // On a blocking thread: writing the tarball reads and writes every blob.
+        let (root, archive) = (self.layout.root().to_path_buf(), self.archive.clone());
+        super::dir::blocking(move || write_archive(&root, &archive)).await?;
         self.dirty.store(false, Ordering::SeqCst);
         Ok(())
     }

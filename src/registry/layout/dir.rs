@@ -20,10 +20,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 fn index_too_large(path: &Path) -> RegistryError {
@@ -36,34 +37,51 @@ fn index_too_large(path: &Path) -> RegistryError {
 }
 
 /// An OCI image layout directory holding one repository.
-#[derive(Debug)]
+///
+/// Its file I/O is synchronous and runs on tokio's blocking threads
+/// ([`spawn_blocking`](tokio::task::spawn_blocking)), never on a runtime thread: the
+/// async methods hand a clone (which shares the lock and the record of new blobs) to
+/// one.
+#[derive(Debug, Clone)]
 pub struct LayoutRepository {
     root: PathBuf,
     /// What [`Repository::location`] says (`oci:DIR`, or `oci-archive:FILE` when this
     /// layout is the unpacked copy of an archive).
     pub(super) location: String,
     /// Serialises read-modify-write cycles of `index.json`.
-    pub(super) index_lock: tokio::sync::Mutex<()>,
+    pub(super) index_lock: Arc<tokio::sync::Mutex<()>>,
     /// What [`Self::open_or_create`] made: `Some(true)` the directory, `Some(false)` the
     /// layout in a directory that was empty. [`Repository::discard`] undoes it.
     created: Option<bool>,
     /// Blobs (manifests included) this value wrote that were not there before.
-    new_blobs: std::sync::Mutex<Vec<Sha256Digest>>,
+    new_blobs: Arc<std::sync::Mutex<Vec<Sha256Digest>>>,
+}
+
+/// Runs the file I/O `work` on a blocking thread.
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RegistryError::Io {
+            path: "(layout file I/O task)".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 /// One `index.json` entry, kept as JSON so that fields we do not know survive a rewrite.
-fn entry_digest(entry: &Value) -> Option<Sha256Digest> {
+pub(super) fn entry_digest(entry: &Value) -> Option<Sha256Digest> {
     entry.get("digest")?.as_str()?.parse().ok()
 }
 
-fn entry_tag(entry: &Value) -> Option<&str> {
+pub(super) fn entry_tag(entry: &Value) -> Option<&str> {
     entry
         .get("annotations")?
         .get(annotation::REF_NAME)?
         .as_str()
 }
 
-fn entry_media_type(entry: &Value) -> Option<&str> {
+pub(super) fn entry_media_type(entry: &Value) -> Option<&str> {
     entry.get("mediaType")?.as_str()
 }
 
@@ -158,7 +176,7 @@ impl LayoutRepository {
         Self {
             location: format!("oci:{}", root.display()),
             root,
-            index_lock: tokio::sync::Mutex::new(()),
+            index_lock: Default::default(),
             created: None,
             new_blobs: Default::default(),
         }
@@ -249,7 +267,7 @@ impl LayoutRepository {
             .collect())
     }
 
-    fn entries(&self) -> Result<Vec<Value>> {
+    pub(super) fn entries(&self) -> Result<Vec<Value>> {
         Ok(self.read_index()?["manifests"]
             .as_array()
             .cloned()
@@ -282,7 +300,7 @@ impl LayoutRepository {
     }
 
     /// Reads a manifest blob: size-limited, digest-verified, JSON-checked.
-    fn read_manifest_blob(
+    pub(super) fn read_manifest_blob(
         &self,
         reference: &str,
         digest: &Sha256Digest,
@@ -369,87 +387,6 @@ impl LayoutRepository {
         self.new_blobs.lock().unwrap().push(digest.clone());
         Ok(())
     }
-
-    /// The referrers of each of `digests`, from one scan of `index.json`: each entry's
-    /// manifest is read once whatever the number of digests (asking one digest at a
-    /// time re-read every entry, the tagged index with its thousands of children
-    /// included, for each of them).
-    fn referrers_sync(
-        &self,
-        digests: &[Sha256Digest],
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Vec<DescriptorSummary>>> {
-        // A digest asked for twice gets its answer twice.
-        let mut positions: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, d) in digests.iter().enumerate() {
-            positions.entry(d.to_string()).or_default().push(i);
-        }
-        let mut found: Vec<Vec<DescriptorSummary>> = vec![Vec::new(); digests.len()];
-        let mut seen: Vec<BTreeSet<Sha256Digest>> = vec![BTreeSet::new(); digests.len()];
-        let entries = self.entries()?;
-        let mut read = BTreeSet::new();
-        for entry in &entries {
-            let Some(d) = entry_digest(entry) else {
-                continue;
-            };
-            if !read.insert(d.clone()) {
-                continue;
-            }
-            let mt = entry_media_type(entry).unwrap_or_default();
-            if !(media::is_image_manifest(mt) || media::is_index(mt)) {
-                continue;
-            }
-            let (bytes, summary) = match self.read_manifest_blob(&d.to_string(), &d) {
-                Ok(x) => x,
-                // A dangling or broken entry is not a referrer; resolving it reports it.
-                Err(_) => continue,
-            };
-            let Some(at) = summary
-                .subject
-                .as_ref()
-                .and_then(|s| positions.get(s.digest.as_str()))
-            else {
-                continue;
-            };
-            for &i in at {
-                seen[i].insert(d.clone());
-                found[i].push(DescriptorSummary {
-                    media_type: summary.effective_media_type(Some(mt)).to_string(),
-                    digest: d.to_string(),
-                    size: bytes.len() as u64,
-                    artifact_type: summary.artifact_type().map(str::to_string),
-                    annotations: summary.annotations.clone(),
-                    platform: None,
-                });
-            }
-        }
-        // The referrers tag schema: `sha256-<hex>` tags an index listing the referrers
-        // (the last entry of a tag wins, as for every tag).
-        let mut tagged: HashMap<&str, Sha256Digest> = HashMap::new();
-        for entry in &entries {
-            if let (Some(tag), Some(d)) = (entry_tag(entry), entry_digest(entry)) {
-                tagged.insert(tag, d);
-            }
-        }
-        for (i, digest) in digests.iter().enumerate() {
-            let schema_tag = format!("sha256-{}", digest.hex());
-            if let Some(d) = tagged.get(schema_tag.as_str()) {
-                let (_, summary) = self.read_manifest_blob(&schema_tag, d)?;
-                for desc in summary.manifests {
-                    if seen[i].insert(desc.digest.parse()?) {
-                        found[i].push(desc);
-                    }
-                }
-            }
-        }
-        for list in &mut found {
-            if let Some(at) = artifact_type {
-                list.retain(|d| d.artifact_type.as_deref() == Some(at));
-            }
-            list.sort_by(|a, b| a.digest.cmp(&b.digest));
-        }
-        Ok(found)
-    }
 }
 
 fn empty_index_bytes() -> Vec<u8> {
@@ -467,21 +404,9 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     crate::files::write_atomically(&target, bytes).map_err(|e| io_err(&target, e))
 }
 
-#[async_trait]
-impl Repository for LayoutRepository {
-    fn location(&self) -> String {
-        self.location.clone()
-    }
-
-    async fn resolve(&self, reference: &str) -> Result<BlobRef> {
-        Ok(self.read_manifest(reference)?.descriptor())
-    }
-
-    async fn get_manifest(&self, reference: &str) -> Result<Manifest> {
-        self.read_manifest(reference)
-    }
-
-    async fn put_manifest(&self, manifest: &Manifest, tag: Option<&str>) -> Result<()> {
+impl LayoutRepository {
+    /// [`Repository::put_manifest`], the caller holding the index lock.
+    fn put_manifest_locked(&self, manifest: &Manifest, tag: Option<&str>) -> Result<()> {
         let what = format!(
             "manifest {} for {}",
             tag.map(str::to_string)
@@ -539,7 +464,6 @@ impl Repository for LayoutRepository {
         }
         self.write_blob_bytes(&manifest.digest, &manifest.bytes)?;
 
-        let _guard = self.index_lock.lock().await;
         let mut index = self.read_index()?;
         let entries = index["manifests"].as_array_mut().expect("checked on read");
         let descriptor = |annotations: Option<Value>| {
@@ -574,8 +498,8 @@ impl Repository for LayoutRepository {
         self.write_index(&index)
     }
 
-    async fn delete_manifest(&self, digest: &Sha256Digest) -> Result<()> {
-        let _guard = self.index_lock.lock().await;
+    /// [`Repository::delete_manifest`], the caller holding the index lock.
+    fn delete_manifest_locked(&self, digest: &Sha256Digest) -> Result<()> {
         let mut index = self.read_index()?;
         let entries = index["manifests"].as_array_mut().expect("checked on read");
         let before = entries.len();
@@ -611,6 +535,42 @@ impl Repository for LayoutRepository {
             std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Repository for LayoutRepository {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn resolve(&self, reference: &str) -> Result<BlobRef> {
+        Ok(self.get_manifest(reference).await?.descriptor())
+    }
+
+    async fn get_manifest(&self, reference: &str) -> Result<Manifest> {
+        let (this, reference) = (self.clone(), reference.to_string());
+        blocking(move || this.read_manifest(&reference)).await
+    }
+
+    async fn put_manifest(&self, manifest: &Manifest, tag: Option<&str>) -> Result<()> {
+        let (this, manifest, tag) = (self.clone(), manifest.clone(), tag.map(str::to_string));
+        let guard = self.index_lock.clone().lock_owned().await;
+        blocking(move || {
+            let _guard = guard;
+            this.put_manifest_locked(&manifest, tag.as_deref())
+        })
+        .await
+    }
+
+    async fn delete_manifest(&self, digest: &Sha256Digest) -> Result<()> {
+        let (this, digest) = (self.clone(), digest.clone());
+        let guard = self.index_lock.clone().lock_owned().await;
+        blocking(move || {
+            let _guard = guard;
+            this.delete_manifest_locked(&digest)
+        })
+        .await
     }
 
     async fn blob_size(&self, digest: &Sha256Digest) -> Result<Option<u64>> {
@@ -673,7 +633,9 @@ impl Repository for LayoutRepository {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io_err(&dir, e))?;
-        let tmp = crate::files::temp_file_in(&dir, "").map_err(|e| io_err(&dir, e))?;
+        let tmp =
+            blocking(move || crate::files::temp_file_in(&dir, "").map_err(|e| io_err(&dir, e)))
+                .await?;
         let std_file = tmp
             .as_file()
             .try_clone()
@@ -693,7 +655,12 @@ impl Repository for LayoutRepository {
         file.sync_all().await.map_err(|e| io_err(tmp.path(), e))?;
         drop(file);
         let target = self.blob_path(digest);
-        tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
+        blocking(move || {
+            tmp.persist(&target)
+                .map(drop)
+                .map_err(|e| io_err(&target, e.error))
+        })
+        .await?;
         self.new_blobs.lock().unwrap().push(digest.clone());
         Ok(())
     }
@@ -704,7 +671,46 @@ impl Repository for LayoutRepository {
     /// another writer could be relying on: a blob is kept once anything reaches it, and
     /// directories are removed only when empty.
     async fn discard(&self) -> Result<()> {
-        let _guard = self.index_lock.lock().await;
+        let this = self.clone();
+        let guard = self.index_lock.clone().lock_owned().await;
+        blocking(move || {
+            let _guard = guard;
+            this.discard_locked()
+        })
+        .await
+    }
+
+    async fn list_tags(&self) -> Result<Vec<String>> {
+        let this = self.clone();
+        blocking(move || this.list_tags_sync()).await
+    }
+
+    async fn referrers(
+        &self,
+        digest: &Sha256Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<DescriptorSummary>> {
+        Ok(self
+            .referrers_of_each(std::slice::from_ref(digest), artifact_type)
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    async fn referrers_of_each(
+        &self,
+        digests: &[Sha256Digest],
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Vec<DescriptorSummary>>> {
+        let (this, digests) = (self.clone(), digests.to_vec());
+        let artifact_type = artifact_type.map(str::to_string);
+        blocking(move || this.referrers_sync(&digests, artifact_type.as_deref())).await
+    }
+}
+
+impl LayoutRepository {
+    /// [`Repository::discard`], the caller holding the index lock.
+    fn discard_locked(&self) -> Result<()> {
         let new = std::mem::take(&mut *self.new_blobs.lock().unwrap());
         if !new.is_empty() {
             let referenced = self.referenced_blobs()?;
@@ -739,32 +745,13 @@ impl Repository for LayoutRepository {
         Ok(())
     }
 
-    async fn list_tags(&self) -> Result<Vec<String>> {
+    fn list_tags_sync(&self) -> Result<Vec<String>> {
         let tags: BTreeSet<String> = self
             .entries()?
             .iter()
             .filter_map(|e| entry_tag(e).map(str::to_string))
             .collect();
         Ok(tags.into_iter().collect())
-    }
-
-    async fn referrers(
-        &self,
-        digest: &Sha256Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<DescriptorSummary>> {
-        Ok(self
-            .referrers_sync(std::slice::from_ref(digest), artifact_type)?
-            .pop()
-            .unwrap_or_default())
-    }
-
-    async fn referrers_of_each(
-        &self,
-        digests: &[Sha256Digest],
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Vec<DescriptorSummary>>> {
-        self.referrers_sync(digests, artifact_type)
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod archive;
 mod dir;
+mod referrers;
 
 pub use archive::{write_layout_tar, ArchiveRepository};
 pub use dir::LayoutRepository;
