@@ -359,6 +359,7 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
                 })
                 .await
                 .map_err(|e| e.in_repository(repository))?;
+            let mut gone: Vec<String> = Vec::new();
             for f in failed {
                 // An image deleted between the two calls is simply gone; anything else
                 // would leave its kind or children unknown, so the run stops here.
@@ -370,9 +371,25 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
                     });
                 }
                 details.retain(|d| d.digest != f.digest);
+                gone.push(f.digest);
             }
             for m in found {
                 manifests.insert(m.digest.clone(), m);
+            }
+            // A manifest asked for and neither returned nor reported as failed: its kind
+            // and references are unknown, so nothing of the repository may be deleted.
+            if let Some(missing) = batch
+                .iter()
+                .find(|d| !manifests.contains_key(*d) && !gone.contains(d))
+            {
+                return Err(CatalogError::BadImage {
+                    repository: repository.to_string(),
+                    digest: missing.clone(),
+                    message:
+                        "BatchGetImage returned neither the manifest nor a failure for it; \
+                              its references are unknown, so the repository's deletions are blocked"
+                            .into(),
+                });
             }
         }
         resolve_images(repository, details, &manifests)
@@ -385,17 +402,22 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
     ) -> Result<DeleteOutcome, CatalogError> {
         let ids: Vec<String> = digests.iter().map(ToString::to_string).collect();
         let mut outcome = DeleteOutcome::default();
-        for batch in ids.chunks(DELETE_BATCH) {
-            let (deleted, failed) = self
-                .api
-                .batch_delete_image(repository, batch)
-                .await
-                .map_err(|e| CatalogError::Api {
-                    operation: "BatchDeleteImage",
-                    repository: repository.to_string(),
-                    message: e.message,
-                    kind: e.kind,
-                })?;
+        for (at, batch) in ids.chunks(DELETE_BATCH).enumerate() {
+            let (deleted, failed) = match self.api.batch_delete_image(repository, batch).await {
+                Ok(answer) => answer,
+                // What earlier batches deleted is gone whatever happens now: it stays in
+                // the outcome, and this batch and the rest are reported not deleted.
+                Err(e) => {
+                    for d in &digests[at * DELETE_BATCH..] {
+                        outcome.failed.push(DeleteFailure {
+                            digest: d.clone(),
+                            code: "CallFailed".into(),
+                            message: format!("BatchDeleteImage failed ({}): {}", e.kind, e.message),
+                        });
+                    }
+                    return Ok(outcome);
+                }
+            };
             for d in deleted {
                 outcome
                     .deleted
