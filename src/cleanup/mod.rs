@@ -321,6 +321,26 @@ async fn in_use_or_block(
     }
 }
 
+/// What a run knows before it plans: the images in use, and the registry's policy (read
+/// once; each repository's own is read when it is planned).
+struct Seen {
+    in_use: InUse,
+    registry_policy: Option<shared::RegistryPolicy>,
+}
+
+impl Seen {
+    async fn after(catalog: &dyn Catalog, policy: &Policy, in_use: InUse) -> Self {
+        let registry_policy = match policy.protect.any() {
+            true => shared::registry_policy(catalog).await,
+            false => None,
+        };
+        Seen {
+            in_use,
+            registry_policy,
+        }
+    }
+}
+
 /// How a run is carried out.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -363,8 +383,7 @@ impl RunOptions {
 async fn run_repository(
     catalog: &dyn Catalog,
     policy: &Policy,
-    in_use: &InUse,
-    registry_policy: Option<&shared::RegistryPolicy>,
+    seen: &Seen,
     repository: &str,
     options: &RunOptions,
     budget: &mut Option<usize>,
@@ -382,11 +401,11 @@ async fn run_repository(
         repository: repository.to_string(),
         images,
     };
-    let mut protected = in_use.protected(repository, &snapshot.images);
+    let mut protected = seen.in_use.protected(repository, &snapshot.images);
     if policy.protect.any() {
         if let Some(sharing) = shared::repository_sharing(
             catalog,
-            registry_policy,
+            seen.registry_policy.as_ref(),
             repository,
             &policy.accept_uncovered,
         )
@@ -433,10 +452,7 @@ pub async fn sweep(
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };
-    let registry_policy = match policy.protect.any() {
-        true => shared::registry_policy(catalog).await,
-        false => None,
-    };
+    let seen = Seen::after(catalog, policy, in_use).await;
     let repositories: Vec<String> = if options.repositories.is_empty() {
         let mut all = catalog.list_repositories().await?;
         all.retain(|r| {
@@ -484,8 +500,7 @@ pub async fn sweep(
         run_repository(
             catalog,
             policy,
-            &in_use,
-            registry_policy.as_ref(),
+            &seen,
             repository,
             options,
             &mut budget,
@@ -619,10 +634,7 @@ pub async fn on_push(
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };
-    let registry_policy = match policy.protect.any() {
-        true => shared::registry_policy(catalog).await,
-        false => None,
-    };
+    let seen = Seen::after(catalog, policy, in_use).await;
     let push_policy = if cache_push && lifecycle.is_none() {
         on_push_policy(policy)
     } else {
@@ -632,8 +644,7 @@ pub async fn on_push(
     run_repository(
         catalog,
         &push_policy,
-        &in_use,
-        registry_policy.as_ref(),
+        &seen,
         &event.repository_name,
         options,
         &mut budget,
