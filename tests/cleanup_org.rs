@@ -239,7 +239,11 @@ async fn a_grant_to_b_is_covered_only_while_the_setting_covers_b() {
         "may be run by account {B} (granted by the repository policy), whose workloads are not listed"
     );
     for name in ["service-b", "fn-c", "unused", "fn-new"] {
-        assert_eq!(users(&report, &d[name]), [why.clone()], "{name}");
+        assert_eq!(
+            users(&report, &d[name]),
+            std::slice::from_ref(&why),
+            "{name}"
+        );
     }
     assert_eq!(
         report.summary()["uncovered_consumers"],
@@ -431,4 +435,52 @@ async fn a_reader_role_that_cannot_be_assumed_blocks_every_deletion() {
     );
     assert!(!err.is_retryable());
     assert_eq!(support::ecr_image_digests(&ecr, "app").await, everything);
+}
+
+#[tokio::test]
+async fn a_registry_policy_grant_applies_to_the_repositories_its_resource_names() {
+    let moto = support::TestMoto::start();
+    let d = central_registry(&moto).await;
+    let ecr = moto.ecr().await;
+    let registry_policy = |resource: &str| {
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"org","Effect":"Allow","Principal":"*",
+            "Action":"ecr:BatchGet*","Resource":"arn:aws:ecr:us-east-1:123456789012:repository/{resource}",
+            "Condition":{{"StringEquals":{{"aws:PrincipalOrgID":"o-abc123"}}}}}}]}}"#
+        )
+    };
+    let catalog = catalog(&moto, &format!("{B},{C}")).await;
+    let policy = Policy::parse(EXPIRE_ALL_IMAGES).unwrap();
+
+    // Every repository: app is shared with the organisation, nothing it could run goes.
+    ecr.put_registry_policy()
+        .policy_text(registry_policy("*"))
+        .send()
+        .await
+        .unwrap();
+    let report = sweep(&catalog, None, &policy, &apply()).await.unwrap();
+    assert!(deleted(&report).is_empty(), "{}", report.to_json());
+    assert_eq!(
+        report.shared[0].consumers[0].granted_by,
+        afterpush::cleanup::shared::GrantedBy::RegistryPolicy
+    );
+    assert_eq!(
+        consumers(&report),
+        [("organization o-abc123".to_string(), "uncovered".to_string())]
+    );
+
+    // Only team/*: app is not shared, and what nobody runs goes.
+    ecr.put_registry_policy()
+        .policy_text(registry_policy("team/*"))
+        .send()
+        .await
+        .unwrap();
+    let report = sweep(&catalog, None, &policy, &apply()).await.unwrap();
+    assert!(report.shared.is_empty(), "{}", report.to_json());
+    assert_eq!(
+        deleted(&report),
+        named(&d, &["unused", "fn-new"]),
+        "{}",
+        report.to_json()
+    );
 }

@@ -208,3 +208,35 @@ async fn lambda_resolves_an_image_of_another_accounts_registry() {
             .contains(":333333333333:"));
     }
 }
+
+/// Correction 10: a registry policy may grant pulls (the V2 scope new registries have);
+/// GetRegistryPolicy returns it, and an action outside ECR is still refused.
+#[tokio::test]
+async fn a_registry_policy_may_grant_pulls() {
+    let moto = support::TestMoto::start();
+    let ecr = moto.ecr().await;
+    let pull = r#"{"Version":"2012-10-17","Statement":[{"Sid":"pull","Effect":"Allow",
+        "Principal":{"AWS":"arn:aws:iam::222222222222:root"},"Action":["ecr:BatchGetImage","ecr:GetDownloadUrlForLayer"],
+        "Resource":"arn:aws:ecr:us-east-1:123456789012:repository/*"}]}"#;
+    ecr.put_registry_policy()
+        .policy_text(pull)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_ecr::error::DisplayErrorContext(e)));
+    let got = ecr.get_registry_policy().send().await.unwrap();
+    assert_eq!(got.policy_text(), Some(pull));
+    assert_eq!(got.registry_id(), Some("123456789012"));
+    let s3 = pull.replace("ecr:BatchGetImage", "s3:GetObject");
+    let err = ecr
+        .put_registry_policy()
+        .policy_text(s3)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        aws_sdk_ecr::error::DisplayErrorContext(&err)
+            .to_string()
+            .contains("InvalidParameterException"),
+        "{err:?}"
+    );
+}

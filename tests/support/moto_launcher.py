@@ -48,6 +48,10 @@
    Real Lambda pulls from the registry the URI names (when its policy allows). The
    launcher resolves the URI in the account and region of its host. Asserted by
    tests/moto_in_use.rs.
+10. ECR registry policy scope. moto's PutRegistryPolicy accepts only the actions of the
+   V1 scope (`ecr:CreateRepository`, `ecr:ReplicateImage`); registries are created with
+   the V2 scope, where a registry policy may grant every ECR action (`ecr:BatchGetImage`
+   included). The launcher accepts any `ecr:` action. Asserted by tests/moto_in_use.rs.
 """
 import copy
 import datetime
@@ -240,6 +244,20 @@ def _get_authorization_token_valid_12h(self):
 
 
 ecr_responses.ECRResponse.get_authorization_token = _get_authorization_token_valid_12h
+
+from moto.iam.exceptions import MalformedPolicyDocument  # noqa: E402
+
+
+def _validate_registry_policy_action_v2(self, policy_text):
+    for statement in json.loads(policy_text)["Statement"]:
+        actions = statement.get("Action", [])
+        if isinstance(actions, str):
+            actions = [actions]
+        if any(not a.lower().startswith("ecr:") for a in actions):
+            raise MalformedPolicyDocument()
+
+
+models.ECRBackend._validate_registry_policy_action = _validate_registry_policy_action_v2
 
 from moto.core.exceptions import AccessDeniedError  # noqa: E402
 from moto.iam.models import iam_backends  # noqa: E402
