@@ -399,3 +399,26 @@ async fn retries_are_not_stacked() {
         .unwrap_err();
     assert_eq!(count(&proxy, "POST", "/blobs/uploads/") - before, max);
 }
+
+/// Issue 21, item 18: retries stop at the deadline of `with_deadline` (an invocation's):
+/// with it already past, a failing request is sent once and not retried.
+#[tokio::test]
+async fn retries_stop_at_the_deadline() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port);
+    let app = repo(&proxy.host(), "app");
+    push_image(&app, "v1").await;
+    proxy.add_rule(Some("GET"), "/manifests/v1", Fault::Status(503), 1_000);
+    let passed = std::time::Instant::now();
+    let err = afterpush::registry::distribution::with_deadline(passed, app.get_manifest("v1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(count(&proxy, "GET", "/manifests/v1"), 1);
+    // Without a deadline the same request is retried to the attempt limit.
+    app.get_manifest("v1").await.unwrap_err();
+    assert_eq!(
+        count(&proxy, "GET", "/manifests/v1"),
+        1 + RetryPolicy::fast().max_attempts as usize
+    );
+}

@@ -121,6 +121,16 @@ fn last_segment(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
+/// A reference to this account's registry that does not parse: the listing fails.
+fn bad_reference(message: String) -> InUseError {
+    InUseError {
+        service: "ECS",
+        operation: "image reference",
+        message,
+        retryable: false,
+    }
+}
+
 /// Task definitions described once per run.
 struct Definitions<'a, A: ?Sized> {
     api: &'a A,
@@ -194,7 +204,9 @@ pub async fn images_in_use_of<A: EcsApi + ?Sized>(
                         short_task_definition(td)
                     );
                     for (_, image) in &def.containers {
-                        if let Some(image) = scope.reference(image, &def.arn) {
+                        if let Some(image) =
+                            scope.reference(image, &def.arn).map_err(bad_reference)?
+                        {
                             refs.push(InUseRef {
                                 image,
                                 user: user.clone(),
@@ -247,7 +259,9 @@ pub async fn images_in_use_of<A: EcsApi + ?Sized>(
                     let digest: Option<Sha256Digest> =
                         c.image_digest.as_deref().and_then(|d| d.parse().ok());
                     for image in images {
-                        if let Some(r) = scope.reference(&image, &task.arn) {
+                        if let Some(r) =
+                            scope.reference(&image, &task.arn).map_err(bad_reference)?
+                        {
                             let image = match &digest {
                                 Some(d) => r.with_digest(d.clone()),
                                 None => r,
@@ -283,7 +297,7 @@ pub async fn images_in_use_of<A: EcsApi + ?Sized>(
             let def = defs.get(&arn).await?;
             let user = format!("ecs task def {family}:{rev} (one of the {revisions} latest)");
             for (_, image) in &def.containers {
-                if let Some(image) = scope.reference(image, &def.arn) {
+                if let Some(image) = scope.reference(image, &def.arn).map_err(bad_reference)? {
                     refs.push(InUseRef {
                         image,
                         user: user.clone(),
@@ -607,6 +621,27 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// A task definition naming this account's registry with a reference that does not
+    /// parse fails the listing (the run then deletes nothing) instead of being ignored.
+    #[tokio::test]
+    async fn an_unparsable_reference_to_the_own_registry_fails_the_listing() {
+        let mut api = MemoryWorkloads::default();
+        let arn = format!("{ARN}:task-definition/api:1");
+        api.task_definitions.insert(
+            arn.clone(),
+            EcsTaskDefinition {
+                arn,
+                containers: vec![("app".into(), format!("{HOST}/app@sha256:short"))],
+            },
+        );
+        let api = SharedWorkloads(Arc::new(api));
+        let err = images_in_use(&api, 5, &Paging::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.operation, "image reference");
+        assert!(err.message.contains("app@sha256:short"), "{err}");
     }
 
     #[test]

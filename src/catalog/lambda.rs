@@ -122,7 +122,15 @@ pub async fn images_in_use_of<A: LambdaApi + ?Sized>(
             let Some(uri) = code.resolved_image_uri.or(code.image_uri) else {
                 continue;
             };
-            let Some(image) = scope.reference(&uri, &f.arn) else {
+            let own = scope
+                .reference(&uri, &f.arn)
+                .map_err(|message| InUseError {
+                    service: "Lambda",
+                    operation: "image reference",
+                    message,
+                    retryable: false,
+                })?;
+            let Some(image) = own else {
                 continue;
             };
             let mut users = vec![if version == "$LATEST" {

@@ -13,6 +13,7 @@ use crate::deadline::Deadline;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 /// Listings stop with [`PagingError::TooManyPages`] past this many pages (10 million
 /// ECR images at 1000 a page, a million task definitions at 100).
@@ -124,13 +125,22 @@ impl Paging {
             operation,
             pages,
         };
-        match self.deadline() {
-            None => call.await,
-            Some(d) if d.has_passed() => Err(passed().into()),
-            Some(d) => match tokio::time::timeout(d.remaining(), call).await {
-                Ok(out) => out,
-                Err(_) => Err(passed().into()),
-            },
+        // Real time against the deadline's stop time: the deadline's own clock (which
+        // tests step) decides when a run stops starting work; this bounds how long a
+        // call already started may take.
+        let Some(d) = self.deadline() else {
+            return call.await;
+        };
+        let remaining = d
+            .stop_at()
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        if remaining.is_zero() {
+            return Err(passed().into());
+        }
+        match tokio::time::timeout(remaining, call).await {
+            Ok(out) => out,
+            Err(_) => Err(passed().into()),
         }
     }
 
@@ -181,7 +191,6 @@ impl Paging {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, SystemTime};
 
     #[derive(Debug, PartialEq)]
     enum E {

@@ -130,12 +130,37 @@ pub fn arn_account_region(arn: &str) -> Option<(&str, &str)> {
 }
 
 /// The reference `uri` held by the resource `owner_arn`, when it names an image of the
-/// owner's own ECR registry (same account, same region); `None` for every other image
-/// (Docker Hub, another account's registry, a malformed reference).
-pub fn own_registry_ref(uri: &str, owner_arn: &str) -> Option<EcrImageRef> {
-    let image = EcrImageRef::parse(uri)?;
-    let (account, region) = arn_account_region(owner_arn)?;
-    (image.account == account && image.region == region).then_some(image)
+/// owner's own ECR registry (same account, same region, any of the registry's host
+/// forms); `Ok(None)` for every other image (Docker Hub, another account's or region's
+/// registry). A reference that names the owner's registry but does not parse (a bad
+/// digest, an empty repository, a host form not known here) is an error: the image it
+/// means cannot be told, so it must block deletions rather than be dropped as foreign.
+pub fn own_registry_ref(uri: &str, owner_arn: &str) -> Result<Option<EcrImageRef>, String> {
+    let (account, region) = arn_account_region(owner_arn)
+        .ok_or_else(|| format!("{owner_arn:?} is not an ARN, so its registry is unknown"))?;
+    let host = uri.split_once('/').map_or(uri, |(h, _)| h);
+    match parse_registry_host(host) {
+        Some(r) if r.account == account && r.region == region => match EcrImageRef::parse(uri) {
+            Some(image) => Ok(Some(image)),
+            None => Err(format!(
+                "{uri:?} (held by {owner_arn}) names this account's registry but is not a valid image reference"
+            )),
+        },
+        Some(_) => Ok(None),
+        None if names_account_registry(host, account) => Err(format!(
+            "{uri:?} (held by {owner_arn}) names account {account}'s ECR registry in a host form afterpush does not know"
+        )),
+        None => Ok(None),
+    }
+}
+
+/// True for a host that starts with `account` and looks like an ECR registry
+/// (`<account>.dkr…`), in whatever form.
+fn names_account_registry(host: &str, account: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    host.strip_prefix(account)
+        .and_then(|r| r.strip_prefix('.'))
+        .is_some_and(|r| r.starts_with("dkr") || r.contains("ecr"))
 }
 
 /// Which registry's images a listing keeps references to.
@@ -154,13 +179,27 @@ pub enum RegistryScope<'a> {
 
 impl RegistryScope<'_> {
     /// The reference `uri` held by the resource `owner_arn`, when it names an image of
-    /// this scope's registry.
-    pub fn reference(&self, uri: &str, owner_arn: &str) -> Option<EcrImageRef> {
-        match self {
-            RegistryScope::Own => own_registry_ref(uri, owner_arn),
-            RegistryScope::Of { account, region } => {
-                EcrImageRef::parse(uri).filter(|r| r.account == *account && r.region == *region)
-            }
+    /// this scope's registry; an error for a reference that names that registry but
+    /// does not parse (as [`own_registry_ref`]).
+    pub fn reference(&self, uri: &str, owner_arn: &str) -> Result<Option<EcrImageRef>, String> {
+        let (account, region) = match self {
+            RegistryScope::Own => return own_registry_ref(uri, owner_arn),
+            RegistryScope::Of { account, region } => (*account, *region),
+        };
+        let host = uri.split_once('/').map_or(uri, |(h, _)| h);
+        match parse_registry_host(host) {
+            Some(r) if r.account == account && r.region == region => match EcrImageRef::parse(uri)
+            {
+                Some(image) => Ok(Some(image)),
+                None => Err(format!(
+                    "{uri:?} (held by {owner_arn}) names the registry of {account} in {region} but is not a valid image reference"
+                )),
+            },
+            Some(_) => Ok(None),
+            None if names_account_registry(host, account) => Err(format!(
+                "{uri:?} (held by {owner_arn}) names account {account}'s ECR registry in a host form afterpush does not know"
+            )),
+            None => Ok(None),
         }
     }
 }
@@ -330,13 +369,85 @@ mod tests {
     #[test]
     fn only_the_owners_registry_counts() {
         let arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/web:3";
-        assert!(own_registry_ref(&format!("{HOST}/app:v1"), arn).is_some());
+        let own = |uri: &str| own_registry_ref(uri, arn);
+        assert!(own(&format!("{HOST}/app:v1")).unwrap().is_some());
+        assert!(own("210987654321.dkr.ecr.us-east-1.amazonaws.com/app:v1")
+            .unwrap()
+            .is_none());
+        assert!(own("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1")
+            .unwrap()
+            .is_none());
+        assert!(own("nginx").unwrap().is_none());
         assert!(
-            own_registry_ref("210987654321.dkr.ecr.us-east-1.amazonaws.com/app:v1", arn).is_none()
+            own("210987654321.dkr.ecr.us-east-1.amazonaws.com/app@sha256:short")
+                .unwrap()
+                .is_none()
         );
-        assert!(
-            own_registry_ref("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1", arn).is_none()
+    }
+
+    /// The dual-stack host of the owner's registry protects its images, by tag, digest
+    /// and tag@digest; a reference to the owner's registry that does not parse is an
+    /// error, never "another registry".
+    #[test]
+    fn dual_stack_references_count_and_unparsable_own_ones_are_errors() {
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:resize";
+        let d = Sha256Digest::of(b"x");
+        for host in [
+            "123456789012.dkr-ecr.us-east-1.on.aws",
+            "123456789012.dkr-ecr-fips.us-east-1.on.aws",
+            "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com:443",
+        ] {
+            for (uri, target) in [
+                (format!("{host}/team/app:v1"), Target::Tag("v1".into())),
+                (format!("{host}/team/app@{d}"), Target::Digest(d.clone())),
+                (format!("{host}/team/app:v1@{d}"), Target::Digest(d.clone())),
+            ] {
+                let r = own_registry_ref(&uri, arn).unwrap().expect(&uri);
+                assert_eq!(
+                    (r.repository.as_str(), r.target),
+                    ("team/app", target),
+                    "{uri}"
+                );
+            }
+        }
+        for bad in [
+            format!("{HOST}/app@sha256:short"),
+            format!("{HOST}/"),
+            "123456789012.dkr-ecr.us-east-1.on.aws/app@sha256:nothex".into(),
+            "123456789012.dkr-ecr.us-east-1.on.example/app:v1".into(),
+        ] {
+            let err = own_registry_ref(&bad, arn).unwrap_err();
+            assert!(err.contains(&bad), "{err}");
+        }
+        assert!(own_registry_ref(&format!("{HOST}/app:v1"), "not-an-arn").is_err());
+    }
+
+    #[test]
+    fn a_consumers_references_count_only_for_the_central_registry() {
+        let scope = RegistryScope::Of {
+            account: "123456789012",
+            region: "us-east-1",
+        };
+        // Held by a resource of account 222222222222: its own registry does not count.
+        let arn = "arn:aws:ecs:eu-west-1:222222222222:task-definition/web:3";
+        let r = scope
+            .reference(&format!("{HOST}/app:v1"), arn)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.account.as_str(), r.repository.as_str()),
+            ("123456789012", "app")
         );
-        assert!(own_registry_ref("nginx", arn).is_none());
+        for other in [
+            "222222222222.dkr.ecr.eu-west-1.amazonaws.com/app:v1",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1",
+            "nginx",
+        ] {
+            assert_eq!(scope.reference(other, arn), Ok(None), "{other}");
+        }
+        assert!(scope
+            .reference(&format!("{HOST}/app@sha256:short"), arn)
+            .unwrap_err()
+            .contains("not a valid image reference"));
     }
 }

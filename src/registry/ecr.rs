@@ -38,21 +38,40 @@ pub fn registry_host(account: &str, region: &str) -> String {
     format!("{account}.dkr.ecr.{region}.{suffix}")
 }
 
-/// Recognises an ECR registry host (`<12 digits>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`,
-/// optionally with a port). `None` for every other host.
+/// Recognises an ECR private registry host, with or without a port, in every form
+/// AWS's endpoint documentation gives for it:
+///
+/// | form                | host                                                     |
+/// |---------------------|----------------------------------------------------------|
+/// | IPv4                | `<account>.dkr.ecr.<region>.amazonaws.com`               |
+/// | IPv4, FIPS          | `<account>.dkr.ecr-fips.<region>.amazonaws.com`          |
+/// | IPv4, China         | `<account>.dkr.ecr.<region>.amazonaws.com.cn`            |
+/// | dual-stack          | `<account>.dkr-ecr.<region>.on.aws`                      |
+/// | dual-stack, FIPS    | `<account>.dkr-ecr-fips.<region>.on.aws`                 |
+/// | dual-stack, China   | `<account>.dkr-ecr.<region>.on.amazonwebservices.com.cn` |
+///
+/// `None` for every other host.
 pub fn parse_registry_host(host: &str) -> Option<EcrRegistry> {
-    let host = host.split(':').next()?.to_ascii_lowercase();
-    let rest = host
-        .strip_suffix(".amazonaws.com")
-        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
-    let mut parts = rest.split('.');
-    let account = parts.next()?;
-    let (dkr, ecr, region) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some()
-        || account.len() != 12
+    let host = strip_port(host)?.to_ascii_lowercase();
+    let (rest, dual_stack) = if let Some(r) = host.strip_suffix(".amazonaws.com.cn") {
+        (r, false)
+    } else if let Some(r) = host.strip_suffix(".amazonaws.com") {
+        (r, false)
+    } else if let Some(r) = host.strip_suffix(".on.amazonwebservices.com.cn") {
+        (r, true)
+    } else if let Some(r) = host.strip_suffix(".on.aws") {
+        (r, true)
+    } else {
+        return None;
+    };
+    let labels: Vec<&str> = rest.split('.').collect();
+    let (account, region) = match (dual_stack, labels.as_slice()) {
+        (false, [account, "dkr", "ecr" | "ecr-fips", region]) => (*account, *region),
+        (true, [account, "dkr-ecr" | "dkr-ecr-fips", region]) => (*account, *region),
+        _ => return None,
+    };
+    if account.len() != 12
         || !account.bytes().all(|b| b.is_ascii_digit())
-        || dkr != "dkr"
-        || !(ecr == "ecr" || ecr == "ecr-fips")
         || region.is_empty()
         || !region
             .bytes()
@@ -64,6 +83,15 @@ pub fn parse_registry_host(host: &str) -> Option<EcrRegistry> {
         account: account.to_string(),
         region: region.to_string(),
     })
+}
+
+/// The host without its `:port` (`None` for a port that is not a number).
+fn strip_port(host: &str) -> Option<&str> {
+    match host.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => Some(h),
+        Some(_) => None,
+        None => Some(host),
+    }
 }
 
 /// Decodes an ECR authorization token: base64 of `AWS:<password>`.
@@ -427,6 +455,82 @@ mod tests {
             "pw4"
         );
         assert_eq!(calls_now(), 5);
+    }
+
+    /// Registry hosts as AWS's ECR endpoint pages write them, one per form, and hosts
+    /// that only look like them.
+    #[test]
+    fn every_documented_registry_host_form_is_recognised() {
+        let ecr = |account: &str, region: &str| {
+            Some(EcrRegistry {
+                account: account.into(),
+                region: region.into(),
+            })
+        };
+        for (host, expected) in [
+            // IPv4, and its FIPS form.
+            (
+                "111122223333.dkr.ecr.us-east-2.amazonaws.com",
+                ecr("111122223333", "us-east-2"),
+            ),
+            (
+                "111122223333.dkr.ecr-fips.us-west-2.amazonaws.com",
+                ecr("111122223333", "us-west-2"),
+            ),
+            (
+                "111122223333.dkr.ecr.us-gov-west-1.amazonaws.com",
+                ecr("111122223333", "us-gov-west-1"),
+            ),
+            // China partition.
+            (
+                "111122223333.dkr.ecr.cn-north-1.amazonaws.com.cn",
+                ecr("111122223333", "cn-north-1"),
+            ),
+            (
+                "111122223333.dkr.ecr.cn-northwest-1.amazonaws.com.cn",
+                ecr("111122223333", "cn-northwest-1"),
+            ),
+            // Dual-stack (IPv4 and IPv6), and its FIPS form.
+            (
+                "111122223333.dkr-ecr.eu-central-1.on.aws",
+                ecr("111122223333", "eu-central-1"),
+            ),
+            (
+                "111122223333.dkr-ecr-fips.us-east-1.on.aws",
+                ecr("111122223333", "us-east-1"),
+            ),
+            (
+                "111122223333.dkr-ecr.us-gov-east-1.on.aws",
+                ecr("111122223333", "us-gov-east-1"),
+            ),
+            // Dual-stack in the China partition.
+            (
+                "111122223333.dkr-ecr.cn-north-1.on.amazonwebservices.com.cn",
+                ecr("111122223333", "cn-north-1"),
+            ),
+            // Ports, and upper case as people type it.
+            (
+                "111122223333.dkr-ecr.ap-south-1.on.aws:443",
+                ecr("111122223333", "ap-south-1"),
+            ),
+            (
+                "111122223333.DKR.ECR.EU-WEST-1.AMAZONAWS.COM:443",
+                ecr("111122223333", "eu-west-1"),
+            ),
+            // Not private registries, or not well formed.
+            ("api.ecr.us-east-1.amazonaws.com", None),
+            ("ecr.us-east-1.api.aws", None),
+            ("public.ecr.aws", None),
+            ("ecr-public.aws.com", None),
+            ("111122223333.dkr.ecr.us-east-1.on.aws", None),
+            ("111122223333.dkr-ecr.us-east-1.amazonaws.com", None),
+            ("111122223333.dkr-ecr.us-east-1.on.aws.evil.com", None),
+            ("111122223333.dkr-ecr..on.aws", None),
+            ("11112222333.dkr-ecr.us-east-1.on.aws", None),
+            ("111122223333.dkr-ecr.us-east-1.on.aws:https", None),
+        ] {
+            assert_eq!(parse_registry_host(host), expected, "{host}");
+        }
     }
 
     proptest! {

@@ -386,10 +386,13 @@ impl RegistryClient {
                     }
                 }
             };
-            if err.is_retryable() && policy.allows_another(attempt) {
-                let delay = retry_after_header
-                    .map(|d| d.min(self.retry.max_delay))
-                    .unwrap_or_else(|| self.retry.delay_after(attempt));
+            let delay = retry_after_header
+                .map(|d| d.min(self.retry.max_delay))
+                .unwrap_or_else(|| self.retry.delay_after(attempt));
+            if err.is_retryable()
+                && policy.allows_another(attempt)
+                && super::retry::deadline_allows(delay)
+            {
                 tracing::warn!(method = %req.method, url = %req.url, attempt, ?delay, error = %err, "retrying");
                 tokio::time::sleep(delay).await;
                 continue;

@@ -22,7 +22,7 @@ pub use auth::{CredentialSource, Credentials, Secret};
 pub use client::RegistryClient;
 pub use clients::RegistryClients;
 pub use response::OciEnvelope;
-pub use retry::RetryPolicy;
+pub use retry::{with_deadline, RetryPolicy};
 pub use settings::{AuthMode, RegistrySettings};
 
 use crate::oci::{media, DescriptorSummary, ManifestSummary, OciError, Sha256Digest};
@@ -381,12 +381,16 @@ fn resuming(
                         loop {
                             st.failures += 1;
                             let retry = &st.repo.client.retry;
-                            if !(error.is_retryable() && retry.allows_another(st.failures)) {
+                            let delay = retry.delay_after(st.failures);
+                            if !(error.is_retryable()
+                                && retry.allows_another(st.failures)
+                                && retry::deadline_allows(delay))
+                            {
                                 st.inner = None;
                                 return Some((Err(error), st));
                             }
                             tracing::warn!(digest = %st.digest, at = st.pos, error = %error, "blob download broke; resuming");
-                            tokio::time::sleep(retry.delay_after(st.failures)).await;
+                            tokio::time::sleep(delay).await;
                             match st.repo.reopen_blob(&st.digest, st.pos, st.end).await {
                                 Ok(next) => {
                                     st.inner = Some(next);

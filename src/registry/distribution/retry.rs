@@ -1,7 +1,29 @@
 //! Bounded exponential backoff with jitter for transient registry failures (429, 5xx,
 //! connection resets, timeouts).
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+tokio::task_local! {
+    /// The deadline of the work in progress (see [`with_deadline`]).
+    static DEADLINE: Instant;
+}
+
+/// Runs `work` with every registry retry in it bounded by `deadline`: a retry, resume
+/// or upload restart whose backoff would end past it is not started, and the failure
+/// is returned instead. For an invocation's deadline less a margin. It applies to the
+/// current task (what `work` awaits), not to tasks `work` spawns.
+pub async fn with_deadline<F: Future>(deadline: Instant, work: F) -> F::Output {
+    DEADLINE.scope(deadline, work).await
+}
+
+/// False when a wait of `delay` before another attempt would end past the deadline of
+/// [`with_deadline`] (always true outside it).
+pub(crate) fn deadline_allows(delay: Duration) -> bool {
+    DEADLINE
+        .try_with(|deadline| Instant::now() + delay < *deadline)
+        .unwrap_or(true)
+}
 
 /// How often and how patiently a request is retried.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,8 +19,8 @@ pub const ENV_USERNAME: &str = "AFTERPUSH_REGISTRY_USERNAME";
 pub const ENV_PASSWORD: &str = "AFTERPUSH_REGISTRY_PASSWORD";
 /// Total attempts per request (default 5).
 pub const ENV_MAX_ATTEMPTS: &str = "AFTERPUSH_REGISTRY_MAX_ATTEMPTS";
-/// A blob body must bring 64 KiB within this long (a duration, `60s`; default
-/// [`DEFAULT_BLOB_STALL_TIMEOUT`]), or it is broken off and resumed.
+/// A blob body must bring 64 KiB per this long spent waiting on it (a duration, `60s`;
+/// default [`DEFAULT_BLOB_STALL_TIMEOUT`]), or it is broken off and resumed.
 pub const ENV_BLOB_STALL_TIMEOUT: &str = "AFTERPUSH_REGISTRY_BLOB_STALL_TIMEOUT";
 
 /// Which credentials to present.
@@ -69,9 +69,9 @@ pub struct RegistrySettings {
     /// requests, error bodies. The read timeout alone lets a server that drips a byte
     /// now and then hold a request forever.
     pub small_response_timeout: std::time::Duration,
-    /// Every window this long of a blob body (download) must bring at least 64 KiB, else
-    /// the body is broken off and resumed: a server dripping bytes cannot hold a
-    /// transfer forever ([`ENV_BLOB_STALL_TIMEOUT`]).
+    /// A blob download must bring at least 64 KiB for every this long spent waiting on
+    /// it, else the body is broken off and resumed: a server dripping bytes cannot hold
+    /// a transfer forever ([`ENV_BLOB_STALL_TIMEOUT`]).
     pub blob_stall_timeout: std::time::Duration,
 }
 

@@ -19,11 +19,20 @@ use tokio::time::{Instant, Sleep};
 pub const MIN_PROGRESS_BYTES: u64 = 64 * 1024;
 
 /// A blob body that fails when a window passes with less than [`MIN_PROGRESS_BYTES`].
+///
+/// Only the time spent waiting for the body counts, not the time the consumer takes
+/// between two reads: a copy that uploads a chunk for minutes before reading on is
+/// not a stalled download.
 pub(crate) struct MinProgress {
     inner: BlobStream,
     url: String,
     window: Duration,
+    /// Bytes received in the current window.
     in_window: u64,
+    /// Time spent waiting for the body in the current window (finished waits).
+    waited: Duration,
+    /// When the wait in progress started, if one is.
+    waiting_since: Option<Instant>,
     deadline: Pin<Box<Sleep>>,
     done: bool,
 }
@@ -35,6 +44,8 @@ impl MinProgress {
             url,
             window,
             in_window: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
             deadline: Box::pin(tokio::time::sleep(window)),
             done: false,
         }
@@ -49,7 +60,7 @@ impl MinProgress {
         Poll::Ready(Some(Err(RegistryError::Transport {
             url: self.url.clone(),
             message: format!(
-                "blob body stalled: {} bytes in {:?}, less than the {MIN_PROGRESS_BYTES} bytes required per window (AFTERPUSH_REGISTRY_BLOB_STALL_TIMEOUT)",
+                "blob body stalled: {} bytes in {:?} of waiting, less than the {MIN_PROGRESS_BYTES} bytes required per window (AFTERPUSH_REGISTRY_BLOB_STALL_TIMEOUT)",
                 self.in_window, self.window
             ),
             retryable: true,
@@ -65,14 +76,26 @@ impl Stream for MinProgress {
         if this.done {
             return Poll::Ready(None);
         }
+        let since = match this.waiting_since {
+            Some(since) => since,
+            None => {
+                // A new wait: the deadline is what is left of the window's waiting time.
+                let now = Instant::now();
+                this.waiting_since = Some(now);
+                let left = this.window.saturating_sub(this.waited);
+                this.deadline.as_mut().reset(now + left);
+                now
+            }
+        };
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
+                this.waiting_since = None;
+                this.waited += since.elapsed();
                 this.in_window += chunk.len() as u64;
                 if this.in_window >= MIN_PROGRESS_BYTES {
                     this.in_window = 0;
-                    let next = Instant::now() + this.window;
-                    this.deadline.as_mut().reset(next);
-                } else if this.deadline.deadline() <= Instant::now() {
+                    this.waited = Duration::ZERO;
+                } else if this.waited >= this.window {
                     return this.stalled();
                 }
                 Poll::Ready(Some(Ok(chunk)))
@@ -121,5 +144,20 @@ mod tests {
                 .await;
         assert_eq!(items.len(), 50);
         assert!(items.iter().all(|i| i.is_ok()));
+    }
+
+    #[tokio::test]
+    async fn a_slow_consumer_is_not_a_stalled_body() {
+        // The body is always ready; the consumer takes longer than a window between
+        // reads of small chunks. Only waiting for the body counts.
+        let ready = futures::stream::iter((0..5).map(|_| Ok(Bytes::from_static(b"x")))).boxed();
+        let mut body = MinProgress::new(ready, "u".into(), Duration::from_millis(50));
+        let mut got = 0;
+        while let Some(item) = body.next().await {
+            item.unwrap();
+            got += 1;
+            tokio::time::sleep(Duration::from_millis(80)).await;
+        }
+        assert_eq!(got, 5);
     }
 }

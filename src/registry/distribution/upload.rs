@@ -119,7 +119,11 @@ impl DistributionRepository {
             };
             match result {
                 Ok(()) => return Ok(()),
-                Err(f) if f.restartable && self.client.retry.allows_another(attempt) => {
+                Err(f)
+                    if f.restartable
+                        && self.client.retry.allows_another(attempt)
+                        && super::retry::deadline_allows(std::time::Duration::ZERO) =>
+                {
                     // A new session from the start, if `open` can give the bytes again.
                     tracing::warn!(%digest, attempt, error = %f.error, "blob upload failed; restarting if the source can be re-read");
                     last_failure = Some(f.error);
@@ -262,7 +266,11 @@ impl DistributionRepository {
             .await;
             match result {
                 Ok(()) => return Ok(()),
-                Err(e) if session_lost(&e) && self.client.retry.allows_another(attempt) => {
+                Err(e)
+                    if session_lost(&e)
+                        && self.client.retry.allows_another(attempt)
+                        && super::retry::deadline_allows(std::time::Duration::ZERO) =>
+                {
                     tracing::warn!(%digest, error = %e, "upload session lost; starting a new one");
                 }
                 // This loop was the restart layer of a monolithic upload: no other.
