@@ -115,10 +115,10 @@ async fn an_indexer_out_of_time_leaves_its_finished_ztocs_for_the_retry() {
     assert_eq!(outcome.tag.as_deref(), Some("1.0-soci"));
 }
 
-/// Starts at `start` and moves one second forward on every reading.
-fn stepping_clock(start: SystemTime) -> Clock {
+/// Starts at `start` and moves `step` forward on every reading.
+fn stepping_clock(start: SystemTime, step: Duration) -> Clock {
     let readings = AtomicU32::new(0);
-    Arc::new(move || start + Duration::from_secs(1) * readings.fetch_add(1, Ordering::SeqCst))
+    Arc::new(move || start + step * readings.fetch_add(1, Ordering::SeqCst))
 }
 
 #[tokio::test]
@@ -149,13 +149,15 @@ async fn a_janitor_out_of_time_reports_what_it_left_and_the_next_run_continues()
 
     // The sweep reads the clock before each repository and before each delete call:
     // app-a (1st reading) and its delete (2nd) are in time, so is app-b (3rd), but not
-    // app-b's delete (4th) nor app-c (5th).
+    // app-b's delete (4th) nor app-c (5th). The AWS listings also bound each call by the
+    // deadline in real time: steps of 100 s leave them 250 s, so a loaded machine cannot
+    // make the run stop earlier than the readings say.
     let start = SystemTime::now();
     let margin = Duration::from_secs(30);
     let deadline = Deadline::with_clock(
-        start + margin + Duration::from_millis(2500),
+        start + margin + Duration::from_secs(250),
         margin,
-        stepping_clock(start),
+        stepping_clock(start, Duration::from_secs(100)),
     );
     let report = cleanup::handle_within(
         &catalog,

@@ -2,10 +2,13 @@
 //! as many entries as it has 512-byte blocks, so their memory, not the layer's, bounds
 //! what a zTOC build needs.
 //!
-//! Names and link targets go into two byte arenas; the strings most entries share
-//! (entry type, owner and group names, modification times) are interned; the rare PAX
-//! records live in a side table. An entry costs about 90 bytes plus its name, where a
-//! [`FileMetadata`] costs about 330 with its five heap strings.
+//! Names, link targets and PAX records go into byte arenas; the strings most entries
+//! share (entry type, owner and group names, modification times) are interned. An entry
+//! costs about 90 bytes plus its name and its PAX records' keys and values (16 bytes
+//! more per record), where a [`FileMetadata`] costs about 330 with its five heap strings,
+//! and each of its PAX record maps over 500 more. Every arena is one allocation that
+//! shrinks as entries are popped, so their memory goes back to the system while the
+//! entries are encoded, which many small allocations would not.
 
 use super::FileMetadata;
 use std::collections::{BTreeMap, HashMap};
@@ -36,15 +39,14 @@ impl Interner {
 /// Arenas smaller than this keep their popped space: shrinking them saves nothing.
 const RELEASE_MIN: usize = 256 * 1024;
 
-/// No PAX records (index into `CompactEntries::xattrs` otherwise).
-const NO_XATTRS: u32 = u32::MAX;
-
 /// One entry's fixed-size part.
 struct Record {
-    /// Ends of the entry's name and link name in their arenas (each starts where the
-    /// previous entry's ends).
+    /// Ends of the entry's name and link name in their arenas, and of its PAX records'
+    /// keys and values in `CompactEntries::pax_ends` (each starts where the previous
+    /// entry's ends).
     name_end: usize,
     link_end: usize,
+    pax_end: usize,
     uncompressed_offset: i64,
     uncompressed_size: i64,
     mode: i64,
@@ -56,7 +58,6 @@ struct Record {
     uname: u32,
     gname: u32,
     mod_time: u32,
-    xattrs: u32,
 }
 
 /// TOC entries in tar order.
@@ -66,9 +67,10 @@ pub(crate) struct CompactEntries {
     names: String,
     links: String,
     shared: Interner,
-    xattrs: Vec<BTreeMap<String, String>>,
-    /// Bytes of the PAX records' keys and values (their share of `heap_bytes`).
-    xattr_bytes: usize,
+    /// Every PAX record's key then value, in entry order and each entry's sorted by key.
+    pax_text: String,
+    /// The end of each key and of each value in `pax_text`.
+    pax_ends: Vec<usize>,
     /// [`CompactEntries::encoded_size_bound`], kept up to date as entries come and go.
     encoded_bound: usize,
 }
@@ -79,8 +81,6 @@ pub(crate) struct CompactEntries {
 const ENCODED_PER_ENTRY: usize = 4 + 88 + 32 + 4 + 6 * 8;
 /// Per PAX record: a table with its vtable and two strings (48), and its vector slot (4).
 const ENCODED_PER_XATTR: usize = 48 + 4;
-/// Heap bytes of a PAX record beside its key and value: two `String`s and a B-tree slot.
-const HEAP_PER_XATTR: usize = 64;
 
 /// An entry's share of [`CompactEntries::encoded_size_bound`].
 fn encoded_bound_of(f: &FileMetadata) -> usize {
@@ -93,13 +93,6 @@ fn encoded_bound_of(f: &FileMetadata) -> usize {
     strings + f.gname.len() + f.mod_time.len() + xattrs + ENCODED_PER_ENTRY
 }
 
-/// Heap bytes a PAX record map takes, roughly.
-fn xattr_heap_bytes(x: &BTreeMap<String, String>) -> usize {
-    x.iter()
-        .map(|(k, v)| k.len() + v.len() + HEAP_PER_XATTR)
-        .sum()
-}
-
 impl CompactEntries {
     pub(crate) fn len(&self) -> usize {
         self.records.len()
@@ -109,16 +102,16 @@ impl CompactEntries {
         self.encoded_bound += encoded_bound_of(&f);
         self.names.push_str(&f.name);
         self.links.push_str(&f.linkname);
-        let xattrs = if f.xattrs.is_empty() {
-            NO_XATTRS
-        } else {
-            self.xattr_bytes += xattr_heap_bytes(&f.xattrs);
-            self.xattrs.push(f.xattrs);
-            (self.xattrs.len() - 1) as u32
-        };
+        for (key, value) in &f.xattrs {
+            for s in [key, value] {
+                self.pax_text.push_str(s);
+                self.pax_ends.push(self.pax_text.len());
+            }
+        }
         self.records.push(Record {
             name_end: self.names.len(),
             link_end: self.links.len(),
+            pax_end: self.pax_ends.len(),
             uncompressed_offset: f.uncompressed_offset,
             uncompressed_size: f.uncompressed_size,
             mode: f.mode,
@@ -130,7 +123,6 @@ impl CompactEntries {
             uname: self.shared.intern(&f.uname),
             gname: self.shared.intern(&f.gname),
             mod_time: self.shared.intern(&f.mod_time),
-            xattrs,
         });
     }
 
@@ -149,20 +141,15 @@ impl CompactEntries {
     /// Removes and returns the last entry, releasing memory as the entries shrink.
     pub(crate) fn pop(&mut self) -> Option<FileMetadata> {
         let r = self.records.pop()?;
-        let (name_start, link_start) = self
+        let (name_start, link_start, pax_start) = self
             .records
             .last()
-            .map_or((0, 0), |p| (p.name_end, p.link_end));
+            .map_or((0, 0, 0), |p| (p.name_end, p.link_end, p.pax_end));
         let name = self.names[name_start..r.name_end].to_string();
         let linkname = self.links[link_start..r.link_end].to_string();
         self.names.truncate(name_start);
         self.links.truncate(link_start);
-        let xattrs = if r.xattrs == NO_XATTRS {
-            BTreeMap::new()
-        } else {
-            // Entries with records are popped in reverse order too: theirs is the last.
-            self.xattrs.pop().unwrap_or_default()
-        };
+        let xattrs = self.pop_pax(pax_start);
         self.release_popped();
         let f = FileMetadata {
             name,
@@ -181,8 +168,26 @@ impl CompactEntries {
             xattrs,
         };
         self.encoded_bound -= encoded_bound_of(&f);
-        self.xattr_bytes -= xattr_heap_bytes(&f.xattrs);
         Some(f)
+    }
+
+    /// Removes the PAX records from `pax_ends[start..]` on (the last entry's).
+    fn pop_pax(&mut self, start: usize) -> BTreeMap<String, String> {
+        let text_start = match start {
+            0 => 0,
+            i => self.pax_ends[i - 1],
+        };
+        let mut records = BTreeMap::new();
+        let mut at = text_start;
+        for pair in self.pax_ends[start..].chunks_exact(2) {
+            let key = self.pax_text[at..pair[0]].to_string();
+            let value = self.pax_text[pair[0]..pair[1]].to_string();
+            records.insert(key, value);
+            at = pair[1];
+        }
+        self.pax_ends.truncate(start);
+        self.pax_text.truncate(text_start);
+        records
     }
 
     /// Gives back the memory of popped entries once they are an eighth of what is held.
@@ -208,16 +213,22 @@ impl CompactEntries {
             }
         }
         shrink_vec(&mut self.records);
-        shrink_vec(&mut self.xattrs);
+        shrink_vec(&mut self.pax_ends);
         shrink_string(&mut self.names);
         shrink_string(&mut self.links);
+        shrink_string(&mut self.pax_text);
     }
 
     /// Whether any entry needs xattrs (see [`super::Ztoc::uses_xattrs`]).
     pub(crate) fn uses_xattrs(&self) -> bool {
-        self.xattrs
-            .iter()
-            .any(|x| x.keys().any(|k| k.starts_with("SCHILY.xattr.")))
+        // Keys are the even strings of `pax_text`.
+        let mut start = 0;
+        let any_xattr = self.pax_ends.chunks_exact(2).any(|pair| {
+            let key = &self.pax_text[start..pair[0]];
+            start = pair[1];
+            key.starts_with("SCHILY.xattr.")
+        });
+        any_xattr
             || (0..self.records.len()).any(|i| {
                 let start = if i == 0 {
                     0
@@ -241,8 +252,8 @@ impl CompactEntries {
         self.records.capacity() * std::mem::size_of::<Record>()
             + self.names.capacity()
             + self.links.capacity()
-            + self.xattrs.capacity() * std::mem::size_of::<BTreeMap<String, String>>()
-            + self.xattr_bytes
+            + self.pax_text.capacity()
+            + self.pax_ends.capacity() * std::mem::size_of::<usize>()
     }
 
     /// Every entry, in tar order.
@@ -302,6 +313,7 @@ mod tests {
         let mut emptied = CompactEntries::default();
         all.iter().cloned().for_each(|f| emptied.push(f));
         while emptied.pop().is_some() {}
-        assert_eq!((emptied.encoded_size_bound(), emptied.xattr_bytes), (0, 0));
+        assert_eq!(emptied.encoded_size_bound(), 0);
+        assert!(emptied.pax_text.is_empty() && emptied.pax_ends.is_empty());
     }
 }
