@@ -1,7 +1,15 @@
-//! Text for people: durations and ages, digests in tables, byte sizes. One formatter
-//! of each, so that plans, reports, the CLI and the demo write them alike.
+//! Text for people: durations and ages, digests in tables, byte sizes, counts, and
+//! text from outside made safe for a terminal. One formatter of each, so that plans,
+//! reports, the CLI and the demo write them alike.
+//!
+//! Text that others wrote (names in a layer, zTOC fields, policy descriptions, ECR
+//! lifecycle policies stored on a repository, error messages of services) can hold
+//! ESC sequences that recolour or rewrite the screen, CR and LF that forge lines, and
+//! bidirectional overrides that reorder what is shown. Human output passes such text
+//! through [`printable`]; JSON output does not need it (serde escapes control characters).
 
 use chrono::Duration;
+use std::borrow::Cow;
 
 /// A duration as policies write them, exactly: every non-zero unit of days, hours,
 /// minutes and seconds (`14d`, `1d12h`, `2h5m`, `90s` is `1m30s`, zero is `0s`).
@@ -67,9 +75,47 @@ pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// Unicode's explicit bidirectional formatting characters (they are not `is_control`).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with control characters (C0, DEL, C1) and bidirectional formatting characters
+/// written as Rust escapes (`\n`, `\u{1b}`), and `\` doubled so the escapes stay
+/// unambiguous. Borrows when there is nothing to escape.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c == '\\' || c.is_control() || is_bidi_control(c))
+    {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c == '\\' || c.is_control() || is_bidi_control(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_controls_and_backslashes_only() {
+        assert!(matches!(
+            printable("usr/lib/ünïcode 日本.txt"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("a\x1b[31mred\x07\r\nb\tc\\d\u{7f}\u{85}e\u{202e}f"),
+            "a\\u{1b}[31mred\\u{7}\\r\\nb\\tc\\\\d\\u{7f}\\u{85}e\\u{202e}f"
+        );
+    }
 
     #[test]
     fn durations_are_exact_and_read_back() {

@@ -198,8 +198,8 @@ async fn bad_input_is_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"other\" is not selected"));
 }
 
-/// One anchored 1 MiB string aliased 3,000 times: a 1 MB file that serde_yaml_ng would
-/// expand into 3 GB of strings (it bounds the number of alias replays, not their size).
+/// One anchored 256 KiB string aliased 3,000 times: a file within the 1 MiB a policy
+/// may have that serde_yaml_ng would expand into 800 MB of strings (it bounds the number of alias replays, not their size).
 /// The policy is refused before it is expanded, naming the cause.
 #[tokio::test]
 async fn a_policy_that_aliases_expand_to_gigabytes_is_refused() {
@@ -209,8 +209,9 @@ async fn a_policy_that_aliases_expand_to_gigabytes_is_refused() {
     let aliases = vec!["*big"; 3000].join(", ");
     let text = format!(
         "repositories: [&big {}, {aliases}]\nrules: []\n",
-        "a".repeat(1 << 20)
+        "a".repeat(1 << 18)
     );
+    assert!(text.len() < afterpush::cleanup::policy::MAX_POLICY_BYTES);
     std::fs::write(&path, &text).unwrap();
     let out = cli(
         &moto,
@@ -228,11 +229,11 @@ async fn a_huge_glob_is_an_error_not_a_panic() {
     let moto = support::TestMoto::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.yaml");
-    std::fs::write(
-        &path,
-        format!("repositories: [{}]\nrules: []\n", "a".repeat(1 << 20)),
-    )
-    .unwrap();
+    // Just within the size a policy may have: 1 MiB less 64 bytes of `a?a?...`.
+    let glob = "a?".repeat((1 << 19) - 32);
+    let text = format!("repositories: [{glob}]\nrules: []\n");
+    assert!(text.len() <= afterpush::cleanup::policy::MAX_POLICY_BYTES);
+    std::fs::write(&path, text).unwrap();
     let out = cli(
         &moto,
         &["cleanup", "plan", "--policy", path.to_str().unwrap()],
@@ -240,6 +241,124 @@ async fn a_huge_glob_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("repositories[0]: "), "{err}");
-    assert!(err.contains("1048576-byte glob is not usable"), "{err}");
+    assert!(
+        err.contains(&format!("{}-byte glob is not usable", glob.len())),
+        "{err}"
+    );
     assert!(err.len() < 2000, "the message does not repeat the pattern");
+}
+
+/// `--as-of +262000y` is past the last time chrono can hold: the CLI refuses it with a
+/// message (exit 1) instead of panicking on `DateTime + TimeDelta` (exit 101).
+#[tokio::test]
+async fn an_as_of_past_the_end_of_time_is_refused() {
+    let moto = support::TestMoto::start();
+    let policy = format!(
+        "{}/infra/policies/ci-caches.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    for far in ["+262000y", "+99999999999999d"] {
+        let out = cli(
+            &moto,
+            &["cleanup", "plan", "--policy", &policy, "--as-of", far],
+        );
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("--as-of {far:?}")) && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+}
+
+/// A lifecycle policy stored on the repository is whatever someone put there: its rule
+/// descriptions (ESC sequences, BEL, CR/LF) reach the plan escaped, as `ztoc list`
+/// escapes names, and so do an afterpush policy's rule names.
+#[tokio::test]
+async fn control_characters_from_policies_are_escaped_in_the_plan() {
+    let moto = support::TestMoto::start();
+    let ecr = moto.ecr().await;
+    support::create_ecr_repository(&ecr, "app").await;
+    put(&ecr, "image", media::OCI_CONFIG, Some("v1")).await;
+    let hostile = "\u{1b}[31mred\u{7}\r\nforged line";
+    let document = serde_json::json!({"rules": [{"rulePriority": 1, "description": hostile,
+        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 5},
+        "action": {"type": "expire"}}]});
+    ecr.put_lifecycle_policy()
+        .repository_name("app")
+        .lifecycle_policy_text(document.to_string())
+        .send()
+        .await
+        .unwrap();
+    let escaped = r"\u{1b}[31mred\u{7}\r\nforged line";
+    let text = String::from_utf8(cli_ok(
+        &moto,
+        &[
+            "cleanup",
+            "plan",
+            "--from-ecr",
+            "--repository",
+            "app",
+            "--all",
+        ],
+    ))
+    .unwrap();
+    assert!(!text.contains(['\u{1b}', '\u{7}', '\r']), "{text:?}");
+    assert!(
+        text.contains(&format!("  rule ecr:1 ({escaped}): matched 1")),
+        "{text:?}"
+    );
+    // One image: "1 image", not "1 images".
+    assert!(
+        text.contains("app: would delete 0 of 1 image ("),
+        "{text:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(
+        &path,
+        "repositories: [app]\nrules: [{name: \"keep\\e[2J\\a\\rall\", select: {kind: image}, action: keep}]\n",
+    )
+    .unwrap();
+    let text = String::from_utf8(cli_ok(
+        &moto,
+        &[
+            "cleanup",
+            "plan",
+            "--policy",
+            path.to_str().unwrap(),
+            "--all",
+        ],
+    ))
+    .unwrap();
+    assert!(!text.contains(['\u{1b}', '\u{7}', '\r']), "{text:?}");
+    assert!(text.contains(r"keep\u{1b}[2J\u{7}\rall"), "{text:?}");
+}
+
+/// ECR refuses a lifecycle policy with a key twice; serde_json alone would keep the
+/// last `countNumber` (1 instead of 1000) and plan deletions. moto stores the document
+/// as given, as a repository's policy may have been written by anything.
+#[tokio::test]
+async fn a_stored_lifecycle_policy_with_a_duplicate_key_is_refused() {
+    let moto = support::TestMoto::start();
+    let ecr = moto.ecr().await;
+    support::create_ecr_repository(&ecr, "app").await;
+    put(&ecr, "one", media::OCI_CONFIG, Some("v1")).await;
+    put(&ecr, "two", media::OCI_CONFIG, Some("v2")).await;
+    let text = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":1000,"countNumber":1},"action":{"type":"expire"}}]}"#;
+    ecr.put_lifecycle_policy()
+        .repository_name("app")
+        .lifecycle_policy_text(text)
+        .send()
+        .await
+        .unwrap();
+    let out = cli(
+        &moto,
+        &["cleanup", "plan", "--from-ecr", "--repository", "app"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("duplicate key \"countNumber\""), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("would delete 1"));
 }

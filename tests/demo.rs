@@ -175,7 +175,7 @@ async fn demo_leaves_a_stitched_index_soci_indexes_and_every_cache_in_the_layout
     expect_line("manifest-stitcher  waiting: app:1.0 still needs linux/arm64");
     expect_line(&format!(
         "manifest-stitcher  stitched app:1.0 = index {}",
-        &repo.resolve("1.0").await.unwrap().digest.to_string()[..19]
+        &repo.resolve("1.0").await.unwrap().digest.hex()[..12]
     ));
     expect_line("-> app:1.0-soci (linux/amd64: 1 zTOC (1 from cache)");
     // The loop guard, for each kind of push the handlers make.

@@ -1101,3 +1101,66 @@ async fn cli_soci_create_that_fails_leaves_no_ztoc_behind() {
     assert!(left.is_empty(), "the failed run left {left:?}");
     assert_eq!(after, before);
 }
+
+/// An index may list another index (a nested multi-arch image). `soci list` said
+/// `linux/amd64 <digest> no SOCI index` for it, as if it were an amd64 image.
+#[tokio::test]
+async fn cli_soci_list_names_a_nested_index_as_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("nested");
+    let repo = afterpush::registry::layout::LayoutRepository::open_or_create(&layout).unwrap();
+    let config = push_bytes(&repo, Bytes::from_static(b"{}")).await.unwrap();
+    let image = Manifest::new(
+        media::OCI_MANIFEST,
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": media::OCI_CONFIG, "digest": config.to_string(), "size": 2},
+            "layers": [],
+        }))
+        .unwrap(),
+    );
+    repo.put_manifest(&image, None).await.unwrap();
+    let entry = |m: &Manifest| {
+        serde_json::json!({
+            "mediaType": m.media_type,
+            "digest": m.digest.to_string(),
+            "size": m.bytes.len(),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        })
+    };
+    let index_of = |entries: Vec<serde_json::Value>| {
+        Manifest::new(
+            media::OCI_INDEX,
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media::OCI_INDEX,
+                "manifests": entries,
+            }))
+            .unwrap(),
+        )
+    };
+    let nested = index_of(vec![entry(&image)]);
+    repo.put_manifest(&nested, None).await.unwrap();
+    let top = index_of(vec![entry(&image), entry(&nested)]);
+    repo.put_manifest(&top, Some("top")).await.unwrap();
+
+    let (status, stdout, stderr) = support::afterpush_cli(
+        &["soci", "list", &format!("oci:{}:top", layout.display())],
+        &[],
+    );
+    assert!(status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("linux/amd64")
+            && lines[0].ends_with(&format!("{} no SOCI index", image.digest)),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("-")
+            && lines[1].contains(&format!("{} nested image index", nested.digest))
+            && !lines[1].contains("no SOCI index"),
+        "{stdout}"
+    );
+}

@@ -11,6 +11,7 @@
 
 pub mod ecr_lifecycle;
 pub mod executor;
+mod first_seen;
 pub mod in_use;
 pub mod planner;
 pub mod policy;

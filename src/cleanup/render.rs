@@ -1,8 +1,8 @@
 //! Plans and decisions as text for people: the aligned tables the CLI and the demo
-//! print. The planner itself ([`super::planner`]) produces data only.
+//! print, with every text from policies and registries made [`printable`]. The planner itself ([`super::planner`]) produces data only.
 
 use super::planner::{Action, ImageDecision, Plan};
-use crate::format::{age, bytes, short_digest};
+use crate::format::{age, bytes, count, printable, short_digest};
 use chrono::{DateTime, Utc};
 
 impl Plan {
@@ -10,10 +10,10 @@ impl Plan {
     pub fn to_table(&self) -> String {
         let mut out = decisions_table(&self.repository, self.now, &self.decisions);
         out.push_str(&format!(
-            "{}: delete {} of {} images, reclaiming {}{}\n",
-            self.repository,
+            "{}: delete {} of {}, reclaiming {}{}\n",
+            printable(&self.repository),
             self.deletions,
-            self.decisions.len(),
+            count(self.decisions.len() as u64, "image", "images"),
             bytes(self.bytes_reclaimed),
             if self.stopped_by_max_deletions {
                 " (stopped at max_deletions)"
@@ -52,12 +52,13 @@ pub fn decisions_table(
             if d.tags.is_empty() {
                 "-".into()
             } else {
-                d.tags.join(",")
+                printable(&d.tags.join(",")).into_owned()
             },
             format!("{} ago", age(now - d.pushed_at)),
             bytes(d.size_bytes),
-            d.rule_label().unwrap_or_else(|| "-".into()),
-            d.reason.clone(),
+            d.rule_label()
+                .map_or_else(|| "-".into(), |r| printable(&r).into_owned()),
+            printable(&d.reason).into_owned(),
         ]);
     }
     let mut widths = [0usize; 8];
@@ -66,7 +67,7 @@ pub fn decisions_table(
             *w = (*w).max(c.chars().count());
         }
     }
-    let mut out = format!("repository {repository}\n");
+    let mut out = format!("repository {}\n", printable(repository));
     for r in &rows {
         let line: Vec<String> = r
             .iter()

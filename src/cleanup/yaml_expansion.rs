@@ -41,6 +41,56 @@ pub(crate) fn expands_within_limit(text: &str) -> Result<bool, serde_yaml_ng::Er
     }
 }
 
+/// Whether the flow collections (`[...]`, `{...}`) of a YAML text, JSON included, nest
+/// deeper than `limit`, in one pass over the text before any parser sees it.
+///
+/// The YAML scanner keeps state per open flow collection and revisits all of it at every
+/// token, so a document nested n deep takes time in n²: 20,000 `[` took 20 s and 100,000
+/// took 49 s before it was refused for its depth. Brackets inside quoted scalars (opened
+/// where a scalar can start) and comments do not count; brackets inside plain scalars do,
+/// which can only make a document look deeper than it is.
+pub(crate) fn flow_nesting_exceeds(text: &str, limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut prev = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' if prev.is_whitespace() => {
+                for skipped in chars.by_ref() {
+                    if skipped == '\n' {
+                        break;
+                    }
+                }
+                prev = '\n';
+                continue;
+            }
+            '\'' | '"' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':') => {
+                while let Some(q) = chars.next() {
+                    if c == '"' && q == '\\' {
+                        chars.next();
+                    } else if q == c {
+                        if c == '\'' && chars.peek() == Some(&'\'') {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    false
+}
+
 struct Budget {
     left: Cell<u64>,
     exceeded: Cell<bool>,
@@ -165,6 +215,31 @@ mod tests {
             text.push_str(&format!("l{i}: &l{i} [*l{}, *l{}]\n", i - 1, i - 1));
         }
         assert!(!matches!(expands_within_limit(&text), Ok(true)));
+    }
+
+    #[test]
+    fn flow_nesting_is_measured_outside_quotes_and_comments() {
+        assert!(!flow_nesting_exceeds("a: [[[x]]]\nb: {c: [1]}", 3));
+        assert!(flow_nesting_exceeds("a: [[[[x]]]]", 3));
+        assert!(flow_nesting_exceeds(&"[".repeat(100_000), 64));
+        let json = format!("{{\"rules\":{}{}}}", "[".repeat(65), "]".repeat(65));
+        assert!(flow_nesting_exceeds(&json, 64));
+        // Brackets in quoted scalars and comments are text.
+        for text in [
+            "a: '[[[['\nb: \"{{{{\"",
+            "a: 'it''s [[[['",
+            "a: \"\\\" [[[[\"",
+            "a: 1 # [[[[\n",
+            "{\"a\":\"[[[[\"}",
+        ] {
+            assert!(!flow_nesting_exceeds(text, 3), "{text}");
+        }
+        // A quote inside a plain scalar does not hide what follows.
+        assert!(flow_nesting_exceeds("a: it's\nb: [[[[x]]]]", 3));
+        assert!(flow_nesting_exceeds(
+            "{\"a\":\"see #5\",\"b\":[[[[1]]]]}",
+            3
+        ));
     }
 
     #[test]

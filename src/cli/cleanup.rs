@@ -9,7 +9,7 @@ use crate::cleanup::policy::{EcrRuleGroup, Pattern, Policy};
 use crate::cleanup::render::decisions_table;
 use crate::cleanup::shared::Coverage;
 use crate::cleanup::{sweep, Report, RunOptions};
-use crate::format;
+use crate::format::{self, count, printable};
 use crate::oci::Sha256Digest;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -73,7 +73,15 @@ pub fn parse_as_of(text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Ut
     if let Some(rel) = text.strip_prefix('+') {
         let d = humantime::parse_duration(rel)
             .with_context(|| format!("--as-of {text:?}: {rel:?} is not a duration"))?;
-        return Ok(now + chrono::Duration::from_std(d)?);
+        return chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .with_context(|| {
+                format!(
+                    "--as-of {text:?}: {rel:?} from now is past the latest time afterpush can plan for ({})",
+                    DateTime::<Utc>::MAX_UTC.format("%Y-%m-%d")
+                )
+            });
     }
     Ok(DateTime::parse_from_rfc3339(text)
         .with_context(|| format!("--as-of {text:?} is neither RFC 3339 nor +DURATION"))?
@@ -194,14 +202,14 @@ pub fn render(report: &Report, with_kept: bool) -> String {
             out.push_str(&decisions_table(&r.repository, report.now, &rows));
         }
         out.push_str(&format!(
-            "{}: {verb} {} of {} images ({}), kept {}{}\n",
-            r.repository,
+            "{}: {verb} {} of {} ({}), kept {}{}\n",
+            printable(&r.repository),
             if report.dry_run {
                 r.planned.len()
             } else {
                 r.deleted.len()
             },
-            r.images,
+            count(r.images as u64, "image", "images"),
             format::bytes(r.bytes_reclaimed),
             r.kept,
             if r.stopped_by_max_deletions {
@@ -213,10 +221,10 @@ pub fn render(report: &Report, with_kept: bool) -> String {
         for c in &r.rules {
             out.push_str(&format!(
                 "  rule {}{}: matched {}, {verb} {}{}{}\n",
-                c.rule,
+                printable(&c.rule),
                 c.description
                     .as_deref()
-                    .map(|d| format!(" ({d})"))
+                    .map(|d| format!(" ({})", printable(d)))
                     .unwrap_or_default(),
                 c.matched,
                 c.expired,
@@ -233,7 +241,9 @@ pub fn render(report: &Report, with_kept: bool) -> String {
         for f in &r.failed {
             out.push_str(&format!(
                 "  failed {}: {} {}\n",
-                f.digest, f.code, f.message
+                f.digest,
+                printable(&f.code),
+                printable(&f.message)
             ));
         }
         // Kept because ECS or Lambda uses them: always shown, with who uses each.
@@ -244,9 +254,9 @@ pub fn render(report: &Report, with_kept: bool) -> String {
                 if k.tags.is_empty() {
                     "untagged".to_string()
                 } else {
-                    k.tags.join(",")
+                    printable(&k.tags.join(",")).into_owned()
                 },
-                k.in_use.join("; ")
+                printable(&k.in_use.join("; "))
             ));
         }
     }
@@ -269,8 +279,10 @@ pub fn render(report: &Report, with_kept: bool) -> String {
     for c in &report.s3_caches {
         for (name, why) in &c.plan.expired_manifests {
             out.push_str(&format!(
-                "{}: manifest {name}: expire ({why})\n",
-                c.plan.uri
+                "{}: manifest {}: expire ({})\n",
+                printable(&c.plan.uri.to_string()),
+                printable(name),
+                printable(why)
             ));
         }
         out.push_str(&format!(
@@ -283,11 +295,16 @@ pub fn render(report: &Report, with_kept: bool) -> String {
             c.plan.young_blobs
         ));
         for f in &c.failed {
-            out.push_str(&format!("  failed {}: {} {}\n", f.key, f.code, f.message));
+            out.push_str(&format!(
+                "  failed {}: {} {}\n",
+                printable(&f.key),
+                printable(&f.code),
+                printable(&f.message)
+            ));
         }
     }
     for e in &report.errors {
-        out.push_str(&format!("error: {e}\n"));
+        out.push_str(&format!("error: {}\n", printable(e)));
     }
     out.push_str(&format!(
         "run {} as of {}: {} planned, {} deleted, {} failed, {} reclaimed{}\n",
@@ -324,7 +341,8 @@ impl<C: Catalog> Catalog for ProgressCatalog<C> {
         self.inner.list_repositories().await
     }
     async fn list_images(&self, repository: &str) -> Result<Vec<ImageRecord>, CatalogError> {
-        self.bar.set_message(format!("listing {repository}"));
+        self.bar
+            .set_message(format!("listing {}", printable(repository)));
         self.inner.list_images(repository).await
     }
     async fn delete_images(
@@ -333,8 +351,9 @@ impl<C: Catalog> Catalog for ProgressCatalog<C> {
         digests: &[Sha256Digest],
     ) -> Result<DeleteOutcome, CatalogError> {
         self.bar.set_message(format!(
-            "deleting {} images from {repository}",
-            digests.len()
+            "deleting {} from {}",
+            count(digests.len() as u64, "image", "images"),
+            printable(repository)
         ));
         self.inner.delete_images(repository, digests).await
     }

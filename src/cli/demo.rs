@@ -299,9 +299,9 @@ fn describe_janitor(result: &Value) -> String {
                 })
                 .collect();
             format!(
-                "{}: {} images, {} planned for deletion{}, {} kept",
+                "{}: {}, {} planned for deletion{}, {} kept",
                 text(&r["repository"]),
-                r["images"].as_u64().unwrap_or(0),
+                format::count(r["images"].as_u64().unwrap_or(0), "image", "images"),
                 planned.len(),
                 if planned.is_empty() {
                     String::new()

@@ -4,7 +4,6 @@ pub mod cleanup;
 pub mod copy;
 pub mod demo;
 pub mod invoke;
-pub mod printable;
 pub mod soci;
 pub mod stitch;
 

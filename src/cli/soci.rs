@@ -298,7 +298,7 @@ async fn list(image: &str) -> anyhow::Result<()> {
         .collect();
     let without_v2 = images
         .iter()
-        .filter(|d| !v2_of.contains_key(d.digest.as_str()))
+        .filter(|d| !media::is_index(&d.media_type) && !v2_of.contains_key(d.digest.as_str()))
         .map(|d| d.digest.parse())
         .collect::<Result<Vec<Sha256Digest>, _>>()?;
     let mut v1_of: HashMap<String, String> = HashMap::new();
@@ -311,6 +311,14 @@ async fn list(image: &str) -> anyhow::Result<()> {
         }
     }
     for d in images {
+        if media::is_index(&d.media_type) {
+            // Its platform, if it names one, is not an image's: its children have theirs.
+            println!(
+                "{:<16} {} nested image index: run soci list on its digest",
+                "-", d.digest
+            );
+            continue;
+        }
         let platform = d
             .platform
             .as_ref()

@@ -1,6 +1,6 @@
 //! `afterpush ztoc`: build, inspect and use zTOCs (mirrors `soci ztoc ...`).
 
-use super::printable::printable;
+use crate::format::printable;
 use crate::ztoc::{self, Ztoc, ZtocOptions};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};

@@ -85,8 +85,8 @@ pub enum SociError {
     /// A layer's zTOC build alone needs more memory than the whole `MEMORY_BUDGET`.
     #[error(
         "layer {layer}: its zTOC build needs at least {} of memory, more than the whole memory budget of {} (MEMORY_BUDGET, by default the function's memory less {} MiB)",
-        mib(*needed),
-        mib(*budget),
+        crate::format::bytes(*needed),
+        crate::format::bytes(*budget),
         memory::PROCESS_HEADROOM >> 20
     )]
     MemoryBudget {
@@ -116,10 +116,25 @@ impl SociError {
     }
 }
 
-/// `12.3 MiB`.
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
-}
-
 /// A result whose error defaults to [`SociError`].
 pub type Result<T, E = SociError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::SociError;
+
+    /// A budget under 52 KiB printed as "0.0 MiB".
+    #[test]
+    fn a_small_memory_budget_is_printed_in_its_own_unit() {
+        let e = SociError::MemoryBudget {
+            layer: crate::oci::Sha256Digest::of(b"layer"),
+            needed: 10 << 20,
+            budget: 1000,
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("needs at least 10.0 MiB") && text.contains("memory budget of 1000 B"),
+            "{text}"
+        );
+    }
+}

@@ -151,14 +151,15 @@ impl RegistrySettings {
                 .map_err(|_| invalid(ENV_MAX_ATTEMPTS, format!("{v:?} is too large")))?;
         }
         if let Some(v) = get(ENV_BLOB_STALL_TIMEOUT) {
-            s.blob_stall_timeout = humantime::parse_duration(v.trim())
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    invalid(
-                        ENV_BLOB_STALL_TIMEOUT,
-                        format!("{v:?} is not a positive duration, e.g. 60s"),
-                    )
+            s.blob_stall_timeout = crate::settings::parse_duration(ENV_BLOB_STALL_TIMEOUT, &v)
+                .map_err(|e| invalid(ENV_BLOB_STALL_TIMEOUT, e.to_string()))
+                .and_then(|d| {
+                    (!d.is_zero()).then_some(d).ok_or_else(|| {
+                        invalid(
+                            ENV_BLOB_STALL_TIMEOUT,
+                            format!("{v:?} is not a positive duration, e.g. 60s"),
+                        )
+                    })
                 })?;
         }
         Ok(s)

@@ -3,8 +3,9 @@
 //! (`rules[2].when.unused_for: "14x" is not a duration`).
 
 use super::ecr_lifecycle::{lifecycle_document, LifecycleError, LifecyclePolicy};
+use super::first_seen::FirstSeen;
 use super::in_use::Protect;
-use super::yaml_expansion::{expands_within_limit, expansion_limit};
+use super::yaml_expansion::{expands_within_limit, expansion_limit, flow_nesting_exceeds};
 use crate::catalog::s3cache::S3CacheUri;
 use crate::glob::Glob;
 use crate::oci::ArtifactKind;
@@ -26,6 +27,15 @@ pub enum PolicyError {
     /// The text is not valid YAML or JSON, or does not have the policy's shape (an unknown field, a wrong type); holds the parser's message with line and column.
     #[error("policy is not valid YAML/JSON: {0}")]
     Syntax(String),
+    /// The policy is longer than [`MAX_POLICY_BYTES`]; refused before it is parsed.
+    #[error("policy is {size} bytes, more than the {MAX_POLICY_BYTES} bytes a policy may have")]
+    TooLarge {
+        /// The policy's size in bytes (at least; reading stops past the limit).
+        size: u64,
+    },
+    /// `[` and `{` nest deeper than [`MAX_FLOW_NESTING`]; refused before it is parsed.
+    #[error("policy nests [ and {{ more than {MAX_FLOW_NESTING} deep")]
+    TooDeep,
     /// YAML aliases would expand the policy past the limit (see `limit`); refused before deserialising.
     #[error("policy expands to more than {limit} bytes through YAML aliases (`*name` repeats the node anchored `&name`): write the repeated parts out or repeat less")]
     AliasExpansion {
@@ -365,6 +375,13 @@ pub struct Policy {
     pub accept_uncovered: super::shared::AcceptUncovered,
 }
 
+/// The longest policy text afterpush reads: 1 MiB. Policies are a few KiB (Lambda's
+/// environment holds 4 KiB in all); the bound keeps parsing time and memory small.
+pub const MAX_POLICY_BYTES: usize = 1 << 20;
+/// How deep `[...]` and `{...}` may nest in a policy (they nest 5 deep in an ECR
+/// lifecycle policy written as JSON).
+pub const MAX_FLOW_NESTING: usize = 64;
+
 /// Nothing younger than this is ever deleted, unless the policy says otherwise.
 pub const DEFAULT_GRACE: Duration = Duration::hours(1);
 /// Default for S3 cache blobs: BuildKit "touches" live blobs every 24 h.
@@ -425,10 +442,18 @@ fn patterns(field: &str, list: &[String]) -> Result<Vec<Pattern>, PolicyError> {
 impl Policy {
     /// Reads and validates a policy file (YAML, or JSON which is YAML too).
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        use std::io::Read as _;
+        let read_error = |source| PolicyError::Read {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                f.take(MAX_POLICY_BYTES as u64 + 1)
+                    .read_to_string(&mut text)
+            })
+            .map_err(read_error)?;
         Self::parse(&text)
     }
 
@@ -436,6 +461,14 @@ impl Policy {
     /// lifecycle policy document (told apart by its shape, see [`lifecycle_document`]),
     /// which then applies to every repository.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge {
+                size: text.len() as u64,
+            });
+        }
+        if flow_nesting_exceeds(text, MAX_FLOW_NESTING) {
+            return Err(PolicyError::TooDeep);
+        }
         // Measured first: deserializing expands every alias, whatever its size.
         if !expands_within_limit(text).map_err(|e| PolicyError::Syntax(e.to_string()))? {
             return Err(PolicyError::AliasExpansion {
@@ -443,9 +476,24 @@ impl Policy {
             });
         }
         // Told apart on a JSON view of the text; the afterpush policy is then read from
-        // the text itself, so that its errors keep their line and column.
-        let value: Option<serde_json::Value> = serde_yaml_ng::from_str(text).ok();
-        if let Some(document) = value.as_ref().and_then(lifecycle_document) {
+        // the text itself, so that its errors keep their line and column. The view
+        // refuses a key given twice anywhere, as ECR does (YAML and JSON readers keep
+        // the last one, silently).
+        let value = crate::strict_json::value_from(serde_yaml_ng::Deserializer::from_str(text))
+            .map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        if value.as_object().is_some_and(|o| {
+            o.len() == 1
+                && o.get("rules")
+                    .and_then(|r| r.as_array())
+                    .is_some_and(Vec::is_empty)
+        }) {
+            return Err(invalid(
+                "rules",
+                "empty, and nothing else: an ECR lifecycle policy needs at least one rule, \
+                 an afterpush policy needs repositories",
+            ));
+        }
+        if let Some(document) = lifecycle_document(&value) {
             let policy = document
                 .and_then(|d| LifecyclePolicy::from_value(&d))
                 .map_err(|e| ecr_invalid("", e))?;
@@ -504,13 +552,14 @@ impl Policy {
             ));
         }
         let mut rules: Vec<Rule> = Vec::new();
+        let mut names = FirstSeen::new();
         for (i, r) in raw.rules.into_iter().enumerate() {
             let at = format!("rules[{i}]");
             let name = r
                 .name
                 .filter(|n| !n.trim().is_empty())
                 .ok_or_else(|| invalid(format!("{at}.name"), "missing"))?;
-            if rules.iter().any(|other| other.name == name) {
+            if names.record(name.clone(), i).is_err() {
                 return Err(invalid(
                     format!("{at}.name"),
                     format!("{name:?} is used by an earlier rule"),
@@ -651,8 +700,8 @@ impl Policy {
                 }
             };
             let document = match g.policy {
-                Some(serde_json::Value::String(text)) => serde_json::from_str(&text)
-                    .map_err(|e| invalid(format!("{at}.policy"), format!("not valid JSON: {e}")))?,
+                Some(serde_json::Value::String(text)) => LifecyclePolicy::document_from_text(&text)
+                    .map_err(|e| ecr_invalid(&format!("{at}.policy."), e))?,
                 Some(v) => v,
                 None => return Err(invalid(format!("{at}.policy"), "missing")),
             };
@@ -703,257 +752,4 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The policy of issue 7, as shipped.
-    const ISSUE_EXAMPLE: &str = include_str!("../../infra/policies/ci-caches.yaml");
-
-    #[test]
-    fn parses_the_issue_example() {
-        let p = Policy::parse(ISSUE_EXAMPLE).unwrap();
-        assert!(p.selects_repository("app") && p.selects_repository("svc-x"));
-        assert!(!p.selects_repository("apps"));
-        assert_eq!(p.grace_period, Duration::hours(1));
-        assert_eq!(p.max_deletions, Some(500));
-        assert_eq!(p.rules.len(), 4);
-        assert_eq!(p.rules[1].select.kinds, vec![ArtifactKind::BuildkitCache]);
-        assert_eq!(p.rules[1].select.tagged, Some(false));
-        assert_eq!(p.rules[2].when.unused_for, Some(Duration::days(14)));
-        assert_eq!(p.rules[3].when.older_than, Some(Duration::days(7)));
-        assert_eq!(p.s3_caches[0].uri.bucket, "buildkit-cache");
-        assert_eq!(p.s3_caches[0].uri.prefix, "app/");
-        assert_eq!(p.s3_caches[0].blob_grace, Duration::hours(24));
-        assert!(p.is_cache_tag("cache-feature-x") && !p.is_cache_tag("latest"));
-        assert_eq!(
-            p.protect,
-            Protect::default(),
-            "in-use protection is on by default"
-        );
-    }
-
-    #[test]
-    fn in_use_protection_is_turned_off_only_by_name() {
-        let p = Policy::parse("repositories: ['*']\nprotect: {lambda: false}").unwrap();
-        assert!(p.protect.ecs && !p.protect.lambda);
-        assert_eq!(p.protect.task_definition_revisions, 5);
-        let p = Policy::parse(
-            "repositories: ['*']\nprotect: {ecs: false, task_definition_revisions: 2}",
-        )
-        .unwrap();
-        assert!(!p.protect.ecs && p.protect.lambda);
-        assert_eq!(p.protect.task_definition_revisions, 2);
-        let p = Policy::parse("repositories: ['*']\nprotect: {}").unwrap();
-        assert_eq!(p.protect, Protect::default());
-        let err = Policy::parse("repositories: ['*']\nprotect: {ecs: off-please}")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("ecs"), "{err}");
-        let err = Policy::parse("repositories: ['*']\nprotect: {eks: false}")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("eks"), "{err}");
-    }
-
-    #[test]
-    fn uncovered_consumers_are_accepted_only_by_exact_name() {
-        let p = Policy::parse("repositories: ['*']").unwrap();
-        assert_eq!(p.accept_uncovered, Default::default());
-        let p = Policy::parse(
-            "repositories: ['*']\nprotect: {accept_uncovered: {repositories: [legacy], accounts: ['012345678901']}}",
-        )
-        .unwrap();
-        assert_eq!(p.accept_uncovered.repositories, ["legacy"]);
-        assert_eq!(p.accept_uncovered.accounts, ["012345678901"]);
-        assert!(p.protect.ecs && p.protect.lambda);
-        for (yaml, field) in [
-            (
-                "{repositories: ['team/*']}",
-                "accept_uncovered.repositories[0]",
-            ),
-            ("{accounts: [12345678901]}", "accept_uncovered.accounts[0]"),
-            ("{accounts: ['o-abc123']}", "accept_uncovered.accounts[0]"),
-            ("{everyone: true}", "everyone"),
-        ] {
-            let err = Policy::parse(&format!(
-                "repositories: ['*']\nprotect: {{accept_uncovered: {yaml}}}"
-            ))
-            .unwrap_err()
-            .to_string();
-            assert!(err.contains(field), "{yaml}: {err}");
-        }
-    }
-
-    #[test]
-    fn json_policies_parse_too() {
-        let p = Policy::parse(
-            r#"{"repositories":["*"],"rules":[{"name":"r","select":{"tags":["/^release-[0-9]+$/"]},"action":"keep"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(p.grace_period, DEFAULT_GRACE);
-        assert!(p.rules[0].select.tags[0].matches("release-12"));
-        assert!(!p.rules[0].select.tags[0].matches("release-x"));
-    }
-
-    #[test]
-    fn errors_name_the_bad_field() {
-        let cases = [
-            (
-                ISSUE_EXAMPLE.replace("unused_for: 14d", "unused_for: 14x"),
-                r#"rules[2].when.unused_for: "14x" is not a duration"#,
-            ),
-            (
-                ISSUE_EXAMPLE.replace("kind: buildkit-cache, untagged", "kind: cache, untagged"),
-                r#"rules[1].select.kind: "cache" is not a kind"#,
-            ),
-            (
-                ISSUE_EXAMPLE.replace("action: keep}", "action: save}"),
-                r#"rules[0].action: "save" is not an action"#,
-            ),
-            (
-                ISSUE_EXAMPLE.replace("grace_period: 1h", "grace_period: soon"),
-                r#"grace_period: "soon" is not a duration"#,
-            ),
-            (
-                ISSUE_EXAMPLE.replace("s3://buildkit-cache/app/", "buildkit-cache/app/"),
-                "s3_caches[0].uri:",
-            ),
-            (
-                ISSUE_EXAMPLE.replace("name: old-untagged", "name: stale-cache"),
-                r#"rules[3].name: "stale-cache" is used by an earlier rule"#,
-            ),
-            (
-                ISSUE_EXAMPLE.replace(r#"["cache-main"]"#, r#"["/cache-(/"]"#),
-                "rules[0].select.tags[0]: \"/cache-(/\" is not a valid regex",
-            ),
-            (
-                ISSUE_EXAMPLE.replace("max_deletions: 500", "max_deletions: 0"),
-                "max_deletions: 0 would delete nothing",
-            ),
-            (
-                ISSUE_EXAMPLE.replace("repositories: [\"app\", \"svc-*\"]\n", ""),
-                "repositories: missing",
-            ),
-        ];
-        for (text, expected) in cases {
-            let err = Policy::parse(&text).unwrap_err().to_string();
-            assert!(
-                err.starts_with(expected),
-                "expected {expected:?}, got {err:?}"
-            );
-        }
-        let err = Policy::parse("repositories: [a]\nrules: [{name: x, action: keep, selct: {}}]")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("selct"), "{err}");
-    }
-
-    const ECR_DOCUMENT: &str = r#"{"rules": [{"rulePriority": 1, "description": "keep 3",
-        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 3},
-        "action": {"type": "expire"}}]}"#;
-
-    #[test]
-    fn an_ecr_lifecycle_policy_is_a_policy_for_every_repository() {
-        let p = Policy::parse(ECR_DOCUMENT).unwrap();
-        assert!(p.selects_repository("any/repo"));
-        assert!(p.rules.is_empty());
-        assert_eq!(p.grace_period, DEFAULT_GRACE);
-        assert_eq!(p.max_deletions, None);
-        let l = p.lifecycle_policy_for("any/repo").unwrap();
-        assert_eq!(l.rules[0].name(), "ecr:1");
-        // What `aws ecr get-lifecycle-policy` prints works too.
-        let cli = serde_json::json!({"registryId": "123456789012", "repositoryName": "app",
-            "lifecyclePolicyText": ECR_DOCUMENT});
-        assert!(Policy::parse(&cli.to_string())
-            .unwrap()
-            .lifecycle_policy_for("app")
-            .is_some());
-        let err = Policy::parse(&ECR_DOCUMENT.replace("\"any\"", "\"tagged\""))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("rules[0] (rulePriority 1).selection: tagStatus tagged needs a tagPrefixList or a tagPatternList (ECR lifecycle policy)"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn an_afterpush_policy_embeds_lifecycle_policies_for_some_repositories() {
-        let yaml = format!(
-            "repositories: ['*']\nrules:\n  - {{name: keep-prod, select: {{tags: ['prod']}}, action: keep}}\necr_lifecycle:\n  - repositories: ['legacy-*']\n    policy: {ECR_DOCUMENT}\n  - repositories: ['text']\n    policy: {}\n",
-            serde_json::to_string(ECR_DOCUMENT).unwrap()
-        );
-        let p = Policy::parse(&yaml).unwrap();
-        assert!(p.lifecycle_policy_for("legacy-api").is_some());
-        assert!(p.lifecycle_policy_for("text").is_some());
-        assert!(p.lifecycle_policy_for("app").is_none());
-        let bad = yaml.replace(
-            "\"countNumber\": 3",
-            "\"countNumber\": 3, \"countUnit\": \"days\"",
-        );
-        let err = Policy::parse(&bad).unwrap_err().to_string();
-        assert!(
-            err.starts_with("ecr_lifecycle[0].policy.rules[0] (rulePriority 1).selection.countUnit: only with countType sinceImage"),
-            "{err}"
-        );
-        let err = Policy::parse("repositories: ['*']\necr_lifecycle: [{policy: {}}]")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("ecr_lifecycle[0].repositories: missing"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_rule_that_expires_everything_must_say_so() {
-        let err = Policy::parse("repositories: ['*']\nrules: [{name: wipe, action: expire}]")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("rules[0]: rule \"wipe\" would expire every image")
-                && err.contains("say so with select: {all: true}"),
-            "{err}"
-        );
-        let p = Policy::parse(
-            "repositories: ['*']\nrules: [{name: wipe, select: {all: true}, action: expire}]",
-        )
-        .unwrap();
-        assert_eq!(p.rules.len(), 1);
-        // Any selector or condition makes it something less than everything.
-        for ok in [
-            "{name: r, select: {untagged: true}, action: expire}",
-            "{name: r, select: {kind: image}, action: expire}",
-            "{name: r, action: expire, when: {older_than: 30d}}",
-            "{name: r, action: keep}",
-        ] {
-            Policy::parse(&format!("repositories: ['*']\nrules: [{ok}]")).unwrap();
-        }
-        let err = Policy::parse(
-            "repositories: ['*']\nrules: [{name: r, select: {all: true, kind: image}, action: expire}]",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.starts_with("rules[0].select.all:"), "{err}");
-    }
-
-    #[test]
-    fn the_sample_lifecycle_policies_parse() {
-        let ecr = Policy::parse(include_str!("../../infra/policies/ecr-lifecycle.json")).unwrap();
-        assert_eq!(ecr.lifecycle_policy_for("anything").unwrap().rules.len(), 3);
-        let mixed = Policy::parse(include_str!(
-            "../../infra/policies/ecr-lifecycle-mixed.yaml"
-        ))
-        .unwrap();
-        assert_eq!(
-            mixed.lifecycle_policy_for("svc-api").unwrap().rules.len(),
-            2
-        );
-        assert_eq!(
-            mixed.lifecycle_policy_for("legacy/web").unwrap().rules[0].name(),
-            "ecr:1"
-        );
-        assert!(mixed.lifecycle_policy_for("app").is_none());
-        assert_eq!(mixed.rules.len(), 3);
-    }
-}
+mod tests;

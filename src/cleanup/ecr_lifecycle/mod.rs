@@ -28,6 +28,7 @@
 //! touched (as ECR's standard-class rules ignore them), and rules on
 //! `storageClass: archive` identify nothing.
 
+use super::first_seen::FirstSeen;
 use crate::catalog::ImageRecord;
 use crate::format::age as format_age;
 use chrono::{DateTime, Duration, Utc};
@@ -173,6 +174,20 @@ pub struct LifecyclePolicy {
     pub rules: Vec<LifecycleRule>,
 }
 
+/// ECR's limit on the length of `lifecyclePolicyText`, in characters. A document given as
+/// an object rather than text is measured as compact JSON.
+pub const MAX_DOCUMENT_CHARS: usize = 30_720;
+
+fn check_length(chars: usize) -> Result<(), LifecycleError> {
+    if chars > MAX_DOCUMENT_CHARS {
+        return Err(err(
+            "lifecycle policy",
+            format!("{chars} characters, more than ECR's limit of {MAX_DOCUMENT_CHARS}"),
+        ));
+    }
+    Ok(())
+}
+
 /// At most four `*` in a tag pattern (ECR's limit).
 pub const MAX_PATTERN_WILDCARDS: usize = 4;
 
@@ -229,14 +244,22 @@ fn positive_integer(at: &str, v: &serde_json::Value) -> Result<u32, LifecycleErr
 impl LifecyclePolicy {
     /// Parses and validates the JSON of `lifecyclePolicyText`.
     pub fn parse(text: &str) -> Result<Self, LifecycleError> {
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| err("lifecycle policy", format!("not valid JSON: {e}")))?;
-        Self::from_value(&value)
+        Self::from_value(&Self::document_from_text(text)?)
+    }
+
+    /// The JSON document in `text` (what `lifecyclePolicyText` holds), refused when
+    /// longer than ECR allows or when an object has a key twice (ECR refuses those;
+    /// a JSON reader would keep the last).
+    pub fn document_from_text(text: &str) -> Result<serde_json::Value, LifecycleError> {
+        check_length(text.chars().count())?;
+        crate::strict_json::from_str(text)
+            .map_err(|e| err("lifecycle policy", format!("not valid JSON: {e}")))
     }
 
     /// Validates a parsed document (`{"rules": [...]}`) as ECR does; every error names
     /// the rule by its index and `rulePriority`.
     pub fn from_value(value: &serde_json::Value) -> Result<Self, LifecycleError> {
+        check_length(value.to_string().chars().count())?;
         let raw: RawDocument = serde_json::from_value(value.clone())
             .map_err(|e| err("lifecycle policy", e.to_string()))?;
         let raw_rules = raw.rules.ok_or_else(|| err("rules", "missing"))?;
@@ -244,9 +267,10 @@ impl LifecyclePolicy {
             return Err(err("rules", "a lifecycle policy needs at least one rule"));
         }
         let mut rules: Vec<LifecycleRule> = Vec::with_capacity(raw_rules.len());
+        let mut priorities = FirstSeen::new();
         for (i, v) in raw_rules.iter().enumerate() {
             let rule = parse_rule(i, v)?;
-            if rules.iter().any(|r| r.rule_priority == rule.rule_priority) {
+            if priorities.record(rule.rule_priority, i).is_err() {
                 return Err(err(
                     format!("rules[{i}].rulePriority"),
                     format!(
@@ -285,19 +309,18 @@ impl LifecyclePolicy {
                     ),
                 ));
             }
-            let mut prefix_sets: Vec<(u32, Vec<&String>)> = Vec::new();
+            let mut prefix_sets = FirstSeen::new();
             for r in &of_class {
                 if let TagList::Prefixes(ps) = &r.tags {
                     let mut set: Vec<&String> = ps.iter().collect();
                     set.sort();
                     set.dedup();
-                    if let Some((p, _)) = prefix_sets.iter().find(|(_, s)| *s == set) {
+                    if let Err(p) = prefix_sets.record(set, r.rule_priority as usize) {
                         return Err(err(
                             at(r),
                             format!("rulePriority {p} has the same tagPrefixList; the rules of a storage class need unique sets of prefixes"),
                         ));
                     }
-                    prefix_sets.push((r.rule_priority, set));
                 }
             }
         }
@@ -652,8 +675,10 @@ pub fn lifecycle_document(
             text.as_str()
                 .ok_or_else(|| err("lifecyclePolicyText", "not a string"))
                 .and_then(|t| {
-                    serde_json::from_str(t)
-                        .map_err(|e| err("lifecyclePolicyText", format!("not valid JSON: {e}")))
+                    LifecyclePolicy::document_from_text(t).map_err(|e| LifecycleError {
+                        at: "lifecyclePolicyText".into(),
+                        message: e.message,
+                    })
                 }),
         );
     }
@@ -668,298 +693,4 @@ pub fn lifecycle_document(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
-    }
-
-    /// Image `name`, tagged `tags`, pushed `minutes` ago.
-    fn img(name: &str, tags: &[&str], minutes: i64) -> ImageRecord {
-        ImageRecord::named(name, tags, now() - Duration::minutes(minutes))
-    }
-
-    const DAY: i64 = 24 * 60;
-
-    fn rule(priority: u32, selection: &str, action: &str) -> String {
-        format!(
-            r#"{{"rulePriority":{priority},"description":"r{priority}","selection":{selection},"action":{action}}}"#
-        )
-    }
-
-    fn doc(rules: &[String]) -> String {
-        format!(r#"{{"rules":[{}]}}"#, rules.join(","))
-    }
-
-    const EXPIRE: &str = r#"{"type":"expire"}"#;
-
-    fn expired(policy: &str, images: &[ImageRecord]) -> Vec<usize> {
-        let p = LifecyclePolicy::parse(policy).unwrap();
-        let (outcomes, _) = p.evaluate(images, now());
-        outcomes
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| matches!(o, Outcome::Expire { .. }))
-            .map(|(i, _)| i)
-            .collect()
-    }
-
-    #[test]
-    fn wildcards_cover_the_whole_tag() {
-        for (p, t, m) in [
-            ("prod", "prod", true),
-            ("prod", "prod1", false),
-            ("prod*", "prod", true),
-            ("prod*", "production-team1", true),
-            ("*prod*", "repo-production", true),
-            ("*prod*", "prd", false),
-            ("*test*1*2*3", "xtest-1-2-3", true),
-            ("*test*1*2*3", "xtest-1-2-3x", false),
-            ("a*a", "a", false),
-            ("a*a", "aa", true),
-        ] {
-            assert_eq!(wildcard_match(p, t), m, "{p} ~ {t}");
-        }
-    }
-
-    #[test]
-    fn every_list_entry_must_match_some_tag() {
-        let prefixes = LifecyclePolicy::parse(&doc(&[rule(
-            1,
-            r#"{"tagStatus":"tagged","tagPrefixList":["alpha","beta"],"countType":"imageCountMoreThan","countNumber":1}"#,
-            EXPIRE,
-        )]))
-        .unwrap();
-        let r = &prefixes.rules[0];
-        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(r.identifies(&tags(&["alpha-2", "beta-2"])));
-        assert!(!r.identifies(&tags(&["alpha-1"])));
-        assert!(!r.identifies(&tags(&[])));
-        // A prefix is a prefix; a pattern without `*` is the whole tag.
-        let patterns = LifecyclePolicy::parse(&doc(&[rule(
-            1,
-            r#"{"tagStatus":"tagged","tagPatternList":["alpha","beta*"],"countType":"imageCountMoreThan","countNumber":1}"#,
-            EXPIRE,
-        )]))
-        .unwrap();
-        assert!(!patterns.rules[0].identifies(&tags(&["alpha-2", "beta-2"])));
-        assert!(patterns.rules[0].identifies(&tags(&["alpha", "beta-2"])));
-    }
-
-    /// AWS's examples page, "Filtering on multiple rules", Example A and (priorities
-    /// swapped) Example B, with both list kinds the page has used.
-    #[test]
-    fn higher_rules_claim_what_they_identify() {
-        let images = [
-            img("A", &["beta-1", "prod-1"], 10 * DAY),
-            img("B", &["beta-2", "prod-2"], 9 * DAY),
-            img("C", &["beta-3"], 8 * DAY),
-        ];
-        for list in ["tagPrefixList", "tagPatternList"] {
-            let (prod, beta) = if list == "tagPrefixList" {
-                ("prod", "beta")
-            } else {
-                ("prod*", "beta*")
-            };
-            let sel = |t: &str| {
-                format!(
-                    r#"{{"tagStatus":"tagged","{list}":["{t}"],"countType":"imageCountMoreThan","countNumber":1}}"#
-                )
-            };
-            let a = doc(&[rule(1, &sel(prod), EXPIRE), rule(2, &sel(beta), EXPIRE)]);
-            assert_eq!(expired(&a, &images), [0], "{list} example A");
-            let b = doc(&[rule(1, &sel(beta), EXPIRE), rule(2, &sel(prod), EXPIRE)]);
-            assert_eq!(expired(&b, &images), [0, 1], "{list} example B");
-        }
-    }
-
-    /// "Filtering on all images", Example B: a lower rule counts what higher rules
-    /// identified, and expires only what they did not.
-    #[test]
-    fn lower_rules_count_but_cannot_expire_claimed_images() {
-        let images = [
-            img("A", &["alpha-1", "beta-1"], 4 * DAY),
-            img("B", &[], 3 * DAY),
-            img("C", &["alpha-2"], 2 * DAY),
-            img("D", &["5f3c2ab"], DAY),
-            img("E", &[], DAY - 1),
-        ];
-        let policy = doc(&[
-            rule(
-                1,
-                r#"{"tagStatus":"tagged","tagPatternList":["alpha*"],"countType":"imageCountMoreThan","countNumber":1}"#,
-                EXPIRE,
-            ),
-            rule(
-                2,
-                r#"{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":1}"#,
-                EXPIRE,
-            ),
-            rule(
-                3,
-                r#"{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":1}"#,
-                EXPIRE,
-            ),
-        ]);
-        assert_eq!(expired(&policy, &images), [0, 1, 3]);
-        let p = LifecyclePolicy::parse(&policy).unwrap();
-        let (outcomes, tallies) = p.evaluate(&images, now());
-        assert_eq!(
-            tallies
-                .iter()
-                .map(|t| (t.identified, t.marked))
-                .collect::<Vec<_>>(),
-            [(2, 1), (2, 1), (5, 1)]
-        );
-        assert!(
-            matches!(&outcomes[4], Outcome::Spared { rule: 1, reason } if reason.contains("≤ 1d"))
-        );
-    }
-
-    #[test]
-    fn since_image_pulled_ages_never_pulled_images_from_their_push() {
-        let mut pulled_long_ago = img("old-pull", &["v1"], 200 * DAY);
-        pulled_long_ago.last_pulled_at = Some(now() - Duration::days(100));
-        let mut pulled_lately = img("new-pull", &["v2"], 200 * DAY);
-        pulled_lately.last_pulled_at = Some(now() - Duration::days(10));
-        let images = [
-            pulled_long_ago,
-            pulled_lately,
-            img("never-old", &["v3"], 91 * DAY),
-            img("never-young", &["v4"], 89 * DAY),
-        ];
-        let p = LifecyclePolicy::parse(&doc(&[rule(
-            1,
-            r#"{"tagStatus":"any","countType":"sinceImagePulled","countUnit":"days","countNumber":90}"#,
-            r#"{"type":"transition","targetStorageClass":"archive"}"#,
-        )]))
-        .unwrap();
-        let (outcomes, _) = p.evaluate(&images, now());
-        let archived: Vec<bool> = outcomes
-            .iter()
-            .map(|o| matches!(o, Outcome::Archive { .. }))
-            .collect();
-        assert_eq!(archived, [true, false, true, false]);
-        assert!(
-            matches!(&outcomes[2], Outcome::Archive { reason, .. } if reason.starts_with("never pulled, pushed 91d ago"))
-        );
-    }
-
-    #[test]
-    fn archive_rules_identify_nothing_in_standard_storage() {
-        let p = LifecyclePolicy::parse(&doc(&[rule(
-            1,
-            r#"{"tagStatus":"any","storageClass":"archive","countType":"sinceImageTransitioned","countUnit":"days","countNumber":365}"#,
-            EXPIRE,
-        )]))
-        .unwrap();
-        let (outcomes, tallies) = p.evaluate(&[img("a", &[], 1000 * DAY)], now());
-        assert_eq!(outcomes, [Outcome::Unselected]);
-        assert_eq!(tallies[0].identified, 0);
-    }
-
-    #[test]
-    fn validation_refuses_what_ecr_refuses_and_names_the_rule() {
-        let count = r#""countType":"imageCountMoreThan","countNumber":1"#;
-        let cases: Vec<(String, &str)> = vec![
-            (
-                doc(&[rule(1, &format!(r#"{{"tagStatus":"any",{count}}}"#), EXPIRE), rule(1, &format!(r#"{{"tagStatus":"untagged",{count}}}"#), EXPIRE)]),
-                "rules[1].rulePriority: 1 is used by an earlier rule",
-            ),
-            (
-                doc(&[rule(1, &format!(r#"{{"tagStatus":"any",{count}}}"#), EXPIRE), rule(2, &format!(r#"{{"tagStatus":"untagged",{count}}}"#), EXPIRE)]),
-                "rule ecr:1 (rulePriority 1): tagStatus any must be on the rule with the highest rulePriority",
-            ),
-            (
-                doc(&[rule(3, &format!(r#"{{"tagStatus":"tagged",{count}}}"#), EXPIRE)]),
-                "rules[0] (rulePriority 3).selection: tagStatus tagged needs a tagPrefixList or a tagPatternList",
-            ),
-            (
-                doc(&[rule(3, &format!(r#"{{"tagStatus":"untagged","tagPrefixList":["a"],{count}}}"#), EXPIRE)]),
-                "rules[0] (rulePriority 3).selection: tagPrefixList and tagPatternList are only for tagStatus tagged, not untagged",
-            ),
-            (
-                doc(&[rule(3, &format!(r#"{{"tagStatus":"tagged","tagPrefixList":["a"],"tagPatternList":["a*"],{count}}}"#), EXPIRE)]),
-                "rules[0] (rulePriority 3).selection: a rule may have a tagPrefixList or a tagPatternList, not both",
-            ),
-            (
-                doc(&[rule(4, &format!(r#"{{"tagStatus":"tagged","tagPatternList":["ok*","test*1*2*3*4*5*6"],{count}}}"#), EXPIRE)]),
-                "rules[0] (rulePriority 4).selection.tagPatternList[1]: \"test*1*2*3*4*5*6\" has 6 wildcards; ECR allows at most 4",
-            ),
-            (
-                doc(&[rule(5, r#"{"tagStatus":"any","countType":"imageCountMoreThan","countUnit":"days","countNumber":1}"#, EXPIRE)]),
-                "rules[0] (rulePriority 5).selection.countUnit: only with countType sinceImagePushed",
-            ),
-            (
-                doc(&[rule(5, r#"{"tagStatus":"any","countType":"sinceImagePushed","countNumber":1}"#, EXPIRE)]),
-                "rules[0] (rulePriority 5).selection.countUnit: missing",
-            ),
-            (
-                doc(&[rule(5, r#"{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"hours","countNumber":1}"#, EXPIRE)]),
-                "rules[0] (rulePriority 5).selection.countUnit: \"hours\" is not days",
-            ),
-            (
-                doc(&[rule(6, r#"{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":0}"#, EXPIRE)]),
-                "rules[0] (rulePriority 6).selection.countNumber: 0 is not a positive integer",
-            ),
-            (
-                doc(&[rule(7, r#"{"tagStatus":"any","countType":"sinceImagePulled","countUnit":"days","countNumber":9}"#, EXPIRE)]),
-                "rules[0] (rulePriority 7).action.type: ECR allows countType sinceImagePulled only with action transition",
-            ),
-            (
-                doc(&[rule(7, &format!(r#"{{"tagStatus":"any",{count}}}"#), r#"{"type":"transition"}"#)]),
-                "rules[0] (rulePriority 7).action.targetStorageClass: missing",
-            ),
-            (
-                doc(&[rule(7, &format!(r#"{{"tagStatus":"any",{count}}}"#), r#"{"type":"delete"}"#)]),
-                "rules[0] (rulePriority 7).action.type: \"delete\" is not expire or transition",
-            ),
-            (
-                doc(&[rule(8, r#"{"tagStatus":"any","countType":"sinceImageTransitioned","countUnit":"days","countNumber":9}"#, EXPIRE)]),
-                "rules[0] (rulePriority 8).selection.storageClass: countType sinceImageTransitioned needs storageClass archive",
-            ),
-            (
-                doc(&[rule(1, &format!(r#"{{"tagStatus":"untagged",{count}}}"#), EXPIRE), rule(2, r#"{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":3}"#, EXPIRE)]),
-                "rule ecr:2 (rulePriority 2): only one rule may select untagged images, and rulePriority 1 already does",
-            ),
-            (
-                doc(&[rule(1, &format!(r#"{{"tagStatus":"tagged","tagPrefixList":["a","b"],{count}}}"#), EXPIRE), rule(2, &format!(r#"{{"tagStatus":"tagged","tagPrefixList":["b","a"],{count}}}"#), EXPIRE)]),
-                "rule ecr:2 (rulePriority 2): rulePriority 1 has the same tagPrefixList",
-            ),
-            (
-                doc(&[rule(1, &format!(r#"{{"tagStatus":"any",{count},"tagFilter":1}}"#), EXPIRE)]),
-                "rules[0]: unknown field `tagFilter`",
-            ),
-            (r#"{"rules":[]}"#.to_string(), "rules: a lifecycle policy needs at least one rule"),
-        ];
-        for (text, expected) in cases {
-            let e = LifecyclePolicy::parse(&text).unwrap_err().to_string();
-            assert!(e.starts_with(expected), "expected {expected:?}, got {e:?}");
-        }
-        // Two `any` rules are fine in different storage classes (AWS's archive example).
-        LifecyclePolicy::parse(&doc(&[
-            rule(1, r#"{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":30}"#, r#"{"type":"transition","targetStorageClass":"archive"}"#),
-            rule(2, r#"{"tagStatus":"any","storageClass":"archive","countType":"sinceImageTransitioned","countUnit":"days","countNumber":365}"#, EXPIRE),
-        ]))
-        .unwrap();
-    }
-
-    #[test]
-    fn documents_are_told_by_their_shape() {
-        let ecr = serde_json::json!({"rules": [{"rulePriority": 1}]});
-        assert!(lifecycle_document(&ecr).is_some());
-        let ours = serde_json::json!({"repositories": ["*"], "rules": [{"rulePriority": 1}]});
-        assert!(lifecycle_document(&ours).is_none());
-        let native = serde_json::json!({"rules": [{"name": "x"}]});
-        assert!(lifecycle_document(&native).is_none());
-        let cli = serde_json::json!({"registryId": "1", "repositoryName": "app",
-            "lifecyclePolicyText": "{\"rules\":[{\"rulePriority\":1}]}"});
-        assert_eq!(
-            lifecycle_document(&cli).unwrap().unwrap(),
-            serde_json::json!({"rules": [{"rulePriority": 1}]})
-        );
-    }
-}
+mod tests;
