@@ -22,7 +22,10 @@ pub mod glob;
 pub mod lambda;
 pub mod metrics;
 pub mod oci;
+pub mod reconcile;
 pub mod registry;
+// The demo's sample images: the CLI and the tests use them, the Lambda bootstraps do not.
+#[cfg(any(feature = "cli", feature = "test-util"))]
 pub mod sample;
 pub mod settings;
 pub mod soci;

@@ -76,7 +76,8 @@ pub mod names {
     pub const BYTES_RECLAIMED: &str = "BytesReclaimed";
     /// BuildKit S3 cache objects deleted (janitor).
     pub const S3_OBJECTS_SWEPT: &str = "S3ObjectsSwept";
-    /// Runs that deleted nothing because the images in use could not be listed (janitor).
+    /// Runs that deleted nothing because the images in use could not be listed, or that
+    /// the invocation deadline stopped before they were done (janitor).
     pub const RUNS_BLOCKED: &str = "RunsBlocked";
     /// Janitor runs that ended in an error (janitor).
     pub const RUNS_FAILED: &str = "RunsFailed";
@@ -115,8 +116,8 @@ fn per_repository(name: &'static str, repository: &str, value: u64) {
 }
 
 /// An event or image skipped, with its code (from a fixed set: never free text).
-pub fn skipped(reason_code: &'static str) {
-    counter!(IMAGES_SKIPPED, DIM_REASON => reason_code).increment(1);
+pub fn skipped(reason_code: &str) {
+    counter!(IMAGES_SKIPPED, DIM_REASON => reason_code.to_string()).increment(1);
 }
 
 /// Indexing or stitching an image of `repository` failed: the repository could not be
@@ -137,7 +138,7 @@ pub fn run_failed() {
 
 /// What the indexer did with an image of `repository`.
 pub fn soci_outcome(repository: &str, outcome: &SociOutcome) {
-    if let Some(code) = outcome.skip_code {
+    if let Some(code) = &outcome.skip_code {
         return skipped(code);
     }
     let layers = outcome.platforms.iter().flat_map(|p| &p.layers);
@@ -188,7 +189,7 @@ pub fn cleanup_report(report: &Report) {
     }
     let swept = report.s3_caches.iter().map(|c| c.deleted.len() as u64);
     counter!(S3_OBJECTS_SWEPT).increment(swept.sum());
-    if report.blocked.is_some() {
+    if report.blocked.is_some() || report.stopped_by_deadline {
         counter!(RUNS_BLOCKED).increment(1);
     }
 }
@@ -337,7 +338,7 @@ mod tests {
             repository: "r".into(),
             source: "sha256:00".into(),
             skipped: skip_code.map(|c| format!("because {c}")),
-            skip_code,
+            skip_code: skip_code.map(Into::into),
             output: None,
             tag: None,
             platforms: vec![PlatformReport {
@@ -422,6 +423,26 @@ mod tests {
                 point(IMAGES_FAILED, 1.into(), "Count"),
                 point(STITCH_WAITING, 2.into(), "Count"),
             ],
+            "{docs:?}"
+        );
+    }
+
+    #[test]
+    fn a_janitor_run_the_deadline_stopped_counts_as_blocked() {
+        let (_turn, emitter) = recorder();
+        let report: Report = serde_json::from_value(serde_json::json!({
+            "run_id": "20261207T000000Z-00000000", "trigger": "sweep", "dry_run": false,
+            "now": "2026-12-07T00:00:00Z", "started_at": "2026-12-07T00:00:00Z",
+            "finished_at": "2026-12-07T00:00:01Z", "in_use_references": 0,
+            "repositories": [], "s3_caches": [], "errors": ["ECR DescribeRepositories: deadline"],
+            "planned_deletions": 0, "deleted": 0, "failed": 0, "bytes_reclaimed": 0,
+            "stopped_by_max_deletions": false, "stopped_by_deadline": true, "s3_caches_left": []
+        }))
+        .unwrap();
+        cleanup_report(&report);
+        let docs = flushed(emitter);
+        assert!(
+            points(&docs, &[]).contains(&point(RUNS_BLOCKED, 1.into(), "Count")),
             "{docs:?}"
         );
     }

@@ -11,11 +11,10 @@ mod support;
 use afterpush::catalog::ecr::{EcrCatalog, SdkEcr};
 use afterpush::catalog::{ApiErrorKind, Catalog, CatalogError};
 use afterpush::cleanup::policy::Policy;
-use afterpush::cleanup::{
-    handle, on_push, sweep, JanitorError, JanitorEvent, JanitorSettings, RunOptions,
-};
+use afterpush::cleanup::{on_push, sweep, JanitorError, RunOptions};
 use afterpush::events::Trigger;
 use afterpush::filters::RepositoryTagFilters;
+use afterpush::lambda::janitor::{handle, JanitorEvent, JanitorSettings};
 use afterpush::oci::{media, Sha256Digest};
 use chrono::{Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -531,7 +530,7 @@ async fn on_push_prunes_superseded_caches_after_the_grace_period_only() {
     // have moved a tag off an older image). The repository is evaluated under the whole
     // policy at once; two hours on, nothing else is old enough to go.
     let mut other = detail.clone();
-    other.image_tag = Some("build-1".into());
+    other.tag = Some("build-1".into());
     other.artifact_media_type = Some(media::OCI_CONFIG.into());
     let report = on_push(&catalog, &settings.policy, &other, &opts)
         .await

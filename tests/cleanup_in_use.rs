@@ -9,9 +9,10 @@ mod support;
 
 use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::cleanup::policy::Policy;
-use afterpush::cleanup::{handle, on_push, sweep, JanitorEvent, JanitorSettings, RunOptions};
+use afterpush::cleanup::{on_push, sweep, RunOptions};
 use afterpush::events::Trigger;
 use afterpush::filters::RepositoryTagFilters;
+use afterpush::lambda::janitor::{handle, JanitorEvent, JanitorSettings};
 use afterpush::oci::{media, Sha256Digest};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;

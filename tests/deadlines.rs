@@ -10,9 +10,9 @@
 mod support;
 
 use afterpush::catalog::ecr::EcrCatalog;
-use afterpush::cleanup::{self, JanitorEvent, JanitorSettings};
 use afterpush::deadline::{Clock, Deadline};
 use afterpush::filters::RepositoryTagFilters;
+use afterpush::lambda::janitor::{self, JanitorEvent, JanitorSettings};
 use afterpush::registry::distribution::{DistributionRepository, RegistrySettings};
 use afterpush::registry::Repository;
 use afterpush::sample::{self, SampleSpec};
@@ -159,7 +159,7 @@ async fn a_janitor_out_of_time_reports_what_it_left_and_the_next_run_continues()
         margin,
         stepping_clock(start, Duration::from_secs(100)),
     );
-    let report = cleanup::handle_within(
+    let report = janitor::handle_within(
         &catalog,
         Some(&s3),
         &settings,
@@ -215,7 +215,7 @@ async fn a_janitor_out_of_time_reports_what_it_left_and_the_next_run_continues()
     );
 
     // The next run plans again from what is there and deletes the rest.
-    let report = cleanup::handle(
+    let report = janitor::handle(
         &catalog,
         Some(&s3),
         &settings,

@@ -11,6 +11,7 @@
 
 mod support;
 
+use afterpush::lambda::{IndexerOutput, JanitorOutput};
 use afterpush::oci::Sha256Digest;
 use afterpush::registry::Repository;
 use afterpush::sample::{self, ManifestFormat, SampleSpec};
@@ -248,6 +249,47 @@ fn invoke_on_layout(function: &str, layout: &Path, event: &Path) -> Invocation {
     }
 }
 
+#[test]
+fn an_event_larger_than_a_lambda_payload_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("huge.json");
+    // Sparse: 100 MB that take no disk.
+    std::fs::File::create(&event)
+        .unwrap()
+        .set_len(100 * 1024 * 1024)
+        .unwrap();
+    let out = invoke_on_layout("soci-indexer", dir.path(), &event);
+    assert!(!out.success, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("larger than 6291456 bytes"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("own-output.json");
+    let mut payload = read_event("push-image-tag.json");
+    payload["detail"]["image-tag"] = "1.2.3-soci".into();
+    std::fs::write(&event, payload.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_afterpush"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .args(["invoke", "soci-indexer", "--layout"])
+        .arg(dir.path())
+        .arg("--event")
+        .arg(&event)
+        .output()
+        .expect("run afterpush");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("skipped"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
 #[tokio::test]
 async fn the_layout_flag_stands_for_every_repository_the_event_names() {
     use afterpush::registry::layout::LayoutRepository;
@@ -276,36 +318,42 @@ async fn the_layout_flag_stands_for_every_repository_the_event_names() {
         path
     };
 
-    let out = invoke_on_layout(
+    let out: IndexerOutput = invoke_on_layout(
         "soci-indexer",
         &layout,
         &rewrite("push-image-tag.json", &image.manifest.digest),
     )
-    .json();
-    assert_eq!(out["outcome"]["tag"], "1.2.3-soci", "{out}");
+    .output();
+    let outcome = out.outcome.expect("the indexer worked on the push");
+    assert_eq!(outcome.tag.as_deref(), Some("1.2.3-soci"), "{outcome:?}");
     let repo = LayoutRepository::open(&layout).unwrap();
     assert_eq!(
-        out["outcome"]["output"],
-        repo.resolve("1.2.3-soci").await.unwrap().digest.to_string(),
-        "{out}"
+        outcome.output,
+        Some(repo.resolve("1.2.3-soci").await.unwrap().digest.to_string()),
     );
 
     // The janitor sees the layout's images under the event's repository name.
-    let out = invoke_on_layout(
+    let out: JanitorOutput = invoke_on_layout(
         "cache-janitor",
         &layout,
         &rewrite("push-cache-main.json", &cache.manifest.digest),
     )
-    .json();
-    let report = &out["report"];
-    assert_eq!(report["trigger"], "push app:cache-main", "{out}");
-    assert_eq!(report["repositories"][0]["repository"], "app", "{out}");
-    let images = report["repositories"][0]["images"].as_u64().unwrap();
+    .output();
+    let report = out.report.expect("the janitor ran on the push");
+    assert_eq!(
+        report.trigger,
+        "push app:cache-main",
+        "{}",
+        report.to_json()
+    );
+    assert_eq!(report.repositories[0].repository, "app");
+    let images = report.repositories[0].images;
     // At least the image, the SOCI-enabled index and the cache: the layout answers for
     // the event's repository `app`, whatever its directory is called.
     assert!(
         images >= 3,
-        "the janitor saw {images} images in the layout: {out}"
+        "the janitor saw {images} images in the layout: {}",
+        report.to_json()
     );
     let mut tags = repo.list_tags().await.unwrap();
     tags.sort();

@@ -8,11 +8,11 @@ use super::planner::{ImageDecision, Plan, RuleCount};
 use crate::catalog::{Catalog, DeleteFailure, DELETE_BATCH};
 use crate::deadline::Deadline;
 use crate::oci::Sha256Digest;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 
 /// What happened in one repository.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepositoryReport {
     /// The repository's name.
     pub repository: String,

@@ -14,14 +14,14 @@ use super::policy::S3CachePolicy;
 use crate::catalog::s3cache::{CacheObject, ObjectFailure, S3Cache};
 use crate::catalog::CatalogError;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 const MANIFESTS: &str = "manifests/";
 const BLOBS: &str = "blobs/";
 
 /// The decisions for one S3 cache.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct S3GcPlan {
     /// The cache's `s3://bucket/prefix/`.
     pub uri: String,
@@ -40,7 +40,7 @@ pub struct S3GcPlan {
 }
 
 /// What happened to one S3 cache.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct S3CacheReport {
     /// True when nothing was deleted on purpose.
     pub dry_run: bool,

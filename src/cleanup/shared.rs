@@ -12,7 +12,7 @@ use crate::catalog::repository_policy::{
 };
 use crate::catalog::{Catalog, ImageRecord};
 use crate::oci::ArtifactKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::planner::InUseMap;
 
@@ -34,7 +34,7 @@ impl AcceptUncovered {
 }
 
 /// Which policy grants the pull.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GrantedBy {
     /// The repository's own policy.
@@ -53,7 +53,7 @@ impl std::fmt::Display for GrantedBy {
 }
 
 /// Whether the janitor sees a consumer's workloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Coverage {
     /// A consumer account the in-use listing covers.
@@ -65,7 +65,7 @@ pub enum Coverage {
 }
 
 /// One principal, other than the registry's account, that may pull a repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consumer {
     /// Who (`account 222222222222`, `organization o-abc123`, `anyone (Principal "*")`).
     pub principal: String,
@@ -76,7 +76,7 @@ pub struct Consumer {
 }
 
 /// A repository other principals may pull, and what the janitor makes of each.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedRepository {
     /// The repository.
     pub repository: String,

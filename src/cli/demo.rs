@@ -12,16 +12,19 @@
 use crate::catalog::layout::LayoutCatalog;
 use crate::cleanup::policy::Policy;
 use crate::cleanup::render::decisions_table;
-use crate::cleanup::{self, JanitorSettings, RunOptions};
+use crate::cleanup::{self, RunOptions};
 use crate::filters::RepositoryTagFilters;
 use crate::format;
-use crate::lambda::{CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer};
+use crate::lambda::{
+    CacheJanitor, DecisionRecord, FunctionName, IndexerOutput, Invocation, JanitorOutput,
+    JanitorSettings, ManifestStitcher, PushOutput, Repositories, SociIndexer, StitcherOutput,
+};
 use crate::oci::{is_attestation_descriptor, ManifestSummary, Sha256Digest};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::Repository;
 use crate::sample::{self, SamplePlatform, SampleSpec};
-use crate::soci::{CachedLayer, SociSettings, ZtocCache};
-use crate::stitch::StitchSettings;
+use crate::soci::{CachedLayer, SociOutcome, SociSettings, ZtocCache};
+use crate::stitch::{StitchOutcome, StitchSettings, StitchedIndex};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -193,164 +196,169 @@ fn scheduled_event() -> Value {
     })
 }
 
+/// What one handler returned.
+enum Handled {
+    Indexer(IndexerOutput),
+    Stitcher(StitcherOutput),
+    Janitor(JanitorOutput),
+}
+
 /// `skipped (code): reason` when the handler's result is a skip decision.
-fn skip_line(result: &Value) -> Option<String> {
-    let d = &result["decision"];
-    (d["decision"] == "skip").then(|| {
-        format!(
-            "skipped ({}): {}",
-            d["code"].as_str().unwrap_or("?"),
-            d["reason"].as_str().unwrap_or("?")
-        )
-    })
+fn skip_line(decision: Option<&DecisionRecord>) -> Option<String> {
+    decision
+        .and_then(DecisionRecord::skip)
+        .map(|(code, reason)| format!("skipped ({code}): {reason}"))
 }
 
-fn text(v: &Value) -> &str {
-    v.as_str().unwrap_or("?")
+fn describe(handled: &Handled) -> String {
+    match handled {
+        Handled::Indexer(o) => describe_soci(o),
+        Handled::Stitcher(o) => describe_stitch(o),
+        Handled::Janitor(o) => describe_janitor(o),
+    }
 }
 
-fn describe_soci(result: &Value) -> String {
-    if let Some(line) = skip_line(result) {
+fn describe_soci(result: &IndexerOutput) -> String {
+    if let Some(line) = skip_line(Some(&result.decision)) {
         return line;
     }
-    let outcome = &result["outcome"];
-    if let Some(why) = outcome["skipped"].as_str() {
+    let Some(outcome) = &result.outcome else {
+        return "no outcome".into();
+    };
+    if let Some(why) = &outcome.skipped {
         return format!("nothing to do: {why}");
     }
-    let platforms: Vec<String> = outcome["platforms"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let platforms: Vec<String> = outcome
+        .platforms
+        .iter()
         .map(|p| {
             format!(
                 "{}: {} ({} from cache), {} below MIN_LAYER_SIZE",
-                text(&p["platform"]),
-                format::count(p["ztocs"].as_u64().unwrap_or(0), "zTOC", "zTOCs"),
-                p["ztocs_from_cache"].as_u64().unwrap_or(0),
-                format::count(p["layers_skipped"].as_u64().unwrap_or(0), "layer", "layers"),
+                p.platform,
+                format::count(p.ztocs as u64, "zTOC", "zTOCs"),
+                p.ztocs_from_cache,
+                format::count(p.layers_skipped as u64, "layer", "layers"),
             )
         })
         .collect();
     format!(
         "built SOCI index v2 {} -> {REPOSITORY}:{} ({}; read {})",
-        format::short_digest(text(&outcome["output"])),
-        outcome["tag"].as_str().unwrap_or("(untagged)"),
+        format::short_digest(outcome.output.as_deref().unwrap_or("?")),
+        outcome.tag.as_deref().unwrap_or("(untagged)"),
         platforms.join("; "),
-        format::bytes(outcome["bytes_read"].as_u64().unwrap_or(0)),
+        format::bytes(outcome.bytes_read),
     )
 }
 
-fn describe_stitch(result: &Value) -> String {
-    if let Some(line) = skip_line(result) {
+fn describe_stitch(result: &StitcherOutput) -> String {
+    if let Some(line) = skip_line(Some(&result.decision)) {
         return line;
     }
-    let o = &result["outcome"];
-    let list = |v: &Value| {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(text)
-            .collect::<Vec<_>>()
-            .join(", ")
+    let Some(o) = &result.outcome else {
+        return "no outcome".into();
     };
-    match o["outcome"].as_str() {
-        Some("ignored") => format!("ignored: {} {}", text(&o["tag"]), text(&o["reason"])),
-        Some("incomplete") => format!(
-            "waiting: {REPOSITORY}:{} still needs {} (has {})",
-            text(&o["target"]),
-            list(&o["missing"]),
-            list(&o["present"])
+    let indexed = |verb: &str, target: &str, index: &StitchedIndex| {
+        format!(
+            "{verb} {REPOSITORY}:{target} = index {} of {}",
+            format::short_digest(&index.digest.to_string()),
+            index.platforms.join(", ")
+        )
+    };
+    match o {
+        StitchOutcome::Ignored { tag, reason } => format!("ignored: {tag} {reason}"),
+        StitchOutcome::Incomplete {
+            target,
+            present,
+            missing,
+        } => format!(
+            "waiting: {REPOSITORY}:{target} still needs {} (has {})",
+            missing.join(", "),
+            present.join(", ")
         ),
-        Some(verb @ ("written" | "unchanged" | "would-write")) => format!(
-            "{} {REPOSITORY}:{} = index {} of {}",
-            if verb == "written" { "stitched" } else { verb },
-            text(&o["target"]),
-            format::short_digest(text(&o["index"]["digest"])),
-            list(&o["index"]["platforms"])
-        ),
-        _ => format!("outcome {o}"),
+        StitchOutcome::Written { target, index } => indexed("stitched", target, index),
+        StitchOutcome::Unchanged { target, index } => indexed("unchanged", target, index),
+        StitchOutcome::WouldWrite { target, index } => indexed("would-write", target, index),
     }
 }
 
-fn describe_janitor(result: &Value) -> String {
-    if let Some(line) = skip_line(result) {
+fn describe_janitor(result: &JanitorOutput) -> String {
+    if let Some(line) = skip_line(result.decision.as_ref()) {
         return line;
     }
-    let report = &result["report"];
-    if let Some(why) = report["ignored"].as_str() {
+    let Some(report) = &result.report else {
+        return "no report".into();
+    };
+    if let Some(why) = &report.ignored {
         return format!("ignored: {why}");
     }
-    let repositories: Vec<String> = report["repositories"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let repositories: Vec<String> = report
+        .repositories
+        .iter()
         .map(|r| {
-            let planned: Vec<String> = r["planned"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let planned: Vec<String> = r
+                .planned
+                .iter()
                 .map(|d| {
-                    let tags = d["tags"]
-                        .as_array()
-                        .map(|t| t.iter().map(text).collect::<Vec<_>>().join(","))
-                        .filter(|t| !t.is_empty())
-                        .unwrap_or_else(|| "untagged".into());
-                    format!("{} ({tags})", format::short_digest(text(&d["digest"])))
+                    let tags = if d.tags.is_empty() {
+                        "untagged".to_string()
+                    } else {
+                        d.tags.join(",")
+                    };
+                    format!("{} ({tags})", format::short_digest(&d.digest.to_string()))
                 })
                 .collect();
             format!(
                 "{}: {}, {} planned for deletion{}, {} kept",
-                text(&r["repository"]),
-                format::count(r["images"].as_u64().unwrap_or(0), "image", "images"),
+                r.repository,
+                format::count(r.images as u64, "image", "images"),
                 planned.len(),
                 if planned.is_empty() {
                     String::new()
                 } else {
                     format!(" [{}]", planned.join(" "))
                 },
-                r["kept"].as_u64().unwrap_or(0)
+                r.kept
             )
         })
         .collect();
     format!(
         "{} ({}): {}; deleted {}",
-        text(&report["trigger"]),
-        if report["dry_run"] == true {
-            "DRY_RUN"
-        } else {
-            "live"
-        },
+        report.trigger,
+        if report.dry_run { "DRY_RUN" } else { "live" },
         repositories.join("; "),
-        report["deleted"].as_u64().unwrap_or(0)
+        report.deleted
     )
 }
 
 /// The manifests a handler pushed, in push order, from its result.
-fn pushes_of(function: &str, result: &Value) -> Vec<(String, Option<String>)> {
-    let o = &result["outcome"];
+fn pushes_of(handled: &Handled) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
-    match function {
+    match handled {
         // create_soci pushes the SOCI index manifests, the rewritten image manifests,
         // then the tagged index; an idempotent skip pushes nothing.
-        "soci-indexer" if o["skipped"].is_null() => {
-            let platforms = o["platforms"].as_array().cloned().unwrap_or_default();
-            for field in ["soci_index", "rewritten_manifest"] {
-                out.extend(
-                    platforms
-                        .iter()
-                        .filter_map(|p| p[field].as_str())
-                        .map(|d| (d.to_string(), None)),
-                );
-            }
-            if let Some(index) = o["output"].as_str() {
-                out.push((index.to_string(), o["tag"].as_str().map(str::to_string)));
+        Handled::Indexer(PushOutput {
+            outcome: Some(o), ..
+        }) if o.skipped.is_none() => {
+            out.extend(
+                o.platforms
+                    .iter()
+                    .filter_map(|p| p.soci_index.clone())
+                    .map(|d| (d, None)),
+            );
+            out.extend(
+                o.platforms
+                    .iter()
+                    .filter_map(|p| p.rewritten_manifest.clone())
+                    .map(|d| (d, None)),
+            );
+            if let Some(index) = &o.output {
+                out.push((index.clone(), o.tag.clone()));
             }
         }
-        "manifest-stitcher" if o["outcome"] == "written" => {
-            if let Some(index) = o["index"]["digest"].as_str() {
-                out.push((index.to_string(), o["target"].as_str().map(str::to_string)));
-            }
-        }
+        Handled::Stitcher(PushOutput {
+            outcome: Some(StitchOutcome::Written { target, index }),
+            ..
+        }) => out.push((index.digest.to_string(), Some(target.clone()))),
         _ => {}
     }
     out
@@ -368,10 +376,8 @@ struct Replay<'a> {
     sequence: usize,
     failures: Vec<String>,
     /// The indexer's outcomes by output tag, for the summary.
-    soci_outputs: BTreeMap<String, Value>,
+    soci_outputs: BTreeMap<String, SociOutcome>,
 }
-
-const FUNCTIONS: [&str; 3] = ["soci-indexer", "manifest-stitcher", "cache-janitor"];
 
 impl Replay<'_> {
     /// Replays the event of CI's push of `digest` as `tag`, then every event the
@@ -405,52 +411,52 @@ impl Replay<'_> {
                     .map(|f| format!(", pushed by {f}"))
                     .unwrap_or_default()
             ));
-            for function in FUNCTIONS {
+            for function in FunctionName::ALL {
                 ui.busy(format!("{function}: {label}"));
+                let invocation = Invocation::default();
                 let result = match function {
-                    "soci-indexer" => {
-                        self.indexer
-                            .handle(event.clone(), &Invocation::default())
-                            .await
-                    }
-                    "manifest-stitcher" => {
-                        self.stitcher
-                            .handle(event.clone(), &Invocation::default())
-                            .await
-                    }
-                    _ => {
-                        self.janitor
-                            .handle(event.clone(), &Invocation::default())
-                            .await
-                    }
+                    FunctionName::SociIndexer => self
+                        .indexer
+                        .handle(event.clone(), &invocation)
+                        .await
+                        .map(Handled::Indexer),
+                    FunctionName::ManifestStitcher => self
+                        .stitcher
+                        .handle(event.clone(), &invocation)
+                        .await
+                        .map(Handled::Stitcher),
+                    FunctionName::CacheJanitor => self
+                        .janitor
+                        .handle(event.clone(), &invocation)
+                        .await
+                        .map(Handled::Janitor),
                 };
                 let line = match &result {
-                    Ok(v) => match function {
-                        "soci-indexer" => describe_soci(v),
-                        "manifest-stitcher" => describe_stitch(v),
-                        _ => describe_janitor(v),
-                    },
+                    Ok(handled) => describe(handled),
                     Err(e) => {
                         self.failures.push(format!("{function} on {label}: {e}"));
                         format!("FAILED ({}): {e}", e.error_type())
                     }
                 };
-                ui.line(format!("    {function:<18} {line}"));
-                let Ok(v) = result else { continue };
-                let outcome = &v["outcome"];
-                if function == "soci-indexer" && outcome["skipped"].is_null() {
-                    if let Some(tag) = outcome["tag"].as_str() {
-                        self.soci_outputs.insert(tag.to_string(), outcome.clone());
+                ui.line(format!("    {:<18} {line}", function.binary()));
+                let Ok(handled) = result else { continue };
+                if let Handled::Indexer(PushOutput {
+                    outcome: Some(outcome),
+                    ..
+                }) = &handled
+                {
+                    if let (None, Some(tag)) = (&outcome.skipped, &outcome.tag) {
+                        self.soci_outputs.insert(tag.clone(), outcome.clone());
                     }
                 }
-                for (digest, tag) in pushes_of(function, &v) {
+                for (digest, tag) in pushes_of(&handled) {
                     if self.seen.insert((digest.clone(), tag.clone())) {
                         queue.push_back(QueuedPush {
                             digest: digest.parse().with_context(|| {
                                 format!("{function} reported digest {digest:?}")
                             })?,
                             tag,
-                            pushed_by: Some(function),
+                            pushed_by: Some(function.binary()),
                         });
                     }
                 }
@@ -659,7 +665,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             format!("FAILED ({}): {e}", e.error_type())
         }
     };
-    ui.line(format!("    {:<18} {line}", "cache-janitor"));
+    ui.line(format!(
+        "    {:<18} {line}",
+        FunctionName::CacheJanitor.binary()
+    ));
 
     // 3. What the layout holds now.
     ui.busy("reading the results back from the layout");
@@ -689,10 +698,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     ui.line("\nSOCI indexes:");
     for (tag, outcome) in &soci_outputs {
-        let output = text(&outcome["output"]);
+        let output = outcome.output.as_deref().unwrap_or("?");
         ui.line(format!("  {REPOSITORY}:{tag}  {output}"));
-        for p in outcome["platforms"].as_array().into_iter().flatten() {
-            let Some(soci) = p["soci_index"].as_str() else {
+        for p in &outcome.platforms {
+            let Some(soci) = p.soci_index.as_deref() else {
                 continue;
             };
             let soci_manifest = repo.get_manifest(soci).await?;
@@ -700,12 +709,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             let ztoc_bytes: u64 = summary.layers.iter().map(|l| l.size).sum();
             ui.line(format!(
                 "    {:<12} SOCI index {}  {} B, {} ({}), {} not indexed",
-                text(&p["platform"]),
+                p.platform,
                 format::short_digest(soci),
                 soci_manifest.bytes.len(),
                 format::count(summary.layers.len() as u64, "zTOC", "zTOCs"),
                 format::bytes(ztoc_bytes),
-                format::count(p["layers_skipped"].as_u64().unwrap_or(0), "layer", "layers"),
+                format::count(p.layers_skipped as u64, "layer", "layers"),
             ));
         }
     }
@@ -775,18 +784,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn indexer(outcome: Value) -> Handled {
+        Handled::Indexer(
+            serde_json::from_value(json!({
+                "function": "soci-indexer",
+                "decision": {"decision": "work", "repository": "app", "tag": "1.0",
+                    "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+                "outcome": outcome,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn platform(soci: &str, rewritten: &str) -> Value {
+        json!({"platform": "linux/amd64", "manifest": "sha256:00", "soci_index": soci,
+            "rewritten_manifest": rewritten, "ztocs": 1, "ztocs_from_cache": 0,
+            "layers_skipped": 1, "bytes_read": 1})
+    }
+
     #[test]
     fn soci_pushes_are_children_first_then_the_tagged_index() {
-        let result = json!({
-            "outcome": {
-                "output": "sha256:cc", "tag": "1.0-soci",
-                "platforms": [
-                    {"soci_index": "sha256:a1", "rewritten_manifest": "sha256:b1"},
-                    {"soci_index": "sha256:a2", "rewritten_manifest": "sha256:b2"},
-                ],
-            }
-        });
-        let pushes = pushes_of("soci-indexer", &result);
+        let result = indexer(json!({
+            "repository": "app", "source": "sha256:00", "bytes_read": 2, "seconds": 0.1,
+            "output": "sha256:cc", "tag": "1.0-soci",
+            "platforms": [platform("sha256:a1", "sha256:b1"), platform("sha256:a2", "sha256:b2")],
+        }));
+        let pushes = pushes_of(&result);
         let digests: Vec<&str> = pushes.iter().map(|(d, _)| d.as_str()).collect();
         assert_eq!(
             digests,
@@ -801,21 +824,33 @@ mod tests {
         assert_eq!(pushes[4].1.as_deref(), Some("1.0-soci"));
         assert!(pushes[..4].iter().all(|(_, t)| t.is_none()));
         // An idempotent skip pushes nothing.
-        let skipped =
-            json!({"outcome": {"skipped": "already", "output": "sha256:cc", "tag": "1.0-soci"}});
-        assert!(pushes_of("soci-indexer", &skipped).is_empty());
+        let skipped = indexer(json!({
+            "repository": "app", "source": "sha256:00", "bytes_read": 0, "seconds": 0.1,
+            "skipped": "already", "skip_code": "already-indexed", "output": "sha256:cc",
+            "tag": "1.0-soci", "platforms": [],
+        }));
+        assert!(pushes_of(&skipped).is_empty());
     }
 
     #[test]
     fn only_a_written_stitch_is_a_push() {
-        let written = json!({"outcome": {"outcome": "written", "target": "1.0", "index": {"digest": "sha256:dd"}}});
+        const DIGEST: &str =
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+        let stitched = |outcome: &str| {
+            serde_json::from_value::<StitcherOutput>(json!({
+                "function": "manifest-stitcher",
+                "decision": {"decision": "work", "repository": "app", "tag": "1.0-arm64", "digest": DIGEST},
+                "outcome": {"outcome": outcome, "target": "1.0", "index": {
+                    "media_type": "application/vnd.oci.image.index.v1+json", "digest": DIGEST,
+                    "platforms": ["linux/amd64"], "attestations": 0}},
+            }))
+            .unwrap()
+        };
         assert_eq!(
-            pushes_of("manifest-stitcher", &written),
-            [("sha256:dd".to_string(), Some("1.0".to_string()))]
+            pushes_of(&Handled::Stitcher(stitched("written"))),
+            [(DIGEST.to_string(), Some("1.0".to_string()))]
         );
-        let unchanged = json!({"outcome": {"outcome": "unchanged", "target": "1.0", "index": {"digest": "sha256:dd"}}});
-        assert!(pushes_of("manifest-stitcher", &unchanged).is_empty());
-        assert!(pushes_of("cache-janitor", &written).is_empty());
+        assert!(pushes_of(&Handled::Stitcher(stitched("unchanged"))).is_empty());
     }
 
     #[test]

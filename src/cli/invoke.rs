@@ -2,21 +2,15 @@
 //! event file (the same events `sam local invoke -e` takes), against whatever registry
 //! and AWS endpoints the environment points to, or an OCI layout with `--layout`.
 
-use crate::lambda::{CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer};
-use anyhow::Context;
-use clap::{Args, ValueEnum};
-use std::path::PathBuf;
-
-/// The Lambda function whose handler `afterpush invoke` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FunctionName {
-    /// Builds SOCI indexes for a pushed image.
+use crate::lambda::{
+    CacheJanitor, FunctionName, HandlerError, Invocation, ManifestStitcher, Repositories,
     SociIndexer,
-    /// Stitches per-arch tags into a multi-arch tag.
-    ManifestStitcher,
-    /// Cleans up BuildKit caches and old images.
-    CacheJanitor,
-}
+};
+use anyhow::Context;
+use clap::builder::PossibleValue;
+use clap::{Args, ValueEnum};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// `afterpush invoke`: a function, its event, and where its repositories are.
 #[derive(Debug, Args)]
@@ -35,40 +29,78 @@ pub struct InvokeArgs {
 
 /// Runs the function's handler on the event and prints its JSON result.
 pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
-    let payload: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&args.event).with_context(|| format!("reading {}", args.event.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", args.event.display()))?;
+    // Read as the functions read it: an object with a key twice is refused.
+    let payload: serde_json::Value = crate::strict_json::from_slice(&read_event(&args.event)?)
+        .with_context(|| format!("{} is not JSON", args.event.display()))?;
     let repositories = match args.layout {
         Some(dir) => Repositories::Layout(dir),
         None => Repositories::from_env()?,
     };
     // The CLI has no deadline: work runs to its end.
     let no_deadline = Invocation::default();
-    let result = match args.function {
-        FunctionName::SociIndexer => {
+    match args.function {
+        FunctionName::SociIndexer => print(
             SociIndexer::with_repositories(repositories)
                 .await?
                 .handle(payload, &no_deadline)
-                .await
-        }
-        FunctionName::ManifestStitcher => {
+                .await,
+        ),
+        FunctionName::ManifestStitcher => print(
             ManifestStitcher::with_repositories(repositories)?
                 .handle(payload, &no_deadline)
-                .await
-        }
-        FunctionName::CacheJanitor => {
+                .await,
+        ),
+        FunctionName::CacheJanitor => print(
             CacheJanitor::with_repositories(repositories)
                 .await?
                 .handle(payload, &no_deadline)
-                .await
-        }
-    };
+                .await,
+        ),
+    }
+}
+
+/// The largest event Lambda passes to a function: the 6 MB (6,291,456 bytes) payload
+/// quota of synchronous invocations (asynchronous ones allow less).
+pub const MAX_EVENT_BYTES: u64 = 6 * 1024 * 1024;
+
+/// Reads an event file of at most [`MAX_EVENT_BYTES`], without reading further.
+fn read_event(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_EVENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > MAX_EVENT_BYTES {
+        anyhow::bail!(
+            "{} is larger than {MAX_EVENT_BYTES} bytes, Lambda's largest invocation payload",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Prints a handler's output as pretty JSON, or fails with its error and error type.
+fn print<O: serde::Serialize>(result: Result<O, HandlerError>) -> anyhow::Result<()> {
     match result {
-        Ok(outcome) => {
-            println!("{}", serde_json::to_string_pretty(&outcome)?);
+        Ok(output) => {
+            println!("{}", serde_json::to_string_pretty(&output)?);
             Ok(())
         }
         Err(e) => Err(anyhow::anyhow!("{} ({})", e, e.error_type())),
+    }
+}
+
+/// `afterpush invoke <FUNCTION>`: the functions by their binary names.
+impl ValueEnum for FunctionName {
+    fn value_variants<'a>() -> &'a [Self] {
+        &FunctionName::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.binary()).help(match self {
+            FunctionName::SociIndexer => "Builds SOCI indexes for a pushed image",
+            FunctionName::ManifestStitcher => "Stitches per-arch tags into a multi-arch tag",
+            FunctionName::CacheJanitor => "Cleans up BuildKit caches and old images",
+        }))
     }
 }

@@ -4,6 +4,7 @@ pub mod cleanup;
 pub mod copy;
 pub mod demo;
 pub mod invoke;
+pub mod reconcile;
 pub mod soci;
 pub mod stitch;
 
@@ -44,6 +45,9 @@ pub enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Run a Lambda function's handler in-process on an event file.
     Invoke(invoke::InvokeArgs),
+    /// Find the SOCI indexes and stitched tags the current settings call for in existing
+    /// repositories; print the plan (dry run), or do the work with --apply.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Parses the command line, sets up logging (stderr; `RUST_LOG`, else warnings), runs
@@ -85,5 +89,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stitch(args) => stitch::run(args).await,
         Command::Cleanup(args) => cleanup::run(args).await,
         Command::Invoke(args) => invoke::run(args).await,
+        Command::Reconcile(args) => reconcile::run(args).await,
     }
 }

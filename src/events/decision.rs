@@ -1,5 +1,8 @@
 //! Whether an event is work for a function, decided from the event alone (cheap: no
-//! registry call), plus [`is_our_soci_output`] for the checks that need the manifest.
+//! registry call). What is SOCI output is the SOCI module's knowledge
+//! ([`crate::soci::is_soci_index_type`], and [`crate::soci::is_our_soci_output`] for the
+//! checks that need the manifest); what is a per-arch tag the stitcher's
+//! ([`crate::stitch::PerArchTag`]).
 //!
 //! Every PutImage afterpush does raises another push event, so each function recognises
 //! what it and its siblings push and skips it: loops are impossible by construction, not
@@ -7,8 +10,9 @@
 
 use super::{EcrImageAction, ScheduledEvent, Trigger};
 use crate::filters::RepositoryTagFilters;
-use crate::oci::{annotation, media, ManifestSummary, Sha256Digest};
-use crate::stitch::ArchTagTemplate;
+use crate::oci::{media, Sha256Digest};
+use crate::soci;
+use crate::stitch::{ArchTagTemplate, PerArchTag};
 use chrono::{DateTime, Utc};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
@@ -51,18 +55,15 @@ impl PushDecision {
     /// a [`SkipReason::PerArchTag`] skip, leaving the SOCI index to the stitched tag.
     /// `None` (the default) changes nothing.
     pub fn skipping_per_arch_tags(self, template: Option<&ArchTagTemplate>) -> PushDecision {
-        match (&self, template) {
-            (PushDecision::Work { tag, .. }, Some(template))
-                if template.match_tag(tag).is_some() =>
-            {
-                PushDecision::Skip {
-                    reason: SkipReason::PerArchTag {
-                        tag: tag.clone(),
-                        template: template.as_str().to_string(),
-                    },
-                }
-            }
-            _ => self,
+        let per_arch = match (&self, template) {
+            (PushDecision::Work { tag, .. }, Some(template)) => PerArchTag::of(tag, template),
+            _ => None,
+        };
+        match per_arch {
+            Some(per_arch) => PushDecision::Skip {
+                reason: SkipReason::PerArchTag(per_arch),
+            },
+            None => self,
         }
     }
 }
@@ -133,12 +134,7 @@ pub enum SkipReason {
         tag: String,
     },
     /// A per-arch tag, left to the stitched index (`SOCI_SKIP_ARCH_TAGS`).
-    PerArchTag {
-        /// The pushed tag.
-        tag: String,
-        /// The `ARCH_TAG_TEMPLATE` it matches.
-        template: String,
-    },
+    PerArchTag(PerArchTag),
 }
 
 impl SkipReason {
@@ -152,7 +148,7 @@ impl SkipReason {
             SkipReason::OwnOutput { .. } => "own-output",
             SkipReason::NotAnImage { .. } => "not-an-image",
             SkipReason::ReferrerTag { .. } => "referrer-tag",
-            SkipReason::PerArchTag { .. } => "per-arch-tag",
+            SkipReason::PerArchTag(_) => "per-arch-tag",
         }
     }
 }
@@ -181,10 +177,7 @@ impl fmt::Display for SkipReason {
                 f,
                 "tag {tag:?} is a signature/attestation/referrers tag (sha256-<hex>...)"
             ),
-            SkipReason::PerArchTag { tag, template } => write!(
-                f,
-                "tag {tag:?} matches ARCH_TAG_TEMPLATE {template}: with SOCI_SKIP_ARCH_TAGS the stitched index gets the SOCI index"
-            ),
+            SkipReason::PerArchTag(per_arch) => per_arch.fmt(f),
         }
     }
 }
@@ -194,7 +187,8 @@ impl fmt::Display for SkipReason {
 /// Skips, in order: non-PUSH, non-SUCCESS, SOCI artifacts and `<tag><soci_tag_suffix>`
 /// (our own output, even untagged), untagged pushes, referrer/signature tags, non-image
 /// artifacts (BuildKit cache, in-toto, cosign, notation, other config types), and pairs
-/// `filters` does not select. The manifest-level guard is [`is_our_soci_output`].
+/// `filters` does not select. The manifest-level guard is
+/// [`crate::soci::is_our_soci_output`].
 pub fn soci_push_decision(
     detail: &EcrImageAction,
     filters: &RepositoryTagFilters,
@@ -306,7 +300,7 @@ fn checks(
         });
     }
     let artifact = detail.artifact_media_type.as_deref().unwrap_or("");
-    if is_soci_index_type(artifact) {
+    if soci::is_soci_index_type(artifact) {
         return Err(SkipReason::OwnOutput {
             why: format!("artifact-media-type {artifact} is a SOCI index"),
         });
@@ -343,10 +337,6 @@ fn checks(
         tag: tag.to_string(),
         digest,
     })
-}
-
-fn is_soci_index_type(media_type: &str) -> bool {
-    media_type.starts_with("application/vnd.amazon.soci.index.")
 }
 
 /// cosign's `sha256-<hex>.sig|.att|.sbom` tags and the OCI referrers tag schema
@@ -387,37 +377,6 @@ fn not_an_image(detail: &EcrImageAction) -> Option<String> {
         _ => "artifact",
     };
     Some(format!("{kind} (artifact-media-type {artifact})"))
-}
-
-/// Recognises afterpush's (or AWS's SOCI builder's) own output from the manifest bytes,
-/// for what the event does not show (`SOCI_TAG_MODE=in-place` keeps the user's tag name):
-/// a SOCI index manifest, an image manifest rewritten for SOCI v2 (annotated with its
-/// index digest), or an image index holding SOCI index descriptors. Returns the reason.
-pub fn is_our_soci_output(manifest: &ManifestSummary) -> Option<&'static str> {
-    if manifest.artifact_type().is_some_and(is_soci_index_type) {
-        return Some("the manifest is a SOCI index (SOCI config/artifact type)");
-    }
-    if manifest
-        .annotations
-        .contains_key(annotation::SOCI_INDEX_DIGEST)
-    {
-        return Some("the manifest is annotated com.amazon.soci.index-digest (SOCI v2 binding)");
-    }
-    if manifest.manifests.iter().any(|d| {
-        d.artifact_type.as_deref().is_some_and(is_soci_index_type)
-            || d.annotations
-                .contains_key(annotation::SOCI_IMAGE_MANIFEST_DIGEST)
-    }) {
-        return Some("the index holds a SOCI index descriptor (SOCI v2 image index)");
-    }
-    if manifest
-        .manifests
-        .iter()
-        .any(|d| d.annotations.contains_key(annotation::SOCI_INDEX_DIGEST))
-    {
-        return Some("the index holds manifests annotated com.amazon.soci.index-digest");
-    }
-    None
 }
 
 #[cfg(test)]
@@ -613,51 +572,6 @@ mod tests {
         assert_eq!(v["decision"], "skip");
         assert_eq!(v["code"], "untagged");
         assert!(v["reason"].as_str().unwrap().contains("untagged push"));
-    }
-
-    fn manifest(json: &str) -> ManifestSummary {
-        ManifestSummary::parse("test manifest", json.as_bytes()).unwrap()
-    }
-
-    #[test]
-    fn recognises_soci_output_from_manifests() {
-        let soci_index = manifest(&format!(
-            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{DIGEST}","size":2}},"layers":[]}}"#,
-            media::OCI_MANIFEST,
-            media::SOCI_INDEX_V2
-        ));
-        assert!(is_our_soci_output(&soci_index)
-            .unwrap()
-            .contains("SOCI index"));
-        let rewritten = manifest(&format!(
-            r#"{{"mediaType":"{}","config":{{"mediaType":"{}","digest":"{DIGEST}","size":2}},"layers":[],"annotations":{{"com.amazon.soci.index-digest":"{DIGEST}"}}}}"#,
-            media::OCI_MANIFEST,
-            media::OCI_CONFIG
-        ));
-        assert!(is_our_soci_output(&rewritten)
-            .unwrap()
-            .contains("index-digest"));
-        let v2_index = manifest(&format!(
-            r#"{{"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{DIGEST}","size":9,"artifactType":"{}","annotations":{{"com.amazon.soci.image-manifest-digest":"{DIGEST}"}}}}]}}"#,
-            media::OCI_INDEX,
-            media::OCI_MANIFEST,
-            media::SOCI_INDEX_V2
-        ));
-        assert!(is_our_soci_output(&v2_index)
-            .unwrap()
-            .contains("SOCI index descriptor"));
-        let plain_index = manifest(&format!(
-            r#"{{"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{DIGEST}","size":9,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
-            media::OCI_INDEX,
-            media::OCI_MANIFEST
-        ));
-        assert_eq!(is_our_soci_output(&plain_index), None);
-        let image = manifest(&format!(
-            r#"{{"mediaType":"{}","config":{{"mediaType":"{}","digest":"{DIGEST}","size":2}},"layers":[]}}"#,
-            media::DOCKER_MANIFEST,
-            media::DOCKER_CONFIG
-        ));
-        assert_eq!(is_our_soci_output(&image), None);
     }
 
     proptest! {

@@ -12,8 +12,8 @@
 pub mod decision;
 
 pub use decision::{
-    is_our_soci_output, janitor_decision, soci_push_decision, stitch_push_decision,
-    JanitorDecision, PushDecision, SkipReason,
+    janitor_decision, soci_push_decision, stitch_push_decision, JanitorDecision, PushDecision,
+    SkipReason,
 };
 
 use crate::oci::Sha256Digest;
@@ -180,7 +180,7 @@ impl Trigger {
     /// Parses a Lambda payload.
     pub fn from_slice(payload: &[u8]) -> Result<Self, EventError> {
         let value: serde_json::Value =
-            serde_json::from_slice(payload).map_err(EventError::NotJson)?;
+            crate::strict_json::from_slice(payload).map_err(EventError::NotJson)?;
         Self::from_value(value)
     }
 
@@ -207,12 +207,14 @@ impl Trigger {
             (ECR_SOURCE, ECR_IMAGE_ACTION) => {
                 let event: EcrImageActionEvent =
                     serde_path_to_error::deserialize(value).map_err(malformed)?;
+                validate_origin(event.account.as_deref(), event.region.as_deref())?;
                 validate_ecr_detail(&event.detail)?;
                 Ok(Trigger::EcrImageAction(event))
             }
             (SCHEDULE_SOURCE, SCHEDULED_EVENT) => {
                 let event: ScheduledEvent =
                     serde_path_to_error::deserialize(value).map_err(malformed)?;
+                validate_origin(event.account.as_deref(), event.region.as_deref())?;
                 Ok(Trigger::Scheduled(event))
             }
             _ => Err(EventError::Unsupported {
@@ -230,6 +232,14 @@ impl Trigger {
         }
     }
 
+    /// The event's `account` and `region` (checked by [`Trigger::from_value`]).
+    pub fn origin(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Trigger::EcrImageAction(e) => (e.account.as_deref(), e.region.as_deref()),
+            Trigger::Scheduled(e) => (e.account.as_deref(), e.region.as_deref()),
+        }
+    }
+
     /// The ECR detail, when this is an ECR event.
     pub fn ecr_detail(&self) -> Option<&EcrImageAction> {
         match self {
@@ -237,6 +247,52 @@ impl Trigger {
             Trigger::Scheduled(_) => None,
         }
     }
+}
+
+/// `account` and `region` end up in the registry host
+/// (`<account>.dkr.ecr.<region>.amazonaws.com`), so they must be what AWS sends: an
+/// account id of 12 digits and a region name. Absent ones are left to the function that
+/// needs them.
+fn validate_origin(account: Option<&str>, region: Option<&str>) -> Result<(), EventError> {
+    if let Some(account) = account.filter(|a| !is_account_id(a)) {
+        return Err(EventError::InvalidField {
+            field: "account",
+            value: account.to_string(),
+            problem: "expected an AWS account id of 12 digits".into(),
+        });
+    }
+    if let Some(region) = region.filter(|r| !is_region_name(r)) {
+        return Err(EventError::InvalidField {
+            field: "region",
+            value: region.to_string(),
+            problem: "expected an AWS region name such as us-east-1".into(),
+        });
+    }
+    Ok(())
+}
+
+/// 12 ASCII digits.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The shape of AWS region names, not a list (new regions keep coming): two letters,
+/// one or more lowercase words, a number, joined by dashes (`us-east-1`, `cn-north-1`,
+/// `us-gov-west-1`, `eu-isoe-west-1`).
+pub fn is_region_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [country, words @ .., number] = parts.as_slice() else {
+        return false;
+    };
+    country.len() == 2
+        && country.bytes().all(|b| b.is_ascii_lowercase())
+        && !words.is_empty()
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && !number.is_empty()
+        && number.len() <= 2
+        && number.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The checks serde cannot express: a successful push must name a valid digest (every
@@ -354,6 +410,57 @@ mod tests {
         ))
         .unwrap();
         assert!(!t.ecr_detail().unwrap().is_success());
+    }
+
+    #[test]
+    fn account_and_region_must_be_an_account_id_and_a_region_name() {
+        let push = json!({"result":"SUCCESS","repository-name":"app","action-type":"PUSH",
+            "image-digest":DIGEST,"image-tag":"1.2"});
+        let with = |field: &str, value: &str| {
+            let mut v = ecr(push.clone());
+            v[field] = value.into();
+            Trigger::from_value(v)
+        };
+        // The host `<account>.dkr.ecr.<region>.amazonaws.com` must not be steerable.
+        for account in [
+            "127.0.0.1:15003/blob/x",
+            "12345678901",
+            "1234567890123",
+            "12345678901a",
+            "",
+        ] {
+            let err = with("account", account).unwrap_err().to_string();
+            assert!(
+                err.contains("account") && err.contains("12 digits"),
+                "{account:?}: {err}"
+            );
+        }
+        for region in [
+            "us-east-1",
+            "cn-north-1",
+            "us-gov-west-1",
+            "eu-isoe-west-1",
+            "ap-southeast-2",
+        ] {
+            assert!(with("region", region).is_ok(), "{region}");
+        }
+        for region in [
+            "127.0.0.1:15003/x",
+            "us-east-1.evil.example",
+            "US-EAST-1",
+            "us-east",
+            "useast1",
+            "us--1",
+            "",
+        ] {
+            let err = with("region", region).unwrap_err().to_string();
+            assert!(err.contains("region"), "{region:?}: {err}");
+        }
+        let mut schedule = json!({"detail-type":"Scheduled Event","source":"aws.events",
+            "account":"127.0.0.1:1/x","region":"us-east-1","detail":{}});
+        assert!(Trigger::from_value(schedule.clone()).is_err());
+        schedule["account"] = "123456789012".into();
+        assert!(Trigger::from_value(schedule).is_ok());
     }
 
     #[test]

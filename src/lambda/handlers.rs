@@ -11,12 +11,10 @@
 //! finish before it and the janitor issues no delete after it, each
 //! `AFTERPUSH_DEADLINE_MARGIN` early (see [`crate::deadline`]).
 
-use super::HandlerError;
-use crate::catalog::ecr::EcrCatalog;
-use crate::catalog::layout::LayoutCatalog;
-use crate::catalog::Catalog;
-use crate::cleanup::{self, JanitorEvent, JanitorSettings};
-use crate::deadline::{self, Deadline};
+use super::outputs::{DecisionRecord, FunctionName, IndexerOutput, PushOutput, StitcherOutput};
+use super::serve::Function;
+use super::{HandlerError, Invocation};
+use crate::deadline;
 use crate::events::{self, PushDecision, Trigger};
 use crate::filters::RepositoryTagFilters;
 use crate::metrics;
@@ -26,38 +24,17 @@ use crate::registry::{ecr, Repository};
 use crate::settings::{self, ProcessEnv};
 use crate::soci::{self, LayerTimeBudget, NoZtocCache, S3ZtocCache, SociSettings, ZtocCache};
 use crate::stitch::{self, StitchSettings};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// `AFTERPUSH_LAYOUT`: an OCI image layout directory that stands for every repository
 /// named in events (local runs and the demo, no registry and no cloud).
 pub const ENV_LAYOUT: &str = "AFTERPUSH_LAYOUT";
 
-/// What the Lambda runtime tells a handler about one invocation.
-#[derive(Debug, Clone, Default)]
-pub struct Invocation {
-    /// When Lambda ends the invocation; `None` (the CLI, the demo): no deadline.
-    pub deadline: Option<SystemTime>,
-}
-
-impl Invocation {
-    /// From the runtime's deadline, in milliseconds since the epoch (`Context::deadline`).
-    pub fn with_deadline_ms(deadline_ms: u64) -> Self {
-        Self {
-            deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms)),
-        }
-    }
-
-    /// The time to stop starting work: the deadline minus `margin`.
-    fn stop(&self, margin: Duration) -> Option<Deadline> {
-        self.deadline.map(|d| Deadline::new(d, margin))
-    }
-}
-
 /// `AFTERPUSH_DEADLINE_MARGIN`, read at cold start; a bad value fails it, named.
-fn deadline_margin() -> Result<Duration, HandlerError> {
+pub(super) fn deadline_margin() -> Result<Duration, HandlerError> {
     deadline::margin_from_env().map_err(HandlerError::non_retryable)
 }
 
@@ -125,7 +102,7 @@ impl Repositories {
 }
 
 /// The trigger an event is, counted as rejected when it is none.
-fn trigger(payload: Value) -> Result<Trigger, HandlerError> {
+pub(super) fn trigger(payload: Value) -> Result<Trigger, HandlerError> {
     Trigger::from_value(payload)
         .inspect_err(|_| metrics::rejected())
         .map_err(HandlerError::from)
@@ -134,10 +111,13 @@ fn trigger(payload: Value) -> Result<Trigger, HandlerError> {
 /// The ECR Image Action event a push-driven function takes; any other trigger (the
 /// schedule) is a non-retryable error naming the function, counted as rejected.
 fn ecr_image_action(
-    function: &str,
+    function: FunctionName,
     payload: Value,
+    invocation: &Invocation,
 ) -> Result<events::EcrImageActionEvent, HandlerError> {
-    match trigger(payload)? {
+    let trigger = trigger(payload)?;
+    invocation.check_origin(&trigger)?;
+    match trigger {
         Trigger::EcrImageAction(event) => Ok(event),
         other => {
             metrics::rejected();
@@ -149,16 +129,26 @@ fn ecr_image_action(
     }
 }
 
-fn skip(function: &str, decision: &PushDecision) -> Value {
-    let value = serde_json::to_value(decision).unwrap_or(Value::Null);
-    tracing::info!(function, decision = %value, "skipped");
+/// Logs and counts a skip; what the handler reports for it.
+pub(super) fn skip(function: FunctionName, decision: &PushDecision) -> DecisionRecord {
+    let record = DecisionRecord::from(decision);
+    tracing::info!(%function, decision = ?record, "skipped");
     if let Some(reason) = decision.skip_reason() {
         metrics::skipped(reason.code());
     }
-    json!({ "function": function, "decision": value })
+    record
 }
 
-fn push_filters() -> Result<(RepositoryTagFilters, String), HandlerError> {
+/// A push-driven function's skip.
+fn skipped<O>(function: FunctionName, decision: &PushDecision) -> PushOutput<O> {
+    PushOutput {
+        function,
+        decision: skip(function, decision),
+        outcome: None,
+    }
+}
+
+pub(super) fn push_filters() -> Result<(RepositoryTagFilters, String), HandlerError> {
     let env = ProcessEnv;
     Ok((
         settings::value_or_default(&env, settings::REPOSITORY_TAG_FILTERS).parse()?,
@@ -166,13 +156,13 @@ fn push_filters() -> Result<(RepositoryTagFilters, String), HandlerError> {
     ))
 }
 
-async fn aws_config() -> aws_config::SdkConfig {
+pub(super) async fn aws_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
 /// S3 clients use path-style addressing: it works with every endpoint (moto included)
 /// and with bucket names that contain dots.
-fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+pub(super) fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(true)
@@ -182,7 +172,7 @@ fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 
 /// A library error as a handler error, retryable when the library says a later
 /// attempt can succeed (throttling, 5xx, resets).
-fn by_retryability<E: std::error::Error + Send + Sync + 'static>(
+pub(super) fn by_retryability<E: std::error::Error + Send + Sync + 'static>(
     retryable: bool,
     e: E,
 ) -> HandlerError {
@@ -197,21 +187,25 @@ fn by_retryability<E: std::error::Error + Send + Sync + 'static>(
 /// wraps it with the decision that led to it. Only then is the outcome counted
 /// (`record`): an image whose index never became visible is a failed one.
 async fn finish<O: serde::Serialize>(
-    function: &'static str,
+    function: FunctionName,
     repo: &dyn Repository,
     detail: &events::EcrImageAction,
     decision: &PushDecision,
-    outcome: &O,
+    outcome: O,
     record: impl FnOnce(&str, &O),
-) -> Result<Value, HandlerError> {
+) -> Result<PushOutput<O>, HandlerError> {
     if let Err(e) = repo.commit().await {
         metrics::failed(&detail.repository_name);
         return Err(HandlerError::retryable(e));
     }
-    record(&detail.repository_name, outcome);
-    let outcome = serde_json::to_value(outcome).map_err(HandlerError::non_retryable)?;
-    tracing::info!(function, image = %detail.label(), outcome = %outcome, "done");
-    Ok(json!({ "function": function, "decision": decision, "outcome": outcome }))
+    record(&detail.repository_name, &outcome);
+    let logged = serde_json::to_string(&outcome).map_err(HandlerError::non_retryable)?;
+    tracing::info!(%function, image = %detail.label(), outcome = %logged, "done");
+    Ok(PushOutput {
+        function,
+        decision: decision.into(),
+        outcome: Some(outcome),
+    })
 }
 
 /// What the `soci-indexer` function needs, built once per cold start.
@@ -261,13 +255,13 @@ impl SociIndexer {
         &self,
         payload: Value,
         invocation: &Invocation,
-    ) -> Result<Value, HandlerError> {
-        let event = ecr_image_action("soci-indexer", payload)?;
+    ) -> Result<IndexerOutput, HandlerError> {
+        let event = ecr_image_action(FunctionName::SociIndexer, payload, invocation)?;
         let decision =
             events::soci_push_decision(&event.detail, &self.filters, &self.settings.tag_suffix)
                 .skipping_per_arch_tags(self.settings.skip_arch_tags.as_ref());
         let PushDecision::Work { tag, digest, .. } = &decision else {
-            return Ok(skip("soci-indexer", &decision));
+            return Ok(skipped(FunctionName::SociIndexer, &decision));
         };
         let repo = self.repositories.open(&event)?;
         let budget = invocation
@@ -286,11 +280,11 @@ impl SociIndexer {
         .inspect_err(|_| metrics::failed(&event.detail.repository_name))
         .map_err(|e| by_retryability(e.is_retryable(), e))?;
         finish(
-            "soci-indexer",
+            FunctionName::SociIndexer,
             repo.as_ref(),
             &event.detail,
             &decision,
-            &outcome,
+            outcome,
             metrics::soci_outcome,
         )
         .await
@@ -332,13 +326,13 @@ impl ManifestStitcher {
     pub async fn handle(
         &self,
         payload: Value,
-        _invocation: &Invocation,
-    ) -> Result<Value, HandlerError> {
-        let event = ecr_image_action("manifest-stitcher", payload)?;
+        invocation: &Invocation,
+    ) -> Result<StitcherOutput, HandlerError> {
+        let event = ecr_image_action(FunctionName::ManifestStitcher, payload, invocation)?;
         let decision =
             events::stitch_push_decision(&event.detail, &self.filters, &self.soci_tag_suffix);
         let PushDecision::Work { tag, .. } = &decision else {
-            return Ok(skip("manifest-stitcher", &decision));
+            return Ok(skipped(FunctionName::ManifestStitcher, &decision));
         };
         let repo = self.repositories.open(&event)?;
         let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
@@ -346,106 +340,103 @@ impl ManifestStitcher {
             .inspect_err(|_| metrics::failed(&event.detail.repository_name))
             .map_err(|e| by_retryability(e.is_retryable(), e))?;
         finish(
-            "manifest-stitcher",
+            FunctionName::ManifestStitcher,
             repo.as_ref(),
             &event.detail,
             &decision,
-            &outcome,
+            outcome,
             metrics::stitch_outcome,
         )
         .await
     }
 }
 
-/// What the `cache-janitor` function needs.
-pub struct CacheJanitor {
-    /// The cleanup policy, `DRY_RUN` and where reports go.
-    pub settings: JanitorSettings,
-    /// `REPOSITORY_TAG_FILTERS`: the pushes to act on, and the repositories a sweep visits.
-    pub filters: RepositoryTagFilters,
-    /// `SOCI_TAG_SUFFIX`: tags ending with it are the indexer's output, skipped.
-    pub soci_tag_suffix: String,
-    /// What the janitor lists and deletes: ECR, or an OCI layout.
-    pub catalog: Box<dyn Catalog>,
-    /// For S3 BuildKit caches and reports; `None` for a layout.
-    pub s3: Option<aws_sdk_s3::Client>,
-    /// How long before the invocation deadline no delete is issued any more.
-    pub deadline_margin: Duration,
-}
+impl Function for SociIndexer {
+    const NAME: FunctionName = FunctionName::SociIndexer;
+    type Output = IndexerOutput;
 
-impl CacheJanitor {
-    /// Settings and repositories from the environment.
-    pub async fn from_env() -> Result<Self, HandlerError> {
-        Self::with_repositories(Repositories::from_env()?).await
+    async fn from_env() -> Result<Self, HandlerError> {
+        SociIndexer::from_env().await
     }
 
-    /// Settings from the environment; an OCI layout is cleaned through its own catalog,
-    /// a registry through ECR's API.
-    pub async fn with_repositories(repositories: Repositories) -> Result<Self, HandlerError> {
-        let (filters, soci_tag_suffix) = push_filters()?;
-        let settings = JanitorSettings::from_env().map_err(HandlerError::non_retryable)?;
-        let (catalog, s3): (Box<dyn Catalog>, _) = match repositories {
-            Repositories::Layout(dir) => (
-                Box::new(
-                    LayoutCatalog::open(&dir)
-                        .map_err(HandlerError::non_retryable)?
-                        .for_every_repository(),
-                ),
-                None,
-            ),
-            Repositories::Registry(_) => {
-                let sdk = aws_config().await;
-                (
-                    Box::new(
-                        EcrCatalog::from_sdk_config_env_and_consumers(&sdk, &settings.consumers)
-                            .map_err(HandlerError::non_retryable)?,
-                    ),
-                    Some(s3_client(&sdk)),
-                )
-            }
-        };
-        Ok(Self {
-            settings,
-            filters,
-            soci_tag_suffix,
-            catalog,
-            s3,
-            deadline_margin: deadline_margin()?,
-        })
-    }
-
-    /// Prunes what a cache push superseded, evaluates the repository of a push that can
-    /// set off an expire rule, or sweeps on schedule; never deleting what ECS or Lambda use.
-    /// Deletes stop a margin before the deadline; the report says what was left, and the
-    /// next run plans again from what is there.
-    pub async fn handle(
+    async fn handle(
         &self,
         payload: Value,
         invocation: &Invocation,
-    ) -> Result<Value, HandlerError> {
-        let trigger = trigger(payload)?;
-        let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
-            events::JanitorDecision::AfterPush(decision @ PushDecision::Skip { .. }) => {
-                return Ok(skip("cache-janitor", &decision))
-            }
-            events::JanitorDecision::Sweep { .. }
-            | events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => {
-                JanitorEvent::from_trigger(&trigger)
-            }
+    ) -> Result<IndexerOutput, HandlerError> {
+        SociIndexer::handle(self, payload, invocation).await
+    }
+}
+
+impl Function for ManifestStitcher {
+    const NAME: FunctionName = FunctionName::ManifestStitcher;
+    type Output = StitcherOutput;
+
+    async fn from_env() -> Result<Self, HandlerError> {
+        ManifestStitcher::from_env()
+    }
+
+    async fn handle(
+        &self,
+        payload: Value,
+        invocation: &Invocation,
+    ) -> Result<StitcherOutput, HandlerError> {
+        ManifestStitcher::handle(self, payload, invocation).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lambda::Home;
+
+    fn push_from(account: &str, region: &str) -> Value {
+        serde_json::json!({"detail-type": "ECR Image Action", "source": "aws.ecr",
+            "account": account, "region": region, "detail": {
+            "result": "SUCCESS", "repository-name": "app", "action-type": "PUSH",
+            "image-tag": "1.2-arm64", "manifest-media-type": crate::oci::media::OCI_MANIFEST,
+            "artifact-media-type": crate::oci::media::OCI_CONFIG,
+            "image-digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}})
+    }
+
+    #[tokio::test]
+    async fn the_indexer_and_stitcher_refuse_events_for_another_account_or_region() {
+        let home = Invocation {
+            home: Some(Home {
+                account: "123456789012".into(),
+                region: "us-east-1".into(),
+            }),
+            ..Invocation::default()
         };
-        let report = cleanup::handle_within(
-            self.catalog.as_ref(),
-            self.s3.as_ref(),
-            &self.settings,
-            &self.filters,
-            event,
-            invocation.stop(self.deadline_margin),
-        )
-        .await
-        .inspect_err(|_| metrics::run_failed())
-        .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        metrics::cleanup_report(&report);
-        let report = serde_json::to_value(&report).map_err(HandlerError::non_retryable)?;
-        Ok(json!({ "function": "cache-janitor", "trigger": trigger.kind(), "report": report }))
+        // A layout that does not exist: acting on the event at all would fail otherwise.
+        let nowhere = Repositories::Layout("/nonexistent/afterpush-layout".into());
+        let indexer = SociIndexer {
+            settings: SociSettings::default(),
+            filters: RepositoryTagFilters::default(),
+            repositories: nowhere.clone(),
+            cache: Box::new(NoZtocCache),
+            deadline_margin: Duration::from_secs(30),
+        };
+        let stitcher = ManifestStitcher {
+            settings: StitchSettings::default(),
+            filters: RepositoryTagFilters::default(),
+            soci_tag_suffix: "-soci".into(),
+            repositories: nowhere,
+        };
+        for (account, region) in [("999999999999", "eu-west-1"), ("999999999999", "us-east-1")] {
+            let event = push_from(account, region);
+            let errors = [
+                indexer.handle(event.clone(), &home).await.unwrap_err(),
+                stitcher.handle(event, &home).await.unwrap_err(),
+            ];
+            for err in errors {
+                assert!(!err.is_retryable(), "{err}");
+                assert!(
+                    err.to_string()
+                        .contains(&format!("for account {account} in {region}")),
+                    "{err}"
+                );
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Logging for the functions and the CLI: JSON lines in Lambda (CloudWatch Logs Insights
 //! can query their fields), human-readable lines on a terminal.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Output format of the log lines.
@@ -92,8 +93,13 @@ fn install(settings: LogSettings) {
             .with_ansi(false)
             .with_writer(std::io::stdout)
             .try_init(),
-        // stderr: the CLI's stdout carries results (JSON plans, indexes).
-        LogFormat::Human => builder.with_writer(std::io::stderr).try_init(),
+        // stderr: the CLI's stdout carries results (JSON plans, indexes). Colours only
+        // on a terminal: piped or captured logs (CI, files, Lambda's Text format) get
+        // no escape codes.
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
     if let (Ok(()), Some(e)) = (installed, bad_filter) {
         tracing::warn!(filter = %settings.filter, error = %e, "invalid log filter, using info");

@@ -1,8 +1,13 @@
 //! What every Lambda function shares, whatever event it takes.
 //!
-//! - [`handlers`] — the three handlers as library structs ([`SociIndexer`],
-//!   [`ManifestStitcher`], [`CacheJanitor`]); the binaries in `functions/` wrap them in the
-//!   `lambda_runtime` loop, and `afterpush invoke` and the demo call them in-process.
+//! - [`handlers`] and [`janitor`] — the three handlers as library structs ([`SociIndexer`],
+//!   [`ManifestStitcher`], [`CacheJanitor`]), each a [`Function`]; every binary in
+//!   `functions/` is [`serve`] of one of them, and `afterpush invoke` and the demo call
+//!   them in-process.
+//! - [`outputs`] — what they return, typed ([`IndexerOutput`], [`StitcherOutput`],
+//!   [`JanitorOutput`]), serialised only at the boundary.
+//! - [`Invocation`] — the invocation's deadline and the function's own account and
+//!   region ([`Home`]), which events must name.
 //! - [`HandlerError`] — a handler's error, retryable or not, as a Lambda `Diagnostic`;
 //!   [`cause_chain`] prints any error with its causes on one line (the CLI uses it too).
 //! - [`init_tracing`] — JSON logs in Lambda, human logs elsewhere; [`init_cli_tracing`]
@@ -10,10 +15,18 @@
 
 mod handler_error;
 pub mod handlers;
+mod invocation;
+pub mod janitor;
 mod logging;
+pub mod outputs;
+mod serve;
 
 pub use handler_error::{cause_chain, HandlerError};
-pub use handlers::{
-    CacheJanitor, Invocation, ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT,
-};
+pub use handlers::{ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT};
+pub use invocation::{Home, Invocation};
+pub use janitor::{CacheJanitor, JanitorEvent, JanitorSettings};
 pub use logging::{init_cli_tracing, init_tracing, LogFormat, LogSettings};
+pub use outputs::{
+    DecisionRecord, FunctionName, IndexerOutput, JanitorOutput, PushOutput, StitcherOutput,
+};
+pub use serve::{serve, Function};

@@ -21,7 +21,8 @@ use crate::oci::{
     Sha256Digest,
 };
 use crate::registry::{read_config, Manifest, Repository};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// Our mark on a v2 output index: the digest of the image it was made from. It makes
@@ -29,7 +30,7 @@ use std::time::Instant;
 pub const SOURCE_DIGEST_ANNOTATION: &str = "dev.afterpush.soci.source-digest";
 
 /// What happened to one platform of the image.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlatformReport {
     /// The platform, `os/arch[/variant]`.
     pub platform: String,
@@ -58,7 +59,7 @@ pub struct PlatformReport {
 }
 
 /// What `create_soci` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SociOutcome {
     /// The repository (see `Repository::location`).
     pub repository: String,
@@ -70,7 +71,7 @@ pub struct SociOutcome {
     /// With `skipped`, a stable code for metrics: `own-output`, `not-an-image`,
     /// `already-indexed` or `no-indexable-layer`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub skip_code: Option<&'static str>,
+    pub skip_code: Option<Cow<'static, str>>,
     /// The v2 index pushed (or found already there).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -183,12 +184,12 @@ pub async fn platform_from_config(
     Ok(platform)
 }
 
-struct PlatformImage {
+pub(crate) struct PlatformImage {
     /// Position in the source index (None for a single-manifest image).
     position: Option<usize>,
-    stored: Manifest,
-    parsed: GoManifest,
-    platform: GoPlatform,
+    pub(crate) stored: Manifest,
+    pub(crate) parsed: GoManifest,
+    pub(crate) platform: GoPlatform,
 }
 
 /// Builds and publishes SOCI indexes for the image at `reference` (tag or digest) of
@@ -240,13 +241,13 @@ pub async fn create_soci_within(
     };
     if let Some(reason) = our_own_output(&summary, source_tag, settings) {
         outcome.skipped = Some(format!("{what}: {reason}"));
-        outcome.skip_code = Some("own-output");
+        outcome.skip_code = Some("own-output".into());
         return finish(outcome);
     }
     let kind = summary.kind(Some(&source.media_type));
     if !matches!(kind, ArtifactKind::Image | ArtifactKind::Index) {
         outcome.skipped = Some(format!("{what} is a {kind}, not an image"));
-        outcome.skip_code = Some("not-an-image");
+        outcome.skip_code = Some("not-an-image".into());
         return finish(outcome);
     }
 
@@ -254,12 +255,12 @@ pub async fn create_soci_within(
     let out_tag = output_tag(source_tag, settings);
     if settings.index_version == IndexVersion::V2 {
         if let Some(tag) = &out_tag {
-            if let Some(existing) = existing_output(repo, tag, &source.digest).await? {
+            if let Some(existing) = existing_output(repo, tag, &source.digest, settings).await? {
                 outcome.skipped = Some(format!(
                     "{tag} already holds the SOCI-enabled index {existing} of {}",
                     source.digest
                 ));
-                outcome.skip_code = Some("already-indexed");
+                outcome.skip_code = Some("already-indexed".into());
                 outcome.output = Some(existing.to_string());
                 outcome.tag = Some(tag.clone());
                 return finish(outcome);
@@ -319,7 +320,7 @@ pub async fn create_soci_within(
             "{what}: no layer to index (gzip or tar layers of at least {} bytes)",
             settings.min_layer_size
         ));
-        outcome.skip_code = Some("no-indexable-layer");
+        outcome.skip_code = Some("no-indexable-layer".into());
         return finish(outcome);
     }
 
@@ -353,6 +354,7 @@ async fn existing_output(
     repo: &dyn Repository,
     tag: &str,
     source: &Sha256Digest,
+    settings: &SociSettings,
 ) -> Result<Option<Sha256Digest>> {
     let existing = match repo.get_manifest(tag).await {
         Ok(m) => m,
@@ -368,10 +370,20 @@ async fn existing_output(
         .get(SOURCE_DIGEST_ANNOTATION)
         .map(String::as_str)
         == Some(source.to_string().as_str());
-    Ok(ours.then_some(existing.digest))
+    if !ours {
+        return Ok(None);
+    }
+    // Built by an earlier run under other settings (SPAN_SIZE, MIN_LAYER_SIZE, PLATFORMS):
+    // rebuilt, so that changing a setting and replaying the events converges.
+    let differences = super::freshness::v2_differences(repo, &existing, settings).await?;
+    if !differences.is_empty() {
+        tracing::info!(%tag, index = %existing.digest, ?differences, "the SOCI-enabled index was built under other settings; rebuilding it");
+        return Ok(None);
+    }
+    Ok(Some(existing.digest))
 }
 
-async fn platform_images(
+pub(crate) async fn platform_images(
     repo: &dyn Repository,
     source: &Manifest,
     summary: &ManifestSummary,

@@ -8,9 +8,11 @@
 pub mod build;
 pub mod cache;
 pub mod convert;
+pub mod freshness;
 pub mod index;
 pub mod layers;
 pub mod memory;
+mod own_output;
 pub mod settings;
 pub mod time_budget;
 
@@ -19,6 +21,7 @@ pub use cache::{
     max_cached_ztoc_size, reusable_ztoc, CachedLayer, NoZtocCache, S3ZtocCache, ZtocCache,
 };
 pub use convert::{create_soci, create_soci_within, ImageReport, PlatformReport, SociOutcome};
+pub use own_output::{is_our_soci_output, is_soci_index_type};
 pub use settings::{IndexVersion, PlatformSelection, SociSettings, TagMode};
 pub use time_budget::LayerTimeBudget;
 

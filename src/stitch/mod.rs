@@ -9,16 +9,18 @@
 
 mod collect;
 pub mod index;
+mod per_arch;
 pub mod platform;
 pub mod template;
 
 use crate::oci::Sha256Digest;
 use crate::registry::{Manifest, RegistryError, Repository};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 use tracing::{info, warn};
 
 pub use collect::Collected;
+pub use per_arch::PerArchTag;
 pub use platform::PlatformSpec;
 pub use template::{ArchTagTemplate, TargetTagTemplate};
 
@@ -272,7 +274,7 @@ impl StitchSettings {
 }
 
 /// The index the stitcher wrote, would write, or found already in place.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StitchedIndex {
     /// The index's media type (OCI image index or Docker manifest list).
     pub media_type: String,
@@ -282,9 +284,13 @@ pub struct StitchedIndex {
     pub platforms: Vec<String>,
     /// How many attached manifests (attestations, SOCI indexes) it carries.
     pub attestations: usize,
-    /// The exact bytes (compact JSON).
-    #[serde(skip)]
+    /// The exact bytes (compact JSON). Not serialised: read back, it is empty.
+    #[serde(skip, default = "no_manifest")]
     pub manifest: Manifest,
+}
+
+fn no_manifest() -> Manifest {
+    Manifest::new("", bytes::Bytes::new())
 }
 
 impl StitchedIndex {
@@ -295,7 +301,7 @@ impl StitchedIndex {
 }
 
 /// What a push event or a CLI run led to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum StitchOutcome {
     /// The pushed tag is not a per-arch tag (or is our own target).

@@ -70,6 +70,18 @@ impl Invocation {
             .unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}):\n{}", self.what, self.stdout))
     }
 
+    /// The function's output as its type (`afterpush::lambda::IndexerOutput`, ...).
+    #[allow(dead_code)]
+    pub fn output<T: serde::de::DeserializeOwned>(&self) -> T {
+        assert!(self.success, "{} failed:\n{}", self.what, self.stderr);
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: stdout is not the function's output ({e}):\n{}",
+                self.what, self.stdout
+            )
+        })
+    }
+
     /// Asserts a skip with `code`, reported under `function`.
     pub fn assert_skip(&self, function: &str, code: &str) {
         let out = self.json();

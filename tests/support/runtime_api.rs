@@ -33,6 +33,18 @@ pub struct Posted {
 }
 
 impl Posted {
+    /// The response as the function's output type (`afterpush::lambda::StitcherOutput`, ...).
+    #[allow(dead_code)]
+    pub fn output<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{} body is not the function's output ({e}): {}",
+                self.kind,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(

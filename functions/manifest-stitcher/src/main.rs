@@ -1,35 +1,10 @@
-//! Lambda `manifest-stitcher`: stitches per-arch tags into one multi-arch tag.
+//! The manifest stitcher Lambda: stitches per-arch tags into one multi-arch tag.
 //!
-//! Thin by design: tracing, settings and clients are set up once per cold start, then
-//! every event goes to [`afterpush::lambda::ManifestStitcher::handle`], which returns a JSON
+//! [`afterpush::lambda::serve`] sets up tracing, metrics, settings and clients once per
+//! cold start; every event then goes to [`afterpush::lambda::ManifestStitcher`], which returns a typed
 //! outcome or an error typed retryable/non-retryable for EventBridge's retries.
-
-use afterpush::lambda::{self, HandlerError, Invocation, ManifestStitcher};
-use afterpush::metrics::Emitter;
-use lambda_runtime::{service_fn, LambdaEvent};
-use serde_json::Value;
-
-async fn handle(
-    event: LambdaEvent<Value>,
-    function: &ManifestStitcher,
-    metrics: &Emitter,
-) -> Result<Value, HandlerError> {
-    tracing::info!(request_id = %event.context.request_id, "event received");
-    let invocation = Invocation::with_deadline_ms(event.context.deadline);
-    let outcome = function.handle(event.payload, &invocation).await;
-    metrics.flush();
-    outcome
-}
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda::init_tracing();
-    let metrics = Emitter::install("manifest-stitcher")?;
-    // Bad settings fail the cold start with a message naming the variable.
-    let function = ManifestStitcher::from_env().map_err(|e| {
-        tracing::error!(error = %e, "invalid settings");
-        e
-    })?;
-    let (function, metrics) = (&function, &metrics);
-    lambda_runtime::run(service_fn(move |event| handle(event, function, metrics))).await
+    afterpush::lambda::serve::<afterpush::lambda::ManifestStitcher>().await
 }

@@ -7,10 +7,12 @@
 #[path = "../../../tests/support/runtime_api.rs"]
 mod runtime_api;
 
+use afterpush::lambda::{FunctionName, StitcherOutput};
 use afterpush::oci::Sha256Digest;
 use afterpush::registry::layout::LayoutRepository;
 use afterpush::registry::Repository;
 use afterpush::sample::{self, SampleSpec};
+use afterpush::stitch::StitchOutcome;
 use runtime_api::{emf_documents, metric_sum, sample as sample_event, Function, RuntimeApi};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -67,10 +69,12 @@ fn the_last_arch_push_stitches_the_index_through_the_runtime_loop() {
     let posted = function.posted(&api);
     assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
     assert_eq!(posted.request_id, api.request_id);
-    let body = posted.json();
-    assert_eq!(body["function"], "manifest-stitcher", "{body}");
-    assert_eq!(body["outcome"]["outcome"], "written", "{body}");
-    assert_eq!(body["outcome"]["target"], "1.2.3", "{body}");
+    let body: StitcherOutput = posted.output();
+    assert_eq!(body.function, FunctionName::ManifestStitcher, "{body:?}");
+    assert!(
+        matches!(&body.outcome, Some(StitchOutcome::Written { target, .. }) if target == "1.2.3"),
+        "{body:?}"
+    );
     let docs = emf_documents(&function.log());
     let app = [("Repository", "app")];
     let sum = |name| metric_sum(&docs, "manifest-stitcher", name, &app);
@@ -130,4 +134,51 @@ fn a_missing_platform_waits_and_settings_reach_the_function() {
         .block_on(repo.list_tags())
         .unwrap();
     assert_eq!(tags, vec!["1.2.3-amd64".to_string()]);
+}
+
+#[test]
+fn an_event_with_a_key_twice_is_refused_and_nothing_is_stitched() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let digests = seed_layout(&layout, &["linux/amd64", "linux/arm64"]);
+    // serde_json keeps the last of duplicate keys; EventBridge's consumers must not
+    // guess which one was meant.
+    let event = String::from_utf8(event_for("push-arch-arm64.json", &digests[1])).unwrap();
+    let event = event.replacen(
+        "\"detail\":{",
+        "\"detail\":{\"image-tag\":\"something-else\",",
+        1,
+    );
+    assert!(event.contains("something-else"), "{event}");
+    let api = RuntimeApi::start(event.into_bytes());
+    let mut function = Function::start(
+        stitcher(),
+        "manifest-stitcher",
+        &api,
+        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
+    );
+    let posted = function.posted(&api);
+    assert_eq!(posted.kind, "error", "{posted:?}\n{}", function.log());
+    let body = posted.json();
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("duplicate key \"image-tag\"")),
+        "{body}"
+    );
+    let docs = emf_documents(&function.log());
+    assert_eq!(
+        metric_sum(&docs, "manifest-stitcher", "EventsRejected", &[]),
+        1.0,
+        "{}",
+        function.log()
+    );
+    drop(function);
+    let repo = LayoutRepository::open(&layout).unwrap();
+    let mut tags = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(repo.list_tags())
+        .unwrap();
+    tags.sort();
+    assert_eq!(tags, ["1.2.3-amd64", "1.2.3-arm64"]);
 }

@@ -175,14 +175,10 @@ fn an_image_push_gets_a_soci_index_through_the_runtime_loop() {
         "{log}"
     );
 
-    // The same event again (an async retry): the index is there, a skip by its code.
+    // The same event again (an async retry, so the same settings): the index is there,
+    // a skip by its code. Under other settings the index would be rebuilt.
     let api = RuntimeApi::start(event_for("push-image-tag.json", &source));
-    let mut function = Function::start(
-        indexer(),
-        "soci-indexer",
-        &api,
-        &[("AFTERPUSH_LAYOUT", layout.to_str().unwrap())],
-    );
+    let mut function = start_indexing_every_layer(&api, &layout);
     let body = function.posted(&api).json();
     assert_eq!(body["outcome"]["skip_code"], "already-indexed", "{body}");
     let docs = emf_documents(&function.log());

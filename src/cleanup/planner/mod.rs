@@ -23,7 +23,7 @@ use crate::oci::{ArtifactKind, Sha256Digest};
 use assemble::{build_plan, PlanInputs};
 use chrono::{DateTime, Utc};
 use graph::Graph;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use verdict::{first_verdicts, selects};
 
@@ -37,7 +37,7 @@ pub struct Snapshot {
 }
 
 /// What the plan does with an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Left in place.
@@ -47,7 +47,7 @@ pub enum Action {
 }
 
 /// The plan's decision on one image: keep or delete it, the rule that decided, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageDecision {
     /// The image's manifest digest.
     pub digest: Sha256Digest,
@@ -67,20 +67,20 @@ pub struct ImageDecision {
     pub rule: Option<String>,
     /// Kept although `rule` would delete it: a safety rule or a workload using it
     /// overrode the rule (see `reason`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overridden: bool,
     /// Why, in words (`pushed 9d ago (> 7d)`, `listed by kept index ...`).
     pub reason: String,
     /// Deletions only: images of this plan that must be deleted first (the indexes
     /// listing it, the referrers of it); the executor skips this one if any failed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<Sha256Digest>,
     /// Deletions only: 0 for images nothing deleted depends on, else one more than the
     /// largest wave of `after` — a BatchDeleteImage call never mixes waves.
     pub wave: usize,
     /// Who uses this image (`ecs service web/api, task def web:42`, `lambda fn resize:live`):
     /// kept whatever the rules say.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub in_use: Vec<String>,
 }
 
@@ -105,7 +105,7 @@ pub struct Plan {
 
 /// One rule's effect on one repository, so that a rule matching nothing, or
 /// everything, shows at a glance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleCount {
     /// The rule's name (`ecr:<priority>` for an ECR lifecycle rule).
     pub rule: String,

@@ -1,0 +1,348 @@
+//! `afterpush reconcile REPOSITORY...`: survey repositories for the SOCI indexes and
+//! stitched tags the current settings call for, print the plan (the default, a dry
+//! run), and with `--apply` do the work in-process.
+
+use crate::format::printable;
+use crate::reconcile::{
+    self, apply::ItemStatus, CostModel, EventOrigin, Plan, ReconcileSettings, Survey,
+    SurveyProgress, WorkKind,
+};
+use crate::registry::open::{open_repository, OpenSettings};
+use crate::registry::{ImageRef, Location, Repository};
+use crate::soci::{self, NoZtocCache, ProgressEvent, S3ZtocCache, ZtocCache};
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// `afterpush reconcile`: the repositories, and what to do with the plan.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The repositories: `oci:DIR`, `oci-archive:FILE`, `docker://HOST/REPO` or
+    /// `HOST/REPO` (a tag in it is ignored). Settings come from the functions'
+    /// variables (SPAN_SIZE, MIN_LAYER_SIZE, REPOSITORY_TAG_FILTERS, ...).
+    #[arg(required = true)]
+    pub repositories: Vec<String>,
+    /// Do the work: build the SOCI indexes and write the stitched tags the plan lists.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub apply: bool,
+    /// Print the plan and change nothing (the default).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan (and with --apply, what was done) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The repository name a layout or archive stands for, in events and
+    /// REPOSITORY_TAG_FILTERS (default: its file name). Only with one repository.
+    #[arg(long)]
+    pub repository_name: Option<String>,
+    /// The indexer's memory in MiB, for the cost estimate (the template's IndexerMemorySize).
+    #[arg(long, default_value_t = 2048)]
+    pub memory: u64,
+    /// Indexing throughput for the estimate, bytes per second (`224MB`, `200MiB` or bytes);
+    /// default: the README's measured 224.1 MB/s.
+    #[arg(long, value_parser = parse_throughput)]
+    pub throughput: Option<u64>,
+    /// USD per GB-second of Lambda compute, for the estimate (default: arm64 list price).
+    #[arg(long)]
+    pub usd_per_gb_second: Option<f64>,
+}
+
+fn parse_throughput(s: &str) -> Result<u64, String> {
+    match crate::settings::parse_size("--throughput", s) {
+        Ok(0) => Err("a throughput of 0 bytes per second estimates nothing".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.problem),
+    }
+}
+
+struct Target {
+    repo: Box<dyn Repository>,
+    name: String,
+    origin: EventOrigin,
+}
+
+async fn open(reference: &str, name: Option<&str>) -> anyhow::Result<Target> {
+    let r: ImageRef = reference
+        .parse()
+        .with_context(|| format!("repository reference {reference:?}"))?;
+    let (default_name, host) = match &r.location {
+        Location::Layout(path) | Location::Archive(path) => (
+            path.file_stem()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| "layout".into()),
+            None,
+        ),
+        Location::Registry { host, repository } => {
+            if name.is_some() {
+                bail!("--repository-name is for layouts and archives; {reference} names its repository");
+            }
+            (repository.clone(), Some(host.as_str()))
+        }
+    };
+    // Never created: a reconcile of a repository that is not there is a mistake.
+    let repo = open_repository(&r, &OpenSettings::from_env()?)
+        .await
+        .with_context(|| format!("opening {reference}"))?;
+    Ok(Target {
+        repo,
+        name: name.map(str::to_string).unwrap_or(default_name),
+        origin: EventOrigin::of_host(host),
+    })
+}
+
+/// A bar over the survey's steps; hidden when stderr is not a terminal.
+fn survey_progress(name: &str) -> (ProgressBar, SurveyProgress) {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:.bold} surveying [{bar:30}] {pos}/{len} {wide_msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(printable(name).to_string());
+    let b = bar.clone();
+    let progress: SurveyProgress = Arc::new(move |step| match step {
+        reconcile::survey::SurveyStep::Listed { steps } => b.set_length(steps),
+        reconcile::survey::SurveyStep::Done { what } => {
+            b.set_message(printable(&what).to_string());
+            b.inc(1);
+        }
+    });
+    (bar, progress)
+}
+
+/// A bar over the layer bytes the indexer reads; hidden when stderr is not a terminal.
+fn bytes_progress(total: u64) -> (ProgressBar, soci::Progress) {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("indexing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let b = bar.clone();
+    let progress: soci::Progress = Arc::new(move |event| {
+        if let ProgressEvent::LayerBytes { bytes, .. } = event {
+            b.inc(bytes);
+        }
+    });
+    (bar, progress)
+}
+
+async fn ztoc_cache(settings: &ReconcileSettings) -> Box<dyn ZtocCache> {
+    match &settings.soci.ztoc_cache_bucket {
+        Some(bucket) => {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let s3 = aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&sdk)
+                    .force_path_style(true)
+                    .build(),
+            );
+            Box::new(S3ZtocCache::new(
+                s3,
+                bucket,
+                &settings.soci.ztoc_cache_prefix,
+            ))
+        }
+        None => Box::new(NoZtocCache),
+    }
+}
+
+/// Runs `afterpush reconcile`.
+pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
+    if args.repository_name.is_some() && args.repositories.len() > 1 {
+        bail!(
+            "--repository-name names one repository; {} were given",
+            args.repositories.len()
+        );
+    }
+    let settings = ReconcileSettings::from_env()?;
+    let mut model = CostModel {
+        memory_mib: args.memory,
+        ..CostModel::default()
+    };
+    if let Some(t) = args.throughput {
+        model.throughput = t as f64;
+        model.throughput_source = "--throughput".into();
+    }
+    if let Some(p) = args.usd_per_gb_second {
+        model.usd_per_gb_second = p;
+    }
+    let mut targets = vec![];
+    let mut surveys = vec![];
+    for reference in &args.repositories {
+        let target = open(reference, args.repository_name.as_deref()).await?;
+        let (bar, progress) = survey_progress(&target.name);
+        let survey = reconcile::survey(
+            target.repo.as_ref(),
+            &target.name,
+            &target.origin,
+            &settings,
+            Some(progress),
+        )
+        .await
+        .with_context(|| format!("surveying {reference}"));
+        bar.finish_and_clear();
+        surveys.push(survey?);
+        targets.push(target);
+    }
+    let plan = Plan::new(surveys, model);
+    if !args.apply {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", render_plan(&plan));
+            if !plan.is_empty() {
+                eprintln!("dry run: nothing was changed; --apply does the work");
+            }
+        }
+        return Ok(());
+    }
+    let cache = ztoc_cache(&settings).await;
+    let mut reports = vec![];
+    for (target, repo_plan) in targets.iter().zip(&plan.repositories) {
+        let survey: &Survey = &repo_plan.survey;
+        let (bar, progress) = bytes_progress(repo_plan.totals.bytes);
+        let b = bar.clone();
+        let json = args.json;
+        let on_item = move |r: &reconcile::ItemResult| {
+            if !json {
+                b.suspend(|| {
+                    eprintln!(
+                        "{:<6} {}:{} {:?}: {}",
+                        match r.kind {
+                            WorkKind::Index => "index",
+                            WorkKind::Stitch => "stitch",
+                        },
+                        printable(&survey.repository),
+                        printable(&r.tag),
+                        r.status,
+                        printable(&r.detail)
+                    )
+                });
+            }
+        };
+        let report = reconcile::apply(
+            target.repo.as_ref(),
+            survey,
+            &settings,
+            cache.as_ref(),
+            Some(progress),
+            Some(&on_item),
+        )
+        .await;
+        bar.finish_and_clear();
+        if report.count(ItemStatus::Failed) > 0 {
+            super::discard_after_failure(target.repo.as_ref()).await;
+        }
+        reports.push(report);
+    }
+    let failed: usize = reports.iter().map(|r| r.count(ItemStatus::Failed)).sum();
+    let done: usize = reports.iter().map(|r| r.count(ItemStatus::Done)).sum();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "applied": reports }))?
+        );
+    } else {
+        print!("{}", render_plan(&plan));
+        println!("applied: {done} done, {failed} failed");
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} piece(s) of work failed (listed above); run reconcile again to finish them"
+        );
+    }
+    Ok(())
+}
+
+/// The work, one line each, then the table per repository and in total, then the
+/// assumptions of the estimate.
+pub fn render_plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    for r in &plan.repositories {
+        for work in &r.survey.work {
+            work_line(&mut out, &r.survey.repository, work, "");
+            if let Some(then) = &work.then {
+                work_line(&mut out, &r.survey.repository, then, "  then ");
+            }
+        }
+        for problem in &r.survey.problems {
+            let _ = writeln!(
+                out,
+                "{}: problem: {}",
+                printable(&r.survey.repository),
+                printable(problem)
+            );
+        }
+    }
+    if plan.is_empty() {
+        out.push_str("nothing to do\n");
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{:<24} {:>6} {:>7} {:>8} {:>7} {:>11} {:>9} {:>10}  already done",
+        "repository", "tags", "images", "stitches", "layers", "bytes", "Lambda-s", "cost USD"
+    );
+    for r in &plan.repositories {
+        let s = &r.survey;
+        let mut done = format!(
+            "{} indexed, {} nothing to index, {} stitched",
+            s.indexed, s.nothing_to_index, s.stitched
+        );
+        if !s.waiting.is_empty() {
+            let _ = write!(done, ", {} waiting for platforms", s.waiting.len());
+        }
+        table_row(&mut out, &s.repository, Some(s.tags), &r.totals, &done);
+    }
+    table_row(&mut out, "total", None, &plan.total, "");
+    let m = &plan.cost_model;
+    let _ = writeln!(
+        out,
+        "\nestimate at {:.1} MB/s ({}), {} MiB, {} USD per GB-second, {} USD per million requests; \
+         layer bytes counted per image, as without a zTOC cache",
+        m.throughput / 1e6,
+        m.throughput_source,
+        m.memory_mib,
+        m.usd_per_gb_second,
+        m.usd_per_million_requests
+    );
+    out
+}
+
+fn work_line(out: &mut String, repository: &str, work: &reconcile::Work, prefix: &str) {
+    let (what, size) = match work.kind {
+        WorkKind::Index => (
+            "index ",
+            format!(
+                " ({}, {})",
+                crate::format::count(work.layers as u64, "layer", "layers"),
+                crate::format::bytes(work.bytes)
+            ),
+        ),
+        WorkKind::Stitch => ("stitch", String::new()),
+    };
+    let _ = writeln!(
+        out,
+        "{prefix}{what} {}:{}{size}: {}",
+        printable(repository),
+        printable(&work.tag),
+        printable(&work.reason)
+    );
+}
+
+fn table_row(out: &mut String, name: &str, tags: Option<usize>, t: &reconcile::Totals, done: &str) {
+    let _ = writeln!(
+        out,
+        "{:<24} {:>6} {:>7} {:>8} {:>7} {:>11} {:>9.2} {:>10.6}  {done}",
+        printable(name),
+        tags.map(|n| n.to_string()).unwrap_or_default(),
+        t.images,
+        t.stitches,
+        t.layers,
+        crate::format::bytes(t.bytes),
+        t.lambda_seconds,
+        t.cost_usd,
+    );
+}

@@ -1,0 +1,519 @@
+//! The `cache-janitor` handler: its settings (`CLEANUP_POLICY`, `DRY_RUN`, the report
+//! bucket), the trigger it runs for, the run itself ([`crate::cleanup`]) and the upload
+//! of the run's report.
+
+use super::handlers::{
+    aws_config, by_retryability, deadline_margin, push_filters, s3_client, skip, trigger,
+};
+use super::outputs::{FunctionName, JanitorOutput};
+use super::serve::Function;
+use super::{HandlerError, Invocation, Repositories};
+use crate::catalog::ecr::EcrCatalog;
+use crate::catalog::layout::LayoutCatalog;
+use crate::catalog::{ApiErrorKind, Catalog};
+use crate::cleanup::policy::Policy;
+use crate::cleanup::{on_push, sweep, JanitorError, PushedImage, Report, RunOptions};
+use crate::deadline::Deadline;
+use crate::events::{self, PushDecision, Trigger};
+use crate::filters::RepositoryTagFilters;
+use crate::metrics;
+use serde_json::Value;
+use std::time::Duration;
+
+/// What the `cache-janitor` function needs.
+pub struct CacheJanitor {
+    /// The cleanup policy, `DRY_RUN` and where reports go.
+    pub settings: JanitorSettings,
+    /// `REPOSITORY_TAG_FILTERS`: the pushes to act on, and the repositories a sweep visits.
+    pub filters: RepositoryTagFilters,
+    /// `SOCI_TAG_SUFFIX`: tags ending with it are the indexer's output, skipped.
+    pub soci_tag_suffix: String,
+    /// What the janitor lists and deletes: ECR, or an OCI layout.
+    pub catalog: Box<dyn Catalog>,
+    /// For S3 BuildKit caches and reports; `None` for a layout.
+    pub s3: Option<aws_sdk_s3::Client>,
+    /// How long before the invocation deadline no delete is issued any more.
+    pub deadline_margin: Duration,
+}
+
+impl CacheJanitor {
+    /// Settings and repositories from the environment.
+    pub async fn from_env() -> Result<Self, HandlerError> {
+        Self::with_repositories(Repositories::from_env()?).await
+    }
+
+    /// Settings from the environment; an OCI layout is cleaned through its own catalog,
+    /// a registry through ECR's API.
+    pub async fn with_repositories(repositories: Repositories) -> Result<Self, HandlerError> {
+        let (filters, soci_tag_suffix) = push_filters()?;
+        let settings = JanitorSettings::from_env().map_err(HandlerError::non_retryable)?;
+        let (catalog, s3): (Box<dyn Catalog>, _) = match repositories {
+            Repositories::Layout(dir) => (
+                Box::new(
+                    LayoutCatalog::open(&dir)
+                        .map_err(HandlerError::non_retryable)?
+                        .for_every_repository(),
+                ),
+                None,
+            ),
+            Repositories::Registry(_) => {
+                let sdk = aws_config().await;
+                (
+                    Box::new(
+                        EcrCatalog::from_sdk_config_env_and_consumers(&sdk, &settings.consumers)
+                            .map_err(HandlerError::non_retryable)?,
+                    ),
+                    Some(s3_client(&sdk)),
+                )
+            }
+        };
+        Ok(Self {
+            settings,
+            filters,
+            soci_tag_suffix,
+            catalog,
+            s3,
+            deadline_margin: deadline_margin()?,
+        })
+    }
+
+    /// Prunes what a cache push superseded, evaluates the repository of a push that can
+    /// set off an expire rule, or sweeps on schedule; never deleting what ECS or Lambda use.
+    /// Deletes stop a margin before the deadline; the report says what was left, and the
+    /// next run plans again from what is there.
+    pub async fn handle(
+        &self,
+        payload: Value,
+        invocation: &Invocation,
+    ) -> Result<JanitorOutput, HandlerError> {
+        let trigger = trigger(payload)?;
+        invocation.check_origin(&trigger)?;
+        let event = match events::janitor_decision(&trigger, &self.filters, &self.soci_tag_suffix) {
+            events::JanitorDecision::AfterPush(decision @ PushDecision::Skip { .. }) => {
+                return Ok(JanitorOutput {
+                    function: FunctionName::CacheJanitor,
+                    decision: Some(skip(FunctionName::CacheJanitor, &decision)),
+                    trigger: None,
+                    report: None,
+                })
+            }
+            events::JanitorDecision::Sweep { .. }
+            | events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => {
+                JanitorEvent::from_trigger(&trigger)
+            }
+        };
+        let report = handle_within(
+            self.catalog.as_ref(),
+            self.s3.as_ref(),
+            &self.settings,
+            &self.filters,
+            event,
+            invocation.stop(self.deadline_margin),
+        )
+        .await
+        .inspect_err(|_| metrics::run_failed())
+        .map_err(|e| by_retryability(e.is_retryable(), e))?;
+        metrics::cleanup_report(&report);
+        Ok(JanitorOutput {
+            function: FunctionName::CacheJanitor,
+            decision: None,
+            trigger: Some(trigger.kind().to_string()),
+            report: Some(report),
+        })
+    }
+}
+
+impl Function for CacheJanitor {
+    const NAME: FunctionName = FunctionName::CacheJanitor;
+    type Output = JanitorOutput;
+
+    async fn from_env() -> Result<Self, HandlerError> {
+        CacheJanitor::from_env().await
+    }
+
+    async fn handle(
+        &self,
+        payload: Value,
+        invocation: &Invocation,
+    ) -> Result<JanitorOutput, HandlerError> {
+        CacheJanitor::handle(self, payload, invocation).await
+    }
+}
+
+/// What the Lambda reads from its environment.
+#[derive(Debug, Clone)]
+pub struct JanitorSettings {
+    /// The cleanup policy, from `CLEANUP_POLICY` (or `AFTERPUSH_CLEANUP_POLICY_FILE`).
+    pub policy: Policy,
+    /// `DRY_RUN`, true unless set to false/0/no/off.
+    pub dry_run: bool,
+    /// `REPORT_BUCKET`: a JSON report object per run goes there.
+    pub report_bucket: Option<String>,
+    /// `AFTERPUSH_REPORT_PREFIX`, default `cache-janitor/`.
+    pub report_prefix: String,
+    /// `CONSUMER_ACCOUNTS` and `IN_USE_READER_ROLE`: the other accounts whose ECS and
+    /// Lambda are listed, and the role assumed in each.
+    pub consumers: crate::catalog::consumer_accounts::ConsumerAccounts,
+}
+
+impl JanitorSettings {
+    /// From `CLEANUP_POLICY` (inline YAML/JSON) or `AFTERPUSH_CLEANUP_POLICY_FILE`, `DRY_RUN`, `REPORT_BUCKET`,
+    /// `AFTERPUSH_REPORT_PREFIX`.
+    pub fn from_env() -> Result<Self, JanitorError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// As [`Self::from_env`], reading variables through `get` (testable).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, JanitorError> {
+        let policy = match (get("CLEANUP_POLICY"), get("AFTERPUSH_CLEANUP_POLICY_FILE")) {
+            (Some(text), None) => Policy::parse(&text).map_err(|e| JanitorError::Settings {
+                var: "CLEANUP_POLICY",
+                message: e.to_string(),
+            })?,
+            (None, Some(path)) => {
+                Policy::load(std::path::Path::new(&path)).map_err(|e| JanitorError::Settings {
+                    var: "AFTERPUSH_CLEANUP_POLICY_FILE",
+                    message: e.to_string(),
+                })?
+            }
+            (Some(_), Some(_)) => {
+                return Err(JanitorError::Settings {
+                    var: "CLEANUP_POLICY",
+                    message: "set CLEANUP_POLICY or AFTERPUSH_CLEANUP_POLICY_FILE, not both".into(),
+                })
+            }
+            (None, None) => {
+                return Err(JanitorError::Settings {
+                    var: "CLEANUP_POLICY",
+                    message: "neither CLEANUP_POLICY nor AFTERPUSH_CLEANUP_POLICY_FILE is set"
+                        .into(),
+                })
+            }
+        };
+        let dry_run = match get("DRY_RUN").filter(|v| !v.trim().is_empty()) {
+            None => true,
+            Some(v) => {
+                crate::settings::parse_bool("DRY_RUN", &v).map_err(|e| JanitorError::Settings {
+                    var: "DRY_RUN",
+                    message: format!("{v:?}: {}", e.problem),
+                })?
+            }
+        };
+        let consumers = crate::catalog::consumer_accounts::ConsumerAccounts::parse(
+            &get(crate::settings::CONSUMER_ACCOUNTS).unwrap_or_default(),
+            &get(crate::settings::IN_USE_READER_ROLE).unwrap_or_default(),
+        )
+        .map_err(|e| JanitorError::Settings {
+            var: if e.name == crate::settings::IN_USE_READER_ROLE {
+                crate::settings::IN_USE_READER_ROLE
+            } else {
+                crate::settings::CONSUMER_ACCOUNTS
+            },
+            message: format!("{:?}: {}", e.value, e.problem),
+        })?;
+        Ok(JanitorSettings {
+            consumers,
+            policy,
+            dry_run,
+            report_bucket: get("REPORT_BUCKET").filter(|b| !b.is_empty()),
+            report_prefix: get("AFTERPUSH_REPORT_PREFIX")
+                .unwrap_or_else(|| "cache-janitor/".into()),
+        })
+    }
+}
+
+/// What triggers the janitor.
+#[derive(Debug, Clone)]
+pub enum JanitorEvent {
+    /// A successful push (from an `ECR Image Action` event).
+    Push(PushedImage),
+    /// The EventBridge schedule (or a manual run).
+    Scheduled,
+}
+
+impl JanitorEvent {
+    /// The run a trigger parsed by [`Trigger::from_value`] calls for: an `ECR Image
+    /// Action` is a push, the schedule a sweep. Whether a push is work at all (filters,
+    /// the loop guard) is [`crate::events::janitor_decision`]'s call, made before this.
+    pub fn from_trigger(trigger: &Trigger) -> Self {
+        match trigger {
+            Trigger::EcrImageAction(event) => JanitorEvent::Push(PushedImage {
+                repository: event.detail.repository_name.clone(),
+                tag: event.detail.tag().map(str::to_string),
+                manifest_media_type: event.detail.manifest_media_type.clone(),
+                artifact_media_type: event.detail.artifact_media_type.clone(),
+            }),
+            Trigger::Scheduled(_) => JanitorEvent::Scheduled,
+        }
+    }
+}
+
+/// The Lambda's handler body: runs the event, logs the report as JSON, and stores it
+/// in `REPORT_BUCKET` when set. No deadline; see [`handle_within`].
+pub async fn handle(
+    catalog: &dyn Catalog,
+    s3: Option<&aws_sdk_s3::Client>,
+    settings: &JanitorSettings,
+    repository_filter: &RepositoryTagFilters,
+    event: JanitorEvent,
+) -> Result<Report, JanitorError> {
+    handle_within(catalog, s3, settings, repository_filter, event, None).await
+}
+
+/// [`handle`] under an invocation's `deadline`: no repository or S3 cache is started and
+/// no delete issued once it has passed; the report (stored all the same) says what was
+/// left (`stopped_by_deadline`, each repository's `left`), and the next run plans again.
+pub async fn handle_within(
+    catalog: &dyn Catalog,
+    s3: Option<&aws_sdk_s3::Client>,
+    settings: &JanitorSettings,
+    repository_filter: &RepositoryTagFilters,
+    event: JanitorEvent,
+    deadline: Option<Deadline>,
+) -> Result<Report, JanitorError> {
+    let options = RunOptions {
+        dry_run: settings.dry_run,
+        repository_filter: Some(repository_filter.clone()),
+        deadline,
+        ..RunOptions::dry_run_now()
+    };
+    let report = match &event {
+        JanitorEvent::Push(pushed) => on_push(catalog, &settings.policy, pushed, &options).await?,
+        JanitorEvent::Scheduled => sweep(catalog, s3, &settings.policy, &options).await?,
+    };
+    tracing::info!(summary = %report.summary(), "cache-janitor report");
+    if report.stopped_by_deadline {
+        tracing::warn!("the invocation deadline stopped the run; the next run continues");
+    }
+    if let (Some(bucket), Some(client)) = (&settings.report_bucket, s3) {
+        put_report(client, bucket, &settings.report_prefix, &report).await?;
+    }
+    // The report is out; the invocation fails so that the failure is seen (and retried
+    // when a later attempt can succeed).
+    if let Some(b) = &report.blocked {
+        return Err(JanitorError::Blocked {
+            reason: b.reason.clone(),
+            retryable: b.retryable,
+        });
+    }
+    Ok(report)
+}
+
+/// Stores `report` at `s3://bucket/<prefix><YYYY-MM-DD>/<run id>.json`; returns the key.
+pub async fn put_report(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    report: &Report,
+) -> Result<String, JanitorError> {
+    let key = format!(
+        "{prefix}{}/{}.json",
+        report.started_at.format("%Y-%m-%d"),
+        report.run_id
+    );
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(&key)
+        .content_type("application/json")
+        .body(report.to_json().into_bytes().into())
+        .send()
+        .await
+        .map_err(|e| JanitorError::Report {
+            bucket: bucket.to_string(),
+            key: key.clone(),
+            kind: ApiErrorKind::of_sdk_error(&e),
+            message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+        })?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "repositories: ['*']\nrules: []";
+
+    fn settings(vars: &[(&str, &str)]) -> Result<JanitorSettings, JanitorError> {
+        JanitorSettings::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn settings_default_to_a_dry_run_and_name_bad_variables() {
+        let s = settings(&[("CLEANUP_POLICY", POLICY)]).unwrap();
+        assert!(s.dry_run && s.report_bucket.is_none());
+        assert_eq!(s.report_prefix, "cache-janitor/");
+        let s = settings(&[
+            ("CLEANUP_POLICY", POLICY),
+            ("DRY_RUN", "False"),
+            ("REPORT_BUCKET", "r"),
+        ])
+        .unwrap();
+        assert!(!s.dry_run);
+        assert_eq!(s.report_bucket.as_deref(), Some("r"));
+        assert!(s.consumers.accounts.is_empty());
+        let s = settings(&[
+            ("CLEANUP_POLICY", POLICY),
+            (
+                "CONSUMER_ACCOUNTS",
+                "222222222222:eu-west-1,us-east-1,333333333333",
+            ),
+            ("IN_USE_READER_ROLE", "reader"),
+        ])
+        .unwrap();
+        assert_eq!(s.consumers.account_ids(), ["222222222222", "333333333333"]);
+        assert_eq!(s.consumers.accounts[0].regions, ["eu-west-1", "us-east-1"]);
+        assert_eq!(s.consumers.role_name, "reader");
+        for (vars, expected) in [
+            (
+                vec![],
+                "setting CLEANUP_POLICY: neither CLEANUP_POLICY nor AFTERPUSH_CLEANUP_POLICY_FILE is set",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("AFTERPUSH_CLEANUP_POLICY_FILE", "/x")],
+                "setting CLEANUP_POLICY: set CLEANUP_POLICY or AFTERPUSH_CLEANUP_POLICY_FILE, not both",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("CONSUMER_ACCOUNTS", "2222:eu-west-1")],
+                "setting CONSUMER_ACCOUNTS: \"2222:eu-west-1\": \"2222:eu-west-1\": \"2222\" is not a 12-digit account id",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("CONSUMER_ACCOUNTS", "eu-west-1")],
+                "setting CONSUMER_ACCOUNTS: \"eu-west-1\": \"eu-west-1\": a region must follow",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("IN_USE_READER_ROLE", "a/b")],
+                "setting IN_USE_READER_ROLE: \"a/b\": expected an IAM role name",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("DRY_RUN", "maybe")],
+                "setting DRY_RUN: \"maybe\": expected true or false",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("DRY_RUN", "ture")],
+                "setting DRY_RUN: \"ture\": expected true or false",
+            ),
+            (
+                vec![("AFTERPUSH_CLEANUP_POLICY_FILE", "/nonexistent/policy.yaml")],
+                "setting AFTERPUSH_CLEANUP_POLICY_FILE: cannot read policy file /nonexistent/policy.yaml",
+            ),
+            (
+                vec![("CLEANUP_POLICY", "repositories: ['*']\ngrace_period: 1x")],
+                "setting CLEANUP_POLICY: grace_period: \"1x\" is not a duration",
+            ),
+        ] {
+            let err = settings(&vars).unwrap_err().to_string();
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
+        }
+    }
+
+    /// The handler's path: `Trigger::from_value`, then `JanitorEvent::from_trigger`.
+    fn janitor_event(event: serde_json::Value) -> Result<JanitorEvent, crate::events::EventError> {
+        Trigger::from_value(event).map(|t| JanitorEvent::from_trigger(&t))
+    }
+
+    #[test]
+    fn events_are_told_apart_by_detail_type() {
+        let push = serde_json::json!({"detail-type": "ECR Image Action", "source": "aws.ecr", "detail": {
+            "result": "SUCCESS", "repository-name": "app", "action-type": "PUSH", "image-tag": "cache-main",
+            "image-digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}});
+        assert!(
+            matches!(janitor_event(push).unwrap(), JanitorEvent::Push(d) if d.repository == "app")
+        );
+        let tick = serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+        assert!(matches!(
+            janitor_event(tick).unwrap(),
+            JanitorEvent::Scheduled
+        ));
+        let other =
+            serde_json::json!({"detail-type": "ECR Image Scan", "source": "aws.ecr", "detail": {}});
+        assert!(janitor_event(other)
+            .unwrap_err()
+            .to_string()
+            .contains("ECR Image Scan"));
+        // The event parser names the bad field.
+        let bad = serde_json::json!({"detail-type": "ECR Image Action", "source": "aws.ecr", "detail": {"result": 1}});
+        assert!(janitor_event(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("detail.result"));
+    }
+
+    fn home() -> Invocation {
+        Invocation {
+            home: Some(super::super::Home {
+                account: "123456789012".into(),
+                region: "us-east-1".into(),
+            }),
+            ..Invocation::default()
+        }
+    }
+
+    fn schedule(account: &str, region: &str) -> serde_json::Value {
+        serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events",
+            "account": account, "region": region, "detail": {}})
+    }
+
+    #[tokio::test]
+    async fn an_event_for_another_account_or_region_is_refused_and_deletes_nothing() {
+        use crate::catalog::ecr::{EcrCatalog, ImageDetail, MemoryEcr};
+        use crate::oci::media;
+        let ecr = MemoryEcr::new();
+        ecr.put(
+            "app",
+            ImageDetail {
+                pushed_at: Some(chrono::Utc::now() - chrono::Duration::days(30)),
+                manifest_media_type: Some(media::OCI_MANIFEST.into()),
+                artifact_media_type: Some(media::OCI_CONFIG.into()),
+                ..Default::default()
+            },
+            b"{}".to_vec(),
+        );
+        let policy = "repositories: ['*']\nrules: [{name: old, select: {kind: image}, action: expire}]\nprotect: {ecs: false, lambda: false}\n";
+        let janitor = CacheJanitor {
+            settings: JanitorSettings {
+                policy: Policy::parse(policy).unwrap(),
+                dry_run: false,
+                report_bucket: None,
+                report_prefix: "cache-janitor/".into(),
+                consumers: Default::default(),
+            },
+            filters: RepositoryTagFilters::default(),
+            soci_tag_suffix: "-soci".into(),
+            catalog: Box::new(EcrCatalog::new(ecr)),
+            s3: None,
+            deadline_margin: Duration::from_secs(30),
+        };
+        for (account, region) in [
+            ("999999999999", "eu-west-1"),
+            ("999999999999", "us-east-1"),
+            ("123456789012", "eu-west-1"),
+        ] {
+            let err = janitor
+                .handle(schedule(account, region), &home())
+                .await
+                .unwrap_err();
+            assert!(
+                !err.is_retryable()
+                    && err.to_string().contains(account)
+                    && err.to_string().contains(region),
+                "{err}"
+            );
+            assert_eq!(janitor.catalog.list_images("app").await.unwrap().len(), 1);
+        }
+        // Its own account and region: the same sweep deletes the image.
+        let out = janitor
+            .handle(schedule("123456789012", "us-east-1"), &home())
+            .await
+            .unwrap();
+        assert_eq!(out.report.unwrap().deleted, 1);
+        assert!(janitor.catalog.list_images("app").await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,83 @@
+//! One shape for the three function binaries: a [`Function`] is built once per cold
+//! start and handles every event; [`serve`] runs it in the `lambda_runtime` loop, with
+//! tracing, the metrics emitter and a flush of the metrics after every invocation.
+
+use super::{init_tracing, FunctionName, HandlerError, Invocation};
+use crate::events::EventError;
+use crate::metrics::{self, Emitter};
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::future::Future;
+
+/// A Lambda function's handler, as a library type.
+pub trait Function: Sized {
+    /// Which function this is.
+    const NAME: FunctionName;
+    /// What [`Function::handle`] returns, serialised by the runtime.
+    type Output: Serialize;
+
+    /// Settings and clients from the environment, once per cold start.
+    fn from_env() -> impl Future<Output = Result<Self, HandlerError>>;
+
+    /// Handles one event.
+    fn handle(
+        &self,
+        payload: Value,
+        invocation: &Invocation,
+    ) -> impl Future<Output = Result<Self::Output, HandlerError>>;
+}
+
+/// Runs `F` in the `lambda_runtime` loop until the runtime stops it. Bad settings fail
+/// the cold start with a message naming the variable.
+pub async fn serve<F: Function>() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let metrics = Emitter::install(F::NAME.binary())?;
+    let function = F::from_env().await.inspect_err(|e| {
+        tracing::error!(error = %e, "invalid settings");
+    })?;
+    let (function, metrics) = (&function, &metrics);
+    // The payload arrives as its raw text: serde_json's own Value would keep the last of
+    // duplicate keys, so it is read here with crate::strict_json, which refuses them.
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Box<RawValue>>| async move {
+            tracing::info!(request_id = %event.context.request_id, "event received");
+            let invocation = Invocation::from_context(&event.context);
+            let outcome = match strict_payload(&event.payload) {
+                // Boxed: the handlers' futures are deep enough to exceed the compiler's
+                // query depth limit when nested inline in the runtime's.
+                Ok(payload) => Box::pin(function.handle(payload, &invocation)).await,
+                Err(e) => Err(e),
+            };
+            metrics.flush();
+            outcome
+        },
+    ))
+    .await
+}
+
+/// The payload as JSON, refused (non-retryable, counted as rejected) when an object in
+/// it has the same key twice.
+pub fn strict_payload(payload: &RawValue) -> Result<Value, HandlerError> {
+    crate::strict_json::from_str(payload.get()).map_err(|e| {
+        metrics::rejected();
+        HandlerError::from(EventError::NotJson(e))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_with_duplicate_keys_are_refused() {
+        let raw = |text: &str| RawValue::from_string(text.to_string()).unwrap();
+        let push = r#"{"source":"aws.ecr","detail-type":"ECR Image Action","account":"123456789012","region":"us-east-1","detail":{"repository-name":"app","repository-name":"other"}}"#;
+        let err = strict_payload(&raw(push)).unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("duplicate key"), "{err}");
+        let ok = r#"{"source":"aws.events","detail-type":"Scheduled Event","detail":{}}"#;
+        assert_eq!(strict_payload(&raw(ok)).unwrap()["source"], "aws.events");
+    }
+}
