@@ -141,6 +141,16 @@ impl ClientSettings {
         )
     }
 
+    /// An STS client (AssumeRole into consumer accounts, GetCallerIdentity).
+    pub fn sts(&self, sdk: &SdkConfig) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(sdk)
+                .retry_config(self.retry_config())
+                .timeout_config(self.timeout_config())
+                .build(),
+        )
+    }
+
     /// An S3 client; `path_style` for endpoints other than AWS's (moto, S3-compatible
     /// stores) and buckets with dots in their names.
     pub fn s3(&self, sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {

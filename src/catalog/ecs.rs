@@ -10,7 +10,7 @@
 
 use crate::catalog::aws_clients::ClientSettings;
 use crate::catalog::paginate::Paging;
-use crate::catalog::workloads::{own_registry_ref, InUseError, InUseRef};
+use crate::catalog::workloads::{InUseError, InUseRef, RegistryScope};
 use crate::oci::Sha256Digest;
 use std::collections::{BTreeMap, HashMap};
 
@@ -162,6 +162,16 @@ pub async fn images_in_use<A: EcsApi + ?Sized>(
     revisions: usize,
     paging: &Paging,
 ) -> Result<Vec<InUseRef>, InUseError> {
+    images_in_use_of(api, revisions, paging, RegistryScope::Own).await
+}
+
+/// Every image reference ECS holds in this account and region, to the registry `scope` names.
+pub async fn images_in_use_of<A: EcsApi + ?Sized>(
+    api: &A,
+    revisions: usize,
+    paging: &Paging,
+    scope: RegistryScope<'_>,
+) -> Result<Vec<InUseRef>, InUseError> {
     let mut defs = Definitions {
         api,
         paging,
@@ -195,7 +205,7 @@ pub async fn images_in_use<A: EcsApi + ?Sized>(
                     );
                     for (_, image) in &def.containers {
                         if let Some(image) =
-                            own_registry_ref(image, &def.arn).map_err(bad_reference)?
+                            scope.reference(image, &def.arn).map_err(bad_reference)?
                         {
                             refs.push(InUseRef {
                                 image,
@@ -250,7 +260,7 @@ pub async fn images_in_use<A: EcsApi + ?Sized>(
                         c.image_digest.as_deref().and_then(|d| d.parse().ok());
                     for image in images {
                         if let Some(r) =
-                            own_registry_ref(&image, &task.arn).map_err(bad_reference)?
+                            scope.reference(&image, &task.arn).map_err(bad_reference)?
                         {
                             let image = match &digest {
                                 Some(d) => r.with_digest(d.clone()),
@@ -287,7 +297,7 @@ pub async fn images_in_use<A: EcsApi + ?Sized>(
             let def = defs.get(&arn).await?;
             let user = format!("ecs task def {family}:{rev} (one of the {revisions} latest)");
             for (_, image) in &def.containers {
-                if let Some(image) = own_registry_ref(image, &def.arn).map_err(bad_reference)? {
+                if let Some(image) = scope.reference(image, &def.arn).map_err(bad_reference)? {
                     refs.push(InUseRef {
                         image,
                         user: user.clone(),

@@ -8,7 +8,7 @@
 
 use crate::catalog::aws_clients::ClientSettings;
 use crate::catalog::paginate::Paging;
-use crate::catalog::workloads::{own_registry_ref, InUseError, InUseRef};
+use crate::catalog::workloads::{InUseError, InUseRef, RegistryScope};
 use std::collections::BTreeMap;
 
 /// ListFunctions, ListVersionsByFunction and ListAliases return at most 50 per page.
@@ -79,6 +79,15 @@ pub async fn images_in_use<A: LambdaApi + ?Sized>(
     api: &A,
     paging: &Paging,
 ) -> Result<Vec<InUseRef>, InUseError> {
+    images_in_use_of(api, paging, RegistryScope::Own).await
+}
+
+/// Every image reference an image-packaged function holds, to the registry `scope` names.
+pub async fn images_in_use_of<A: LambdaApi + ?Sized>(
+    api: &A,
+    paging: &Paging,
+    scope: RegistryScope<'_>,
+) -> Result<Vec<InUseRef>, InUseError> {
     let mut refs = Vec::new();
     let functions = paging
         .all("Lambda", "ListFunctions", |m| api.list_functions(m))
@@ -113,12 +122,14 @@ pub async fn images_in_use<A: LambdaApi + ?Sized>(
             let Some(uri) = code.resolved_image_uri.or(code.image_uri) else {
                 continue;
             };
-            let own = own_registry_ref(&uri, &f.arn).map_err(|message| InUseError {
-                service: "Lambda",
-                operation: "image reference",
-                message,
-                retryable: false,
-            })?;
+            let own = scope
+                .reference(&uri, &f.arn)
+                .map_err(|message| InUseError {
+                    service: "Lambda",
+                    operation: "image reference",
+                    message,
+                    retryable: false,
+                })?;
             let Some(image) = own else {
                 continue;
             };

@@ -8,6 +8,7 @@
 
 pub mod aws_clients;
 pub mod aws_error;
+pub mod consumer_accounts;
 pub mod ecr;
 pub mod ecs;
 pub mod inspector;
@@ -18,6 +19,7 @@ pub mod layout;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory_workloads;
 pub mod paginate;
+pub mod repository_policy;
 pub mod s3cache;
 pub mod workloads;
 
@@ -214,6 +216,11 @@ pub trait Catalog: Send + Sync {
     /// pulled from. `None`: nobody can tell, so a policy that protects images in use
     /// deletes nothing.
     fn in_use(&self) -> Option<&dyn workloads::InUseSource> {
+        None
+    }
+    /// Who else may pull this catalog's images (repository and registry policies).
+    /// `None`: nobody else can (an OCI layout).
+    fn repository_policies(&self) -> Option<&dyn repository_policy::RepositoryPolicies> {
         None
     }
     /// Sets the deadline of the invocation in progress: every listing from here on

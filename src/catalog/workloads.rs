@@ -179,6 +179,47 @@ fn names_account_registry(host: &str, account: &str) -> bool {
         .is_some_and(|r| r.starts_with("dkr") || r.contains("ecr"))
 }
 
+/// Which registry's images a listing keeps references to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryScope<'a> {
+    /// The registry of the account and region each workload runs in (the home listing).
+    Own,
+    /// One registry: a consumer account's workloads, pulling from the central registry.
+    Of {
+        /// The registry's account.
+        account: &'a str,
+        /// The registry's region.
+        region: &'a str,
+    },
+}
+
+impl RegistryScope<'_> {
+    /// The reference `uri` held by the resource `owner_arn`, when it names an image of
+    /// this scope's registry; an error for a reference that names that registry but
+    /// does not parse (as [`own_registry_ref`]).
+    pub fn reference(&self, uri: &str, owner_arn: &str) -> Result<Option<EcrImageRef>, String> {
+        let (account, region) = match self {
+            RegistryScope::Own => return own_registry_ref(uri, owner_arn),
+            RegistryScope::Of { account, region } => (*account, *region),
+        };
+        let host = uri.split_once('/').map_or(uri, |(h, _)| h);
+        match parse_registry_host(host) {
+            Some(r) if r.account == account && r.region == region => match EcrImageRef::parse(uri)
+            {
+                Some(image) => Ok(Some(image)),
+                None => Err(format!(
+                    "{uri:?} (held by {owner_arn}) names the registry of {account} in {region} but is not a valid image reference"
+                )),
+            },
+            Some(_) => Ok(None),
+            None if names_account_registry(host, account) => Err(format!(
+                "{uri:?} (held by {owner_arn}) names account {account}'s ECR registry in a host form afterpush does not know"
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Why the images in use could not be listed: the run deletes nothing.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("listing images in use: {service} {operation} failed: {message}")]
@@ -395,5 +436,34 @@ mod tests {
             assert!(err.contains(&bad), "{err}");
         }
         assert!(own_registry_ref(&format!("{HOST}/app:v1"), "not-an-arn").is_err());
+    }
+
+    #[test]
+    fn a_consumers_references_count_only_for_the_central_registry() {
+        let scope = RegistryScope::Of {
+            account: "123456789012",
+            region: "us-east-1",
+        };
+        // Held by a resource of account 222222222222: its own registry does not count.
+        let arn = "arn:aws:ecs:eu-west-1:222222222222:task-definition/web:3";
+        let r = scope
+            .reference(&format!("{HOST}/app:v1"), arn)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.account.as_str(), r.repository.as_str()),
+            ("123456789012", "app")
+        );
+        for other in [
+            "222222222222.dkr.ecr.eu-west-1.amazonaws.com/app:v1",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1",
+            "nginx",
+        ] {
+            assert_eq!(scope.reference(other, arn), Ok(None), "{other}");
+        }
+        assert!(scope
+            .reference(&format!("{HOST}/app@sha256:short"), arn)
+            .unwrap_err()
+            .contains("not a valid image reference"));
     }
 }

@@ -13,6 +13,7 @@ pub mod render;
 mod report;
 mod run;
 pub mod s3gc;
+pub mod shared;
 mod yaml_expansion;
 
 pub use report::{Blocked, Report};

@@ -31,6 +31,10 @@ pub struct Report {
     /// References to this account's images that ECS and Lambda hold (0 when the policy
     /// turned the protection off).
     pub in_use_references: usize,
+    /// Repositories other principals may pull, with each consumer and whether the
+    /// janitor sees its workloads (an uncovered one keeps every image it could be running).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<super::shared::SharedRepository>,
     /// One entry per repository visited.
     pub repositories: Vec<RepositoryReport>,
     /// One entry per S3 cache visited.
@@ -71,6 +75,7 @@ impl Report {
             ignored: None,
             blocked: None,
             in_use_references: 0,
+            shared: Vec::new(),
             repositories: Vec::new(),
             s3_caches: Vec::new(),
             errors: Vec::new(),
@@ -142,6 +147,9 @@ impl Report {
             "ignored": self.ignored,
             "blocked": self.blocked,
             "in_use_references": self.in_use_references,
+            "uncovered_consumers": self.shared.iter().flat_map(|r| r.uncovered().map(move |c| {
+                format!("{}: {} ({})", r.repository, c.principal, c.granted_by)
+            })).collect::<Vec<_>>(),
             "planned_deletions": self.planned_deletions,
             "deleted": self.deleted,
             "failed": self.failed,

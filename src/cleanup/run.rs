@@ -11,6 +11,7 @@ use super::in_use::InUse;
 use super::planner::{plan_in_use, rules_set_off_by_push, Snapshot};
 use super::policy::{self, Pattern, Policy, Rule, RuleAction, S3CachePolicy, Select, When};
 use super::s3gc;
+use super::shared;
 use super::{Blocked, JanitorError, Report};
 use crate::catalog::s3cache::{S3Cache, S3CacheUri};
 use crate::catalog::Catalog;
@@ -126,11 +127,31 @@ fn unvisited(repository: &str, dry_run: bool, out_of_time: bool) -> RepositoryRe
     }
 }
 
+/// What a run knows before it plans: the images in use, and the registry's policy (read
+/// once; each repository's own is read when it is planned).
+struct Seen {
+    in_use: InUse,
+    registry_policy: Option<shared::RegistryPolicy>,
+}
+
+impl Seen {
+    async fn after(catalog: &dyn Catalog, policy: &Policy, in_use: InUse) -> Self {
+        let registry_policy = match policy.protect.any() {
+            true => shared::registry_policy(catalog).await,
+            false => None,
+        };
+        Seen {
+            in_use,
+            registry_policy,
+        }
+    }
+}
+
 /// Plans one repository and carries the plan out; `budget` is the deletions left.
 async fn run_repository(
     catalog: &dyn Catalog,
     policy: &Policy,
-    in_use: &InUse,
+    seen: &Seen,
     repository: &str,
     options: &RunOptions,
     budget: &mut Option<usize>,
@@ -153,7 +174,24 @@ async fn run_repository(
         repository: repository.to_string(),
         images,
     };
-    let protected = in_use.protected(repository, &snapshot.images);
+    let mut protected = seen.in_use.protected(repository, &snapshot.images);
+    if policy.protect.any() {
+        if let Some(sharing) = shared::repository_sharing(
+            catalog,
+            seen.registry_policy.as_ref(),
+            repository,
+            &policy.accept_uncovered,
+        )
+        .await
+        {
+            for c in sharing.uncovered() {
+                tracing::warn!(repository, consumer = %c.principal, granted_by = %c.granted_by,
+                    "shared with a consumer whose workloads are not listed: keeping every image it could run");
+            }
+            shared::keep_for_uncovered(&sharing, &snapshot.images, &mut protected);
+            report.shared.push(sharing);
+        }
+    }
     let plan = plan_in_use(&snapshot, policy, options.now, *budget, &protected);
     if let Some(left) = budget.as_mut() {
         *left -= plan.deletions;
@@ -187,6 +225,7 @@ pub async fn sweep(
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };
+    let seen = Seen::after(catalog, policy, in_use).await;
     let repositories: Vec<String> = if options.repositories.is_empty() {
         let mut all = match catalog.list_repositories().await {
             Ok(all) => all,
@@ -232,7 +271,7 @@ pub async fn sweep(
         run_repository(
             catalog,
             policy,
-            &in_use,
+            &seen,
             repository,
             options,
             &mut budget,
@@ -382,6 +421,7 @@ pub async fn on_push(
     let Some(in_use) = in_use_or_block(catalog, policy, &mut report).await else {
         return Ok(report.finish());
     };
+    let seen = Seen::after(catalog, policy, in_use).await;
     let push_policy = if cache_push && lifecycle.is_none() {
         on_push_policy(policy)
     } else {
@@ -391,7 +431,7 @@ pub async fn on_push(
     run_repository(
         catalog,
         &push_policy,
-        &in_use,
+        &seen,
         &pushed.repository,
         options,
         &mut budget,

@@ -7,6 +7,7 @@ use crate::catalog::{Catalog, CatalogError, DeleteOutcome, ImageRecord};
 use crate::cleanup::ecr_lifecycle::LifecyclePolicy;
 use crate::cleanup::policy::{EcrRuleGroup, Pattern, Policy};
 use crate::cleanup::render::decisions_table;
+use crate::cleanup::shared::Coverage;
 use crate::cleanup::{sweep, Report, RunOptions};
 use crate::format::{self, count, printable};
 use crate::oci::Sha256Digest;
@@ -94,7 +95,12 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         CleanupAction::Apply(o) => (o, false),
     };
     let config = aws_config::load_from_env().await;
-    let catalog = EcrCatalog::from_sdk_config_and_env(&config)?;
+    // The same consumer accounts as the janitor's, from the same variables.
+    let consumers = crate::catalog::consumer_accounts::ConsumerAccounts::parse(
+        &std::env::var(crate::settings::CONSUMER_ACCOUNTS).unwrap_or_default(),
+        &std::env::var(crate::settings::IN_USE_READER_ROLE).unwrap_or_default(),
+    )?;
+    let catalog = EcrCatalog::from_sdk_config_env_and_consumers(&config, &consumers)?;
     let policy = match &opts.policy {
         Some(path) => Policy::load(path)?,
         None => policy_from_ecr(&catalog, &opts.repositories).await?,
@@ -254,6 +260,22 @@ pub fn render(report: &Report, with_kept: bool) -> String {
             ));
         }
     }
+    // Who else may pull: the reason an uncovered repository keeps what it keeps.
+    for shared in &report.shared {
+        for c in &shared.consumers {
+            out.push_str(&format!(
+                "{}: may be pulled by {} ({}): {}\n",
+                shared.repository,
+                c.principal,
+                c.granted_by,
+                match c.coverage {
+                    Coverage::Covered => "its workloads are listed",
+                    Coverage::Accepted => "not listed, risk accepted by the policy",
+                    Coverage::Uncovered => "not listed: every image it could run is kept",
+                }
+            ));
+        }
+    }
     for c in &report.s3_caches {
         for (name, why) in &c.plan.expired_manifests {
             out.push_str(&format!(
@@ -337,5 +359,10 @@ impl<C: Catalog> Catalog for ProgressCatalog<C> {
     }
     fn in_use(&self) -> Option<&dyn crate::cleanup::in_use::InUseSource> {
         self.inner.in_use()
+    }
+    fn repository_policies(
+        &self,
+    ) -> Option<&dyn crate::catalog::repository_policy::RepositoryPolicies> {
+        self.inner.repository_policies()
     }
 }

@@ -60,8 +60,9 @@ impl CacheJanitor {
             Repositories::Registry(_) => {
                 let sdk = aws_config().await;
                 let s3 = s3_client(&sdk);
-                let mut catalog = EcrCatalog::from_sdk_config_and_env(&sdk)
-                    .map_err(HandlerError::non_retryable)?;
+                let mut catalog =
+                    EcrCatalog::from_sdk_config_env_and_consumers(&sdk, &settings.consumers)
+                        .map_err(HandlerError::non_retryable)?;
                 // Each manifest is read from ECR once and kept in the report bucket: a
                 // read counts as a pull, which `unused_for` rules must not see.
                 if let Some(bucket) = &settings.report_bucket {
@@ -156,6 +157,9 @@ pub struct JanitorSettings {
     pub report_bucket: Option<String>,
     /// `AFTERPUSH_REPORT_PREFIX`, default `cache-janitor/`.
     pub report_prefix: String,
+    /// `CONSUMER_ACCOUNTS` and `IN_USE_READER_ROLE`: the other accounts whose ECS and
+    /// Lambda are listed, and the role assumed in each.
+    pub consumers: crate::catalog::consumer_accounts::ConsumerAccounts,
 }
 
 impl JanitorSettings {
@@ -212,7 +216,20 @@ impl JanitorSettings {
                 })?
             }
         };
+        let consumers = crate::catalog::consumer_accounts::ConsumerAccounts::parse(
+            &get(crate::settings::CONSUMER_ACCOUNTS).unwrap_or_default(),
+            &get(crate::settings::IN_USE_READER_ROLE).unwrap_or_default(),
+        )
+        .map_err(|e| JanitorError::Settings {
+            var: if e.name == crate::settings::IN_USE_READER_ROLE {
+                crate::settings::IN_USE_READER_ROLE
+            } else {
+                crate::settings::CONSUMER_ACCOUNTS
+            },
+            message: format!("{:?}: {}", e.value, e.problem),
+        })?;
         Ok(JanitorSettings {
+            consumers,
             policy,
             dry_run,
             report_bucket: get("REPORT_BUCKET").filter(|b| !b.is_empty()),
@@ -362,6 +379,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("setting INSPECTOR_IN_USE"), "{err}");
+        assert!(s.consumers.accounts.is_empty());
+        let s = settings(&[
+            ("CLEANUP_POLICY", POLICY),
+            (
+                "CONSUMER_ACCOUNTS",
+                "222222222222:eu-west-1,us-east-1,333333333333",
+            ),
+            ("IN_USE_READER_ROLE", "reader"),
+        ])
+        .unwrap();
+        assert_eq!(s.consumers.account_ids(), ["222222222222", "333333333333"]);
+        assert_eq!(s.consumers.accounts[0].regions, ["eu-west-1", "us-east-1"]);
+        assert_eq!(s.consumers.role_name, "reader");
         for (vars, expected) in [
             (
                 vec![],
@@ -370,6 +400,18 @@ mod tests {
             (
                 vec![("CLEANUP_POLICY", POLICY), ("AFTERPUSH_CLEANUP_POLICY_FILE", "/x")],
                 "setting CLEANUP_POLICY: set CLEANUP_POLICY or AFTERPUSH_CLEANUP_POLICY_FILE, not both",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("CONSUMER_ACCOUNTS", "2222:eu-west-1")],
+                "setting CONSUMER_ACCOUNTS: \"2222:eu-west-1\": \"2222:eu-west-1\": \"2222\" is not a 12-digit account id",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("CONSUMER_ACCOUNTS", "eu-west-1")],
+                "setting CONSUMER_ACCOUNTS: \"eu-west-1\": \"eu-west-1\": a region must follow",
+            ),
+            (
+                vec![("CLEANUP_POLICY", POLICY), ("IN_USE_READER_ROLE", "a/b")],
+                "setting IN_USE_READER_ROLE: \"a/b\": expected an IAM role name",
             ),
             (
                 vec![("CLEANUP_POLICY", POLICY), ("DRY_RUN", "maybe")],
@@ -465,6 +507,7 @@ mod tests {
                 dry_run: false,
                 report_bucket: None,
                 report_prefix: "cache-janitor/".into(),
+                consumers: Default::default(),
             },
             filters: RepositoryTagFilters::default(),
             soci_tag_suffix: "-soci".into(),

@@ -19,6 +19,8 @@ use std::time::Instant;
 use support::{create_image_function, register_task_definition};
 
 const REPO: &str = "app";
+/// The test credentials' account: every user is named with the account it runs in.
+const ACCOUNT: &str = "123456789012";
 const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 
 async fn put(ecr: &aws_sdk_ecr::Client, seed: &str, tag: &str) -> Sha256Digest {
@@ -177,30 +179,46 @@ async fn images_in_use_are_kept_and_named_whatever_the_rules_say() {
     // definition keeps what the tag names now.
     assert_eq!(
         users_of("api-old"),
-        [format!("ecs task web/{} (container c0)", w.service_task)]
+        [format!(
+            "ecs task web/{} (container c0) in {ACCOUNT}",
+            w.service_task
+        )]
     );
     let api_new = users_of("api-new");
     assert!(
-        api_new.contains(&"ecs service web/api, task def api:1".to_string()),
+        api_new.contains(&format!("ecs service web/api, task def api:1 in {ACCOUNT}")),
         "{api_new:?}"
     );
     assert_eq!(
         users_of("pinned"),
-        [format!("ecs task web/{} (container c0)", w.pinned_task)]
+        [format!(
+            "ecs task web/{} (container c0) in {ACCOUNT}",
+            w.pinned_task
+        )]
     );
     assert_eq!(
         users_of("rev3"),
-        ["ecs task def worker:3 (one of the 5 latest)"]
+        [format!(
+            "ecs task def worker:3 (one of the 5 latest) in {ACCOUNT}"
+        )]
     );
     assert_eq!(
         users_of("rev7"),
-        ["ecs task def worker:7 (one of the 5 latest)"]
+        [format!(
+            "ecs task def worker:7 (one of the 5 latest) in {ACCOUNT}"
+        )]
     );
     assert_eq!(
         users_of("fn-old"),
-        ["lambda fn resize:1", "lambda fn resize:live"]
+        [
+            format!("lambda fn resize:1 in {ACCOUNT}"),
+            format!("lambda fn resize:live in {ACCOUNT}")
+        ]
     );
-    assert_eq!(users_of("fn-new"), ["lambda fn resize"]);
+    assert_eq!(
+        users_of("fn-new"),
+        [format!("lambda fn resize in {ACCOUNT}")]
+    );
     // The reason names the users, and the rule it overrode.
     let kept = repo
         .keeps
@@ -213,7 +231,7 @@ async fn images_in_use_are_kept_and_named_whatever_the_rules_say() {
     );
     assert_eq!(
         kept.reason,
-        "in use: lambda fn resize:1; lambda fn resize:live"
+        format!("in use: lambda fn resize:1 in {ACCOUNT}; lambda fn resize:live in {ACCOUNT}")
     );
 
     // A narrower rollback window lets revision 3 go.
@@ -353,7 +371,7 @@ async fn a_push_that_sets_off_a_rule_is_cleaned_at_once() {
         .iter()
         .find(|k| k.digest == d[0])
         .unwrap();
-    assert_eq!(keep.in_use, ["lambda fn api"]);
+    assert_eq!(keep.in_use, [format!("lambda fn api in {ACCOUNT}")]);
     assert_eq!(
         (keep.rule.as_deref(), keep.overridden),
         (Some("three-releases"), true)

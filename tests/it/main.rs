@@ -25,6 +25,7 @@ mod cleanup_ecr_aws_faults;
 mod cleanup_ecr_lifecycle;
 mod cleanup_in_use;
 mod cleanup_manifest_cache;
+mod cleanup_org;
 mod cleanup_s3;
 mod copy;
 mod copy_registry;

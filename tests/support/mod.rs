@@ -7,6 +7,7 @@ pub mod bridge_relay;
 pub mod fault_proxy;
 pub mod http_server;
 pub mod invoke_stack;
+pub mod moto_accounts;
 pub mod moto_fault_proxy;
 pub mod moto_setup;
 pub mod peak_rss;

@@ -53,6 +53,21 @@
    and leaves out an account that never enabled Inspector; real Inspector answers for
    the caller's account, with every resource type `DISABLED` until enabled.
    Corrections 8 and 9 are asserted by tests/it/moto_inspector.rs.
+10. STS AssumeRole. moto hands out credentials for any role ARN, existing or not; real
+   STS refuses a role that does not exist (or does not trust the caller) with 403
+   `AccessDenied` ("... is not authorized to perform: sts:AssumeRole on resource: ...").
+   The launcher refuses, the same way, a role that the target account's IAM does not
+   hold (trust policies are not evaluated). Asserted by tests/it/moto_in_use.rs.
+11. Lambda images from another account's registry. moto resolves a function's `ImageUri`
+   in the function's own account and region, whatever registry the URI names, so a
+   function in a consumer account cannot be created from the central registry's image.
+   Real Lambda pulls from the registry the URI names (when its policy allows). The
+   launcher resolves the URI in the account and region of its host. Asserted by
+   tests/it/moto_in_use.rs.
+12. ECR registry policy scope. moto's PutRegistryPolicy accepts only the actions of the
+   V1 scope (`ecr:CreateRepository`, `ecr:ReplicateImage`); registries are created with
+   the V2 scope, where a registry policy may grant every ECR action (`ecr:BatchGetImage`
+   included). The launcher accepts any `ecr:` action. Asserted by tests/it/moto_in_use.rs.
 """
 import copy
 import datetime
@@ -214,6 +229,24 @@ def _get_code_resolved(self):
 
 lambda_models.LambdaFunction.get_code = _get_code_resolved
 
+_set_function_code = lambda_models.LambdaFunction._set_function_code
+
+
+def _set_function_code_from_named_registry(self, updated_spec):
+    m = ECR_IMAGE.match(updated_spec.get("ImageUri") or "")
+    if not m or (m.group(1), m.group(2)) == (self.account_id, self.region):
+        return _set_function_code(self, updated_spec)
+    # moto looks the image up in ecr_backends[self.account_id][self.region].
+    own = (self.account_id, self.region)
+    self.account_id, self.region = m.group(1), m.group(2)
+    try:
+        return _set_function_code(self, updated_spec)
+    finally:
+        self.account_id, self.region = own
+
+
+lambda_models.LambdaFunction._set_function_code = _set_function_code_from_named_registry
+
 _get_authorization_token = ecr_responses.ECRResponse.get_authorization_token
 ECR_TOKEN_LIFETIME = datetime.timedelta(hours=12)
 
@@ -317,6 +350,67 @@ inspector_responses.Inspector2Response.list_coverage = _list_coverage
 inspector_models.Inspector2Backend.batch_get_account_status = _batch_get_account_status
 inspector_urls.url_paths["{0}/coverage/list$"] = inspector_responses.Inspector2Response.dispatch
 moto_api_urls.url_paths["{0}/moto-api/afterpush/inspector-coverage"] = afterpush_set_inspector_coverage
+
+from moto.iam.exceptions import MalformedPolicyDocument  # noqa: E402
+
+
+def _validate_registry_policy_action_v2(self, policy_text):
+    for statement in json.loads(policy_text)["Statement"]:
+        actions = statement.get("Action", [])
+        if isinstance(actions, str):
+            actions = [actions]
+        if any(not a.lower().startswith("ecr:") for a in actions):
+            raise MalformedPolicyDocument()
+
+
+models.ECRBackend._validate_registry_policy_action = _validate_registry_policy_action_v2
+
+from moto.core.exceptions import AccessDeniedError  # noqa: E402
+from moto.iam.models import iam_backends  # noqa: E402
+from moto.sts import responses as sts_responses  # noqa: E402
+from moto.utilities.utils import get_partition  # noqa: E402
+
+ROLE_ARN = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/(?:.*/)?([^/]+)$")
+_assume_role = sts_responses.TokenResponse.assume_role
+
+
+class _AssumeRoleAccessDenied(AccessDeniedError):
+    """403 AccessDenied in STS's own error document (`ErrorResponse/Error`, as the query
+    protocol clients parse it; moto's generic error nests it under `Errors`)."""
+
+    def __init__(self, caller, role_arn):
+        super().__init__(caller, f"sts:AssumeRole on resource: {role_arn}")
+        from xmltodict import unparse
+
+        self.description = unparse(
+            {
+                "ErrorResponse": {
+                    "@xmlns": "https://sts.amazonaws.com/doc/2011-06-15/",
+                    "Error": {"Type": "Sender", "Code": "AccessDenied", "Message": self.message},
+                    "RequestId": "afterpush-assume-role-denied",
+                }
+            },
+            full_document=True,
+        )
+
+
+def _assume_existing_role(self):
+    role_arn = self._get_param("RoleArn") or ""
+    m = ROLE_ARN.match(role_arn)
+    exists = False
+    if m:
+        try:
+            iam_backends[m.group(2)][m.group(1)].get_role(m.group(3))
+            exists = True
+        except Exception:
+            exists = False
+    if not exists:
+        caller = f"arn:{get_partition(self.region)}:iam::{self.get_current_account()}:root"
+        raise _AssumeRoleAccessDenied(caller, role_arn)
+    return _assume_role(self)
+
+
+sts_responses.TokenResponse.assume_role = _assume_existing_role
 
 from moto.server import main  # noqa: E402
 

@@ -307,6 +307,16 @@ fn bad_settings_fail_the_cold_start_naming_the_variable() {
     // It never polled for (and so never consumed) an event.
     assert!(api.posted.try_recv().is_err());
 
+    // A consumer account that is not one: named with its variable, before any event.
+    let api = RuntimeApi::start(sample_event("push-cache-main.json"));
+    let mut function = start(&api, &caches, &[("CONSUMER_ACCOUNTS", "2222:eu-west-1")]);
+    let log = exits_with_failure(&mut function);
+    assert!(
+        log.contains("CONSUMER_ACCOUNTS") && log.contains("12-digit account id"),
+        "{log}"
+    );
+    assert!(api.posted.try_recv().is_err());
+
     // No cleanup policy at all: the janitor refuses to start rather than guess one.
     let api = RuntimeApi::start(sample_event("push-cache-main.json"));
     let mut function = Function::start(

@@ -22,6 +22,7 @@ use super::{
     ApiErrorKind, Catalog, CatalogError, DeleteFailure, DeleteOutcome, ImageRecord, DELETE_BATCH,
 };
 use crate::catalog::paginate::Paging;
+use crate::catalog::repository_policy::RepositoryPolicies;
 use crate::catalog::workloads::InUseSource;
 use crate::oci::{
     annotation, is_attestation_descriptor, media, ArtifactKind, DescriptorSummary, ManifestSummary,
@@ -126,6 +127,8 @@ pub struct EcrCatalog<A = SdkEcr> {
     in_use: Option<Box<dyn InUseSource>>,
     /// Manifests already read (each is read from ECR once: a read counts as a pull).
     manifests: Option<manifest_cache::ManifestCache>,
+    /// The repository and registry policies (who else may pull).
+    policies: Option<Box<dyn RepositoryPolicies>>,
 }
 
 impl<A: EcrApi> EcrCatalog<A> {
@@ -136,6 +139,7 @@ impl<A: EcrApi> EcrCatalog<A> {
             paging: Paging::default(),
             in_use: None,
             manifests: None,
+            policies: None,
         }
     }
     /// The same catalog, reading each manifest from ECR once and then from `cache`.
@@ -151,6 +155,11 @@ impl<A: EcrApi> EcrCatalog<A> {
     /// The same catalog, listing images in use through `source`.
     pub fn with_in_use(mut self, source: impl InUseSource + 'static) -> Self {
         self.in_use = Some(Box::new(source));
+        self
+    }
+    /// The same catalog, reading who else may pull through `policies`.
+    pub fn with_repository_policies(mut self, policies: impl RepositoryPolicies + 'static) -> Self {
+        self.policies = Some(Box::new(policies));
         self
     }
     /// The ECR port this catalog calls (tests read a fake's counts through it).
@@ -443,6 +452,10 @@ impl<A: EcrApi> Catalog for EcrCatalog<A> {
 
     fn in_use(&self) -> Option<&dyn InUseSource> {
         self.in_use.as_deref()
+    }
+
+    fn repository_policies(&self) -> Option<&dyn RepositoryPolicies> {
+        self.policies.as_deref()
     }
 
     fn set_deadline(&self, deadline: Option<crate::deadline::Deadline>) {

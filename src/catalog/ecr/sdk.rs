@@ -4,11 +4,6 @@ use super::DESCRIBE_PAGE;
 use super::{EcrApi, EcrApiError, EcrCatalog, FetchedManifest, ImageDetail, ImageFailure};
 use crate::catalog::aws_clients::{ClientSettings, ClientSettingsError};
 use crate::catalog::aws_error::SdkFailure;
-use crate::catalog::ecs::SdkEcs;
-use crate::catalog::inspector::{BothSources, InspectorInUse, SdkInspector};
-use crate::catalog::lambda::SdkLambda;
-use crate::catalog::paginate::Paging;
-use crate::catalog::workloads::Workloads;
 use crate::oci::media;
 use chrono::{DateTime, Utc};
 
@@ -230,18 +225,10 @@ impl EcrCatalog<SdkEcr> {
     /// As [`Self::from_sdk_config`], with `settings`. The catalog and its workload
     /// listings share one [`Paging`]: the deadline a run sets stops both.
     pub fn with_settings(config: &aws_config::SdkConfig, settings: &ClientSettings) -> Self {
-        let paging = Paging::default();
-        Self::new(SdkEcr::from_sdk_config(config, settings))
-            .with_paging(paging.clone())
-            .with_in_use(BothSources(
-                Workloads::new(
-                    SdkEcs::from_sdk_config(config, settings),
-                    SdkLambda::from_sdk_config(config, settings),
-                )
-                .with_paging(paging.clone()),
-                // Lists nothing unless the policy turns `protect.inspector` on.
-                InspectorInUse::new(SdkInspector::from_sdk_config(config, settings))
-                    .with_paging(paging),
-            ))
+        Self::with_settings_and_consumers(
+            config,
+            settings,
+            &crate::catalog::consumer_accounts::ConsumerAccounts::default(),
+        )
     }
 }

@@ -59,6 +59,43 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> PolicyError 
     }
 }
 
+/// `protect.accept_uncovered`: exact repository names and 12-digit account ids only, so
+/// that a risk is accepted by name and never by a pattern that grows.
+fn accept_uncovered(
+    raw: Option<RawAcceptUncovered>,
+) -> Result<super::shared::AcceptUncovered, PolicyError> {
+    let Some(raw) = raw else {
+        return Ok(Default::default());
+    };
+    for (i, r) in raw.repositories.iter().enumerate() {
+        if r.is_empty() || r.contains(['*', '?', '[', '{']) {
+            return Err(invalid(
+                format!("protect.accept_uncovered.repositories[{i}]"),
+                format!("{r:?}: name a repository exactly (no patterns)"),
+            ));
+        }
+    }
+    let mut accounts = Vec::new();
+    for (i, a) in raw.accounts.iter().enumerate() {
+        let at = format!("protect.accept_uncovered.accounts[{i}]");
+        // A bare number loses an account id's leading zeros: it must be quoted.
+        let Some(a) = a.as_str() else {
+            return Err(invalid(
+                at,
+                format!("{a:?}: write the account id as a quoted string"),
+            ));
+        };
+        if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(at, format!("{a:?} is not a 12-digit account id")));
+        }
+        accounts.push(a.to_string());
+    }
+    Ok(super::shared::AcceptUncovered {
+        repositories: raw.repositories,
+        accounts,
+    })
+}
+
 fn ecr_invalid(prefix: &str, e: LifecycleError) -> PolicyError {
     invalid(
         format!("{prefix}{}", e.at),
@@ -114,6 +151,17 @@ struct RawProtect {
     inspector: Option<bool>,
     #[serde(default)]
     inspector_window: Option<RawDuration>,
+    accept_uncovered: Option<RawAcceptUncovered>,
+}
+
+/// `protect.accept_uncovered: {repositories: [app], accounts: ["333333333333"]}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcceptUncovered {
+    #[serde(default)]
+    repositories: Vec<String>,
+    #[serde(default)]
+    accounts: Vec<serde_yaml_ng::Value>,
 }
 
 /// An ECR lifecycle policy for some repositories, inside an afterpush policy.
@@ -325,6 +373,9 @@ pub struct Policy {
     pub ecr_lifecycle: Vec<EcrRuleGroup>,
     /// Images ECS or Lambda use are never deleted (on unless turned off by name).
     pub protect: Protect,
+    /// Consumers of shared repositories the janitor cannot scan, whose risk is accepted
+    /// by name (`protect.accept_uncovered`); none by default.
+    pub accept_uncovered: super::shared::AcceptUncovered,
 }
 
 /// The longest policy text afterpush reads: 1 MiB. Policies are a few KiB (Lambda's
@@ -473,6 +524,7 @@ impl Policy {
                 policy,
             }],
             protect: Protect::default(),
+            accept_uncovered: Default::default(),
         }
     }
 
@@ -484,7 +536,7 @@ impl Policy {
             .map(|g| &g.policy)
     }
 
-    fn validate(raw: RawPolicy) -> Result<Self, PolicyError> {
+    fn validate(mut raw: RawPolicy) -> Result<Self, PolicyError> {
         let repositories = match raw.repositories {
             Some(list) if list.is_empty() => {
                 return Err(invalid("repositories", "empty list selects no repository"))
@@ -663,6 +715,8 @@ impl Policy {
                 policy,
             });
         }
+        let accept_uncovered =
+            accept_uncovered(raw.protect.as_mut().and_then(|p| p.accept_uncovered.take()))?;
         let protect = match raw.protect {
             None => Protect::default(),
             Some(p) => Protect {
@@ -688,6 +742,7 @@ impl Policy {
             s3_caches,
             ecr_lifecycle,
             protect,
+            accept_uncovered,
         })
     }
 

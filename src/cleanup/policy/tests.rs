@@ -49,6 +49,35 @@ fn in_use_protection_is_turned_off_only_by_name() {
 }
 
 #[test]
+fn uncovered_consumers_are_accepted_only_by_exact_name() {
+    let p = Policy::parse("repositories: ['*']").unwrap();
+    assert_eq!(p.accept_uncovered, Default::default());
+    let p = Policy::parse(
+        "repositories: ['*']\nprotect: {accept_uncovered: {repositories: [legacy], accounts: ['012345678901']}}",
+    )
+    .unwrap();
+    assert_eq!(p.accept_uncovered.repositories, ["legacy"]);
+    assert_eq!(p.accept_uncovered.accounts, ["012345678901"]);
+    assert!(p.protect.ecs && p.protect.lambda);
+    for (yaml, field) in [
+        (
+            "{repositories: ['team/*']}",
+            "accept_uncovered.repositories[0]",
+        ),
+        ("{accounts: [12345678901]}", "accept_uncovered.accounts[0]"),
+        ("{accounts: ['o-abc123']}", "accept_uncovered.accounts[0]"),
+        ("{everyone: true}", "everyone"),
+    ] {
+        let err = Policy::parse(&format!(
+            "repositories: ['*']\nprotect: {{accept_uncovered: {yaml}}}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(field), "{yaml}: {err}");
+    }
+}
+
+#[test]
 fn json_policies_parse_too() {
     let p = Policy::parse(
         r#"{"repositories":["*"],"rules":[{"name":"r","select":{"tags":["/^release-[0-9]+$/"]},"action":"keep"}]}"#,

@@ -360,6 +360,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             dry_run: true,
             report_bucket: None,
             report_prefix: "cache-janitor/".into(),
+            consumers: Default::default(),
         },
         filters,
         soci_tag_suffix: soci_settings.tag_suffix.clone(),
