@@ -14,6 +14,7 @@
 use super::outputs::{DecisionRecord, FunctionName, IndexerOutput, PushOutput, StitcherOutput};
 use super::serve::Function;
 use super::{HandlerError, Invocation};
+use crate::aws_clients::{load_sdk_config, ClientSettings};
 use crate::deadline;
 use crate::events::{self, PushDecision, Trigger};
 use crate::filters::RepositoryTagFilters;
@@ -156,18 +157,16 @@ pub(super) fn push_filters() -> Result<(RepositoryTagFilters, String), HandlerEr
     ))
 }
 
-pub(super) async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+/// S3 clients use path-style addressing: it works with every endpoint (moto included)
+/// and with bucket names that contain dots. Retries and timeouts as every AWS client's
+/// ([`ClientSettings::from_env`]); an unreadable timeout fails the cold start, named.
+pub(super) fn s3_client(sdk: &aws_config::SdkConfig) -> Result<aws_sdk_s3::Client, HandlerError> {
+    Ok(client_settings()?.s3(sdk, true))
 }
 
-/// S3 clients use path-style addressing: it works with every endpoint (moto included)
-/// and with bucket names that contain dots.
-pub(super) fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(true)
-            .build(),
-    )
+/// The AWS clients' retry and timeout settings from the environment.
+pub(super) fn client_settings() -> Result<ClientSettings, HandlerError> {
+    ClientSettings::from_env().map_err(HandlerError::non_retryable)
 }
 
 /// A library error as a handler error, retryable when the library says a later
@@ -234,7 +233,7 @@ impl SociIndexer {
         let (filters, _) = push_filters()?;
         let cache: Box<dyn ZtocCache> = match &settings.ztoc_cache_bucket {
             Some(bucket) => Box::new(S3ZtocCache::new(
-                s3_client(&aws_config().await),
+                s3_client(&load_sdk_config().await)?,
                 bucket,
                 &settings.ztoc_cache_prefix,
             )),

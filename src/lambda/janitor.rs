@@ -3,7 +3,7 @@
 //! of the run's report.
 
 use super::handlers::{
-    aws_config, by_retryability, deadline_margin, push_filters, s3_client, skip, trigger,
+    by_retryability, client_settings, deadline_margin, push_filters, s3_client, skip, trigger,
 };
 use super::outputs::{FunctionName, JanitorOutput};
 use super::serve::Function;
@@ -57,13 +57,10 @@ impl CacheJanitor {
                 None,
             ),
             Repositories::Registry(_) => {
-                let sdk = aws_config().await;
+                let sdk = crate::aws_clients::load_sdk_config().await;
                 (
-                    Box::new(
-                        EcrCatalog::from_sdk_config_and_env(&sdk)
-                            .map_err(HandlerError::non_retryable)?,
-                    ),
-                    Some(s3_client(&sdk)),
+                    Box::new(EcrCatalog::with_settings(&sdk, &client_settings()?)),
+                    Some(s3_client(&sdk)?),
                 )
             }
         };
