@@ -398,6 +398,28 @@ mod tests {
             "image-digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}})
     }
 
+    /// Issue 21 item 8: the functions' S3 client (zTOC cache, S3 caches, reports) has the
+    /// operation and attempt timeouts and the retry mode of every AWS client.
+    #[test]
+    fn the_functions_s3_client_has_the_aws_client_timeouts() {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let client = s3_client(&sdk).unwrap();
+        let expected = ClientSettings::from_env().unwrap();
+        let timeouts = client.config().timeout_config().expect("timeouts");
+        assert_eq!(timeouts.operation_timeout(), Some(expected.operation_timeout));
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(expected.attempt_timeout)
+        );
+        assert_eq!(
+            client.config().retry_config().map(|r| r.max_attempts()),
+            Some(expected.max_attempts)
+        );
+    }
+
     #[tokio::test]
     async fn the_indexer_and_stitcher_refuse_events_for_another_account_or_region() {
         let home = Invocation {
