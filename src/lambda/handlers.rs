@@ -19,7 +19,7 @@ use crate::deadline;
 use crate::events::{self, PushDecision, Trigger};
 use crate::filters::RepositoryTagFilters;
 use crate::metrics;
-use crate::registry::distribution::{RegistryClients, RegistrySettings};
+use crate::registry::distribution::{with_deadline, RegistryClients, RegistrySettings};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::{ecr, Repository};
 use crate::settings::{self, ProcessEnv};
@@ -28,7 +28,8 @@ use crate::stitch::{self, StitchSettings};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 /// `AFTERPUSH_LAYOUT`: an OCI image layout directory that stands for every repository
 /// named in events (local runs and the demo, no registry and no cloud).
@@ -169,6 +170,26 @@ pub(super) fn client_settings() -> Result<ClientSettings, HandlerError> {
     ClientSettings::from_env().map_err(HandlerError::non_retryable)
 }
 
+/// The stitcher has no `AFTERPUSH_DEADLINE_MARGIN` of its own: a few seconds are enough to
+/// return an error after its last registry request.
+const STITCHER_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+/// Runs a handler's registry `work` with every registry retry in it bounded by the
+/// invocation ([`with_deadline`]): no retry starts whose backoff would end past the
+/// deadline less half the `margin`. Half: the other half of the margin is where the
+/// indexer pushes its index after the last layer, with retries; what is left returns the
+/// (retryable) error before Lambda ends the invocation. No deadline (the CLI), no bound.
+pub(super) async fn registry_work_within<F: Future>(
+    invocation: &Invocation,
+    margin: Duration,
+    work: F,
+) -> F::Output {
+    match invocation.stop(margin / 2) {
+        Some(stop) => with_deadline(Instant::now() + stop.remaining(), work).await,
+        None => work.await,
+    }
+}
+
 /// A library error as a handler error, retryable when the library says a later
 /// attempt can succeed (throttling, 5xx, resets).
 pub(super) fn by_retryability<E: std::error::Error + Send + Sync + 'static>(
@@ -266,27 +287,30 @@ impl SociIndexer {
         let budget = invocation
             .stop(self.deadline_margin)
             .map(|d| LayerTimeBudget::new(d, self.settings.layer_throughput));
-        let outcome = soci::create_soci_within(
-            repo.as_ref(),
-            &digest.to_string(),
-            Some(tag),
-            &self.settings,
-            self.cache.as_ref(),
-            None,
-            budget.as_ref(),
-        )
-        .await
-        .inspect_err(|_| metrics::failed(&event.detail.repository_name))
-        .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        finish(
-            FunctionName::SociIndexer,
-            repo.as_ref(),
-            &event.detail,
-            &decision,
-            outcome,
-            metrics::soci_outcome,
-        )
-        .await
+        let work = async {
+            let outcome = soci::create_soci_within(
+                repo.as_ref(),
+                &digest.to_string(),
+                Some(tag),
+                &self.settings,
+                self.cache.as_ref(),
+                None,
+                budget.as_ref(),
+            )
+            .await
+            .inspect_err(|_| metrics::failed(&event.detail.repository_name))
+            .map_err(|e| by_retryability(e.is_retryable(), e))?;
+            finish(
+                FunctionName::SociIndexer,
+                repo.as_ref(),
+                &event.detail,
+                &decision,
+                outcome,
+                metrics::soci_outcome,
+            )
+            .await
+        };
+        registry_work_within(invocation, self.deadline_margin, work).await
     }
 }
 
@@ -319,9 +343,9 @@ impl ManifestStitcher {
         })
     }
 
-    /// Stitches the per-arch tags of the pushed tag's base tag. The deadline is not
-    /// consulted: the work is a few small requests, each bounded by the registry
-    /// client's own deadline, and writing the stitched tag is its single last step.
+    /// Stitches the per-arch tags of the pushed tag's base tag. The work is a few small
+    /// requests and writing the stitched tag is its single last step; their retries stop
+    /// at the invocation deadline ([`registry_work_within`]).
     pub async fn handle(
         &self,
         payload: Value,
@@ -334,19 +358,22 @@ impl ManifestStitcher {
             return Ok(skipped(FunctionName::ManifestStitcher, &decision));
         };
         let repo = self.repositories.open(&event)?;
-        let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
+        let work = async {
+            let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
+                .await
+                .inspect_err(|_| metrics::failed(&event.detail.repository_name))
+                .map_err(|e| by_retryability(e.is_retryable(), e))?;
+            finish(
+                FunctionName::ManifestStitcher,
+                repo.as_ref(),
+                &event.detail,
+                &decision,
+                outcome,
+                metrics::stitch_outcome,
+            )
             .await
-            .inspect_err(|_| metrics::failed(&event.detail.repository_name))
-            .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        finish(
-            FunctionName::ManifestStitcher,
-            repo.as_ref(),
-            &event.detail,
-            &decision,
-            outcome,
-            metrics::stitch_outcome,
-        )
-        .await
+        };
+        registry_work_within(invocation, STITCHER_DEADLINE_MARGIN, work).await
     }
 }
 
