@@ -124,8 +124,10 @@ async fn the_sweep_stops_an_s3_listing_at_the_invocation_deadline() {
         .await
         .unwrap();
     assert!(
-        report.errors.iter().any(|e| e.contains("ListObjectsV2")
-            && e.contains("the invocation deadline came")),
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("ListObjectsV2") && e.contains("the invocation deadline came")),
         "{:?}",
         report.errors
     );

@@ -17,7 +17,10 @@ use support::moto_fault_proxy::{Fault, MotoFaultProxy, Operation};
 async fn a_token_request_that_never_answers_ends_in_a_timeout_error() {
     let moto = support::TestMoto::start();
     let proxy = MotoFaultProxy::start(moto.port);
-    proxy.always(Operation::Target("GetAuthorizationToken"), Fault::NeverAnswer);
+    proxy.always(
+        Operation::Target("GetAuthorizationToken"),
+        Fault::NeverAnswer,
+    );
     let short = ClientSettings {
         max_attempts: 1,
         operation_timeout: Duration::from_secs(3),

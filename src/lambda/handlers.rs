@@ -26,9 +26,9 @@ use crate::settings::{self, ProcessEnv};
 use crate::soci::{self, LayerTimeBudget, NoZtocCache, S3ZtocCache, SociSettings, ZtocCache};
 use crate::stitch::{self, StitchSettings};
 use serde_json::Value;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// `AFTERPUSH_LAYOUT`: an OCI image layout directory that stands for every repository
@@ -436,7 +436,10 @@ mod tests {
         let client = s3_client(&sdk).unwrap();
         let expected = ClientSettings::from_env().unwrap();
         let timeouts = client.config().timeout_config().expect("timeouts");
-        assert_eq!(timeouts.operation_timeout(), Some(expected.operation_timeout));
+        assert_eq!(
+            timeouts.operation_timeout(),
+            Some(expected.operation_timeout)
+        );
         assert_eq!(
             timeouts.operation_attempt_timeout(),
             Some(expected.attempt_timeout)

@@ -207,6 +207,9 @@ mod tests {
             &[(ENV_SAM_LOCAL, "true"), (ENV_LOCAL_ACCOUNT_ID, "moto")],
         )
         .unwrap_err();
-        assert!(err.contains(ENV_LOCAL_ACCOUNT_ID) && err.contains("moto"), "{err}");
+        assert!(
+            err.contains(ENV_LOCAL_ACCOUNT_ID) && err.contains("moto"),
+            "{err}"
+        );
     }
 }

@@ -2,9 +2,9 @@
 //! region, and the Basic credentials `GetAuthorizationToken` hands out (cached until
 //! shortly before they expire).
 
+use crate::aws_clients::ClientSettings;
 use crate::deadline::{system_clock, Clock};
 use crate::registry::distribution::auth::{CredentialSource, Credentials};
-use crate::aws_clients::ClientSettings;
 use crate::registry::{RegistryError, Result};
 use async_trait::async_trait;
 use base64::Engine as _;
