@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aws_clients;
 pub mod catalog;
 pub mod cleanup;
 #[cfg(feature = "cli")]

@@ -8,7 +8,7 @@
 //! lazy credentials provider, so that a refused role fails as itself (`STS AssumeRole
 //! failed: … AccessDenied`) and not as the first ECS call's credentials error.
 
-use crate::catalog::aws_clients::{ClientSettings, ClientSettingsError};
+use crate::aws_clients::{ClientSettings, ClientSettingsError};
 use crate::catalog::ecr::{EcrCatalog, SdkEcr};
 use crate::catalog::ecs::SdkEcs;
 use crate::catalog::inspector::{BothSources, InspectorInUse, SdkInspector};

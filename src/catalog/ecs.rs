@@ -8,7 +8,7 @@
 //! DescribeServices 10 names, DescribeTasks 100 ARNs, DescribeTaskDefinition one at a
 //! time (each at most once per run).
 
-use crate::catalog::aws_clients::ClientSettings;
+use crate::aws_clients::ClientSettings;
 use crate::catalog::paginate::Paging;
 use crate::catalog::workloads::{InUseError, InUseRef, RegistryScope};
 use crate::oci::Sha256Digest;

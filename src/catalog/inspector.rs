@@ -9,7 +9,7 @@
 //! ECR scan state is read first (`BatchGetAccountStatus`); anything but `ENABLED`, or a
 //! refused call, is an [`InUseError`] and the run deletes nothing.
 
-use crate::catalog::aws_clients::ClientSettings;
+use crate::aws_clients::ClientSettings;
 use crate::catalog::paginate::Paging;
 use crate::catalog::workloads::{EcrImageRef, InUseError, InUseRef, InUseSource, Protect, Target};
 use aws_sdk_inspector2::types::{CoverageFilterCriteria, CoverageStringComparison};

@@ -6,7 +6,7 @@
 //! as written). The calls go through the [`LambdaApi`] port ([`SdkLambda`] in production);
 //! ListFunctions, ListVersionsByFunction and ListAliases return at most 50 per page.
 
-use crate::catalog::aws_clients::ClientSettings;
+use crate::aws_clients::ClientSettings;
 use crate::catalog::paginate::Paging;
 use crate::catalog::workloads::{InUseError, InUseRef, RegistryScope};
 use std::collections::BTreeMap;

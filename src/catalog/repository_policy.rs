@@ -429,7 +429,7 @@ impl SdkRepositoryPolicies {
     /// The client from the catalog's one client home, the region from `config`.
     pub fn from_sdk_config(
         config: &aws_config::SdkConfig,
-        settings: &crate::catalog::aws_clients::ClientSettings,
+        settings: &crate::aws_clients::ClientSettings,
         consumers: Vec<String>,
     ) -> Self {
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();

@@ -176,27 +176,32 @@ impl S3Cache {
         Ok(out)
     }
 
-    /// The bytes of `prefix` + `name`.
+    /// The bytes of `prefix` + `name`, read within the deadline of [`Self::with_paging`].
     pub async fn get(&self, name: &str) -> Result<Vec<u8>, CatalogError> {
         let key = format!("{}{name}", self.uri.prefix);
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.uri.bucket)
-            .key(&key)
-            .send()
+        self.paging
+            .call("S3", "GetObject", 0, async {
+                let out = self
+                    .client
+                    .get_object()
+                    .bucket(&self.uri.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| self.sdk_error("GetObject", e))?;
+                let body = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| CatalogError::BadCacheObject {
+                        uri: self.uri.to_string(),
+                        key: key.clone(),
+                        message: e.to_string(),
+                    })?;
+                Ok::<_, CatalogError>(body.into_bytes().to_vec())
+            })
             .await
-            .map_err(|e| self.sdk_error("GetObject", e))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| CatalogError::BadCacheObject {
-                uri: self.uri.to_string(),
-                key,
-                message: e.to_string(),
-            })?;
-        Ok(body.into_bytes().to_vec())
+            .map_err(|e| e.in_repository(&self.uri.to_string()))
     }
 
     /// Deletes objects (names relative to the prefix) in DeleteObjects batches of 1000.

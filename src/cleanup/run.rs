@@ -13,6 +13,7 @@ use super::policy::{self, Pattern, Policy, Rule, RuleAction, S3CachePolicy, Sele
 use super::s3gc;
 use super::shared;
 use super::{Blocked, JanitorError, Report};
+use crate::catalog::paginate::Paging;
 use crate::catalog::s3cache::{S3Cache, S3CacheUri};
 use crate::catalog::Catalog;
 use crate::deadline::Deadline;
@@ -313,7 +314,10 @@ pub async fn sweep(
                         report.s3_caches_left.push(c.uri.to_string());
                         continue;
                     }
-                    let cache = S3Cache::new(client.clone(), c.uri.clone());
+                    // The cache's listings stop at the invocation deadline, as ECR's do.
+                    let paging = Paging::default();
+                    paging.set_deadline(options.deadline.clone());
+                    let cache = S3Cache::new(client.clone(), c.uri.clone()).with_paging(paging);
                     match s3gc::collect(&cache, &c, options.now, options.dry_run).await {
                         Ok(r) => report.s3_caches.push(r),
                         Err(e) => {

@@ -1,6 +1,7 @@
 //! `afterpush cleanup plan|apply`: the cache janitor from the command line, against ECR
 //! (aws-config: `AWS_ENDPOINT_URL`, profiles, regions as usual) and S3 caches.
 
+use crate::aws_clients::ClientSettings;
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::s3cache::S3CacheUri;
 use crate::catalog::{Catalog, CatalogError, DeleteOutcome, ImageRecord};
@@ -94,13 +95,14 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
         CleanupAction::Plan(o) => (o, true),
         CleanupAction::Apply(o) => (o, false),
     };
-    let config = aws_config::load_from_env().await;
+    let config = crate::aws_clients::load_sdk_config().await;
+    let clients = ClientSettings::from_env()?;
     // The same consumer accounts as the janitor's, from the same variables.
     let consumers = crate::catalog::consumer_accounts::ConsumerAccounts::parse(
         &std::env::var(crate::settings::CONSUMER_ACCOUNTS).unwrap_or_default(),
         &std::env::var(crate::settings::IN_USE_READER_ROLE).unwrap_or_default(),
     )?;
-    let catalog = EcrCatalog::from_sdk_config_env_and_consumers(&config, &consumers)?;
+    let catalog = EcrCatalog::with_settings_and_consumers(&config, &clients, &consumers);
     let policy = match &opts.policy {
         Some(path) => Policy::load(path)?,
         None => policy_from_ecr(&catalog, &opts.repositories).await?,
@@ -117,12 +119,8 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--s3-cache: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            // Path-style works with every endpoint (S3-compatible stores, moto).
-            .force_path_style(std::env::var_os("AWS_ENDPOINT_URL").is_some())
-            .build(),
-    );
+    // Path-style works with every endpoint (S3-compatible stores, moto).
+    let s3 = clients.s3(&config, std::env::var_os("AWS_ENDPOINT_URL").is_some());
     let options = RunOptions {
         dry_run,
         now,

@@ -129,15 +129,11 @@ fn bytes_progress(total: u64) -> (ProgressBar, soci::Progress) {
     (bar, progress)
 }
 
-async fn ztoc_cache(settings: &ReconcileSettings) -> Box<dyn ZtocCache> {
-    match &settings.soci.ztoc_cache_bucket {
+async fn ztoc_cache(settings: &ReconcileSettings) -> anyhow::Result<Box<dyn ZtocCache>> {
+    Ok(match &settings.soci.ztoc_cache_bucket {
         Some(bucket) => {
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let s3 = aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(&sdk)
-                    .force_path_style(true)
-                    .build(),
-            );
+            let sdk = crate::aws_clients::load_sdk_config().await;
+            let s3 = crate::aws_clients::ClientSettings::from_env()?.s3(&sdk, true);
             Box::new(S3ZtocCache::new(
                 s3,
                 bucket,
@@ -145,7 +141,7 @@ async fn ztoc_cache(settings: &ReconcileSettings) -> Box<dyn ZtocCache> {
             ))
         }
         None => Box::new(NoZtocCache),
-    }
+    })
 }
 
 /// Runs `afterpush reconcile`.
@@ -198,7 +194,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let cache = ztoc_cache(&settings).await;
+    let cache = ztoc_cache(&settings).await?;
     let mut reports = vec![];
     for (target, repo_plan) in targets.iter().zip(&plan.repositories) {
         let survey: &Survey = &repo_plan.survey;

@@ -157,12 +157,8 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         .context("the image needs a tag or digest")?;
     let cache: Box<dyn ZtocCache> = match &settings.ztoc_cache_bucket {
         Some(bucket) => {
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let s3 = aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(&sdk)
-                    .force_path_style(true)
-                    .build(),
-            );
+            let sdk = crate::aws_clients::load_sdk_config().await;
+            let s3 = crate::aws_clients::ClientSettings::from_env()?.s3(&sdk, true);
             Box::new(S3ZtocCache::new(s3, bucket, &settings.ztoc_cache_prefix))
         }
         None => Box::new(NoZtocCache),

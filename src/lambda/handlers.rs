@@ -14,20 +14,22 @@
 use super::outputs::{DecisionRecord, FunctionName, IndexerOutput, PushOutput, StitcherOutput};
 use super::serve::Function;
 use super::{HandlerError, Invocation};
+use crate::aws_clients::{load_sdk_config, ClientSettings};
 use crate::deadline;
 use crate::events::{self, PushDecision, Trigger};
 use crate::filters::RepositoryTagFilters;
 use crate::metrics;
-use crate::registry::distribution::{RegistryClients, RegistrySettings};
+use crate::registry::distribution::{with_deadline, RegistryClients, RegistrySettings};
 use crate::registry::layout::LayoutRepository;
 use crate::registry::{ecr, Repository};
 use crate::settings::{self, ProcessEnv};
 use crate::soci::{self, LayerTimeBudget, NoZtocCache, S3ZtocCache, SociSettings, ZtocCache};
 use crate::stitch::{self, StitchSettings};
 use serde_json::Value;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `AFTERPUSH_LAYOUT`: an OCI image layout directory that stands for every repository
 /// named in events (local runs and the demo, no registry and no cloud).
@@ -156,18 +158,36 @@ pub(super) fn push_filters() -> Result<(RepositoryTagFilters, String), HandlerEr
     ))
 }
 
-pub(super) async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+/// S3 clients use path-style addressing: it works with every endpoint (moto included)
+/// and with bucket names that contain dots. Retries and timeouts as every AWS client's
+/// ([`ClientSettings::from_env`]); an unreadable timeout fails the cold start, named.
+pub(super) fn s3_client(sdk: &aws_config::SdkConfig) -> Result<aws_sdk_s3::Client, HandlerError> {
+    Ok(client_settings()?.s3(sdk, true))
 }
 
-/// S3 clients use path-style addressing: it works with every endpoint (moto included)
-/// and with bucket names that contain dots.
-pub(super) fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(true)
-            .build(),
-    )
+/// The AWS clients' retry and timeout settings from the environment.
+pub(super) fn client_settings() -> Result<ClientSettings, HandlerError> {
+    ClientSettings::from_env().map_err(HandlerError::non_retryable)
+}
+
+/// The stitcher has no `AFTERPUSH_DEADLINE_MARGIN` of its own: a few seconds are enough to
+/// return an error after its last registry request.
+const STITCHER_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+/// Runs a handler's registry `work` with every registry retry in it bounded by the
+/// invocation ([`with_deadline`]): no retry starts whose backoff would end past the
+/// deadline less half the `margin`. Half: the other half of the margin is where the
+/// indexer pushes its index after the last layer, with retries; what is left returns the
+/// (retryable) error before Lambda ends the invocation. No deadline (the CLI), no bound.
+pub(super) async fn registry_work_within<F: Future>(
+    invocation: &Invocation,
+    margin: Duration,
+    work: F,
+) -> F::Output {
+    match invocation.stop(margin / 2) {
+        Some(stop) => with_deadline(Instant::now() + stop.remaining(), work).await,
+        None => work.await,
+    }
 }
 
 /// A library error as a handler error, retryable when the library says a later
@@ -234,7 +254,7 @@ impl SociIndexer {
         let (filters, _) = push_filters()?;
         let cache: Box<dyn ZtocCache> = match &settings.ztoc_cache_bucket {
             Some(bucket) => Box::new(S3ZtocCache::new(
-                s3_client(&aws_config().await),
+                s3_client(&load_sdk_config().await)?,
                 bucket,
                 &settings.ztoc_cache_prefix,
             )),
@@ -267,27 +287,30 @@ impl SociIndexer {
         let budget = invocation
             .stop(self.deadline_margin)
             .map(|d| LayerTimeBudget::new(d, self.settings.layer_throughput));
-        let outcome = soci::create_soci_within(
-            repo.as_ref(),
-            &digest.to_string(),
-            Some(tag),
-            &self.settings,
-            self.cache.as_ref(),
-            None,
-            budget.as_ref(),
-        )
-        .await
-        .inspect_err(|_| metrics::failed(&event.detail.repository_name))
-        .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        finish(
-            FunctionName::SociIndexer,
-            repo.as_ref(),
-            &event.detail,
-            &decision,
-            outcome,
-            metrics::soci_outcome,
-        )
-        .await
+        let work = async {
+            let outcome = soci::create_soci_within(
+                repo.as_ref(),
+                &digest.to_string(),
+                Some(tag),
+                &self.settings,
+                self.cache.as_ref(),
+                None,
+                budget.as_ref(),
+            )
+            .await
+            .inspect_err(|_| metrics::failed(&event.detail.repository_name))
+            .map_err(|e| by_retryability(e.is_retryable(), e))?;
+            finish(
+                FunctionName::SociIndexer,
+                repo.as_ref(),
+                &event.detail,
+                &decision,
+                outcome,
+                metrics::soci_outcome,
+            )
+            .await
+        };
+        registry_work_within(invocation, self.deadline_margin, work).await
     }
 }
 
@@ -320,9 +343,9 @@ impl ManifestStitcher {
         })
     }
 
-    /// Stitches the per-arch tags of the pushed tag's base tag. The deadline is not
-    /// consulted: the work is a few small requests, each bounded by the registry
-    /// client's own deadline, and writing the stitched tag is its single last step.
+    /// Stitches the per-arch tags of the pushed tag's base tag. The work is a few small
+    /// requests and writing the stitched tag is its single last step; their retries stop
+    /// at the invocation deadline ([`registry_work_within`]).
     pub async fn handle(
         &self,
         payload: Value,
@@ -335,19 +358,22 @@ impl ManifestStitcher {
             return Ok(skipped(FunctionName::ManifestStitcher, &decision));
         };
         let repo = self.repositories.open(&event)?;
-        let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
+        let work = async {
+            let outcome = stitch::handle_push(repo.as_ref(), tag, &self.settings)
+                .await
+                .inspect_err(|_| metrics::failed(&event.detail.repository_name))
+                .map_err(|e| by_retryability(e.is_retryable(), e))?;
+            finish(
+                FunctionName::ManifestStitcher,
+                repo.as_ref(),
+                &event.detail,
+                &decision,
+                outcome,
+                metrics::stitch_outcome,
+            )
             .await
-            .inspect_err(|_| metrics::failed(&event.detail.repository_name))
-            .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        finish(
-            FunctionName::ManifestStitcher,
-            repo.as_ref(),
-            &event.detail,
-            &decision,
-            outcome,
-            metrics::stitch_outcome,
-        )
-        .await
+        };
+        registry_work_within(invocation, STITCHER_DEADLINE_MARGIN, work).await
     }
 }
 
@@ -397,6 +423,31 @@ mod tests {
             "image-tag": "1.2-arm64", "manifest-media-type": crate::oci::media::OCI_MANIFEST,
             "artifact-media-type": crate::oci::media::OCI_CONFIG,
             "image-digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}})
+    }
+
+    /// Issue 21 item 8: the functions' S3 client (zTOC cache, S3 caches, reports) has the
+    /// operation and attempt timeouts and the retry mode of every AWS client.
+    #[test]
+    fn the_functions_s3_client_has_the_aws_client_timeouts() {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let client = s3_client(&sdk).unwrap();
+        let expected = ClientSettings::from_env().unwrap();
+        let timeouts = client.config().timeout_config().expect("timeouts");
+        assert_eq!(
+            timeouts.operation_timeout(),
+            Some(expected.operation_timeout)
+        );
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(expected.attempt_timeout)
+        );
+        assert_eq!(
+            client.config().retry_config().map(|r| r.max_attempts()),
+            Some(expected.max_attempts)
+        );
     }
 
     #[tokio::test]

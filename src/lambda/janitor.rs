@@ -3,7 +3,7 @@
 //! of the run's report.
 
 use super::handlers::{
-    aws_config, by_retryability, deadline_margin, push_filters, s3_client, skip, trigger,
+    by_retryability, client_settings, deadline_margin, push_filters, s3_client, skip, trigger,
 };
 use super::outputs::{FunctionName, JanitorOutput};
 use super::serve::Function;
@@ -58,11 +58,13 @@ impl CacheJanitor {
                 None,
             ),
             Repositories::Registry(_) => {
-                let sdk = aws_config().await;
-                let s3 = s3_client(&sdk);
-                let mut catalog =
-                    EcrCatalog::from_sdk_config_env_and_consumers(&sdk, &settings.consumers)
-                        .map_err(HandlerError::non_retryable)?;
+                let sdk = crate::aws_clients::load_sdk_config().await;
+                let s3 = s3_client(&sdk)?;
+                let mut catalog = EcrCatalog::with_settings_and_consumers(
+                    &sdk,
+                    &client_settings()?,
+                    &settings.consumers,
+                );
                 // Each manifest is read from ECR once and kept in the report bucket: a
                 // read counts as a pull, which `unused_for` rules must not see.
                 if let Some(bucket) = &settings.report_bucket {

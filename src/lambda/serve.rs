@@ -43,12 +43,16 @@ pub async fn serve<F: Function>() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Box<RawValue>>| async move {
             tracing::info!(request_id = %event.context.request_id, "event received");
-            let invocation = Invocation::from_context(&event.context);
-            let outcome = match strict_payload(&event.payload) {
+            let outcome = match (
+                Invocation::from_context(&event.context),
+                strict_payload(&event.payload),
+            ) {
                 // Boxed: the handlers' futures are deep enough to exceed the compiler's
                 // query depth limit when nested inline in the runtime's.
-                Ok(payload) => Box::pin(function.handle(payload, &invocation)).await,
-                Err(e) => Err(e),
+                (Ok(invocation), Ok(payload)) => {
+                    Box::pin(function.handle(payload, &invocation)).await
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
             };
             metrics.flush();
             outcome

@@ -2,6 +2,7 @@
 //! region, and the Basic credentials `GetAuthorizationToken` hands out (cached until
 //! shortly before they expire).
 
+use crate::aws_clients::ClientSettings;
 use crate::deadline::{system_clock, Clock};
 use crate::registry::distribution::auth::{CredentialSource, Credentials};
 use crate::registry::{RegistryError, Result};
@@ -92,6 +93,14 @@ fn strip_port(host: &str) -> Option<&str> {
         Some(_) => None,
         None => Some(host),
     }
+}
+
+/// The AWS client settings from the environment, a bad one an authentication error.
+fn settings_from_env() -> Result<ClientSettings> {
+    ClientSettings::from_env().map_err(|e| RegistryError::Auth {
+        registry: "ECR".into(),
+        message: e.to_string(),
+    })
 }
 
 /// Decodes an ECR authorization token: base64 of `AWS:<password>`.
@@ -186,28 +195,33 @@ impl std::fmt::Debug for EcrTokenProvider {
 }
 
 impl EcrTokenProvider {
-    /// Through an SDK config (which honours `AWS_ENDPOINT_URL`, region and credentials).
-    /// `registry_id` is the account id of the registry (default: the caller's).
-    pub fn new(sdk: &aws_config::SdkConfig, registry_id: Option<String>) -> Self {
+    /// Through an SDK config (which honours `AWS_ENDPOINT_URL`, region and credentials),
+    /// the ECR client retrying and timing out as `settings` say. `registry_id` is the
+    /// account id of the registry (default: the caller's).
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        settings: &ClientSettings,
+        registry_id: Option<String>,
+    ) -> Self {
         Self::with_api(SdkTokenApi {
-            client: aws_sdk_ecr::Client::new(sdk),
+            client: settings.ecr(sdk),
             registry_id,
         })
     }
 
-    /// For `registry` with the default AWS configuration chain and its region.
-    pub async fn for_registry(registry: &EcrRegistry) -> Self {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(registry.region.clone()))
-            .load()
-            .await;
-        Self::new(&sdk, Some(registry.account.clone()))
+    /// For `registry` with the default AWS configuration chain and its region, the
+    /// client's timeouts from the environment (an unreadable one is an error naming it).
+    pub async fn for_registry(registry: &EcrRegistry) -> Result<Self> {
+        let settings = settings_from_env()?;
+        let sdk = crate::aws_clients::load_sdk_config_in(&registry.region).await;
+        Ok(Self::new(&sdk, &settings, Some(registry.account.clone())))
     }
 
     /// With the default AWS configuration chain, for the caller's own registry.
-    pub async fn from_env() -> Self {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::new(&sdk, None)
+    pub async fn from_env() -> Result<Self> {
+        let settings = settings_from_env()?;
+        let sdk = crate::aws_clients::load_sdk_config().await;
+        Ok(Self::new(&sdk, &settings, None))
     }
 
     /// Over any [`AuthorizationTokenApi`] (tests pass their own).

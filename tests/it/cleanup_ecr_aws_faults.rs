@@ -6,7 +6,7 @@
 
 use crate::support;
 
-use afterpush::catalog::aws_clients::ClientSettings;
+use afterpush::aws_clients::ClientSettings;
 use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::catalog::paginate::PagingError;
 use afterpush::catalog::{Catalog, CatalogError};

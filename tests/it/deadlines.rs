@@ -13,15 +13,20 @@ use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::deadline::{Clock, Deadline};
 use afterpush::filters::RepositoryTagFilters;
 use afterpush::lambda::janitor::{self, JanitorEvent, JanitorSettings};
-use afterpush::registry::distribution::{DistributionRepository, RegistrySettings};
+use afterpush::lambda::{Invocation, Repositories, SociIndexer};
+use afterpush::registry::distribution::{
+    AuthMode, DistributionRepository, RegistryClients, RegistrySettings, RetryPolicy,
+};
 use afterpush::registry::Repository;
 use afterpush::sample::{self, SampleSpec};
 use afterpush::soci::{
-    create_soci, create_soci_within, LayerTimeBudget, S3ZtocCache, SociError, SociSettings,
+    create_soci, create_soci_within, LayerTimeBudget, NoZtocCache, S3ZtocCache, SociError,
+    SociSettings,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use support::fault_proxy::{Fault, FaultProxy};
 
 const CACHE_BUCKET: &str = "ztoc-cache";
 
@@ -113,6 +118,80 @@ async fn an_indexer_out_of_time_leaves_its_finished_ztocs_for_the_retry() {
         "{outcome:?}"
     );
     assert_eq!(outcome.tag.as_deref(), Some("1.0-soci"));
+}
+
+/// Issue 21 item 18: the indexer handler runs its registry work under the invocation
+/// deadline. The registry answers 503 to every manifest PUT (the SOCI index, after its
+/// zTOCs are uploaded); with a retry policy of 20 attempts whose backoffs add up to
+/// far more than the 2 s the invocation has, the handler stops retrying at the
+/// deadline (fewer PUTs than the attempt limit), fails retryably, and publishes no
+/// index: the tags and referrers are as before.
+#[tokio::test]
+async fn the_indexer_handler_stops_registry_retries_at_the_invocation_deadline() {
+    let registry = support::TestRegistry::start();
+    let direct =
+        DistributionRepository::connect(&RegistrySettings::default(), &registry.host(), "app")
+            .unwrap();
+    let spec = SampleSpec {
+        layer_sizes: vec![4 * 1024],
+        attestations: false,
+        ..SampleSpec::default()
+    };
+    let image = sample::write_image(&direct, &spec, &spec.platforms[0], Some("1.0"))
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(registry.port);
+    proxy.add_rule(Some("PUT"), "/manifests/", Fault::Status(503), 10_000);
+    let max_attempts = 20;
+    let through_proxy = RegistrySettings {
+        endpoint: Some(format!("http://{}", proxy.host()).parse().unwrap()),
+        auth: AuthMode::Anonymous,
+        retry: RetryPolicy {
+            max_attempts,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        },
+        ..RegistrySettings::default()
+    };
+    let indexer = SociIndexer {
+        settings: SociSettings {
+            min_layer_size: 0,
+            ..SociSettings::default()
+        },
+        filters: RepositoryTagFilters::default(),
+        repositories: Repositories::Registry(Arc::new(
+            RegistryClients::new(through_proxy).unwrap(),
+        )),
+        cache: Box::new(NoZtocCache),
+        deadline_margin: Duration::ZERO,
+    };
+    let event = serde_json::json!({"detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": "123456789012", "region": "us-east-1", "detail": {
+        "result": "SUCCESS", "repository-name": "app", "action-type": "PUSH",
+        "image-tag": "1.0", "manifest-media-type": image.manifest.media_type,
+        "image-digest": image.manifest.digest.to_string()}});
+    let invocation = Invocation {
+        deadline: Some(SystemTime::now() + Duration::from_secs(2)),
+        home: None,
+    };
+    let err = indexer.handle(event, &invocation).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("503"), "{err}");
+    let puts = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "PUT" && s.path.contains("/manifests/"))
+        .count();
+    assert!(
+        (1..max_attempts as usize).contains(&puts),
+        "{puts} manifest PUTs: retries went on past the deadline"
+    );
+    assert_eq!(direct.list_tags().await.unwrap(), ["1.0"]);
+    assert!(direct
+        .referrers(&image.manifest.digest, None)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Starts at `start` and moves `step` forward on every reading.

@@ -666,7 +666,11 @@ async fn ecr_token_from_moto_is_sent_as_basic() {
         endpoint: Some(format!("http://{}", proxy.host()).parse().unwrap()),
         ..settings()
     };
-    let provider = EcrTokenProvider::new(&moto.sdk_config().await, Some("123456789012".into()));
+    let provider = EcrTokenProvider::new(
+        &moto.sdk_config().await,
+        &afterpush::aws_clients::ClientSettings::default(),
+        Some("123456789012".into()),
+    );
     let client =
         RegistryClient::with_credentials(&through_proxy, ecr_host, Arc::new(provider)).unwrap();
     let app = DistributionRepository::new(Arc::new(client), "app").unwrap();

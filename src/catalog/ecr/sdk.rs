@@ -2,7 +2,7 @@
 
 use super::DESCRIBE_PAGE;
 use super::{EcrApi, EcrApiError, EcrCatalog, FetchedManifest, ImageDetail, ImageFailure};
-use crate::catalog::aws_clients::{ClientSettings, ClientSettingsError};
+use crate::aws_clients::{ClientSettings, ClientSettingsError};
 use crate::catalog::aws_error::SdkFailure;
 use crate::oci::media;
 use chrono::{DateTime, Utc};

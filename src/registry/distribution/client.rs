@@ -100,13 +100,13 @@ impl CredentialSource for LazyEcr {
     async fn credentials(&self) -> Result<Credentials> {
         let provider = self
             .provider
-            .get_or_init(|| async {
+            .get_or_try_init(|| async {
                 match &self.registry {
                     Some(r) => EcrTokenProvider::for_registry(r).await,
                     None => EcrTokenProvider::from_env().await,
                 }
             })
-            .await;
+            .await?;
         provider.credentials().await
     }
 

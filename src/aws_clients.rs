@@ -1,17 +1,31 @@
-//! The one place the catalog's AWS clients (ECR, ECS, Lambda, S3) are built: the
-//! standard retry mode with more attempts (ECR and ECS throttle sweeps of many
-//! repositories; the SDK's retry is the only retry layer of these calls), and an
-//! operation and an attempt timeout, so that a call that never answers fails instead of
-//! holding the janitor until Lambda kills it.
+//! The one place every AWS SDK client of the crate is built (ECR, ECS, Lambda, S3; the
+//! registry's ECR token client included): the standard retry mode with more attempts
+//! (ECR and ECS throttle sweeps of many repositories; the SDK's retry is the only retry
+//! layer of these calls), and an operation and an attempt timeout, so that a call that
+//! never answers fails instead of holding a function until Lambda kills it.
 //!
-//! The timeouts come from the environment ([`ENV_OPERATION_TIMEOUT`],
-//! [`ENV_ATTEMPT_TIMEOUT`]); inside Lambda the invocation deadline cuts every listing
-//! shorter still (see [`super::paginate::Paging`]).
+//! At the crate root, below `registry` and `catalog`, so that both build their clients
+//! here. The timeouts come from the environment ([`ENV_OPERATION_TIMEOUT`],
+//! [`ENV_ATTEMPT_TIMEOUT`]); inside Lambda the invocation deadline cuts every catalog
+//! listing shorter still (see [`crate::catalog::paginate::Paging`]).
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::SdkConfig;
 use std::time::Duration;
+
+/// The default AWS configuration chain (region, credentials, `AWS_ENDPOINT_URL`).
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// The default AWS configuration chain with `region` in place of the configured one.
+pub async fn load_sdk_config_in(region: &str) -> SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .load()
+        .await
+}
 
 /// `AFTERPUSH_AWS_OPERATION_TIMEOUT`: the longest one AWS call may take, its retries
 /// included (a duration: `2m`, `90s`).
@@ -167,6 +181,33 @@ impl ClientSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_client_carries_the_retry_and_timeout_settings() {
+        let settings = ClientSettings {
+            max_attempts: 3,
+            operation_timeout: Duration::from_secs(9),
+            attempt_timeout: Duration::from_secs(4),
+        };
+        let sdk = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let check = |retry: Option<&RetryConfig>, timeout: Option<&TimeoutConfig>| {
+            assert_eq!(retry.map(|r| r.max_attempts()), Some(3));
+            let t = timeout.expect("a timeout config");
+            assert_eq!(t.operation_timeout(), Some(Duration::from_secs(9)));
+            assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(4)));
+        };
+        let c = settings.ecr(&sdk);
+        check(c.config().retry_config(), c.config().timeout_config());
+        let c = settings.ecs(&sdk);
+        check(c.config().retry_config(), c.config().timeout_config());
+        let c = settings.lambda(&sdk);
+        check(c.config().retry_config(), c.config().timeout_config());
+        let c = settings.s3(&sdk, true);
+        check(c.config().retry_config(), c.config().timeout_config());
+    }
 
     #[test]
     fn timeouts_come_from_the_environment_and_bad_values_are_named() {
