@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod clients;
 pub mod pages;
+pub mod plain_http;
 pub mod redirect;
 pub mod referrers;
 pub mod response;

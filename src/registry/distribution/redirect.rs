@@ -14,7 +14,8 @@
 //! Host names are classified as written: a public name that resolves to a private
 //! address is not caught here (that would need our own resolver).
 
-use super::settings::{plain_http_allowed, ENV_INSECURE};
+use super::plain_http::plain_http_allowed;
+use super::settings::ENV_INSECURE;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use url::{Host, Url};
 

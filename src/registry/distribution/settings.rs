@@ -2,6 +2,7 @@
 //! and retry policy, read from the environment by [`RegistrySettings::from_env`].
 
 use super::auth::Credentials;
+use super::plain_http::{is_loopback, plain_http_allowed};
 use super::retry::RetryPolicy;
 use crate::registry::{RegistryError, Result};
 use url::Url;
@@ -193,11 +194,6 @@ impl RegistrySettings {
     }
 }
 
-/// False for a plain-HTTP URL to a host other than loopback, unless `allow_insecure_http`.
-pub fn plain_http_allowed(url: &Url, allow_insecure_http: bool) -> bool {
-    url.scheme() != "http" || allow_insecure_http || url.host_str().is_some_and(is_loopback)
-}
-
 /// Parses a base URL (the endpoint setting, or one made from a reference's host): http
 /// or https, no query, path ending in `/`. Errors are located at `what`.
 fn parse_base_url(s: &str, what: &str) -> Result<Url> {
@@ -222,28 +218,9 @@ fn parse_base_url(s: &str, what: &str) -> Result<Url> {
     Ok(url)
 }
 
-/// `localhost`, `127.x.y.z`, `::1` (with or without a port or brackets).
-pub fn is_loopback(host: &str) -> bool {
-    let h = host.trim();
-    let name = if let Some(rest) = h.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else if h.matches(':').count() == 1 {
-        h.split(':').next().unwrap_or("")
-    } else {
-        h
-    };
-    if name.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    name.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rstest::rstest;
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -338,19 +315,5 @@ mod tests {
                 .to_string();
             assert!(err.contains(bad[0].0), "{err}");
         }
-    }
-
-    #[rstest]
-    #[case("localhost", true)]
-    #[case("localhost:5000", true)]
-    #[case("127.0.0.1", true)]
-    #[case("127.0.0.1:5000", true)]
-    #[case("[::1]:5000", true)]
-    #[case("::1", true)]
-    #[case("10.0.0.1:5000", false)]
-    #[case("localhost.example.com", false)]
-    #[case("ghcr.io", false)]
-    fn loopback_hosts(#[case] host: &str, #[case] expected: bool) {
-        assert_eq!(is_loopback(host), expected);
     }
 }
