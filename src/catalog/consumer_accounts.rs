@@ -18,6 +18,7 @@ use crate::catalog::repository_policy::SdkRepositoryPolicies;
 use crate::catalog::workloads::{
     InUseError, InUseRef, InUseSource, Protect, RegistryScope, Workloads,
 };
+use crate::registry::ecr::{is_account_id, is_region_name};
 use crate::settings::{SettingsError, CONSUMER_ACCOUNTS, IN_USE_READER_ROLE};
 
 /// The role name `infra/in-use-reader.yaml` creates unless told otherwise.
@@ -54,23 +55,6 @@ impl Default for ConsumerAccounts {
     }
 }
 
-fn is_account_id(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-5`...
-fn is_region(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() >= 3
-        && parts[0].len() == 2
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1]
-            .parse::<u8>()
-            .is_ok_and(|n| n > 0 && !parts[parts.len() - 1].starts_with('0'))
-}
-
 impl ConsumerAccounts {
     /// Parses `CONSUMER_ACCOUNTS` (`account[:region,...]` entries, comma-separated: a
     /// bare region after `account:region` adds a region to that account, e.g.
@@ -104,7 +88,7 @@ impl ConsumerAccounts {
                 None => (None, Some(entry)),
             };
             if let Some(r) = region {
-                if !is_region(r) {
+                if !is_region_name(r) {
                     return Err(bad(format!(
                         "{entry:?}: {r:?} is not a region (expected account[:region,...], \
                          e.g. 222222222222:eu-west-1,us-east-1,333333333333)"
@@ -555,7 +539,7 @@ mod tests {
             "cn-north-1",
             "ap-southeast-5",
         ] {
-            assert!(is_region(r), "{r}");
+            assert!(is_region_name(r), "{r}");
         }
         for r in [
             "us-east",
@@ -565,7 +549,7 @@ mod tests {
             "u-east-1",
             "us--1",
         ] {
-            assert!(!is_region(r), "{r}");
+            assert!(!is_region_name(r), "{r}");
         }
         assert_eq!(partition("cn-north-1"), "aws-cn");
         assert_eq!(partition("eu-west-1"), "aws");

@@ -12,6 +12,7 @@
 
 use crate::catalog::workloads::arn_account_region;
 use crate::catalog::ApiErrorKind;
+use crate::registry::ecr::is_account_id;
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
@@ -121,10 +122,6 @@ pub fn wildcard_match(pattern: &str, text: &str, case_insensitive: bool) -> bool
         pi += 1;
     }
     pi == p.len()
-}
-
-fn is_account_id(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The account of an `AWS` principal: a bare account id, or an IAM or STS ARN

@@ -17,6 +17,7 @@ pub use decision::{
 };
 
 use crate::oci::Sha256Digest;
+use crate::registry::ecr::{is_account_id, is_region_name};
 use serde::{Deserialize, Serialize};
 
 /// `source` of ECR events.
@@ -269,30 +270,6 @@ fn validate_origin(account: Option<&str>, region: Option<&str>) -> Result<(), Ev
         });
     }
     Ok(())
-}
-
-/// 12 ASCII digits.
-pub fn is_account_id(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// The shape of AWS region names, not a list (new regions keep coming): two letters,
-/// one or more lowercase words, a number, joined by dashes (`us-east-1`, `cn-north-1`,
-/// `us-gov-west-1`, `eu-isoe-west-1`).
-pub fn is_region_name(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    let [country, words @ .., number] = parts.as_slice() else {
-        return false;
-    };
-    country.len() == 2
-        && country.bytes().all(|b| b.is_ascii_lowercase())
-        && !words.is_empty()
-        && words
-            .iter()
-            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
-        && !number.is_empty()
-        && number.len() <= 2
-        && number.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The checks serde cannot express: a successful push must name a valid digest (every

@@ -39,12 +39,12 @@ impl Home {
         ) else {
             return None;
         };
-        (crate::events::is_account_id(account) && crate::events::is_region_name(region)).then(
-            || Home {
-                account: account.to_string(),
-                region: region.to_string(),
-            },
-        )
+        (crate::registry::ecr::is_account_id(account)
+            && crate::registry::ecr::is_region_name(region))
+        .then(|| Home {
+            account: account.to_string(),
+            region: region.to_string(),
+        })
     }
 }
 
@@ -79,7 +79,7 @@ impl Home {
         }
         match get(ENV_LOCAL_ACCOUNT_ID).as_deref().map(str::trim) {
             None | Some("") => Ok(Some(home)),
-            Some(account) if crate::events::is_account_id(account) => Ok(Some(Home {
+            Some(account) if crate::registry::ecr::is_account_id(account) => Ok(Some(Home {
                 account: account.to_string(),
                 ..home
             })),

@@ -39,6 +39,31 @@ pub fn registry_host(account: &str, region: &str) -> String {
     format!("{account}.dkr.ecr.{region}.{suffix}")
 }
 
+/// An AWS account id: 12 ASCII digits.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The shape of AWS region names, not a list (new regions keep coming): two letters,
+/// one or more lowercase words, a number from 1 with no leading zero, joined by dashes
+/// (`us-east-1`, `cn-north-1`, `us-gov-west-1`, `eu-isoe-west-1`).
+pub fn is_region_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [country, words @ .., number] = parts.as_slice() else {
+        return false;
+    };
+    country.len() == 2
+        && country.bytes().all(|b| b.is_ascii_lowercase())
+        && !words.is_empty()
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && !number.is_empty()
+        && number.len() <= 2
+        && !number.starts_with('0')
+        && number.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Recognises an ECR private registry host, with or without a port, in every form
 /// AWS's endpoint documentation gives for it:
 ///
@@ -71,8 +96,7 @@ pub fn parse_registry_host(host: &str) -> Option<EcrRegistry> {
         (true, [account, "dkr-ecr" | "dkr-ecr-fips", region]) => (*account, *region),
         _ => return None,
     };
-    if account.len() != 12
-        || !account.bytes().all(|b| b.is_ascii_digit())
+    if !is_account_id(account)
         || region.is_empty()
         || !region
             .bytes()

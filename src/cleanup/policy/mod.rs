@@ -85,7 +85,7 @@ fn accept_uncovered(
                 format!("{a:?}: write the account id as a quoted string"),
             ));
         };
-        if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+        if !crate::registry::ecr::is_account_id(a) {
             return Err(invalid(at, format!("{a:?} is not a 12-digit account id")));
         }
         accounts.push(a.to_string());
