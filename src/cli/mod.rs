@@ -63,7 +63,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // Each cause once: many errors already print their source in their message.
-            eprintln!("afterpush: {}", crate::lambda::cause_chain(err.as_ref()));
+            eprintln!("afterpush: {}", crate::format::cause_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

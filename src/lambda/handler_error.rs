@@ -9,6 +9,7 @@
 //! destination record, where an operator (or a redrive script) can tell a throttled
 //! registry from an event that will never succeed.
 
+use crate::format::cause_chain;
 use lambda_runtime::Diagnostic;
 use std::error::Error as StdError;
 
@@ -65,23 +66,6 @@ impl HandlerError {
     pub fn inner(&self) -> &(dyn StdError + Send + Sync + 'static) {
         self.inner.as_ref()
     }
-}
-
-/// "outer: cause: root cause", so the one line Lambda (or the CLI) prints explains the
-/// failure, each cause once.
-pub fn cause_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        let cause_text = cause.to_string();
-        // Errors that already print their source (`#[error("..: {0}")]`) would repeat it.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        next = cause.source();
-    }
-    text
 }
 
 /// A malformed or unsupported event never becomes valid by retrying.

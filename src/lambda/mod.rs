@@ -8,8 +8,8 @@
 //!   [`JanitorOutput`]), serialised only at the boundary.
 //! - [`Invocation`] — the invocation's deadline and the function's own account and
 //!   region ([`Home`]), which events must name.
-//! - [`HandlerError`] — a handler's error, retryable or not, as a Lambda `Diagnostic`;
-//!   [`cause_chain`] prints any error with its causes on one line (the CLI uses it too).
+//! - [`HandlerError`] — a handler's error, retryable or not, as a Lambda `Diagnostic`
+//!   (its message is [`crate::format::cause_chain`]);
 //! - [`init_tracing`] — JSON logs in Lambda, human logs elsewhere; [`init_cli_tracing`]
 //!   for the CLI.
 
@@ -21,7 +21,7 @@ mod logging;
 pub mod outputs;
 mod serve;
 
-pub use handler_error::{cause_chain, HandlerError};
+pub use handler_error::HandlerError;
 pub use handlers::{ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT};
 pub use invocation::{Home, Invocation};
 pub use janitor::{CacheJanitor, JanitorEvent, JanitorSettings};

@@ -170,7 +170,7 @@ async fn run_index(
             WorkKind::Index,
             event,
             ItemStatus::Failed,
-            crate::lambda::cause_chain(&e),
+            crate::format::cause_chain(&e),
             0,
         ),
     }
@@ -208,7 +208,7 @@ async fn run_stitch(
                 WorkKind::Stitch,
                 event,
                 ItemStatus::Failed,
-                crate::lambda::cause_chain(e),
+                crate::format::cause_chain(e),
                 0,
             ),
             None,
