@@ -23,6 +23,7 @@ pub mod glob;
 pub mod lambda;
 pub mod metrics;
 pub mod oci;
+pub mod queue;
 pub mod reconcile;
 pub mod registry;
 // The demo's sample images: the CLI and the tests use them, the Lambda bootstraps do not.
