@@ -71,7 +71,7 @@ impl MemoryQueue {
 
 #[async_trait::async_trait]
 impl WorkQueue for MemoryQueue {
-    fn describe(&self, target: Target) -> String {
+    fn queue_of(&self, target: Target) -> String {
         format!("memory:{}", target.name())
     }
 
@@ -84,7 +84,7 @@ impl WorkQueue for MemoryQueue {
             return Err(QueueError {
                 message: format!(
                     "{}: {} entries in one SendMessageBatch (at most {SEND_BATCH})",
-                    self.describe(target),
+                    self.queue_of(target),
                     messages.len()
                 ),
                 retryable: false,
@@ -107,7 +107,7 @@ impl WorkQueue for MemoryQueue {
 
 #[async_trait::async_trait]
 impl DeadLetters for MemoryQueue {
-    fn describe(&self) -> String {
+    fn dead_letter_queue(&self) -> String {
         "memory:dead-letters".into()
     }
 

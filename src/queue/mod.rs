@@ -114,7 +114,7 @@ pub struct QueueError {
 #[async_trait::async_trait]
 pub trait WorkQueue: Send + Sync {
     /// Where `target`'s messages go (a queue URL), for messages and reports.
-    fn describe(&self, target: Target) -> String;
+    fn queue_of(&self, target: Target) -> String;
     /// SendMessageBatch of up to [`SEND_BATCH`] messages, all for `target`: the entries
     /// refused, by index.
     async fn send_batch(
@@ -128,7 +128,7 @@ pub trait WorkQueue: Send + Sync {
 #[async_trait::async_trait]
 pub trait DeadLetters: Send + Sync {
     /// Where the dead letters are (a queue URL).
-    fn describe(&self) -> String;
+    fn dead_letter_queue(&self) -> String;
     /// ReceiveMessage: up to 10 messages, hidden from other readers for
     /// `visibility_seconds`.
     async fn receive(&self, visibility_seconds: i32) -> Result<Vec<ReceivedMessage>, QueueError>;
