@@ -8,9 +8,11 @@
 
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
+pub mod send;
 
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryQueue;
+pub use send::{send_all, SendReport};
 
 use serde::{Deserialize, Serialize};
 
