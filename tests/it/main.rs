@@ -46,6 +46,7 @@ mod sam_local;
 mod scripts;
 mod soci;
 mod soci_memory;
+mod sqs_records;
 mod stitch_layout;
 mod stitch_registry;
 mod template;
