@@ -400,10 +400,24 @@ async fn run_redrive(apply: bool, json: bool) -> anyhow::Result<()> {
     let client = sqs_client().await?;
     let dead = SqsDeadLetters::from_env(client.clone())?;
     let queues = SqsQueues::from_env(client);
-    let (report, error) = match redrive::redrive(&dead, &queues, apply).await {
+    let (mut report, error) = match redrive::redrive(&dead, &queues, apply).await {
         Ok(report) => (report, None),
         Err(e) => (*e.report, Some(e.error)),
     };
+    // A listing hid what it showed; visible again, the messages can be moved at once
+    // (and the ones a move left behind can be looked at again).
+    let mut hidden = 0;
+    for m in &report.messages {
+        if !matches!(m.outcome, redrive::Outcome::Moved { .. }) {
+            if let Err(e) = dead.release(&m.receipt_handle).await {
+                hidden += 1;
+                eprintln!("message {} stays hidden: {e}", printable(&m.message_id));
+            }
+        }
+    }
+    if hidden == 0 {
+        report.visibility_seconds = 0;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -454,13 +468,19 @@ pub fn render_redrive(report: &redrive::RedriveReport) -> String {
             report.left()
         );
     } else {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "{} in {queue}; hidden from other readers for {} s; then --redrive --yes sends \
-             them back to their queues",
+            "{} in {queue}; --redrive --yes sends them back to their queues",
             crate::format::count(report.messages.len() as u64, "message", "messages"),
-            report.visibility_seconds
         );
+        if report.visibility_seconds > 0 {
+            let _ = write!(
+                out,
+                " (listed ones are hidden for {} s)",
+                report.visibility_seconds
+            );
+        }
+        out.push('\n');
     }
     if report.stopped == redrive::Stop::RoundCap {
         let _ = writeln!(

@@ -81,6 +81,9 @@ pub enum Outcome {
 pub struct DeadLetter {
     /// `MessageId`.
     pub message_id: String,
+    /// The `ReceiptHandle` of the receive that got it (to release a listed message).
+    #[serde(skip)]
+    pub receipt_handle: String,
     /// The target attribute, as found (maybe unknown).
     pub target: Option<String>,
     /// `MessageGroupId`.
@@ -120,7 +123,8 @@ pub struct RedriveReport {
     /// Why they stopped.
     pub stopped: Stop,
     /// Seconds the received messages stay hidden from other readers (those left where
-    /// they were come back after that).
+    /// they were come back after that, unless released: see
+    /// [`super::SqsDeadLetters::release`]).
     pub visibility_seconds: i32,
 }
 
@@ -214,6 +218,7 @@ pub async fn redrive_with(
 fn dead_letter(message: &ReceivedMessage, outcome: Outcome) -> DeadLetter {
     DeadLetter {
         message_id: message.message_id.clone(),
+        receipt_handle: message.receipt_handle.clone(),
         target: message.target.clone(),
         group_id: message.group_id.clone(),
         receive_count: message.receive_count,

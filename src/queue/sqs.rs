@@ -246,6 +246,22 @@ impl SqsDeadLetters {
     }
 }
 
+impl SqsDeadLetters {
+    /// ChangeMessageVisibility to 0: a received message visible again at once, so a
+    /// listing does not hide the messages it showed from the move that follows it.
+    pub async fn release(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|e| queue_error("ChangeMessageVisibility", &self.url, &e))?;
+        Ok(())
+    }
+}
+
 /// A received SQS message as the port describes it.
 fn received(
     url: &str,
