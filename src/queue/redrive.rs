@@ -410,7 +410,7 @@ mod tests {
         // Sent once already: the double, like a FIFO queue within its window, drops a
         // second send under the same deduplication id.
         queue
-            .send_batch(Target::Stitcher, &[original.clone()])
+            .send_batch(Target::Stitcher, std::slice::from_ref(&original))
             .await
             .unwrap();
         queue.drain(Target::Stitcher);
