@@ -4,7 +4,8 @@
 //! attribute, and its bodies parse as the push events the functions take; sending it
 //! again is deduplicated by the queue while a settings change makes new work; a message
 //! received past maxReceiveCount lands in the dead-letter queue, `reconcile --redrive`
-//! lists it and with `--yes` moves it back under a new deduplication id.
+//! lists it and with `--yes` moves it back under a new deduplication id. Also moto
+//! correction 13 (tests/support/moto_launcher.py): a deduplication id outlives its message.
 
 use crate::support;
 
@@ -474,5 +475,74 @@ async fn a_dead_letter_without_a_target_is_left_and_named() {
     assert!(stderr.contains("1 message left in"), "{stderr}");
     // Still there, and visible for whoever looks next.
     assert_eq!(counts(&client, &q.dead).await, (1, 0));
+    assert_eq!(counts(&client, &q.indexer).await, (0, 0));
+}
+
+/// Receives every message of `url` (ten at most) and deletes it, as a function that
+/// finished its work does.
+async fn consume(client: &aws_sdk_sqs::Client, url: &str) -> usize {
+    let messages = receive(client, url, 30).await;
+    for m in &messages {
+        client
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(m.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    messages.len()
+}
+
+/// moto_launcher.py correction 13: a FIFO queue remembers a deduplication id for five
+/// minutes after the message was deleted, as SQS does.
+#[tokio::test]
+async fn moto_correction_13_a_fifo_dedup_id_outlives_its_message() {
+    let moto = TestMoto::shared();
+    let client = sqs(&moto).await;
+    let url = create_fifo(&client, "rq-correction-13.fifo", None).await;
+    let send = |dedup: &'static str| {
+        client
+            .send_message()
+            .queue_url(&url)
+            .message_body("{}")
+            .message_group_id("g")
+            .message_deduplication_id(dedup)
+            .send()
+    };
+    send("first").await.unwrap();
+    assert_eq!(consume(&client, &url).await, 1);
+    // Accepted, as SQS accepts a duplicate, and not delivered.
+    send("first").await.unwrap();
+    assert_eq!(counts(&client, &url).await, (0, 0));
+    send("second").await.unwrap();
+    assert_eq!(counts(&client, &url).await, (1, 0));
+}
+
+/// A reconcile run shortly after the functions took the work of the previous one sends
+/// nothing they would do again.
+#[tokio::test]
+async fn work_the_functions_took_is_not_delivered_again_within_the_window() {
+    let moto = TestMoto::shared();
+    let client = sqs(&moto).await;
+    let q = create_queues(&client, "rq-taken").await;
+    let survey = Survey {
+        repository: "reconcile-queue/taken".into(),
+        work: vec![
+            index_work("reconcile-queue/taken", "1"),
+            index_work("reconcile-queue/taken", "2"),
+        ],
+        ..Survey::default()
+    };
+    let queues = work_queues(&client, &q);
+    let surveys = [survey];
+    reconcile::enqueue(&queues, &surveys, &settings(SPAN))
+        .await
+        .unwrap();
+    assert_eq!(consume(&client, &q.indexer).await, 2);
+    let again = reconcile::enqueue(&queues, &surveys, &settings(SPAN))
+        .await
+        .unwrap();
+    assert_eq!(again.total_sent(), 2, "SQS accepts the copies");
     assert_eq!(counts(&client, &q.indexer).await, (0, 0));
 }
