@@ -341,7 +341,10 @@ async fn run_enqueue(plan: &Plan, settings: &ReconcileSettings, json: bool) -> a
         print!("{}", render_enqueued(&report, &queues));
     }
     if let Some(error) = error {
-        bail!("{error}; run reconcile --enqueue again to send the rest (the queues drop what they already have)");
+        bail!(
+            "{error}; run reconcile --enqueue again to send the rest (within five minutes the \
+             queues drop what they already have; after that the functions skip work done)"
+        );
     }
     if !report.failed.is_empty() {
         bail!(
