@@ -50,6 +50,7 @@ mod sqs_records;
 mod stitch_layout;
 mod stitch_registry;
 mod template;
+mod template_queues;
 mod ztoc_errors;
 mod ztoc_format;
 mod ztoc_fuzz;
