@@ -235,10 +235,10 @@ fn each_work_queue_is_polled_by_its_own_function_with_batch_failures() {
     assert!(pollers.is_empty(), "other queues polled: {pollers:?}");
 }
 
-/// With per-repository fan-out the janitor's scheduled sweep sends one message per
-/// repository to its own queue and runs those sweeps up to `WorkMaximumConcurrency` at
-/// once (its reserved concurrency follows, as AWS advises); with fan-out off it keeps
-/// one run at a time and its queue is not polled.
+/// With per-repository fan-out (and a report bucket to gather the parts in) the
+/// janitor's scheduled sweep sends one message per repository to its own queue and runs
+/// those sweeps up to `WorkMaximumConcurrency` at once (its reserved concurrency follows,
+/// as AWS advises); otherwise it keeps one run at a time and its queue is not polled.
 #[test]
 fn the_janitor_fans_out_through_its_own_queue_only_when_asked() {
     let t = template();
@@ -254,16 +254,22 @@ fn the_janitor_fans_out_through_its_own_queue_only_when_asked() {
         allowed,
         BTreeSet::from(["per-repository".into(), "off".into()])
     );
-    let equals = tagged(&t["Conditions"]["JanitorFansOut"], "Equals");
+    // The fanned-out run gathers its parts in the report bucket: no bucket, no fan-out.
+    let both = tagged(&t["Conditions"]["JanitorFansOut"], "And");
+    let equals = tagged(&both[0], "Equals");
     assert_eq!(scalar_text(tagged(&equals[0], "Ref")), "JanitorFanOut");
     assert_eq!(scalar_text(&equals[1]), "per-repository");
+    assert_eq!(
+        scalar_text(tagged(&both[1], "Condition")),
+        "HasReportBucket"
+    );
 
     let janitor = &resource(&t, "CacheJanitorFunction")["Properties"];
     let env = &function_envs(&t)["cache-janitor"];
-    assert_eq!(
-        scalar_text(tagged(&env["JANITOR_FAN_OUT"], "Ref")),
-        "JanitorFanOut"
-    );
+    let fan_out = tagged(&env["JANITOR_FAN_OUT"], "If");
+    assert_eq!(fan_out[0].as_str(), Some("HasReportBucket"));
+    assert_eq!(scalar_text(tagged(&fan_out[1], "Ref")), "JanitorFanOut");
+    assert_eq!(scalar_text(&fan_out[2]), "off");
     assert_eq!(
         scalar_text(tagged(&env["JANITOR_QUEUE_URL"], "Ref")),
         "JanitorWorkQueue"
