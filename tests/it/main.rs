@@ -50,6 +50,8 @@ mod sqs_records;
 mod stitch_layout;
 mod stitch_registry;
 mod template;
+mod template_checkov;
+mod template_in_use;
 mod template_queues;
 mod ztoc_errors;
 mod ztoc_format;

@@ -1,7 +1,10 @@
-//! `template.yaml` and `infra/in-use-reader.yaml` checks: `cfn-lint` and `checkov` are
-//! clean (and do catch a broken template), `sam validate --lint` passes without AWS
-//! credentials, and every environment variable the code reads is set on the right
-//! functions from a stack parameter whose default is the code's default.
+//! `template.yaml` and `infra/in-use-reader.yaml` checks: `cfn-lint` is clean (and does
+//! catch a broken template), `sam validate --lint` passes without AWS credentials, every
+//! environment variable the code reads is set on the right functions from a stack
+//! parameter whose default is the code's default, and the rules, buckets, alarms,
+//! dashboard and pull time exclusions are as the README says. The helpers here serve the
+//! sibling modules: `template_checkov` (checkov), `template_in_use` (the role other
+//! accounts deploy) and `template_queues` (work queues, reconciler, janitor fan-out).
 
 use afterpush::settings::{self, Function, SETTINGS};
 use serde_yaml_ng::Value;
@@ -9,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> &'static Path {
+pub(crate) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -46,7 +49,7 @@ fn run_cfn_lint(template: &Path) -> (bool, String) {
 }
 
 /// Every CloudFormation template the repository ships.
-const TEMPLATES: [&str; 2] = ["template.yaml", "infra/in-use-reader.yaml"];
+pub(crate) const TEMPLATES: [&str; 2] = ["template.yaml", "infra/in-use-reader.yaml"];
 
 #[test]
 fn cfn_lint_is_clean() {
@@ -710,120 +713,6 @@ fn the_dashboard_shows_every_metric_and_each_functions_health() {
     assert!(widgets.iter().all(|w| w["properties"]["region"] == "x"));
 }
 
-// ------------------------------------------------------------------ checkov
-
-/// `checkov` from `$AFTERPUSH_CHECKOV`, else the repository's `.checkov-venv` (its own
-/// venv: checkov pins an older boto3 than moto's venv has).
-fn checkov() -> PathBuf {
-    let bin = std::env::var_os("AFTERPUSH_CHECKOV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".checkov-venv/bin/checkov"));
-    assert!(
-        bin.exists(),
-        "{} is missing: run scripts/setup-test-tools (or scripts/test), or set AFTERPUSH_CHECKOV",
-        bin.display()
-    );
-    bin
-}
-
-/// checkov's JSON report on `templates`, offline (`--skip-download`: no Prisma Cloud
-/// guidelines or policies fetched).
-fn run_checkov(templates: &[PathBuf]) -> serde_json::Value {
-    let mut cmd = Command::new(checkov());
-    for template in templates {
-        cmd.arg("-f").arg(template);
-    }
-    let home = tempfile::tempdir().unwrap();
-    let out = cmd
-        .args([
-            "--framework",
-            "cloudformation",
-            "--skip-download",
-            "-o",
-            "json",
-        ])
-        .env("HOME", home.path())
-        .output()
-        .expect("run checkov");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "checkov printed no JSON report ({e}):\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn checks<'a>(report: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json::Value> {
-    report["results"][kind]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default()
-}
-
-/// No finding of checkov goes unexplained: every check passes, or the resource skips it
-/// in the template (`Metadata: checkov: skip:`) with a comment saying why.
-#[test]
-fn checkov_is_clean_and_every_skip_says_why() {
-    let templates: Vec<PathBuf> = TEMPLATES.iter().map(|t| root().join(t)).collect();
-    let report = run_checkov(&templates);
-    let summary = &report["summary"];
-    assert_eq!(summary["parsing_errors"], 0, "{summary}");
-    let failed: Vec<String> = checks(&report, "failed_checks")
-        .iter()
-        .map(|c| format!("{} {} ({})", c["check_id"], c["resource"], c["check_name"]))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "checkov findings: fix them, or skip them in the template with a reason:\n{}",
-        failed.join("\n")
-    );
-    // Both templates were scanned.
-    let resources: BTreeSet<&str> = ["passed_checks", "skipped_checks"]
-        .iter()
-        .flat_map(|kind| checks(&report, kind))
-        .filter_map(|c| c["resource"].as_str())
-        .collect();
-    for resource in [
-        "AWS::IAM::Role.InUseReaderRole",
-        "AWS::SQS::Queue.SociIndexerFailureQueue",
-    ] {
-        assert!(
-            resources.contains(resource),
-            "{resource} not scanned: {resources:?}"
-        );
-    }
-    for skipped in checks(&report, "skipped_checks") {
-        let comment = skipped["check_result"]["suppress_comment"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(
-            comment.len() > 20 && !comment.contains("No comment provided"),
-            "{} skipped on {} without a reason: {comment:?}",
-            skipped["check_id"],
-            skipped["resource"]
-        );
-    }
-}
-
-#[test]
-fn checkov_flags_an_unencrypted_queue() {
-    // Proves the check above can fail: a queue with no encryption and no skip.
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue.yaml");
-    std::fs::write(
-        &queue,
-        "Resources:\n  Q:\n    Type: AWS::SQS::Queue\n    Properties:\n      MessageRetentionPeriod: 60\n",
-    )
-    .unwrap();
-    let report = run_checkov(&[queue]);
-    let failed: Vec<&str> = checks(&report, "failed_checks")
-        .iter()
-        .filter_map(|c| c["check_id"].as_str())
-        .collect();
-    assert!(failed.contains(&"CKV_AWS_27"), "{report}");
-}
-
 // ------------------------------------------------------------------ ECR pull times
 
 /// ECR records a pull on every BatchGetImage: each function's role is registered as a
@@ -858,226 +747,4 @@ fn each_functions_role_is_excluded_from_pull_times_unless_turned_off() {
             "{function}'s role is not excluded: {principals:?}"
         );
     }
-}
-
-// ------------------------------------------------------------------ in use elsewhere
-
-fn in_use_reader() -> Value {
-    let text = std::fs::read_to_string(root().join("infra/in-use-reader.yaml")).unwrap();
-    serde_yaml_ng::from_str(&text).expect("infra/in-use-reader.yaml is YAML")
-}
-
-fn actions_of(statements: &Value) -> BTreeSet<String> {
-    statements
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["Action"].as_sequence().unwrap())
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The ECS and Lambda API calls the in-use listing makes, from its SDK adapters
-/// (`.describe_task_definition()` -> `ecs:DescribeTaskDefinition`).
-fn in_use_calls() -> BTreeSet<String> {
-    let call = regex::Regex::new(r"(?m)^\s*\.((?:list|describe|get)_[a-z_]+)\(\)").unwrap();
-    let mut actions = BTreeSet::new();
-    for (service, file) in [
-        ("ecs", "src/catalog/ecs.rs"),
-        ("lambda", "src/catalog/lambda.rs"),
-    ] {
-        let text = std::fs::read_to_string(root().join(file)).unwrap();
-        for cap in call.captures_iter(&text) {
-            let pascal: String = cap[1]
-                .split('_')
-                .map(|w| w[..1].to_uppercase() + &w[1..])
-                .collect();
-            actions.insert(format!("{service}:{pascal}"));
-        }
-    }
-    actions
-}
-
-/// The member-account role grants exactly the calls the janitor's in-use listing makes
-/// (the same as the janitor's own role), and trusts only the janitor's role in the
-/// central account, named by parameters so that one template serves every account.
-#[test]
-fn the_in_use_reader_role_grants_exactly_the_listing_calls_to_the_janitor_only() {
-    let calls = in_use_calls();
-    assert!(
-        calls.len() >= 10,
-        "the scan of the SDK adapters found only {calls:?}"
-    );
-    let reader = in_use_reader();
-    let role = &reader["Resources"]["InUseReaderRole"];
-    assert_eq!(role["Type"].as_str(), Some("AWS::IAM::Role"));
-    let policies = role["Properties"]["Policies"].as_sequence().unwrap();
-    assert_eq!(policies.len(), 1);
-    let statements = &policies[0]["PolicyDocument"]["Statement"];
-    assert_eq!(
-        actions_of(statements),
-        calls,
-        "in-use-reader.yaml vs src/catalog"
-    );
-    for s in statements.as_sequence().unwrap() {
-        assert_eq!(s["Effect"].as_str(), Some("Allow"));
-    }
-    // The janitor's own role has the same read-only statements.
-    let t = template();
-    let janitor_policies = t["Resources"]["CacheJanitorFunction"]["Properties"]["Policies"]
-        .as_sequence()
-        .unwrap();
-    let in_use = janitor_policies
-        .iter()
-        .find(|p| {
-            p["Statement"].as_sequence().is_some_and(|s| {
-                s.iter()
-                    .any(|s| s["Sid"].as_str() == Some("ImagesInUseEcs"))
-            })
-        })
-        .expect("the janitor's in-use statements");
-    assert_eq!(
-        actions_of(&in_use["Statement"]),
-        calls,
-        "template.yaml vs src/catalog"
-    );
-
-    // Trust: one statement, the central account narrowed to the janitor's role.
-    let trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-        .as_sequence()
-        .unwrap();
-    assert_eq!(trust.len(), 1);
-    let trust = &trust[0];
-    assert_eq!(trust["Effect"].as_str(), Some("Allow"));
-    assert_eq!(trust["Action"].as_str(), Some("sts:AssumeRole"));
-    let principal = trust["Principal"].as_mapping().unwrap();
-    assert_eq!(
-        principal.len(),
-        1,
-        "no service or other principal: {principal:?}"
-    );
-    assert_eq!(
-        scalar_text(tagged(&trust["Principal"]["AWS"], "Sub")),
-        "arn:${AWS::Partition}:iam::${CentralAccountId}:root"
-    );
-    assert_eq!(
-        scalar_text(tagged(
-            &trust["Condition"]["ArnEquals"]["aws:PrincipalArn"],
-            "Sub"
-        )),
-        "arn:${AWS::Partition}:iam::${CentralAccountId}:role/${JanitorRoleName}"
-    );
-    let external_id = tagged(&trust["Condition"]["StringEquals"], "If");
-    assert_eq!(external_id[0].as_str(), Some("HasExternalId"));
-    assert_eq!(
-        scalar_text(tagged(&external_id[1]["sts:ExternalId"], "Ref")),
-        "ExternalId"
-    );
-
-    // Parameters only: no account id written into the template (StackSet-ready), and the
-    // role's default name is the one the central stack assumes by default.
-    let text = std::fs::read_to_string(root().join("infra/in-use-reader.yaml")).unwrap();
-    assert!(
-        !regex::Regex::new(r"\b[0-9]{12}\b").unwrap().is_match(&text),
-        "an account id is hard-coded in infra/in-use-reader.yaml"
-    );
-    for parameter in [
-        "CentralAccountId",
-        "JanitorRoleName",
-        "RoleName",
-        "ExternalId",
-    ] {
-        assert!(reader["Parameters"].get(parameter).is_some(), "{parameter}");
-    }
-    assert_eq!(
-        scalar_text(tagged(&role["Properties"]["RoleName"], "Ref")),
-        "RoleName"
-    );
-    assert_eq!(
-        scalar_text(&reader["Parameters"]["RoleName"]["Default"]),
-        scalar_text(&t["Parameters"]["InUseReaderRoleName"]["Default"])
-    );
-    assert_eq!(
-        scalar_text(&reader["Parameters"]["ExternalId"]["Default"]),
-        ""
-    );
-}
-
-/// With consumer accounts listed, the janitor's role may assume the reader role by name in
-/// any account (each account's trust policy decides); with none, it may assume nothing.
-#[test]
-fn the_janitor_may_assume_the_reader_role_only_when_consumer_accounts_are_listed() {
-    let t = template();
-    let parameter = &t["Parameters"]["ConsumerAccounts"];
-    assert_eq!(scalar_text(&parameter["Default"]), "");
-    let pattern = regex::Regex::new(&scalar_text(&parameter["AllowedPattern"])).unwrap();
-    for ok in [
-        "",
-        "111111111111",
-        "111111111111,222222222222",
-        "111111111111:eu-west-1,us-east-1,222222222222",
-    ] {
-        assert!(pattern.is_match(ok), "{ok}");
-    }
-    for bad in [
-        "1111",
-        "eu-west-1",
-        "111111111111:",
-        "111111111111;222222222222",
-    ] {
-        assert!(!pattern.is_match(bad), "{bad}");
-    }
-    let not = tagged(&t["Conditions"]["HasConsumerAccounts"], "Not");
-    let equals = tagged(&not[0], "Equals");
-    assert_eq!(scalar_text(tagged(&equals[0], "Ref")), "ConsumerAccounts");
-    assert_eq!(scalar_text(&equals[1]), "");
-
-    let janitor = &t["Resources"]["CacheJanitorFunction"]["Properties"];
-    let assume: Vec<&Value> = janitor["Policies"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter(|p| {
-            serde_yaml_ng::to_string(p)
-                .unwrap()
-                .contains("sts:AssumeRole")
-        })
-        .collect();
-    assert_eq!(assume.len(), 1, "{assume:?}");
-    let branches = tagged(assume[0], "If");
-    assert_eq!(branches[0].as_str(), Some("HasConsumerAccounts"));
-    assert_eq!(scalar_text(tagged(&branches[2], "Ref")), "AWS::NoValue");
-    let statement = &branches[1]["Statement"][0];
-    assert_eq!(statement["Action"].as_str(), Some("sts:AssumeRole"));
-    assert_eq!(
-        scalar_text(tagged(&statement["Resource"], "Sub")),
-        "arn:${AWS::Partition}:iam::*:role/${InUseReaderRoleName}"
-    );
-    // No other function may assume anything.
-    for function in [
-        "SociIndexerFunction",
-        "ManifestStitcherFunction",
-        "ReconcilerFunction",
-    ] {
-        let policies = serde_yaml_ng::to_string(&t["Resources"][function]["Properties"]).unwrap();
-        assert!(!policies.contains("sts:AssumeRole"), "{function}");
-    }
-    // The janitor gets both as settings (names checked against settings.rs above).
-    let env = &janitor["Environment"]["Variables"];
-    assert_eq!(
-        scalar_text(tagged(&env["CONSUMER_ACCOUNTS"], "Ref")),
-        "ConsumerAccounts"
-    );
-    assert_eq!(
-        scalar_text(tagged(&env["IN_USE_READER_ROLE"], "Ref")),
-        "InUseReaderRoleName"
-    );
-    // The janitor's role name, which each consumer account's stack is given.
-    assert_eq!(
-        scalar_text(tagged(
-            &t["Outputs"]["CacheJanitorRoleName"]["Value"],
-            "Ref"
-        )),
-        "CacheJanitorFunctionRole"
-    );
 }
