@@ -19,15 +19,19 @@
 //! [`Repository`]: crate::registry::Repository
 
 pub mod apply;
+pub mod ecr_listing;
 pub mod event;
 pub mod plan;
+pub mod registry_survey;
 pub mod soci_state;
 pub mod stitch_state;
 pub mod survey;
 
 pub use apply::{apply, ApplyReport, ItemResult};
+pub use ecr_listing::{EcrApiRepository, EcrCalls};
 pub use event::{push_event, work_id, EventOrigin};
 pub use plan::{CostModel, Plan, RepositoryPlan, Totals};
+pub use registry_survey::{survey_ecr_registry, RegistrySurvey, RepositoryFailure};
 pub use survey::{survey, Survey, SurveyProgress, Work, WorkKind};
 
 use crate::filters::RepositoryTagFilters;
