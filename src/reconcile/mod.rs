@@ -19,6 +19,9 @@
 //! [`Repository`]: crate::registry::Repository
 
 pub mod apply;
+// Test fixtures (test-util): never in the product.
+#[cfg(any(test, feature = "test-util"))]
+pub mod ecr_fixtures;
 pub mod ecr_listing;
 pub mod event;
 pub mod plan;
