@@ -213,3 +213,202 @@ pub async fn survey_ecr_registry<A: EcrApi + ?Sized + 'static>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::ecr::{CountingEcr, MemoryEcr};
+    use crate::deadline::Clock;
+    use crate::filters::RepositoryTagFilters;
+    use crate::reconcile::ecr_fixtures::{detail_of, image_manifest, push_configs, Reports};
+    use crate::registry::layout::LayoutRepository;
+    use crate::registry::BlobRef;
+    use crate::soci::SociSettings;
+    use crate::stitch::StitchSettings;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    fn settings(filters: &str) -> ReconcileSettings {
+        ReconcileSettings::new(
+            SociSettings::default(),
+            StitchSettings::default(),
+            RepositoryTagFilters::parse(filters).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// `repositories` of `images` single-platform images each, their configs in one
+    /// layout that every repository's blobs are opened on.
+    async fn registry(
+        repositories: &[&str],
+        images: usize,
+    ) -> (tempfile::TempDir, Arc<LayoutRepository>, MemoryEcr, BlobRef) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Arc::new(LayoutRepository::open_or_create(dir.path().join("b")).unwrap());
+        let (amd64, _) = push_configs(layout.as_ref()).await;
+        let ecr = MemoryEcr::new();
+        let big = SociSettings::default().min_layer_size;
+        for r in repositories {
+            for i in 0..images {
+                let m = image_manifest(&format!("{r} {i}"), &amd64, &[big]);
+                ecr.put(
+                    r,
+                    detail_of(&[format!("v{i}")], &m.bytes, Reports::Ecr),
+                    m.bytes.to_vec(),
+                );
+            }
+        }
+        (dir, layout, ecr, amd64)
+    }
+
+    fn opener(layout: Arc<LayoutRepository>) -> Box<OpenInner> {
+        Box::new(move |_| Ok(layout.clone() as Arc<dyn Repository>))
+    }
+
+    fn names(s: &RegistrySurvey) -> Vec<&str> {
+        s.surveys.iter().map(|s| s.repository.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn every_selected_repository_is_surveyed_and_one_failing_stops_no_other() {
+        let (_dir, layout, ecr, _) = registry(&["a", "b", "c", "d", "skip/me"], 150).await;
+        // `c` names a config the blob store lacks: its survey fails.
+        let missing = BlobRef {
+            media_type: crate::oci::media::OCI_CONFIG.into(),
+            digest: crate::oci::Sha256Digest::of(b"no such config"),
+            size: 14,
+        };
+        let broken = image_manifest("broken", &missing, &[1]);
+        ecr.put(
+            "c",
+            detail_of(&["broken".into()], &broken.bytes, Reports::Ecr),
+            broken.bytes.to_vec(),
+        );
+        let api = Arc::new(CountingEcr::new(ecr));
+        let out = survey_ecr_registry(
+            api.clone(),
+            opener(layout).as_ref(),
+            &EventOrigin::default(),
+            &settings("a:*,b:*,c:*,d:*"),
+            &RegistrySurveyOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(names(&out), ["a", "b", "d"]);
+        assert_eq!((out.listed, out.selected), (5, 4));
+        assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
+        assert_eq!(out.failures[0].repository, "c");
+        assert!(
+            out.failures[0].error.contains("no such config")
+                || out.failures[0].error.contains(&missing.digest.to_string()),
+            "{}",
+            out.failures[0].error
+        );
+        assert!(out.complete && out.resume_after.is_none());
+        for s in &out.surveys {
+            assert_eq!(s.work.len(), 150, "{}", s.repository);
+        }
+        // 150 images: one DescribeImages page and two batches per repository; the
+        // repository the filters leave out costs nothing.
+        let counted = &api.counts;
+        assert_eq!(out.calls.describe_repositories, 1);
+        assert_eq!(out.calls.describe_images, 4);
+        assert_eq!(
+            out.calls.describe_images,
+            counted.describe_images.load(Ordering::Relaxed)
+        );
+        assert_eq!(
+            out.calls.batch_get_image,
+            counted.batch_get_image.load(Ordering::Relaxed)
+        );
+        assert_eq!(out.calls.batch_get_image, 3 * 2 + 2);
+    }
+
+    /// A clock that moves `step` forward each time it is read.
+    fn stepping_clock(start: SystemTime, step: Duration) -> Clock {
+        let reads = AtomicU32::new(0);
+        Arc::new(move || start + step * reads.fetch_add(1, Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_deadline_stops_new_repositories_and_the_next_run_resumes_after_the_last_done() {
+        let repositories = ["r0", "r1", "r2", "r3", "r4", "r5", "r6"];
+        let (_dir, layout, ecr, _) = registry(&repositories, 3).await;
+        let api = Arc::new(ecr);
+        let open = opener(layout);
+        let origin = EventOrigin::default();
+        let settings = settings("*:*");
+        let mut surveyed = vec![];
+        let mut start_after = None;
+        let mut runs = 0;
+        loop {
+            runs += 1;
+            assert!(runs <= 4, "no progress: {surveyed:?}");
+            // Each run's clock reads 0, 25, 50 and then 75 minutes: the deadline
+            // (60 minutes) passes at the fourth check, so three repositories are
+            // started per run.
+            let now = SystemTime::now();
+            let deadline = Deadline::with_clock(
+                now + Duration::from_secs(3600),
+                Duration::ZERO,
+                stepping_clock(now, Duration::from_secs(1500)),
+            );
+            let out = survey_ecr_registry(
+                api.clone(),
+                open.as_ref(),
+                &origin,
+                &settings,
+                &RegistrySurveyOptions {
+                    start_after: start_after.clone(),
+                    deadline: Some(deadline),
+                    concurrency: 1,
+                },
+            )
+            .await
+            .unwrap();
+            assert!(out.failures.is_empty(), "{:?}", out.failures);
+            surveyed.extend(names(&out).into_iter().map(str::to_string));
+            if out.complete {
+                assert_eq!(out.resume_after, None);
+                break;
+            }
+            assert_eq!(out.surveys.len(), 3);
+            assert_eq!(out.resume_after.as_deref(), names(&out).last().copied());
+            start_after = out.resume_after;
+        }
+        assert_eq!(
+            surveyed, repositories,
+            "each repository surveyed once, in order"
+        );
+        assert_eq!(runs, 3);
+    }
+
+    #[tokio::test]
+    async fn a_deadline_already_passed_starts_nothing_and_resumes_where_it_started() {
+        let (_dir, layout, ecr, _) = registry(&["a", "b"], 1).await;
+        let out = survey_ecr_registry(
+            Arc::new(ecr),
+            opener(layout).as_ref(),
+            &EventOrigin::default(),
+            &settings("*:*"),
+            &RegistrySurveyOptions {
+                start_after: Some("a".into()),
+                deadline: Some(Deadline::with_clock(
+                    SystemTime::now() + Duration::from_secs(3600),
+                    Duration::ZERO,
+                    stepping_clock(
+                        SystemTime::now() + Duration::from_secs(7200),
+                        Duration::ZERO,
+                    ),
+                )),
+                concurrency: 4,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(out.surveys.is_empty());
+        assert_eq!(out.selected, 1);
+        assert!(!out.complete);
+        assert_eq!(out.resume_after.as_deref(), Some("a"));
+    }
+}
