@@ -46,6 +46,10 @@ pub struct EcrCalls {
     pub describe_images: usize,
     /// BatchGetImage calls.
     pub batch_get_image: usize,
+    /// The survey's reads the wrapper answered (tag listings, manifests by tag or
+    /// digest, resolves, referrers): through the distribution API each one is at least
+    /// one request, so this is what the ECR calls above replace.
+    pub reads: usize,
 }
 
 impl std::ops::AddAssign for EcrCalls {
@@ -53,6 +57,7 @@ impl std::ops::AddAssign for EcrCalls {
         self.describe_repositories += other.describe_repositories;
         self.describe_images += other.describe_images;
         self.batch_get_image += other.batch_get_image;
+        self.reads += other.reads;
     }
 }
 
@@ -112,6 +117,7 @@ pub struct EcrApiRepository<A: EcrApi + ?Sized> {
     state: tokio::sync::Mutex<State>,
     describe_images: AtomicUsize,
     batch_get_image: AtomicUsize,
+    reads: AtomicUsize,
 }
 
 impl<A: EcrApi + ?Sized> std::fmt::Debug for EcrApiRepository<A> {
@@ -135,6 +141,7 @@ impl<A: EcrApi + ?Sized> EcrApiRepository<A> {
             state: tokio::sync::Mutex::default(),
             describe_images: AtomicUsize::new(0),
             batch_get_image: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
         }
     }
 
@@ -150,6 +157,7 @@ impl<A: EcrApi + ?Sized> EcrApiRepository<A> {
             describe_repositories: 0,
             describe_images: self.describe_images.load(Ordering::Relaxed),
             batch_get_image: self.batch_get_image.load(Ordering::Relaxed),
+            reads: self.reads.load(Ordering::Relaxed),
         }
     }
 
@@ -396,10 +404,12 @@ impl<A: EcrApi + ?Sized + 'static> Repository for EcrApiRepository<A> {
     }
 
     async fn resolve(&self, reference: &str) -> Result<BlobRef> {
+        // Counted as the read of the manifest it is answered with.
         Ok(self.get_manifest(reference).await?.descriptor())
     }
 
     async fn get_manifest(&self, reference: &str) -> Result<Manifest> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock().await;
         let digest = self.digest_of(&mut state, reference).await?;
         self.manifest(&mut state, &digest).await
@@ -436,6 +446,7 @@ impl<A: EcrApi + ?Sized + 'static> Repository for EcrApiRepository<A> {
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock().await;
         Ok(self
             .listing(&mut state)
@@ -451,6 +462,7 @@ impl<A: EcrApi + ?Sized + 'static> Repository for EcrApiRepository<A> {
         digest: &Sha256Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<DescriptorSummary>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock().await;
         let listing = self.listing(&mut state).await?;
         if !listing.reports_subjects {
