@@ -21,17 +21,24 @@
 //! [`Repository`]: crate::registry::Repository
 
 pub mod apply;
+// Test fixtures (test-util): never in the product.
+#[cfg(any(test, feature = "test-util"))]
+pub mod ecr_fixtures;
+pub mod ecr_listing;
 pub mod event;
 pub mod fan_out;
 pub mod plan;
+pub mod registry_survey;
 pub mod soci_state;
 pub mod stitch_state;
 pub mod survey;
 
 pub use apply::{apply, ApplyReport, ItemResult};
+pub use ecr_listing::{EcrApiRepository, EcrCalls};
 pub use event::{push_event, work_id, EventOrigin};
 pub use fan_out::{enqueue, EnqueueError, EnqueueReport};
 pub use plan::{CostModel, Plan, RepositoryPlan, Totals};
+pub use registry_survey::{survey_ecr_registry, RegistrySurvey, RepositoryFailure};
 pub use survey::{survey, Survey, SurveyProgress, Work, WorkKind};
 
 use crate::filters::RepositoryTagFilters;

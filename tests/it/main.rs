@@ -39,6 +39,7 @@ mod moto_digest;
 mod moto_in_use;
 mod moto_inspector;
 mod reconcile;
+mod reconcile_ecr;
 mod reconcile_queue;
 mod registry_bounds;
 mod registry_ecr_token_faults;

@@ -37,7 +37,7 @@ fn soci_settings(span_size: u64) -> SociSettings {
     }
 }
 
-fn settings() -> ReconcileSettings {
+pub(crate) fn settings() -> ReconcileSettings {
     ReconcileSettings::new(
         soci_settings(SPAN),
         StitchSettings::default(),
@@ -46,7 +46,7 @@ fn settings() -> ReconcileSettings {
     .unwrap()
 }
 
-fn spec(seed: u64, layer_sizes: &[u64]) -> SampleSpec {
+pub(crate) fn spec(seed: u64, layer_sizes: &[u64]) -> SampleSpec {
     SampleSpec {
         seed,
         layer_sizes: layer_sizes.to_vec(),
@@ -54,7 +54,7 @@ fn spec(seed: u64, layer_sizes: &[u64]) -> SampleSpec {
     }
 }
 
-fn platform(p: &str) -> SamplePlatform {
+pub(crate) fn platform(p: &str) -> SamplePlatform {
     p.parse().unwrap()
 }
 
@@ -79,7 +79,7 @@ async fn index(repo: &dyn Repository, tag: &str, span_size: u64) {
 /// - `6-amd64`, `6-arm64`: per-arch images, neither indexed nor stitched;
 /// - `7-amd64`, `7-arm64`: stitched into `7`, all three indexed;
 /// - `cache-main`: a BuildKit cache; `dev-1`: an image the filters leave out.
-async fn write_scenario(repo: &dyn Repository) {
+pub(crate) async fn write_scenario(repo: &dyn Repository) {
     let big = [3000, 400_000];
     let amd64 = platform("linux/amd64");
     let arm64 = platform("linux/arm64");
@@ -124,7 +124,7 @@ async fn write_scenario(repo: &dyn Repository) {
 }
 
 /// `kind tag` of every piece of work, the indexing after a stitch as `then index tag`.
-fn work_of(survey: &Survey) -> Vec<String> {
+pub(crate) fn work_of(survey: &Survey) -> Vec<String> {
     let mut out = vec![];
     for w in &survey.work {
         out.push(format!("{:?} {}", w.kind, w.tag).to_lowercase());
@@ -146,7 +146,7 @@ const EXPECTED_WORK: [&str; 7] = [
     "then index 6",
 ];
 
-fn check_first_survey(survey: &Survey) {
+pub(crate) fn check_first_survey(survey: &Survey) {
     assert_eq!(work_of(survey), EXPECTED_WORK, "{survey:#?}");
     let stale = survey.work.iter().find(|w| w.tag == "3").unwrap();
     assert!(
@@ -196,7 +196,7 @@ fn check_first_survey(survey: &Survey) {
     }
 }
 
-fn check_converged(survey: &Survey) {
+pub(crate) fn check_converged(survey: &Survey) {
     assert!(survey.work.is_empty(), "{:#?}", survey.work);
     // 1, 2, 3, 5, 6, 6-amd64, 6-arm64, 7, 7-amd64, 7-arm64.
     assert_eq!(
