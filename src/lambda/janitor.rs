@@ -1,10 +1,12 @@
 //! The `cache-janitor` handler: its settings (`CLEANUP_POLICY`, `DRY_RUN`, the report
 //! bucket), the trigger it runs for, the run itself ([`crate::cleanup`]) and the upload
-//! of the run's report.
+//! of the run's report. A scheduled sweep that fans out per repository, and each
+//! repository's part of it, are in [`super::janitor_fan_out`].
 
 use super::handlers::{
     by_retryability, client_settings, deadline_margin, push_filters, s3_client, skip, trigger,
 };
+use super::janitor_fan_out::{self, FanOutMode};
 use super::outputs::{FunctionName, JanitorOutput};
 use super::serve::Function;
 use super::{HandlerError, Invocation, Repositories};
@@ -18,6 +20,7 @@ use crate::deadline::Deadline;
 use crate::events::{self, PushDecision, Trigger};
 use crate::filters::RepositoryTagFilters;
 use crate::metrics;
+use crate::queue::WorkQueue;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -35,6 +38,9 @@ pub struct CacheJanitor {
     pub s3: Option<aws_sdk_s3::Client>,
     /// How long before the invocation deadline no delete is issued any more.
     pub deadline_margin: Duration,
+    /// The janitor's own work queue when its scheduled sweep fans out per repository
+    /// (`JANITOR_FAN_OUT`, `JANITOR_QUEUE_URL`); `None`: one invocation sweeps all.
+    pub queue: Option<Box<dyn WorkQueue>>,
 }
 
 impl CacheJanitor {
@@ -48,13 +54,14 @@ impl CacheJanitor {
     pub async fn with_repositories(repositories: Repositories) -> Result<Self, HandlerError> {
         let (filters, soci_tag_suffix) = push_filters()?;
         let settings = JanitorSettings::from_env().map_err(HandlerError::non_retryable)?;
-        let (catalog, s3): (Box<dyn Catalog>, _) = match repositories {
+        let (catalog, s3, queue): (Box<dyn Catalog>, _, _) = match repositories {
             Repositories::Layout(dir) => (
                 Box::new(
                     LayoutCatalog::open(&dir)
                         .map_err(HandlerError::non_retryable)?
                         .for_every_repository(),
                 ),
+                None,
                 None,
             ),
             Repositories::Registry(_) => {
@@ -72,7 +79,13 @@ impl CacheJanitor {
                         S3ManifestStore::new(s3.clone(), bucket, MANIFEST_PREFIX),
                     ));
                 }
-                (Box::new(catalog), Some(s3))
+                let queue = match janitor_fan_out::fan_out_queue_url(&settings)
+                    .map_err(HandlerError::non_retryable)?
+                {
+                    Some(url) => Some(janitor_queue(&sdk, url)?),
+                    None => None,
+                };
+                (Box::new(catalog), Some(s3), queue)
             }
         };
         Ok(Self {
@@ -82,6 +95,7 @@ impl CacheJanitor {
             catalog,
             s3,
             deadline_margin: deadline_margin()?,
+            queue,
         })
     }
 
@@ -103,7 +117,14 @@ impl CacheJanitor {
                     decision: Some(skip(FunctionName::CacheJanitor, &decision)),
                     trigger: None,
                     report: None,
+                    fan_out: None,
                 })
+            }
+            events::JanitorDecision::Sweep { .. } if self.queue.is_some() => {
+                return self.fan_out(&trigger, invocation).await;
+            }
+            events::JanitorDecision::RepositorySweep { .. } => {
+                return self.sweep_one(&trigger, invocation).await;
             }
             events::JanitorDecision::Sweep { .. }
             | events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => {
@@ -127,8 +148,105 @@ impl CacheJanitor {
             decision: None,
             trigger: Some(trigger.kind().to_string()),
             report: Some(report),
+            fan_out: None,
         })
     }
+
+    /// The schedule, fanned out: the run's manifest, a message per repository, the S3
+    /// caches' part (the output's `report`).
+    async fn fan_out(
+        &self,
+        trigger: &Trigger,
+        invocation: &Invocation,
+    ) -> Result<JanitorOutput, HandlerError> {
+        let (Trigger::Scheduled(event), Some(queue)) = (trigger, self.queue.as_deref()) else {
+            return Err(HandlerError::non_retryable(format!(
+                "a {} event does not fan out",
+                trigger.kind()
+            )));
+        };
+        let (started, fan_out) = janitor_fan_out::start(
+            self.catalog.as_ref(),
+            self.s3.as_ref(),
+            queue,
+            &self.settings,
+            &self.filters,
+            event,
+            invocation.home.as_ref(),
+            invocation.stop(self.deadline_margin),
+        )
+        .await
+        .inspect_err(|_| metrics::run_failed())
+        .map_err(|e| by_retryability(e.is_retryable(), e))?;
+        tracing::info!(fan_out = ?fan_out, "scheduled sweep fanned out");
+        if let Some(part) = &started.s3_caches {
+            metrics::cleanup_report(part);
+        }
+        Ok(JanitorOutput {
+            function: FunctionName::CacheJanitor,
+            decision: None,
+            trigger: Some(trigger.kind().to_string()),
+            report: started.s3_caches,
+            fan_out: Some(Box::new(fan_out)),
+        })
+    }
+
+    /// One repository of a fanned-out sweep. A part that deleted nothing (blocked) is
+    /// written and gathered, then fails the invocation, so that its message is
+    /// retried and, failing again, ends in the dead-letter queue.
+    async fn sweep_one(
+        &self,
+        trigger: &Trigger,
+        invocation: &Invocation,
+    ) -> Result<JanitorOutput, HandlerError> {
+        let Trigger::JanitorRepositorySweep(event) = trigger else {
+            return Err(HandlerError::non_retryable(format!(
+                "a {} event is no repository's sweep",
+                trigger.kind()
+            )));
+        };
+        let (swept, fan_out) = janitor_fan_out::sweep_one(
+            self.catalog.as_ref(),
+            self.s3.as_ref(),
+            &self.settings,
+            &self.filters,
+            &event.detail,
+            invocation.stop(self.deadline_margin),
+        )
+        .await
+        .inspect_err(|_| metrics::run_failed())
+        .map_err(|e| by_retryability(e.is_retryable(), e))?;
+        metrics::cleanup_report(&swept.part);
+        tracing::info!(summary = %swept.part.summary(), fan_out = ?fan_out, "repository swept");
+        if let Some(b) = &swept.part.blocked {
+            let e = JanitorError::Blocked {
+                reason: format!("{}: {}", event.detail.repository, b.reason),
+                retryable: b.retryable,
+            };
+            return Err(by_retryability(e.is_retryable(), e));
+        }
+        Ok(JanitorOutput {
+            function: FunctionName::CacheJanitor,
+            decision: None,
+            trigger: Some(trigger.kind().to_string()),
+            report: Some(swept.part),
+            fan_out: Some(Box::new(fan_out)),
+        })
+    }
+}
+
+/// The janitor's work queue at `url`.
+fn janitor_queue(
+    _sdk: &aws_config::SdkConfig,
+    url: &str,
+) -> Result<Box<dyn WorkQueue>, HandlerError> {
+    // The SQS client of the queue port lands with the reconcile fan-out; until it is
+    // merged here, a janitor told to fan out refuses to start rather than sweep in a
+    // way it was not configured for.
+    Err(HandlerError::non_retryable(format!(
+        "{}={url}: this build has no SQS work-queue client",
+        crate::settings::JANITOR_QUEUE_URL
+    )))
 }
 
 impl Function for CacheJanitor {
@@ -162,6 +280,10 @@ pub struct JanitorSettings {
     /// `CONSUMER_ACCOUNTS` and `IN_USE_READER_ROLE`: the other accounts whose ECS and
     /// Lambda are listed, and the role assumed in each.
     pub consumers: crate::catalog::consumer_accounts::ConsumerAccounts,
+    /// `JANITOR_FAN_OUT`: whether the scheduled sweep fans out when there is a queue.
+    pub fan_out: FanOutMode,
+    /// `JANITOR_QUEUE_URL`: the janitor's own work queue.
+    pub queue_url: Option<String>,
 }
 
 impl JanitorSettings {
@@ -230,7 +352,12 @@ impl JanitorSettings {
             },
             message: format!("{:?}: {}", e.value, e.problem),
         })?;
+        let fan_out = FanOutMode::parse(get(crate::settings::JANITOR_FAN_OUT).as_deref())?;
         Ok(JanitorSettings {
+            fan_out,
+            queue_url: get(crate::settings::JANITOR_QUEUE_URL)
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty()),
             consumers,
             policy,
             dry_run,
@@ -248,6 +375,8 @@ pub enum JanitorEvent {
     Push(PushedImage),
     /// The EventBridge schedule (or a manual run).
     Scheduled,
+    /// One repository of a sweep that fanned out.
+    RepositorySweep(crate::events::RepositorySweep),
 }
 
 impl JanitorEvent {
@@ -263,6 +392,9 @@ impl JanitorEvent {
                 artifact_media_type: event.detail.artifact_media_type.clone(),
             }),
             Trigger::Scheduled(_) => JanitorEvent::Scheduled,
+            Trigger::JanitorRepositorySweep(event) => {
+                JanitorEvent::RepositorySweep(event.detail.clone())
+            }
         }
     }
 }
@@ -299,6 +431,26 @@ pub async fn handle_within(
     let report = match &event {
         JanitorEvent::Push(pushed) => on_push(catalog, &settings.policy, pushed, &options).await?,
         JanitorEvent::Scheduled => sweep(catalog, s3, &settings.policy, &options).await?,
+        JanitorEvent::RepositorySweep(detail) => {
+            // Its part and the gathered report go to the run's own keys, not to a
+            // report of their own.
+            let (swept, _) = janitor_fan_out::sweep_one(
+                catalog,
+                s3,
+                settings,
+                repository_filter,
+                detail,
+                options.deadline,
+            )
+            .await?;
+            if let Some(b) = &swept.part.blocked {
+                return Err(JanitorError::Blocked {
+                    reason: format!("{}: {}", detail.repository, b.reason),
+                    retryable: b.retryable,
+                });
+            }
+            return Ok(swept.part);
+        }
     };
     tracing::info!(summary = %report.summary(), "cache-janitor report");
     if report.stopped_by_deadline {
@@ -510,12 +662,15 @@ mod tests {
                 report_bucket: None,
                 report_prefix: "cache-janitor/".into(),
                 consumers: Default::default(),
+                fan_out: FanOutMode::Off,
+                queue_url: None,
             },
             filters: RepositoryTagFilters::default(),
             soci_tag_suffix: "-soci".into(),
             catalog: Box::new(EcrCatalog::new(ecr)),
             s3: None,
             deadline_margin: Duration::from_secs(30),
+            queue: None,
         };
         for (account, region) in [
             ("999999999999", "eu-west-1"),
