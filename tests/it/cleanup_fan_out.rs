@@ -1,0 +1,243 @@
+//! The janitor's scheduled sweep fanned out per repository, against moto's ECR, ECS and
+//! S3 (the report bucket): the schedule enqueues one message per repository, each
+//! message's body sweeps that repository alone (an image a running ECS task uses is
+//! kept), and the last part gathers the combined report. A repository whose listing
+//! moto's fault proxy refuses keeps every image and is reported blocked; its retry
+//! succeeds and the report is gathered again.
+//!
+//! The queue is the in-memory `MemoryQueue` (test-util): the SQS client of the queue
+//! port is not on this branch yet. Every other component is real (moto).
+
+use crate::support;
+
+use afterpush::aws_clients::ClientSettings;
+use afterpush::catalog::ecr::EcrCatalog;
+use afterpush::cleanup::Report;
+use afterpush::filters::RepositoryTagFilters;
+use afterpush::lambda::{CacheJanitor, Home, Invocation, JanitorSettings};
+use afterpush::queue::{EntryFailure, MemoryQueue, OutgoingMessage, QueueError, Target, WorkQueue};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use support::moto_fault_proxy::{Fault, MotoFaultProxy, Operation};
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+const BUCKET: &str = "janitor-reports";
+const REPOSITORIES: [&str; 3] = ["alpha", "beta", "team/gamma"];
+
+/// Every image expires at once: only the in-use protection (on, the default) keeps one.
+const EXPIRE_ALL_IMAGES: &str = r#"
+repositories: ["*"]
+grace_period: 0s
+rules:
+  - {name: all-images, select: {kind: image}, action: expire}
+"#;
+
+/// The janitor owns its queue as a box; the test reads the same queue through this.
+struct SharedQueue(Arc<MemoryQueue>);
+
+#[async_trait::async_trait]
+impl WorkQueue for SharedQueue {
+    fn queue_of(&self, target: Target) -> String {
+        self.0.queue_of(target)
+    }
+    async fn send_batch(
+        &self,
+        target: Target,
+        messages: &[OutgoingMessage],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        self.0.send_batch(target, messages).await
+    }
+}
+
+fn home() -> Invocation {
+    Invocation {
+        home: Some(Home {
+            account: ACCOUNT.into(),
+            region: REGION.into(),
+        }),
+        ..Invocation::default()
+    }
+}
+
+async fn images(ecr: &aws_sdk_ecr::Client, repository: &str) -> usize {
+    support::ecr_image_digests(ecr, repository).await.len()
+}
+
+async fn object(s3: &aws_sdk_s3::Client, key: &str) -> Option<Vec<u8>> {
+    match s3.get_object().bucket(BUCKET).key(key).send().await {
+        Ok(o) => Some(o.body.collect().await.unwrap().into_bytes().to_vec()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => None,
+        Err(e) => panic!(
+            "GetObject {key}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(e)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report() {
+    let moto = support::TestMoto::start();
+    let (ecr, ecs, s3) = (moto.ecr().await, moto.ecs().await, moto.s3().await);
+    support::create_s3_bucket(&s3, BUCKET).await;
+    support::create_ecs_cluster(&ecs, "web").await;
+    for repository in REPOSITORIES {
+        support::create_ecr_repository(&ecr, repository).await;
+        for n in 1..=2 {
+            let seed = format!("{repository} {n}");
+            support::put_seeded_manifest(&ecr, repository, &seed, &format!("v{n}")).await;
+        }
+    }
+    // A running task pulled beta:v1: the sweep of beta keeps it.
+    support::register_task_definition(&ecs, "web", &[("c0", &format!("{HOST}/beta:v1"))]).await;
+    support::run_fargate_task(&ecs, "web", "web").await;
+
+    let proxy = MotoFaultProxy::start(moto.port);
+    let config = support::TestMoto::sdk_config_at(&proxy.endpoint()).await;
+    let one_attempt = ClientSettings {
+        max_attempts: 1,
+        ..ClientSettings::default()
+    };
+    let vars = [
+        ("CLEANUP_POLICY", EXPIRE_ALL_IMAGES),
+        ("DRY_RUN", "false"),
+        ("REPORT_BUCKET", BUCKET),
+        ("JANITOR_QUEUE_URL", "memory:janitor"),
+    ];
+    let settings = JanitorSettings::from_lookup(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap();
+    let queue = Arc::new(MemoryQueue::new());
+    let janitor = CacheJanitor {
+        settings,
+        filters: RepositoryTagFilters::default(),
+        soci_tag_suffix: "-soci".into(),
+        catalog: Box::new(EcrCatalog::with_settings(&config, &one_attempt)),
+        s3: Some(s3.clone()),
+        deadline_margin: Duration::from_secs(30),
+        queue: Some(Box::new(SharedQueue(queue.clone()))),
+    };
+
+    // The schedule: a manifest and three messages, nothing deleted.
+    let schedule = json!({"version":"0","id":"5c1e0d2a-sweep","detail-type":"Scheduled Event",
+        "source":"aws.events","account":ACCOUNT,"region":REGION,"time":"2026-12-07T03:00:00Z",
+        "resources":[],"detail":{}});
+    let out = janitor.handle(schedule, &home()).await.unwrap();
+    let fan_out = out.fan_out.expect("the sweep fans out");
+    assert_eq!((fan_out.repositories, fan_out.messages_sent), (3, Some(3)));
+    let run = fan_out.run_id.clone();
+    assert!(run.starts_with("20261207T030000Z-"), "{run}");
+    let prefix = format!("cache-janitor/runs/{run}/");
+    let manifest: Value = serde_json::from_slice(
+        &object(&s3, &format!("{prefix}manifest.json"))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = manifest["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["repository"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, REPOSITORIES);
+    for repository in REPOSITORIES {
+        assert_eq!(images(&ecr, repository).await, 2, "{repository}");
+    }
+    let messages = queue.messages(Target::Janitor);
+    let groups: Vec<&str> = messages.iter().map(|m| m.group_id.as_str()).collect();
+    assert_eq!(groups, REPOSITORIES);
+    let report_key = format!("{prefix}report.json");
+
+    // alpha, then beta: each message sweeps its repository only.
+    let body = |i: usize| serde_json::from_str::<Value>(&messages[i].body).unwrap();
+    let out = janitor.handle(body(0), &home()).await.unwrap();
+    assert_eq!(out.report.unwrap().deleted, 2);
+    assert_eq!(
+        (
+            images(&ecr, "alpha").await,
+            images(&ecr, "beta").await,
+            images(&ecr, "team/gamma").await
+        ),
+        (0, 2, 2)
+    );
+    assert!(object(&s3, &format!("{prefix}repositories/alpha.json"))
+        .await
+        .is_some());
+    assert!(
+        object(&s3, &report_key).await.is_none(),
+        "two parts missing"
+    );
+    let out = janitor.handle(body(1), &home()).await.unwrap();
+    let beta = out.report.unwrap();
+    assert_eq!(beta.deleted, 1, "{}", beta.to_json());
+    let kept = &beta.repositories[0].keeps;
+    assert!(
+        kept.iter()
+            .any(|k| k.in_use.iter().any(|u| u.starts_with("ecs task web/"))),
+        "{}",
+        beta.to_json()
+    );
+    assert_eq!(
+        (images(&ecr, "beta").await, images(&ecr, "team/gamma").await),
+        (1, 2)
+    );
+    assert!(object(&s3, &report_key).await.is_none(), "one part missing");
+
+    // team/gamma's listing is refused: it keeps everything, its part says why, and the
+    // invocation fails so that SQS retries the message.
+    proxy.always(
+        Operation::Target("DescribeImages"),
+        Fault::Error {
+            status: 400,
+            code: "AccessDeniedException",
+        },
+    );
+    let err = janitor.handle(body(2), &home()).await.unwrap_err();
+    assert!(err.to_string().contains("team/gamma"), "{err}");
+    proxy.clear();
+    assert_eq!(images(&ecr, "team/gamma").await, 2);
+    let part = object(&s3, &format!("{prefix}repositories/team%2Fgamma.json"))
+        .await
+        .expect("a blocked part is written too");
+    let part: Report = serde_json::from_slice(&part).unwrap();
+    assert!(part.blocked.is_some(), "{}", part.to_json());
+    let report: Report =
+        serde_json::from_slice(&object(&s3, &report_key).await.expect("gathered")).unwrap();
+    assert_eq!(report.run_id, run);
+    assert_eq!(report.deleted, 3, "{}", report.to_json());
+    assert_eq!(report.repositories.len(), 2, "gamma was not swept");
+    let blocked: Vec<&str> = report
+        .blocked_repositories
+        .iter()
+        .map(|b| b.repository.as_str())
+        .collect();
+    assert_eq!(blocked, ["team/gamma"]);
+    assert!(report.blocked.is_none(), "the others deleted");
+
+    // SQS delivers the message again: gamma is swept and the report gathered again.
+    let out = janitor.handle(body(2), &home()).await.unwrap();
+    assert_eq!(out.report.unwrap().deleted, 2);
+    assert!(out.fan_out.unwrap().gathered.is_some());
+    assert_eq!(images(&ecr, "team/gamma").await, 0);
+    let report: Report = serde_json::from_slice(&object(&s3, &report_key).await.unwrap()).unwrap();
+    assert_eq!(report.deleted, 5, "{}", report.to_json());
+    assert_eq!(report.planned_deletions, 5);
+    assert_eq!(report.repositories.len(), 3);
+    assert!(
+        report.blocked_repositories.is_empty(),
+        "{}",
+        report.to_json()
+    );
+    assert!(report.in_use_references >= 1);
+    assert_eq!(
+        queue.messages(Target::Janitor).len(),
+        3,
+        "nothing sent again"
+    );
+}
