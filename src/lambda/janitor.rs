@@ -181,6 +181,15 @@ impl CacheJanitor {
         tracing::info!(fan_out = ?fan_out, "scheduled sweep fanned out");
         if let Some(part) = &started.s3_caches {
             metrics::cleanup_report(part);
+            // As a whole sweep's: the part is out, the invocation fails so that the
+            // schedule's event is retried (the same run: its messages are not sent twice).
+            if let Some(b) = &part.blocked {
+                let e = JanitorError::Blocked {
+                    reason: format!("the S3 caches of run {}: {}", fan_out.run_id, b.reason),
+                    retryable: b.retryable,
+                };
+                return Err(by_retryability(e.is_retryable(), e));
+            }
         }
         Ok(JanitorOutput {
             function: FunctionName::CacheJanitor,
@@ -637,6 +646,83 @@ mod tests {
     fn schedule(account: &str, region: &str) -> serde_json::Value {
         serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events",
             "account": account, "region": region, "detail": {}})
+    }
+
+    #[test]
+    fn a_fan_out_needs_the_report_bucket() {
+        let with = |vars: &[(&str, &str)]| {
+            let s = settings(vars).unwrap();
+            janitor_fan_out::fan_out_queue_url(&s).map(|u| u.map(str::to_string))
+        };
+        let queue = ("JANITOR_QUEUE_URL", "https://sqs/q.fifo");
+        let bucket = ("REPORT_BUCKET", "r");
+        let policy = ("CLEANUP_POLICY", POLICY);
+        assert_eq!(
+            with(&[policy, queue, bucket]).unwrap().as_deref(),
+            Some("https://sqs/q.fifo")
+        );
+        assert_eq!(
+            with(&[policy, bucket]).unwrap(),
+            None,
+            "no queue: the sweep runs whole"
+        );
+        assert_eq!(
+            with(&[policy, queue, bucket, ("JANITOR_FAN_OUT", "off")]).unwrap(),
+            None
+        );
+        let err = with(&[policy, queue]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("setting REPORT_BUCKET: JANITOR_QUEUE_URL is set"),
+            "{err}"
+        );
+        assert!(with(&[policy, queue, ("JANITOR_FAN_OUT", "off")])
+            .unwrap()
+            .is_none());
+        let err = settings(&[policy, ("JANITOR_FAN_OUT", "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("setting JANITOR_FAN_OUT"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_repository_sweep_without_the_report_bucket_is_refused_and_deletes_nothing() {
+        use crate::catalog::ecr::{EcrCatalog, ImageDetail, MemoryEcr};
+        use crate::oci::media;
+        let ecr = MemoryEcr::new();
+        ecr.put(
+            "app",
+            ImageDetail {
+                pushed_at: Some(chrono::Utc::now() - chrono::Duration::days(30)),
+                manifest_media_type: Some(media::OCI_MANIFEST.into()),
+                artifact_media_type: Some(media::OCI_CONFIG.into()),
+                ..Default::default()
+            },
+            b"{}".to_vec(),
+        );
+        let policy = "repositories: ['*']\nrules: [{name: old, select: {kind: image}, action: expire}]\nprotect: {ecs: false, lambda: false}\n";
+        let mut settings = settings(&[("CLEANUP_POLICY", policy), ("DRY_RUN", "false")]).unwrap();
+        settings.report_bucket = None;
+        let janitor = CacheJanitor {
+            settings,
+            filters: RepositoryTagFilters::default(),
+            soci_tag_suffix: "-soci".into(),
+            catalog: Box::new(EcrCatalog::new(ecr)),
+            s3: None,
+            deadline_margin: Duration::from_secs(30),
+            queue: None,
+        };
+        let event = serde_json::json!({"detail-type": "Janitor Repository Sweep",
+            "source": "dev.afterpush", "account": "123456789012", "region": "us-east-1",
+            "detail": {"run-id": "20261207T030000Z-0123abcd", "repository": "app",
+                "repositories": 1}});
+        let err = janitor.handle(event, &home()).await.unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("setting REPORT_BUCKET: a per-repository sweep needs the report bucket"),
+            "{err}"
+        );
+        assert_eq!(janitor.catalog.list_images("app").await.unwrap().len(), 1);
     }
 
     #[tokio::test]
