@@ -82,7 +82,7 @@ impl CacheJanitor {
                 let queue = match janitor_fan_out::fan_out_queue_url(&settings)
                     .map_err(HandlerError::non_retryable)?
                 {
-                    Some(url) => Some(janitor_queue(&sdk, url)?),
+                    Some(url) => Some(janitor_fan_out::janitor_queue(&sdk, url)?),
                     None => None,
                 };
                 (Box::new(catalog), Some(s3), queue)
@@ -151,111 +151,6 @@ impl CacheJanitor {
             fan_out: None,
         })
     }
-
-    /// The schedule, fanned out: the run's manifest, a message per repository, the S3
-    /// caches' part (the output's `report`).
-    async fn fan_out(
-        &self,
-        trigger: &Trigger,
-        invocation: &Invocation,
-    ) -> Result<JanitorOutput, HandlerError> {
-        let (Trigger::Scheduled(event), Some(queue)) = (trigger, self.queue.as_deref()) else {
-            return Err(HandlerError::non_retryable(format!(
-                "a {} event does not fan out",
-                trigger.kind()
-            )));
-        };
-        let (started, fan_out) = janitor_fan_out::start(
-            self.catalog.as_ref(),
-            self.s3.as_ref(),
-            queue,
-            &self.settings,
-            &self.filters,
-            event,
-            invocation.home.as_ref(),
-            invocation.stop(self.deadline_margin),
-        )
-        .await
-        .inspect_err(|_| metrics::run_failed())
-        .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        tracing::info!(fan_out = ?fan_out, "scheduled sweep fanned out");
-        if let Some(part) = &started.s3_caches {
-            metrics::cleanup_report(part);
-            // As a whole sweep's: the part is out, the invocation fails so that the
-            // schedule's event is retried (the same run: its messages are not sent twice).
-            if let Some(b) = &part.blocked {
-                let e = JanitorError::Blocked {
-                    reason: format!("the S3 caches of run {}: {}", fan_out.run_id, b.reason),
-                    retryable: b.retryable,
-                };
-                return Err(by_retryability(e.is_retryable(), e));
-            }
-        }
-        Ok(JanitorOutput {
-            function: FunctionName::CacheJanitor,
-            decision: None,
-            trigger: Some(trigger.kind().to_string()),
-            report: started.s3_caches,
-            fan_out: Some(Box::new(fan_out)),
-        })
-    }
-
-    /// One repository of a fanned-out sweep. A part that deleted nothing (blocked) is
-    /// written and gathered, then fails the invocation, so that its message is
-    /// retried and, failing again, ends in the dead-letter queue.
-    async fn sweep_one(
-        &self,
-        trigger: &Trigger,
-        invocation: &Invocation,
-    ) -> Result<JanitorOutput, HandlerError> {
-        let Trigger::JanitorRepositorySweep(event) = trigger else {
-            return Err(HandlerError::non_retryable(format!(
-                "a {} event is no repository's sweep",
-                trigger.kind()
-            )));
-        };
-        let (swept, fan_out) = janitor_fan_out::sweep_one(
-            self.catalog.as_ref(),
-            self.s3.as_ref(),
-            &self.settings,
-            &self.filters,
-            &event.detail,
-            invocation.stop(self.deadline_margin),
-        )
-        .await
-        .inspect_err(|_| metrics::run_failed())
-        .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        metrics::cleanup_report(&swept.part);
-        tracing::info!(summary = %swept.part.summary(), fan_out = ?fan_out, "repository swept");
-        if let Some(b) = &swept.part.blocked {
-            let e = JanitorError::Blocked {
-                reason: format!("{}: {}", event.detail.repository, b.reason),
-                retryable: b.retryable,
-            };
-            return Err(by_retryability(e.is_retryable(), e));
-        }
-        Ok(JanitorOutput {
-            function: FunctionName::CacheJanitor,
-            decision: None,
-            trigger: Some(trigger.kind().to_string()),
-            report: Some(swept.part),
-            fan_out: Some(Box::new(fan_out)),
-        })
-    }
-}
-
-/// The janitor's work queue at `url`.
-fn janitor_queue(
-    _sdk: &aws_config::SdkConfig,
-    url: &str,
-) -> Result<Box<dyn WorkQueue>, HandlerError> {
-    // The SQS client of the queue port lands with the reconcile fan-out; until it is
-    // merged here, a janitor told to fan out refuses to start rather than sweep in a
-    // way it was not configured for.
-    Err(HandlerError::non_retryable(format!(
-        "{}={url}: this build has no SQS work-queue client",
-        crate::settings::JANITOR_QUEUE_URL
-    )))
 }
 
 impl Function for CacheJanitor {

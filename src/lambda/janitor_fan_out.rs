@@ -8,14 +8,18 @@
 //! fan-out is refused at the cold start and a per-repository event is refused when it
 //! comes (the janitor has no local report directory to use instead).
 
-use super::janitor::JanitorSettings;
+use super::handlers::by_retryability;
+use super::janitor::{CacheJanitor, JanitorSettings};
+use super::outputs::{FunctionName, JanitorOutput};
+use super::{HandlerError, Invocation};
 use crate::catalog::Catalog;
 use crate::cleanup::fan_out::{self, FanOutSettings, Origin, RepositorySwept, Started};
 use crate::cleanup::run_store::S3RunStore;
 use crate::cleanup::JanitorError;
 use crate::deadline::Deadline;
-use crate::events::{RepositorySweep, ScheduledEvent};
+use crate::events::{RepositorySweep, ScheduledEvent, Trigger};
 use crate::filters::RepositoryTagFilters;
+use crate::metrics;
 use crate::queue::WorkQueue;
 use crate::settings::{JANITOR_FAN_OUT, JANITOR_FAN_OUT_CHOICES, JANITOR_QUEUE_URL, REPORT_BUCKET};
 use serde::{Deserialize, Serialize};
@@ -210,6 +214,113 @@ pub async fn sweep_one(
             .map(|_| store_location(&store, &settings.report_prefix, &detail.run_id)),
     };
     Ok((swept, output))
+}
+
+impl CacheJanitor {
+    /// The schedule, fanned out: the run's manifest, a message per repository, the S3
+    /// caches' part (the output's `report`).
+    pub(super) async fn fan_out(
+        &self,
+        trigger: &Trigger,
+        invocation: &Invocation,
+    ) -> Result<JanitorOutput, HandlerError> {
+        let (Trigger::Scheduled(event), Some(queue)) = (trigger, self.queue.as_deref()) else {
+            return Err(HandlerError::non_retryable(format!(
+                "a {} event does not fan out",
+                trigger.kind()
+            )));
+        };
+        let (started, fan_out) = start(
+            self.catalog.as_ref(),
+            self.s3.as_ref(),
+            queue,
+            &self.settings,
+            &self.filters,
+            event,
+            invocation.home.as_ref(),
+            invocation.stop(self.deadline_margin),
+        )
+        .await
+        .inspect_err(|_| metrics::run_failed())
+        .map_err(|e| by_retryability(e.is_retryable(), e))?;
+        tracing::info!(fan_out = ?fan_out, "scheduled sweep fanned out");
+        if let Some(part) = &started.s3_caches {
+            metrics::cleanup_report(part);
+            // As a whole sweep's: the part is out, the invocation fails so that the
+            // schedule's event is retried (the same run: its messages are not sent twice).
+            if let Some(b) = &part.blocked {
+                let e = JanitorError::Blocked {
+                    reason: format!("the S3 caches of run {}: {}", fan_out.run_id, b.reason),
+                    retryable: b.retryable,
+                };
+                return Err(by_retryability(e.is_retryable(), e));
+            }
+        }
+        Ok(JanitorOutput {
+            function: FunctionName::CacheJanitor,
+            decision: None,
+            trigger: Some(trigger.kind().to_string()),
+            report: started.s3_caches,
+            fan_out: Some(Box::new(fan_out)),
+        })
+    }
+
+    /// One repository of a fanned-out sweep. A part that deleted nothing (blocked) is
+    /// written and gathered, then fails the invocation, so that its message is
+    /// retried and, failing again, ends in the dead-letter queue.
+    pub(super) async fn sweep_one(
+        &self,
+        trigger: &Trigger,
+        invocation: &Invocation,
+    ) -> Result<JanitorOutput, HandlerError> {
+        let Trigger::JanitorRepositorySweep(event) = trigger else {
+            return Err(HandlerError::non_retryable(format!(
+                "a {} event is no repository's sweep",
+                trigger.kind()
+            )));
+        };
+        let (swept, fan_out) = sweep_one(
+            self.catalog.as_ref(),
+            self.s3.as_ref(),
+            &self.settings,
+            &self.filters,
+            &event.detail,
+            invocation.stop(self.deadline_margin),
+        )
+        .await
+        .inspect_err(|_| metrics::run_failed())
+        .map_err(|e| by_retryability(e.is_retryable(), e))?;
+        metrics::cleanup_report(&swept.part);
+        tracing::info!(summary = %swept.part.summary(), fan_out = ?fan_out, "repository swept");
+        if let Some(b) = &swept.part.blocked {
+            let e = JanitorError::Blocked {
+                reason: format!("{}: {}", event.detail.repository, b.reason),
+                retryable: b.retryable,
+            };
+            return Err(by_retryability(e.is_retryable(), e));
+        }
+        Ok(JanitorOutput {
+            function: FunctionName::CacheJanitor,
+            decision: None,
+            trigger: Some(trigger.kind().to_string()),
+            report: Some(swept.part),
+            fan_out: Some(Box::new(fan_out)),
+        })
+    }
+}
+
+/// The janitor's work queue at `url`.
+pub(super) fn janitor_queue(
+    _sdk: &aws_config::SdkConfig,
+    url: &str,
+) -> Result<Box<dyn WorkQueue>, HandlerError> {
+    // The SQS client of the queue port lands with the reconcile fan-out; until it is
+    // merged here, a janitor told to fan out refuses to start rather than sweep in a
+    // way it was not configured for.
+    Err(HandlerError::non_retryable(format!(
+        "{}={url}: this build has no SQS work-queue client",
+        crate::settings::JANITOR_QUEUE_URL
+    )))
 }
 
 #[cfg(test)]
