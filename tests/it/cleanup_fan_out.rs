@@ -1,7 +1,8 @@
 //! The janitor's scheduled sweep fanned out per repository, against moto's ECR, ECS and
 //! S3 (the report bucket): the schedule enqueues one message per repository, each
 //! message's body sweeps that repository alone (an image a running ECS task uses is
-//! kept), and the last part gathers the combined report. A repository whose listing
+//! kept), the schedule's own invocation collects the S3 cache (its part), and the last
+//! part gathers the combined report. A repository whose listing
 //! moto's fault proxy refuses keeps every image and is reported blocked; its retry
 //! succeeds and the report is gathered again.
 //!
@@ -27,13 +28,57 @@ const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const BUCKET: &str = "janitor-reports";
 const REPOSITORIES: [&str; 3] = ["alpha", "beta", "team/gamma"];
 
+const CACHE_BUCKET: &str = "buildkit-cache";
+
 /// Every image expires at once: only the in-use protection (on, the default) keeps one.
+/// The S3 cache loses the blob no manifest names.
 const EXPIRE_ALL_IMAGES: &str = r#"
 repositories: ["*"]
 grace_period: 0s
 rules:
   - {name: all-images, select: {kind: image}, action: expire}
+s3_caches:
+  - {uri: "s3://buildkit-cache/app/", keep: [main], blob_grace: 0s}
 "#;
+
+fn blob(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+/// A BuildKit S3 cache: manifest `main` names blob `a`; blob `b` is named by none.
+async fn seed_cache(s3: &aws_sdk_s3::Client) -> [String; 2] {
+    support::create_s3_bucket(s3, CACHE_BUCKET).await;
+    let main = format!(
+        r#"{{"layers":[{{"blob":"{}","parent":-1}}],"records":[{{"digest":"sha256:{}","results":[{{"layerIndex":0}}]}}]}}"#,
+        blob('a'),
+        "9".repeat(64)
+    );
+    let live = format!("app/blobs/{}", blob('a'));
+    let dead = format!("app/blobs/{}", blob('b'));
+    for (key, body) in [
+        ("app/manifests/main".to_string(), main),
+        (live.clone(), "blob a".into()),
+        (dead.clone(), "blob b".into()),
+    ] {
+        s3.put_object()
+            .bucket(CACHE_BUCKET)
+            .key(key)
+            .body(body.into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    [live, dead]
+}
+
+async fn cache_has(s3: &aws_sdk_s3::Client, key: &str) -> bool {
+    s3.head_object()
+        .bucket(CACHE_BUCKET)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+}
 
 /// The janitor owns its queue as a box; the test reads the same queue through this.
 struct SharedQueue(Arc<MemoryQueue>);
@@ -82,6 +127,7 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     let moto = support::TestMoto::start();
     let (ecr, ecs, s3) = (moto.ecr().await, moto.ecs().await, moto.s3().await);
     support::create_s3_bucket(&s3, BUCKET).await;
+    let [live_blob, dead_blob] = seed_cache(&s3).await;
     support::create_ecs_cluster(&ecs, "web").await;
     for repository in REPOSITORIES {
         support::create_ecr_repository(&ecr, repository).await;
@@ -123,11 +169,16 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
         queue: Some(Box::new(SharedQueue(queue.clone()))),
     };
 
-    // The schedule: a manifest and three messages, nothing deleted.
+    // The schedule: a manifest and three messages, no image deleted; the S3 cache
+    // collected by the schedule's invocation itself.
     let schedule = json!({"version":"0","id":"5c1e0d2a-sweep","detail-type":"Scheduled Event",
         "source":"aws.events","account":ACCOUNT,"region":REGION,"time":"2026-12-07T03:00:00Z",
         "resources":[],"detail":{}});
     let out = janitor.handle(schedule, &home()).await.unwrap();
+    let caches = out.report.expect("the S3 caches' part");
+    assert_eq!(caches.deleted, 1, "{}", caches.to_json());
+    assert!(caches.repositories.is_empty(), "{}", caches.to_json());
+    assert!(!cache_has(&s3, &dead_blob).await && cache_has(&s3, &live_blob).await);
     let fan_out = out.fan_out.expect("the sweep fans out");
     assert_eq!((fan_out.repositories, fan_out.messages_sent), (3, Some(3)));
     let run = fan_out.run_id.clone();
@@ -149,6 +200,9 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     for repository in REPOSITORIES {
         assert_eq!(images(&ecr, repository).await, 2, "{repository}");
     }
+    assert!(object(&s3, &format!("{prefix}s3-caches.json"))
+        .await
+        .is_some());
     let messages = queue.messages(Target::Janitor);
     let groups: Vec<&str> = messages.iter().map(|m| m.group_id.as_str()).collect();
     assert_eq!(groups, REPOSITORIES);
@@ -210,7 +264,9 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     let report: Report =
         serde_json::from_slice(&object(&s3, &report_key).await.expect("gathered")).unwrap();
     assert_eq!(report.run_id, run);
-    assert_eq!(report.deleted, 3, "{}", report.to_json());
+    // alpha 2, beta 1, the S3 cache's blob 1.
+    assert_eq!(report.deleted, 4, "{}", report.to_json());
+    assert_eq!(report.s3_caches.len(), 1);
     assert_eq!(report.repositories.len(), 2, "gamma was not swept");
     let blocked: Vec<&str> = report
         .blocked_repositories
@@ -226,8 +282,8 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     assert!(out.fan_out.unwrap().gathered.is_some());
     assert_eq!(images(&ecr, "team/gamma").await, 0);
     let report: Report = serde_json::from_slice(&object(&s3, &report_key).await.unwrap()).unwrap();
-    assert_eq!(report.deleted, 5, "{}", report.to_json());
-    assert_eq!(report.planned_deletions, 5);
+    assert_eq!(report.deleted, 6, "{}", report.to_json());
+    assert_eq!(report.planned_deletions, 6);
     assert_eq!(report.repositories.len(), 3);
     assert!(
         report.blocked_repositories.is_empty(),
