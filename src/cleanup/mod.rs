@@ -1,7 +1,9 @@
 //! The cache janitor: a [`policy`], a pure [`planner`], an [`executor`] over a
 //! [`Catalog`](crate::catalog::Catalog), the S3 cache collector [`s3gc`], plans as text
 //! tables ([`render`]), the runs the Lambda and the CLI share ([`on_push`] and
-//! [`sweep`], in `run.rs`) and what they return ([`Report`], in `report.rs`).
+//! [`sweep`], in `run.rs`) and what they return ([`Report`], in `report.rs`); a sweep
+//! fanned out per repository and gathered back ([`fan_out`], its objects in a
+//! [`run_store`]).
 
 pub mod ecr_lifecycle;
 pub mod executor;

@@ -1,7 +1,7 @@
 //! Where a sweep that fans out keeps its parts: the run's manifest, each repository's
 //! result and the gathered report, as objects under the report prefix
 //! ([`super::fan_out`] names the keys). In the Lambda that is the report bucket
-//! ([`S3RunStore`]); the tests also use [`MemoryRunStore`].
+//! ([`S3RunStore`]); the tests also use `MemoryRunStore` (test-util).
 
 use crate::catalog::ApiErrorKind;
 use aws_sdk_s3::error::DisplayErrorContext;
