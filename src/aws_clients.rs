@@ -1,5 +1,5 @@
-//! The one place every AWS SDK client of the crate is built (ECR, ECS, Lambda, S3; the
-//! registry's ECR token client included): the standard retry mode with more attempts
+//! The one place every AWS SDK client of the crate is built (ECR, ECS, Lambda, S3, SQS;
+//! the registry's ECR token client included): the standard retry mode with more attempts
 //! (ECR and ECS throttle sweeps of many repositories; the SDK's retry is the only retry
 //! layer of these calls), and an operation and an attempt timeout, so that a call that
 //! never answers fails instead of holding a function until Lambda kills it.
@@ -165,6 +165,16 @@ impl ClientSettings {
         )
     }
 
+    /// An SQS client (the functions' work queues and their dead-letter queue).
+    pub fn sqs(&self, sdk: &SdkConfig) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(sdk)
+                .retry_config(self.retry_config())
+                .timeout_config(self.timeout_config())
+                .build(),
+        )
+    }
+
     /// An S3 client; `path_style` for endpoints other than AWS's (moto, S3-compatible
     /// stores) and buckets with dots in their names.
     pub fn s3(&self, sdk: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
@@ -206,6 +216,8 @@ mod tests {
         let c = settings.lambda(&sdk);
         check(c.config().retry_config(), c.config().timeout_config());
         let c = settings.s3(&sdk, true);
+        check(c.config().retry_config(), c.config().timeout_config());
+        let c = settings.sqs(&sdk);
         check(c.config().retry_config(), c.config().timeout_config());
     }
 

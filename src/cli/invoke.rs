@@ -1,10 +1,15 @@
 //! `afterpush invoke FUNCTION --event FILE`: runs a Lambda handler in-process on an
 //! event file (the same events `sam local invoke -e` takes), against whatever registry
 //! and AWS endpoints the environment points to, or an OCI layout with `--layout`.
+//!
+//! The event goes through [`handle_payload`], as in Lambda: an EventBridge event prints
+//! the function's output; Lambda's SQS event (records carrying EventBridge events) prints
+//! the partial batch response, and the command succeeds even when records failed, as the
+//! invocation does in Lambda (their ids are in `batchItemFailures`).
 
 use crate::lambda::{
-    CacheJanitor, FunctionName, HandlerError, Invocation, ManifestStitcher, Repositories,
-    SociIndexer,
+    handle_payload, CacheJanitor, Function, FunctionName, Invocation, ManifestStitcher,
+    Repositories, SociIndexer,
 };
 use anyhow::Context;
 use clap::builder::PossibleValue;
@@ -39,23 +44,18 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
     // The CLI has no deadline: work runs to its end.
     let no_deadline = Invocation::default();
     match args.function {
-        FunctionName::SociIndexer => print(
-            SociIndexer::with_repositories(repositories)
-                .await?
-                .handle(payload, &no_deadline)
-                .await,
-        ),
-        FunctionName::ManifestStitcher => print(
-            ManifestStitcher::with_repositories(repositories)?
-                .handle(payload, &no_deadline)
-                .await,
-        ),
-        FunctionName::CacheJanitor => print(
-            CacheJanitor::with_repositories(repositories)
-                .await?
-                .handle(payload, &no_deadline)
-                .await,
-        ),
+        FunctionName::SociIndexer => {
+            let indexer = SociIndexer::with_repositories(repositories).await?;
+            print(&indexer, payload, &no_deadline).await
+        }
+        FunctionName::ManifestStitcher => {
+            let stitcher = ManifestStitcher::with_repositories(repositories)?;
+            print(&stitcher, payload, &no_deadline).await
+        }
+        FunctionName::CacheJanitor => {
+            let janitor = CacheJanitor::with_repositories(repositories).await?;
+            print(&janitor, payload, &no_deadline).await
+        }
     }
 }
 
@@ -79,11 +79,16 @@ fn read_event(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Prints a handler's output as pretty JSON, or fails with its error and error type.
-fn print<O: serde::Serialize>(result: Result<O, HandlerError>) -> anyhow::Result<()> {
-    match result {
-        Ok(output) => {
-            println!("{}", serde_json::to_string_pretty(&output)?);
+/// Runs `function` on the payload and prints its answer as pretty JSON, or fails with
+/// the error and its error type.
+async fn print<F: Function>(
+    function: &F,
+    payload: serde_json::Value,
+    invocation: &Invocation,
+) -> anyhow::Result<()> {
+    match Box::pin(handle_payload(function, payload, invocation)).await {
+        Ok(answer) => {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }
         Err(e) => Err(anyhow::anyhow!("{} ({})", e, e.error_type())),

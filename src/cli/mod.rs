@@ -46,7 +46,8 @@ pub enum Command {
     /// Run a Lambda function's handler in-process on an event file.
     Invoke(invoke::InvokeArgs),
     /// Find the SOCI indexes and stitched tags the current settings call for in existing
-    /// repositories; print the plan (dry run), or do the work with --apply.
+    /// repositories; print the plan (dry run), do the work with --apply or send it to the
+    /// functions' queues with --enqueue; --redrive lists and moves back the dead letters.
     Reconcile(reconcile::ReconcileArgs),
 }
 

@@ -1,8 +1,11 @@
 //! `afterpush reconcile REPOSITORY...`: survey repositories for the SOCI indexes and
 //! stitched tags the current settings call for, print the plan (the default, a dry
-//! run), and with `--apply` do the work in-process.
+//! run), and with `--apply` do the work in-process, or with `--enqueue` send it to the
+//! functions' queues. `afterpush reconcile --redrive` lists the functions' dead-letter
+//! queue, and with `--yes` sends its messages back to the queues they came from.
 
 use crate::format::printable;
+use crate::queue::{self, redrive, SqsDeadLetters, SqsQueues};
 use crate::reconcile::{
     self, apply::ItemStatus, CostModel, EventOrigin, Plan, ReconcileSettings, Survey,
     SurveyProgress, WorkKind,
@@ -22,7 +25,7 @@ pub struct ReconcileArgs {
     /// The repositories: `oci:DIR`, `oci-archive:FILE`, `docker://HOST/REPO` or
     /// `HOST/REPO` (a tag in it is ignored). Settings come from the functions'
     /// variables (SPAN_SIZE, MIN_LAYER_SIZE, REPOSITORY_TAG_FILTERS, ...).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "redrive")]
     pub repositories: Vec<String>,
     /// Do the work: build the SOCI indexes and write the stitched tags the plan lists.
     #[arg(long, conflicts_with = "dry_run")]
@@ -30,7 +33,18 @@ pub struct ReconcileArgs {
     /// Print the plan and change nothing (the default).
     #[arg(long)]
     pub dry_run: bool,
-    /// Print the plan (and with --apply, what was done) as JSON.
+    /// Send the work to the functions' queues (INDEXER_QUEUE_URL, STITCHER_QUEUE_URL)
+    /// instead of doing it here; registries only (a layout is reconciled with --apply).
+    #[arg(long, conflicts_with_all = ["apply", "dry_run"])]
+    pub enqueue: bool,
+    /// List the messages of the functions' dead-letter queue (DEAD_LETTER_QUEUE_URL);
+    /// with --yes, send them back to the queues they came from.
+    #[arg(long, conflicts_with_all = ["repositories", "apply", "dry_run", "enqueue", "repository_name"])]
+    pub redrive: bool,
+    /// With --redrive: move the messages (after a listing without it).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the plan (and what --apply did or --enqueue sent), or the dead letters, as JSON.
     #[arg(long)]
     pub json: bool,
     /// The repository name a layout or archive stands for, in events and
@@ -146,6 +160,16 @@ async fn ztoc_cache(settings: &ReconcileSettings) -> anyhow::Result<Box<dyn Ztoc
 
 /// Runs `afterpush reconcile`.
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
+    if args.redrive {
+        return run_redrive(args.yes, args.json).await;
+    }
+    // Checked here: clap counts a flag left at its default as present for `requires`.
+    if args.yes {
+        bail!("--yes confirms --redrive; reconcile --apply or --enqueue need no confirmation");
+    }
+    if args.enqueue {
+        refuse_layouts(&args.repositories)?;
+    }
     if args.repository_name.is_some() && args.repositories.len() > 1 {
         bail!(
             "--repository-name names one repository; {} were given",
@@ -183,6 +207,9 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
         targets.push(target);
     }
     let plan = Plan::new(surveys, model);
+    if args.enqueue {
+        return run_enqueue(&plan, &settings, args.json).await;
+    }
     if !args.apply {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
@@ -250,6 +277,222 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--enqueue` is for registries: the functions read the images from ECR, and a layout
+/// or archive on this machine is out of their reach.
+fn refuse_layouts(references: &[String]) -> anyhow::Result<()> {
+    for reference in references {
+        let r: ImageRef = reference
+            .parse()
+            .with_context(|| format!("repository reference {reference:?}"))?;
+        if matches!(r.location, Location::Layout(_) | Location::Archive(_)) {
+            bail!(
+                "--enqueue sends work to the functions, which cannot read {reference}: a layout \
+                 or archive is reconciled in-process with --apply"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An SQS client with the shared retries and timeouts (`AWS_ENDPOINT_URL` honoured).
+async fn sqs_client() -> anyhow::Result<aws_sdk_sqs::Client> {
+    let sdk = crate::aws_clients::load_sdk_config().await;
+    Ok(crate::aws_clients::ClientSettings::from_env()?.sqs(&sdk))
+}
+
+/// `--enqueue`: the plan's work sent to the functions' queues.
+async fn run_enqueue(plan: &Plan, settings: &ReconcileSettings, json: bool) -> anyhow::Result<()> {
+    let queues = SqsQueues::from_env(sqs_client().await?);
+    let surveys: Vec<Survey> = plan.repositories.iter().map(|r| r.survey.clone()).collect();
+    // Every queue the work needs is named before anything is sent: a missing variable
+    // found halfway would leave the work half sent.
+    for survey in &surveys {
+        for work in &survey.work {
+            queues.url(reconcile::fan_out::target_of(work.kind))?;
+        }
+    }
+    let total: usize = surveys.iter().map(|s| s.work.len()).sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("enqueueing [{bar:30}] {pos}/{len} messages")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let b = bar.clone();
+    let progress = move |n: usize| b.set_position(n as u64);
+    let outcome =
+        reconcile::fan_out::enqueue_with_progress(&queues, &surveys, settings, Some(&progress))
+            .await;
+    bar.finish_and_clear();
+    let (report, error) = match outcome {
+        Ok(report) => (report, None),
+        Err(reconcile::EnqueueError::Queue { error, report }) => (*report, Some(error)),
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "enqueued": report }))?
+        );
+    } else {
+        print!("{}", render_plan(plan));
+        print!("{}", render_enqueued(&report, &queues));
+    }
+    if let Some(error) = error {
+        bail!(
+            "{error}; run reconcile --enqueue again to send the rest (within five minutes the \
+             queues drop what they already have; after that the functions skip work done)"
+        );
+    }
+    if !report.failed.is_empty() {
+        bail!(
+            "{} not sent (listed above); run reconcile --enqueue again to send them",
+            crate::format::count(report.failed.len() as u64, "message was", "messages were")
+        );
+    }
+    Ok(())
+}
+
+/// What `--enqueue` sent, per queue, and every message it could not send.
+pub fn render_enqueued(report: &reconcile::EnqueueReport, queues: &dyn queue::WorkQueue) -> String {
+    let mut out = String::new();
+    for failed in &report.failed {
+        let _ = writeln!(
+            out,
+            "not sent: {} {}:{}: {}",
+            failed.target.name(),
+            printable(&failed.repository),
+            printable(&failed.tag),
+            printable(&failed.reason)
+        );
+    }
+    let mut sent: Vec<String> = report
+        .sent
+        .iter()
+        .map(|(target, n)| format!("{n} to {} ({})", target.name(), queues.queue_of(*target)))
+        .collect();
+    if sent.is_empty() {
+        sent.push("nothing".into());
+    }
+    let after: usize = report.repositories.iter().map(|r| r.after_stitch).sum();
+    let _ = writeln!(
+        out,
+        "enqueued: {} in {}; {} not sent",
+        sent.join(", "),
+        crate::format::count(
+            report.batch_calls,
+            "SendMessageBatch call",
+            "SendMessageBatch calls"
+        ),
+        report.failed.len()
+    );
+    if after > 0 {
+        let _ = writeln!(
+            out,
+            "the indexing after {} starts with the stitcher's push of the index",
+            crate::format::count(after as u64, "stitch", "stitches")
+        );
+    }
+    out
+}
+
+/// `--redrive`: the dead-letter queue listed, and with `apply` moved back.
+async fn run_redrive(apply: bool, json: bool) -> anyhow::Result<()> {
+    let client = sqs_client().await?;
+    let dead = SqsDeadLetters::from_env(client.clone())?;
+    let queues = SqsQueues::from_env(client);
+    let (mut report, error) = match redrive::redrive(&dead, &queues, apply).await {
+        Ok(report) => (report, None),
+        Err(e) => (*e.report, Some(e.error)),
+    };
+    // A listing hid what it showed; visible again, the messages can be moved at once
+    // (and the ones a move left behind can be looked at again).
+    let mut hidden = 0;
+    for m in &report.messages {
+        if !matches!(m.outcome, redrive::Outcome::Moved { .. }) {
+            if let Err(e) = dead.release(&m.receipt_handle).await {
+                hidden += 1;
+                eprintln!("message {} stays hidden: {e}", printable(&m.message_id));
+            }
+        }
+    }
+    if hidden == 0 {
+        report.visibility_seconds = 0;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_redrive(&report));
+    }
+    if let Some(error) = error {
+        bail!("{error}");
+    }
+    if report.left() > 0 {
+        bail!(
+            "{} left in {} (listed above)",
+            crate::format::count(report.left() as u64, "message", "messages"),
+            report.dead_letter_queue
+        );
+    }
+    Ok(())
+}
+
+/// One line per dead letter, then what was done.
+pub fn render_redrive(report: &redrive::RedriveReport) -> String {
+    let mut out = String::new();
+    for m in &report.messages {
+        let outcome = match &m.outcome {
+            redrive::Outcome::Listed => String::new(),
+            redrive::Outcome::Moved { queue, .. } => format!(": sent back to {queue}"),
+            redrive::Outcome::Left { reason } => format!(": left: {}", printable(reason)),
+        };
+        let _ = writeln!(
+            out,
+            "{:<8} {} (group {}, received {}x, message {}){outcome}",
+            printable(m.target.as_deref().unwrap_or("?")),
+            printable(&m.summary),
+            printable(m.group_id.as_deref().unwrap_or("none")),
+            m.receive_count,
+            printable(&m.message_id),
+        );
+    }
+    let queue = &report.dead_letter_queue;
+    if report.messages.is_empty() {
+        let _ = writeln!(out, "no messages in {queue}");
+        return out;
+    }
+    if report.applied {
+        let _ = writeln!(
+            out,
+            "moved {} back, {} left in {queue}",
+            report.moved(),
+            report.left()
+        );
+    } else {
+        let _ = write!(
+            out,
+            "{} in {queue}; --redrive --yes sends them back to their queues",
+            crate::format::count(report.messages.len() as u64, "message", "messages"),
+        );
+        if report.visibility_seconds > 0 {
+            let _ = write!(
+                out,
+                " (listed ones are hidden for {} s)",
+                report.visibility_seconds
+            );
+        }
+        out.push('\n');
+    }
+    if report.stopped == redrive::Stop::RoundCap {
+        let _ = writeln!(
+            out,
+            "stopped after {} receives: more messages may be left; run again",
+            report.rounds
+        );
+    }
+    out
 }
 
 /// The work, one line each, then the table per repository and in total, then the

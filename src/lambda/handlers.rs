@@ -392,6 +392,10 @@ impl Function for SociIndexer {
     ) -> Result<IndexerOutput, HandlerError> {
         SociIndexer::handle(self, payload, invocation).await
     }
+
+    fn deadline_margin(&self) -> Duration {
+        self.deadline_margin
+    }
 }
 
 impl Function for ManifestStitcher {
@@ -408,6 +412,10 @@ impl Function for ManifestStitcher {
         invocation: &Invocation,
     ) -> Result<StitcherOutput, HandlerError> {
         ManifestStitcher::handle(self, payload, invocation).await
+    }
+
+    fn deadline_margin(&self) -> Duration {
+        STITCHER_DEADLINE_MARGIN
     }
 }
 

@@ -168,6 +168,10 @@ impl Function for CacheJanitor {
     ) -> Result<JanitorOutput, HandlerError> {
         CacheJanitor::handle(self, payload, invocation).await
     }
+
+    fn deadline_margin(&self) -> Duration {
+        self.deadline_margin
+    }
 }
 
 /// What the Lambda reads from its environment.

@@ -10,6 +10,9 @@
 //!   region ([`Home`]), which events must name.
 //! - [`HandlerError`] — a handler's error, retryable or not, as a Lambda `Diagnostic`
 //!   (its message is [`crate::format::cause_chain`]);
+//! - [`handle_payload`] — the one entry for a payload, in Lambda and in `afterpush
+//!   invoke`: an EventBridge event, or Lambda's SQS event whose records carry them
+//!   ([`sqs_batch`]: partial batch failures);
 //! - [`init_tracing`] — JSON logs in Lambda, human logs elsewhere; [`init_cli_tracing`]
 //!   for the CLI.
 
@@ -21,6 +24,7 @@ pub mod janitor_fan_out;
 mod logging;
 pub mod outputs;
 mod serve;
+pub mod sqs_batch;
 
 pub use handler_error::HandlerError;
 pub use handlers::{ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT};
@@ -30,4 +34,5 @@ pub use logging::{init_cli_tracing, init_tracing, LogFormat, LogSettings};
 pub use outputs::{
     DecisionRecord, FunctionName, IndexerOutput, JanitorOutput, PushOutput, StitcherOutput,
 };
-pub use serve::{serve, Function};
+pub use serve::{handle_payload, serve, Function, FunctionResponse};
+pub use sqs_batch::{BatchItemFailure, BatchOutput, RecordOutcome};

@@ -1,8 +1,15 @@
 //! One shape for the three function binaries: a [`Function`] is built once per cold
 //! start and handles every event; [`serve`] runs it in the `lambda_runtime` loop, with
 //! tracing, the metrics emitter and a flush of the metrics after every invocation.
+//!
+//! Every payload goes through [`handle_payload`], the one entry `serve` and `afterpush
+//! invoke` share: an EventBridge event goes to [`Function::handle`] and its typed output
+//! is the answer; Lambda's SQS event (records carrying EventBridge events) goes to
+//! [`super::sqs_batch`], record by record, and the answer is a partial batch response.
 
+use super::sqs_batch::{self, BatchOutput};
 use super::{init_tracing, FunctionName, HandlerError, Invocation};
+use crate::deadline;
 use crate::events::EventError;
 use crate::metrics::{self, Emitter};
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -10,6 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::future::Future;
+use std::time::Duration;
 
 /// A Lambda function's handler, as a library type.
 pub trait Function: Sized {
@@ -27,6 +35,58 @@ pub trait Function: Sized {
         payload: Value,
         invocation: &Invocation,
     ) -> impl Future<Output = Result<Self::Output, HandlerError>>;
+
+    /// How long before the invocation deadline the function starts no more work; an SQS
+    /// batch starts no record after it. [`deadline::DEFAULT_DEADLINE_MARGIN`] unless the
+    /// function has its own.
+    fn deadline_margin(&self) -> Duration {
+        deadline::DEFAULT_DEADLINE_MARGIN
+    }
+}
+
+/// A function's answer to one payload.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum FunctionResponse<O> {
+    /// For an EventBridge event: the function's own output, as [`Function::handle`]
+    /// returns it.
+    Event(O),
+    /// For Lambda's SQS event: which records to deliver again, and what happened to each.
+    Batch(BatchOutput<O>),
+}
+
+impl<O> FunctionResponse<O> {
+    /// The output of a direct event; `None` for a batch.
+    pub fn into_event(self) -> Option<O> {
+        match self {
+            FunctionResponse::Event(output) => Some(output),
+            FunctionResponse::Batch(_) => None,
+        }
+    }
+
+    /// The answer to an SQS batch; `None` for a direct event.
+    pub fn into_batch(self) -> Option<BatchOutput<O>> {
+        match self {
+            FunctionResponse::Batch(batch) => Some(batch),
+            FunctionResponse::Event(_) => None,
+        }
+    }
+}
+
+/// Handles one payload, read as JSON: Lambda's SQS event record by record
+/// ([`sqs_batch::handle_batch`]), anything else as one EventBridge event.
+pub async fn handle_payload<F: Function>(
+    function: &F,
+    payload: Value,
+    invocation: &Invocation,
+) -> Result<FunctionResponse<F::Output>, HandlerError> {
+    if sqs_batch::is_sqs_event(&payload) {
+        let batch = sqs_batch::handle_batch(function, payload, invocation).await?;
+        Ok(FunctionResponse::Batch(batch))
+    } else {
+        let output = Box::pin(function.handle(payload, invocation)).await?;
+        Ok(FunctionResponse::Event(output))
+    }
 }
 
 /// Runs `F` in the `lambda_runtime` loop until the runtime stops it. Bad settings fail
@@ -50,7 +110,7 @@ pub async fn serve<F: Function>() -> Result<(), lambda_runtime::Error> {
                 // Boxed: the handlers' futures are deep enough to exceed the compiler's
                 // query depth limit when nested inline in the runtime's.
                 (Ok(invocation), Ok(payload)) => {
-                    Box::pin(function.handle(payload, &invocation)).await
+                    Box::pin(handle_payload(function, payload, &invocation)).await
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };

@@ -8,11 +8,15 @@
 
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
+pub mod redrive;
 pub mod send;
+pub mod sqs;
 
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryQueue;
+pub use redrive::{redrive, RedriveReport};
 pub use send::{send_all, SendReport};
+pub use sqs::{SqsDeadLetters, SqsQueues};
 
 use serde::{Deserialize, Serialize};
 

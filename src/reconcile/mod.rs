@@ -11,6 +11,8 @@
 //!   it would take.
 //! - [`apply`] does the work in-process with the library calls the indexer and the
 //!   stitcher make.
+//! - [`fan_out`] sends the work to the functions' queues instead, one message per piece
+//!   of work.
 //!
 //! Nothing is remembered between runs: the survey reads what the repository holds now,
 //! so a second run finds nothing the first one finished, and a run stopped halfway is
@@ -20,6 +22,7 @@
 
 pub mod apply;
 pub mod event;
+pub mod fan_out;
 pub mod plan;
 pub mod soci_state;
 pub mod stitch_state;
@@ -27,6 +30,7 @@ pub mod survey;
 
 pub use apply::{apply, ApplyReport, ItemResult};
 pub use event::{push_event, work_id, EventOrigin};
+pub use fan_out::{enqueue, EnqueueError, EnqueueReport};
 pub use plan::{CostModel, Plan, RepositoryPlan, Totals};
 pub use survey::{survey, Survey, SurveyProgress, Work, WorkKind};
 

@@ -68,6 +68,14 @@
    V1 scope (`ecr:CreateRepository`, `ecr:ReplicateImage`); registries are created with
    the V2 scope, where a registry policy may grant every ECR action (`ecr:BatchGetImage`
    included). The launcher accepts any `ecr:` action. Asserted by tests/it/moto_in_use.rs.
+13. SQS FIFO deduplication after a delete. moto drops a message whose
+   `MessageDeduplicationId` matches one still in the queue, so once the first was
+   received and deleted (or moved to a dead-letter queue) a copy sent within the five
+   minutes is delivered. Real SQS remembers the id for its five-minute deduplication
+   interval whatever became of the message, accepts the copy and does not deliver it.
+   The launcher remembers every id sent to a FIFO queue for those five minutes; a move
+   to the dead-letter queue is not a send and is not deduplicated. Asserted by
+   tests/it/reconcile_queue.rs.
 """
 import copy
 import datetime
@@ -411,6 +419,31 @@ def _assume_existing_role(self):
 
 
 sts_responses.TokenResponse.assume_role = _assume_existing_role
+
+from moto.sqs import models as sqs_models  # noqa: E402
+
+_queue_add_message = sqs_models.Queue.add_message
+
+
+def _add_message_within_dedup_interval(self, message):
+    # A message already added to a queue is being moved to this one (its dead-letter
+    # queue): not a send.
+    if getattr(message, "_afterpush_sent", False):
+        return _queue_add_message(self, message)
+    message._afterpush_sent = True
+    if self.fifo_queue and message.deduplication_id:
+        sent = self.__dict__.setdefault("_afterpush_dedup_ids", {})
+        now = message.sent_timestamp
+        for dedup_id, at in list(sent.items()):
+            if (now - at) / 1000 >= sqs_models.DEDUPLICATION_TIME_IN_SECONDS:
+                del sent[dedup_id]
+        if message.deduplication_id in sent:
+            return None
+        sent[message.deduplication_id] = now
+    return _queue_add_message(self, message)
+
+
+sqs_models.Queue.add_message = _add_message_within_dedup_interval
 
 from moto.server import main  # noqa: E402
 

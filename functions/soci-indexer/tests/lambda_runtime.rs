@@ -448,3 +448,128 @@ fn an_event_with_no_time_left_leaves_every_layer_for_the_retry() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert!(rt.block_on(repo.resolve("1.2.3-soci")).is_err());
 }
+
+/// A standard-queue record of Lambda's SQS event, carrying `body`.
+fn sqs_record(message_id: &str, body: &[u8]) -> Value {
+    serde_json::json!({
+        "messageId": message_id,
+        "receiptHandle": format!("AQEB-{message_id}"),
+        "body": String::from_utf8(body.to_vec()).unwrap(),
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1800000000000"},
+        "messageAttributes": {},
+        "md5OfBody": "0",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:afterpush-indexer",
+        "awsRegion": "us-east-1"
+    })
+}
+
+/// Lambda's SQS event with `records`.
+fn sqs_event(records: Vec<Value>) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "Records": records })).unwrap()
+}
+
+/// SQS records carrying EventBridge events, through the real runtime loop: each is
+/// handled as the event itself would be, and the answer is a partial batch response
+/// naming only the record that failed.
+#[test]
+fn an_sqs_batch_is_answered_with_its_failed_records_through_the_runtime_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let source = seed_layers(&layout, "1.2.3", 2);
+    let push = event_for("push-image-tag.json", &source);
+    let event = sqs_event(vec![
+        sqs_record("rec-push", &push),
+        sqs_record("rec-not-json", b"{\"source\": \"aws.ecr\""),
+        sqs_record("rec-own-output", &sample_event("push-soci-suffix-tag.json")),
+    ]);
+    let api = RuntimeApi::start(event);
+    let mut function = start_indexing_every_layer(&api, &layout);
+    let posted = function.posted(&api);
+    // A batch with failed records is still a successful invocation.
+    assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
+    assert_eq!(posted.request_id, api.request_id);
+    let body = posted.json();
+    assert_eq!(
+        body["batchItemFailures"],
+        serde_json::json!([{"itemIdentifier": "rec-not-json"}]),
+        "{body}"
+    );
+    let records = &body["records"];
+    assert_eq!(records[0]["status"], "handled", "{body}");
+    assert_eq!(
+        records[0]["output"]["outcome"]["tag"], "1.2.3-soci",
+        "{body}"
+    );
+    assert_eq!(records[0]["output"]["outcome"]["platforms"][0]["ztocs"], 2);
+    assert_eq!(records[1]["status"], "failed", "{body}");
+    assert_eq!(records[1]["errorType"], "NonRetryable", "{body}");
+    assert_eq!(
+        records[2]["output"]["decision"]["code"], "own-output",
+        "{body}"
+    );
+    let log = function.log();
+    drop(function);
+    let repo = LayoutRepository::open(&layout).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stored = rt.block_on(repo.get_manifest("1.2.3-soci")).unwrap();
+    assert_eq!(
+        records[0]["output"]["outcome"]["output"],
+        stored.digest.to_string()
+    );
+    // Counted per record, as for direct events, and flushed once for the invocation.
+    let docs = emf_documents(&log);
+    let app = [("Repository", "app")];
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "ImagesIndexed", &app),
+        1.0,
+        "{log}"
+    );
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "EventsRejected", &[]),
+        1.0,
+        "{log}"
+    );
+    let own = [("Reason", "own-output")];
+    assert_eq!(
+        metric_sum(&docs, "soci-indexer", "ImagesSkipped", &own),
+        1.0,
+        "{log}"
+    );
+    // The JSON log lines of each record carry its messageId.
+    let failed_line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l.to_string().contains("SQS record failed"))
+        .unwrap_or_else(|| panic!("no failure logged:\n{log}"));
+    assert_eq!(
+        failed_line["span"]["message_id"], "rec-not-json",
+        "{failed_line}"
+    );
+}
+
+/// With no time left, no record is started and every one is named for delivery again:
+/// the invocation itself succeeds.
+#[test]
+fn an_sqs_batch_with_no_time_left_starts_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let source = seed_layout(&layout, "1.2.3");
+    let push = event_for("push-image-tag.json", &source);
+    let event = sqs_event(vec![sqs_record("r1", &push), sqs_record("r2", &push)]);
+    let api = RuntimeApi::start_many(vec![event], std::time::Duration::ZERO);
+    let mut function = start_indexing_every_layer(&api, &layout);
+    let posted = function.posted(&api);
+    assert_eq!(posted.kind, "response", "{posted:?}\n{}", function.log());
+    let body = posted.json();
+    assert_eq!(
+        body["batchItemFailures"],
+        serde_json::json!([{"itemIdentifier": "r1"}, {"itemIdentifier": "r2"}]),
+        "{body}"
+    );
+    assert_eq!(body["records"][0]["status"], "not-started", "{body}");
+    drop(function);
+    let repo = LayoutRepository::open(&layout).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(rt.block_on(repo.resolve("1.2.3-soci")).is_err());
+}
