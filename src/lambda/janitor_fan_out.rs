@@ -20,7 +20,7 @@ use crate::deadline::Deadline;
 use crate::events::{RepositorySweep, ScheduledEvent, Trigger};
 use crate::filters::RepositoryTagFilters;
 use crate::metrics;
-use crate::queue::WorkQueue;
+use crate::queue::{SqsQueues, Target, WorkQueue};
 use crate::settings::{JANITOR_FAN_OUT, JANITOR_FAN_OUT_CHOICES, JANITOR_QUEUE_URL, REPORT_BUCKET};
 use serde::{Deserialize, Serialize};
 
@@ -309,17 +309,16 @@ impl CacheJanitor {
     }
 }
 
-/// The janitor's work queue at `url`.
+/// The janitor's work queue at `url` (`JANITOR_QUEUE_URL`), through an SQS client with
+/// every AWS client's retries and timeouts.
 pub(super) fn janitor_queue(
-    _sdk: &aws_config::SdkConfig,
+    sdk: &aws_config::SdkConfig,
     url: &str,
 ) -> Result<Box<dyn WorkQueue>, HandlerError> {
-    // The SQS client of the queue port lands with the reconcile fan-out; until it is
-    // merged here, a janitor told to fan out refuses to start rather than sweep in a
-    // way it was not configured for.
-    Err(HandlerError::non_retryable(format!(
-        "{}={url}: this build has no SQS work-queue client",
-        crate::settings::JANITOR_QUEUE_URL
+    let client = super::handlers::client_settings()?.sqs(sdk);
+    Ok(Box::new(SqsQueues::new(
+        client,
+        std::collections::BTreeMap::from([(Target::Janitor, url.to_string())]),
     )))
 }
 

@@ -1,13 +1,12 @@
-//! The janitor's scheduled sweep fanned out per repository, against moto's ECR, ECS and
-//! S3 (the report bucket): the schedule enqueues one message per repository, each
-//! message's body sweeps that repository alone (an image a running ECS task uses is
-//! kept), the schedule's own invocation collects the S3 cache (its part), and the last
-//! part gathers the combined report. A repository whose listing
-//! moto's fault proxy refuses keeps every image and is reported blocked; its retry
-//! succeeds and the report is gathered again.
-//!
-//! The queue is the in-memory `MemoryQueue` (test-util): the SQS client of the queue
-//! port is not on this branch yet. Every other component is real (moto).
+//! The janitor's scheduled sweep fanned out per repository, against moto's ECR, ECS, S3
+//! (the report bucket) and SQS (the janitor's FIFO queue with a dead-letter queue, as
+//! the template makes them): the schedule enqueues one message per repository; each
+//! message, received from the queue and handed to the janitor as Lambda's SQS event,
+//! sweeps that repository alone (an image a running ECS task uses is kept); the
+//! schedule's own invocation collects the S3 cache (its part); the last part gathers the
+//! combined report. A repository whose listing moto's fault proxy refuses keeps every
+//! image, is reported blocked and answered as a batch item failure; its message, received
+//! again, succeeds and the report is gathered again.
 
 use crate::support;
 
@@ -15,10 +14,14 @@ use afterpush::aws_clients::ClientSettings;
 use afterpush::catalog::ecr::EcrCatalog;
 use afterpush::cleanup::Report;
 use afterpush::filters::RepositoryTagFilters;
-use afterpush::lambda::{CacheJanitor, Home, Invocation, JanitorSettings};
-use afterpush::queue::{EntryFailure, MemoryQueue, OutgoingMessage, QueueError, Target, WorkQueue};
+use afterpush::lambda::sqs_batch::BatchOutput;
+use afterpush::lambda::{
+    handle_payload, CacheJanitor, Home, Invocation, JanitorOutput, JanitorSettings,
+};
+use afterpush::queue::{SqsQueues, Target, TARGET_ATTRIBUTE};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use support::moto_fault_proxy::{Fault, MotoFaultProxy, Operation};
 
@@ -80,21 +83,111 @@ async fn cache_has(s3: &aws_sdk_s3::Client, key: &str) -> bool {
         .is_ok()
 }
 
-/// The janitor owns its queue as a box; the test reads the same queue through this.
-struct SharedQueue(Arc<MemoryQueue>);
+/// The janitor's FIFO queue, whose messages move to a FIFO dead-letter queue on their
+/// third receive: (queue, dead-letter queue).
+async fn janitor_queues(sqs: &aws_sdk_sqs::Client) -> (String, String) {
+    let create = |name: &'static str, redrive: Option<String>| {
+        let mut call = sqs
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::FifoQueue, "true");
+        if let Some(policy) = redrive {
+            call = call.attributes(QueueAttributeName::RedrivePolicy, policy);
+        }
+        async move { call.send().await.unwrap().queue_url().unwrap().to_string() }
+    };
+    let dead = create("janitor-dead.fifo", None).await;
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dead)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap();
+    let policy = json!({"deadLetterTargetArn": arn, "maxReceiveCount": "2"}).to_string();
+    (create("janitor.fifo", Some(policy)).await, dead)
+}
 
-#[async_trait::async_trait]
-impl WorkQueue for SharedQueue {
-    fn queue_of(&self, target: Target) -> String {
-        self.0.queue_of(target)
-    }
-    async fn send_batch(
-        &self,
-        target: Target,
-        messages: &[OutgoingMessage],
-    ) -> Result<Vec<EntryFailure>, QueueError> {
-        self.0.send_batch(target, messages).await
-    }
+/// What the event source mapping receives, messages left visible (the test deletes
+/// what the janitor handled, as the mapping does).
+async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Message> {
+    let mut messages = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap()
+        .messages()
+        .to_vec();
+    messages.sort_by_key(|m| group(m).to_string());
+    messages
+}
+
+fn group(m: &Message) -> &str {
+    m.attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+/// Lambda's SQS event for `m`, as the janitor's event source mapping hands it over.
+fn sqs_event(m: &Message) -> Value {
+    let attributes: BTreeMap<String, String> = m
+        .attributes()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+        .collect();
+    json!({"Records": [{
+        "messageId": m.message_id().unwrap(),
+        "receiptHandle": m.receipt_handle().unwrap(),
+        "body": m.body().unwrap(),
+        "attributes": attributes,
+        "messageAttributes": {},
+        "md5OfBody": m.md5_of_body().unwrap_or_default(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:janitor.fifo"),
+        "awsRegion": REGION,
+    }]})
+}
+
+/// The janitor's answer to `m` as its SQS event: the batch item failures, and the
+/// record's output when it was handled.
+async fn handle_message(
+    janitor: &CacheJanitor,
+    m: &Message,
+) -> (Vec<String>, Option<JanitorOutput>) {
+    let batch: BatchOutput<JanitorOutput> = handle_payload(janitor, sqs_event(m), &home())
+        .await
+        .unwrap()
+        .into_batch()
+        .expect("an SQS event is answered as a batch");
+    let failed = batch
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    let output = batch.records.into_iter().find_map(|r| match r {
+        afterpush::lambda::sqs_batch::RecordOutcome::Handled { output, .. } => Some(output),
+        _ => None,
+    });
+    (failed, output)
+}
+
+async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, m: &Message) {
+    sqs.delete_message()
+        .queue_url(url)
+        .receipt_handle(m.receipt_handle().unwrap())
+        .send()
+        .await
+        .unwrap();
 }
 
 fn home() -> Invocation {
@@ -126,6 +219,8 @@ async fn object(s3: &aws_sdk_s3::Client, key: &str) -> Option<Vec<u8>> {
 async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report() {
     let moto = support::TestMoto::start();
     let (ecr, ecs, s3) = (moto.ecr().await, moto.ecs().await, moto.s3().await);
+    let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
+    let (queue_url, dead_url) = janitor_queues(&sqs).await;
     support::create_s3_bucket(&s3, BUCKET).await;
     let [live_blob, dead_blob] = seed_cache(&s3).await;
     support::create_ecs_cluster(&ecs, "web").await;
@@ -150,7 +245,7 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
         ("CLEANUP_POLICY", EXPIRE_ALL_IMAGES),
         ("DRY_RUN", "false"),
         ("REPORT_BUCKET", BUCKET),
-        ("JANITOR_QUEUE_URL", "memory:janitor"),
+        ("JANITOR_QUEUE_URL", queue_url.as_str()),
     ];
     let settings = JanitorSettings::from_lookup(|k| {
         vars.iter()
@@ -158,7 +253,6 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
             .map(|(_, v)| v.to_string())
     })
     .unwrap();
-    let queue = Arc::new(MemoryQueue::new());
     let janitor = CacheJanitor {
         settings,
         filters: RepositoryTagFilters::default(),
@@ -166,7 +260,10 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
         catalog: Box::new(EcrCatalog::with_settings(&config, &one_attempt)),
         s3: Some(s3.clone()),
         deadline_margin: Duration::from_secs(30),
-        queue: Some(Box::new(SharedQueue(queue.clone()))),
+        queue: Some(Box::new(SqsQueues::new(
+            sqs.clone(),
+            BTreeMap::from([(Target::Janitor, queue_url.clone())]),
+        ))),
     };
 
     // The schedule: a manifest and three messages, no image deleted; the S3 cache
@@ -174,7 +271,7 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     let schedule = json!({"version":"0","id":"5c1e0d2a-sweep","detail-type":"Scheduled Event",
         "source":"aws.events","account":ACCOUNT,"region":REGION,"time":"2026-12-07T03:00:00Z",
         "resources":[],"detail":{}});
-    let out = janitor.handle(schedule, &home()).await.unwrap();
+    let out = janitor.handle(schedule.clone(), &home()).await.unwrap();
     let caches = out.report.expect("the S3 caches' part");
     assert_eq!(caches.deleted, 1, "{}", caches.to_json());
     assert!(caches.repositories.is_empty(), "{}", caches.to_json());
@@ -203,15 +300,28 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     assert!(object(&s3, &format!("{prefix}s3-caches.json"))
         .await
         .is_some());
-    let messages = queue.messages(Target::Janitor);
-    let groups: Vec<&str> = messages.iter().map(|m| m.group_id.as_str()).collect();
-    assert_eq!(groups, REPOSITORIES);
+
+    // The same schedule event delivered again: the same run, and the FIFO queue drops
+    // the messages it already has.
+    let again = janitor.handle(schedule, &home()).await.unwrap();
+    assert_eq!(again.fan_out.unwrap().run_id, run);
+    let messages = receive(&sqs, &queue_url).await;
+    let groups: Vec<&str> = messages.iter().map(group).collect();
+    assert_eq!(groups, REPOSITORIES, "one message per repository, once");
+    for m in &messages {
+        let target = m
+            .message_attributes()
+            .and_then(|a| a.get(TARGET_ATTRIBUTE))
+            .and_then(|v| v.string_value());
+        assert_eq!(target, Some("janitor"));
+    }
     let report_key = format!("{prefix}report.json");
 
     // alpha, then beta: each message sweeps its repository only.
-    let body = |i: usize| serde_json::from_str::<Value>(&messages[i].body).unwrap();
-    let out = janitor.handle(body(0), &home()).await.unwrap();
-    assert_eq!(out.report.unwrap().deleted, 2);
+    let (failed, out) = handle_message(&janitor, &messages[0]).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(out.unwrap().report.unwrap().deleted, 2);
+    delete(&sqs, &queue_url, &messages[0]).await;
     assert_eq!(
         (
             images(&ecr, "alpha").await,
@@ -227,8 +337,10 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
         object(&s3, &report_key).await.is_none(),
         "two parts missing"
     );
-    let out = janitor.handle(body(1), &home()).await.unwrap();
-    let beta = out.report.unwrap();
+    let (failed, out) = handle_message(&janitor, &messages[1]).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    delete(&sqs, &queue_url, &messages[1]).await;
+    let beta = out.unwrap().report.unwrap();
     assert_eq!(beta.deleted, 1, "{}", beta.to_json());
     let kept = &beta.repositories[0].keeps;
     assert!(
@@ -243,8 +355,8 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     );
     assert!(object(&s3, &report_key).await.is_none(), "one part missing");
 
-    // team/gamma's listing is refused: it keeps everything, its part says why, and the
-    // invocation fails so that SQS retries the message.
+    // team/gamma's listing is refused: it keeps everything, its part says why, and its
+    // record is a batch item failure, so its message stays in the queue.
     proxy.always(
         Operation::Target("DescribeImages"),
         Fault::Error {
@@ -252,9 +364,10 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
             code: "AccessDeniedException",
         },
     );
-    let err = janitor.handle(body(2), &home()).await.unwrap_err();
-    assert!(err.to_string().contains("team/gamma"), "{err}");
+    let (failed, out) = handle_message(&janitor, &messages[2]).await;
     proxy.clear();
+    assert_eq!(failed, [messages[2].message_id().unwrap()]);
+    assert!(out.is_none());
     assert_eq!(images(&ecr, "team/gamma").await, 2);
     let part = object(&s3, &format!("{prefix}repositories/team%2Fgamma.json"))
         .await
@@ -276,8 +389,15 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     assert_eq!(blocked, ["team/gamma"]);
     assert!(report.blocked.is_none(), "the others deleted");
 
-    // SQS delivers the message again: gamma is swept and the report gathered again.
-    let out = janitor.handle(body(2), &home()).await.unwrap();
+    // The message comes again (its second receive): gamma is swept and the report
+    // gathered again.
+    let retry = receive(&sqs, &queue_url).await;
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].message_id(), messages[2].message_id());
+    let (failed, out) = handle_message(&janitor, &retry[0]).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    delete(&sqs, &queue_url, &retry[0]).await;
+    let out = out.unwrap();
     assert_eq!(out.report.unwrap().deleted, 2);
     assert!(out.fan_out.unwrap().gathered.is_some());
     assert_eq!(images(&ecr, "team/gamma").await, 0);
@@ -291,9 +411,6 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
         report.to_json()
     );
     assert!(report.in_use_references >= 1);
-    assert_eq!(
-        queue.messages(Target::Janitor).len(),
-        3,
-        "nothing sent again"
-    );
+    assert!(receive(&sqs, &queue_url).await.is_empty());
+    assert!(receive(&sqs, &dead_url).await.is_empty());
 }

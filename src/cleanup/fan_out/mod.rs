@@ -392,8 +392,15 @@ pub async fn start(
             failed: sent.failed,
         });
     }
+    let done = match manifest.s3_caches {
+        true => finished_part(store, &keys.s3_caches()).await?,
+        false => None,
+    };
     let s3_caches = match manifest.s3_caches {
         false => None,
+        // The same event again after the part was written: what it did stands (a
+        // second collection would find nothing left and report that instead).
+        true if done.is_some() => done,
         true => {
             // The same sweep with no repository selected: its S3 caches only, gated on
             // the images in use as a whole sweep's are.
@@ -434,7 +441,7 @@ pub struct RepositorySwept {
 }
 
 /// Sweeps `repository`, one part of run `run_id` of `repositories` repositories, and
-/// gathers the run. Refused (nothing swept) when the run has no manifest, the manifest
+/// gathers the run. A part already written and not blocked is not swept again. Refused (nothing swept) when the run has no manifest, the manifest
 /// does not name the repository or count as many, or the settings changed since. A run
 /// that deletes nothing (the images in use unknown, the repository's listing refused)
 /// is a part all the same, `blocked`; the caller fails the invocation for it.
@@ -491,6 +498,21 @@ pub async fn sweep_repository(
     if !sweeps_repository(settings.policy, &options, repository) {
         return Err(refused("the policy or the filters do not select it".into()));
     }
+    // The same message again after its part was written (delivered twice): what the
+    // first sweep did stands; only a blocked part is swept again.
+    if let Some(part) = finished_part(store, &keys.result(repository)).await? {
+        tracing::info!(
+            run_id,
+            repository,
+            "this repository's part is already written"
+        );
+        let report = gather_run(store, &keys, &manifest).await?;
+        return Ok(RepositorySwept {
+            part_location: store.location(&keys.result(repository)),
+            part,
+            report,
+        });
+    }
     let policy = Policy {
         max_deletions: planned.max_deletions,
         // The S3 caches are the fan-out's own part.
@@ -528,6 +550,13 @@ pub async fn sweep_repository(
         part,
         report,
     })
+}
+
+/// The part at `key` when it is written and was not blocked.
+async fn finished_part(store: &dyn RunStore, key: &str) -> Result<Option<Report>, FanOutError> {
+    Ok(read_json::<Report>(store, key)
+        .await?
+        .filter(|part| part.blocked.is_none()))
 }
 
 /// Gathers run `manifest` once every part it expects is written: the report, also

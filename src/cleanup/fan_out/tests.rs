@@ -354,3 +354,34 @@ async fn a_message_that_does_not_match_its_run_sweeps_nothing() {
     assert!(err.ends_with("nothing swept"), "{err}");
     assert_eq!((catalog.api().len("a"), catalog.api().len("b")), (2, 2));
 }
+
+#[tokio::test]
+async fn a_message_delivered_again_after_its_part_sweeps_nothing_more() {
+    let catalog = ecr(&[("a", 2)]);
+    let store = MemoryRunStore::new();
+    let policy = policy(None);
+    let filters = RepositoryTagFilters::default();
+    let settings = settings(&policy, &filters);
+    manifest_for(&store, settings, &["a"], false).await;
+    let first = sweep_repository(&catalog, &store, settings, RUN, "a", 1, None)
+        .await
+        .unwrap();
+    assert_eq!(first.part.deleted, 2);
+    // An image pushed since: the run's plan is done, the next run's business.
+    catalog.api().put(
+        "a",
+        ImageDetail {
+            pushed_at: Some(Utc::now() - chrono::Duration::days(30)),
+            manifest_media_type: Some(media::OCI_MANIFEST.into()),
+            artifact_media_type: Some(media::OCI_CONFIG.into()),
+            ..Default::default()
+        },
+        seeded_manifest("a late", media::OCI_CONFIG, ""),
+    );
+    let again = sweep_repository(&catalog, &store, settings, RUN, "a", 1, None)
+        .await
+        .unwrap();
+    assert_eq!(catalog.api().len("a"), 1);
+    assert_eq!(again.part.deleted, 2, "the first part stands");
+    assert_eq!(again.report.unwrap().deleted, 2);
+}
