@@ -245,7 +245,10 @@ impl CacheJanitor {
         .map_err(|e| by_retryability(e.is_retryable(), e))?;
         tracing::info!(fan_out = ?fan_out, "scheduled sweep fanned out");
         if let Some(part) = &started.s3_caches {
-            metrics::cleanup_report(part);
+            // A part written by an earlier delivery of the event was counted then.
+            if !started.s3_caches_again {
+                metrics::cleanup_report(part);
+            }
             // As a whole sweep's: the part is out, the invocation fails so that the
             // schedule's event is retried (the same run: its messages are not sent twice).
             if let Some(b) = &part.blocked {
@@ -253,6 +256,8 @@ impl CacheJanitor {
                     reason: format!("the S3 caches of run {}: {}", fan_out.run_id, b.reason),
                     retryable: b.retryable,
                 };
+                // Counted as a whole sweep's blocked run is: the run failed.
+                metrics::run_failed();
                 return Err(by_retryability(e.is_retryable(), e));
             }
         }
@@ -290,13 +295,17 @@ impl CacheJanitor {
         .await
         .inspect_err(|_| metrics::run_failed())
         .map_err(|e| by_retryability(e.is_retryable(), e))?;
-        metrics::cleanup_report(&swept.part);
+        if !swept.again {
+            metrics::cleanup_report(&swept.part);
+        }
         tracing::info!(summary = %swept.part.summary(), fan_out = ?fan_out, "repository swept");
         if let Some(b) = &swept.part.blocked {
             let e = JanitorError::Blocked {
                 reason: format!("{}: {}", event.detail.repository, b.reason),
                 retryable: b.retryable,
             };
+            // Counted as a whole sweep's blocked run is: the run failed.
+            metrics::run_failed();
             return Err(by_retryability(e.is_retryable(), e));
         }
         Ok(JanitorOutput {

@@ -307,6 +307,8 @@ pub struct Started {
     pub sent: SendReport,
     /// The S3 caches' part, when the policy has S3 caches.
     pub s3_caches: Option<Report>,
+    /// The S3 caches' part was already written (the same event again): nothing swept now.
+    pub s3_caches_again: bool,
     /// The gathered report, when every part was already there.
     pub report: Option<Report>,
 }
@@ -396,6 +398,7 @@ pub async fn start(
         true => finished_part(store, &keys.s3_caches()).await?,
         false => None,
     };
+    let s3_caches_again = done.is_some();
     let s3_caches = match manifest.s3_caches {
         false => None,
         // The same event again after the part was written: what it did stands (a
@@ -425,6 +428,7 @@ pub async fn start(
         manifest,
         sent,
         s3_caches,
+        s3_caches_again,
         report,
     })
 }
@@ -436,6 +440,8 @@ pub struct RepositorySwept {
     pub part: Report,
     /// Where it went.
     pub part_location: String,
+    /// The part was already written (the message came twice): nothing swept now.
+    pub again: bool,
     /// The gathered report, when this was the last part.
     pub report: Option<Report>,
 }
@@ -510,6 +516,7 @@ pub async fn sweep_repository(
         return Ok(RepositorySwept {
             part_location: store.location(&keys.result(repository)),
             part,
+            again: true,
             report,
         });
     }
@@ -548,6 +555,7 @@ pub async fn sweep_repository(
     Ok(RepositorySwept {
         part_location: store.location(&keys.result(repository)),
         part,
+        again: false,
         report,
     })
 }

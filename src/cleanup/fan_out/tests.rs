@@ -383,5 +383,6 @@ async fn a_message_delivered_again_after_its_part_sweeps_nothing_more() {
         .unwrap();
     assert_eq!(catalog.api().len("a"), 1);
     assert_eq!(again.part.deleted, 2, "the first part stands");
+    assert!(again.again && !first.again);
     assert_eq!(again.report.unwrap().deleted, 2);
 }
