@@ -1,10 +1,13 @@
 //! The cache janitor: a [`policy`], a pure [`planner`], an [`executor`] over a
 //! [`Catalog`](crate::catalog::Catalog), the S3 cache collector [`s3gc`], plans as text
 //! tables ([`render`]), the runs the Lambda and the CLI share ([`on_push`] and
-//! [`sweep`], in `run.rs`) and what they return ([`Report`], in `report.rs`).
+//! [`sweep`], in `run.rs`) and what they return ([`Report`], in `report.rs`); a sweep
+//! fanned out per repository and gathered back ([`fan_out`], its objects in a
+//! [`run_store`]).
 
 pub mod ecr_lifecycle;
 pub mod executor;
+pub mod fan_out;
 mod first_seen;
 pub mod in_use;
 pub mod planner;
@@ -12,12 +15,13 @@ pub mod policy;
 pub mod render;
 mod report;
 mod run;
+pub mod run_store;
 pub mod s3gc;
 pub mod shared;
 mod yaml_expansion;
 
-pub use report::{Blocked, Report};
-pub use run::{on_push, on_push_policy, sweep, PushedImage, RunOptions};
+pub use report::{gather, Blocked, BlockedRepository, Report};
+pub use run::{on_push, on_push_policy, sweep, sweeps_repository, PushedImage, RunOptions};
 
 use crate::catalog::{ApiErrorKind, CatalogError};
 
@@ -50,6 +54,9 @@ pub enum JanitorError {
         /// What the PutObject call failed with.
         kind: ApiErrorKind,
     },
+    /// A sweep that fans out, or one repository's part of it, failed ([`fan_out`]).
+    #[error(transparent)]
+    FanOut(Box<fan_out::FanOutError>),
     /// The images in use could not be listed: the run deleted nothing.
     #[error("nothing deleted: {reason}")]
     Blocked {
@@ -58,6 +65,12 @@ pub enum JanitorError {
         /// Whether a later run may succeed (throttling, 5xx).
         retryable: bool,
     },
+}
+
+impl From<fan_out::FanOutError> for JanitorError {
+    fn from(e: fan_out::FanOutError) -> Self {
+        JanitorError::FanOut(Box::new(e))
+    }
 }
 
 impl JanitorError {
@@ -70,6 +83,7 @@ impl JanitorError {
             JanitorError::Catalog(e) => e.is_retryable(),
             JanitorError::Report { kind, .. } => kind.is_retryable(),
             JanitorError::Blocked { retryable, .. } => *retryable,
+            JanitorError::FanOut(e) => e.is_retryable(),
             JanitorError::Settings { .. } | JanitorError::Policy(_) => false,
         }
     }

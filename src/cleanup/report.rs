@@ -56,6 +56,10 @@ pub struct Report {
     pub stopped_by_deadline: bool,
     /// S3 caches not visited because of the deadline.
     pub s3_caches_left: Vec<String>,
+    /// A sweep that fanned out: the repositories whose own run deleted nothing (their
+    /// images in use unknown, their listing refused), with why. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_repositories: Vec<BlockedRepository>,
 }
 
 impl Report {
@@ -86,6 +90,7 @@ impl Report {
             stopped_by_max_deletions: false,
             stopped_by_deadline: false,
             s3_caches_left: Vec::new(),
+            blocked_repositories: Vec::new(),
         }
     }
 
@@ -157,6 +162,8 @@ impl Report {
             "stopped_by_max_deletions": self.stopped_by_max_deletions,
             "stopped_by_deadline": self.stopped_by_deadline,
             "errors": self.errors,
+            "blocked_repositories": self.blocked_repositories.iter()
+                .map(|b| b.repository.as_str()).collect::<Vec<_>>(),
             "repositories": self.repositories.iter().map(|r| serde_json::json!({
                 "repository": r.repository,
                 "images": r.images,
@@ -182,6 +189,69 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serialises")
     }
+}
+
+/// The parts of a sweep that fanned out, gathered into one report of the same shape
+/// as a whole sweep's: the run's id, trigger `sweep`, every repository and S3 cache of
+/// the parts, their errors, the totals summed again, and the repositories whose run was
+/// blocked listed by name. `blocked` is set only when every part was blocked (nothing
+/// at all was deleted); `in_use_references` is the largest count a part saw.
+///
+/// `parts` are `(repository, its run's report)`; the S3 caches' part has no repository.
+/// The result depends on the parts alone (sorted by repository), so two invocations
+/// that gather the same parts write the same report.
+pub fn gather(
+    run_id: &str,
+    now: DateTime<Utc>,
+    started_at: DateTime<Utc>,
+    dry_run: bool,
+    mut parts: Vec<(Option<String>, Report)>,
+) -> Report {
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut report = Report::new("sweep".into(), dry_run, now);
+    report.run_id = run_id.to_string();
+    report.started_at = started_at;
+    let all_blocked = !parts.is_empty() && parts.iter().all(|(_, p)| p.blocked.is_some());
+    let finished_at = parts.iter().map(|(_, p)| p.finished_at).max();
+    for (repository, part) in parts {
+        report.in_use_references = report.in_use_references.max(part.in_use_references);
+        report.shared.extend(part.shared);
+        report.repositories.extend(part.repositories);
+        report.s3_caches.extend(part.s3_caches);
+        report.errors.extend(part.errors);
+        report.s3_caches_left.extend(part.s3_caches_left);
+        report.stopped_by_deadline |= part.stopped_by_deadline;
+        if let Some(blocked) = part.blocked {
+            report.blocked_repositories.push(BlockedRepository {
+                repository: repository.unwrap_or_else(|| "(s3 caches)".into()),
+                reason: blocked.reason,
+                retryable: blocked.retryable,
+            });
+        }
+    }
+    if all_blocked {
+        report.blocked = Some(Blocked {
+            reason: format!(
+                "every part of the run was blocked; first: {}: {}",
+                report.blocked_repositories[0].repository, report.blocked_repositories[0].reason
+            ),
+            retryable: report.blocked_repositories.iter().all(|b| b.retryable),
+        });
+    }
+    let mut report = report.finish();
+    report.finished_at = finished_at.unwrap_or(started_at).max(started_at);
+    report
+}
+
+/// A repository of a fanned-out sweep whose own run deleted nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedRepository {
+    /// The repository.
+    pub repository: String,
+    /// Why its run deleted nothing.
+    pub reason: String,
+    /// A later run may succeed.
+    pub retryable: bool,
 }
 
 /// Why a run deleted nothing.

@@ -211,6 +211,17 @@ async fn run_repository(
         .push(executor::execute(catalog, &plan, options.dry_run, options.deadline.as_ref()).await);
 }
 
+/// True when a sweep visits `repository`: the policy selects it and
+/// `options.repository_filter` (if any) names it. A sweep that fans out picks its
+/// repositories with this too.
+pub fn sweeps_repository(policy: &Policy, options: &RunOptions, repository: &str) -> bool {
+    policy.selects_repository(repository)
+        && options
+            .repository_filter
+            .as_ref()
+            .is_none_or(|f| f.matches_repository(repository))
+}
+
 #[tracing::instrument(skip_all, fields(dry_run = options.dry_run, now = %options.now))]
 /// The scheduled sweep: every repository the policy selects and `options.repository_filter`
 /// names (or exactly `options.repositories`),
@@ -240,13 +251,7 @@ pub async fn sweep(
             }
             Err(e) => return Err(e.into()),
         };
-        all.retain(|r| {
-            policy.selects_repository(r)
-                && options
-                    .repository_filter
-                    .as_ref()
-                    .is_none_or(|f| f.matches_repository(r))
-        });
+        all.retain(|r| sweeps_repository(policy, options, r));
         all.sort();
         all
     } else {

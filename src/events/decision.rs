@@ -220,9 +220,17 @@ pub enum JanitorDecision {
     /// A tag was pushed: prune what that push superseded (the cleanup policy decides
     /// whether the tag is a cache tag).
     AfterPush(PushDecision),
+    /// One repository of a sweep that fanned out: sweep it, then gather the run.
+    RepositorySweep {
+        /// The fanned-out run.
+        run_id: String,
+        /// The repository to sweep.
+        repository: String,
+    },
 }
 
-/// `{"action":"sweep","scheduled-at":..}` or `{"action":"after-push", ...decision fields}`.
+/// `{"action":"sweep","scheduled-at":..}`, `{"action":"repository-sweep","run-id":..,
+/// "repository":..}` or `{"action":"after-push", ...decision fields}`.
 impl Serialize for JanitorDecision {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -230,6 +238,13 @@ impl Serialize for JanitorDecision {
                 let mut st = s.serialize_struct("JanitorDecision", 2)?;
                 st.serialize_field("action", "sweep")?;
                 st.serialize_field("scheduled-at", scheduled_at)?;
+                st.end()
+            }
+            JanitorDecision::RepositorySweep { run_id, repository } => {
+                let mut st = s.serialize_struct("JanitorDecision", 3)?;
+                st.serialize_field("action", "repository-sweep")?;
+                st.serialize_field("run-id", run_id)?;
+                st.serialize_field("repository", repository)?;
                 st.end()
             }
             JanitorDecision::AfterPush(decision) => {
@@ -262,6 +277,10 @@ pub fn janitor_decision(
             soci_tag_suffix,
             ArtifactCheck::Any,
         )),
+        Trigger::JanitorRepositorySweep(event) => JanitorDecision::RepositorySweep {
+            run_id: event.detail.run_id.clone(),
+            repository: event.detail.repository.clone(),
+        },
     }
 }
 
@@ -548,6 +567,15 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&d).unwrap(),
             serde_json::json!({"action":"sweep","scheduled-at":"2026-11-22T03:00:00Z"})
+        );
+        let one = Trigger::from_value(serde_json::json!({"detail-type":"Janitor Repository Sweep",
+            "source":"dev.afterpush","detail":{"run-id":"20261207T030000Z-0123abcd",
+            "repository":"app","repositories":2}}))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(janitor_decision(&one, &all, "-soci")).unwrap(),
+            serde_json::json!({"action":"repository-sweep","run-id":"20261207T030000Z-0123abcd",
+                "repository":"app"})
         );
     }
 

@@ -1,5 +1,6 @@
-//! EventBridge events that trigger afterpush: ECR `ECR Image Action` pushes and the
-//! janitor's schedule. The envelope is `aws_lambda_events`' `EventBridgeEvent<T>`; the ECR
+//! EventBridge events that trigger afterpush: ECR `ECR Image Action` pushes, the
+//! janitor's schedule, and the per-repository sweeps its schedule fans out to
+//! ([`janitor_sweep`]). The envelope is `aws_lambda_events`' `EventBridgeEvent<T>`; the ECR
 //! detail (which that crate does not define) is typed here.
 //!
 //! - [`Trigger`] — any payload a function receives, parsed or rejected with an error that
@@ -10,10 +11,14 @@
 //! What the functions do with these events is in [`crate::lambda`].
 
 pub mod decision;
+pub mod janitor_sweep;
 
 pub use decision::{
     janitor_decision, soci_push_decision, stitch_push_decision, JanitorDecision, PushDecision,
     SkipReason,
+};
+pub use janitor_sweep::{
+    RepositorySweep, RepositorySweepEvent, AFTERPUSH_SOURCE, JANITOR_REPOSITORY_SWEEP,
 };
 
 use crate::oci::Sha256Digest;
@@ -121,7 +126,8 @@ pub enum EventError {
     /// The payload is not an EventBridge envelope.
     #[error(
         "the payload is not an EventBridge event: field {field:?} is missing or not a string \
-         (afterpush functions take ECR \"ECR Image Action\" and \"Scheduled Event\" events)"
+         (afterpush functions take ECR \"ECR Image Action\", \"Scheduled Event\" and \
+         \"Janitor Repository Sweep\" events)"
     )]
     NotEventBridge {
         /// The envelope field that is missing or not a string.
@@ -130,8 +136,9 @@ pub enum EventError {
     /// An EventBridge event of a source or detail-type afterpush does not handle.
     #[error(
         "unsupported event: source {event_source:?}, detail-type {detail_type:?} (afterpush handles \
-         source \"aws.ecr\" with detail-type \"ECR Image Action\", and source \"aws.events\" \
-         with detail-type \"Scheduled Event\")"
+         source \"aws.ecr\" with detail-type \"ECR Image Action\", source \"aws.events\" \
+         with detail-type \"Scheduled Event\", and source \"dev.afterpush\" with detail-type \
+         \"Janitor Repository Sweep\")"
     )]
     Unsupported {
         /// The event's `source`.
@@ -175,6 +182,8 @@ pub enum Trigger {
     EcrImageAction(EcrImageActionEvent),
     /// An EventBridge schedule (the janitor's sweep).
     Scheduled(ScheduledEvent),
+    /// One repository of a janitor sweep that fanned out (from the janitor's queue).
+    JanitorRepositorySweep(RepositorySweepEvent),
 }
 
 impl Trigger {
@@ -218,6 +227,13 @@ impl Trigger {
                 validate_origin(event.account.as_deref(), event.region.as_deref())?;
                 Ok(Trigger::Scheduled(event))
             }
+            (AFTERPUSH_SOURCE, JANITOR_REPOSITORY_SWEEP) => {
+                let event: RepositorySweepEvent =
+                    serde_path_to_error::deserialize(value).map_err(malformed)?;
+                validate_origin(event.account.as_deref(), event.region.as_deref())?;
+                janitor_sweep::validate(&event.detail)?;
+                Ok(Trigger::JanitorRepositorySweep(event))
+            }
             _ => Err(EventError::Unsupported {
                 event_source: source,
                 detail_type,
@@ -225,11 +241,12 @@ impl Trigger {
         }
     }
 
-    /// `ecr-image-action` or `scheduled`, for logs.
+    /// `ecr-image-action`, `scheduled` or `janitor-repository-sweep`, for logs.
     pub fn kind(&self) -> &'static str {
         match self {
             Trigger::EcrImageAction(_) => "ecr-image-action",
             Trigger::Scheduled(_) => "scheduled",
+            Trigger::JanitorRepositorySweep(_) => "janitor-repository-sweep",
         }
     }
 
@@ -238,6 +255,7 @@ impl Trigger {
         match self {
             Trigger::EcrImageAction(e) => (e.account.as_deref(), e.region.as_deref()),
             Trigger::Scheduled(e) => (e.account.as_deref(), e.region.as_deref()),
+            Trigger::JanitorRepositorySweep(e) => (e.account.as_deref(), e.region.as_deref()),
         }
     }
 
@@ -245,7 +263,7 @@ impl Trigger {
     pub fn ecr_detail(&self) -> Option<&EcrImageAction> {
         match self {
             Trigger::EcrImageAction(e) => Some(&e.detail),
-            Trigger::Scheduled(_) => None,
+            Trigger::Scheduled(_) | Trigger::JanitorRepositorySweep(_) => None,
         }
     }
 }
@@ -295,6 +313,7 @@ impl Serialize for Trigger {
         match self {
             Trigger::EcrImageAction(e) => e.serialize(s),
             Trigger::Scheduled(e) => e.serialize(s),
+            Trigger::JanitorRepositorySweep(e) => e.serialize(s),
         }
     }
 }

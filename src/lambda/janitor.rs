@@ -1,10 +1,12 @@
 //! The `cache-janitor` handler: its settings (`CLEANUP_POLICY`, `DRY_RUN`, the report
 //! bucket), the trigger it runs for, the run itself ([`crate::cleanup`]) and the upload
-//! of the run's report.
+//! of the run's report. A scheduled sweep that fans out per repository, and each
+//! repository's part of it, are in [`super::janitor_fan_out`].
 
 use super::handlers::{
     by_retryability, client_settings, deadline_margin, push_filters, s3_client, skip, trigger,
 };
+use super::janitor_fan_out::{self, FanOutMode};
 use super::outputs::{FunctionName, JanitorOutput};
 use super::serve::Function;
 use super::{HandlerError, Invocation, Repositories};
@@ -18,6 +20,7 @@ use crate::deadline::Deadline;
 use crate::events::{self, PushDecision, Trigger};
 use crate::filters::RepositoryTagFilters;
 use crate::metrics;
+use crate::queue::WorkQueue;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -35,6 +38,9 @@ pub struct CacheJanitor {
     pub s3: Option<aws_sdk_s3::Client>,
     /// How long before the invocation deadline no delete is issued any more.
     pub deadline_margin: Duration,
+    /// The janitor's own work queue when its scheduled sweep fans out per repository
+    /// (`JANITOR_FAN_OUT`, `JANITOR_QUEUE_URL`); `None`: one invocation sweeps all.
+    pub queue: Option<Box<dyn WorkQueue>>,
 }
 
 impl CacheJanitor {
@@ -48,13 +54,14 @@ impl CacheJanitor {
     pub async fn with_repositories(repositories: Repositories) -> Result<Self, HandlerError> {
         let (filters, soci_tag_suffix) = push_filters()?;
         let settings = JanitorSettings::from_env().map_err(HandlerError::non_retryable)?;
-        let (catalog, s3): (Box<dyn Catalog>, _) = match repositories {
+        let (catalog, s3, queue): (Box<dyn Catalog>, _, _) = match repositories {
             Repositories::Layout(dir) => (
                 Box::new(
                     LayoutCatalog::open(&dir)
                         .map_err(HandlerError::non_retryable)?
                         .for_every_repository(),
                 ),
+                None,
                 None,
             ),
             Repositories::Registry(_) => {
@@ -72,7 +79,13 @@ impl CacheJanitor {
                         S3ManifestStore::new(s3.clone(), bucket, MANIFEST_PREFIX),
                     ));
                 }
-                (Box::new(catalog), Some(s3))
+                let queue = match janitor_fan_out::fan_out_queue_url(&settings)
+                    .map_err(HandlerError::non_retryable)?
+                {
+                    Some(url) => Some(janitor_fan_out::janitor_queue(&sdk, url)?),
+                    None => None,
+                };
+                (Box::new(catalog), Some(s3), queue)
             }
         };
         Ok(Self {
@@ -82,6 +95,7 @@ impl CacheJanitor {
             catalog,
             s3,
             deadline_margin: deadline_margin()?,
+            queue,
         })
     }
 
@@ -103,7 +117,14 @@ impl CacheJanitor {
                     decision: Some(skip(FunctionName::CacheJanitor, &decision)),
                     trigger: None,
                     report: None,
+                    fan_out: None,
                 })
+            }
+            events::JanitorDecision::Sweep { .. } if self.queue.is_some() => {
+                return self.fan_out(&trigger, invocation).await;
+            }
+            events::JanitorDecision::RepositorySweep { .. } => {
+                return self.sweep_one(&trigger, invocation).await;
             }
             events::JanitorDecision::Sweep { .. }
             | events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => {
@@ -127,6 +148,7 @@ impl CacheJanitor {
             decision: None,
             trigger: Some(trigger.kind().to_string()),
             report: Some(report),
+            fan_out: None,
         })
     }
 }
@@ -166,6 +188,10 @@ pub struct JanitorSettings {
     /// `CONSUMER_ACCOUNTS` and `IN_USE_READER_ROLE`: the other accounts whose ECS and
     /// Lambda are listed, and the role assumed in each.
     pub consumers: crate::catalog::consumer_accounts::ConsumerAccounts,
+    /// `JANITOR_FAN_OUT`: whether the scheduled sweep fans out when there is a queue.
+    pub fan_out: FanOutMode,
+    /// `JANITOR_QUEUE_URL`: the janitor's own work queue.
+    pub queue_url: Option<String>,
 }
 
 impl JanitorSettings {
@@ -234,7 +260,12 @@ impl JanitorSettings {
             },
             message: format!("{:?}: {}", e.value, e.problem),
         })?;
+        let fan_out = FanOutMode::parse(get(crate::settings::JANITOR_FAN_OUT).as_deref())?;
         Ok(JanitorSettings {
+            fan_out,
+            queue_url: get(crate::settings::JANITOR_QUEUE_URL)
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty()),
             consumers,
             policy,
             dry_run,
@@ -252,6 +283,8 @@ pub enum JanitorEvent {
     Push(PushedImage),
     /// The EventBridge schedule (or a manual run).
     Scheduled,
+    /// One repository of a sweep that fanned out.
+    RepositorySweep(crate::events::RepositorySweep),
 }
 
 impl JanitorEvent {
@@ -267,6 +300,9 @@ impl JanitorEvent {
                 artifact_media_type: event.detail.artifact_media_type.clone(),
             }),
             Trigger::Scheduled(_) => JanitorEvent::Scheduled,
+            Trigger::JanitorRepositorySweep(event) => {
+                JanitorEvent::RepositorySweep(event.detail.clone())
+            }
         }
     }
 }
@@ -303,6 +339,26 @@ pub async fn handle_within(
     let report = match &event {
         JanitorEvent::Push(pushed) => on_push(catalog, &settings.policy, pushed, &options).await?,
         JanitorEvent::Scheduled => sweep(catalog, s3, &settings.policy, &options).await?,
+        JanitorEvent::RepositorySweep(detail) => {
+            // Its part and the gathered report go to the run's own keys, not to a
+            // report of their own.
+            let (swept, _) = janitor_fan_out::sweep_one(
+                catalog,
+                s3,
+                settings,
+                repository_filter,
+                detail,
+                options.deadline,
+            )
+            .await?;
+            if let Some(b) = &swept.part.blocked {
+                return Err(JanitorError::Blocked {
+                    reason: format!("{}: {}", detail.repository, b.reason),
+                    retryable: b.retryable,
+                });
+            }
+            return Ok(swept.part);
+        }
     };
     tracing::info!(summary = %report.summary(), "cache-janitor report");
     if report.stopped_by_deadline {
@@ -491,6 +547,83 @@ mod tests {
             "account": account, "region": region, "detail": {}})
     }
 
+    #[test]
+    fn a_fan_out_needs_the_report_bucket() {
+        let with = |vars: &[(&str, &str)]| {
+            let s = settings(vars).unwrap();
+            janitor_fan_out::fan_out_queue_url(&s).map(|u| u.map(str::to_string))
+        };
+        let queue = ("JANITOR_QUEUE_URL", "https://sqs/q.fifo");
+        let bucket = ("REPORT_BUCKET", "r");
+        let policy = ("CLEANUP_POLICY", POLICY);
+        assert_eq!(
+            with(&[policy, queue, bucket]).unwrap().as_deref(),
+            Some("https://sqs/q.fifo")
+        );
+        assert_eq!(
+            with(&[policy, bucket]).unwrap(),
+            None,
+            "no queue: the sweep runs whole"
+        );
+        assert_eq!(
+            with(&[policy, queue, bucket, ("JANITOR_FAN_OUT", "off")]).unwrap(),
+            None
+        );
+        let err = with(&[policy, queue]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("setting REPORT_BUCKET: JANITOR_QUEUE_URL is set"),
+            "{err}"
+        );
+        assert!(with(&[policy, queue, ("JANITOR_FAN_OUT", "off")])
+            .unwrap()
+            .is_none());
+        let err = settings(&[policy, ("JANITOR_FAN_OUT", "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("setting JANITOR_FAN_OUT"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_repository_sweep_without_the_report_bucket_is_refused_and_deletes_nothing() {
+        use crate::catalog::ecr::{EcrCatalog, ImageDetail, MemoryEcr};
+        use crate::oci::media;
+        let ecr = MemoryEcr::new();
+        ecr.put(
+            "app",
+            ImageDetail {
+                pushed_at: Some(chrono::Utc::now() - chrono::Duration::days(30)),
+                manifest_media_type: Some(media::OCI_MANIFEST.into()),
+                artifact_media_type: Some(media::OCI_CONFIG.into()),
+                ..Default::default()
+            },
+            b"{}".to_vec(),
+        );
+        let policy = "repositories: ['*']\nrules: [{name: old, select: {kind: image}, action: expire}]\nprotect: {ecs: false, lambda: false}\n";
+        let mut settings = settings(&[("CLEANUP_POLICY", policy), ("DRY_RUN", "false")]).unwrap();
+        settings.report_bucket = None;
+        let janitor = CacheJanitor {
+            settings,
+            filters: RepositoryTagFilters::default(),
+            soci_tag_suffix: "-soci".into(),
+            catalog: Box::new(EcrCatalog::new(ecr)),
+            s3: None,
+            deadline_margin: Duration::from_secs(30),
+            queue: None,
+        };
+        let event = serde_json::json!({"detail-type": "Janitor Repository Sweep",
+            "source": "dev.afterpush", "account": "123456789012", "region": "us-east-1",
+            "detail": {"run-id": "20261207T030000Z-0123abcd", "repository": "app",
+                "repositories": 1}});
+        let err = janitor.handle(event, &home()).await.unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("setting REPORT_BUCKET: a per-repository sweep needs the report bucket"),
+            "{err}"
+        );
+        assert_eq!(janitor.catalog.list_images("app").await.unwrap().len(), 1);
+    }
+
     #[tokio::test]
     async fn an_event_for_another_account_or_region_is_refused_and_deletes_nothing() {
         use crate::catalog::ecr::{EcrCatalog, ImageDetail, MemoryEcr};
@@ -514,12 +647,15 @@ mod tests {
                 report_bucket: None,
                 report_prefix: "cache-janitor/".into(),
                 consumers: Default::default(),
+                fan_out: FanOutMode::Off,
+                queue_url: None,
             },
             filters: RepositoryTagFilters::default(),
             soci_tag_suffix: "-soci".into(),
             catalog: Box::new(EcrCatalog::new(ecr)),
             s3: None,
             deadline_margin: Duration::from_secs(30),
+            queue: None,
         };
         for (account, region) in [
             ("999999999999", "eu-west-1"),

@@ -20,6 +20,7 @@ mod handler_error;
 pub mod handlers;
 mod invocation;
 pub mod janitor;
+pub mod janitor_fan_out;
 mod logging;
 pub mod outputs;
 mod serve;

@@ -110,9 +110,12 @@ pub struct JanitorOutput {
     /// `ecr-image-action` or `scheduled`, for a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
-    /// The run's report.
+    /// The run's report (a fanned-out sweep: the S3 caches' part, or the repository's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
+    /// A sweep that fans out: the run, and what this invocation wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<Box<super::janitor_fan_out::FanOutOutput>>,
 }
 
 #[cfg(test)]

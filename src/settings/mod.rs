@@ -147,6 +147,15 @@ pub const IN_USE_READER_ROLE: &str = "IN_USE_READER_ROLE";
 /// policy's `protect.inspector` does (janitor).
 pub const INSPECTOR_IN_USE: &str = "INSPECTOR_IN_USE";
 
+/// The janitor's own work queue (an SQS FIFO queue URL): where its scheduled sweep
+/// sends one message per repository; unset: the sweep runs in one invocation (janitor).
+pub const JANITOR_QUEUE_URL: &str = "JANITOR_QUEUE_URL";
+/// `per-repository` (default): with `JANITOR_QUEUE_URL` set, the scheduled sweep fans
+/// out one repository per invocation; `off`: one invocation sweeps them all (janitor).
+pub const JANITOR_FAN_OUT: &str = "JANITOR_FAN_OUT";
+/// The values of [`JANITOR_FAN_OUT`].
+pub const JANITOR_FAN_OUT_CHOICES: &[&str] = &["per-repository", "off"];
+
 /// The tag suffix AWS's SOCI Index Builder uses, and our default.
 pub const DEFAULT_SOCI_TAG_SUFFIX: &str = "-soci";
 
@@ -279,6 +288,19 @@ pub const SETTINGS: &[Setting] = &[
         name: INSPECTOR_IN_USE,
         default: "false",
         kind: Kind::Bool,
+        functions: &[J],
+    },
+    // The stack sets the URL to the janitor's queue (a resource, not a parameter).
+    Setting {
+        name: JANITOR_QUEUE_URL,
+        default: "",
+        kind: Kind::Text,
+        functions: &[J],
+    },
+    Setting {
+        name: JANITOR_FAN_OUT,
+        default: "per-repository",
+        kind: Kind::Choice(JANITOR_FAN_OUT_CHOICES),
         functions: &[J],
     },
 ];

@@ -30,6 +30,7 @@ fn code(d: &PushDecision) -> &'static str {
 fn janitor_code(d: &JanitorDecision) -> &'static str {
     match d {
         JanitorDecision::Sweep { .. } => "sweep",
+        JanitorDecision::RepositorySweep { .. } => "repository-sweep",
         JanitorDecision::AfterPush(d) => code(d),
     }
 }

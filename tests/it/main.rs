@@ -23,6 +23,7 @@ mod cleanup_cli;
 mod cleanup_ecr;
 mod cleanup_ecr_aws_faults;
 mod cleanup_ecr_lifecycle;
+mod cleanup_fan_out;
 mod cleanup_in_use;
 mod cleanup_manifest_cache;
 mod cleanup_org;

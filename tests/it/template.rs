@@ -207,8 +207,6 @@ pub(crate) fn function_envs(t: &Value) -> BTreeMap<String, BTreeMap<String, Valu
 /// (binary, variable). Each is checked like the others but for the code's default; once
 /// SETTINGS declares it, the test below says to remove it from here.
 const NOT_YET_DECLARED: &[(&str, &str)] = &[
-    ("cache-janitor", "JANITOR_FAN_OUT"),
-    ("cache-janitor", "JANITOR_QUEUE_URL"),
     ("reconciler", "RECONCILE_MODE"),
     ("reconciler", "INDEXER_QUEUE_URL"),
     ("reconciler", "STITCHER_QUEUE_URL"),

@@ -361,6 +361,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             report_bucket: None,
             report_prefix: "cache-janitor/".into(),
             consumers: Default::default(),
+            fan_out: Default::default(),
+            queue_url: None,
         },
         filters,
         soci_tag_suffix: soci_settings.tag_suffix.clone(),
@@ -371,6 +373,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ),
         s3: None,
         deadline_margin: crate::deadline::DEFAULT_DEADLINE_MARGIN,
+        queue: None,
     };
 
     ui.line("afterpush demo: the three functions on one OCI layout (no cloud, no servers)");
