@@ -84,6 +84,16 @@ pub mod names {
     /// Events a function could not act on: not a trigger it knows, or not one it takes
     /// (every function; no repository, since the event may not name one).
     pub const EVENTS_REJECTED: &str = "EventsRejected";
+    /// Pieces of work (an index to build, a tag to stitch) a reconcile run found
+    /// (reconciler).
+    pub const RECONCILE_WORK_FOUND: &str = "ReconcileWorkFound";
+    /// Pieces of work a reconcile run sent to the queues (reconciler, `enqueue` mode).
+    pub const RECONCILE_ENQUEUED: &str = "ReconcileEnqueued";
+    /// Images and per-arch groups a reconcile run found already as the settings want
+    /// them (reconciler).
+    pub const RECONCILE_ALREADY_DONE: &str = "ReconcileAlreadyDone";
+    /// Repositories whose survey failed in a reconcile run (reconciler).
+    pub const RECONCILE_REPOSITORIES_FAILED: &str = "ReconcileRepositoriesFailed";
 }
 use names::*;
 
@@ -109,6 +119,10 @@ pub const METRICS: &[(&str, Unit)] = &[
     (RUNS_BLOCKED, Unit::Count),
     (RUNS_FAILED, Unit::Count),
     (EVENTS_REJECTED, Unit::Count),
+    (RECONCILE_WORK_FOUND, Unit::Count),
+    (RECONCILE_ENQUEUED, Unit::Count),
+    (RECONCILE_ALREADY_DONE, Unit::Count),
+    (RECONCILE_REPOSITORIES_FAILED, Unit::Count),
 ];
 
 fn per_repository(name: &'static str, repository: &str, value: u64) {
@@ -192,6 +206,15 @@ pub fn cleanup_report(report: &Report) {
     if report.blocked.is_some() || report.stopped_by_deadline {
         counter!(RUNS_BLOCKED).increment(1);
     }
+}
+
+/// One reconcile run: the work it found, what it sent to the queues, the images and
+/// groups already as the settings want them, and the repositories whose survey failed.
+pub fn reconcile_run(found: u64, enqueued: u64, already_done: u64, failed_repositories: u64) {
+    counter!(RECONCILE_WORK_FOUND).increment(found);
+    counter!(RECONCILE_ENQUEUED).increment(enqueued);
+    counter!(RECONCILE_ALREADY_DONE).increment(already_done);
+    counter!(RECONCILE_REPOSITORIES_FAILED).increment(failed_repositories);
 }
 
 /// Why the recorder could not be installed.

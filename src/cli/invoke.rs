@@ -56,6 +56,10 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
             let janitor = CacheJanitor::with_repositories(repositories).await?;
             print(&janitor, payload, &no_deadline).await
         }
+        FunctionName::Reconciler => {
+            let reconciler = crate::lambda::Reconciler::from_env().await?;
+            print(&reconciler, payload, &no_deadline).await
+        }
     }
 }
 
@@ -106,6 +110,9 @@ impl ValueEnum for FunctionName {
             FunctionName::SociIndexer => "Builds SOCI indexes for a pushed image",
             FunctionName::ManifestStitcher => "Stitches per-arch tags into a multi-arch tag",
             FunctionName::CacheJanitor => "Cleans up BuildKit caches and old images",
+            FunctionName::Reconciler => {
+                "Surveys the registry for missing SOCI indexes and stitched tags (ECR only)"
+            }
         }))
     }
 }

@@ -23,6 +23,7 @@ pub mod janitor;
 pub mod janitor_fan_out;
 mod logging;
 pub mod outputs;
+pub mod reconciler;
 mod serve;
 pub mod sqs_batch;
 
@@ -34,5 +35,6 @@ pub use logging::{init_cli_tracing, init_tracing, LogFormat, LogSettings};
 pub use outputs::{
     DecisionRecord, FunctionName, IndexerOutput, JanitorOutput, PushOutput, StitcherOutput,
 };
+pub use reconciler::{ReconcileMode, Reconciler, ReconcilerOutput};
 pub use serve::{handle_payload, serve, Function, FunctionResponse};
 pub use sqs_batch::{BatchItemFailure, BatchOutput, RecordOutcome};

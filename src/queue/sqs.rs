@@ -19,9 +19,9 @@ use aws_sdk_sqs::types::{
 use std::collections::BTreeMap;
 
 /// `INDEXER_QUEUE_URL`: the SOCI indexer's work queue.
-pub const INDEXER_QUEUE_URL: &str = "INDEXER_QUEUE_URL";
+pub const INDEXER_QUEUE_URL: &str = crate::settings::INDEXER_QUEUE_URL;
 /// `STITCHER_QUEUE_URL`: the manifest stitcher's work queue.
-pub const STITCHER_QUEUE_URL: &str = "STITCHER_QUEUE_URL";
+pub const STITCHER_QUEUE_URL: &str = crate::settings::STITCHER_QUEUE_URL;
 /// `JANITOR_QUEUE_URL`: the cache janitor's per-repository sweep queue.
 pub const JANITOR_QUEUE_URL: &str = "JANITOR_QUEUE_URL";
 /// `DEAD_LETTER_QUEUE_URL`: where messages that kept failing end up.

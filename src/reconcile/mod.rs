@@ -29,6 +29,7 @@ pub mod event;
 pub mod fan_out;
 pub mod plan;
 pub mod registry_survey;
+pub mod report;
 pub mod soci_state;
 pub mod stitch_state;
 pub mod survey;
@@ -39,6 +40,7 @@ pub use event::{push_event, work_id, EventOrigin};
 pub use fan_out::{enqueue, EnqueueError, EnqueueReport};
 pub use plan::{CostModel, Plan, RepositoryPlan, Totals};
 pub use registry_survey::{survey_ecr_registry, RegistrySurvey, RepositoryFailure};
+pub use report::ReconcileReport;
 pub use survey::{survey, Survey, SurveyProgress, Work, WorkKind};
 
 use crate::filters::RepositoryTagFilters;
@@ -66,6 +68,18 @@ pub enum ReconcileError {
     /// A synthetic event could not be built (names the image).
     #[error("synthetic push event for {0}")]
     Event(String),
+}
+
+impl ReconcileError {
+    /// Whether another try may succeed (the registry throttled or was unreachable).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReconcileError::Registry(e) => e.is_retryable(),
+            ReconcileError::Soci(e) => e.is_retryable(),
+            ReconcileError::Stitch(e) => e.is_retryable(),
+            ReconcileError::Setting(_) | ReconcileError::Event(_) => false,
+        }
+    }
 }
 
 /// The settings the indexer and the stitcher run with, read from the same environment

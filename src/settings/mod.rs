@@ -12,7 +12,7 @@ pub use parse::{
     parse_bool, parse_choice, parse_count, parse_duration, parse_list, parse_positive, parse_size,
 };
 
-/// One of the three Lambda functions.
+/// One of the Lambda functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Function {
     /// The SOCI indexer (`functions/soci-indexer`): builds SOCI indexes for pushed images.
@@ -21,14 +21,18 @@ pub enum Function {
     ManifestStitcher,
     /// The cache janitor (`functions/cache-janitor`): cleans up caches and old images.
     CacheJanitor,
+    /// The reconciler (`functions/reconciler`): surveys the registry on a schedule for
+    /// work the other functions missed, reports it and queues it.
+    Reconciler,
 }
 
 impl Function {
-    /// All three functions.
-    pub const ALL: [Function; 3] = [
+    /// Every function.
+    pub const ALL: [Function; 4] = [
         Function::SociIndexer,
         Function::ManifestStitcher,
         Function::CacheJanitor,
+        Function::Reconciler,
     ];
 
     /// The binary (and workspace package) name, as in `functions/<name>`.
@@ -37,6 +41,7 @@ impl Function {
             Function::SociIndexer => "soci-indexer",
             Function::ManifestStitcher => "manifest-stitcher",
             Function::CacheJanitor => "cache-janitor",
+            Function::Reconciler => "reconciler",
         }
     }
 }
@@ -97,7 +102,7 @@ pub fn check(name: &str, raw: &str) -> Result<(), SettingsError> {
     setting(name).map_or(Ok(()), |s| s.kind.check(name, raw))
 }
 
-use Function::{CacheJanitor as J, ManifestStitcher as M, SociIndexer as S};
+use Function::{CacheJanitor as J, ManifestStitcher as M, Reconciler as R, SociIndexer as S};
 
 /// Comma-separated `repo-glob:tag-glob` pairs; events for anything else are skipped (all functions).
 pub const REPOSITORY_TAG_FILTERS: &str = "REPOSITORY_TAG_FILTERS";
@@ -155,6 +160,13 @@ pub const JANITOR_QUEUE_URL: &str = "JANITOR_QUEUE_URL";
 pub const JANITOR_FAN_OUT: &str = "JANITOR_FAN_OUT";
 /// The values of [`JANITOR_FAN_OUT`].
 pub const JANITOR_FAN_OUT_CHOICES: &[&str] = &["per-repository", "off"];
+/// `off`, `dry` (survey and report) or `enqueue` (also send the work to the queues)
+/// (reconciler).
+pub const RECONCILE_MODE: &str = "RECONCILE_MODE";
+/// The indexer's work queue (reconciler).
+pub const INDEXER_QUEUE_URL: &str = "INDEXER_QUEUE_URL";
+/// The stitcher's work queue (reconciler).
+pub const STITCHER_QUEUE_URL: &str = "STITCHER_QUEUE_URL";
 
 /// The tag suffix AWS's SOCI Index Builder uses, and our default.
 pub const DEFAULT_SOCI_TAG_SUFFIX: &str = "-soci";
@@ -165,38 +177,38 @@ pub const SETTINGS: &[Setting] = &[
         name: REPOSITORY_TAG_FILTERS,
         default: "*:*",
         kind: Kind::Text,
-        functions: &[S, M, J],
+        functions: &[S, M, J, R],
     },
     Setting {
         name: SOCI_INDEX_VERSION,
         default: "v2",
         kind: Kind::Choice(&["v2", "v1"]),
-        functions: &[S],
+        functions: &[S, R],
     },
     Setting {
         name: SOCI_TAG_MODE,
         default: "suffix",
         kind: Kind::Choice(&["suffix", "in-place", "none"]),
-        functions: &[S],
+        functions: &[S, R],
     },
     // The stitcher and the janitor need the suffix too: to recognise the indexer's output.
     Setting {
         name: SOCI_TAG_SUFFIX,
         default: DEFAULT_SOCI_TAG_SUFFIX,
         kind: Kind::Text,
-        functions: &[S, M, J],
+        functions: &[S, M, J, R],
     },
     Setting {
         name: SPAN_SIZE,
         default: "4194304",
         kind: Kind::Size,
-        functions: &[S],
+        functions: &[S, R],
     },
     Setting {
         name: MIN_LAYER_SIZE,
         default: "10485760",
         kind: Kind::Size,
-        functions: &[S],
+        functions: &[S, R],
     },
     Setting {
         name: LAYER_CONCURRENCY,
@@ -215,7 +227,7 @@ pub const SETTINGS: &[Setting] = &[
         name: PLATFORMS,
         default: "all",
         kind: Kind::List,
-        functions: &[S],
+        functions: &[S, R],
     },
     Setting {
         name: ZTOC_CACHE_BUCKET,
@@ -227,31 +239,31 @@ pub const SETTINGS: &[Setting] = &[
         name: SOCI_SKIP_ARCH_TAGS,
         default: "false",
         kind: Kind::Bool,
-        functions: &[S],
+        functions: &[S, R],
     },
     Setting {
         name: ARCH_TAG_TEMPLATE,
         default: "{tag}-{arch}",
         kind: Kind::Text,
-        functions: &[S, M],
+        functions: &[S, M, R],
     },
     Setting {
         name: TARGET_TAG_TEMPLATE,
         default: "{tag}",
         kind: Kind::Text,
-        functions: &[M],
+        functions: &[M, R],
     },
     Setting {
         name: REQUIRED_PLATFORMS,
         default: "linux/amd64,linux/arm64",
         kind: Kind::List,
-        functions: &[M],
+        functions: &[M, R],
     },
     Setting {
         name: STITCH_MODE,
         default: "complete",
         kind: Kind::Choice(&["complete", "partial"]),
-        functions: &[M],
+        functions: &[M, R],
     },
     Setting {
         name: CLEANUP_POLICY,
@@ -269,7 +281,7 @@ pub const SETTINGS: &[Setting] = &[
         name: REPORT_BUCKET,
         default: "",
         kind: Kind::Text,
-        functions: &[J],
+        functions: &[J, R],
     },
     // template.yaml sets these two for the cross-account in-use listing.
     Setting {
@@ -302,6 +314,25 @@ pub const SETTINGS: &[Setting] = &[
         default: "per-repository",
         kind: Kind::Choice(JANITOR_FAN_OUT_CHOICES),
         functions: &[J],
+    },
+    Setting {
+        name: RECONCILE_MODE,
+        default: "dry",
+        kind: Kind::Choice(&["off", "dry", "enqueue"]),
+        functions: &[R],
+    },
+    // Set by the stack from the queues it creates.
+    Setting {
+        name: INDEXER_QUEUE_URL,
+        default: "",
+        kind: Kind::Text,
+        functions: &[R],
+    },
+    Setting {
+        name: STITCHER_QUEUE_URL,
+        default: "",
+        kind: Kind::Text,
+        functions: &[R],
     },
 ];
 

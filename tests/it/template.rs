@@ -206,16 +206,12 @@ pub(crate) fn function_envs(t: &Value) -> BTreeMap<String, BTreeMap<String, Valu
 /// them, merged from other branches, has not declared in `settings::SETTINGS` yet:
 /// (binary, variable). Each is checked like the others but for the code's default; once
 /// SETTINGS declares it, the test below says to remove it from here.
-const NOT_YET_DECLARED: &[(&str, &str)] = &[
-    ("reconciler", "RECONCILE_MODE"),
-    ("reconciler", "INDEXER_QUEUE_URL"),
-    ("reconciler", "STITCHER_QUEUE_URL"),
-];
+const NOT_YET_DECLARED: &[(&str, &str)] = &[];
 
 /// Functions the template deploys whose `settings::Function` variant comes with their
 /// code (issue 22's reconciler). Until then each variable they are given must be one
 /// SETTINGS declares (for any function) or one NOT_YET_DECLARED names for them.
-const NOT_YET_A_FUNCTION: &[&str] = &["reconciler"];
+const NOT_YET_A_FUNCTION: &[&str] = &[];
 
 /// Settings the stack fills from its own resources, not from a parameter: the URL of
 /// the queue it creates.

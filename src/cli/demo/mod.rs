@@ -238,7 +238,12 @@ impl Replay<'_> {
                     .map(|f| format!(", pushed by {f}"))
                     .unwrap_or_default()
             ));
-            for function in FunctionName::ALL {
+            // The functions ECR's push events start (the reconciler runs on its schedule).
+            for function in [
+                FunctionName::SociIndexer,
+                FunctionName::ManifestStitcher,
+                FunctionName::CacheJanitor,
+            ] {
                 ui.busy(format!("{function}: {label}"));
                 let invocation = Invocation::default();
                 let result = match function {
@@ -257,6 +262,7 @@ impl Replay<'_> {
                         .handle(event.clone(), &invocation)
                         .await
                         .map(Handled::Janitor),
+                    FunctionName::Reconciler => unreachable!("not in the list above"),
                 };
                 let line = match &result {
                     Ok(handled) => describe(handled),
