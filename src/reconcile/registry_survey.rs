@@ -25,6 +25,7 @@ use crate::aws_clients::ClientSettings;
 use crate::catalog::ecr::{EcrApi, EcrApiError, SdkEcr};
 use crate::catalog::paginate::{Paging, PagingError};
 use crate::deadline::Deadline;
+use crate::registry::distribution::{DistributionRepository, RegistryClient, RegistrySettings};
 use crate::registry::{RegistryError, Repository};
 use futures::StreamExt;
 use serde::Serialize;
@@ -212,6 +213,40 @@ pub async fn survey_ecr_registry<A: EcrApi + ?Sized + 'static>(
         out.resume_after = last_done.or_else(|| options.start_after.clone());
     }
     Ok(out)
+}
+
+/// Surveys the ECR registry `host` (`<account>.dkr.ecr.<region>.amazonaws.com`) as the
+/// CLI does: ECR's API in the host's region (`AWS_ENDPOINT_URL` honoured) through
+/// [`survey_ecr_client`], the configs through the registry under `registry` (one client,
+/// its token cache shared by every repository), the events naming the host's account
+/// and region.
+pub async fn survey_ecr_registry_host(
+    host: &str,
+    registry: &RegistrySettings,
+    settings: &ReconcileSettings,
+    options: &RegistrySurveyOptions,
+) -> Result<RegistrySurvey, ReconcileError> {
+    let ecr = crate::registry::ecr::parse_registry_host(host).ok_or_else(|| {
+        ReconcileError::Setting(format!(
+            "{host:?} is not an ECR registry host (<account>.dkr.ecr.<region>.amazonaws.com)"
+        ))
+    })?;
+    let client_settings =
+        ClientSettings::from_env().map_err(|e| ReconcileError::Setting(e.to_string()))?;
+    let sdk = crate::aws_clients::load_sdk_config_in(&ecr.region).await;
+    let api = Arc::new(survey_ecr_client(&sdk, &client_settings));
+    let client = Arc::new(RegistryClient::new(registry, host)?);
+    let open = move |name: &str| -> Result<Arc<dyn Repository>, RegistryError> {
+        Ok(Arc::new(DistributionRepository::new(client.clone(), name)?))
+    };
+    survey_ecr_registry(
+        api,
+        &open,
+        &EventOrigin::of_host(Some(host)),
+        settings,
+        options,
+    )
+    .await
 }
 
 #[cfg(test)]
