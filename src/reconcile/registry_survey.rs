@@ -446,4 +446,127 @@ mod tests {
         assert!(!out.complete);
         assert_eq!(out.resume_after.as_deref(), Some("a"));
     }
+
+    /// Throttles the first DescribeImages of repository `b`, as ECR past the SDK's
+    /// retries.
+    struct ThrottlesB {
+        inner: MemoryEcr,
+        throttled: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl EcrApi for ThrottlesB {
+        async fn describe_repositories(
+            &self,
+            t: Option<String>,
+        ) -> Result<(Vec<String>, Option<String>), EcrApiError> {
+            self.inner.describe_repositories(t).await
+        }
+        async fn describe_images(
+            &self,
+            r: &str,
+            t: Option<String>,
+        ) -> Result<(Vec<crate::catalog::ecr::ImageDetail>, Option<String>), EcrApiError> {
+            if r == "b" && !self.throttled.swap(true, Ordering::SeqCst) {
+                return Err(EcrApiError {
+                    message: "ThrottlingException: Rate exceeded".into(),
+                    kind: crate::catalog::ApiErrorKind::Throttled,
+                });
+            }
+            self.inner.describe_images(r, t).await
+        }
+        async fn batch_get_image(
+            &self,
+            r: &str,
+            d: &[String],
+        ) -> Result<
+            (
+                Vec<crate::catalog::ecr::FetchedManifest>,
+                Vec<crate::catalog::ecr::ImageFailure>,
+            ),
+            EcrApiError,
+        > {
+            self.inner.batch_get_image(r, d).await
+        }
+        async fn batch_delete_image(
+            &self,
+            r: &str,
+            d: &[String],
+        ) -> Result<(Vec<String>, Vec<crate::catalog::ecr::ImageFailure>), EcrApiError> {
+            self.inner.batch_delete_image(r, d).await
+        }
+    }
+
+    /// A retryable failure once the deadline has come is the deadline's doing: the
+    /// repository is not done, and the next run starts with it (and redoes the ones
+    /// after it). Without a deadline it is a failure like any other, marked retryable.
+    #[tokio::test]
+    async fn a_repository_throttled_after_the_deadline_is_where_the_next_run_starts() {
+        let (_dir, layout, ecr, _) = registry(&["a", "b", "c"], 2).await;
+        let api = Arc::new(ThrottlesB {
+            inner: ecr,
+            throttled: Default::default(),
+        });
+        let open = opener(layout);
+        let now = SystemTime::now();
+        // Reads at 0, 25 and 50 minutes start a, b and c; the check of b's failure
+        // reads 75 minutes, past the 60-minute deadline.
+        let deadline = Deadline::with_clock(
+            now + Duration::from_secs(3600),
+            Duration::ZERO,
+            stepping_clock(now, Duration::from_secs(1500)),
+        );
+        let run = |deadline: Option<Deadline>, start_after: Option<String>| {
+            let (api, open) = (api.clone(), &open);
+            async move {
+                survey_ecr_registry(
+                    api,
+                    open.as_ref(),
+                    &EventOrigin::default(),
+                    &settings("*:*"),
+                    &RegistrySurveyOptions {
+                        start_after,
+                        deadline,
+                        concurrency: 1,
+                    },
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let first = run(Some(deadline), None).await;
+        assert_eq!(names(&first), ["a"]);
+        assert!(first.failures.is_empty(), "{:?}", first.failures);
+        assert!(!first.complete);
+        assert_eq!(first.resume_after.as_deref(), Some("a"));
+        let second = run(None, first.resume_after).await;
+        assert_eq!(names(&second), ["b", "c"]);
+        assert!(second.complete);
+
+        // Without a deadline the throttled repository is a named, retryable failure.
+        let (_dir, layout, ecr, _) = registry(&["a", "b", "c"], 2).await;
+        let again = Arc::new(ThrottlesB {
+            inner: ecr,
+            throttled: Default::default(),
+        });
+        let out = survey_ecr_registry(
+            again,
+            opener(layout).as_ref(),
+            &EventOrigin::default(),
+            &settings("*:*"),
+            &RegistrySurveyOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(names(&out), ["a", "c"]);
+        assert_eq!(out.failures.len(), 1);
+        assert_eq!(out.failures[0].repository, "b");
+        assert!(out.failures[0].retryable);
+        assert!(
+            out.failures[0].error.contains("ThrottlingException"),
+            "{}",
+            out.failures[0].error
+        );
+        assert!(out.complete);
+    }
 }
