@@ -19,6 +19,11 @@
 //! the filters leave out are the one exception: they are fetched with the batch though
 //! the survey skips them.)
 //!
+//! What ECR's API cannot answer goes to the inner repository: the image configs the
+//! survey reads for each image's platform (blobs: one registry request per image, most
+//! of a survey's requests at scale, see docs/benchmarks.md), and the referrers when the
+//! listing cannot tell them.
+//!
 //! The listing is a snapshot: a write through the wrapper drops it (the next read lists
 //! again); manifests are kept by digest, which no write can change.
 
