@@ -25,8 +25,16 @@ pub struct ReconcileArgs {
     /// The repositories: `oci:DIR`, `oci-archive:FILE`, `docker://HOST/REPO` or
     /// `HOST/REPO` (a tag in it is ignored). Settings come from the functions'
     /// variables (SPAN_SIZE, MIN_LAYER_SIZE, REPOSITORY_TAG_FILTERS, ...).
-    #[arg(required_unless_present = "redrive")]
+    #[arg(required_unless_present_any = ["redrive", "all_repositories"])]
     pub repositories: Vec<String>,
+    /// Survey every repository of this ECR registry
+    /// (`<account>.dkr.ecr.<region>.amazonaws.com`) that REPOSITORY_TAG_FILTERS can
+    /// select, through ECR's API (DescribeRepositories, DescribeImages, BatchGetImage;
+    /// AWS credentials and AWS_ENDPOINT_URL as for the AWS CLI), image configs through
+    /// the registry (AFTERPUSH_REGISTRY_*). Prints the plan, or with --enqueue sends the
+    /// work to the functions' queues; no --apply.
+    #[arg(long, value_name = "REGISTRY", conflicts_with_all = ["repositories", "apply", "repository_name", "redrive"])]
+    pub all_repositories: Option<String>,
     /// Do the work: build the SOCI indexes and write the stitched tags the plan lists.
     #[arg(long, conflicts_with = "dry_run")]
     pub apply: bool,
@@ -188,6 +196,9 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     if let Some(p) = args.usd_per_gb_second {
         model.usd_per_gb_second = p;
     }
+    if let Some(host) = &args.all_repositories {
+        return survey_all_repositories(host, &settings, model, args.enqueue, args.json).await;
+    }
     let mut targets = vec![];
     let mut surveys = vec![];
     for reference in &args.repositories {
@@ -275,6 +286,63 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
         bail!(
             "{failed} piece(s) of work failed (listed above); run reconcile again to finish them"
         );
+    }
+    Ok(())
+}
+
+/// `--all-repositories`: the survey of a whole ECR registry, its plan, the repositories
+/// that failed (named; the command fails after printing the rest) and the ECR calls;
+/// with `enqueue`, the work of the repositories surveyed is sent to the queues.
+async fn survey_all_repositories(
+    host: &str,
+    settings: &ReconcileSettings,
+    model: CostModel,
+    enqueue: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let out = reconcile::registry_survey::survey_ecr_registry_host(
+        host,
+        &OpenSettings::from_env()?.registry,
+        settings,
+        &Default::default(),
+    )
+    .await
+    .with_context(|| format!("surveying the repositories of {host}"))?;
+    let failures = out.failures.clone();
+    let calls = out.calls;
+    let plan = Plan::new(out.surveys, model);
+    if enqueue {
+        // The work of the repositories surveyed goes out; the failed ones are named after.
+        run_enqueue(&plan, settings, json).await?;
+        for f in &failures {
+            let (repository, error) = (printable(&f.repository), printable(&f.error));
+            eprintln!("{repository}: survey failed, nothing sent for it: {error}");
+        }
+    } else if json {
+        let all = serde_json::json!({ "plan": plan, "failures": failures, "calls": calls });
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        print!("{}", render_plan(&plan));
+        for f in &failures {
+            println!(
+                "{}: survey failed: {}",
+                printable(&f.repository),
+                printable(&f.error)
+            );
+        }
+    }
+    eprintln!(
+        "{} of {} repositories surveyed: ECR calls: {} DescribeRepositories, {} DescribeImages, {} BatchGetImage for {} reads",
+        plan.repositories.len(),
+        out.listed,
+        calls.describe_repositories,
+        calls.describe_images,
+        calls.batch_get_image,
+        calls.reads
+    );
+    if !failures.is_empty() {
+        let names: Vec<&str> = failures.iter().map(|f| f.repository.as_str()).collect();
+        bail!("the survey of {} failed (listed above)", names.join(", "));
     }
     Ok(())
 }

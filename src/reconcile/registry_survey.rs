@@ -25,6 +25,7 @@ use crate::aws_clients::ClientSettings;
 use crate::catalog::ecr::{EcrApi, EcrApiError, SdkEcr};
 use crate::catalog::paginate::{Paging, PagingError};
 use crate::deadline::Deadline;
+use crate::registry::distribution::{DistributionRepository, RegistryClient, RegistrySettings};
 use crate::registry::{RegistryError, Repository};
 use futures::StreamExt;
 use serde::Serialize;
@@ -212,6 +213,40 @@ pub async fn survey_ecr_registry<A: EcrApi + ?Sized + 'static>(
         out.resume_after = last_done.or_else(|| options.start_after.clone());
     }
     Ok(out)
+}
+
+/// Surveys the ECR registry `host` (`<account>.dkr.ecr.<region>.amazonaws.com`) as the
+/// CLI does: ECR's API in the host's region (`AWS_ENDPOINT_URL` honoured) through
+/// [`survey_ecr_client`], the configs through the registry under `registry` (one client,
+/// its token cache shared by every repository), the events naming the host's account
+/// and region.
+pub async fn survey_ecr_registry_host(
+    host: &str,
+    registry: &RegistrySettings,
+    settings: &ReconcileSettings,
+    options: &RegistrySurveyOptions,
+) -> Result<RegistrySurvey, ReconcileError> {
+    let ecr = crate::registry::ecr::parse_registry_host(host).ok_or_else(|| {
+        ReconcileError::Setting(format!(
+            "{host:?} is not an ECR registry host (<account>.dkr.ecr.<region>.amazonaws.com)"
+        ))
+    })?;
+    let client_settings =
+        ClientSettings::from_env().map_err(|e| ReconcileError::Setting(e.to_string()))?;
+    let sdk = crate::aws_clients::load_sdk_config_in(&ecr.region).await;
+    let api = Arc::new(survey_ecr_client(&sdk, &client_settings));
+    let client = Arc::new(RegistryClient::new(registry, host)?);
+    let open = move |name: &str| -> Result<Arc<dyn Repository>, RegistryError> {
+        Ok(Arc::new(DistributionRepository::new(client.clone(), name)?))
+    };
+    survey_ecr_registry(
+        api,
+        &open,
+        &EventOrigin::of_host(Some(host)),
+        settings,
+        options,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -410,5 +445,128 @@ mod tests {
         assert_eq!(out.selected, 1);
         assert!(!out.complete);
         assert_eq!(out.resume_after.as_deref(), Some("a"));
+    }
+
+    /// Throttles the first DescribeImages of repository `b`, as ECR past the SDK's
+    /// retries.
+    struct ThrottlesB {
+        inner: MemoryEcr,
+        throttled: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl EcrApi for ThrottlesB {
+        async fn describe_repositories(
+            &self,
+            t: Option<String>,
+        ) -> Result<(Vec<String>, Option<String>), EcrApiError> {
+            self.inner.describe_repositories(t).await
+        }
+        async fn describe_images(
+            &self,
+            r: &str,
+            t: Option<String>,
+        ) -> Result<(Vec<crate::catalog::ecr::ImageDetail>, Option<String>), EcrApiError> {
+            if r == "b" && !self.throttled.swap(true, Ordering::SeqCst) {
+                return Err(EcrApiError {
+                    message: "ThrottlingException: Rate exceeded".into(),
+                    kind: crate::catalog::ApiErrorKind::Throttled,
+                });
+            }
+            self.inner.describe_images(r, t).await
+        }
+        async fn batch_get_image(
+            &self,
+            r: &str,
+            d: &[String],
+        ) -> Result<
+            (
+                Vec<crate::catalog::ecr::FetchedManifest>,
+                Vec<crate::catalog::ecr::ImageFailure>,
+            ),
+            EcrApiError,
+        > {
+            self.inner.batch_get_image(r, d).await
+        }
+        async fn batch_delete_image(
+            &self,
+            r: &str,
+            d: &[String],
+        ) -> Result<(Vec<String>, Vec<crate::catalog::ecr::ImageFailure>), EcrApiError> {
+            self.inner.batch_delete_image(r, d).await
+        }
+    }
+
+    /// A retryable failure once the deadline has come is the deadline's doing: the
+    /// repository is not done, and the next run starts with it (and redoes the ones
+    /// after it). Without a deadline it is a failure like any other, marked retryable.
+    #[tokio::test]
+    async fn a_repository_throttled_after_the_deadline_is_where_the_next_run_starts() {
+        let (_dir, layout, ecr, _) = registry(&["a", "b", "c"], 2).await;
+        let api = Arc::new(ThrottlesB {
+            inner: ecr,
+            throttled: Default::default(),
+        });
+        let open = opener(layout);
+        let now = SystemTime::now();
+        // Reads at 0, 25 and 50 minutes start a, b and c; the check of b's failure
+        // reads 75 minutes, past the 60-minute deadline.
+        let deadline = Deadline::with_clock(
+            now + Duration::from_secs(3600),
+            Duration::ZERO,
+            stepping_clock(now, Duration::from_secs(1500)),
+        );
+        let run = |deadline: Option<Deadline>, start_after: Option<String>| {
+            let (api, open) = (api.clone(), &open);
+            async move {
+                survey_ecr_registry(
+                    api,
+                    open.as_ref(),
+                    &EventOrigin::default(),
+                    &settings("*:*"),
+                    &RegistrySurveyOptions {
+                        start_after,
+                        deadline,
+                        concurrency: 1,
+                    },
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let first = run(Some(deadline), None).await;
+        assert_eq!(names(&first), ["a"]);
+        assert!(first.failures.is_empty(), "{:?}", first.failures);
+        assert!(!first.complete);
+        assert_eq!(first.resume_after.as_deref(), Some("a"));
+        let second = run(None, first.resume_after).await;
+        assert_eq!(names(&second), ["b", "c"]);
+        assert!(second.complete);
+
+        // Without a deadline the throttled repository is a named, retryable failure.
+        let (_dir, layout, ecr, _) = registry(&["a", "b", "c"], 2).await;
+        let again = Arc::new(ThrottlesB {
+            inner: ecr,
+            throttled: Default::default(),
+        });
+        let out = survey_ecr_registry(
+            again,
+            opener(layout).as_ref(),
+            &EventOrigin::default(),
+            &settings("*:*"),
+            &RegistrySurveyOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(names(&out), ["a", "c"]);
+        assert_eq!(out.failures.len(), 1);
+        assert_eq!(out.failures[0].repository, "b");
+        assert!(out.failures[0].retryable);
+        assert!(
+            out.failures[0].error.contains("ThrottlingException"),
+            "{}",
+            out.failures[0].error
+        );
+        assert!(out.complete);
     }
 }
