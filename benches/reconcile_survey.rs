@@ -20,12 +20,13 @@
 use afterpush::catalog::ecr::{CountingEcr, MemoryEcr};
 use afterpush::filters::RepositoryTagFilters;
 use afterpush::oci::Sha256Digest;
+use afterpush::queue::MemoryQueue;
 use afterpush::reconcile::ecr_fixtures::{
     detail_of, image_manifest, push_configs, soci_v2_output, Reports,
 };
 use afterpush::reconcile::registry_survey::{RegistrySurveyOptions, DEFAULT_CONCURRENCY};
 use afterpush::reconcile::{
-    survey_ecr_registry, EcrCalls, EventOrigin, ReconcileSettings, WorkKind,
+    fan_out, survey_ecr_registry, EcrCalls, EventOrigin, ReconcileSettings, WorkKind,
 };
 use afterpush::registry::layout::LayoutRepository;
 use afterpush::registry::{BlobRef, BlobStream, Manifest, Repository};
@@ -115,6 +116,11 @@ struct Run {
     indexed: usize,
     failures: usize,
     seconds: f64,
+    /// Messages the work makes, SendMessageBatch calls to send them, and the time taken,
+    /// into the in-memory queue (the calls, not SQS's latency).
+    messages: usize,
+    send_batch_calls: u64,
+    send_seconds: f64,
 }
 
 async fn run(repositories: usize, settings: &ReconcileSettings) -> Run {
@@ -177,6 +183,13 @@ async fn run(repositories: usize, settings: &ReconcileSettings) -> Run {
     .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     assert!(out.complete);
+    let queue = MemoryQueue::new();
+    let sending = Instant::now();
+    let sent = fan_out::enqueue(&queue, &out.surveys, settings)
+        .await
+        .unwrap();
+    let send_seconds = sending.elapsed().as_secs_f64();
+    assert_eq!(sent.batch_calls, queue.send_batch_calls());
     let work = out.surveys.iter().flat_map(|s| &s.work);
     let count = |kind| work.clone().filter(|w| w.kind == kind).count();
     let counts = &api.counts;
@@ -195,6 +208,9 @@ async fn run(repositories: usize, settings: &ReconcileSettings) -> Run {
         indexed: out.surveys.iter().map(|s| s.indexed).sum(),
         failures: out.failures.len(),
         seconds,
+        messages: sent.total_sent(),
+        send_batch_calls: sent.batch_calls,
+        send_seconds,
     }
 }
 
@@ -244,6 +260,14 @@ fn main() {
             r.indexed,
             r.failures,
             r.seconds,
+        );
+        println!(
+            "{:>5} repositories: {} messages in {} SendMessageBatch calls ({:.1} per call), {:.2} s into the in-memory queue",
+            r.repositories,
+            r.messages,
+            r.send_batch_calls,
+            r.messages as f64 / r.send_batch_calls.max(1) as f64,
+            r.send_seconds,
         );
     }
     println!(
