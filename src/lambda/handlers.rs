@@ -11,8 +11,8 @@
 //! finish before it and the janitor issues no delete after it, each
 //! `AFTERPUSH_DEADLINE_MARGIN` early (see [`crate::deadline`]).
 
+use super::function::Function;
 use super::outputs::{DecisionRecord, FunctionName, IndexerOutput, PushOutput, StitcherOutput};
-use super::serve::Function;
 use super::{HandlerError, Invocation};
 use crate::aws_clients::{load_sdk_config, ClientSettings};
 use crate::deadline;

@@ -3,12 +3,12 @@
 //! of the run's report. A scheduled sweep that fans out per repository, and each
 //! repository's part of it, are in [`super::janitor_fan_out`].
 
+use super::function::Function;
 use super::handlers::{
     by_retryability, client_settings, deadline_margin, push_filters, s3_client, skip, trigger,
 };
 use super::janitor_fan_out::{self, FanOutMode};
 use super::outputs::{FunctionName, JanitorOutput};
-use super::serve::Function;
 use super::{HandlerError, Invocation, Repositories};
 use crate::catalog::ecr::manifest_cache::{ManifestCache, S3ManifestStore, MANIFEST_PREFIX};
 use crate::catalog::ecr::EcrCatalog;

@@ -10,7 +10,7 @@
 
 use super::handlers::by_retryability;
 use super::janitor::{CacheJanitor, JanitorSettings};
-use super::outputs::{FunctionName, JanitorOutput};
+use super::outputs::{FanOutOutput, FunctionName, JanitorOutput};
 use super::{HandlerError, Invocation};
 use crate::catalog::Catalog;
 use crate::cleanup::fan_out::{self, FanOutSettings, Origin, RepositorySwept, Started};
@@ -22,7 +22,6 @@ use crate::filters::RepositoryTagFilters;
 use crate::metrics;
 use crate::queue::{SqsQueues, Target, WorkQueue};
 use crate::settings::{JANITOR_FAN_OUT, JANITOR_FAN_OUT_CHOICES, JANITOR_QUEUE_URL, REPORT_BUCKET};
-use serde::{Deserialize, Serialize};
 
 /// `JANITOR_FAN_OUT`: whether the scheduled sweep fans out when the janitor has a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,27 +69,6 @@ pub(super) fn fan_out_queue_url(settings: &JanitorSettings) -> Result<Option<&st
         });
     }
     Ok(Some(url))
-}
-
-/// What a fan-out invocation, or a per-repository one, adds to the janitor's output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct FanOutOutput {
-    /// The fanned-out run.
-    pub run_id: String,
-    /// The run's repositories.
-    pub repositories: usize,
-    /// The repository this invocation swept (a per-repository run).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository: Option<String>,
-    /// Messages the queue accepted (the fan-out).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages_sent: Option<usize>,
-    /// The object this invocation wrote: the manifest, or the repository's part.
-    pub written: String,
-    /// The gathered report, when this invocation wrote it (every part was there).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gathered: Option<String>,
 }
 
 fn settings_of<'a>(

@@ -16,6 +16,7 @@
 //! - [`init_tracing`] — JSON logs in Lambda, human logs elsewhere; [`init_cli_tracing`]
 //!   for the CLI.
 
+mod function;
 mod handler_error;
 pub mod handlers;
 mod invocation;
@@ -27,6 +28,7 @@ pub mod reconciler;
 mod serve;
 pub mod sqs_batch;
 
+pub use function::Function;
 pub use handler_error::HandlerError;
 pub use handlers::{ManifestStitcher, Repositories, SociIndexer, ENV_LAYOUT};
 pub use invocation::{Home, Invocation};
@@ -36,5 +38,5 @@ pub use outputs::{
     DecisionRecord, FunctionName, IndexerOutput, JanitorOutput, PushOutput, StitcherOutput,
 };
 pub use reconciler::{ReconcileMode, Reconciler, ReconcilerOutput};
-pub use serve::{handle_payload, serve, Function, FunctionResponse};
+pub use serve::{handle_payload, serve, FunctionResponse};
 pub use sqs_batch::{BatchItemFailure, BatchOutput, RecordOutcome};

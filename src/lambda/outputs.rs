@@ -115,7 +115,7 @@ pub struct JanitorOutput {
     pub report: Option<Report>,
     /// A sweep that fans out: the run, and what this invocation wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fan_out: Option<Box<super::janitor_fan_out::FanOutOutput>>,
+    pub fan_out: Option<Box<FanOutOutput>>,
 }
 
 #[cfg(test)]
@@ -155,4 +155,25 @@ mod tests {
             DecisionRecord::from(&work)
         );
     }
+}
+
+/// What a fan-out invocation, or a per-repository one, adds to the janitor's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FanOutOutput {
+    /// The fanned-out run.
+    pub run_id: String,
+    /// The run's repositories.
+    pub repositories: usize,
+    /// The repository this invocation swept (a per-repository run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Messages the queue accepted (the fan-out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_sent: Option<usize>,
+    /// The object this invocation wrote: the manifest, or the repository's part.
+    pub written: String,
+    /// The gathered report, when this invocation wrote it (every part was there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gathered: Option<String>,
 }

@@ -14,9 +14,9 @@
 //! (`reconciler/cursor.json`, the last repository surveyed) from which the next run goes
 //! on. Without a report bucket every run starts from the first repository.
 
+use super::function::Function;
 use super::handlers::{client_settings, deadline_margin, s3_client, trigger};
 use super::outputs::FunctionName;
-use super::serve::Function;
 use super::{HandlerError, Invocation, Repositories};
 use crate::catalog::ecr::SdkEcr;
 use crate::events::Trigger;

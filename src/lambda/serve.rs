@@ -7,42 +7,15 @@
 //! is the answer; Lambda's SQS event (records carrying EventBridge events) goes to
 //! [`super::sqs_batch`], record by record, and the answer is a partial batch response.
 
+use super::function::Function;
 use super::sqs_batch::{self, BatchOutput};
-use super::{init_tracing, FunctionName, HandlerError, Invocation};
-use crate::deadline;
+use super::{init_tracing, HandlerError, Invocation};
 use crate::events::EventError;
 use crate::metrics::{self, Emitter};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::future::Future;
-use std::time::Duration;
-
-/// A Lambda function's handler, as a library type.
-pub trait Function: Sized {
-    /// Which function this is.
-    const NAME: FunctionName;
-    /// What [`Function::handle`] returns, serialised by the runtime.
-    type Output: Serialize;
-
-    /// Settings and clients from the environment, once per cold start.
-    fn from_env() -> impl Future<Output = Result<Self, HandlerError>>;
-
-    /// Handles one event.
-    fn handle(
-        &self,
-        payload: Value,
-        invocation: &Invocation,
-    ) -> impl Future<Output = Result<Self::Output, HandlerError>>;
-
-    /// How long before the invocation deadline the function starts no more work; an SQS
-    /// batch starts no record after it. [`deadline::DEFAULT_DEADLINE_MARGIN`] unless the
-    /// function has its own.
-    fn deadline_margin(&self) -> Duration {
-        deadline::DEFAULT_DEADLINE_MARGIN
-    }
-}
 
 /// A function's answer to one payload.
 #[derive(Debug, Clone, Serialize)]

@@ -37,7 +37,7 @@
 //! or has no `messageId`) cannot be answered record by record: it is a non-retryable
 //! error of the whole invocation, naming the field.
 
-use super::serve::Function;
+use super::function::Function;
 use super::HandlerError;
 use super::Invocation;
 use crate::events::EventError;
