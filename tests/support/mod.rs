@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bridge_relay;
+pub mod ecr_mirror;
 pub mod fault_proxy;
 pub mod http_server;
 pub mod invoke_stack;

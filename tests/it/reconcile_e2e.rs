@@ -1,0 +1,767 @@
+//! Issue 22 end to end: the scheduled reconciler, the work queues and the functions that
+//! drain them, through the product's own entry points (`afterpush invoke reconciler`,
+//! `afterpush invoke soci-indexer|manifest-stitcher` on Lambda's SQS event, `afterpush
+//! reconcile --redrive`), against moto's ECR, S3 and SQS and the real registry.
+//!
+//! Three repositories (`alpha`, `beta`, `gamma`, 56 tags) hold images already indexed
+//! with the current span size, images not indexed, one indexed with a stale span size,
+//! one with only layers under the minimum size, a multi-arch index, an unstitched
+//! per-arch group (`x-amd64`, `x-arm64`) and tags the filters leave out.
+//!
+//! Where things live: the registry holds every blob and takes every write (the functions
+//! reach it through `AFTERPUSH_REGISTRY_ENDPOINT`, via a fault proxy that also counts
+//! the writes). moto's ECR holds no blobs: it answers ECR's API, through which the
+//! reconciler lists repositories, tags and manifests. The indexer and stitcher write to
+//! the real registry only, so the test mirrors the registry into moto's ECR
+//! (`support::ecr_mirror`) after each drive, as ECR itself would show the pushes, and
+//! the next survey sees them.
+//!
+//! The run: a dry run reports the work and sends nothing; an enqueue run reports it and
+//! sends exactly it (indexer: the missing and stale images; stitcher: the group); the
+//! queues are driven as Lambda's event source mapping does (receive, hand the records
+//! over as Lambda's SQS event, delete what `batchItemFailures` does not name), the first
+//! drive with `alpha`'s blob uploads refused, so its records stay in the queue and the
+//! next drive finishes them; every index is written once; the next reconcile finds
+//! nothing and sends nothing. Then an image whose layer is corrupt: its message fails on
+//! every receive, lands in the dead-letter queue after maxReceiveCount (2) receives, and
+//! `afterpush reconcile --redrive` lists it and moves it back.
+
+use crate::support;
+
+use afterpush::oci::{media, Sha256Digest};
+use afterpush::reconcile::{push_event, EventOrigin};
+use afterpush::registry::distribution::{DistributionRepository, RegistrySettings, RetryPolicy};
+use afterpush::registry::{push_bytes, Manifest, Repository};
+use afterpush::sample::{self, SamplePlatform, SampleSpec};
+use afterpush::soci::{create_soci, NoZtocCache, SociSettings};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use support::ecr_mirror::mirror_repository;
+use support::fault_proxy::{Fault, FaultProxy};
+use support::{TestMoto, TestRegistry};
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+const REPOSITORIES: [&str; 3] = ["alpha", "beta", "gamma"];
+const BUCKET: &str = "reconciler-reports";
+const SPAN: u64 = 64 * 1024;
+const STALE_SPAN: u64 = 128 * 1024;
+/// Between the samples' small (~2 KB) and large (~125 KB) gzip layers.
+const MIN_LAYER: u64 = 32 * 1024;
+/// Version tags and the `x` group; `dev-*` is left out.
+const FILTERS: &str = "*:[0-9]*,*:x*";
+
+fn soci_settings(span_size: u64) -> SociSettings {
+    SociSettings {
+        span_size,
+        min_layer_size: MIN_LAYER,
+        ..SociSettings::default()
+    }
+}
+
+fn spec(seed: u64, layer_sizes: &[u64]) -> SampleSpec {
+    SampleSpec {
+        seed,
+        layer_sizes: layer_sizes.to_vec(),
+        ..SampleSpec::default()
+    }
+}
+
+fn platform(p: &str) -> SamplePlatform {
+    p.parse().unwrap()
+}
+
+fn connect(host: &str, repository: &str) -> DistributionRepository {
+    let settings = RegistrySettings {
+        retry: RetryPolicy::fast(),
+        ..RegistrySettings::default()
+    };
+    DistributionRepository::connect(&settings, host, repository).unwrap()
+}
+
+async fn index(repo: &dyn Repository, tag: &str, span_size: u64) {
+    let outcome = create_soci(
+        repo,
+        tag,
+        Some(tag),
+        &soci_settings(span_size),
+        &NoZtocCache,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(outcome.skipped.is_none(), "{tag}: {outcome:?}");
+}
+
+/// Writes the scenario of one repository (`n` its position, for distinct seeds):
+/// - every repository: `1.<i>` indexed, `2.<i>` not indexed, `dev-1` filtered out;
+/// - `alpha`: `3.0` indexed with the stale span size, `4.0` with only a small layer;
+/// - `beta`: `x-amd64`, `x-arm64`, a per-arch group neither stitched nor indexed;
+/// - `gamma`: `5.0`, a multi-arch index with attestations, not indexed.
+async fn write_repository(repo: &dyn Repository, n: u64) {
+    let big = [3000, 400_000];
+    let amd64 = platform("linux/amd64");
+    let (indexed, unindexed) = [(8, 4), (6, 3), (5, 2)][n as usize];
+    let seed = |i: u64| n * 1000 + i;
+    for i in 0..indexed {
+        let tag = format!("1.{i}");
+        sample::write_image(repo, &spec(seed(i), &big), &amd64, Some(&tag))
+            .await
+            .unwrap();
+        index(repo, &tag, SPAN).await;
+    }
+    for i in 0..unindexed {
+        sample::write_image(
+            repo,
+            &spec(seed(100 + i), &big),
+            &amd64,
+            Some(&format!("2.{i}")),
+        )
+        .await
+        .unwrap();
+    }
+    sample::write_image(repo, &spec(seed(200), &big), &amd64, Some("dev-1"))
+        .await
+        .unwrap();
+    match n {
+        0 => {
+            sample::write_image(repo, &spec(seed(300), &big), &amd64, Some("3.0"))
+                .await
+                .unwrap();
+            index(repo, "3.0", STALE_SPAN).await;
+            sample::write_image(repo, &spec(seed(400), &[3000]), &amd64, Some("4.0"))
+                .await
+                .unwrap();
+        }
+        1 => {
+            for p in ["linux/amd64", "linux/arm64"] {
+                let p = platform(p);
+                let tag = format!("x-{}", p.arch_suffix());
+                sample::write_image(repo, &spec(seed(500), &big), &p, Some(&tag))
+                    .await
+                    .unwrap();
+            }
+        }
+        _ => {
+            sample::write_multi_arch(repo, &spec(seed(600), &big), Some("5.0"))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// The index work the first survey finds, as `repository:tag`.
+const INDEX_WORK: [&str; 13] = [
+    "alpha:2.0",
+    "alpha:2.1",
+    "alpha:2.2",
+    "alpha:2.3",
+    "alpha:3.0",
+    "beta:2.0",
+    "beta:2.1",
+    "beta:2.2",
+    "beta:x-amd64",
+    "beta:x-arm64",
+    "gamma:2.0",
+    "gamma:2.1",
+    "gamma:5.0",
+];
+
+/// The test's servers, queues and clients.
+struct World {
+    registry: TestRegistry,
+    moto: TestMoto,
+    /// In front of the registry: the functions' only way to it, counting their writes.
+    proxy: FaultProxy,
+    sqs: aws_sdk_sqs::Client,
+    ecr: aws_sdk_ecr::Client,
+    s3: aws_sdk_s3::Client,
+    indexer_queue: String,
+    stitcher_queue: String,
+    dead_letters: String,
+    dir: tempfile::TempDir,
+}
+
+async fn create_fifo(client: &aws_sdk_sqs::Client, name: &str, redrive: Option<&str>) -> String {
+    let mut create = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::FifoQueue, "true");
+    if let Some(policy) = redrive {
+        create = create.attributes(QueueAttributeName::RedrivePolicy, policy);
+    }
+    let out = create
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateQueue {name}: {e:?}"));
+    out.queue_url().expect("a queue URL").to_string()
+}
+
+impl World {
+    async fn start() -> Self {
+        let registry = TestRegistry::start();
+        let moto = TestMoto::start();
+        let proxy = FaultProxy::start(registry.port);
+        let config = moto.sdk_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let dead_letters = create_fifo(&sqs, "WorkDeadLetters.fifo", None).await;
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&dead_letters)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("the dead-letter queue's ARN");
+        let policy = json!({"deadLetterTargetArn": arn, "maxReceiveCount": "2"}).to_string();
+        let indexer_queue = create_fifo(&sqs, "IndexerWork.fifo", Some(&policy)).await;
+        let stitcher_queue = create_fifo(&sqs, "StitcherWork.fifo", Some(&policy)).await;
+        let s3 = moto.s3().await;
+        support::create_s3_bucket(&s3, BUCKET).await;
+        World {
+            ecr: moto.ecr().await,
+            registry,
+            moto,
+            proxy,
+            sqs,
+            s3,
+            indexer_queue,
+            stitcher_queue,
+            dead_letters,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn repo(&self, name: &str) -> DistributionRepository {
+        connect(&self.registry.host(), name)
+    }
+
+    /// Mirrors every repository of the registry into moto's ECR.
+    async fn mirror(&self) {
+        for name in REPOSITORIES {
+            mirror_repository(&self.repo(name), &self.ecr, name).await;
+        }
+    }
+
+    /// The functions' environment: the registry through the proxy, moto for AWS, the
+    /// settings, the queues and the report bucket.
+    fn function_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            (
+                "AFTERPUSH_REGISTRY_ENDPOINT",
+                format!("http://{}", self.proxy.host()),
+            ),
+            ("AFTERPUSH_REGISTRY_AUTH", "anonymous".into()),
+            // A refused upload fails its record at once rather than after backing off.
+            ("AFTERPUSH_REGISTRY_MAX_ATTEMPTS", "1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("SPAN_SIZE", "64KiB".into()),
+            ("MIN_LAYER_SIZE", "32KiB".into()),
+            ("REPOSITORY_TAG_FILTERS", FILTERS.into()),
+            ("REPORT_BUCKET", BUCKET.into()),
+            ("INDEXER_QUEUE_URL", self.indexer_queue.clone()),
+            ("STITCHER_QUEUE_URL", self.stitcher_queue.clone()),
+            ("DEAD_LETTER_QUEUE_URL", self.dead_letters.clone()),
+        ];
+        env.extend(TestMoto::aws_env(&self.moto.endpoint()));
+        env
+    }
+
+    /// Runs `afterpush ARGS` with exactly [`Self::function_env`] plus `extra` (nothing of
+    /// the caller's AWS or registry settings leaks in); returns (success, stdout, stderr).
+    fn cli(&self, args: &[&str], extra: &[(&str, &str)]) -> (bool, String, String) {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_afterpush"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.function_env())
+            .envs(extra.iter().copied())
+            .args(args);
+        let out = command.output().expect("run afterpush");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `afterpush invoke FUNCTION --event <file holding event>`: its JSON answer.
+    fn invoke(&self, function: &str, event: &Value, extra: &[(&str, &str)]) -> Value {
+        let file = self.write_event(event);
+        let args = ["invoke", function, "--event", file.to_str().unwrap()];
+        let (ok, stdout, stderr) = self.cli(&args, extra);
+        assert!(
+            ok,
+            "afterpush invoke {function} failed:\n{stderr}\n{stdout}"
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+
+    fn write_event(&self, event: &Value) -> PathBuf {
+        let path = self
+            .dir
+            .path()
+            .join(format!("event-{}.json", uuid_like(event)));
+        std::fs::write(&path, serde_json::to_vec_pretty(event).unwrap()).unwrap();
+        path
+    }
+
+    /// The reconciler on its schedule in `mode`; the run's id is `run`.
+    fn reconcile(&self, mode: &str, run: &str) -> Value {
+        let event = json!({
+            "version": "0",
+            "id": run,
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": ACCOUNT,
+            "time": "2026-12-07T03:00:00Z",
+            "region": REGION,
+            "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/afterpush-ReconcileSchedule")],
+            "detail": {},
+        });
+        self.invoke("reconciler", &event, &[("RECONCILE_MODE", mode)])
+    }
+
+    /// The report the run stored in the bucket, at the place its output names.
+    async fn stored_report(&self, output: &Value) -> Value {
+        let location = output["report_location"]
+            .as_str()
+            .expect("a report location");
+        let key = location
+            .strip_prefix(&format!("s3://{BUCKET}/"))
+            .unwrap_or_else(|| panic!("{location}"));
+        let object = self
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetObject {location}: {e:?}"));
+        let bytes = object.body.collect().await.unwrap().into_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// (visible, in flight) messages of `url`.
+    async fn counts(&self, url: &str) -> (u64, u64) {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let get = |name: QueueAttributeName| -> u64 {
+            out.attributes()
+                .and_then(|a| a.get(&name))
+                .map(|v| v.parse().unwrap())
+                .unwrap_or(0)
+        };
+        (
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    /// One ReceiveMessage of up to ten messages, hidden for `visibility` seconds.
+    async fn receive(&self, url: &str, visibility: i32) -> Vec<Message> {
+        self.sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(visibility)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap()
+            .messages()
+            .to_vec()
+    }
+
+    /// Drives `url` once as Lambda's event source mapping does: receives batches until
+    /// the queue gives none, hands each to `function` as Lambda's SQS event, and deletes
+    /// the messages its `batchItemFailures` does not name. The failed ones stay in
+    /// flight until the drive ends; then they are made visible again (the visibility
+    /// timeout running out, without the wait). Every receive counts towards the
+    /// queue's maxReceiveCount, so the test looks at messages only through drives.
+    async fn drive(&self, url: &str, function: &str, queue_name: &str) -> Drive {
+        let mut drive = Drive::default();
+        let mut failed_receipts = vec![];
+        loop {
+            let batch = self.receive(url, 300).await;
+            if batch.is_empty() {
+                break;
+            }
+            let answer = self.invoke(function, &sqs_event(&batch, queue_name), &[]);
+            let failures: Vec<&str> = answer["batchItemFailures"]
+                .as_array()
+                .expect("a partial batch response")
+                .iter()
+                .map(|f| f["itemIdentifier"].as_str().unwrap())
+                .collect();
+            drive
+                .outcomes
+                .extend(answer["records"].as_array().cloned().unwrap_or_default());
+            for m in &batch {
+                if failures.contains(&m.message_id().unwrap()) {
+                    failed_receipts.push(m.receipt_handle().unwrap().to_string());
+                    drive.failed.push(label(m));
+                } else {
+                    drive.handled.push(label(m));
+                    self.sqs
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(m.receipt_handle().unwrap())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        for receipt in failed_receipts {
+            self.sqs
+                .change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
+        }
+        drive.handled.sort();
+        drive.failed.sort();
+        drive
+    }
+
+    /// ECR's push event for `repository:tag` as it now is in the registry: what the
+    /// stitcher's push of a stitched index raises in AWS, for the indexer.
+    async fn push_event_of(&self, repository: &str, tag: &str) -> Value {
+        let manifest = self.repo(repository).get_manifest(tag).await.unwrap();
+        let origin = EventOrigin {
+            account: Some(ACCOUNT.into()),
+            region: Some(REGION.into()),
+        };
+        serde_json::to_value(push_event(repository, tag, &manifest, &origin).unwrap()).unwrap()
+    }
+
+    /// How many times `path_end` (e.g. `/alpha/manifests/2.0-soci`) was written
+    /// successfully through the proxy.
+    fn written(&self, path_end: &str) -> usize {
+        self.proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "PUT" && s.fault.is_none() && s.path.ends_with(path_end))
+            .count()
+    }
+}
+
+/// `repository:tag` of the push event a message carries.
+fn label(m: &Message) -> String {
+    let body: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+    format!(
+        "{}:{}",
+        body["detail"]["repository-name"].as_str().unwrap(),
+        body["detail"]["image-tag"].as_str().unwrap()
+    )
+}
+
+/// What one drive of a queue did.
+#[derive(Debug, Default)]
+struct Drive {
+    /// `repository:tag` of each message handled and deleted, sorted.
+    handled: Vec<String>,
+    /// `repository:tag` of each message named in `batchItemFailures`, sorted.
+    failed: Vec<String>,
+    /// Every record outcome the function reported.
+    outcomes: Vec<Value>,
+}
+
+/// A file name part unique to the event (its records' ids, or its own id).
+fn uuid_like(event: &Value) -> String {
+    let text = event.to_string();
+    Sha256Digest::of(text.as_bytes()).to_string()[7..23].to_string()
+}
+
+/// Lambda's SQS event for `batch`, received from queue `queue_name`, as an event source
+/// mapping hands it over.
+fn sqs_event(batch: &[Message], queue_name: &str) -> Value {
+    let records: Vec<Value> = batch
+        .iter()
+        .map(|m| {
+            let attributes: BTreeMap<String, String> = m
+                .attributes()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+                .collect();
+            let message_attributes: BTreeMap<String, Value> = m
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        json!({
+                            "stringValue": v.string_value(),
+                            "stringListValues": [],
+                            "binaryListValues": [],
+                            "dataType": v.data_type(),
+                        }),
+                    )
+                })
+                .collect();
+            json!({
+                "messageId": m.message_id().unwrap(),
+                "receiptHandle": m.receipt_handle().unwrap(),
+                "body": m.body().unwrap(),
+                "attributes": attributes,
+                "messageAttributes": message_attributes,
+                "md5OfBody": m.md5_of_body().unwrap_or_default(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{queue_name}"),
+                "awsRegion": REGION,
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// `(repository, images, stitches)` of each report line.
+fn report_lines(report: &Value) -> Vec<(String, u64, u64)> {
+    report["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["repository"].as_str().unwrap().to_string(),
+                r["totals"]["images"].as_u64().unwrap(),
+                r["totals"]["stitches"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn check_first_report(report: &Value) {
+    assert_eq!(report["repositories-listed"], 3, "{report:#}");
+    assert_eq!(report["repositories-surveyed"], 3, "{report:#}");
+    assert_eq!(report["complete"], true, "{report:#}");
+    // 13 images to index and one stitch (followed by the index of `x`).
+    assert_eq!(report["work-found"], 14, "{report:#}");
+    assert_eq!(report["totals"]["images"], 14, "{report:#}");
+    assert_eq!(report["totals"]["stitches"], 1, "{report:#}");
+    assert_eq!(
+        report_lines(report),
+        [
+            ("alpha".to_string(), 5, 0),
+            ("beta".to_string(), 6, 1),
+            ("gamma".to_string(), 3, 0)
+        ]
+    );
+    // alpha: 8 indexed + 4.0; beta: 6; gamma: 5.
+    assert_eq!(report["already-done"], 20, "{report:#}");
+    assert_eq!(
+        report["failures"].as_array().unwrap().len(),
+        0,
+        "{report:#}"
+    );
+    assert_eq!(
+        report["problems"].as_array().unwrap().len(),
+        0,
+        "{report:#}"
+    );
+}
+
+#[tokio::test]
+async fn the_scheduled_reconciler_fans_out_and_the_functions_converge_the_registry() {
+    let world = World::start().await;
+    for (n, name) in REPOSITORIES.iter().enumerate() {
+        write_repository(&world.repo(name), n as u64).await;
+    }
+    world.mirror().await;
+    let tags: usize = {
+        let mut total = 0;
+        for name in REPOSITORIES {
+            total += world.repo(name).list_tags().await.unwrap().len();
+        }
+        total
+    };
+    assert_eq!(tags, 56);
+
+    // Dry: the work is reported, nothing is sent.
+    let dry = world.reconcile("dry", "run-dry");
+    assert_eq!(dry["mode"], "dry", "{dry:#}");
+    let report = &dry["report"];
+    check_first_report(report);
+    assert!(report.get("enqueued").is_none(), "{report:#}");
+    assert_eq!(world.stored_report(&dry).await, *report);
+    assert_eq!(world.counts(&world.indexer_queue).await, (0, 0));
+    assert_eq!(world.counts(&world.stitcher_queue).await, (0, 0));
+
+    // Enqueue: the same work, sent.
+    let first = world.reconcile("enqueue", "run-1");
+    let report = &first["report"];
+    check_first_report(report);
+    assert_eq!(world.stored_report(&first).await, *report);
+    let enqueued = &report["enqueued"];
+    assert_eq!(enqueued["sent"]["indexer"], 13, "{enqueued:#}");
+    assert_eq!(enqueued["sent"]["stitcher"], 1, "{enqueued:#}");
+    assert_eq!(world.counts(&world.indexer_queue).await, (13, 0));
+    assert_eq!(world.counts(&world.stitcher_queue).await, (1, 0));
+
+    // The first drive, with every blob upload to `alpha` refused: beta's and gamma's
+    // images are indexed, alpha's records fail (after the first, the rest of alpha's
+    // group is not started, as FIFO order asks) and stay in the queue.
+    world.proxy.add_rule(
+        Some("POST"),
+        "/v2/alpha/blobs/uploads",
+        Fault::Status(500),
+        10_000,
+    );
+    let first_drive = world
+        .drive(&world.indexer_queue, "soci-indexer", "IndexerWork.fifo")
+        .await;
+    assert_eq!(
+        first_drive.handled,
+        INDEX_WORK[5..],
+        "{:#?}",
+        first_drive.outcomes
+    );
+    assert!(
+        !first_drive.failed.is_empty()
+            && first_drive.failed.iter().all(|m| m.starts_with("alpha:")),
+        "{first_drive:#?}"
+    );
+    let stitch = world
+        .drive(
+            &world.stitcher_queue,
+            "manifest-stitcher",
+            "StitcherWork.fifo",
+        )
+        .await;
+    assert_eq!(stitch.handled, ["beta:x-amd64"], "{stitch:#?}");
+    assert!(stitch.failed.is_empty(), "{stitch:#?}");
+    // In AWS the stitched index's push raises ECR's push event, which reaches the
+    // indexer directly; here the indexer is invoked with that event.
+    let push = world.push_event_of("beta", "x").await;
+    let indexed_x = world.invoke("soci-indexer", &push, &[]);
+    assert_eq!(indexed_x["outcome"]["tag"], "x-soci", "{indexed_x:#}");
+    world.mirror().await;
+    world.proxy.clear_rules();
+    assert_eq!(world.counts(&world.indexer_queue).await, (5, 0));
+
+    // The next drive finishes alpha's images.
+    let second_drive = world
+        .drive(&world.indexer_queue, "soci-indexer", "IndexerWork.fifo")
+        .await;
+    assert_eq!(
+        second_drive.handled,
+        INDEX_WORK[..5],
+        "{:#?}",
+        second_drive.outcomes
+    );
+    assert!(second_drive.failed.is_empty(), "{second_drive:#?}");
+    world.mirror().await;
+    assert_eq!(world.counts(&world.indexer_queue).await, (0, 0));
+    assert_eq!(world.counts(&world.stitcher_queue).await, (0, 0));
+    assert_eq!(world.counts(&world.dead_letters).await, (0, 0));
+
+    // Every index written once, the current ones not rewritten.
+    for work in INDEX_WORK.iter().copied().chain(["beta:x"]) {
+        let (repository, tag) = work.split_once(':').unwrap();
+        let path = format!("/{repository}/manifests/{tag}-soci");
+        assert_eq!(
+            world.written(&path),
+            1,
+            "{path} written {} times",
+            world.written(&path)
+        );
+    }
+    assert_eq!(world.written("/beta/manifests/x"), 1);
+    for (repository, indexed) in [("alpha", 8), ("beta", 6), ("gamma", 5)] {
+        for i in 0..indexed {
+            let path = format!("/{repository}/manifests/1.{i}-soci");
+            assert_eq!(world.written(&path), 0, "{path} rewritten");
+        }
+    }
+
+    // The next reconcile finds nothing and sends nothing.
+    let second = world.reconcile("enqueue", "run-2");
+    let report = &second["report"];
+    assert_eq!(report["work-found"], 0, "{report:#}");
+    assert_eq!(report["enqueued"]["messages"], 0, "{report:#}");
+    // alpha 14 (13 + 4.0), beta 11 (9 + the group's three), gamma 8.
+    assert_eq!(report["already-done"], 33, "{report:#}");
+    assert_eq!(world.stored_report(&second).await, *report);
+    assert_eq!(world.counts(&world.indexer_queue).await, (0, 0));
+    assert_eq!(world.counts(&world.stitcher_queue).await, (0, 0));
+
+    poison_lands_in_the_dead_letter_queue_and_is_redriven(&world).await;
+}
+
+/// An image whose large layer is not the gzip its media type says: the indexer fails on
+/// it every time.
+async fn write_corrupt_image(repo: &dyn Repository, tag: &str) -> Manifest {
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#;
+    let layer = support::pseudo_random(200_000, 77);
+    let config_digest = push_bytes(repo, config.to_vec().into()).await.unwrap();
+    let layer_digest = push_bytes(repo, layer.clone().into()).await.unwrap();
+    let bytes = json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
+        "layers": [{"mediaType": media::OCI_LAYER_GZIP, "digest": layer_digest.to_string(), "size": layer.len()}],
+    })
+    .to_string();
+    let manifest = Manifest::new(media::OCI_MANIFEST, bytes.into_bytes());
+    repo.put_manifest(&manifest, Some(tag)).await.unwrap();
+    manifest
+}
+
+async fn poison_lands_in_the_dead_letter_queue_and_is_redriven(world: &World) {
+    let poison = write_corrupt_image(&world.repo("gamma"), "6.0").await;
+    world.mirror().await;
+    let run = world.reconcile("enqueue", "run-3");
+    assert_eq!(run["report"]["enqueued"]["sent"]["indexer"], 1, "{run:#}");
+    assert_eq!(world.counts(&world.indexer_queue).await, (1, 0));
+
+    // Fails on its first and second receive; the third finds it past maxReceiveCount
+    // and the queue moves it to the dead-letter queue.
+    for _ in 0..2 {
+        let drive = world
+            .drive(&world.indexer_queue, "soci-indexer", "IndexerWork.fifo")
+            .await;
+        assert!(drive.handled.is_empty(), "{drive:#?}");
+        assert_eq!(drive.failed, ["gamma:6.0"], "{drive:#?}");
+    }
+    assert!(world.receive(&world.indexer_queue, 0).await.is_empty());
+    assert_eq!(world.counts(&world.indexer_queue).await, (0, 0));
+    assert_eq!(world.counts(&world.dead_letters).await, (1, 0));
+
+    let (ok, stdout, stderr) = world.cli(&["reconcile", "--redrive", "--json"], &[]);
+    assert!(ok, "{stderr}");
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    let messages = listed["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{listed:#}");
+    assert_eq!(messages[0]["outcome"], "listed");
+    assert_eq!(messages[0]["target"], "indexer");
+    assert_eq!(messages[0]["group_id"], "gamma");
+    assert_eq!(
+        messages[0]["summary"],
+        format!("gamma:6.0@{}", poison.digest)
+    );
+
+    let (ok, stdout, stderr) = world.cli(&["reconcile", "--redrive", "--yes"], &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("moved 1 back, 0 left"), "{stdout}");
+    assert_eq!(world.counts(&world.dead_letters).await, (0, 0));
+    let back = world.receive(&world.indexer_queue, 300).await;
+    assert_eq!(back.iter().map(label).collect::<Vec<_>>(), ["gamma:6.0"]);
+}
