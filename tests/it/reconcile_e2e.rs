@@ -766,3 +766,99 @@ async fn poison_lands_in_the_dead_letter_queue_and_is_redriven(world: &World) {
     let back = world.receive(&world.indexer_queue, 300).await;
     assert_eq!(back.iter().map(label).collect::<Vec<_>>(), ["gamma:6.0"]);
 }
+
+/// `support::ecr_mirror`, which the test above depends on: every manifest the
+/// registry's tags reach is in moto's ECR with its exact bytes, media type and tags
+/// (index children and SOCI index manifests untagged); a second pass puts nothing; a
+/// tag the registry moved moves in ECR too, its old image kept untagged.
+#[tokio::test]
+async fn the_mirror_puts_every_manifest_with_its_bytes_media_type_and_tags() {
+    let registry = TestRegistry::shared();
+    let moto = TestMoto::shared();
+    let ecr = moto.ecr().await;
+    let name = "e2e-mirror/app";
+    let repo = connect(&registry.host(), name);
+    let big = [3000, 400_000];
+    let image = sample::write_image(&repo, &spec(1, &big), &platform("linux/amd64"), Some("1"))
+        .await
+        .unwrap();
+    index(&repo, "1", SPAN).await;
+    let multi = sample::write_multi_arch(&repo, &spec(2, &big), Some("2"))
+        .await
+        .unwrap();
+
+    let first = mirror_repository(&repo, &ecr, name).await;
+    // `1`, `1-soci`, `2`; untagged: the rewritten image and the SOCI index manifest
+    // `1-soci` names, and the index's platform manifests and attestations.
+    assert_eq!(first.tagged, 3, "{first:?}");
+    let children: Vec<&Sha256Digest> = multi
+        .images
+        .iter()
+        .map(|i| &i.manifest.digest)
+        .chain(multi.attestations.iter().map(|a| &a.digest))
+        .collect();
+    assert_eq!(first.untagged, 2 + children.len(), "{first:?}");
+    let in_ecr = support::ecr_image_digests(&ecr, name).await;
+    assert_eq!(in_ecr.len(), 3 + 2 + children.len(), "{in_ecr:?}");
+    for child in children {
+        assert!(in_ecr.contains(&child.to_string()), "{child}");
+    }
+    for tag in ["1", "1-soci", "2"] {
+        let held = repo.get_manifest(tag).await.unwrap();
+        let got = ecr
+            .batch_get_image()
+            .repository_name(name)
+            .image_ids(
+                aws_sdk_ecr::types::ImageIdentifier::builder()
+                    .image_tag(tag)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let got = &got.images()[0];
+        assert_eq!(
+            got.image_manifest().unwrap().as_bytes(),
+            &held.bytes[..],
+            "{tag}"
+        );
+        assert_eq!(
+            got.image_manifest_media_type(),
+            Some(held.media_type.as_str())
+        );
+        assert_eq!(
+            got.image_id().unwrap().image_digest(),
+            Some(held.digest.to_string().as_str())
+        );
+    }
+
+    assert_eq!(
+        mirror_repository(&repo, &ecr, name).await,
+        Default::default(),
+        "a second pass put something"
+    );
+
+    // `1` moves onto another image.
+    let moved = sample::write_image(&repo, &spec(3, &big), &platform("linux/amd64"), Some("1"))
+        .await
+        .unwrap();
+    let again = mirror_repository(&repo, &ecr, name).await;
+    assert_eq!((again.tagged, again.untagged), (1, 0), "{again:?}");
+    let details = ecr
+        .describe_images()
+        .repository_name(name)
+        .send()
+        .await
+        .unwrap();
+    let tags_of = |digest: &Sha256Digest| -> Vec<String> {
+        details
+            .image_details()
+            .iter()
+            .find(|d| d.image_digest() == Some(digest.to_string().as_str()))
+            .unwrap_or_else(|| panic!("{digest} not in ECR"))
+            .image_tags()
+            .to_vec()
+    };
+    assert_eq!(tags_of(&moved.manifest.digest), ["1"]);
+    assert!(tags_of(&image.manifest.digest).is_empty());
+}
