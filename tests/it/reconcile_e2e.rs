@@ -29,6 +29,7 @@
 use crate::support;
 
 use afterpush::oci::{media, Sha256Digest};
+use afterpush::queue::TARGET_ATTRIBUTE;
 use afterpush::reconcile::{push_event, EventOrigin};
 use afterpush::registry::distribution::{DistributionRepository, RegistrySettings, RetryPolicy};
 use afterpush::registry::{push_bytes, Manifest, Repository};
@@ -399,6 +400,9 @@ impl World {
             if batch.is_empty() {
                 break;
             }
+            for m in &batch {
+                check_addressing(m, function);
+            }
             let answer = self.invoke(function, &sqs_event(&batch, queue_name), &[]);
             let failures: Vec<&str> = answer["batchItemFailures"]
                 .as_array()
@@ -470,6 +474,26 @@ fn label(m: &Message) -> String {
         body["detail"]["repository-name"].as_str().unwrap(),
         body["detail"]["image-tag"].as_str().unwrap()
     )
+}
+
+/// A work message names its target (the function whose queue holds it) and its
+/// repository as its FIFO group.
+fn check_addressing(m: &Message, function: &str) {
+    let target = match function {
+        "soci-indexer" => "indexer",
+        _ => "stitcher",
+    };
+    let attribute = m
+        .message_attributes()
+        .and_then(|a| a.get(TARGET_ATTRIBUTE))
+        .and_then(|v| v.string_value());
+    assert_eq!(attribute, Some(target), "{m:?}");
+    let group = m
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+        .map(String::as_str);
+    let label = label(m);
+    assert_eq!(group, label.split(':').next(), "{m:?}");
 }
 
 /// What one drive of a queue did.
@@ -613,6 +637,15 @@ async fn the_scheduled_reconciler_fans_out_and_the_functions_converge_the_regist
     let enqueued = &report["enqueued"];
     assert_eq!(enqueued["sent"]["indexer"], 13, "{enqueued:#}");
     assert_eq!(enqueued["sent"]["stitcher"], 1, "{enqueued:#}");
+    // The index of `x` follows the stitch: no message of its own.
+    assert_eq!(
+        enqueued["repositories"][1]["repository"], "beta",
+        "{enqueued:#}"
+    );
+    assert_eq!(
+        enqueued["repositories"][1]["after_stitch"], 1,
+        "{enqueued:#}"
+    );
     assert_eq!(world.counts(&world.indexer_queue).await, (13, 0));
     assert_eq!(world.counts(&world.stitcher_queue).await, (1, 0));
 
@@ -634,11 +667,35 @@ async fn the_scheduled_reconciler_fans_out_and_the_functions_converge_the_regist
         "{:#?}",
         first_drive.outcomes
     );
+    // alpha's five messages come in one batch: the first fails, the rest of its group
+    // is not started, as FIFO order asks.
+    assert_eq!(first_drive.failed, INDEX_WORK[..5], "{first_drive:#?}");
+    let status_of = |status: &str| -> Vec<&Value> {
+        first_drive
+            .outcomes
+            .iter()
+            .filter(|o| o["status"] == status)
+            .collect()
+    };
+    let failed = status_of("failed");
+    assert_eq!(failed.len(), 1, "{first_drive:#?}");
     assert!(
-        !first_drive.failed.is_empty()
-            && first_drive.failed.iter().all(|m| m.starts_with("alpha:")),
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("fault proxy injected HTTP 500"),
         "{first_drive:#?}"
     );
+    for waiting in status_of("not-started") {
+        assert!(
+            waiting["reason"]
+                .as_str()
+                .unwrap()
+                .contains("FIFO message group \"alpha\""),
+            "{waiting:#}"
+        );
+    }
+    assert_eq!(status_of("not-started").len(), 4, "{first_drive:#?}");
     let stitch = world
         .drive(
             &world.stitcher_queue,
@@ -741,6 +798,8 @@ async fn poison_lands_in_the_dead_letter_queue_and_is_redriven(world: &World) {
             .await;
         assert!(drive.handled.is_empty(), "{drive:#?}");
         assert_eq!(drive.failed, ["gamma:6.0"], "{drive:#?}");
+        let error = drive.outcomes[0]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("corrupt gzip data"), "{drive:#?}");
     }
     assert!(world.receive(&world.indexer_queue, 0).await.is_empty());
     assert_eq!(world.counts(&world.indexer_queue).await, (0, 0));
@@ -754,6 +813,10 @@ async fn poison_lands_in_the_dead_letter_queue_and_is_redriven(world: &World) {
     assert_eq!(messages[0]["outcome"], "listed");
     assert_eq!(messages[0]["target"], "indexer");
     assert_eq!(messages[0]["group_id"], "gamma");
+    assert!(
+        messages[0]["receive_count"].as_u64().unwrap() >= 2,
+        "{listed:#}"
+    );
     assert_eq!(
         messages[0]["summary"],
         format!("gamma:6.0@{}", poison.digest)
