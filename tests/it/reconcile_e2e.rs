@@ -347,6 +347,20 @@ impl World {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// The reconciler's cursor in the report bucket.
+    async fn cursor(&self) -> Value {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key("reconciler/cursor.json")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetObject reconciler/cursor.json: {e:?}"));
+        let bytes = object.body.collect().await.unwrap().into_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
     /// (visible, in flight) messages of `url`.
     async fn counts(&self, url: &str) -> (u64, u64) {
         let out = self
@@ -620,10 +634,29 @@ async fn the_scheduled_reconciler_fans_out_and_the_functions_converge_the_regist
     assert_eq!(tags, 56);
 
     // Dry: the work is reported, nothing is sent.
+    let seen_before = world.proxy.seen().len();
     let dry = world.reconcile("dry", "run-dry");
     assert_eq!(dry["mode"], "dry", "{dry:#}");
     let report = &dry["report"];
     check_first_report(report);
+    // Tags and manifests came from ECR's API (moto); of the registry the survey read
+    // only blobs (the images' configs).
+    let registry_reads: Vec<String> = world.proxy.seen()[seen_before..]
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    assert!(!registry_reads.is_empty());
+    assert!(
+        registry_reads
+            .iter()
+            .all(|r| r.starts_with("GET ") && r.contains("/blobs/sha256:")),
+        "{registry_reads:#?}"
+    );
+    assert_eq!(
+        world.cursor().await,
+        json!({"start-after": null}),
+        "a complete run: the next one starts from the first repository"
+    );
     assert!(report.get("enqueued").is_none(), "{report:#}");
     assert_eq!(world.stored_report(&dry).await, *report);
     assert_eq!(world.counts(&world.indexer_queue).await, (0, 0));
