@@ -16,6 +16,14 @@
 //! (`support::ecr_mirror`) after each drive, as ECR itself would show the pushes, and
 //! the next survey sees them.
 //!
+//! moto's ECR differs from ECR in what DescribeImages reports: no `artifactMediaType`
+//! and no `subjectManifestDigest`. No moto correction is needed for this test: with SOCI
+//! v2 (the default) the survey finds indexes by their `-soci` tags and never asks for
+//! referrers, and where a survey does (v1), the ECR listing falls back to the registry
+//! when no image reports a subject (src/reconcile/ecr_listing.rs). PutImage without a
+//! tag (index children, SOCI index manifests) moto accepts as ECR does, and the image
+//! digests are sha256 of the bytes (moto correction 1).
+//!
 //! The run: a dry run reports the work and sends nothing; an enqueue run reports it and
 //! sends exactly it (indexer: the missing and stale images; stitcher: the group); the
 //! queues are driven as Lambda's event source mapping does (receive, hand the records
