@@ -15,6 +15,7 @@ pub mod peak_rss;
 pub mod servers;
 pub mod shared;
 pub mod token_server;
+pub mod work_stack;
 
 pub use moto_setup::*;
 pub use servers::*;
