@@ -109,11 +109,13 @@ impl WorkStack {
         }
     }
 
+    /// A client for registry repository `name`, straight to the registry (the test's
+    /// own reads and writes, which the proxy does not count).
     pub fn repo(&self, name: &str) -> DistributionRepository {
         connect(&self.registry.host(), name)
     }
 
-    /// Mirrors every repository of the registry into moto's ECR.
+    /// Mirrors the stack's repositories from the registry into moto's ECR.
     pub async fn mirror(&self) {
         for name in &self.repositories {
             mirror_repository(&self.repo(name), &self.ecr, name).await;
@@ -176,7 +178,7 @@ impl WorkStack {
         let path = self
             .dir
             .path()
-            .join(format!("event-{}.json", uuid_like(event)));
+            .join(format!("event-{}.json", file_stem_of(event)));
         std::fs::write(&path, serde_json::to_vec_pretty(event).unwrap()).unwrap();
         path
     }
@@ -391,8 +393,8 @@ pub struct Drive {
     pub outcomes: Vec<Value>,
 }
 
-/// A file name part unique to the event (its records' ids, or its own id).
-fn uuid_like(event: &Value) -> String {
+/// A file name part unique to the event: a prefix of the hash of its JSON.
+fn file_stem_of(event: &Value) -> String {
     let text = event.to_string();
     Sha256Digest::of(text.as_bytes()).to_string()[7..23].to_string()
 }
