@@ -216,29 +216,29 @@ fn check_first_report(report: &Value) {
 
 #[tokio::test]
 async fn the_scheduled_reconciler_fans_out_and_the_functions_converge_the_registry() {
-    let world = WorkStack::start(&REPOSITORIES, &SETTINGS).await;
+    let stack = WorkStack::start(&REPOSITORIES, &SETTINGS).await;
     for (n, name) in REPOSITORIES.iter().enumerate() {
-        write_repository(&world.repo(name), n as u64).await;
+        write_repository(&stack.repo(name), n as u64).await;
     }
-    world.mirror().await;
+    stack.mirror().await;
     let tags: usize = {
         let mut total = 0;
         for name in REPOSITORIES {
-            total += world.repo(name).list_tags().await.unwrap().len();
+            total += stack.repo(name).list_tags().await.unwrap().len();
         }
         total
     };
     assert_eq!(tags, 56);
 
     // Dry: the work is reported, nothing is sent.
-    let seen_before = world.proxy.seen().len();
-    let dry = world.reconcile("dry", "run-dry");
+    let seen_before = stack.proxy.seen().len();
+    let dry = stack.reconcile("dry", "run-dry");
     assert_eq!(dry["mode"], "dry", "{dry:#}");
     let report = &dry["report"];
     check_first_report(report);
     // Tags and manifests came from ECR's API (moto); of the registry the survey read
     // only blobs (the images' configs).
-    let registry_reads: Vec<String> = world.proxy.seen()[seen_before..]
+    let registry_reads: Vec<String> = stack.proxy.seen()[seen_before..]
         .iter()
         .map(|s| format!("{} {}", s.method, s.path))
         .collect();
@@ -250,20 +250,20 @@ async fn the_scheduled_reconciler_fans_out_and_the_functions_converge_the_regist
         "{registry_reads:#?}"
     );
     assert_eq!(
-        world.cursor().await,
+        stack.cursor().await,
         json!({"start-after": null}),
         "a complete run: the next one starts from the first repository"
     );
     assert!(report.get("enqueued").is_none(), "{report:#}");
-    assert_eq!(world.stored_report(&dry).await, *report);
-    assert_eq!(world.counts(&world.indexer_queue).await, (0, 0));
-    assert_eq!(world.counts(&world.stitcher_queue).await, (0, 0));
+    assert_eq!(stack.stored_report(&dry).await, *report);
+    assert_eq!(stack.counts(&stack.indexer_queue).await, (0, 0));
+    assert_eq!(stack.counts(&stack.stitcher_queue).await, (0, 0));
 
     // Enqueue: the same work, sent.
-    let first = world.reconcile("enqueue", "run-1");
+    let first = stack.reconcile("enqueue", "run-1");
     let report = &first["report"];
     check_first_report(report);
-    assert_eq!(world.stored_report(&first).await, *report);
+    assert_eq!(stack.stored_report(&first).await, *report);
     let enqueued = &report["enqueued"];
     assert_eq!(enqueued["sent"]["indexer"], 13, "{enqueued:#}");
     assert_eq!(enqueued["sent"]["stitcher"], 1, "{enqueued:#}");
@@ -276,20 +276,20 @@ async fn the_scheduled_reconciler_fans_out_and_the_functions_converge_the_regist
         enqueued["repositories"][1]["after_stitch"], 1,
         "{enqueued:#}"
     );
-    assert_eq!(world.counts(&world.indexer_queue).await, (13, 0));
-    assert_eq!(world.counts(&world.stitcher_queue).await, (1, 0));
+    assert_eq!(stack.counts(&stack.indexer_queue).await, (13, 0));
+    assert_eq!(stack.counts(&stack.stitcher_queue).await, (1, 0));
 
     // The first drive, with every blob upload to `alpha` refused: beta's and gamma's
     // images are indexed, alpha's records fail (after the first, the rest of alpha's
     // group is not started, as FIFO order asks) and stay in the queue.
-    world.proxy.add_rule(
+    stack.proxy.add_rule(
         Some("POST"),
         "/v2/alpha/blobs/uploads",
         Fault::Status(500),
         10_000,
     );
-    let first_drive = world
-        .drive(&world.indexer_queue, "soci-indexer", "IndexerWork.fifo")
+    let first_drive = stack
+        .drive(&stack.indexer_queue, "soci-indexer", "IndexerWork.fifo")
         .await;
     assert_eq!(
         first_drive.handled,
@@ -326,9 +326,9 @@ async fn the_scheduled_reconciler_fans_out_and_the_functions_converge_the_regist
         );
     }
     assert_eq!(status_of("not-started").len(), 4, "{first_drive:#?}");
-    let stitch = world
+    let stitch = stack
         .drive(
-            &world.stitcher_queue,
+            &stack.stitcher_queue,
             "manifest-stitcher",
             "StitcherWork.fifo",
         )
@@ -337,16 +337,16 @@ async fn the_scheduled_reconciler_fans_out_and_the_functions_converge_the_regist
     assert!(stitch.failed.is_empty(), "{stitch:#?}");
     // In AWS the stitched index's push raises ECR's push event, which reaches the
     // indexer directly; here the indexer is invoked with that event.
-    let push = world.push_event_of("beta", "x").await;
-    let indexed_x = world.invoke("soci-indexer", &push, &[]);
+    let push = stack.push_event_of("beta", "x").await;
+    let indexed_x = stack.invoke("soci-indexer", &push, &[]);
     assert_eq!(indexed_x["outcome"]["tag"], "x-soci", "{indexed_x:#}");
-    world.mirror().await;
-    world.proxy.clear_rules();
-    assert_eq!(world.counts(&world.indexer_queue).await, (5, 0));
+    stack.mirror().await;
+    stack.proxy.clear_rules();
+    assert_eq!(stack.counts(&stack.indexer_queue).await, (5, 0));
 
     // The next drive finishes alpha's images.
-    let second_drive = world
-        .drive(&world.indexer_queue, "soci-indexer", "IndexerWork.fifo")
+    let second_drive = stack
+        .drive(&stack.indexer_queue, "soci-indexer", "IndexerWork.fifo")
         .await;
     assert_eq!(
         second_drive.handled,
@@ -355,43 +355,43 @@ async fn the_scheduled_reconciler_fans_out_and_the_functions_converge_the_regist
         second_drive.outcomes
     );
     assert!(second_drive.failed.is_empty(), "{second_drive:#?}");
-    world.mirror().await;
-    assert_eq!(world.counts(&world.indexer_queue).await, (0, 0));
-    assert_eq!(world.counts(&world.stitcher_queue).await, (0, 0));
-    assert_eq!(world.counts(&world.dead_letters).await, (0, 0));
+    stack.mirror().await;
+    assert_eq!(stack.counts(&stack.indexer_queue).await, (0, 0));
+    assert_eq!(stack.counts(&stack.stitcher_queue).await, (0, 0));
+    assert_eq!(stack.counts(&stack.dead_letters).await, (0, 0));
 
     // Every index written once, the current ones not rewritten.
     for work in INDEX_WORK.iter().copied().chain(["beta:x"]) {
         let (repository, tag) = work.split_once(':').unwrap();
         let path = format!("/{repository}/manifests/{tag}-soci");
         assert_eq!(
-            world.written(&path),
+            stack.written(&path),
             1,
             "{path} written {} times",
-            world.written(&path)
+            stack.written(&path)
         );
     }
-    assert_eq!(world.written("/beta/manifests/x"), 1);
+    assert_eq!(stack.written("/beta/manifests/x"), 1);
     for (repository, indexed) in [("alpha", 8), ("beta", 6), ("gamma", 5)] {
         for i in 0..indexed {
             let path = format!("/{repository}/manifests/1.{i}-soci");
-            assert_eq!(world.written(&path), 0, "{path} rewritten");
+            assert_eq!(stack.written(&path), 0, "{path} rewritten");
         }
     }
 
     // The next reconcile finds nothing and sends nothing.
-    let second = world.reconcile("enqueue", "run-2");
+    let second = stack.reconcile("enqueue", "run-2");
     let report = &second["report"];
     assert_eq!(report["work-found"], 0, "{report:#}");
     assert_eq!(report["enqueued"]["messages"], 0, "{report:#}");
     // alpha 14 (13 indexed, 4.0 with nothing to index); beta 13 (x-amd64, x-arm64
     // and x among the 12 indexed, and the group stitched); gamma 8.
     assert_eq!(report["already-done"], 35, "{report:#}");
-    assert_eq!(world.stored_report(&second).await, *report);
-    assert_eq!(world.counts(&world.indexer_queue).await, (0, 0));
-    assert_eq!(world.counts(&world.stitcher_queue).await, (0, 0));
+    assert_eq!(stack.stored_report(&second).await, *report);
+    assert_eq!(stack.counts(&stack.indexer_queue).await, (0, 0));
+    assert_eq!(stack.counts(&stack.stitcher_queue).await, (0, 0));
 
-    poison_lands_in_the_dead_letter_queue_and_is_redriven(&world).await;
+    poison_lands_in_the_dead_letter_queue_and_is_redriven(&stack).await;
 }
 
 /// An image whose large layer is not the gzip its media type says: the indexer fails on
@@ -413,29 +413,32 @@ async fn write_corrupt_image(repo: &dyn Repository, tag: &str) -> Manifest {
     manifest
 }
 
-async fn poison_lands_in_the_dead_letter_queue_and_is_redriven(world: &WorkStack) {
-    let poison = write_corrupt_image(&world.repo("gamma"), "6.0").await;
-    world.mirror().await;
-    let run = world.reconcile("enqueue", "run-3");
+/// A message the indexer fails on every time (an image with a corrupt layer, enqueued by
+/// the reconciler) ends in the dead-letter queue after maxReceiveCount receives, and
+/// `afterpush reconcile --redrive` lists it and moves it back to the indexer's queue.
+async fn poison_lands_in_the_dead_letter_queue_and_is_redriven(stack: &WorkStack) {
+    let poison = write_corrupt_image(&stack.repo("gamma"), "6.0").await;
+    stack.mirror().await;
+    let run = stack.reconcile("enqueue", "run-3");
     assert_eq!(run["report"]["enqueued"]["sent"]["indexer"], 1, "{run:#}");
-    assert_eq!(world.counts(&world.indexer_queue).await, (1, 0));
+    assert_eq!(stack.counts(&stack.indexer_queue).await, (1, 0));
 
     // Fails on its first and second receive; the third finds it past maxReceiveCount
     // and the queue moves it to the dead-letter queue.
     for _ in 0..2 {
-        let drive = world
-            .drive(&world.indexer_queue, "soci-indexer", "IndexerWork.fifo")
+        let drive = stack
+            .drive(&stack.indexer_queue, "soci-indexer", "IndexerWork.fifo")
             .await;
         assert!(drive.handled.is_empty(), "{drive:#?}");
         assert_eq!(drive.failed, ["gamma:6.0"], "{drive:#?}");
         let error = drive.outcomes[0]["error"].as_str().unwrap_or_default();
         assert!(error.contains("corrupt gzip data"), "{drive:#?}");
     }
-    assert!(world.receive(&world.indexer_queue, 0).await.is_empty());
-    assert_eq!(world.counts(&world.indexer_queue).await, (0, 0));
-    assert_eq!(world.counts(&world.dead_letters).await, (1, 0));
+    assert!(stack.receive(&stack.indexer_queue, 0).await.is_empty());
+    assert_eq!(stack.counts(&stack.indexer_queue).await, (0, 0));
+    assert_eq!(stack.counts(&stack.dead_letters).await, (1, 0));
 
-    let (ok, stdout, stderr) = world.cli(&["reconcile", "--redrive", "--json"], &[]);
+    let (ok, stdout, stderr) = stack.cli(&["reconcile", "--redrive", "--json"], &[]);
     assert!(ok, "{stderr}");
     let listed: Value = serde_json::from_str(&stdout).unwrap();
     let messages = listed["messages"].as_array().unwrap();
@@ -452,11 +455,11 @@ async fn poison_lands_in_the_dead_letter_queue_and_is_redriven(world: &WorkStack
         format!("gamma:6.0@{}", poison.digest)
     );
 
-    let (ok, stdout, stderr) = world.cli(&["reconcile", "--redrive", "--yes"], &[]);
+    let (ok, stdout, stderr) = stack.cli(&["reconcile", "--redrive", "--yes"], &[]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("moved 1 back, 0 left"), "{stdout}");
-    assert_eq!(world.counts(&world.dead_letters).await, (0, 0));
-    let back = world.receive(&world.indexer_queue, 300).await;
+    assert_eq!(stack.counts(&stack.dead_letters).await, (0, 0));
+    let back = stack.receive(&stack.indexer_queue, 300).await;
     assert_eq!(back.iter().map(label).collect::<Vec<_>>(), ["gamma:6.0"]);
 }
 
