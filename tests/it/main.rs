@@ -40,6 +40,7 @@ mod moto_digest;
 mod moto_in_use;
 mod moto_inspector;
 mod reconcile;
+mod reconcile_e2e;
 mod reconcile_ecr;
 mod reconcile_queue;
 mod registry_bounds;

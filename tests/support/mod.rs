@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bridge_relay;
+pub mod ecr_mirror;
 pub mod fault_proxy;
 pub mod http_server;
 pub mod invoke_stack;
@@ -14,6 +15,7 @@ pub mod peak_rss;
 pub mod servers;
 pub mod shared;
 pub mod token_server;
+pub mod work_stack;
 
 pub use moto_setup::*;
 pub use servers::*;
