@@ -300,14 +300,21 @@ async fn survey_all_repositories(
     enqueue: bool,
     json: bool,
 ) -> anyhow::Result<()> {
+    let (bar, progress) = survey_progress(host);
+    let options = reconcile::registry_survey::RegistrySurveyOptions {
+        progress: Some(progress),
+        ..Default::default()
+    };
     let out = reconcile::registry_survey::survey_ecr_registry_host(
         host,
         &OpenSettings::from_env()?.registry,
         settings,
-        &Default::default(),
+        &options,
     )
     .await
-    .with_context(|| format!("surveying the repositories of {host}"))?;
+    .with_context(|| format!("surveying the repositories of {host}"));
+    bar.finish_and_clear();
+    let out = out?;
     let failures = out.failures.clone();
     let calls = out.calls;
     let plan = Plan::new(out.surveys, model);

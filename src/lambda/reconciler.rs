@@ -230,6 +230,7 @@ impl Reconciler {
             start_after: start_after.clone(),
             deadline: invocation.stop(survey_margin(invocation, self.deadline_margin)),
             concurrency: SURVEY_CONCURRENCY,
+            progress: None,
         };
         let survey = survey_ecr_registry(
             self.ecr.clone(),

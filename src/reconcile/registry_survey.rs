@@ -19,7 +19,7 @@
 
 use super::ecr_listing::{EcrApiRepository, EcrCalls};
 use super::event::EventOrigin;
-use super::survey::{survey, Survey};
+use super::survey::{survey, Survey, SurveyProgress, SurveyStep};
 use super::{ReconcileError, ReconcileSettings};
 use crate::aws_clients::ClientSettings;
 use crate::catalog::ecr::{EcrApi, EcrApiError, SdkEcr};
@@ -39,7 +39,7 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 pub type OpenInner = dyn Fn(&str) -> Result<Arc<dyn Repository>, RegistryError> + Send + Sync;
 
 /// How to run a registry survey.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RegistrySurveyOptions {
     /// Start after this repository (a previous invocation's `resume_after`).
     pub start_after: Option<String>,
@@ -47,6 +47,19 @@ pub struct RegistrySurveyOptions {
     pub deadline: Option<Deadline>,
     /// Repositories surveyed at once (at least 1).
     pub concurrency: usize,
+    /// Told the number of repositories to survey, then each one surveyed (the CLI's bar).
+    pub progress: Option<SurveyProgress>,
+}
+
+impl std::fmt::Debug for RegistrySurveyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySurveyOptions")
+            .field("start_after", &self.start_after)
+            .field("deadline", &self.deadline)
+            .field("concurrency", &self.concurrency)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 impl Default for RegistrySurveyOptions {
@@ -55,6 +68,7 @@ impl Default for RegistrySurveyOptions {
             start_after: None,
             deadline: None,
             concurrency: DEFAULT_CONCURRENCY,
+            progress: None,
         }
     }
 }
@@ -158,6 +172,11 @@ pub async fn survey_ecr_registry<A: EcrApi + ?Sized + 'static>(
         .filter(|n| options.start_after.as_ref().is_none_or(|after| n > after))
         .collect();
     let deadline_passed = || options.deadline.as_ref().is_some_and(Deadline::has_passed);
+    if let Some(p) = &options.progress {
+        p(SurveyStep::Listed {
+            steps: selected.len() as u64,
+        });
+    }
 
     let results: Vec<(String, Result<Survey, ReconcileError>, EcrCalls)> =
         futures::stream::iter(selected.iter())
@@ -170,6 +189,9 @@ pub async fn survey_ecr_registry<A: EcrApi + ?Sized + 'static>(
                         Err(e) => return (name.clone(), Err(e.into()), EcrCalls::default()),
                     };
                     let result = survey(&repo, name, origin, settings, None).await;
+                    if let Some(p) = &options.progress {
+                        p(SurveyStep::Done { what: name.clone() });
+                    }
                     (name.clone(), result, repo.calls())
                 }
             })
@@ -305,6 +327,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn progress_is_told_the_repositories_then_each_one_surveyed() {
+        let (_dir, layout, ecr, _) = registry(&["a", "b", "skip/me"], 3).await;
+        let steps = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = steps.clone();
+        let progress: SurveyProgress = Arc::new(move |step| {
+            seen.lock().unwrap().push(match step {
+                SurveyStep::Listed { steps } => format!("listed {steps}"),
+                SurveyStep::Done { what } => format!("done {what}"),
+            })
+        });
+        let out = survey_ecr_registry(
+            Arc::new(ecr),
+            opener(layout).as_ref(),
+            &EventOrigin::default(),
+            &settings("a:*,b:*"),
+            &RegistrySurveyOptions {
+                progress: Some(progress),
+                concurrency: 1,
+                ..RegistrySurveyOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(names(&out), ["a", "b"]);
+        assert_eq!(*steps.lock().unwrap(), ["listed 2", "done a", "done b"]);
+    }
+
+    #[tokio::test]
     async fn every_selected_repository_is_surveyed_and_one_failing_stops_no_other() {
         let (_dir, layout, ecr, _) = registry(&["a", "b", "c", "d", "skip/me"], 150).await;
         // `c` names a config the blob store lacks: its survey fails.
@@ -397,6 +447,7 @@ mod tests {
                     start_after: start_after.clone(),
                     deadline: Some(deadline),
                     concurrency: 1,
+                    progress: None,
                 },
             )
             .await
@@ -437,6 +488,7 @@ mod tests {
                     ),
                 )),
                 concurrency: 4,
+                progress: None,
             },
         )
         .await
@@ -528,6 +580,7 @@ mod tests {
                         start_after,
                         deadline,
                         concurrency: 1,
+                        progress: None,
                     },
                 )
                 .await
