@@ -583,9 +583,9 @@ mod tests {
         assert!(err.starts_with("setting JANITOR_FAN_OUT"), "{err}");
     }
 
-    #[tokio::test]
-    async fn a_repository_sweep_without_the_report_bucket_is_refused_and_deletes_nothing() {
-        use crate::catalog::ecr::{EcrCatalog, ImageDetail, MemoryEcr};
+    /// An ECR with one 30-day-old image in `app`, and a policy that expires it.
+    fn one_old_image() -> (crate::catalog::ecr::MemoryEcr, &'static str) {
+        use crate::catalog::ecr::{ImageDetail, MemoryEcr};
         use crate::oci::media;
         let ecr = MemoryEcr::new();
         ecr.put(
@@ -599,6 +599,13 @@ mod tests {
             b"{}".to_vec(),
         );
         let policy = "repositories: ['*']\nrules: [{name: old, select: {kind: image}, action: expire}]\nprotect: {ecs: false, lambda: false}\n";
+        (ecr, policy)
+    }
+
+    #[tokio::test]
+    async fn a_repository_sweep_without_the_report_bucket_is_refused_and_deletes_nothing() {
+        use crate::catalog::ecr::EcrCatalog;
+        let (ecr, policy) = one_old_image();
         let mut settings = settings(&[("CLEANUP_POLICY", policy), ("DRY_RUN", "false")]).unwrap();
         settings.report_bucket = None;
         let janitor = CacheJanitor {
@@ -626,20 +633,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_for_another_account_or_region_is_refused_and_deletes_nothing() {
-        use crate::catalog::ecr::{EcrCatalog, ImageDetail, MemoryEcr};
-        use crate::oci::media;
-        let ecr = MemoryEcr::new();
-        ecr.put(
-            "app",
-            ImageDetail {
-                pushed_at: Some(chrono::Utc::now() - chrono::Duration::days(30)),
-                manifest_media_type: Some(media::OCI_MANIFEST.into()),
-                artifact_media_type: Some(media::OCI_CONFIG.into()),
-                ..Default::default()
-            },
-            b"{}".to_vec(),
-        );
-        let policy = "repositories: ['*']\nrules: [{name: old, select: {kind: image}, action: expire}]\nprotect: {ecs: false, lambda: false}\n";
+        use crate::catalog::ecr::EcrCatalog;
+        let (ecr, policy) = one_old_image();
         let janitor = CacheJanitor {
             settings: JanitorSettings {
                 policy: Policy::parse(policy).unwrap(),

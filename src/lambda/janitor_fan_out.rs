@@ -230,13 +230,8 @@ impl CacheJanitor {
             // As a whole sweep's: the part is out, the invocation fails so that the
             // schedule's event is retried (the same run: its messages are not sent twice).
             if let Some(b) = &part.blocked {
-                let e = JanitorError::Blocked {
-                    reason: format!("the S3 caches of run {}: {}", fan_out.run_id, b.reason),
-                    retryable: b.retryable,
-                };
-                // Counted as a whole sweep's blocked run is: the run failed.
-                metrics::run_failed();
-                return Err(by_retryability(e.is_retryable(), e));
+                let what = format!("the S3 caches of run {}", fan_out.run_id);
+                return Err(blocked_part(&what, &b.reason, b.retryable));
             }
         }
         Ok(JanitorOutput {
@@ -278,13 +273,11 @@ impl CacheJanitor {
         }
         tracing::info!(summary = %swept.part.summary(), fan_out = ?fan_out, "repository swept");
         if let Some(b) = &swept.part.blocked {
-            let e = JanitorError::Blocked {
-                reason: format!("{}: {}", event.detail.repository, b.reason),
-                retryable: b.retryable,
-            };
-            // Counted as a whole sweep's blocked run is: the run failed.
-            metrics::run_failed();
-            return Err(by_retryability(e.is_retryable(), e));
+            return Err(blocked_part(
+                &event.detail.repository,
+                &b.reason,
+                b.retryable,
+            ));
         }
         Ok(JanitorOutput {
             function: FunctionName::CacheJanitor,
@@ -307,6 +300,17 @@ pub(super) fn janitor_queue(
         client,
         std::collections::BTreeMap::from([(Target::Janitor, url.to_string())]),
     )))
+}
+
+/// The error of a part that deleted nothing (`what` was blocked for `reason`), counted
+/// as a whole sweep's blocked run is: the run failed.
+fn blocked_part(what: &str, reason: &str, retryable: bool) -> HandlerError {
+    let e = JanitorError::Blocked {
+        reason: format!("{what}: {reason}"),
+        retryable,
+    };
+    metrics::run_failed();
+    by_retryability(e.is_retryable(), e)
 }
 
 #[cfg(test)]
