@@ -113,6 +113,16 @@ pub async fn create_s3_bucket(s3: &aws_sdk_s3::Client, name: &str) {
         });
 }
 
+/// Whether S3 has object `key` in `bucket` (HeadObject succeeds).
+pub async fn s3_object_exists(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+}
+
 /// Creates ECS cluster `name`.
 pub async fn create_ecs_cluster(ecs: &aws_sdk_ecs::Client, name: &str) {
     ecs.create_cluster()
