@@ -18,15 +18,14 @@ use afterpush::lambda::sqs_batch::BatchOutput;
 use afterpush::lambda::{
     handle_payload, CacheJanitor, Home, Invocation, JanitorOutput, JanitorSettings,
 };
-use afterpush::queue::{SqsQueues, Target, TARGET_ATTRIBUTE};
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use afterpush::queue::{SqsQueues, Target};
+use aws_sdk_sqs::types::Message;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use support::moto_fault_proxy::{Fault, MotoFaultProxy, Operation};
+use support::sqs::{ACCOUNT, REGION};
 
-const ACCOUNT: &str = "123456789012";
-const REGION: &str = "us-east-1";
 const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const BUCKET: &str = "janitor-reports";
 const REPOSITORIES: [&str; 3] = ["alpha", "beta", "team/gamma"];
@@ -74,120 +73,44 @@ async fn seed_cache(s3: &aws_sdk_s3::Client) -> [String; 2] {
     [live, dead]
 }
 
-async fn cache_has(s3: &aws_sdk_s3::Client, key: &str) -> bool {
-    s3.head_object()
-        .bucket(CACHE_BUCKET)
-        .key(key)
-        .send()
-        .await
-        .is_ok()
-}
+/// The janitor's queue.
+const QUEUE: &str = "janitor.fifo";
 
-/// The janitor's FIFO queue, whose messages move to a FIFO dead-letter queue on their
-/// third receive: (queue, dead-letter queue).
-async fn janitor_queues(sqs: &aws_sdk_sqs::Client) -> (String, String) {
-    let create = |name: &'static str, redrive: Option<String>| {
-        let mut call = sqs
-            .create_queue()
-            .queue_name(name)
-            .attributes(QueueAttributeName::FifoQueue, "true");
-        if let Some(policy) = redrive {
-            call = call.attributes(QueueAttributeName::RedrivePolicy, policy);
-        }
-        async move { call.send().await.unwrap().queue_url().unwrap().to_string() }
-    };
-    let dead = create("janitor-dead.fifo", None).await;
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dead)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap();
-    let policy = json!({"deadLetterTargetArn": arn, "maxReceiveCount": "2"}).to_string();
-    (create("janitor.fifo", Some(policy)).await, dead)
-}
-
-/// What the event source mapping receives, messages left visible (the test deletes
-/// what the janitor handled, as the mapping does).
+/// What the event source mapping receives, sorted by message group (repository) and
+/// left visible ([`handle_message`] deletes what the janitor handled, as the mapping does).
 async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Message> {
-    let mut messages = sqs
-        .receive_message()
-        .queue_url(url)
-        .max_number_of_messages(10)
-        .visibility_timeout(0)
-        .message_system_attribute_names(MessageSystemAttributeName::All)
-        .message_attribute_names("All")
-        .send()
-        .await
-        .unwrap()
-        .messages()
-        .to_vec();
-    messages.sort_by_key(|m| group(m).to_string());
+    let mut messages = support::sqs::receive(sqs, url, 0).await;
+    messages.sort_by_key(|m| support::sqs::group(m).to_string());
     messages
 }
 
-fn group(m: &Message) -> &str {
-    m.attributes()
-        .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-        .map(String::as_str)
-        .unwrap_or_default()
-}
-
-/// Lambda's SQS event for `m`, as the janitor's event source mapping hands it over.
-fn sqs_event(m: &Message) -> Value {
-    let attributes: BTreeMap<String, String> = m
-        .attributes()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str().to_string(), v.clone()))
-        .collect();
-    json!({"Records": [{
-        "messageId": m.message_id().unwrap(),
-        "receiptHandle": m.receipt_handle().unwrap(),
-        "body": m.body().unwrap(),
-        "attributes": attributes,
-        "messageAttributes": {},
-        "md5OfBody": m.md5_of_body().unwrap_or_default(),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:janitor.fifo"),
-        "awsRegion": REGION,
-    }]})
-}
-
-/// The janitor's answer to `m` as its SQS event: the batch item failures, and the
-/// record's output when it was handled.
+/// The janitor's answer to `m` (received from `url`) as its SQS event: the batch item
+/// failures, and the record's output when it was handled. As the event source mapping
+/// does, `m` is then deleted unless it failed.
 async fn handle_message(
     janitor: &CacheJanitor,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
     m: &Message,
 ) -> (Vec<String>, Option<JanitorOutput>) {
-    let batch: BatchOutput<JanitorOutput> = handle_payload(janitor, sqs_event(m), &home())
+    let batch = std::slice::from_ref(m);
+    let event = support::sqs::lambda_event(batch, QUEUE);
+    let answer: BatchOutput<JanitorOutput> = handle_payload(janitor, event, &home())
         .await
         .unwrap()
         .into_batch()
         .expect("an SQS event is answered as a batch");
-    let failed = batch
+    let failed: Vec<String> = answer
         .batch_item_failures
         .iter()
         .map(|f| f.item_identifier.clone())
         .collect();
-    let output = batch.records.into_iter().find_map(|r| match r {
+    support::sqs::delete_handled(sqs, url, batch, &failed).await;
+    let output = answer.records.into_iter().find_map(|r| match r {
         afterpush::lambda::sqs_batch::RecordOutcome::Handled { output, .. } => Some(output),
         _ => None,
     });
     (failed, output)
-}
-
-async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, m: &Message) {
-    sqs.delete_message()
-        .queue_url(url)
-        .receipt_handle(m.receipt_handle().unwrap())
-        .send()
-        .await
-        .unwrap();
 }
 
 fn home() -> Invocation {
@@ -220,7 +143,8 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     let moto = support::TestMoto::start();
     let (ecr, ecs, s3) = (moto.ecr().await, moto.ecs().await, moto.s3().await);
     let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let (queue_url, dead_url) = janitor_queues(&sqs).await;
+    let ([queue_url], dead_url) =
+        support::sqs::create_fifo_with_dead_letters(&sqs, [QUEUE], "janitor-dead.fifo").await;
     support::create_s3_bucket(&s3, BUCKET).await;
     let [live_blob, dead_blob] = seed_cache(&s3).await;
     support::create_ecs_cluster(&ecs, "web").await;
@@ -275,7 +199,10 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     let caches = out.report.expect("the S3 caches' part");
     assert_eq!(caches.deleted, 1, "{}", caches.to_json());
     assert!(caches.repositories.is_empty(), "{}", caches.to_json());
-    assert!(!cache_has(&s3, &dead_blob).await && cache_has(&s3, &live_blob).await);
+    assert!(
+        !support::s3_object_exists(&s3, CACHE_BUCKET, &dead_blob).await
+            && support::s3_object_exists(&s3, CACHE_BUCKET, &live_blob).await
+    );
     let fan_out = out.fan_out.expect("the sweep fans out");
     assert_eq!((fan_out.repositories, fan_out.messages_sent), (3, Some(3)));
     let run = fan_out.run_id.clone();
@@ -306,22 +233,17 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     let again = janitor.handle(schedule, &home()).await.unwrap();
     assert_eq!(again.fan_out.unwrap().run_id, run);
     let messages = receive(&sqs, &queue_url).await;
-    let groups: Vec<&str> = messages.iter().map(group).collect();
+    let groups: Vec<&str> = messages.iter().map(support::sqs::group).collect();
     assert_eq!(groups, REPOSITORIES, "one message per repository, once");
     for m in &messages {
-        let target = m
-            .message_attributes()
-            .and_then(|a| a.get(TARGET_ATTRIBUTE))
-            .and_then(|v| v.string_value());
-        assert_eq!(target, Some("janitor"));
+        assert_eq!(support::sqs::target_attribute(m), Some("janitor"));
     }
     let report_key = format!("{prefix}report.json");
 
     // alpha, then beta: each message sweeps its repository only.
-    let (failed, out) = handle_message(&janitor, &messages[0]).await;
+    let (failed, out) = handle_message(&janitor, &sqs, &queue_url, &messages[0]).await;
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(out.unwrap().report.unwrap().deleted, 2);
-    delete(&sqs, &queue_url, &messages[0]).await;
     assert_eq!(
         (
             images(&ecr, "alpha").await,
@@ -337,9 +259,8 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
         object(&s3, &report_key).await.is_none(),
         "two parts missing"
     );
-    let (failed, out) = handle_message(&janitor, &messages[1]).await;
+    let (failed, out) = handle_message(&janitor, &sqs, &queue_url, &messages[1]).await;
     assert!(failed.is_empty(), "{failed:?}");
-    delete(&sqs, &queue_url, &messages[1]).await;
     let beta = out.unwrap().report.unwrap();
     assert_eq!(beta.deleted, 1, "{}", beta.to_json());
     let kept = &beta.repositories[0].keeps;
@@ -364,7 +285,7 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
             code: "AccessDeniedException",
         },
     );
-    let (failed, out) = handle_message(&janitor, &messages[2]).await;
+    let (failed, out) = handle_message(&janitor, &sqs, &queue_url, &messages[2]).await;
     proxy.clear();
     assert_eq!(failed, [messages[2].message_id().unwrap()]);
     assert!(out.is_none());
@@ -394,9 +315,8 @@ async fn a_fanned_out_sweep_sweeps_each_repository_alone_and_gathers_one_report(
     let retry = receive(&sqs, &queue_url).await;
     assert_eq!(retry.len(), 1);
     assert_eq!(retry[0].message_id(), messages[2].message_id());
-    let (failed, out) = handle_message(&janitor, &retry[0]).await;
+    let (failed, out) = handle_message(&janitor, &sqs, &queue_url, &retry[0]).await;
     assert!(failed.is_empty(), "{failed:?}");
-    delete(&sqs, &queue_url, &retry[0]).await;
     let out = out.unwrap();
     assert_eq!(out.report.unwrap().deleted, 2);
     assert!(out.fan_out.unwrap().gathered.is_some());

@@ -12,7 +12,7 @@ use afterpush::oci::{annotation, ManifestSummary};
 use afterpush::reconcile::{
     self, apply::ItemStatus, EventOrigin, ReconcileSettings, Survey, WorkKind,
 };
-use afterpush::registry::distribution::{DistributionRepository, RegistrySettings, RetryPolicy};
+use afterpush::registry::distribution::DistributionRepository;
 use afterpush::registry::layout::LayoutRepository;
 use afterpush::registry::Repository;
 use afterpush::sample::{self, SamplePlatform, SampleSpec};
@@ -22,10 +22,10 @@ use support::fault_proxy::{Fault, FaultProxy};
 use support::{afterpush_cli, TestRegistry};
 
 /// The span size the survey runs with, and the one image `3` was indexed with before.
-const SPAN: u64 = 64 * 1024;
-const STALE_SPAN: u64 = 128 * 1024;
+pub(crate) const SPAN: u64 = 64 * 1024;
+pub(crate) const STALE_SPAN: u64 = 128 * 1024;
 /// Between the samples' small (~2 KB) and large (~125 KB) gzip layers.
-const MIN_LAYER: u64 = 32 * 1024;
+pub(crate) const MIN_LAYER: u64 = 32 * 1024;
 /// Tags starting with a digit: `dev-1` is filtered out.
 const FILTERS: &str = "*:[0-9]*";
 
@@ -58,7 +58,9 @@ pub(crate) fn platform(p: &str) -> SamplePlatform {
     p.parse().unwrap()
 }
 
-async fn index(repo: &dyn Repository, tag: &str, span_size: u64) {
+/// Indexes `tag` in place with `span_size` (and [`MIN_LAYER`]); the image must have a
+/// layer to index.
+pub(crate) async fn index(repo: &dyn Repository, tag: &str, span_size: u64) {
     let outcome = create_soci(
         repo,
         tag,
@@ -311,11 +313,7 @@ async fn the_cli_plans_applies_and_then_has_nothing_to_do_on_a_layout() {
 }
 
 fn connect(host: &str) -> DistributionRepository {
-    let settings = RegistrySettings {
-        retry: RetryPolicy::fast(),
-        ..RegistrySettings::default()
-    };
-    DistributionRepository::connect(&settings, host, "reconcile/app").unwrap()
+    support::work_stack::connect(host, "reconcile/app")
 }
 
 /// The CLI against the real registry: plan, apply, nothing left.

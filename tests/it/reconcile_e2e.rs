@@ -34,12 +34,12 @@
 //! every receive, lands in the dead-letter queue after maxReceiveCount (2) receives, and
 //! `afterpush reconcile --redrive` lists it and moves it back.
 
+use crate::reconcile::{index, platform, spec, SPAN, STALE_SPAN};
 use crate::support;
 
 use afterpush::oci::{media, Sha256Digest};
 use afterpush::registry::{push_bytes, Manifest, Repository};
-use afterpush::sample::{self, SamplePlatform, SampleSpec};
-use afterpush::soci::{create_soci, NoZtocCache, SociSettings};
+use afterpush::sample;
 use serde_json::{json, Value};
 use support::ecr_mirror::mirror_repository;
 use support::fault_proxy::Fault;
@@ -47,52 +47,15 @@ use support::work_stack::{connect, label, WorkStack};
 use support::{TestMoto, TestRegistry};
 
 const REPOSITORIES: [&str; 3] = ["alpha", "beta", "gamma"];
-const SPAN: u64 = 64 * 1024;
-const STALE_SPAN: u64 = 128 * 1024;
-/// Between the samples' small (~2 KB) and large (~125 KB) gzip layers.
-const MIN_LAYER: u64 = 32 * 1024;
 /// Version tags and the `x` group; `dev-*` is left out.
 const FILTERS: &str = "*:[0-9]*,*:x*";
-/// The functions' settings: SPAN, MIN_LAYER and FILTERS.
+/// The functions' settings: SPAN, MIN_LAYER (those of tests/it/reconcile.rs, whose
+/// helpers write and index the images here) and FILTERS.
 const SETTINGS: [(&str, &str); 3] = [
     ("SPAN_SIZE", "64KiB"),
     ("MIN_LAYER_SIZE", "32KiB"),
     ("REPOSITORY_TAG_FILTERS", FILTERS),
 ];
-
-fn soci_settings(span_size: u64) -> SociSettings {
-    SociSettings {
-        span_size,
-        min_layer_size: MIN_LAYER,
-        ..SociSettings::default()
-    }
-}
-
-fn spec(seed: u64, layer_sizes: &[u64]) -> SampleSpec {
-    SampleSpec {
-        seed,
-        layer_sizes: layer_sizes.to_vec(),
-        ..SampleSpec::default()
-    }
-}
-
-fn platform(p: &str) -> SamplePlatform {
-    p.parse().unwrap()
-}
-
-async fn index(repo: &dyn Repository, tag: &str, span_size: u64) {
-    let outcome = create_soci(
-        repo,
-        tag,
-        Some(tag),
-        &soci_settings(span_size),
-        &NoZtocCache,
-        None,
-    )
-    .await
-    .unwrap();
-    assert!(outcome.skipped.is_none(), "{tag}: {outcome:?}");
-}
 
 /// Writes the scenario of one repository (`n` its position, for distinct seeds):
 /// - every repository: `1.<i>` indexed, `2.<i>` not indexed, `dev-1` filtered out;

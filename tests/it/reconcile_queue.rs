@@ -12,17 +12,18 @@ use crate::support;
 use afterpush::events::Trigger;
 use afterpush::filters::RepositoryTagFilters;
 use afterpush::oci::media;
-use afterpush::queue::{SqsQueues, Target, TARGET_ATTRIBUTE};
+use afterpush::queue::{SqsQueues, Target};
 use afterpush::reconcile::{
     self, fan_out, push_event, EventOrigin, ReconcileSettings, Survey, Work, WorkKind,
 };
-use afterpush::registry::distribution::{DistributionRepository, RegistrySettings, RetryPolicy};
 use afterpush::registry::{Manifest, Repository};
 use afterpush::sample::{self, SampleSpec};
 use afterpush::soci::SociSettings;
 use afterpush::stitch::StitchSettings;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use std::collections::BTreeMap;
+use support::sqs::{self, counts, receive, system_attribute, target_attribute};
+use support::work_stack::connect;
 use support::{TestMoto, TestRegistry};
 
 /// The queues of one test, by URL.
@@ -32,44 +33,21 @@ struct Queues {
     dead: String,
 }
 
-async fn sqs(moto: &TestMoto) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(&moto.sdk_config().await)
-}
-
-async fn create_fifo(client: &aws_sdk_sqs::Client, name: &str, redrive: Option<&str>) -> String {
-    let mut create = client
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::FifoQueue, "true");
-    if let Some(policy) = redrive {
-        create = create.attributes(QueueAttributeName::RedrivePolicy, policy);
-    }
-    let out = create
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateQueue {name}: {e:?}"));
-    out.queue_url().expect("a queue URL").to_string()
-}
-
 /// `<prefix>-indexer.fifo` and `<prefix>-stitcher.fifo`, each sending a message to
 /// `<prefix>-dead.fifo` on its third receive.
 async fn create_queues(client: &aws_sdk_sqs::Client, prefix: &str) -> Queues {
-    let dead = create_fifo(client, &format!("{prefix}-dead.fifo"), None).await;
-    let arn = client
-        .get_queue_attributes()
-        .queue_url(&dead)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("the dead-letter queue's ARN");
-    let policy =
-        serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": "2"}).to_string();
+    let ([indexer, stitcher], dead) = sqs::create_fifo_with_dead_letters(
+        client,
+        [
+            &format!("{prefix}-indexer.fifo"),
+            &format!("{prefix}-stitcher.fifo"),
+        ],
+        &format!("{prefix}-dead.fifo"),
+    )
+    .await;
     Queues {
-        indexer: create_fifo(client, &format!("{prefix}-indexer.fifo"), Some(&policy)).await,
-        stitcher: create_fifo(client, &format!("{prefix}-stitcher.fifo"), Some(&policy)).await,
+        indexer,
+        stitcher,
         dead,
     }
 }
@@ -82,63 +60,6 @@ fn work_queues(client: &aws_sdk_sqs::Client, q: &Queues) -> SqsQueues {
             (Target::Stitcher, q.stitcher.clone()),
         ]),
     )
-}
-
-/// (visible, in flight) messages of `url`.
-async fn counts(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    let get = |name: QueueAttributeName| -> u64 {
-        out.attributes()
-            .and_then(|a| a.get(&name))
-            .map(|v| v.parse().unwrap())
-            .unwrap_or(0)
-    };
-    (
-        get(QueueAttributeName::ApproximateNumberOfMessages),
-        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
-}
-
-/// One ReceiveMessage of up to ten messages with every attribute, hidden for
-/// `visibility` seconds (0: left visible).
-async fn receive(
-    client: &aws_sdk_sqs::Client,
-    url: &str,
-    visibility: i32,
-) -> Vec<aws_sdk_sqs::types::Message> {
-    client
-        .receive_message()
-        .queue_url(url)
-        .max_number_of_messages(10)
-        .visibility_timeout(visibility)
-        .message_system_attribute_names(MessageSystemAttributeName::All)
-        .message_attribute_names("All")
-        .send()
-        .await
-        .unwrap()
-        .messages()
-        .to_vec()
-}
-
-fn system(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> String {
-    m.attributes()
-        .and_then(|a| a.get(&name))
-        .cloned()
-        .unwrap_or_else(|| panic!("{name:?} missing from {m:?}"))
-}
-
-fn target_attribute(m: &aws_sdk_sqs::types::Message) -> Option<String> {
-    m.message_attributes()
-        .and_then(|a| a.get(TARGET_ATTRIBUTE))
-        .and_then(|v| v.string_value())
-        .map(str::to_string)
 }
 
 /// The push event a message body holds.
@@ -163,14 +84,6 @@ fn settings(span_size: u64) -> ReconcileSettings {
         RepositoryTagFilters::default(),
     )
     .unwrap()
-}
-
-fn connect(host: &str, repository: &str) -> DistributionRepository {
-    let settings = RegistrySettings {
-        retry: RetryPolicy::fast(),
-        ..RegistrySettings::default()
-    };
-    DistributionRepository::connect(&settings, host, repository).unwrap()
 }
 
 /// `1` (one image) and `2-amd64`, `2-arm64` (a per-arch group, not stitched): the
@@ -198,7 +111,7 @@ async fn write_images(repo: &dyn Repository) {
 async fn a_surveys_work_reaches_the_queues_once_and_a_settings_change_makes_new_work() {
     let moto = TestMoto::shared();
     let registry = TestRegistry::shared();
-    let client = sqs(&moto).await;
+    let client = sqs::client(&moto).await;
     let q = create_queues(&client, "rq-enqueue").await;
     let repository = "reconcile-queue/lib";
     let repo = connect(&registry.host(), repository);
@@ -243,20 +156,17 @@ async fn a_surveys_work_reaches_the_queues_once_and_a_settings_change_makes_new_
     let mut got = vec![];
     for (url, target) in [(&q.indexer, "indexer"), (&q.stitcher, "stitcher")] {
         for m in receive(&client, url, 0).await {
-            let dedup = system(&m, MessageSystemAttributeName::MessageDeduplicationId);
+            let dedup = system_attribute(&m, MessageSystemAttributeName::MessageDeduplicationId);
             let work = expected
-                .get(&dedup)
+                .get(dedup)
                 .unwrap_or_else(|| panic!("unexpected dedup id {dedup}"));
             assert_eq!(fan_out::target_of(work.kind).name(), target);
-            assert_eq!(target_attribute(&m).as_deref(), Some(target));
-            assert_eq!(
-                system(&m, MessageSystemAttributeName::MessageGroupId),
-                repository
-            );
+            assert_eq!(target_attribute(&m), Some(target));
+            assert_eq!(sqs::group(&m), repository);
             let event = event_of(&m);
             assert_eq!(event.detail, work.event.detail);
             assert_eq!(event.detail.tag(), Some(work.tag.as_str()));
-            got.push(dedup);
+            got.push(dedup.to_string());
         }
     }
     got.sort();
@@ -303,7 +213,7 @@ fn cli(moto: &TestMoto, args: &[&str], env: &[(&str, &str)]) -> (bool, String, S
 async fn the_cli_enqueues_a_registry_repository_and_refuses_before_sending_without_a_queue() {
     let moto = TestMoto::shared();
     let registry = TestRegistry::shared();
-    let client = sqs(&moto).await;
+    let client = sqs::client(&moto).await;
     let q = create_queues(&client, "rq-cli-enqueue").await;
     write_images(&connect(&registry.host(), "reconcile-queue/cli")).await;
     let reference = registry.reference("reconcile-queue/cli");
@@ -371,7 +281,7 @@ fn index_work(repository: &str, tag: &str) -> Work {
 #[tokio::test]
 async fn a_poison_message_lands_in_the_dead_letter_queue_and_redrive_moves_it_back() {
     let moto = TestMoto::shared();
-    let client = sqs(&moto).await;
+    let client = sqs::client(&moto).await;
     let q = create_queues(&client, "rq-poison").await;
     let work = index_work("reconcile-queue/poison", "1.0");
     let survey = Survey {
@@ -429,14 +339,11 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_redrive_moves_it_ba
     let back = receive(&client, &q.indexer, 30).await;
     assert_eq!(back.len(), 1);
     assert_eq!(
-        system(&back[0], MessageSystemAttributeName::MessageDeduplicationId),
+        system_attribute(&back[0], MessageSystemAttributeName::MessageDeduplicationId),
         format!("{original_dedup}-redrive-{message_id}")
     );
-    assert_eq!(
-        system(&back[0], MessageSystemAttributeName::MessageGroupId),
-        "reconcile-queue/poison"
-    );
-    assert_eq!(target_attribute(&back[0]).as_deref(), Some("indexer"));
+    assert_eq!(sqs::group(&back[0]), "reconcile-queue/poison");
+    assert_eq!(target_attribute(&back[0]), Some("indexer"));
     assert_eq!(event_of(&back[0]).detail, work.event.detail);
 
     let (ok, stdout, stderr) = cli(&moto, &["reconcile", "--redrive"], &env);
@@ -447,7 +354,7 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_redrive_moves_it_ba
 #[tokio::test]
 async fn a_dead_letter_without_a_target_is_left_and_named() {
     let moto = TestMoto::shared();
-    let client = sqs(&moto).await;
+    let client = sqs::client(&moto).await;
     let q = create_queues(&client, "rq-untargeted").await;
     let work = index_work("reconcile-queue/untargeted", "2.0");
     let body = serde_json::to_string(&work.event).unwrap();
@@ -483,13 +390,7 @@ async fn a_dead_letter_without_a_target_is_left_and_named() {
 async fn consume(client: &aws_sdk_sqs::Client, url: &str) -> usize {
     let messages = receive(client, url, 30).await;
     for m in &messages {
-        client
-            .delete_message()
-            .queue_url(url)
-            .receipt_handle(m.receipt_handle().unwrap())
-            .send()
-            .await
-            .unwrap();
+        sqs::delete(client, url, m).await;
     }
     messages.len()
 }
@@ -499,8 +400,8 @@ async fn consume(client: &aws_sdk_sqs::Client, url: &str) -> usize {
 #[tokio::test]
 async fn moto_correction_13_a_fifo_dedup_id_outlives_its_message() {
     let moto = TestMoto::shared();
-    let client = sqs(&moto).await;
-    let url = create_fifo(&client, "rq-correction-13.fifo", None).await;
+    let client = sqs::client(&moto).await;
+    let url = sqs::create_fifo(&client, "rq-correction-13.fifo", None).await;
     let send = |dedup: &'static str| {
         client
             .send_message()
@@ -524,7 +425,7 @@ async fn moto_correction_13_a_fifo_dedup_id_outlives_its_message() {
 #[tokio::test]
 async fn work_the_functions_took_is_not_delivered_again_within_the_window() {
     let moto = TestMoto::shared();
-    let client = sqs(&moto).await;
+    let client = sqs::client(&moto).await;
     let q = create_queues(&client, "rq-taken").await;
     let survey = Survey {
         repository: "reconcile-queue/taken".into(),

@@ -27,40 +27,6 @@ pub struct Mirrored {
     pub untagged: usize,
 }
 
-/// ECR's view of one repository: each image digest and its tags.
-async fn ecr_images(
-    ecr: &aws_sdk_ecr::Client,
-    repository: &str,
-) -> BTreeMap<String, BTreeSet<String>> {
-    let mut images = BTreeMap::new();
-    let mut token = None;
-    loop {
-        let page = ecr
-            .describe_images()
-            .repository_name(repository)
-            .set_next_token(token)
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "DescribeImages {repository}: {}",
-                    aws_sdk_ecr::error::DisplayErrorContext(e)
-                )
-            });
-        for detail in page.image_details() {
-            let digest = detail.image_digest().expect("an image digest").to_string();
-            images
-                .entry(digest)
-                .or_insert_with(BTreeSet::new)
-                .extend(detail.image_tags().iter().cloned());
-        }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            return images;
-        }
-    }
-}
-
 /// Creates ECR repository `name` unless it exists.
 pub async fn ensure_ecr_repository(ecr: &aws_sdk_ecr::Client, name: &str) {
     let exists = ecr
@@ -97,7 +63,7 @@ pub async fn mirror_repository(
     repository: &str,
 ) -> Mirrored {
     ensure_ecr_repository(ecr, repository).await;
-    let in_ecr = ecr_images(ecr, repository).await;
+    let in_ecr = super::ecr_image_tags(ecr, repository).await;
     // Each manifest the tags reach, with the tags naming it.
     let mut manifests: BTreeMap<Sha256Digest, (Manifest, BTreeSet<String>)> = BTreeMap::new();
     let mut todo: Vec<(String, Option<String>)> = registry_repo
@@ -151,19 +117,6 @@ pub async fn mirror_repository(
 
 async fn put(ecr: &aws_sdk_ecr::Client, repository: &str, manifest: &Manifest, tag: Option<&str>) {
     let body = std::str::from_utf8(&manifest.bytes).expect("a JSON manifest");
-    ecr.put_image()
-        .repository_name(repository)
-        .image_manifest(body)
-        .image_manifest_media_type(&manifest.media_type)
-        .image_digest(manifest.digest.to_string())
-        .set_image_tag(tag.map(str::to_string))
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PutImage {repository}:{tag:?} ({}): {}",
-                manifest.digest,
-                aws_sdk_ecr::error::DisplayErrorContext(e)
-            )
-        });
+    let digest = Some(&manifest.digest);
+    super::put_image(ecr, repository, body, &manifest.media_type, tag, digest).await;
 }

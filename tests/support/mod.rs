@@ -1,6 +1,6 @@
 //! What the integration tests share: the real servers ([`servers`], re-exported here),
-//! the proxies and relays in front of them, the `afterpush invoke` stack, and helpers
-//! for running the CLI and reading what it wrote.
+//! the proxies and relays in front of them, the `afterpush invoke` stack, SQS on moto
+//! ([`sqs`]), and helpers for running the CLI and reading what it wrote.
 #![allow(dead_code)]
 
 pub mod bridge_relay;
@@ -14,6 +14,7 @@ pub mod moto_setup;
 pub mod peak_rss;
 pub mod servers;
 pub mod shared;
+pub mod sqs;
 pub mod token_server;
 pub mod work_stack;
 

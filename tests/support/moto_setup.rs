@@ -3,6 +3,7 @@
 //! the call and what it was for, so a failed setup is never mistaken for a failed test.
 
 use afterpush::oci::{media, Sha256Digest};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Creates ECR repository `name`.
 pub async fn create_ecr_repository(ecr: &aws_sdk_ecr::Client, name: &str) {
@@ -53,7 +54,9 @@ pub async fn put_seeded_manifest(
     Sha256Digest::of(body.as_bytes())
 }
 
-async fn put_image(
+/// Puts manifest `body` (of `media_type`) into ECR `repository`, tagged `tag` or
+/// untagged, naming `digest` as its `imageDigest` when given (moto computes it when not).
+pub async fn put_image(
     ecr: &aws_sdk_ecr::Client,
     repository: &str,
     body: &str,
@@ -71,32 +74,50 @@ async fn put_image(
         .await
         .unwrap_or_else(|e| {
             panic!(
-                "PutImage {repository}:{tag:?}: {}",
+                "PutImage {repository}:{tag:?} ({digest:?}): {}",
                 aws_sdk_ecr::error::DisplayErrorContext(e)
             )
         });
 }
 
-/// The digests of the images in ECR `repository` (one DescribeImages call: moto answers
-/// with every image at once).
-pub async fn ecr_image_digests(
+/// ECR's view of `repository`: each image digest with its tags (every DescribeImages
+/// page).
+pub async fn ecr_image_tags(
     ecr: &aws_sdk_ecr::Client,
     repository: &str,
-) -> std::collections::BTreeSet<String> {
-    ecr.describe_images()
-        .repository_name(repository)
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "DescribeImages {repository}: {}",
-                aws_sdk_ecr::error::DisplayErrorContext(e)
-            )
-        })
-        .image_details()
-        .iter()
-        .map(|d| d.image_digest().unwrap().to_string())
-        .collect()
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut images = BTreeMap::new();
+    let mut token = None;
+    loop {
+        let page = ecr
+            .describe_images()
+            .repository_name(repository)
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "DescribeImages {repository}: {}",
+                    aws_sdk_ecr::error::DisplayErrorContext(e)
+                )
+            });
+        for detail in page.image_details() {
+            let digest = detail.image_digest().expect("an image digest").to_string();
+            images
+                .entry(digest)
+                .or_insert_with(BTreeSet::new)
+                .extend(detail.image_tags().iter().cloned());
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return images;
+        }
+    }
+}
+
+/// The digests of the images in ECR `repository`.
+pub async fn ecr_image_digests(ecr: &aws_sdk_ecr::Client, repository: &str) -> BTreeSet<String> {
+    ecr_image_tags(ecr, repository).await.into_keys().collect()
 }
 
 /// Creates S3 bucket `name`.
@@ -111,6 +132,16 @@ pub async fn create_s3_bucket(s3: &aws_sdk_s3::Client, name: &str) {
                 aws_sdk_s3::error::DisplayErrorContext(e)
             )
         });
+}
+
+/// Whether S3 has object `key` in `bucket` (HeadObject succeeds).
+pub async fn s3_object_exists(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
 }
 
 /// Creates ECS cluster `name`.

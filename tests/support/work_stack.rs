@@ -8,20 +8,18 @@
 
 use super::ecr_mirror::mirror_repository;
 use super::fault_proxy::FaultProxy;
+use super::sqs;
 use super::{TestMoto, TestRegistry};
 use afterpush::oci::Sha256Digest;
-use afterpush::queue::TARGET_ATTRIBUTE;
 use afterpush::reconcile::{push_event, EventOrigin};
 use afterpush::registry::distribution::{DistributionRepository, RegistrySettings, RetryPolicy};
 use afterpush::registry::Repository;
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::Message;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The account and region of moto's resources and of the events.
-pub const ACCOUNT: &str = "123456789012";
-pub const REGION: &str = "us-east-1";
+pub use sqs::{ACCOUNT, REGION};
 /// The reconciler's report bucket.
 pub const BUCKET: &str = "reconciler-reports";
 
@@ -53,21 +51,6 @@ pub struct WorkStack {
     dir: tempfile::TempDir,
 }
 
-async fn create_fifo(client: &aws_sdk_sqs::Client, name: &str, redrive: Option<&str>) -> String {
-    let mut create = client
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::FifoQueue, "true");
-    if let Some(policy) = redrive {
-        create = create.attributes(QueueAttributeName::RedrivePolicy, policy);
-    }
-    let out = create
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateQueue {name}: {e:?}"));
-    out.queue_url().expect("a queue URL").to_string()
-}
-
 impl WorkStack {
     /// Starts the servers and creates the queues and the bucket; the functions will run
     /// with `settings`, and [`Self::mirror`] mirrors `repositories`.
@@ -77,20 +60,12 @@ impl WorkStack {
         let proxy = FaultProxy::start(registry.port);
         let config = moto.sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&config);
-        let dead_letters = create_fifo(&sqs, "WorkDeadLetters.fifo", None).await;
-        let arn = sqs
-            .get_queue_attributes()
-            .queue_url(&dead_letters)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .expect("the dead-letter queue's ARN");
-        let policy = json!({"deadLetterTargetArn": arn, "maxReceiveCount": "2"}).to_string();
-        let indexer_queue = create_fifo(&sqs, "IndexerWork.fifo", Some(&policy)).await;
-        let stitcher_queue = create_fifo(&sqs, "StitcherWork.fifo", Some(&policy)).await;
+        let ([indexer_queue, stitcher_queue], dead_letters) = sqs::create_fifo_with_dead_letters(
+            &sqs,
+            ["IndexerWork.fifo", "StitcherWork.fifo"],
+            "WorkDeadLetters.fifo",
+        )
+        .await;
         let s3 = moto.s3().await;
         super::create_s3_bucket(&s3, BUCKET).await;
         WorkStack {
@@ -235,41 +210,12 @@ impl WorkStack {
 
     /// (visible, in flight) messages of `url`.
     pub async fn counts(&self, url: &str) -> (u64, u64) {
-        let out = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .unwrap();
-        let get = |name: QueueAttributeName| -> u64 {
-            out.attributes()
-                .and_then(|a| a.get(&name))
-                .map(|v| v.parse().unwrap())
-                .unwrap_or(0)
-        };
-        (
-            get(QueueAttributeName::ApproximateNumberOfMessages),
-            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        )
+        sqs::counts(&self.sqs, url).await
     }
 
     /// One ReceiveMessage of up to ten messages, hidden for `visibility` seconds.
     pub async fn receive(&self, url: &str, visibility: i32) -> Vec<Message> {
-        self.sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(visibility)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .unwrap()
-            .messages()
-            .to_vec()
+        sqs::receive(&self.sqs, url, visibility).await
     }
 
     /// Drives `url` once as Lambda's event source mapping does: receives batches until
@@ -289,29 +235,18 @@ impl WorkStack {
             for m in &batch {
                 check_addressing(m, function);
             }
-            let answer = self.invoke(function, &sqs_event(&batch, queue_name), &[]);
-            let failures: Vec<&str> = answer["batchItemFailures"]
-                .as_array()
-                .expect("a partial batch response")
-                .iter()
-                .map(|f| f["itemIdentifier"].as_str().unwrap())
-                .collect();
+            let answer = self.invoke(function, &sqs::lambda_event(&batch, queue_name), &[]);
+            let failures = sqs::batch_item_failures(&answer);
             drive
                 .outcomes
                 .extend(answer["records"].as_array().cloned().unwrap_or_default());
+            let left = sqs::delete_handled(&self.sqs, url, &batch, &failures).await;
             for m in &batch {
-                if failures.contains(&m.message_id().unwrap()) {
+                if left.iter().any(|l| l.message_id() == m.message_id()) {
                     failed_receipts.push(m.receipt_handle().unwrap().to_string());
                     drive.failed.push(label(m));
                 } else {
                     drive.handled.push(label(m));
-                    self.sqs
-                        .delete_message()
-                        .queue_url(url)
-                        .receipt_handle(m.receipt_handle().unwrap())
-                        .send()
-                        .await
-                        .unwrap();
                 }
             }
         }
@@ -369,17 +304,9 @@ fn check_addressing(m: &Message, function: &str) {
         "soci-indexer" => "indexer",
         _ => "stitcher",
     };
-    let attribute = m
-        .message_attributes()
-        .and_then(|a| a.get(TARGET_ATTRIBUTE))
-        .and_then(|v| v.string_value());
-    assert_eq!(attribute, Some(target), "{m:?}");
-    let group = m
-        .attributes()
-        .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-        .map(String::as_str);
+    assert_eq!(sqs::target_attribute(m), Some(target), "{m:?}");
     let label = label(m);
-    assert_eq!(group, label.split(':').next(), "{m:?}");
+    assert_eq!(Some(sqs::group(m)), label.split(':').next(), "{m:?}");
 }
 
 /// What one drive of a queue did.
@@ -397,48 +324,4 @@ pub struct Drive {
 fn file_stem_of(event: &Value) -> String {
     let text = event.to_string();
     Sha256Digest::of(text.as_bytes()).to_string()[7..23].to_string()
-}
-
-/// Lambda's SQS event for `batch`, received from queue `queue_name`, as an event source
-/// mapping hands it over.
-fn sqs_event(batch: &[Message], queue_name: &str) -> Value {
-    let records: Vec<Value> = batch
-        .iter()
-        .map(|m| {
-            let attributes: BTreeMap<String, String> = m
-                .attributes()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.as_str().to_string(), v.clone()))
-                .collect();
-            let message_attributes: BTreeMap<String, Value> = m
-                .message_attributes()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        json!({
-                            "stringValue": v.string_value(),
-                            "stringListValues": [],
-                            "binaryListValues": [],
-                            "dataType": v.data_type(),
-                        }),
-                    )
-                })
-                .collect();
-            json!({
-                "messageId": m.message_id().unwrap(),
-                "receiptHandle": m.receipt_handle().unwrap(),
-                "body": m.body().unwrap(),
-                "attributes": attributes,
-                "messageAttributes": message_attributes,
-                "md5OfBody": m.md5_of_body().unwrap_or_default(),
-                "eventSource": "aws:sqs",
-                "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{queue_name}"),
-                "awsRegion": REGION,
-            })
-        })
-        .collect();
-    json!({ "Records": records })
 }
