@@ -471,6 +471,22 @@ mod tests {
     }
 
     #[test]
+    fn a_reconcile_run_reports_found_enqueued_done_and_failed() {
+        let (_turn, emitter) = recorder();
+        reconcile_run(14, 13, 35, 1);
+        let docs = flushed(emitter);
+        let got = points(&docs, &[]);
+        for expected in [
+            point(RECONCILE_WORK_FOUND, 14.into(), "Count"),
+            point(RECONCILE_ENQUEUED, 13.into(), "Count"),
+            point(RECONCILE_ALREADY_DONE, 35.into(), "Count"),
+            point(RECONCILE_REPOSITORIES_FAILED, 1.into(), "Count"),
+        ] {
+            assert!(got.contains(&expected), "{expected:?} not in {docs:?}");
+        }
+    }
+
+    #[test]
     fn metric_names_are_unique() {
         let names: std::collections::BTreeSet<&str> = METRICS.iter().map(|(n, _)| *n).collect();
         assert_eq!(names.len(), METRICS.len());
