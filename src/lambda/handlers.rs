@@ -345,7 +345,7 @@ impl ManifestStitcher {
 
     /// Stitches the per-arch tags of the pushed tag's base tag. The work is a few small
     /// requests and writing the stitched tag is its single last step; their retries stop
-    /// at the invocation deadline ([`registry_work_within`]).
+    /// at the invocation deadline (`registry_work_within`).
     pub async fn handle(
         &self,
         payload: Value,

@@ -63,7 +63,7 @@ pub const SAM_LOCAL_PLACEHOLDER_ACCOUNT: &str = "012345678912";
 impl Home {
     /// The function's own account and region, from its ARN. Under `sam local`
     /// (`AWS_SAM_LOCAL=true`) the ARN names the emulator's placeholder account, which no
-    /// event names; there [`ENV_LOCAL_ACCOUNT_ID`], when set, is the account instead.
+    /// event names; there `ENV_LOCAL_ACCOUNT_ID`, when set, is the account instead.
     /// Nowhere else is that variable read: in Lambda the ARN's account always decides.
     /// A bad value is an error naming the variable.
     pub fn of_function(

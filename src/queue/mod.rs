@@ -4,7 +4,7 @@
 //!
 //! The calls go through the small [`WorkQueue`] and [`DeadLetters`] ports, so the
 //! batching and re-drive logic is the same against SQS and against the in-memory
-//! [`MemoryQueue`] (test-util) the benchmark counts calls on.
+//! `MemoryQueue` (test-util) the benchmark counts calls on.
 
 #[cfg(any(test, feature = "test-util"))]
 mod memory;

@@ -1,5 +1,5 @@
 //! Fan-out: the survey's work as messages for the functions' queues, instead of doing
-//! it in-process ([`super::apply`]).
+//! it in-process ([`super::apply()`]).
 //!
 //! Each piece of [`Work`] becomes one [`OutgoingMessage`] for the function that does it
 //! (the indexer for [`WorkKind::Index`], the stitcher for [`WorkKind::Stitch`]), whose

@@ -1,7 +1,7 @@
 //! Reconcile: converge one repository on the current settings, whatever events were
 //! lost or settings changed since its images were pushed.
 //!
-//! - [`survey`] lists the repository's tags through the [`Repository`] abstraction (a
+//! - [`survey`](mod@survey) lists the repository's tags through the [`Repository`] abstraction (a
 //!   registry's tags list, a layout's `index.json`) and finds the work: tagged images
 //!   with no SOCI index for the current settings ([`soci_state`]), complete per-arch tag
 //!   groups whose stitched tag is missing or out of date ([`stitch_state`]). Each piece
@@ -9,7 +9,7 @@
 //!   handlers take, and the survey runs the handlers' own decision code on it.
 //! - [`plan`] sums the work per repository and in total, with the Lambda time and cost
 //!   it would take.
-//! - [`apply`] does the work in-process with the library calls the indexer and the
+//! - [`apply`](mod@apply) does the work in-process with the library calls the indexer and the
 //!   stitcher make.
 //! - [`fan_out`] sends the work to the functions' queues instead, one message per piece
 //!   of work.

@@ -66,7 +66,7 @@ pub struct Setting {
     pub kind: Kind,
 }
 
-/// What a setting's value is: one parser per kind (see [`parse`]).
+/// What a setting's value is: one parser per kind (see `parse.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Free text (names, templates, a policy), checked by whoever reads it.

@@ -223,7 +223,7 @@ impl EcrCatalog<SdkEcr> {
     }
 
     /// As [`Self::from_sdk_config`], with `settings`. The catalog and its workload
-    /// listings share one [`Paging`]: the deadline a run sets stops both.
+    /// listings share one `Paging`: the deadline a run sets stops both.
     pub fn with_settings(config: &aws_config::SdkConfig, settings: &ClientSettings) -> Self {
         Self::with_settings_and_consumers(
             config,
