@@ -7,14 +7,14 @@ use super::function::Function;
 use super::handlers::{
     by_retryability, client_settings, deadline_margin, push_filters, s3_client, skip, trigger,
 };
-use super::janitor_fan_out::{self, FanOutMode};
+use super::janitor_fan_out::{self, JanitorParts};
+pub use super::janitor_settings::{FanOutMode, JanitorSettings};
 use super::outputs::{FunctionName, JanitorOutput};
 use super::{HandlerError, Invocation, Repositories};
 use crate::catalog::ecr::manifest_cache::{ManifestCache, S3ManifestStore, MANIFEST_PREFIX};
 use crate::catalog::ecr::EcrCatalog;
 use crate::catalog::layout::LayoutCatalog;
 use crate::catalog::{ApiErrorKind, Catalog};
-use crate::cleanup::policy::Policy;
 use crate::cleanup::{on_push, sweep, JanitorError, PushedImage, Report, RunOptions};
 use crate::deadline::Deadline;
 use crate::events::{self, PushDecision, Trigger};
@@ -79,7 +79,8 @@ impl CacheJanitor {
                         S3ManifestStore::new(s3.clone(), bucket, MANIFEST_PREFIX),
                     ));
                 }
-                let queue = match janitor_fan_out::fan_out_queue_url(&settings)
+                let queue = match settings
+                    .fan_out_queue_url()
                     .map_err(HandlerError::non_retryable)?
                 {
                     Some(url) => Some(janitor_fan_out::janitor_queue(&sdk, url)?),
@@ -121,10 +122,10 @@ impl CacheJanitor {
                 })
             }
             events::JanitorDecision::Sweep { .. } if self.queue.is_some() => {
-                return self.fan_out(&trigger, invocation).await;
+                return self.parts().fan_out(&trigger, invocation).await;
             }
             events::JanitorDecision::RepositorySweep { .. } => {
-                return self.sweep_one(&trigger, invocation).await;
+                return self.parts().sweep_one(&trigger, invocation).await;
             }
             events::JanitorDecision::Sweep { .. }
             | events::JanitorDecision::AfterPush(PushDecision::Work { .. }) => {
@@ -153,6 +154,20 @@ impl CacheJanitor {
     }
 }
 
+impl CacheJanitor {
+    /// What a fanned-out run takes of the janitor.
+    fn parts(&self) -> JanitorParts<'_> {
+        JanitorParts {
+            catalog: self.catalog.as_ref(),
+            s3: self.s3.as_ref(),
+            queue: self.queue.as_deref(),
+            settings: &self.settings,
+            filters: &self.filters,
+            deadline_margin: self.deadline_margin,
+        }
+    }
+}
+
 impl Function for CacheJanitor {
     const NAME: FunctionName = FunctionName::CacheJanitor;
     type Output = JanitorOutput;
@@ -171,108 +186,6 @@ impl Function for CacheJanitor {
 
     fn deadline_margin(&self) -> Duration {
         self.deadline_margin
-    }
-}
-
-/// What the Lambda reads from its environment.
-#[derive(Debug, Clone)]
-pub struct JanitorSettings {
-    /// The cleanup policy, from `CLEANUP_POLICY` (or `AFTERPUSH_CLEANUP_POLICY_FILE`).
-    pub policy: Policy,
-    /// `DRY_RUN`, true unless set to false/0/no/off.
-    pub dry_run: bool,
-    /// `REPORT_BUCKET`: a JSON report object per run goes there.
-    pub report_bucket: Option<String>,
-    /// `AFTERPUSH_REPORT_PREFIX`, default `cache-janitor/`.
-    pub report_prefix: String,
-    /// `CONSUMER_ACCOUNTS` and `IN_USE_READER_ROLE`: the other accounts whose ECS and
-    /// Lambda are listed, and the role assumed in each.
-    pub consumers: crate::catalog::consumer_accounts::ConsumerAccounts,
-    /// `JANITOR_FAN_OUT`: whether the scheduled sweep fans out when there is a queue.
-    pub fan_out: FanOutMode,
-    /// `JANITOR_QUEUE_URL`: the janitor's own work queue.
-    pub queue_url: Option<String>,
-}
-
-impl JanitorSettings {
-    /// From `CLEANUP_POLICY` (inline YAML/JSON) or `AFTERPUSH_CLEANUP_POLICY_FILE`, `DRY_RUN`, `REPORT_BUCKET`,
-    /// `AFTERPUSH_REPORT_PREFIX`.
-    pub fn from_env() -> Result<Self, JanitorError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// As [`Self::from_env`], reading variables through `get` (testable).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, JanitorError> {
-        let policy = match (get("CLEANUP_POLICY"), get("AFTERPUSH_CLEANUP_POLICY_FILE")) {
-            (Some(text), None) => Policy::parse(&text).map_err(|e| JanitorError::Settings {
-                var: "CLEANUP_POLICY",
-                message: e.to_string(),
-            })?,
-            (None, Some(path)) => {
-                Policy::load(std::path::Path::new(&path)).map_err(|e| JanitorError::Settings {
-                    var: "AFTERPUSH_CLEANUP_POLICY_FILE",
-                    message: e.to_string(),
-                })?
-            }
-            (Some(_), Some(_)) => {
-                return Err(JanitorError::Settings {
-                    var: "CLEANUP_POLICY",
-                    message: "set CLEANUP_POLICY or AFTERPUSH_CLEANUP_POLICY_FILE, not both".into(),
-                })
-            }
-            (None, None) => {
-                return Err(JanitorError::Settings {
-                    var: "CLEANUP_POLICY",
-                    message: "neither CLEANUP_POLICY nor AFTERPUSH_CLEANUP_POLICY_FILE is set"
-                        .into(),
-                })
-            }
-        };
-        let mut policy = policy;
-        if let Some(v) = get(crate::settings::INSPECTOR_IN_USE).filter(|v| !v.trim().is_empty()) {
-            // On here, or in the policy: either turns the Inspector source on.
-            policy.protect.inspector |=
-                crate::settings::parse_bool(crate::settings::INSPECTOR_IN_USE, &v).map_err(
-                    |e| JanitorError::Settings {
-                        var: crate::settings::INSPECTOR_IN_USE,
-                        message: format!("{v:?}: {}", e.problem),
-                    },
-                )?;
-        }
-        let dry_run = match get("DRY_RUN").filter(|v| !v.trim().is_empty()) {
-            None => true,
-            Some(v) => {
-                crate::settings::parse_bool("DRY_RUN", &v).map_err(|e| JanitorError::Settings {
-                    var: "DRY_RUN",
-                    message: format!("{v:?}: {}", e.problem),
-                })?
-            }
-        };
-        let consumers = crate::catalog::consumer_accounts::ConsumerAccounts::parse(
-            &get(crate::settings::CONSUMER_ACCOUNTS).unwrap_or_default(),
-            &get(crate::settings::IN_USE_READER_ROLE).unwrap_or_default(),
-        )
-        .map_err(|e| JanitorError::Settings {
-            var: if e.name == crate::settings::IN_USE_READER_ROLE {
-                crate::settings::IN_USE_READER_ROLE
-            } else {
-                crate::settings::CONSUMER_ACCOUNTS
-            },
-            message: format!("{:?}: {}", e.value, e.problem),
-        })?;
-        let fan_out = FanOutMode::parse(get(crate::settings::JANITOR_FAN_OUT).as_deref())?;
-        Ok(JanitorSettings {
-            fan_out,
-            queue_url: get(crate::settings::JANITOR_QUEUE_URL)
-                .map(|u| u.trim().to_string())
-                .filter(|u| !u.is_empty()),
-            consumers,
-            policy,
-            dry_run,
-            report_bucket: get("REPORT_BUCKET").filter(|b| !b.is_empty()),
-            report_prefix: get("AFTERPUSH_REPORT_PREFIX")
-                .unwrap_or_else(|| "cache-janitor/".into()),
-        })
     }
 }
 
@@ -551,7 +464,7 @@ mod tests {
     fn a_fan_out_needs_the_report_bucket() {
         let with = |vars: &[(&str, &str)]| {
             let s = settings(vars).unwrap();
-            janitor_fan_out::fan_out_queue_url(&s).map(|u| u.map(str::to_string))
+            s.fan_out_queue_url().map(|u| u.map(str::to_string))
         };
         let queue = ("JANITOR_QUEUE_URL", "https://sqs/q.fifo");
         let bucket = ("REPORT_BUCKET", "r");
@@ -637,7 +550,7 @@ mod tests {
         let (ecr, policy) = one_old_image();
         let janitor = CacheJanitor {
             settings: JanitorSettings {
-                policy: Policy::parse(policy).unwrap(),
+                policy: crate::cleanup::policy::Policy::parse(policy).unwrap(),
                 dry_run: false,
                 report_bucket: None,
                 report_prefix: "cache-janitor/".into(),

@@ -9,7 +9,7 @@
 //! comes (the janitor has no local report directory to use instead).
 
 use super::handlers::by_retryability;
-use super::janitor::{CacheJanitor, JanitorSettings};
+use super::janitor_settings::JanitorSettings;
 use super::outputs::{FanOutOutput, FunctionName, JanitorOutput};
 use super::{HandlerError, Invocation};
 use crate::catalog::Catalog;
@@ -21,55 +21,7 @@ use crate::events::{RepositorySweep, ScheduledEvent, Trigger};
 use crate::filters::RepositoryTagFilters;
 use crate::metrics;
 use crate::queue::{SqsQueues, Target, WorkQueue};
-use crate::settings::{JANITOR_FAN_OUT, JANITOR_FAN_OUT_CHOICES, JANITOR_QUEUE_URL, REPORT_BUCKET};
-
-/// `JANITOR_FAN_OUT`: whether the scheduled sweep fans out when the janitor has a queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FanOutMode {
-    /// One repository per invocation, through `JANITOR_QUEUE_URL` (the default; without
-    /// a queue URL the sweep runs whole, as before).
-    #[default]
-    PerRepository,
-    /// One invocation sweeps every repository.
-    Off,
-}
-
-impl FanOutMode {
-    /// From `JANITOR_FAN_OUT` (unset or blank: the default).
-    pub fn parse(raw: Option<&str>) -> Result<Self, JanitorError> {
-        let Some(raw) = raw.filter(|v| !v.trim().is_empty()) else {
-            return Ok(Self::default());
-        };
-        match crate::settings::parse_choice(JANITOR_FAN_OUT, raw, JANITOR_FAN_OUT_CHOICES) {
-            Ok("off") => Ok(FanOutMode::Off),
-            Ok(_) => Ok(FanOutMode::PerRepository),
-            Err(e) => Err(JanitorError::Settings {
-                var: JANITOR_FAN_OUT,
-                message: format!("{raw:?}: {}", e.problem),
-            }),
-        }
-    }
-}
-
-/// The queue the scheduled sweep fans out through, from `JANITOR_FAN_OUT`,
-/// `JANITOR_QUEUE_URL` and `REPORT_BUCKET`: `None` when the sweep runs whole.
-pub(super) fn fan_out_queue_url(settings: &JanitorSettings) -> Result<Option<&str>, JanitorError> {
-    let url = match (settings.fan_out, settings.queue_url.as_deref()) {
-        (FanOutMode::PerRepository, Some(url)) => url,
-        _ => return Ok(None),
-    };
-    if settings.report_bucket.is_none() {
-        return Err(JanitorError::Settings {
-            var: REPORT_BUCKET,
-            message: format!(
-                "{JANITOR_QUEUE_URL} is set and {JANITOR_FAN_OUT} is per-repository, but a \
-                 sweep that fans out keeps its manifest and parts in the report bucket: set \
-                 {REPORT_BUCKET}, or {JANITOR_FAN_OUT}=off"
-            ),
-        });
-    }
-    Ok(Some(url))
-}
+use crate::settings::REPORT_BUCKET;
 
 fn settings_of<'a>(
     settings: &'a JanitorSettings,
@@ -194,7 +146,17 @@ pub async fn sweep_one(
     Ok((swept, output))
 }
 
-impl CacheJanitor {
+/// What a fanned-out run needs of the janitor.
+pub(super) struct JanitorParts<'a> {
+    pub catalog: &'a dyn Catalog,
+    pub s3: Option<&'a aws_sdk_s3::Client>,
+    pub queue: Option<&'a dyn WorkQueue>,
+    pub settings: &'a JanitorSettings,
+    pub filters: &'a RepositoryTagFilters,
+    pub deadline_margin: std::time::Duration,
+}
+
+impl JanitorParts<'_> {
     /// The schedule, fanned out: the run's manifest, a message per repository, the S3
     /// caches' part (the output's `report`).
     pub(super) async fn fan_out(
@@ -202,18 +164,18 @@ impl CacheJanitor {
         trigger: &Trigger,
         invocation: &Invocation,
     ) -> Result<JanitorOutput, HandlerError> {
-        let (Trigger::Scheduled(event), Some(queue)) = (trigger, self.queue.as_deref()) else {
+        let (Trigger::Scheduled(event), Some(queue)) = (trigger, self.queue) else {
             return Err(HandlerError::non_retryable(format!(
                 "a {} event does not fan out",
                 trigger.kind()
             )));
         };
         let (started, fan_out) = start(
-            self.catalog.as_ref(),
-            self.s3.as_ref(),
+            self.catalog,
+            self.s3,
             queue,
-            &self.settings,
-            &self.filters,
+            self.settings,
+            self.filters,
             event,
             invocation.home.as_ref(),
             invocation.stop(self.deadline_margin),
@@ -258,10 +220,10 @@ impl CacheJanitor {
             )));
         };
         let (swept, fan_out) = sweep_one(
-            self.catalog.as_ref(),
-            self.s3.as_ref(),
-            &self.settings,
-            &self.filters,
+            self.catalog,
+            self.s3,
+            self.settings,
+            self.filters,
             &event.detail,
             invocation.stop(self.deadline_margin),
         )
@@ -311,30 +273,4 @@ fn blocked_part(what: &str, reason: &str, retryable: bool) -> HandlerError {
     };
     metrics::run_failed();
     by_retryability(e.is_retryable(), e)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_mode_defaults_to_per_repository_and_names_a_bad_value() {
-        assert_eq!(FanOutMode::parse(None).unwrap(), FanOutMode::PerRepository);
-        assert_eq!(
-            FanOutMode::parse(Some(" ")).unwrap(),
-            FanOutMode::PerRepository
-        );
-        assert_eq!(FanOutMode::parse(Some("off")).unwrap(), FanOutMode::Off);
-        assert_eq!(
-            FanOutMode::parse(Some("Per-Repository")).unwrap(),
-            FanOutMode::PerRepository
-        );
-        let err = FanOutMode::parse(Some("sometimes"))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "setting JANITOR_FAN_OUT: \"sometimes\": expected one of per-repository, off"
-        );
-    }
 }

@@ -22,6 +22,7 @@ pub mod handlers;
 mod invocation;
 pub mod janitor;
 pub mod janitor_fan_out;
+mod janitor_settings;
 mod logging;
 pub mod outputs;
 pub mod reconciler;

@@ -10,8 +10,8 @@
 //! host only when the challenge came over HTTPS, or to loopback under the insecure
 //! setting (see [`check_realm`]). The token answer is read with a size cap and a deadline.
 
+use super::plain_http::ENV_INSECURE;
 use super::plain_http::{is_loopback, plain_http_allowed};
-use super::settings::ENV_INSECURE;
 use crate::registry::{RegistryError, Result};
 use async_trait::async_trait;
 use base64::Engine as _;

@@ -3,6 +3,9 @@
 
 use url::Url;
 
+/// `true`/`1`: allow plain HTTP to non-loopback hosts.
+pub const ENV_INSECURE: &str = "AFTERPUSH_REGISTRY_INSECURE";
+
 /// False for a plain-HTTP URL to a host other than loopback, unless `allow_insecure_http`.
 pub fn plain_http_allowed(url: &Url, allow_insecure_http: bool) -> bool {
     url.scheme() != "http" || allow_insecure_http || url.host_str().is_some_and(is_loopback)

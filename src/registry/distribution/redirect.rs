@@ -15,7 +15,7 @@
 //! address is not caught here (that would need our own resolver).
 
 use super::plain_http::plain_http_allowed;
-use super::settings::ENV_INSECURE;
+use super::plain_http::ENV_INSECURE;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use url::{Host, Url};
 

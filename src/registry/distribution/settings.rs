@@ -10,8 +10,7 @@ use url::Url;
 /// Sends all registry HTTP to this base URL (e.g. `http://127.0.0.1:5000`), whatever host
 /// a reference names. This is how tests and local runs use a local registry.
 pub const ENV_ENDPOINT: &str = "AFTERPUSH_REGISTRY_ENDPOINT";
-/// `true`/`1`: allow plain HTTP to non-loopback hosts.
-pub const ENV_INSECURE: &str = "AFTERPUSH_REGISTRY_INSECURE";
+pub use super::plain_http::ENV_INSECURE;
 /// `auto` (default), `anonymous`, `basic` or `ecr`.
 pub const ENV_AUTH: &str = "AFTERPUSH_REGISTRY_AUTH";
 /// User name for Basic auth (set together with [`ENV_PASSWORD`]; with `auto`, setting both selects `basic`).
