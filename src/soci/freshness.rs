@@ -10,8 +10,9 @@
 //! minimum, the index is exactly what the new settings build, and it counts as current.
 //! What no manifest records (the xattr optimization, the build tool) is not checked.
 
-use super::convert::{platform_images, SOURCE_DIGEST_ANNOTATION};
 use super::layers::{decide, LayerDecision};
+use super::own_output::SOURCE_DIGEST_ANNOTATION;
+use super::platform_images::platform_images;
 use super::settings::SociSettings;
 use super::Result;
 use crate::oci::gojson::GoManifest;

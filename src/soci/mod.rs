@@ -13,6 +13,7 @@ pub mod index;
 pub mod layers;
 pub mod memory;
 mod own_output;
+mod platform_images;
 pub mod settings;
 pub mod time_budget;
 

@@ -3,6 +3,10 @@
 
 use crate::oci::{annotation, ManifestSummary};
 
+/// Our mark on a v2 output index: the digest of the image it was made from. It makes
+/// a repeated event a no-op even when the output tag is the pushed tag itself.
+pub const SOURCE_DIGEST_ANNOTATION: &str = "dev.afterpush.soci.source-digest";
+
 /// True for the artifact (config) media types of SOCI indexes, v1 and v2.
 pub fn is_soci_index_type(media_type: &str) -> bool {
     media_type.starts_with("application/vnd.amazon.soci.index.")
