@@ -9,15 +9,14 @@
 //! failed: … AccessDenied`) and not as the first ECS call's credentials error.
 
 use crate::aws_clients::{ClientSettings, ClientSettingsError};
+use crate::catalog::account_workloads::Workloads;
 use crate::catalog::ecr::{EcrCatalog, SdkEcr};
 use crate::catalog::ecs::SdkEcs;
 use crate::catalog::inspector::{BothSources, InspectorInUse, SdkInspector};
 use crate::catalog::lambda::SdkLambda;
 use crate::catalog::paginate::Paging;
 use crate::catalog::repository_policy::SdkRepositoryPolicies;
-use crate::catalog::workloads::{
-    InUseError, InUseRef, InUseSource, Protect, RegistryScope, Workloads,
-};
+use crate::catalog::workloads::{InUseError, InUseRef, InUseSource, Protect, RegistryScope};
 use crate::registry::ecr::{is_account_id, is_region_name};
 use crate::settings::{SettingsError, CONSUMER_ACCOUNTS, IN_USE_READER_ROLE};
 

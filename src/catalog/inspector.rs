@@ -16,9 +16,7 @@ use aws_sdk_inspector2::types::{CoverageFilterCriteria, CoverageStringComparison
 use aws_sdk_inspector2::types::{CoverageStringFilter, CoveredResource};
 use chrono::{DateTime, Utc};
 
-/// The window by default: an image Inspector saw in use within it is kept.
-pub const DEFAULT_INSPECTOR_WINDOW: std::time::Duration =
-    std::time::Duration::from_secs(30 * 24 * 3600);
+pub use crate::catalog::workloads::DEFAULT_INSPECTOR_WINDOW;
 
 /// ListCoverage returns at most 200 resources per page.
 pub const COVERAGE_PAGE: i32 = 200;

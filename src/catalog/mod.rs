@@ -6,6 +6,7 @@
 //! [`s3cache`] lists and deletes the objects of an S3 BuildKit cache. [`ecs`] and
 //! [`lambda`] list the images the account's workloads use, through the [`workloads`] port.
 
+pub mod account_workloads;
 pub mod aws_error;
 pub mod consumer_accounts;
 pub mod ecr;

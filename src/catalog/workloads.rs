@@ -6,7 +6,7 @@
 //! lives in `cleanup::in_use`.
 
 use crate::catalog::aws_error::SdkFailure;
-use crate::catalog::paginate::{Paging, PagingError};
+use crate::catalog::paginate::PagingError;
 #[cfg(doc)]
 use crate::catalog::ApiErrorKind;
 use crate::oci::Sha256Digest;
@@ -14,6 +14,10 @@ use crate::registry::ecr::parse_registry_host;
 use aws_config::retry::ProvideErrorKind;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use serde::Serialize;
+
+/// The window by default: an image Inspector saw in use within it is kept.
+pub const DEFAULT_INSPECTOR_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// Task-definition revisions of each family kept for rollbacks, unless the policy says.
 pub const DEFAULT_TASK_DEFINITION_REVISIONS: usize = 5;
@@ -51,7 +55,7 @@ impl Default for Protect {
             lambda: true,
             task_definition_revisions: DEFAULT_TASK_DEFINITION_REVISIONS,
             inspector: false,
-            inspector_window: crate::catalog::inspector::DEFAULT_INSPECTOR_WINDOW,
+            inspector_window: DEFAULT_INSPECTOR_WINDOW,
         }
     }
 }
@@ -291,61 +295,6 @@ pub struct NoWorkloads;
 impl InUseSource for NoWorkloads {
     async fn collect(&self, _protect: &Protect) -> Result<Vec<InUseRef>, InUseError> {
         Ok(Vec::new())
-    }
-}
-
-/// ECS and Lambda of one account and region, through their [`crate::catalog::ecs::EcsApi`]
-/// and [`crate::catalog::lambda::LambdaApi`] ports.
-pub struct Workloads<E, L> {
-    /// The ECS API port.
-    pub ecs: E,
-    /// The Lambda API port.
-    pub lambda: L,
-    /// The page cap and deadline of every listing.
-    pub paging: Paging,
-}
-
-impl<E, L> Workloads<E, L> {
-    /// ECS and Lambda through these ports, with the default page cap and no deadline.
-    pub fn new(ecs: E, lambda: L) -> Self {
-        Workloads {
-            ecs,
-            lambda,
-            paging: Paging::default(),
-        }
-    }
-
-    /// The same, with its listings under `paging` (shared with the catalog's).
-    pub fn with_paging(mut self, paging: Paging) -> Self {
-        self.paging = paging;
-        self
-    }
-}
-
-#[async_trait::async_trait]
-impl<E, L> InUseSource for Workloads<E, L>
-where
-    E: crate::catalog::ecs::EcsApi,
-    L: crate::catalog::lambda::LambdaApi,
-{
-    async fn collect(&self, protect: &Protect) -> Result<Vec<InUseRef>, InUseError> {
-        let mut refs = Vec::new();
-        if protect.ecs {
-            refs.extend(
-                crate::catalog::ecs::images_in_use(
-                    &self.ecs,
-                    protect.task_definition_revisions,
-                    &self.paging,
-                )
-                .await?,
-            );
-        }
-        if protect.lambda {
-            refs.extend(crate::catalog::lambda::images_in_use(&self.lambda, &self.paging).await?);
-        }
-        refs.sort();
-        refs.dedup();
-        Ok(refs)
     }
 }
 

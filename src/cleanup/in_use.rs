@@ -8,9 +8,10 @@
 //! tag is the digest the tag names now. Listing errors are fatal to the whole run
 //! (see `cleanup::sweep`): an image in use that could not be seen must not be deleted.
 
+pub use crate::catalog::account_workloads::Workloads;
 pub use crate::catalog::workloads::{
     arn_account_region, own_registry_ref, EcrImageRef, InUseError, InUseRef, InUseSource,
-    NoWorkloads, Protect, Target, Workloads, DEFAULT_TASK_DEFINITION_REVISIONS,
+    NoWorkloads, Protect, Target, DEFAULT_TASK_DEFINITION_REVISIONS,
 };
 use crate::catalog::ImageRecord;
 use crate::oci::Sha256Digest;
