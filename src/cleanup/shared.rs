@@ -11,10 +11,13 @@ use crate::catalog::repository_policy::{
     pull_grantees, Grantee, PolicyReadError, PolicyText, RepositoryPolicies,
 };
 use crate::catalog::{Catalog, ImageRecord};
-use crate::oci::ArtifactKind;
+use crate::oci::{ArtifactKind, Sha256Digest};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-use super::planner::InUseMap;
+/// The images of a repository that ECS or Lambda use, each with who uses it
+/// (`cleanup::in_use::InUse::protected`).
+pub type InUseMap = BTreeMap<Sha256Digest, Vec<String>>;
 
 /// Consumers the janitor cannot scan whose risk the policy accepts, by name: every
 /// uncovered consumer of these repositories, and these accounts wherever they are granted.

@@ -1,8 +1,8 @@
 //! Plan assembly: the decisions of one repository from its first verdicts and the
 //! closure's outcome.
 
+use super::first_verdict::Verdict;
 use super::graph::Graph;
-use super::verdict::Verdict;
 use super::{Action, ImageDecision, InUseMap, Plan, Snapshot};
 use crate::format::short_digest;
 use chrono::{DateTime, Utc};

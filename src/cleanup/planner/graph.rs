@@ -2,7 +2,7 @@
 //! indexes), who refers to whom (subjects), the kept set closed over it, and the order
 //! deletions must follow.
 
-use super::verdict::Verdict;
+use super::first_verdict::Verdict;
 use crate::catalog::ImageRecord;
 use crate::format::short_digest;
 use crate::oci::Sha256Digest;

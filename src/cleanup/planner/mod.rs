@@ -11,6 +11,7 @@
 //!    runs again with the cut images kept, so a cut can never orphan anything.
 
 mod assemble;
+mod first_verdict;
 mod graph;
 #[cfg(test)]
 mod tests;
@@ -24,7 +25,7 @@ use assemble::{build_plan, PlanInputs};
 use chrono::{DateTime, Utc};
 use graph::Graph;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use verdict::{first_verdicts, selects};
 
 /// The images of one repository at one moment.
@@ -194,9 +195,7 @@ pub fn plan_with_limit(
     plan_in_use(snapshot, policy, now, max_deletions, &InUseMap::new())
 }
 
-/// The images of a repository that ECS or Lambda use, each with who uses it
-/// (`cleanup::in_use::InUse::protected`).
-pub type InUseMap = BTreeMap<Sha256Digest, Vec<String>>;
+pub use super::shared::InUseMap;
 
 /// As [`plan_with_limit`], with the images in use kept whatever the rules say (and,
 /// through the safety closure, everything they need).

@@ -1,32 +1,16 @@
 //! First verdicts: what the grace period, the policy's rules (or an ECR lifecycle
 //! policy) and the images in use say of each image, before the safety closure.
 
+use super::first_verdict::Verdict;
 use super::graph::Graph;
-use super::InUseMap;
 use crate::catalog::ImageRecord;
 use crate::cleanup::ecr_lifecycle::{LifecyclePolicy, Outcome};
 use crate::cleanup::policy::{Policy, Rule, RuleAction};
+use crate::cleanup::shared::InUseMap;
 use crate::format::age;
 use chrono::{DateTime, Duration, Utc};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashSet};
-
-/// A first verdict, before the closure.
-#[derive(Debug, Clone)]
-pub(super) enum Verdict {
-    Keep {
-        rule: Option<String>,
-        reason: String,
-        /// `rule` would delete the image; the images in use keep it.
-        overridden: bool,
-    },
-    Delete {
-        rule: String,
-        reason: String,
-    },
-    /// No rule matched a dependant: kept exactly when what it depends on is kept.
-    Follow,
-}
 
 pub(super) fn group_of<'a>(rule: &'a Rule, image: &ImageRecord) -> &'a str {
     rule.select
