@@ -10,13 +10,14 @@
 //!   large for one 15-minute invocation is surveyed over several.
 //!
 //! Throttling: every ECR call goes through the SDK client's retries, the one retry layer
-//! ([`crate::aws_clients`]). [`survey_ecr_client`] builds that client in the adaptive
-//! retry mode rather than the standard one: a survey sends DescribeImages and
-//! BatchGetImage calls back to back from several repositories at once, and after a
-//! throttle the adaptive mode slows every request of the client (a client-side token
-//! bucket), where the standard mode only delays the retry of the throttled call while
-//! the others keep the rate that was throttled.
-
+//! ([`crate::aws_clients`]), in the standard mode: a throttled call is tried again after
+//! an exponential backoff with jitter, within the client's retry quota. Not the adaptive
+//! mode: after one throttle its client-side rate limiter starts from the rate it has
+//! measured, which early in a survey is a few calls a second, and holds every later call
+//! of the client to it. Measured with the first test of `tests/it/reconcile_throttling.rs`
+//! (three repositories: nine requests, one DescribeImages and one BatchGetImage
+//! throttled): 2.3 s in the standard mode, 44 s in the adaptive one. Four repositories at a time
+//! keep the survey's own rate modest.
 use super::ecr_listing::{EcrApiRepository, EcrCalls};
 use super::event::EventOrigin;
 use super::survey::{survey, Survey, SurveyProgress, SurveyStep};
@@ -105,16 +106,10 @@ pub struct RegistrySurvey {
     pub calls: EcrCalls,
 }
 
-/// An ECR client for a registry survey: the crate's timeouts and attempts, in the
-/// adaptive retry mode (see the module documentation for why).
+/// An ECR client for a registry survey: the crate's timeouts, attempts and standard
+/// retry mode (see the module documentation for why not the adaptive one).
 pub fn survey_ecr_client(sdk: &aws_config::SdkConfig, settings: &ClientSettings) -> SdkEcr {
-    let retry = aws_config::retry::RetryConfig::adaptive().with_max_attempts(settings.max_attempts);
-    SdkEcr::new(aws_sdk_ecr::Client::from_conf(
-        aws_sdk_ecr::config::Builder::from(sdk)
-            .retry_config(retry)
-            .timeout_config(settings.timeout_config())
-            .build(),
-    ))
+    SdkEcr::new(settings.ecr(sdk))
 }
 
 enum ListError {

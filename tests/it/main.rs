@@ -43,6 +43,7 @@ mod reconcile;
 mod reconcile_e2e;
 mod reconcile_ecr;
 mod reconcile_queue;
+mod reconcile_throttling;
 mod registry_bounds;
 mod registry_ecr_token_faults;
 mod registry_http;
