@@ -16,8 +16,9 @@
 //! measured, which early in a survey is a few calls a second, and holds every later call
 //! of the client to it. Measured with the first test of `tests/it/reconcile_throttling.rs`
 //! (three repositories: nine requests, one DescribeImages and one BatchGetImage
-//! throttled): 2.3 s in the standard mode, 44 s in the adaptive one. Four repositories at a time
-//! keep the survey's own rate modest.
+//! throttled): 2.3 s in the standard mode, 44 s in the adaptive one. Four repositories
+//! at a time keep the survey's own rate modest.
+
 use super::ecr_listing::{EcrApiRepository, EcrCalls};
 use super::event::EventOrigin;
 use super::survey::{survey, Survey, SurveyProgress, SurveyStep};
