@@ -461,3 +461,23 @@ pub fn metric_sum(
 ) -> f64 {
     metric_values(docs, function, name, dims).iter().sum()
 }
+
+/// Waits for the process to exit (bad settings end the cold start) and returns its log.
+pub fn exits_with_failure(function: &mut Function) -> String {
+    let status = (0..(HANG_GUARD.as_millis() / 50))
+        .find_map(|_| {
+            let s = function.child.try_wait().unwrap();
+            if s.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            s
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the function kept running with bad settings:\n{}",
+                function.log()
+            )
+        });
+    assert!(!status.success());
+    function.log()
+}

@@ -17,11 +17,10 @@ use afterpush::registry::layout::LayoutRepository;
 use afterpush::registry::Repository;
 use afterpush::sample::{self, SampleSpec};
 use runtime_api::{
-    emf_documents, metric_sum, sample as sample_event, Function, RuntimeApi, HANG_GUARD,
+    emf_documents, exits_with_failure, metric_sum, sample as sample_event, Function, RuntimeApi,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Keep the main cache, expire every other cache tag; no grace period (the seeded caches
 /// are seconds old).
@@ -270,26 +269,6 @@ fn swept_repository_metric(log: &str, report: &Value, name: &str) -> f64 {
     let repository = report["repositories"][0]["repository"].as_str().unwrap();
     let docs = emf_documents(log);
     metric_sum(&docs, "cache-janitor", name, &[("Repository", repository)])
-}
-
-/// Waits for the process to exit (bad settings end the cold start) and returns its log.
-fn exits_with_failure(function: &mut Function) -> String {
-    let status = (0..(HANG_GUARD.as_millis() / 50))
-        .find_map(|_| {
-            let s = function.child.try_wait().unwrap();
-            if s.is_none() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            s
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "the function kept running with bad settings:\n{}",
-                function.log()
-            )
-        });
-    assert!(!status.success());
-    function.log()
 }
 
 #[test]

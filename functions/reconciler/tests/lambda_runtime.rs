@@ -10,10 +10,9 @@
 mod runtime_api;
 
 use runtime_api::{
-    emf_documents, metric_sum, sample as sample_event, Function, RuntimeApi, HANG_GUARD,
+    emf_documents, exits_with_failure, metric_sum, sample as sample_event, Function, RuntimeApi,
 };
 use std::path::Path;
-use std::time::Duration;
 
 fn reconciler() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_reconciler"))
@@ -29,21 +28,6 @@ const OFFLINE: &[(&str, &str)] = &[
 fn start(api: &RuntimeApi, env: &[(&str, &str)]) -> Function {
     let all: Vec<(&str, &str)> = OFFLINE.iter().chain(env).copied().collect();
     Function::start(reconciler(), "reconciler", api, &all)
-}
-
-/// Waits for the process to exit (bad settings end the cold start) and returns its log.
-fn exits_with_failure(function: &mut Function) -> String {
-    let status = (0..(HANG_GUARD.as_millis() / 50))
-        .find_map(|_| {
-            let s = function.child.try_wait().unwrap();
-            if s.is_none() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            s
-        })
-        .unwrap_or_else(|| panic!("the function kept running:\n{}", function.log()));
-    assert!(!status.success());
-    function.log()
 }
 
 #[test]
