@@ -18,7 +18,9 @@ use crate::catalog::paginate::Paging;
 use crate::catalog::repository_policy::SdkRepositoryPolicies;
 use crate::catalog::workloads::{InUseError, InUseRef, InUseSource, Protect, RegistryScope};
 use crate::registry::ecr::{is_account_id, is_region_name};
-use crate::settings::{SettingsError, CONSUMER_ACCOUNTS, IN_USE_READER_ROLE};
+use crate::settings::{
+    SettingsError, CONSUMER_ACCOUNTS, IN_USE_READER_EXTERNAL_ID, IN_USE_READER_ROLE,
+};
 
 /// The role name `infra/in-use-reader.yaml` creates unless told otherwise.
 pub const DEFAULT_READER_ROLE: &str = "afterpush-in-use-reader";
@@ -43,6 +45,9 @@ pub struct ConsumerAccounts {
     pub accounts: Vec<ConsumerAccount>,
     /// The reader role's name in every one of them.
     pub role_name: String,
+    /// The `sts:ExternalId` passed to AssumeRole (`IN_USE_READER_EXTERNAL_ID`), when the
+    /// reader roles require one.
+    pub external_id: Option<String>,
 }
 
 impl Default for ConsumerAccounts {
@@ -50,11 +55,36 @@ impl Default for ConsumerAccounts {
         ConsumerAccounts {
             accounts: Vec::new(),
             role_name: DEFAULT_READER_ROLE.into(),
+            external_id: None,
         }
     }
 }
 
 impl ConsumerAccounts {
+    /// The same accounts, their reader roles assumed with `IN_USE_READER_EXTERNAL_ID`
+    /// (blank: none). STS takes 2 to 1,224 of A-Z a-z 0-9 and `+=,.@:/-`; anything else
+    /// is refused here, naming the variable, rather than by every AssumeRole.
+    pub fn with_external_id(mut self, raw: &str) -> Result<Self, SettingsError> {
+        let id = raw.trim();
+        if id.is_empty() {
+            self.external_id = None;
+            return Ok(self);
+        }
+        let valid = (2..=1224).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
+        if !valid {
+            return Err(SettingsError::new(
+                IN_USE_READER_EXTERNAL_ID,
+                raw,
+                "expected 2 to 1224 of A-Z a-z 0-9 _ + = , . @ : / -",
+            ));
+        }
+        self.external_id = Some(id.to_string());
+        Ok(self)
+    }
+
     /// Parses `CONSUMER_ACCOUNTS` (`account[:region,...]` entries, comma-separated: a
     /// bare region after `account:region` adds a region to that account, e.g.
     /// `222222222222:eu-west-1,us-east-1,333333333333`) and `IN_USE_READER_ROLE`
@@ -133,6 +163,7 @@ impl ConsumerAccounts {
         Ok(ConsumerAccounts {
             accounts: out,
             role_name,
+            external_id: None,
         })
     }
 
@@ -262,6 +293,7 @@ impl AccountsInUse {
             .assume_role()
             .role_arn(&role_arn)
             .role_session_name(SESSION_NAME)
+            .set_external_id(self.consumers.external_id.clone())
             .send()
             .await
             .map_err(|e| {
@@ -464,6 +496,21 @@ mod tests {
         ConsumerAccount {
             account: a.into(),
             regions: regions.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_external_id_is_checked_as_sts_takes_it() {
+        let with = |raw: &str| ConsumerAccounts::default().with_external_id(raw);
+        assert_eq!(with("").unwrap().external_id, None);
+        assert_eq!(with("  ").unwrap().external_id, None);
+        assert_eq!(
+            with(" org-7f3a:afterpush ").unwrap().external_id.as_deref(),
+            Some("org-7f3a:afterpush")
+        );
+        for bad in ["x", "has space", "quote\"", &"a".repeat(1225)] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.name, IN_USE_READER_EXTERNAL_ID, "{bad}");
         }
     }
 

@@ -111,12 +111,17 @@ impl JanitorSettings {
             &get(crate::settings::CONSUMER_ACCOUNTS).unwrap_or_default(),
             &get(crate::settings::IN_USE_READER_ROLE).unwrap_or_default(),
         )
+        .and_then(|c| {
+            c.with_external_id(&get(crate::settings::IN_USE_READER_EXTERNAL_ID).unwrap_or_default())
+        })
         .map_err(|e| JanitorError::Settings {
-            var: if e.name == crate::settings::IN_USE_READER_ROLE {
-                crate::settings::IN_USE_READER_ROLE
-            } else {
-                crate::settings::CONSUMER_ACCOUNTS
-            },
+            var: [
+                crate::settings::IN_USE_READER_ROLE,
+                crate::settings::IN_USE_READER_EXTERNAL_ID,
+            ]
+            .into_iter()
+            .find(|v| *v == e.name)
+            .unwrap_or(crate::settings::CONSUMER_ACCOUNTS),
             message: format!("{:?}: {}", e.value, e.problem),
         })?;
         let fan_out = FanOutMode::parse(get(crate::settings::JANITOR_FAN_OUT).as_deref())?;

@@ -147,6 +147,9 @@ pub const REPORT_BUCKET: &str = "REPORT_BUCKET";
 pub const CONSUMER_ACCOUNTS: &str = "CONSUMER_ACCOUNTS";
 /// The name of the read-only role the janitor assumes in each consumer account (janitor).
 pub const IN_USE_READER_ROLE: &str = "IN_USE_READER_ROLE";
+/// The `sts:ExternalId` the reader roles require (their stack's `ExternalId`); empty for
+/// none (janitor).
+pub const IN_USE_READER_EXTERNAL_ID: &str = "IN_USE_READER_EXTERNAL_ID";
 
 /// `true`: images Amazon Inspector saw in use (ECS tasks, EKS pods) are kept, as the
 /// policy's `protect.inspector` does (janitor).
@@ -293,6 +296,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: IN_USE_READER_ROLE,
         default: "afterpush-in-use-reader",
+        kind: Kind::Text,
+        functions: &[J],
+    },
+    Setting {
+        name: IN_USE_READER_EXTERNAL_ID,
+        default: "",
         kind: Kind::Text,
         functions: &[J],
     },

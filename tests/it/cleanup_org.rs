@@ -438,6 +438,68 @@ async fn a_reader_role_that_cannot_be_assumed_blocks_every_deletion() {
     assert_eq!(support::ecr_image_digests(&ecr, "app").await, everything);
 }
 
+/// A reader role whose trust policy requires an `sts:ExternalId` (infra/in-use-reader.yaml's
+/// `ExternalId`) is read only when the janitor passes it (`IN_USE_READER_EXTERNAL_ID`);
+/// without it, or with another, STS refuses and the run deletes nothing.
+#[tokio::test]
+async fn a_reader_role_requiring_an_external_id_is_read_with_it_and_blocks_without() {
+    let moto = support::TestMoto::start();
+    let d = central_registry(&moto).await;
+    let ecr = moto.ecr().await;
+    let everything: BTreeSet<String> = d.values().map(ToString::to_string).collect();
+    support::moto_accounts::iam_role_requiring_external_id(&moto, D, READER, "org-7f3a").await;
+    let tick =
+        serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+    let run = |external_id: Option<&'static str>| {
+        let moto = &moto;
+        let tick = tick.clone();
+        async move {
+            let mut vars = BTreeMap::from([
+                ("CLEANUP_POLICY", EXPIRE_ALL_IMAGES.to_string()),
+                ("DRY_RUN", "true".to_string()),
+                ("CONSUMER_ACCOUNTS", format!("{B},{C},{D}")),
+                ("IN_USE_READER_ROLE", READER.to_string()),
+            ]);
+            if let Some(id) = external_id {
+                vars.insert("IN_USE_READER_EXTERNAL_ID", id.to_string());
+            }
+            let settings = JanitorSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
+            let catalog = EcrCatalog::from_sdk_config_with_consumers(
+                &moto.sdk_config().await,
+                &settings.consumers,
+            );
+            handle(
+                &catalog,
+                None,
+                &settings,
+                &RepositoryTagFilters::parse("").unwrap(),
+                JanitorEvent::from_trigger(&Trigger::from_value(tick).unwrap()),
+            )
+            .await
+        }
+    };
+    for wrong in [None, Some("org-0000")] {
+        let err = run(wrong).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("STS AssumeRole failed: account 444444444444")
+                && err.to_string().contains("AccessDenied"),
+            "{wrong:?}: {err}"
+        );
+    }
+    let report = run(Some("org-7f3a")).await.unwrap();
+    assert!(report.blocked.is_none(), "{}", report.to_json());
+    // B's service and C's function are read, so their images are kept by name.
+    for image in ["service-b", "fn-c"] {
+        assert!(
+            !users(&report, &d[image]).is_empty(),
+            "{image} is not kept by its user: {}",
+            report.to_json()
+        );
+    }
+    assert_eq!(support::ecr_image_digests(&ecr, "app").await, everything);
+}
+
 #[tokio::test]
 async fn a_registry_policy_grant_applies_to_the_repositories_its_resource_names() {
     let moto = support::TestMoto::start();

@@ -171,6 +171,46 @@ async fn sts_refuses_a_role_the_target_account_does_not_have() {
     assert!(at_home.cluster_arns().is_empty());
 }
 
+/// Correction 10, trust policies: a role that requires an `sts:ExternalId` is refused
+/// without it or with another, and assumed with it.
+#[tokio::test]
+async fn sts_refuses_a_role_whose_external_id_is_missing_or_wrong() {
+    let moto = support::TestMoto::start();
+    let sts = aws_sdk_sts::Client::new(&moto.sdk_config().await);
+    let role = support::moto_accounts::iam_role_requiring_external_id(
+        &moto,
+        "222222222222",
+        "afterpush-in-use-reader",
+        "org-7f3a",
+    )
+    .await;
+    for external_id in [None, Some("org-0000")] {
+        let err = sts
+            .assume_role()
+            .role_arn(&role)
+            .role_session_name("t")
+            .set_external_id(external_id.map(str::to_string))
+            .send()
+            .await
+            .unwrap_err();
+        let service = err.into_service_error();
+        assert_eq!(
+            aws_sdk_sts::error::ProvideErrorMetadata::code(&service),
+            Some("AccessDenied"),
+            "{external_id:?}: {service:?}"
+        );
+    }
+    let assumed = sts
+        .assume_role()
+        .role_arn(&role)
+        .role_session_name("t")
+        .external_id("org-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert!(assumed.credentials().is_some());
+}
+
 /// Correction 11: a function in another account is created from this registry's image,
 /// by tag or by digest, and reports the digest it resolved.
 #[tokio::test]

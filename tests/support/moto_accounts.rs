@@ -8,11 +8,36 @@ use super::TestMoto;
 /// Creates IAM role `name` in `account` (trusting anyone: moto evaluates no trust
 /// policy) and returns its ARN.
 pub async fn iam_role_in(moto: &TestMoto, account: &str, name: &str) -> String {
+    iam_role_with_trust(moto, account, name, "{}").await
+}
+
+/// Creates IAM role `name` in `account` whose trust policy requires `external_id`, as
+/// infra/in-use-reader.yaml writes it (the launcher's correction 10 checks it), and
+/// returns its ARN.
+pub async fn iam_role_requiring_external_id(
+    moto: &TestMoto,
+    account: &str,
+    name: &str,
+    external_id: &str,
+) -> String {
+    let trust = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
+        }],
+    });
+    iam_role_with_trust(moto, account, name, &trust.to_string()).await
+}
+
+async fn iam_role_with_trust(moto: &TestMoto, account: &str, name: &str, trust: &str) -> String {
     let body = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("Action", "CreateRole")
         .append_pair("Version", "2010-05-08")
         .append_pair("RoleName", name)
-        .append_pair("AssumeRolePolicyDocument", "{}")
+        .append_pair("AssumeRolePolicyDocument", trust)
         .finish();
     let response = reqwest::Client::new()
         .post(moto.endpoint())

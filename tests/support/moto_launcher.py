@@ -57,7 +57,9 @@
    STS refuses a role that does not exist (or does not trust the caller) with 403
    `AccessDenied` ("... is not authorized to perform: sts:AssumeRole on resource: ...").
    The launcher refuses, the same way, a role that the target account's IAM does not
-   hold (trust policies are not evaluated). Asserted by tests/it/moto_in_use.rs.
+   hold, and a role whose trust policy requires an `sts:ExternalId` (a `StringEquals`
+   condition, as infra/in-use-reader.yaml writes it) that the request does not carry
+   (the rest of a trust policy is not evaluated). Asserted by tests/it/moto_in_use.rs.
 11. Lambda images from another account's registry. moto resolves a function's `ImageUri`
    in the function's own account and region, whatever registry the URI names, so a
    function in a consumer account cannot be created from the central registry's image.
@@ -402,14 +404,35 @@ class _AssumeRoleAccessDenied(AccessDeniedError):
         )
 
 
+def _required_external_ids(role):
+    """The `sts:ExternalId` values the role's trust policy requires (StringEquals)."""
+    try:
+        document = json.loads(role.assume_role_policy_document or "{}")
+    except (TypeError, ValueError):
+        return set()
+    statements = document.get("Statement", []) if isinstance(document, dict) else []
+    if isinstance(statements, dict):
+        statements = [statements]
+    required = set()
+    for statement in statements:
+        equals = (statement.get("Condition") or {}).get("StringEquals") or {}
+        value = equals.get("sts:ExternalId")
+        if isinstance(value, str):
+            required.add(value)
+        elif isinstance(value, list):
+            required.update(v for v in value if isinstance(v, str))
+    return required
+
+
 def _assume_existing_role(self):
     role_arn = self._get_param("RoleArn") or ""
     m = ROLE_ARN.match(role_arn)
     exists = False
     if m:
         try:
-            iam_backends[m.group(2)][m.group(1)].get_role(m.group(3))
-            exists = True
+            role = iam_backends[m.group(2)][m.group(1)].get_role(m.group(3))
+            required = _required_external_ids(role)
+            exists = not required or self._get_param("ExternalId") in required
         except Exception:
             exists = False
     if not exists:
