@@ -8,7 +8,7 @@ use crate::cleanup::ecr_lifecycle::{LifecyclePolicy, Outcome};
 use crate::cleanup::policy::{Policy, Rule, RuleAction};
 use crate::cleanup::shared::InUseMap;
 use crate::format::age;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashSet};
 
@@ -83,16 +83,7 @@ pub(super) fn first_verdicts(
         .enumerate()
         .map(|(i, im)| {
             let since_push = now - im.pushed_at;
-            if let (Some(l), Some(outcomes)) = (lifecycle, ecr) {
-                return ecr_verdict(
-                    policy,
-                    l,
-                    &outcomes[i],
-                    im,
-                    since_push,
-                    !graph.parents[i].is_empty(),
-                );
-            }
+            // Whoever decides (the rules or an ECR lifecycle policy), the grace period first.
             if since_push < policy.grace_period {
                 return Verdict::Keep {
                     rule: None,
@@ -103,6 +94,9 @@ pub(super) fn first_verdicts(
                     ),
                     overridden: false,
                 };
+            }
+            if let (Some(l), Some(outcomes)) = (lifecycle, ecr) {
+                return ecr_verdict(policy, l, &outcomes[i], im, !graph.parents[i].is_empty());
             }
             let last_use = im
                 .last_pulled_at
@@ -197,27 +191,15 @@ pub(super) fn first_verdicts(
     verdicts
 }
 
-/// The first verdict on an image of a repository an ECR lifecycle policy decides for:
-/// the grace period, then afterpush's `keep` rules, then ECR's outcome.
+/// The first verdict on an image past the grace period, of a repository an ECR lifecycle
+/// policy decides for: afterpush's `keep` rules, then ECR's outcome.
 fn ecr_verdict(
     policy: &Policy,
     lifecycle: &LifecyclePolicy,
     outcome: &Outcome,
     im: &ImageRecord,
-    since_push: Duration,
     listed_by_index: bool,
 ) -> Verdict {
-    if since_push < policy.grace_period {
-        return Verdict::Keep {
-            rule: None,
-            reason: format!(
-                "pushed {} ago, within the grace period of {}",
-                age(since_push),
-                age(policy.grace_period)
-            ),
-            overridden: false,
-        };
-    }
     if let Some(rule) = policy
         .rules
         .iter()
