@@ -475,12 +475,7 @@ mod tests {
         let ecr = MemoryEcr::new();
         ecr.put(
             "app",
-            crate::catalog::ecr::ImageDetail {
-                pushed_at: Some(Utc::now() - chrono::Duration::days(30)),
-                manifest_media_type: Some(media::OCI_MANIFEST.into()),
-                artifact_media_type: Some(media::OCI_CONFIG.into()),
-                ..Default::default()
-            },
+            crate::catalog::ecr::month_old_image(),
             b"{}".to_vec(),
         );
         // No ECS or Lambda behind this catalog.
@@ -526,16 +521,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_sweep_the_deadline_cuts_short_reports_it_and_deletes_nothing() {
-        use crate::catalog::ecr::{EcrCatalog, ImageDetail, MemoryEcr};
+        use crate::catalog::ecr::{EcrCatalog, MemoryEcr};
         let ecr = MemoryEcr::new();
         ecr.put(
             "app",
-            ImageDetail {
-                pushed_at: Some(Utc::now() - chrono::Duration::days(30)),
-                manifest_media_type: Some(media::OCI_MANIFEST.into()),
-                artifact_media_type: Some(media::OCI_CONFIG.into()),
-                ..Default::default()
-            },
+            crate::catalog::ecr::month_old_image(),
             b"{}".to_vec(),
         );
         let catalog = EcrCatalog::new(ecr);

@@ -498,17 +498,11 @@ mod tests {
 
     /// An ECR with one 30-day-old image in `app`, and a policy that expires it.
     fn one_old_image() -> (crate::catalog::ecr::MemoryEcr, &'static str) {
-        use crate::catalog::ecr::{ImageDetail, MemoryEcr};
-        use crate::oci::media;
+        use crate::catalog::ecr::MemoryEcr;
         let ecr = MemoryEcr::new();
         ecr.put(
             "app",
-            ImageDetail {
-                pushed_at: Some(chrono::Utc::now() - chrono::Duration::days(30)),
-                manifest_media_type: Some(media::OCI_MANIFEST.into()),
-                artifact_media_type: Some(media::OCI_CONFIG.into()),
-                ..Default::default()
-            },
+            crate::catalog::ecr::month_old_image(),
             b"{}".to_vec(),
         );
         let policy = "repositories: ['*']\nrules: [{name: old, select: {kind: image}, action: expire}]\nprotect: {ecs: false, lambda: false}\n";

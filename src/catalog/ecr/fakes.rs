@@ -10,6 +10,17 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+/// An OCI image's DescribeImages entry, pushed 30 days ago (older than any grace period
+/// the tests use), for [`MemoryEcr::put`].
+pub fn month_old_image() -> ImageDetail {
+    ImageDetail {
+        pushed_at: Some(chrono::Utc::now() - chrono::Duration::days(30)),
+        manifest_media_type: Some(media::OCI_MANIFEST.into()),
+        artifact_media_type: Some(media::OCI_CONFIG.into()),
+        ..Default::default()
+    }
+}
+
 /// A small OCI image manifest whose config digest comes from `seed` (so each seed gives
 /// another manifest digest) with config media type `config`, no layers, and `extra`
 /// appended inside the top-level object (e.g. `,"subject":{...}`).

@@ -15,7 +15,7 @@ pub mod manifest_cache;
 mod sdk;
 
 #[cfg(any(test, feature = "test-util"))]
-pub use fakes::{seeded_manifest, CallCounts, CountingEcr, MemoryEcr};
+pub use fakes::{month_old_image, seeded_manifest, CallCounts, CountingEcr, MemoryEcr};
 pub use sdk::SdkEcr;
 
 use super::{

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::catalog::ecr::seeded_manifest;
-use crate::catalog::ecr::{EcrCatalog, ImageDetail, MemoryEcr};
+use crate::catalog::ecr::{EcrCatalog, MemoryEcr};
 use crate::cleanup::run_store::MemoryRunStore;
 use crate::oci::media;
 use crate::queue::MemoryQueue;
@@ -15,12 +15,7 @@ fn ecr(repositories: &[(&str, usize)]) -> EcrCatalog<MemoryEcr> {
         for i in 0..*images {
             ecr.put(
                 repository,
-                ImageDetail {
-                    pushed_at: Some(Utc::now() - chrono::Duration::days(30)),
-                    manifest_media_type: Some(media::OCI_MANIFEST.into()),
-                    artifact_media_type: Some(media::OCI_CONFIG.into()),
-                    ..Default::default()
-                },
+                crate::catalog::ecr::month_old_image(),
                 seeded_manifest(&format!("{repository} {i}"), media::OCI_CONFIG, ""),
             );
         }
@@ -370,12 +365,7 @@ async fn a_message_delivered_again_after_its_part_sweeps_nothing_more() {
     // An image pushed since: the run's plan is done, the next run's business.
     catalog.api().put(
         "a",
-        ImageDetail {
-            pushed_at: Some(Utc::now() - chrono::Duration::days(30)),
-            manifest_media_type: Some(media::OCI_MANIFEST.into()),
-            artifact_media_type: Some(media::OCI_CONFIG.into()),
-            ..Default::default()
-        },
+        crate::catalog::ecr::month_old_image(),
         seeded_manifest("a late", media::OCI_CONFIG, ""),
     );
     let again = sweep_repository(&catalog, &store, settings, RUN, "a", 1, None)
