@@ -232,7 +232,7 @@ impl Reconciler {
             concurrency: SURVEY_CONCURRENCY,
             progress: None,
         };
-        let survey = survey_ecr_registry(
+        let mut survey = survey_ecr_registry(
             self.ecr.clone(),
             &open_inner,
             &origin,
@@ -241,11 +241,13 @@ impl Reconciler {
         )
         .await
         .map_err(|e| super::handlers::by_retryability(e.is_retryable(), e))?;
-        let plan = Plan::new(survey.surveys.clone(), CostModel::default());
+        // The surveys move into the plan (they hold every piece of work and its event:
+        // 95,000 of them in the benchmark's registry), after the sends that read them.
+        let surveys = std::mem::take(&mut survey.surveys);
         let mut send_error = None;
         let enqueued = match (&self.queue, self.mode) {
             (Some(queue), ReconcileMode::Enqueue) => {
-                match fan_out::enqueue(queue, &survey.surveys, &self.settings).await {
+                match fan_out::enqueue(queue, &surveys, &self.settings).await {
                     Ok(report) => Some(report),
                     Err(EnqueueError::Queue { error, report }) => {
                         send_error = Some(error);
@@ -262,6 +264,7 @@ impl Reconciler {
             }
             _ => None,
         };
+        let plan = Plan::new(surveys, CostModel::default());
         let report = ReconcileReport::new(
             run_id,
             self.mode.name(),

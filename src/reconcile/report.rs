@@ -62,7 +62,8 @@ pub struct RepositoryLine {
 }
 
 impl ReconcileReport {
-    /// The report of `survey` (planned as `plan`) and of what was sent.
+    /// The report of `survey`, whose repositories' surveys are in `plan`, and of what
+    /// was sent.
     pub fn new(
         run_id: String,
         mode: &str,
@@ -72,14 +73,11 @@ impl ReconcileReport {
         plan: &Plan,
         enqueued: Option<EnqueueReport>,
     ) -> Self {
-        let already_done = survey
-            .surveys
-            .iter()
+        let surveys = || plan.repositories.iter().map(|r| &r.survey);
+        let already_done = surveys()
             .map(|s| s.indexed + s.stitched + s.nothing_to_index)
             .sum();
-        let problems = survey
-            .surveys
-            .iter()
+        let problems = surveys()
             .flat_map(|s| {
                 s.problems
                     .iter()
@@ -94,10 +92,10 @@ impl ReconcileReport {
             started_after,
             repositories_listed: survey.listed,
             repositories_selected: survey.selected,
-            repositories_surveyed: survey.surveys.len() + survey.failures.len(),
+            repositories_surveyed: plan.repositories.len() + survey.failures.len(),
             complete: survey.complete,
             resume_after: survey.resume_after.clone(),
-            work_found: survey.surveys.iter().map(|s| s.work.len()).sum(),
+            work_found: surveys().map(|s| s.work.len()).sum(),
             already_done,
             totals: plan.total.clone(),
             repositories: plan
