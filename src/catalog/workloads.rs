@@ -1,7 +1,7 @@
 //! The workloads of an account (ECS, Lambda) and the images they hold: the port
 //! cleanup lists them through ([`InUseSource`]), the references it returns
 //! ([`InUseRef`], [`EcrImageRef`]), and the adapter over the ECS and Lambda ports
-//! ([`Workloads`]). Only references to the collecting account's own registry in its region
+//! ([`super::account_workloads::Workloads`]). Only references to the collecting account's own registry in its region
 //! are kept ([`own_registry_ref`]). What cleanup does with them (an image in use is kept)
 //! lives in `cleanup::in_use`.
 

@@ -23,7 +23,7 @@ use crate::events::Trigger;
 use crate::metrics;
 use crate::queue::SqsQueues;
 use crate::reconcile::fan_out::{self, EnqueueError};
-use crate::reconcile::registry_survey::{survey_ecr_client, RegistrySurveyOptions};
+use crate::reconcile::registry_survey::RegistrySurveyOptions;
 use crate::reconcile::{
     survey_ecr_registry, CostModel, EventOrigin, Plan, ReconcileReport, ReconcileSettings,
 };
@@ -169,7 +169,7 @@ impl Reconciler {
         Ok(Self {
             mode,
             settings,
-            ecr: Arc::new(survey_ecr_client(&sdk, &clients)),
+            ecr: Arc::new(SdkEcr::new(clients.ecr(&sdk))),
             registry,
             queue,
             s3,

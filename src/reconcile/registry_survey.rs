@@ -10,7 +10,7 @@
 //!   large for one 15-minute invocation is surveyed over several.
 //!
 //! Throttling: every ECR call goes through the SDK client's retries, the one retry layer
-//! ([`crate::aws_clients`]), in the standard mode: a throttled call is tried again after
+//! ([`crate::aws_clients`], the same ECR client as cleanup's), in the standard mode: a throttled call is tried again after
 //! an exponential backoff with jitter, within the client's retry quota. Not the adaptive
 //! mode: after one throttle its client-side rate limiter starts from the rate it has
 //! measured, which early in a survey is a few calls a second, and holds every later call
@@ -105,12 +105,6 @@ pub struct RegistrySurvey {
     pub resume_after: Option<String>,
     /// The ECR calls made.
     pub calls: EcrCalls,
-}
-
-/// An ECR client for a registry survey: the crate's timeouts, attempts and standard
-/// retry mode (see the module documentation for why not the adaptive one).
-pub fn survey_ecr_client(sdk: &aws_config::SdkConfig, settings: &ClientSettings) -> SdkEcr {
-    SdkEcr::new(settings.ecr(sdk))
 }
 
 enum ListError {
@@ -235,7 +229,7 @@ pub async fn survey_ecr_registry<A: EcrApi + ?Sized + 'static>(
 
 /// Surveys the ECR registry `host` (`<account>.dkr.ecr.<region>.amazonaws.com`) as the
 /// CLI does: ECR's API in the host's region (`AWS_ENDPOINT_URL` honoured) through
-/// [`survey_ecr_client`], the configs through the registry under `registry` (one client,
+/// the crate's ECR client ([`ClientSettings::ecr`]), the configs through the registry under `registry` (one client,
 /// its token cache shared by every repository), the events naming the host's account
 /// and region.
 pub async fn survey_ecr_registry_host(
@@ -252,7 +246,7 @@ pub async fn survey_ecr_registry_host(
     let client_settings =
         ClientSettings::from_env().map_err(|e| ReconcileError::Setting(e.to_string()))?;
     let sdk = crate::aws_clients::load_sdk_config_in(&ecr.region).await;
-    let api = Arc::new(survey_ecr_client(&sdk, &client_settings));
+    let api = Arc::new(SdkEcr::new(client_settings.ecr(&sdk)));
     let client = Arc::new(RegistryClient::new(registry, host)?);
     let open = move |name: &str| -> Result<Arc<dyn Repository>, RegistryError> {
         Ok(Arc::new(DistributionRepository::new(client.clone(), name)?))

@@ -10,7 +10,7 @@ use afterpush::aws_clients::ClientSettings;
 use afterpush::filters::RepositoryTagFilters;
 use afterpush::reconcile::ecr_fixtures::{image_manifest, push_configs};
 use afterpush::reconcile::registry_survey::{
-    survey_ecr_client, survey_ecr_registry, OpenInner, RegistrySurvey, RegistrySurveyOptions,
+    survey_ecr_registry, OpenInner, RegistrySurvey, RegistrySurveyOptions,
 };
 use afterpush::reconcile::{EventOrigin, ReconcileSettings};
 use afterpush::registry::layout::LayoutRepository;
@@ -67,7 +67,7 @@ async fn survey(
         max_attempts: attempts,
         ..ClientSettings::default()
     };
-    let api = Arc::new(survey_ecr_client(&config, &client));
+    let api = Arc::new(afterpush::catalog::ecr::SdkEcr::new(client.ecr(&config)));
     let open: Box<OpenInner> = Box::new(move |_| Ok(layout.clone() as Arc<dyn Repository>));
     let settings = ReconcileSettings::new(
         SociSettings::default(),
